@@ -24,7 +24,7 @@ import numpy as np
 from prunehw.config import LayerSpec, NetworkConfig
 from prunehw.errors import ModelFileError
 
-__all__ = ["LayerMap", "Geometry", "geometry", "matrices", "network_spec", "shrink", "expand", "zeroed_original",
+__all__ = ["LayerMap", "Geometry", "geometry", "matrices", "network_spec", "shrink", "row_masks", "expand", "zeroed_original",
            "save_maps", "load_maps", "full_maps"]
 
 
@@ -149,6 +149,17 @@ def shrink(full: list[tuple[str, np.ndarray, np.ndarray]], geo: list[Geometry], 
         layer.kernel.assign(mat.reshape(layer.kernel.shape))
         layer.bias.assign(b[m.cols])
     return small
+
+
+def row_masks(small: keras.Model, geo: list[Geometry], maps: list[LayerMap]) -> dict[str, np.ndarray]:
+    """Keep-masks (kernel-shaped) of the smaller model: zero where a single tap/position row was dropped."""
+    out = {}
+    for layer, g, m in zip([l for l in small.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))], geo, maps):
+        new_rows, _ = _small_rows(g, m, maps[g.src].cols if g.src is not None else None)
+        mask = np.zeros(layer.kernel.shape, dtype=bool).reshape(-1, len(m.cols))
+        mask[new_rows] = True
+        out[layer.name] = mask.reshape(layer.kernel.shape)
+    return out
 
 
 def expand(small: keras.Model, geo: list[Geometry], maps: list[LayerMap]) -> list[tuple[str, np.ndarray, np.ndarray]]:

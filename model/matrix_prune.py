@@ -27,8 +27,9 @@ from tqdm.auto import tqdm
 from prunehw.config import CRITERIA, ArrayConfig, RunConfig, VariantConfig
 from prunehw.errors import ConfigError
 from prunehw.model.data import Dataset, to_float
-from prunehw.model.matrix_form import (Geometry, LayerMap, expand, full_maps, geometry, matrices, save_maps, shrink,
+from prunehw.model.matrix_form import (Geometry, LayerMap, expand, full_maps, geometry, matrices, row_masks, save_maps, shrink,
                                        _small_rows)
+from prunehw.model.prune import MaskKeeper
 from prunehw.model.pruning_schedule import PruningSchedule
 from prunehw.model.train import fit
 
@@ -197,7 +198,9 @@ def prune_matrix(model: keras.Model, data: Dataset, schedule: PruningSchedule, *
         maps = select(geo, maps, cols, rows, counts)
         small = shrink(full, geo, maps, model, seed)
         if epochs:
-            fit(small, data, epochs, batch_size, learning_rate, desc=f"{desc} step {step + 1}/{len(plan)} epoch")
+            # dropped single rows are zeros inside the smaller Keras layers; keep them zero
+            fit(small, data, epochs, batch_size, learning_rate, desc=f"{desc} step {step + 1}/{len(plan)} epoch",
+                callbacks=[MaskKeeper(row_masks(small, geo, maps))])
         full = expand(small, geo, maps)
     return small, geo, maps
 

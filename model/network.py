@@ -18,7 +18,7 @@ import numpy as np
 from prunehw.config import NetworkConfig
 from prunehw.errors import ConfigError, ModelFileError
 
-__all__ = ["build_model", "load_model", "save_model", "prunable_layers", "check_finite", "weight_counts", "set_seed"]
+__all__ = ["build_model", "load_model", "save_model", "prunable_layers", "check_finite", "check_fits", "check_supported", "weight_counts", "set_seed"]
 
 _KERAS_TYPES = {
     "Conv2D": "conv2d",
@@ -103,6 +103,16 @@ def check_finite(model: keras.Model, where: str) -> None:
         for var in layer.weights:
             if not np.all(np.isfinite(var.numpy())):
                 raise ModelFileError(f"{where}: layer {layer.name!r} weight {var.name!r} holds NaN or inf values")
+
+
+def check_fits(model: keras.Model, data, where: str) -> None:
+    """Refuse a model whose input shape or class count differs from the data set's."""
+    got = tuple(model.inputs[0].shape[1:])
+    if got != tuple(data.input_shape):
+        raise ModelFileError(f"{where}: model input shape {got} does not match the data's images {tuple(data.input_shape)}")
+    units = model.layers[-1].units if isinstance(model.layers[-1], keras.layers.Dense) else None
+    if units != data.n_classes:
+        raise ModelFileError(f"{where}: model has {units} outputs but the data set has {data.n_classes} classes")
 
 
 def load_model(path: Path | str) -> keras.Model:

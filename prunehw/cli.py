@@ -10,16 +10,6 @@ from prunehw.errors import PrunehwError
 __all__ = ["main"]
 
 
-def _ratio(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"ratio {text!r} is not a number; allowed: 0 <= ratio < 1") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"ratio {value!r} is out of range; allowed: 0 <= ratio < 1")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prunehw", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -33,7 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     stage("train", "train the float network and save it as build/<run>/dense/model.keras")
     p = stage("prune", "prune the trained network: every configured variant, or the one given by --method/--ratio")
     p.add_argument("--method", choices=("unstructured", "matrix"), help="pruning method of a single variant")
-    p.add_argument("--ratio", type=_ratio, help="fraction of weights to remove, 0 <= ratio < 1")
+    p.add_argument("--ratio", type=float, help="fraction of weights to remove, 0 <= ratio < 1")
+    p.add_argument("--model", help="prune this .keras file instead of the run's trained dense model")
     p.add_argument("--schedule", choices=("oneshot", "iterative"), default="iterative", help="pruning schedule (default iterative)")
     p.add_argument("--criterion", choices=("l1", "l2", "taylor", "fisher"), default="l1", help="ranking criterion (default l1)")
     p = stage("experiments", "the seed report's sweeps and figures, CSV + PNG under build/<run>/experiments/")
@@ -44,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> None:
     from prunehw.config import VariantConfig, load_config
+    from prunehw.tf_quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     from prunehw.flow import Flow
 
     cfg = load_config(args.config)
@@ -54,10 +48,11 @@ def _run(args: argparse.Namespace) -> None:
         if (args.method is None) != (args.ratio is None):
             raise PrunehwError("prune: give --method and --ratio together, or neither (to prune every configured variant)")
         if args.method is None:
-            flow.prune_all(force=args.force)
+            for variant in cfg.variants:
+                flow.prune(variant, force=args.force, source=args.model)
         else:
             variant = VariantConfig(args.method, args.ratio, args.schedule, args.criterion)
-            flow.with_variant(variant).prune(variant, force=args.force)
+            flow.with_variant(variant).prune(variant, force=args.force, source=args.model)
     elif args.command == "experiments":
         from prunehw.experiments import run_experiments
 

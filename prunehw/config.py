@@ -69,8 +69,12 @@ class _Section:
         unknown = sorted(set(raw) - set(names))
         if unknown:
             raise ConfigError(f"[{where}] unknown key {unknown[0]!r}; allowed: {', '.join(names)}")
-        kwargs = {k: _coerce(f"{where}.{k}", v, hints[k]) for k, v in raw.items()}
+        kwargs = {k: _coerce(cls._child(where, k), v, hints[k]) for k, v in raw.items()}
         return cls(**kwargs)
+
+    @classmethod
+    def _child(cls, where: str, key: str) -> str:
+        return f"{where}.{key}"
 
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))
@@ -305,6 +309,11 @@ class RunConfig(_Section):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ConfigError(f"variants: {dup[0]!r} is listed twice; each method/ratio pair once")
+
+    @classmethod
+    def _child(cls, where: str, key: str) -> str:
+        # sections are named as in the TOML file ([train], not [run.train])
+        return f"run.{key}" if key in ("name", "seed", "build_dir") else key
 
     @classmethod
     def from_toml_dict(cls, raw: dict) -> "RunConfig":

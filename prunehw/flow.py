@@ -72,15 +72,20 @@ class Flow:
         return out
 
     # -- prune ------------------------------------------------------------------------
-    def prune(self, variant: VariantConfig, force: bool = False) -> Path:
-        from prunehw.model.network import load_model, save_model, weight_counts
+    def prune(self, variant: VariantConfig, force: bool = False, source: Path | None = None) -> Path:
+        """Prune ``source`` (default: this run's trained dense model) as ``variant`` describes."""
+        from prunehw.model.network import check_fits, load_model, save_model, weight_counts
         from prunehw.model.prune import prune_unstructured
         from prunehw.model.pruning_schedule import PruningSchedule
         from prunehw.model.train import evaluate
 
-        dense = self.train()
+        dense = Path(source) if source is not None else self.train()
         out = self.model_path(variant.name)
         p = self.cfg.prune
+        if not dense.is_file():
+            from prunehw.errors import ModelFileError
+
+            raise ModelFileError(f"model file not found: {dense}")
         key = _key(self.cfg.key("data", "prune"), variant.to_dict(), sha256_file(dense),
                    self.cfg.array.to_dict() if variant.method == "matrix" and variant.tile_aware else None)
         stage = f"prune:{variant.name}"
@@ -89,8 +94,10 @@ class Flow:
             return out
         from prunehw.model.network import set_seed
 
-        set_seed(self.cfg.seed)
         model = load_model(dense)
+        check_fits(model, self.data, str(dense))
+        total_dense, _ = weight_counts(model)
+        set_seed(self.cfg.seed)
         schedule = PruningSchedule(variant.schedule, variant.ratio, p.steps, p.finetune_epochs)
         outputs = [out]
         extra: dict = {}
@@ -104,7 +111,6 @@ class Flow:
             model, index_path = prune_matrix_flow(model, self.data, schedule, variant, self.cfg, out.parent)
             outputs.append(index_path)
         acc = evaluate(model, self.data.x_test, self.data.y_test)
-        total_dense, _ = weight_counts(load_model(dense))
         _, kept = weight_counts(model)
         save_model(model, out)
         update_variant(self.run_dir, variant.name, {

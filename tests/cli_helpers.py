@@ -1,0 +1,33 @@
+"""Helpers for tests that run the CLI as a user would."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``prunehw`` as a user would, in ``cwd``."""
+    return subprocess.run([sys.executable, "-m", "prunehw.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def write_config(path: Path, build_dir: Path, extra: str = "", name: str = "t") -> Path:
+    """A small run config: 1k training images, 1 epoch, quick pruning."""
+    path.write_text(f"""
+[run]
+name = "{name}"
+seed = 7
+build_dir = "{build_dir}"
+[data]
+train_limit = 1000
+test_limit = 200
+[train]
+epochs = 1
+[prune]
+steps = 2
+finetune_epochs = 1
+calibration_images = 64
+{extra}
+""")
+    return path

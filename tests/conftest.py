@@ -1,0 +1,34 @@
+"""Shared fixtures: a tiny MNIST subset and small networks, so unit tests stay fast on 2 cores."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    from prunehw.model.data import load_mnist
+
+    return load_mnist()
+
+
+@pytest.fixture(scope="session")
+def tiny_data(mnist):
+    """2k training, 500 validation and 500 test images of MNIST."""
+    from prunehw.model.data import Dataset
+
+    return Dataset(mnist.x_train[:2000], mnist.y_train[:2000], mnist.x_val[:500], mnist.y_val[:500],
+                   mnist.x_test[:500], mnist.y_test[:500], source="mnist", digest=mnist.digest)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

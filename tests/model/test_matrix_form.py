@@ -1,0 +1,73 @@
+"""The physically smaller model computes what the original computes with the pruned rows/columns zeroed."""
+
+import numpy as np
+import pytest
+
+from prunehw.config import ArrayConfig, LayerSpec as L, NetworkConfig
+from prunehw.model.matrix_form import expand, full_maps, geometry, matrices, shrink, zeroed_original
+from prunehw.model.matrix_prune import plan_counts, select, target_counts
+from prunehw.model.network import build_model
+
+NETS = {
+    # conv -> pool -> conv -> pool -> flatten -> dense: channels pruned across pooling and flatten
+    "cnn": ((28, 28, 1), (L("conv2d", filters=8, kernel=3), L("relu"), L("maxpool2d", pool=2),
+                          L("conv2d", filters=12, kernel=3), L("relu"), L("maxpool2d", pool=2), L("flatten"),
+                          L("dense", units=24), L("relu"), L("dense", units=10))),
+    # conv straight into flatten (no pooling), multi-channel input
+    "conv_flatten": ((10, 10, 3), (L("conv2d", filters=6, kernel=3), L("relu"), L("flatten"),
+                                   L("dense", units=16), L("relu"), L("dense", units=10))),
+    # MLP: dense after dense
+    "mlp": ((8, 8, 1), (L("flatten"), L("dense", units=32), L("relu"), L("dense", units=20), L("relu"), L("dense", units=10))),
+}
+
+
+@pytest.mark.parametrize("net", list(NETS))
+@pytest.mark.parametrize("ratio", [0.3, 0.7])
+@pytest.mark.parametrize("array", [None, ArrayConfig(rows=4, cols=4)])
+def test_smaller_model_equals_zeroed_original(net, ratio, array, rng):
+    shape, layers = NETS[net]
+    model = build_model(NetworkConfig(layers), shape, 10, seed=1)
+    for layer in model.layers:  # random biases too, so dropped biases would show
+        for v in layer.weights:
+            v.assign(rng.normal(scale=0.3, size=v.shape).astype(np.float32))
+    geo = geometry(model)
+    maps = full_maps(geo)
+    cols = [rng.random(len(m.cols)) for m in maps]
+    rows = [rng.random(len(m.rows)) for m in maps]
+    counts = target_counts(geo, maps, ratio, array)
+    new = select(geo, maps, cols, rows, counts)
+    assert [(len(m.rows), len(m.cols)) for m in new] == counts
+    assert len(new[-1].cols) == 10, "the class outputs are never pruned"
+    small = shrink(matrices(model), geo, new, model, seed=1)
+    ref = zeroed_original(model, geo, new)
+    x = rng.integers(0, 256, size=(16, *shape)).astype(np.float32) / 256
+    np.testing.assert_allclose(small.predict(x, verbose=0), ref.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    kept = sum(len(m.rows) * len(m.cols) for m in new)
+    assert sum(int(np.count_nonzero(w)) for _, w, _ in matrices(small)) == kept
+    # expand() is shrink()'s inverse on the kept entries
+    for (_, w, b), (_, wz, bz) in zip(expand(small, geo, new), matrices(ref)):
+        np.testing.assert_array_equal(w, wz)
+        np.testing.assert_array_equal(b, bz)
+
+
+def test_tile_aware_counts_fill_whole_tiles():
+    shape, layers = NETS["cnn"]
+    model = build_model(NetworkConfig(layers), shape, 10, seed=1)
+    geo = geometry(model)
+    array = ArrayConfig(rows=4, cols=4)
+    counts = target_counts(geo, full_maps(geo), 0.6, array)
+    for (r, c), g in zip(counts[:-1], geo[:-1]):
+        assert c % 4 == 0
+    for (r, c), g in zip(counts, geo):
+        assert r % 4 == 0 or r == g.n_rows
+    total = sum(g.n_rows * g.n_cols for g in geo)
+    assert 1 - sum(r * c for r, c in counts) / total >= 0.6
+
+
+def test_geometry_of_default_network():
+    from prunehw.config import NetworkConfig as N
+
+    model = build_model(N(), (28, 28, 1), 10, seed=1)
+    geo = geometry(model)
+    assert [(g.n_rows, g.n_cols, g.c_in, g.n_pos, g.src) for g in geo] == [
+        (9, 16, 1, 9, None), (144, 32, 16, 9, 0), (800, 128, 32, 25, 1), (128, 10, 128, 1, 2)]

@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+from prunehw.config import ArrayConfig, LayerSpec as L, NetworkConfig
+from prunehw.model.matrix_form import full_maps, geometry
+from prunehw.model.matrix_prune import prune_matrix, structure_scores
+from prunehw.model.network import build_model, weight_counts
+from prunehw.model.pruning_schedule import PruningSchedule
+
+NET = NetworkConfig((L("conv2d", filters=8, kernel=3), L("relu"), L("maxpool2d", pool=2), L("conv2d", filters=8, kernel=3),
+                     L("relu"), L("maxpool2d", pool=2), L("flatten"), L("dense", units=32), L("relu"), L("dense", units=10)))
+
+
+@pytest.fixture(scope="module")
+def net(tiny_data):
+    return build_model(NET, tiny_data.input_shape, 10, seed=2)
+
+
+@pytest.mark.parametrize("criterion", ["l1", "l2", "taylor", "fisher"])
+def test_scores_cover_every_structure(net, tiny_data, criterion):
+    geo = geometry(net)
+    maps = full_maps(geo)
+    cols, rows = structure_scores(net, geo, maps, criterion, tiny_data.x_train[:64], tiny_data.y_train[:64])
+    for g, c, r in zip(geo, cols, rows):
+        assert c.shape == (g.n_cols,) and r.shape == (g.n_rows,)
+        assert np.all(np.isfinite(c)) and np.all(c >= 0) and np.any(c > 0)
+
+
+def test_l1_scores_are_column_and_row_norms(net, tiny_data):
+    geo = geometry(net)
+    cols, rows = structure_scores(net, geo, full_maps(geo), "l1", tiny_data.x_train[:8], tiny_data.y_train[:8])
+    k = net.layers[0].kernel.numpy().reshape(9, 8)
+    np.testing.assert_allclose(cols[0], np.abs(k).sum(0), rtol=1e-6)
+    np.testing.assert_allclose(rows[0], np.abs(k).sum(1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("criterion", ["l2", "taylor"])
+def test_prune_matrix_reaches_ratio_with_full_tiles(net, tiny_data, criterion):
+    total, _ = weight_counts(net)
+    small, geo, maps = prune_matrix(net, tiny_data, PruningSchedule("iterative", 0.6, 2, 1), criterion=criterion,
+                                    array=ArrayConfig(rows=4, cols=4), learning_rate=1e-3, batch_size=64,
+                                    calibration=64, seed=0)
+    _, kept = weight_counts(small)
+    assert kept == sum(len(m.rows) * len(m.cols) for m in maps)
+    assert 1 - kept / total >= 0.6
+    assert [len(m.cols) % 4 for m in maps[:-1]] == [0] * (len(maps) - 1)
+    assert small.layers[0].filters == len(maps[0].cols), "the model is physically smaller"

@@ -1,0 +1,115 @@
+"""The CLI as users meet it: bad input gets one line and a non-zero exit, runs are deterministic."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from cli_helpers import run_cli, write_config
+
+
+def _one_error_line(res):
+    assert res.returncode == 2, res.stderr
+    lines = [l for l in res.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert "Traceback" not in res.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('[network]\nlayers = [{type = "conv3d", filters = 2}, {type = "dense", units = 10}]', "network layer type = 'conv3d' is unknown"),
+    ('[[variants]]\nmethod = "matrix"\nratio = 1.2', "ratio = 1.2 is out of range"),
+])
+def test_bad_config(tmp_path, extra, message):
+    cfg = write_config(tmp_path / "c.toml", tmp_path / "build", extra)
+    line = _one_error_line(run_cli("train", "--config", str(cfg), cwd=tmp_path))
+    assert message in line
+
+
+@pytest.mark.parametrize("ratio", ["1.0", "-0.5", "1.5"])
+def test_prune_ratio_out_of_range(tmp_path, ratio):
+    cfg = write_config(tmp_path / "c.toml", tmp_path / "build")
+    line = _one_error_line(run_cli("prune", "--config", str(cfg), "--method", "unstructured", "--ratio", ratio, cwd=tmp_path))
+    assert "out of range; allowed: 0 <= ratio < 1" in line
+
+
+def _model_with(tmp_path, mutate):
+    import keras
+
+    from prunehw.config import NetworkConfig
+    from prunehw.model.network import build_model
+
+    model = build_model(NetworkConfig(), (28, 28, 1), 10, seed=0)
+    mutate(model)
+    path = tmp_path / "user.keras"
+    model.save(path)
+    return path
+
+
+def _nan(model):
+    k = model.layers[0].kernel.numpy()
+    k[0, 0, 0, 0] = np.nan
+    model.layers[0].kernel.assign(k)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "model file not found"),
+    ("corrupt", "is corrupt or not a Keras model"),
+    ("nan", "weight 'kernel' holds NaN or inf"),
+])
+def test_bad_model_file(tmp_path, case, message):
+    if case == "missing":
+        path = tmp_path / "none.keras"
+    elif case == "corrupt":
+        path = tmp_path / "bad.keras"
+        path.write_bytes(b"PK\x03\x04 not really a zip")
+    else:
+        path = _model_with(tmp_path, _nan)
+    build = tmp_path / "build"
+    cfg = write_config(tmp_path / "c.toml", build)
+    line = _one_error_line(run_cli("prune", "--config", str(cfg), "--method", "matrix", "--ratio", "0.5",
+                                   "--model", str(path), cwd=tmp_path))
+    assert message in line
+    assert not list(build.rglob("*.keras")), "no artifact may be left behind"
+    assert not list(build.rglob(".*.keras*")), "no temp file may be left behind"
+
+
+def test_model_of_wrong_input_shape(tmp_path):
+    import keras
+
+    from prunehw.config import NetworkConfig
+    from prunehw.model.network import build_model
+
+    path = tmp_path / "m.keras"
+    build_model(NetworkConfig(), (32, 32, 1), 10, seed=0).save(path)
+    cfg = write_config(tmp_path / "c.toml", tmp_path / "build")
+    line = _one_error_line(run_cli("prune", "--config", str(cfg), "--method", "unstructured", "--ratio", "0.5",
+                                   "--model", str(path), cwd=tmp_path))
+    assert "model input shape (32, 32, 1) does not match the data's images (28, 28, 1)" in line
+
+
+def _weights_hash(path):
+    from prunehw.model.network import load_model
+
+    h = hashlib.sha256()
+    for w in load_model(path).get_weights():
+        h.update(w.tobytes())
+    return h.hexdigest()
+
+
+def test_same_config_gives_same_bits_and_cache_skips(tmp_path):
+    hashes = []
+    for i in range(2):
+        cfg = write_config(tmp_path / f"c{i}.toml", tmp_path / f"build{i}")
+        res = run_cli("prune", "--config", str(cfg), "--method", "unstructured", "--ratio", "0.8", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        run = tmp_path / f"build{i}" / "t"
+        hashes.append((_weights_hash(run / "dense" / "model.keras"), _weights_hash(run / "unstructured-0.80" / "model.keras")))
+    assert hashes[0] == hashes[1]
+    summary = json.loads((tmp_path / "build0" / "t" / "summary.json").read_text())
+    v = summary["variants"]["unstructured-0.80"]
+    assert v["ratio_measured"] == pytest.approx(0.8, abs=1e-4)
+    assert v["weights_kept"] == round(v["weights_total"] * 0.2)
+    again = run_cli("prune", "--config", str(tmp_path / "c0.toml"), "--method", "unstructured", "--ratio", "0.8", cwd=tmp_path)
+    assert "train: up to date" in again.stdout and "prune unstructured-0.80: up to date" in again.stdout
