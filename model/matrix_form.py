@@ -178,8 +178,9 @@ def expand(small: keras.Model, geo: list[Geometry], maps: list[LayerMap]) -> lis
 
 def zeroed_original(original: keras.Model, geo: list[Geometry], maps: list[LayerMap]) -> keras.Model:
     """A copy of the original-size model with every pruned row, column and bias set to zero."""
-    clone = keras.models.clone_model(original)
-    clone.set_weights(original.get_weights())
+    from prunehw.model.network import strip_training_state
+
+    clone = strip_training_state(original)
     weighted = [l for l in clone.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
     for layer, g, m in zip(weighted, geo, maps):
         mask = np.zeros((g.n_rows, g.n_cols), dtype=np.float32)

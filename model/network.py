@@ -18,7 +18,7 @@ import numpy as np
 from prunehw.config import NetworkConfig
 from prunehw.errors import ConfigError, ModelFileError
 
-__all__ = ["build_model", "load_model", "save_model", "prunable_layers", "check_finite", "check_fits", "check_supported", "weight_counts", "set_seed"]
+__all__ = ["build_model", "load_model", "save_model", "prunable_layers", "check_finite", "check_fits", "check_supported", "strip_training_state", "weight_counts", "set_seed"]
 
 _KERAS_TYPES = {
     "Conv2D": "conv2d",
@@ -130,13 +130,20 @@ def load_model(path: Path | str) -> keras.Model:
     return model
 
 
+def strip_training_state(model: keras.Model) -> keras.Model:
+    """An uncompiled copy of ``model``: the same weights, no optimizer state to save."""
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
 def save_model(model: keras.Model, path: Path | str) -> Path:
-    """Save atomically as ``.keras`` after checking the weights are finite."""
+    """Save atomically as ``.keras`` (without optimizer state) after checking the weights are finite."""
     from prunehw.artifacts import atomic_path
 
     check_finite(model, str(path))
     with atomic_path(path) as tmp:
-        model.save(tmp)
+        strip_training_state(model).save(tmp)
     return Path(path)
 
 

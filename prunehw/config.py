@@ -28,6 +28,7 @@ __all__ = [
     "PruneConfig",
     "VariantConfig",
     "ArrayConfig",
+    "ExperimentsConfig",
     "RunConfig",
     "load_config",
 ]
@@ -290,6 +291,31 @@ class ArrayConfig(_Section):
 
 
 @dataclass(frozen=True)
+class ExperimentsConfig(_Section):
+    """The seed report's sweeps (``prunehw experiments``): ratios and the per-point fine-tuning budget."""
+
+    _section = "experiments"
+    ratios: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95)
+    sensitivity_ratios: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9, 0.95, 0.99)
+    size_ratios: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
+    steps: int = 3
+    finetune_epochs: int = 1
+    timing_repeats: int = 3
+    peer: bool = True
+
+    def __post_init__(self):
+        for name in ("ratios", "sensitivity_ratios", "size_ratios"):
+            values = getattr(self, name)
+            if not values:
+                raise ConfigError(f"experiments.{name} is empty")
+            for r in values:
+                _check_ratio(f"experiments.{name}", r)
+        _check_positive("experiments.steps", self.steps)
+        _check_positive("experiments.finetune_epochs", self.finetune_epochs, allow_zero=True)
+        _check_positive("experiments.timing_repeats", self.timing_repeats)
+
+
+@dataclass(frozen=True)
 class RunConfig(_Section):
     _section = "run"
     name: str = "default"
@@ -300,6 +326,7 @@ class RunConfig(_Section):
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     array: ArrayConfig = field(default_factory=ArrayConfig)
+    experiments: ExperimentsConfig = field(default_factory=ExperimentsConfig)
     variants: tuple[VariantConfig, ...] = field(default_factory=_default_variants)
 
     def __post_init__(self):
