@@ -27,6 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="prune this .keras file instead of the run's trained dense model")
     p.add_argument("--schedule", choices=("oneshot", "iterative"), default="iterative", help="pruning schedule (default iterative)")
     p.add_argument("--criterion", choices=("l1", "l2", "taylor", "fisher"), default="l1", help="ranking criterion (default l1)")
+    for name, help in (("quantize", "quantize each variant to the numeric contract (contract.json + weights.npz) and run the golden model"),
+                       ("export", "write the numeric contract and the hls4ml project of each variant; check hls4ml C-sim bit for bit")):
+        p = stage(name, help)
+        p.add_argument("--variant", action="append", help="only this variant (repeatable; default: dense and every configured variant)")
     p = stage("experiments", "the seed report's sweeps and figures, CSV + PNG under build/<run>/experiments/")
     p.add_argument("--only", action="append", help="run only this experiment (repeatable)")
     stage("run", "every stage of the flow, cached")
@@ -53,12 +57,18 @@ def _run(args: argparse.Namespace) -> None:
         else:
             variant = VariantConfig(args.method, args.ratio, args.schedule, args.criterion)
             flow.with_variant(variant).prune(variant, force=args.force, source=args.model)
+    elif args.command in ("quantize", "export"):
+        for name in args.variant or flow.variant_names():
+            if name != "dense":
+                cfg.variant(name)
+            getattr(flow, args.command)(name, force=args.force)
     elif args.command == "experiments":
         from prunehw.experiments import run_experiments
 
         run_experiments(flow, only=args.only, force=args.force)
     elif args.command == "run":
-        flow.prune_all(force=args.force)
+        for name in flow.variant_names():
+            flow.export(name, force=args.force)
     print(f"artifacts: {cfg.run_dir}/ (summary.json, manifest.json)")
 
 

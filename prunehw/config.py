@@ -29,6 +29,7 @@ __all__ = [
     "VariantConfig",
     "ArrayConfig",
     "ExperimentsConfig",
+    "QuantConfig",
     "RunConfig",
     "load_config",
 ]
@@ -291,6 +292,33 @@ class ArrayConfig(_Section):
 
 
 @dataclass(frozen=True)
+class QuantConfig(_Section):
+    """Quantization to the numeric contract and the hls4ml check.
+
+    ``hls_images``: test images run through hls4ml's C simulation (0 = all);
+    ``workers``: C-simulation processes.
+    """
+
+    _section = "quant"
+    weight_bits: int = 8
+    act_bits: int = 8
+    calibration_images: int = 1024
+    hls_backend: str = "Vivado"
+    hls_images: int = 0
+    workers: int = 2
+
+    def __post_init__(self):
+        for name in ("weight_bits", "act_bits"):
+            v = getattr(self, name)
+            if not 2 <= v <= 16:
+                raise ConfigError(f"quant.{name} = {v!r}; allowed: 2..16")
+        _check_positive("quant.calibration_images", self.calibration_images)
+        _check_positive("quant.hls_images", self.hls_images, allow_zero=True)
+        _check_positive("quant.workers", self.workers)
+        _check_choice("quant.hls_backend", self.hls_backend, ("Vivado", "Vitis"))
+
+
+@dataclass(frozen=True)
 class ExperimentsConfig(_Section):
     """The seed report's sweeps (``prunehw experiments``): ratios and the per-point fine-tuning budget."""
 
@@ -326,6 +354,7 @@ class RunConfig(_Section):
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     array: ArrayConfig = field(default_factory=ArrayConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
     experiments: ExperimentsConfig = field(default_factory=ExperimentsConfig)
     variants: tuple[VariantConfig, ...] = field(default_factory=_default_variants)
 

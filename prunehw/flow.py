@@ -10,6 +10,8 @@ import dataclasses
 import hashlib
 import json
 from functools import cached_property
+
+import numpy as np
 from pathlib import Path
 
 from prunehw.artifacts import record_stage, sha256_file, stage_is_current, update_variant, update_summary
@@ -29,6 +31,12 @@ class Flow:
     def __init__(self, cfg: RunConfig, log=print):
         self.cfg = cfg
         self.log = log
+        self._done: dict[str, Path] = {}  # stages already run or checked by this Flow
+
+    def _once(self, stage: str, fn, *args, force: bool = False) -> Path:
+        if force or stage not in self._done:
+            self._done[stage] = fn(*args, force=force)
+        return self._done[stage]
 
     @cached_property
     def data(self):
@@ -47,6 +55,10 @@ class Flow:
 
     # -- train ------------------------------------------------------------------------
     def train(self, force: bool = False) -> Path:
+        """Train the float network (cached); returns ``dense/model.keras``."""
+        return self._once("train", self._train, force=force)
+
+    def _train(self, force: bool = False) -> Path:
         from prunehw.model.network import build_model, save_model, weight_counts
         from prunehw.model.train import evaluate, train_float
 
@@ -73,7 +85,10 @@ class Flow:
 
     # -- prune ------------------------------------------------------------------------
     def prune(self, variant: VariantConfig, force: bool = False, source: Path | None = None) -> Path:
-        """Prune ``source`` (default: this run's trained dense model) as ``variant`` describes."""
+        """Prune ``source`` (default: this run's trained dense model) as ``variant`` describes (cached)."""
+        return self._once(f"prune:{variant.name}:{source}", self._prune, variant, source, force=force)
+
+    def _prune(self, variant: VariantConfig, source: Path | None, force: bool = False) -> Path:
         from prunehw.model.network import check_fits, load_model, save_model, weight_counts
         from prunehw.model.prune import prune_unstructured
         from prunehw.model.pruning_schedule import PruningSchedule
@@ -126,6 +141,91 @@ class Flow:
 
     def prune_all(self, force: bool = False) -> list[Path]:
         return [self.prune(v, force) for v in self.cfg.variants]
+
+    def variant_names(self) -> list[str]:
+        return ["dense"] + [v.name for v in self.cfg.variants]
+
+    def _float_model(self, variant: str) -> Path:
+        return self.train() if variant == "dense" else self.prune(self.cfg.variant(variant))
+
+    # -- quantize -----------------------------------------------------------------------
+    def quantize(self, variant: str, force: bool = False) -> Path:
+        """Quantize a variant to the numeric contract; writes ``contract.json`` + ``weights.npz`` and golden accuracy."""
+        return self._once(f"quantize:{variant}", self._quantize, variant, force=force)
+
+    def _quantize(self, variant: str, force: bool = False) -> Path:
+        from prunehw.export.contract import load_contract, save_contract
+        from prunehw.model.golden import golden
+        from prunehw.model.network import load_model
+        from prunehw.model.quantize import quantize
+
+        src = self._float_model(variant)
+        out = self.run_dir / variant / "contract.json"
+        q = self.cfg.quant
+        key = _key(self.cfg.key("data", "quant"), sha256_file(src))
+        stage = f"quantize:{variant}"
+        if not force and stage_is_current(self.run_dir, stage, key):
+            self.log(f"quantize {variant}: up to date, {out}")
+            return out
+        data = self.data
+        rng = np.random.default_rng(self.cfg.seed)
+        calib = np.sort(rng.choice(len(data.x_train), size=min(q.calibration_images, len(data.x_train)), replace=False))
+        spec, w, b = quantize(load_model(src), data.x_train[calib], q.weight_bits, q.act_bits)
+        _, npz = save_contract(out, spec, w, b)
+        contract = load_contract(out)
+        acc = float(np.mean(golden(contract, data.x_test).argmax(axis=1) == data.y_test))
+        update_variant(self.run_dir, variant, {"accuracy": {"quant": acc, "images": {"quant": int(len(data.y_test))}},
+                                               "quant": {"weight_bits": q.weight_bits, "act_bits": q.act_bits}})
+        record_stage(self.run_dir, stage, key, [out, npz])
+        self.log(f"quantize {variant}: golden integer model test accuracy {acc:.4f} ({q.weight_bits}-bit weights, "
+                 f"{q.act_bits}-bit activations); wrote {out}")
+        return out
+
+    # -- export (hls4ml) ------------------------------------------------------------------
+    def export(self, variant: str, force: bool = False) -> Path:
+        """hls4ml project from the contract, compiled; its C simulation checked against the golden model."""
+        return self._once(f"export:{variant}", self._export, variant, force=force)
+
+    def _export(self, variant: str, force: bool = False) -> Path:
+        from prunehw.export.contract import load_contract
+        from prunehw.export.hls import convert, hls_config, predict_ints
+        from prunehw.model.golden import golden
+        from prunehw.model.network import load_model
+        from prunehw.model.quantize import dequantized_model
+        from prunehw.artifacts import write_json
+
+        contract_path = self.quantize(variant)
+        out = self.run_dir / variant / "hls"
+        q = self.cfg.quant
+        key = _key(self.cfg.key("data", "quant"), sha256_file(contract_path), sha256_file(contract_path.with_name("weights.npz")))
+        stage = f"export:{variant}"
+        if not force and stage_is_current(self.run_dir, stage, key):
+            self.log(f"export {variant}: up to date, {out}")
+            return out
+        contract = load_contract(contract_path)
+        model = dequantized_model(load_model(self._float_model(variant)), contract)
+        hmodel = convert(model, contract, out, q.hls_backend)
+        write_json(out / "prunehw_hls_config.json", hls_config(model, contract, q.hls_backend))
+        data = self.data
+        n = q.hls_images or len(data.x_test)
+        x, y = data.x_test[:n], data.y_test[:n]
+        got = predict_ints(hmodel, out, contract, x, workers=q.workers)
+        want = golden(contract, x)
+        equal = np.all(got == want, axis=1)
+        match = int(equal.sum())
+        acc = float(np.mean(got.argmax(axis=1) == y))
+        entry = {"bitexact": {"hls": {"match": match, "total": int(n)}},
+                 "accuracy": {"hls": acc, "images": {"hls": int(n)}}}
+        if match < n:
+            i = int(np.flatnonzero(~equal)[0])
+            entry["bitexact"]["hls"]["first_mismatch"] = {"image": i, "hls": got[i].tolist(), "golden": want[i].tolist()}
+        update_variant(self.run_dir, variant, entry)
+        record_stage(self.run_dir, stage, key, [out / "prunehw_hls_config.json"])
+        self.log(f"export {variant}: hls4ml C-sim equals the golden model on {match}/{n} images (logit integers), "
+                 f"accuracy {acc:.4f}; project in {out}")
+        if match < n:
+            self.log(f"export {variant}: first mismatch at test image {entry['bitexact']['hls']['first_mismatch']['image']}")
+        return out
 
     def with_variant(self, variant: VariantConfig) -> "Flow":
         """This flow with ``variant`` added to (or replacing its namesake in) the config."""

@@ -1,0 +1,136 @@
+"""The numeric contract (DESIGN §5): every fixed-point fact of the network, in one versioned JSON.
+
+All scales are powers of two, so each value is an integer times 2**-frac and
+maps exactly onto hls4ml's ``ap_fixed``/``ap_ufixed`` types. The contract is
+written by ``prunehw export`` (``contract.json``) beside the integer weights
+(``weights.npz``: int8 kernels as im2col matrices, int64 biases) and is read
+by the golden model, the hls4ml config generator and the hardware generator;
+no fixed-point number is written by hand anywhere else.
+
+Layer entries (in network order):
+
+- ``conv2d`` / ``dense``: ``kernel`` (conv), ``in_channels``/``out_channels``
+  (dense: inputs/units), ``weight`` {bits, frac}, ``bias`` {bits, frac},
+  ``accum`` {bits, frac}, ``output`` {bits, frac, signed, relu, name} where
+  ``name`` is the ReLU layer fused into the output (hls4ml's separate layer)
+  or null. The last weighted layer has ``output == accum`` (wide logits).
+  Requantization: ``relu`` (if set), then round half up (add half an LSB,
+  floor) to ``output.frac`` and saturate to ``output.bits``.
+- ``maxpool2d``: ``pool``; ``flatten``: nothing (HWC order, as Keras).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from prunehw.errors import ModelFileError
+
+__all__ = ["CONTRACT_VERSION", "Contract", "fixed_type", "load_contract", "save_contract"]
+
+CONTRACT_VERSION = 1
+_TYPES = ("conv2d", "dense", "maxpool2d", "flatten")
+
+
+def fixed_type(bits: int, frac: int, signed: bool = True, rounding: bool = False, saturate: bool = False) -> str:
+    """The hls4ml/Vivado HLS type string of a ``bits``-wide value with ``frac`` fractional bits."""
+    base = f"ap_{'' if signed else 'u'}fixed<{bits},{bits - frac}"
+    if rounding or saturate:
+        base += f",{'AP_RND' if rounding else 'AP_TRN'},{'AP_SAT' if saturate else 'AP_WRAP'}"
+    return base + ">"
+
+
+@dataclass(frozen=True)
+class Contract:
+    """A parsed contract plus its integer weights: ``weights[name]`` (int64 matrix rows x cols), ``biases[name]``."""
+
+    spec: dict
+    weights: dict[str, np.ndarray]
+    biases: dict[str, np.ndarray]
+
+    @property
+    def layers(self) -> list[dict]:
+        return self.spec["layers"]
+
+    @property
+    def input(self) -> dict:
+        return self.spec["input"]
+
+    def weighted(self) -> list[dict]:
+        return [l for l in self.layers if l["type"] in ("conv2d", "dense")]
+
+    def to_json(self) -> str:
+        return json.dumps(self.spec, indent=2, sort_keys=True) + "\n"
+
+
+def _check(spec: dict, where: str) -> None:
+    def bad(msg: str):
+        raise ModelFileError(f"contract {where}: {msg}")
+
+    if not isinstance(spec, dict) or spec.get("version") != CONTRACT_VERSION:
+        bad(f"version {spec.get('version') if isinstance(spec, dict) else None!r} is not supported; allowed: {CONTRACT_VERSION}")
+    for key in ("input", "layers"):
+        if key not in spec:
+            bad(f"lacks key {key!r}")
+    for i, layer in enumerate(spec["layers"]):
+        t = layer.get("type")
+        if t not in _TYPES:
+            bad(f"layer {i} has type {t!r}; allowed: {', '.join(_TYPES)}")
+        if t in ("conv2d", "dense"):
+            for k in ("weight", "bias", "accum", "output"):
+                if not isinstance(layer.get(k), dict) or not isinstance(layer[k].get("bits"), int) or not isinstance(layer[k].get("frac"), int):
+                    bad(f"layer {layer.get('name')!r} lacks a valid {k!r} format {{bits, frac}}")
+                if not 1 <= layer[k]["bits"] <= 64:
+                    bad(f"layer {layer.get('name')!r} {k}.bits = {layer[k]['bits']}; allowed: 1..64")
+            if layer["bias"]["frac"] != layer["accum"]["frac"]:
+                bad(f"layer {layer['name']!r}: bias frac {layer['bias']['frac']} differs from accumulator frac {layer['accum']['frac']}")
+
+
+def save_contract(path: Path, spec: dict, weights: dict[str, np.ndarray], biases: dict[str, np.ndarray]) -> tuple[Path, Path]:
+    """Write ``contract.json`` and ``weights.npz`` (atomically); the contract records the weights' sha256."""
+    from prunehw.artifacts import atomic_path, write_bytes
+
+    path = Path(path)
+    npz = path.with_name("weights.npz")
+    with atomic_path(npz) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **{f"w:{k}": v.astype(np.int8) for k, v in weights.items()},
+                     **{f"b:{k}": v.astype(np.int64) for k, v in biases.items()})
+    spec = {**spec, "version": CONTRACT_VERSION, "weights_file": npz.name,
+            "weights_sha256": hashlib.sha256(npz.read_bytes()).hexdigest()}
+    _check(spec, str(path))
+    write_bytes(path, (json.dumps(spec, indent=2, sort_keys=True) + "\n").encode())
+    return path, npz
+
+
+def load_contract(path: Path | str) -> Contract:
+    """Read and check a contract and its weights file (hash, shapes, int8 range)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"contract file not found: {path}")
+    try:
+        spec = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"contract {path} is not valid JSON ({exc})") from None
+    _check(spec, str(path))
+    npz = path.with_name(spec.get("weights_file", "weights.npz"))
+    if not npz.is_file():
+        raise ModelFileError(f"contract {path}: weights file not found: {npz}")
+    digest = hashlib.sha256(npz.read_bytes()).hexdigest()
+    if digest != spec.get("weights_sha256"):
+        raise ModelFileError(f"contract {path}: weights file {npz.name} has sha256 {digest[:16]}..., the contract expects {str(spec.get('weights_sha256'))[:16]}...")
+    with np.load(npz) as data:
+        weights = {k[2:]: data[k].astype(np.int64) for k in data.files if k.startswith("w:")}
+        biases = {k[2:]: data[k].astype(np.int64) for k in data.files if k.startswith("b:")}
+    for layer in spec["layers"]:
+        if layer["type"] in ("conv2d", "dense"):
+            name = layer["name"]
+            if name not in weights or name not in biases:
+                raise ModelFileError(f"contract {path}: weights file lacks layer {name!r}")
+            if weights[name].shape != (layer["rows"], layer["out_channels"]):
+                raise ModelFileError(f"contract {path}: layer {name!r} weights are {weights[name].shape}, expected {(layer['rows'], layer['out_channels'])}")
+    return Contract(spec, weights, biases)

@@ -1,0 +1,114 @@
+"""hls4ml export from the numeric contract: generated per-layer config, C-simulation, kept project.
+
+The hls4ml config starts from ``config_from_keras_model(granularity="name")``
+and every precision is then set from the contract: weight, bias, accumulator
+and result of each conv/dense (result at full accumulator precision), the
+result of the ReLU hls4ml splits off (rounding and saturation live there),
+and pooling/flatten/input types. The Keras weights handed over are the
+contract's exact values (``dequantized_model``), and ``predict`` is called with
+float64 input, whose interface passes every input value exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from prunehw.export.contract import Contract, fixed_type
+
+__all__ = ["hls_config", "convert", "predict_ints"]
+
+
+def _fmt(f: dict, **kw) -> str:
+    return fixed_type(f["bits"], f["frac"], signed=f["signed"] if "signed" in f else True, **kw)
+
+
+def hls_config(model, contract: Contract, backend: str = "Vivado") -> dict:
+    """The hls4ml configuration of ``model``, every precision taken from ``contract``."""
+    import hls4ml
+
+    cfg = hls4ml.utils.config_from_keras_model(model, granularity="name", backend=backend)
+    cfg["Model"].update({"Precision": _fmt({"bits": 32, "frac": 16}), "ReuseFactor": 1, "Strategy": "Latency"})
+    names = cfg["LayerName"]
+    first = model.layers[0].input.name if hasattr(model.layers[0], "input") else None
+    inp = contract.input
+    for name in names:
+        if name not in {l["name"] for l in contract.layers} and name not in {l["output"].get("name") for l in contract.weighted()}:
+            if name == first or "input" in name.lower() or name == "image":
+                names[name]["Precision"] = {"result": _fmt(inp)}
+    for layer in contract.layers:
+        entry = names.setdefault(layer["name"], {})
+        if layer["type"] in ("conv2d", "dense"):
+            acc = _fmt(layer["accum"])
+            entry["Precision"] = {"weight": _fmt(layer["weight"]), "bias": _fmt(layer["bias"]), "accum": acc, "result": acc}
+            entry["ReuseFactor"] = 1
+            out = layer["output"]
+            if out.get("name"):
+                names.setdefault(out["name"], {})["Precision"] = {"result": _fmt(out, rounding=True, saturate=True)}
+        else:
+            entry["Precision"] = {"result": _fmt(layer["input"])}
+    return cfg
+
+
+def convert(model, contract: Contract, out_dir: Path, backend: str = "Vivado"):
+    """Convert and compile (C simulation) into ``out_dir``; returns the compiled hls4ml model."""
+    import hls4ml
+
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    cfg = hls_config(model, contract, backend)
+    hmodel = hls4ml.converters.convert_from_keras_model(
+        model, hls_config=cfg, output_dir=str(out_dir), backend=backend, io_type="io_parallel", project_name="prunehw")
+    hmodel.compile()
+    return hmodel
+
+
+def _to_ints(y: np.ndarray, frac: int) -> np.ndarray:
+    scaled = np.asarray(y, dtype=np.float64) * 2.0 ** frac
+    ints = np.rint(scaled)
+    if not np.array_equal(ints, scaled):
+        raise ValueError("hls4ml output is not on the contract's fixed-point grid")
+    return ints.astype(np.int64)
+
+
+_WORKER_MODEL = None
+
+
+def _worker_init(project_dir: str):
+    global _WORKER_MODEL
+    import hls4ml
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    _WORKER_MODEL = hls4ml.converters.link_existing_project(project_dir)
+    _WORKER_MODEL.compile()
+
+
+def _worker_predict(x: np.ndarray) -> np.ndarray:
+    return np.asarray(_WORKER_MODEL.predict(x))
+
+
+def predict_ints(hmodel, project_dir: Path, contract: Contract, x_uint8: np.ndarray, workers: int = 2,
+                 chunk: int = 250) -> np.ndarray:
+    """Logit integers of hls4ml's C simulation on uint8 images (float64 input, in ``workers`` processes)."""
+    frac = contract.weighted()[-1]["output"]["frac"]
+    x = x_uint8.astype(np.float64) / 256.0
+    chunks = [x[i:i + chunk] for i in range(0, len(x), chunk)]
+    outs = []
+    if workers <= 1 or len(chunks) == 1:
+        for c in tqdm(chunks, desc="hls4ml C-sim", unit="chunk", leave=False):
+            outs.append(np.asarray(hmodel.predict(c)).reshape(len(c), -1))
+    else:
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                 initargs=(str(project_dir),)) as pool:
+            for c, y in zip(chunks, tqdm(pool.map(_worker_predict, chunks), total=len(chunks), desc="hls4ml C-sim",
+                                         unit="chunk", leave=False)):
+                outs.append(y.reshape(len(c), -1))
+    return _to_ints(np.concatenate(outs), frac)

@@ -1,0 +1,124 @@
+"""Quantization of a float model to the numeric contract (DESIGN §5), post-training, with calibration.
+
+Per weighted layer: a power-of-two weight scale chosen so the largest weight
+fits ``weight_bits`` signed bits; biases at accumulator precision (input frac
++ weight frac); an accumulator width derived from the integer weights so that
+no input the format allows can overflow it (checked, not assumed); hidden
+outputs requantized after ReLU to ``act_bits`` unsigned bits, whose integer
+bits come from the largest activation seen on calibration images; the last
+layer's output stays at accumulator precision (the logits).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+from prunehw.errors import ModelFileError
+
+__all__ = ["quantize", "dequantized_model"]
+
+
+def _weight_frac(w: np.ndarray, bits: int) -> int:
+    peak = float(np.max(np.abs(w)))
+    if peak == 0.0:
+        return 0
+    return math.floor(math.log2((2 ** (bits - 1) - 1) / peak))
+
+
+def _act_int_bits(peak: float) -> int:
+    return 0 if peak <= 0 else math.ceil(math.log2(peak))
+
+
+def _input_magnitude(fmt: dict) -> int:
+    return 2 ** fmt["bits"] - 1 if not fmt["signed"] else 2 ** (fmt["bits"] - 1)
+
+
+def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int = 8, act_bits: int = 8) -> tuple[dict, dict, dict]:
+    """(contract spec without version/hash, int weight matrices, int biases) of ``model``.
+
+    ``calib_x``: uint8 images whose float activations set each output's integer bits.
+    """
+    from prunehw.model.data import to_float
+
+    if not 2 <= weight_bits <= 16 or not 2 <= act_bits <= 16:
+        raise ValueError(f"weight_bits={weight_bits}, act_bits={act_bits}; allowed: 2..16")
+    # float activations after every layer on the calibration set
+    acts, x = {}, to_float(calib_x)
+    for layer in model.layers:
+        x = np.asarray(layer(x))
+        acts[layer.name] = x
+    fmt = {"bits": 8, "frac": 8, "signed": False}
+    spec = {"input": {"shape": list(model.inputs[0].shape[1:]), **fmt, "name": model.layers[0].input.name if False else "image"}, "layers": []}
+    weights, biases = {}, {}
+    layers = model.layers
+    weighted_idx = [i for i, l in enumerate(layers) if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
+    for i, layer in enumerate(layers):
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            k = layer.kernel.numpy()
+            w = k.reshape(-1, k.shape[-1]).astype(np.float64)
+            b = layer.bias.numpy().astype(np.float64)
+            if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
+                raise ModelFileError(f"layer {layer.name!r} has NaN or inf weights; cannot quantize")
+            fw = _weight_frac(w, weight_bits)
+            lim = 2 ** (weight_bits - 1)
+            wq = np.clip(np.rint(w * 2.0 ** fw), -lim, lim - 1).astype(np.int64)
+            facc = fmt["frac"] + fw
+            bq = np.rint(b * 2.0 ** facc).astype(np.int64)
+            bound = int((np.abs(wq).sum(axis=0) * _input_magnitude(fmt) + np.abs(bq)).max())
+            acc_bits = bound.bit_length() + 1
+            bias_bits = max(int(np.abs(bq).max()).bit_length() + 1, 2)
+            last = i == weighted_idx[-1]
+            relu_next = i + 1 < len(layers) and isinstance(layers[i + 1], keras.layers.ReLU)
+            entry = {
+                "name": layer.name, "type": "conv2d" if isinstance(layer, keras.layers.Conv2D) else "dense",
+                "rows": int(w.shape[0]), "out_channels": int(w.shape[1]),
+                "in_channels": int(k.shape[2]) if k.ndim == 4 else int(k.shape[0]),
+                "input": dict(fmt),
+                "weight": {"bits": weight_bits, "frac": fw},
+                "bias": {"bits": max(bias_bits, 2), "frac": facc},
+                "accum": {"bits": acc_bits, "frac": facc},
+            }
+            if k.ndim == 4:
+                entry["kernel"] = int(k.shape[0])
+            if last:
+                entry["output"] = {"bits": acc_bits, "frac": facc, "signed": True, "relu": relu_next,
+                                   "name": layers[i + 1].name if relu_next else None}
+            else:
+                src = acts[layers[i + 1].name] if relu_next else acts[layer.name]
+                peak = float(np.max(src)) if relu_next else float(np.max(np.abs(src)))
+                ibits = _act_int_bits(peak) + (0 if relu_next else 1)
+                entry["output"] = {"bits": act_bits, "frac": act_bits - ibits, "signed": not relu_next, "relu": relu_next,
+                                   "name": layers[i + 1].name if relu_next else None,
+                                   "rounding": "half_up", "saturation": True, "calibration_peak": peak}
+            spec["layers"].append(entry)
+            weights[layer.name], biases[layer.name] = wq, bq
+            fmt = {k2: entry["output"][k2] for k2 in ("bits", "frac", "signed")}
+        elif isinstance(layer, keras.layers.MaxPooling2D):
+            spec["layers"].append({"name": layer.name, "type": "maxpool2d", "pool": int(layer.pool_size[0]), "input": dict(fmt)})
+        elif isinstance(layer, keras.layers.Flatten):
+            spec["layers"].append({"name": layer.name, "type": "flatten", "input": dict(fmt)})
+    return spec, weights, biases
+
+
+def dequantized_model(model: keras.Model, contract) -> keras.Model:
+    """A copy of ``model`` holding exactly the contract's values (w_q * 2**-frac) as float32.
+
+    hls4ml must receive weights that its fixed-point types represent exactly;
+    float32 holds them exactly while |integer| < 2**24, which is checked.
+    """
+    from prunehw.model.network import strip_training_state
+
+    out = strip_training_state(model)
+    by_name = {l["name"]: l for l in contract.weighted()}
+    for layer in out.layers:
+        if layer.name in by_name:
+            spec = by_name[layer.name]
+            wq, bq = contract.weights[layer.name], contract.biases[layer.name]
+            if np.abs(bq).max(initial=0) >= 2 ** 24:
+                raise ModelFileError(f"layer {layer.name!r}: bias integers need more than float32's 24-bit mantissa")
+            layer.kernel.assign((wq * 2.0 ** -spec["weight"]["frac"]).reshape(layer.kernel.shape).astype(np.float32))
+            layer.bias.assign((bq * 2.0 ** -spec["bias"]["frac"]).astype(np.float32))
+    return out
