@@ -1,0 +1,47 @@
+import json
+
+import numpy as np
+import pytest
+
+from prunehw.errors import ModelFileError
+from prunehw.export.contract import fixed_type, load_contract, save_contract
+
+
+def _spec():
+    fmt = {"bits": 8, "frac": 8, "signed": False}
+    return {"input": {"shape": [4], **fmt}, "layers": [{
+        "name": "d", "type": "dense", "rows": 4, "out_channels": 2, "in_channels": 4, "input": fmt,
+        "weight": {"bits": 8, "frac": 6}, "bias": {"bits": 6, "frac": 14}, "accum": {"bits": 18, "frac": 14},
+        "output": {"bits": 18, "frac": 14, "signed": True, "relu": False, "name": None}}]}
+
+
+def _write(tmp_path):
+    return save_contract(tmp_path / "contract.json", _spec(), {"d": np.arange(8).reshape(4, 2)}, {"d": np.array([1, -1])})[0]
+
+
+def test_round_trip(tmp_path):
+    c = load_contract(_write(tmp_path))
+    np.testing.assert_array_equal(c.weights["d"], np.arange(8).reshape(4, 2))
+    assert c.spec["version"] == 1
+
+
+def test_fixed_types():
+    assert fixed_type(8, 8, signed=False) == "ap_ufixed<8,0>"
+    assert fixed_type(23, 13) == "ap_fixed<23,10>"
+    assert fixed_type(8, 3, signed=False, rounding=True, saturate=True) == "ap_ufixed<8,5,AP_RND,AP_SAT>"
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: p.unlink(), "contract file not found"),
+    (lambda p: p.write_text("{ nope"), "is not valid JSON"),
+    (lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "version": 99})), "version 99 is not supported"),
+    (lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "layers": [{"type": "lstm"}]})), "type 'lstm'; allowed"),
+    (lambda p: p.with_name("weights.npz").write_bytes(b"xx"), "weights file weights.npz has sha256"),
+    (lambda p: p.with_name("weights.npz").unlink(), "weights file not found"),
+])
+def test_damaged_contract(tmp_path, damage, message):
+    path = _write(tmp_path)
+    damage(path)
+    with pytest.raises(ModelFileError) as exc:
+        load_contract(path)
+    assert message in str(exc.value) and "\n" not in str(exc.value)

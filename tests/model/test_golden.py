@@ -1,0 +1,118 @@
+"""The golden integer model against a deliberately naive reference, one stimulus for both."""
+
+import numpy as np
+import pytest
+
+from prunehw.config import LayerSpec as L, NetworkConfig
+from prunehw.export.contract import load_contract, save_contract
+from prunehw.model.golden import golden, requantize
+from prunehw.model.network import build_model
+from prunehw.model.quantize import quantize
+
+
+def naive_requant(acc: int, acc_frac: int, out: dict) -> int:
+    """Exact rational arithmetic: relu, round half up, saturate."""
+    from fractions import Fraction
+    import math
+
+    v = Fraction(max(acc, 0) if out["relu"] else acc, 2 ** acc_frac)
+    q = math.floor(v * 2 ** out["frac"] + Fraction(1, 2))
+    lo, hi = (-(2 ** (out["bits"] - 1)), 2 ** (out["bits"] - 1) - 1) if out["signed"] else (0, 2 ** out["bits"] - 1)
+    return min(max(q, lo), hi)
+
+
+@pytest.mark.parametrize("out", [
+    {"bits": 8, "frac": 3, "signed": False, "relu": True},
+    {"bits": 8, "frac": 5, "signed": True, "relu": False},
+    {"bits": 4, "frac": 0, "signed": False, "relu": True},
+    {"bits": 8, "frac": 12, "signed": False, "relu": True},   # shift left: more frac bits than the accumulator
+])
+def test_requantize_matches_exact_rounding(out, rng):
+    acc = np.concatenate([rng.integers(-2**20, 2**20, 2000), np.arange(-64, 65),
+                          np.array([2**30, -2**30, 2**7 - 1, 2**7, 2**7 + 1])])
+    got = requantize(acc, 10, out)
+    want = np.array([naive_requant(int(a), 10, out) for a in acc])
+    np.testing.assert_array_equal(got, want)
+
+
+def test_half_lsb_rounds_up():
+    out = {"bits": 8, "frac": 0, "signed": True, "relu": False}
+    # 2.5 -> 3, -2.5 -> -2 (half up), 2.25 -> 2, 1000 -> 127 (saturate)
+    np.testing.assert_array_equal(requantize(np.array([10, -10, 9, 4000]), 2, out), [3, -2, 2, 127])
+
+
+def naive_golden(contract, img: np.ndarray) -> np.ndarray:
+    """Loop-per-output reference of the contract on one image (python ints)."""
+    a = img.astype(object)
+    for layer in contract.layers:
+        t = layer["type"]
+        if t == "conv2d":
+            k, w, b = layer["kernel"], contract.weights[layer["name"]], contract.biases[layer["name"]]
+            h, wd, c = a.shape
+            out = np.zeros((h - k + 1, wd - k + 1, w.shape[1]), dtype=object)
+            for y in range(h - k + 1):
+                for x in range(wd - k + 1):
+                    patch = [a[y + ky, x + kx, ci] for ky in range(k) for kx in range(k) for ci in range(c)]
+                    for j in range(w.shape[1]):
+                        acc = int(b[j]) + sum(int(p) * int(w[r, j]) for r, p in enumerate(patch))
+                        out[y, x, j] = acc if layer is contract.weighted()[-1] else naive_requant(acc, layer["accum"]["frac"], layer["output"])
+            a = out
+        elif t == "dense":
+            w, b = contract.weights[layer["name"]], contract.biases[layer["name"]]
+            accs = [int(b[j]) + sum(int(a[r]) * int(w[r, j]) for r in range(len(a))) for j in range(w.shape[1])]
+            last = layer is contract.weighted()[-1]
+            a = np.array([acc if last else naive_requant(acc, layer["accum"]["frac"], layer["output"]) for acc in accs], dtype=object)
+        elif t == "maxpool2d":
+            p = layer["pool"]
+            h, wd, c = a.shape
+            a = np.array([[[max(a[y * p + dy, x * p + dx, ci] for dy in range(p) for dx in range(p)) for ci in range(c)]
+                           for x in range(wd // p)] for y in range(h // p)], dtype=object)
+        else:
+            a = a.reshape(-1)
+    return np.array(a, dtype=np.int64)
+
+
+@pytest.fixture(scope="module")
+def small_contract(tmp_path_factory, tiny_data):
+    net = NetworkConfig((L("conv2d", filters=3, kernel=3), L("relu"), L("maxpool2d", pool=2), L("conv2d", filters=4, kernel=3),
+                         L("relu"), L("maxpool2d", pool=3), L("flatten"), L("dense", units=6), L("relu"), L("dense", units=10)))
+    model = build_model(net, (28, 28, 1), 10, seed=4)
+    spec, w, b = quantize(model, tiny_data.x_train[:64])
+    path = tmp_path_factory.mktemp("c") / "contract.json"
+    save_contract(path, spec, w, b)
+    return load_contract(path)
+
+
+def test_golden_equals_naive_reference(small_contract, tiny_data, rng):
+    imgs = np.concatenate([tiny_data.x_test[:3], np.full((1, 28, 28, 1), 255, np.uint8),
+                           rng.integers(0, 256, (1, 28, 28, 1)).astype(np.uint8)])
+    got = golden(small_contract, imgs)
+    for i, img in enumerate(imgs):
+        np.testing.assert_array_equal(got[i], naive_golden(small_contract, img))
+
+
+def test_accumulator_width_cannot_overflow(small_contract):
+    for layer in small_contract.weighted():
+        w = small_contract.weights[layer["name"]]
+        b = small_contract.biases[layer["name"]]
+        fmt = layer["input"]
+        peak = 2 ** fmt["bits"] - 1 if not fmt["signed"] else 2 ** (fmt["bits"] - 1)
+        worst = np.abs(w).sum(axis=0) * peak + np.abs(b)
+        assert worst.max() < 2 ** (layer["accum"]["bits"] - 1)
+        assert np.abs(w).max() <= 2 ** (layer["weight"]["bits"] - 1)
+
+
+def test_return_all_layers(small_contract, tiny_data):
+    logits, layers = golden(small_contract, tiny_data.x_test[:5], return_all=True)
+    assert list(layers) == [l["name"] for l in small_contract.layers]
+    np.testing.assert_array_equal(layers[small_contract.layers[-1]["name"]], logits)
+    assert layers["conv1"].min() >= 0 and layers["conv1"].max() <= 255
+
+
+def test_golden_refuses_wrong_images(small_contract):
+    from prunehw.errors import DataError
+
+    with pytest.raises(DataError, match="dtype float32; allowed: uint8"):
+        golden(small_contract, np.zeros((2, 28, 28, 1), np.float32))
+    with pytest.raises(DataError, match=r"images are \(32, 32, 1\); the contract expects \(28, 28, 1\)"):
+        golden(small_contract, np.zeros((2, 32, 32, 1), np.uint8))
