@@ -1,0 +1,53 @@
+"""The analytic cycle model: cycles of every op of a program, predicted from shapes and the array size.
+
+It counts the controller's schedule (one beat per cycle, no bubbles between
+folds, a fixed drain between ops), so the RTL's counters must equal it exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prunehw.hw.program import MatmulOp, PoolOp, Program
+
+__all__ = ["drain_cycles", "op_cycles", "cycle_model", "CycleReport"]
+
+#: Cycles from a beat's issue to the array's aligned output: 2 (row table and
+#: activation reads) + R + C - 1 (systolic skew and deskew). The drain after a
+#: matmul op lets its last write land before the next op reads (see accelerator).
+FEED_LATENCY = 2
+POOL_DRAIN = 2
+
+
+def drain_cycles(rows: int, cols: int) -> int:
+    return rows + cols + 1
+
+
+def op_cycles(op, rows: int, cols: int) -> int:
+    if isinstance(op, MatmulOp):
+        return op.n_ct * op.n_rt * op.positions + drain_cycles(rows, cols)
+    return op.out_pix * op.n_ct * op.pool * op.pool + POOL_DRAIN
+
+
+@dataclass
+class CycleReport:
+    per_op: dict[str, int]
+    total: int
+    beats: int
+    macs: int
+
+    @property
+    def pe_utilization(self) -> float:
+        return self.macs / self.pe_cycles if self.pe_cycles else 0.0
+
+    pe_cycles: int = 0
+
+
+def cycle_model(program: Program) -> CycleReport:
+    """Per-op cycles, total cycles (start to done), beats (array occupancy) and useful MACs."""
+    R, C = program.rows, program.cols
+    per_op = {op.name: op_cycles(op, R, C) for op in program.ops}
+    beats = sum(op.n_ct * op.n_rt * op.positions for op in program.matmuls())
+    macs = sum(sum(op.macs_per_fold) * op.positions for op in program.matmuls())
+    total = sum(per_op.values())
+    return CycleReport(per_op, total, beats, macs, pe_cycles=total * R * C)

@@ -1,0 +1,176 @@
+"""The layer program: how each layer of a contract is tiled over an R x C array.
+
+Pure Python, shared by the hardware generator (ROM images, controller
+constants) and the analytic cycle model, so both describe one schedule.
+
+Activation buffers hold words of C bytes: the word at ``ctile * npix + pixel``
+holds channels ``ctile*C .. ctile*C + C-1`` of that pixel (HWC order within a
+pixel, so Keras' flatten order is just an address pattern). Layers alternate
+between two buffers; the image is loaded into buffer 0.
+
+A matmul op (conv or dense) runs folds in the order ``for ct: for rt:``,
+streaming its M output positions through the array once per fold. Row ``r`` of
+the layer's matrix reads channel ``c`` at pixel offset ``off`` from the output
+position's base pixel: the row table holds, per row tile, R entries
+(word offset, lane, valid). Rows that matrix-based pruning dropped
+(``rows_kept`` in the contract) are simply absent from the table and from the
+weight tiles, so a pruned layer is a smaller matrix with fewer tiles.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from prunehw.config import ArrayConfig
+
+__all__ = ["MatmulOp", "PoolOp", "Program", "build_program"]
+
+
+@dataclass
+class MatmulOp:
+    name: str
+    kind: str                 # conv2d | dense
+    in_buf: int
+    out_buf: int
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    positions: int            # M: output pixels (1 for dense)
+    rows: int                 # kept rows K
+    cols: int                 # N
+    n_rt: int
+    n_ct: int
+    row_table: list[list[tuple[int, int, int]]]   # per rt: R x (word_offset, lane, valid)
+    tiles: list[np.ndarray]   # per fold (ct-major): R x C int weights
+    bias: list[np.ndarray]    # per ct: C int biases
+    in_signed: bool
+    acc_frac: int
+    out: dict
+    last: bool
+    macs_per_fold: list[int] = field(default_factory=list)
+
+    @property
+    def in_pix(self) -> int:
+        return self.in_shape[0] * self.in_shape[1]
+
+    @property
+    def out_pix(self) -> int:
+        return self.out_shape[0] * self.out_shape[1]
+
+
+@dataclass
+class PoolOp:
+    name: str
+    in_buf: int
+    out_buf: int
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    pool: int
+    n_ct: int
+    signed: bool
+
+    @property
+    def in_pix(self) -> int:
+        return self.in_shape[0] * self.in_shape[1]
+
+    @property
+    def out_pix(self) -> int:
+        return self.out_shape[0] * self.out_shape[1]
+
+
+@dataclass
+class Program:
+    rows: int
+    cols: int
+    acc_bits: int
+    ops: list
+    buf_depth: tuple[int, int]
+    input_shape: tuple[int, int, int]
+    n_logits: int
+    logit_frac: int
+
+    def matmuls(self) -> list[MatmulOp]:
+        return [o for o in self.ops if isinstance(o, MatmulOp)]
+
+
+def _ct(channels: int, C: int) -> int:
+    return max(1, math.ceil(channels / C))
+
+
+def build_program(contract, array: ArrayConfig) -> Program:
+    """Tile every layer of ``contract`` over ``array``; raises ValueError if the array cannot hold it."""
+    R, C = array.rows, array.cols
+    shape = tuple(contract.input["shape"])
+    if len(shape) == 1:
+        shape = (1, 1, shape[0])
+    if shape[2] > C:
+        raise ValueError(f"the input has {shape[2]} channels but an array with {C} columns holds at most {C}; use more array columns")
+    buf = 0
+    depth = [shape[0] * shape[1] * _ct(shape[2], C), 0]
+    ops: list = []
+    weighted = contract.weighted()
+    acc_bits = max(l["accum"]["bits"] for l in weighted)
+    for layer in contract.layers:
+        t = layer["type"]
+        h, w, c = shape
+        if t == "flatten":
+            continue
+        if t == "maxpool2d":
+            p = layer["pool"]
+            out = (h // p, w // p, c)
+            ops.append(PoolOp(layer["name"], buf, 1 - buf, shape, out, p, _ct(c, C), layer["input"]["signed"]))
+        else:
+            W = contract.weights[layer["name"]]
+            B = contract.biases[layer["name"]]
+            kept = np.asarray(layer.get("rows_kept", range(W.shape[0])), dtype=np.int64)
+            n = W.shape[1]
+            if t == "conv2d":
+                k = layer["kernel"]
+                out = (h - k + 1, w - k + 1, n)
+                entries = []
+                for r in kept:
+                    tap, ch = divmod(int(r), c)
+                    ky, kx = divmod(tap, k)
+                    entries.append(((ch // C) * h * w + ky * w + kx, ch % C))
+            else:
+                out = (1, 1, n)
+                entries = []
+                for r in kept:
+                    pix, ch = divmod(int(r), c)
+                    entries.append(((ch // C) * h * w + pix, ch % C))
+            K = len(kept)
+            n_rt, n_ct = max(1, math.ceil(K / R)), _ct(n, C)
+            table = []
+            for rt in range(n_rt):
+                row = [(*entries[rt * R + i], 1) if rt * R + i < K else (0, 0, 0) for i in range(R)]
+                table.append(row)
+            Wk = W[kept]
+            tiles, macs = [], []
+            for ct in range(n_ct):
+                for rt in range(n_rt):
+                    tile = np.zeros((R, C), dtype=np.int64)
+                    blk = Wk[rt * R:(rt + 1) * R, ct * C:(ct + 1) * C]
+                    tile[: blk.shape[0], : blk.shape[1]] = blk
+                    tiles.append(tile)
+                    macs.append(blk.shape[0] * blk.shape[1])
+            bias = []
+            for ct in range(n_ct):
+                bv = np.zeros(C, dtype=np.int64)
+                blk = B[ct * C:(ct + 1) * C]
+                bv[: len(blk)] = blk
+                bias.append(bv)
+            ops.append(MatmulOp(layer["name"], t, buf, 1 - buf, shape, out, out[0] * out[1], K, n, n_rt, n_ct, table,
+                                tiles, bias, layer["input"]["signed"], layer["accum"]["frac"], layer["output"],
+                                layer is weighted[-1], macs))
+        op = ops[-1]
+        buf = 1 - buf
+        depth[buf] = max(depth[buf], op.out_pix * _ct(op.out_shape[2], C))
+        shape = op.out_shape
+    if not ops or not isinstance(ops[-1], MatmulOp) or not ops[-1].last:
+        raise ValueError("the network must end with a conv or dense layer (the logits)")
+    last = ops[-1]
+    in_shape = tuple(contract.input["shape"])
+    return Program(R, C, acc_bits, ops, (max(depth[0], 1), max(depth[1], 1)),
+                   in_shape if len(in_shape) == 3 else (1, 1, in_shape[0]), last.cols, last.acc_frac)
