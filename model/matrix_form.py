@@ -25,7 +25,7 @@ from prunehw.config import LayerSpec, NetworkConfig
 from prunehw.errors import ModelFileError
 
 __all__ = ["LayerMap", "Geometry", "geometry", "matrices", "network_spec", "shrink", "row_masks", "expand", "zeroed_original",
-           "save_maps", "load_maps", "full_maps"]
+           "save_maps", "load_maps", "full_maps", "kept_small_rows"]
 
 
 @dataclass(frozen=True)
@@ -190,6 +190,12 @@ def zeroed_original(original: keras.Model, geo: list[Geometry], maps: list[Layer
         bmask[m.cols] = 1.0
         layer.bias.assign(layer.bias.numpy() * bmask)
     return clone
+
+
+def kept_small_rows(geo: list[Geometry], maps: list[LayerMap]) -> dict[str, list[int]]:
+    """Per layer, the rows of the *smaller* matrix that the maps keep (the rest are zero rows)."""
+    return {m.name: _small_rows(g, m, maps[g.src].cols if g.src is not None else None)[0].tolist()
+            for g, m in zip(geo, maps)}
 
 
 def save_maps(path: Path, geo: list[Geometry], maps: list[LayerMap]) -> Path:

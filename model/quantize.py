@@ -36,10 +36,14 @@ def _input_magnitude(fmt: dict) -> int:
     return 2 ** fmt["bits"] - 1 if not fmt["signed"] else 2 ** (fmt["bits"] - 1)
 
 
-def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int = 8, act_bits: int = 8) -> tuple[dict, dict, dict]:
+def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int = 8, act_bits: int = 8,
+             rows_kept: dict[str, list[int]] | None = None) -> tuple[dict, dict, dict]:
     """(contract spec without version/hash, int weight matrices, int biases) of ``model``.
 
     ``calib_x``: uint8 images whose float activations set each output's integer bits.
+    ``rows_kept``: for a matrix-pruned model, the rows of each layer's matrix
+    that pruning kept; recorded in the contract (the hardware skips the others),
+    after checking that every other row is zero.
     """
     from prunehw.model.data import to_float
 
@@ -51,7 +55,7 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int = 8, act_
         x = np.asarray(layer(x))
         acts[layer.name] = x
     fmt = {"bits": 8, "frac": 8, "signed": False}
-    spec = {"input": {"shape": list(model.inputs[0].shape[1:]), **fmt, "name": model.layers[0].input.name if False else "image"}, "layers": []}
+    spec = {"input": {"shape": list(model.inputs[0].shape[1:]), **fmt}, "layers": []}
     weights, biases = {}, {}
     layers = model.layers
     weighted_idx = [i for i, l in enumerate(layers) if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
@@ -83,6 +87,13 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int = 8, act_
             }
             if k.ndim == 4:
                 entry["kernel"] = int(k.shape[0])
+            if rows_kept and layer.name in rows_kept:
+                kept = sorted(rows_kept[layer.name])
+                dropped = np.setdiff1d(np.arange(w.shape[0]), kept)
+                if np.any(wq[dropped] != 0):
+                    raise ModelFileError(f"layer {layer.name!r}: rows dropped by matrix pruning hold non-zero weights")
+                if len(kept) < w.shape[0]:
+                    entry["rows_kept"] = kept
             if last:
                 entry["output"] = {"bits": acc_bits, "frac": facc, "signed": True, "relu": relu_next,
                                    "name": layers[i + 1].name if relu_next else None}

@@ -28,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=("oneshot", "iterative"), default="iterative", help="pruning schedule (default iterative)")
     p.add_argument("--criterion", choices=("l1", "l2", "taylor", "fisher"), default="l1", help="ranking criterion (default l1)")
     for name, help in (("quantize", "quantize each variant to the numeric contract (contract.json + weights.npz) and run the golden model"),
-                       ("export", "write the numeric contract and the hls4ml project of each variant; check hls4ml C-sim bit for bit")):
+                       ("export", "write the numeric contract and the hls4ml project of each variant; check hls4ml C-sim bit for bit"),
+                       ("rtl", "generate each variant's accelerator Verilog (Amaranth) and its analytic cycle model")):
         p = stage(name, help)
         p.add_argument("--variant", action="append", help="only this variant (repeatable; default: dense and every configured variant)")
     p = stage("experiments", "the seed report's sweeps and figures, CSV + PNG under build/<run>/experiments/")
@@ -57,7 +58,7 @@ def _run(args: argparse.Namespace) -> None:
         else:
             variant = VariantConfig(args.method, args.ratio, args.schedule, args.criterion)
             flow.with_variant(variant).prune(variant, force=args.force, source=args.model)
-    elif args.command in ("quantize", "export"):
+    elif args.command in ("quantize", "export", "rtl"):
         for name in args.variant or flow.variant_names():
             if name != "dense":
                 cfg.variant(name)
@@ -69,6 +70,7 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "run":
         for name in flow.variant_names():
             flow.export(name, force=args.force)
+            flow.rtl(name, force=args.force)
     print(f"artifacts: {cfg.run_dir}/ (summary.json, manifest.json)")
 
 

@@ -162,7 +162,8 @@ class Flow:
         src = self._float_model(variant)
         out = self.run_dir / variant / "contract.json"
         q = self.cfg.quant
-        key = _key(self.cfg.key("data", "quant"), sha256_file(src))
+        maps_path = src.with_name("index_maps.json")
+        key = _key(self.cfg.key("data", "quant"), sha256_file(src), maps_path.is_file() and sha256_file(maps_path))
         stage = f"quantize:{variant}"
         if not force and stage_is_current(self.run_dir, stage, key):
             self.log(f"quantize {variant}: up to date, {out}")
@@ -170,7 +171,12 @@ class Flow:
         data = self.data
         rng = np.random.default_rng(self.cfg.seed)
         calib = np.sort(rng.choice(len(data.x_train), size=min(q.calibration_images, len(data.x_train)), replace=False))
-        spec, w, b = quantize(load_model(src), data.x_train[calib], q.weight_bits, q.act_bits)
+        rows_kept = None
+        if variant != "dense" and maps_path.is_file():
+            from prunehw.model.matrix_form import geometry, kept_small_rows, load_maps
+
+            rows_kept = kept_small_rows(geometry(load_model(self.train())), load_maps(maps_path))
+        spec, w, b = quantize(load_model(src), data.x_train[calib], q.weight_bits, q.act_bits, rows_kept)
         _, npz = save_contract(out, spec, w, b)
         contract = load_contract(out)
         acc = float(np.mean(golden(contract, data.x_test).argmax(axis=1) == data.y_test))
@@ -225,6 +231,34 @@ class Flow:
                  f"accuracy {acc:.4f}; project in {out}")
         if match < n:
             self.log(f"export {variant}: first mismatch at test image {entry['bitexact']['hls']['first_mismatch']['image']}")
+        return out
+
+    # -- rtl ----------------------------------------------------------------------------------
+    def rtl(self, variant: str, force: bool = False) -> Path:
+        """Generate the accelerator's Verilog for a variant (``<variant>/rtl/``) and its analytic cycles."""
+        return self._once(f"rtl:{variant}", self._rtl, variant, force=force)
+
+    def _rtl(self, variant: str, force: bool = False) -> Path:
+        from prunehw.export.contract import load_contract
+        from prunehw.hw.generate import generate_verilog
+
+        contract_path = self.quantize(variant)
+        out = self.run_dir / variant / "rtl"
+        key = _key(self.cfg.key("array"), sha256_file(contract_path), sha256_file(contract_path.with_name("weights.npz")))
+        stage = f"rtl:{variant}"
+        if not force and stage_is_current(self.run_dir, stage, key):
+            self.log(f"rtl {variant}: up to date, {out}")
+            return out
+        v, j, desc = generate_verilog(load_contract(contract_path), self.cfg.array, out)
+        cyc = desc["cycles_analytic"]
+        update_variant(self.run_dir, variant, {
+            "cycles": {"analytic": cyc["total"],
+                       "per_layer": [{"layer": k, "analytic": c} for k, c in cyc["per_op"].items()]},
+            "array": desc["array"],
+        })
+        record_stage(self.run_dir, stage, key, [v, j])
+        self.log(f"rtl {variant}: {self.cfg.array.rows}x{self.cfg.array.cols} array, {cyc['total']} cycles per image "
+                 f"(analytic), {cyc['macs']} MACs; wrote {v}")
         return out
 
     def with_variant(self, variant: VariantConfig) -> "Flow":

@@ -1,0 +1,79 @@
+"""Verilog generation: one top per (network, array) pair, plus a JSON of its configuration and memory map."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prunehw.artifacts import write_bytes, write_json
+from prunehw.config import ArrayConfig
+from prunehw.errors import ConfigError
+from prunehw.hw.accelerator import COUNTERS, Accelerator
+from prunehw.hw.cycle_model import cycle_model, drain_cycles, POOL_DRAIN
+from prunehw.hw.program import MatmulOp, Program, build_program
+
+__all__ = ["TOP_NAME", "program_for", "describe", "generate_verilog"]
+
+TOP_NAME = "prunehw_top"
+
+
+def program_for(contract, array: ArrayConfig) -> Program:
+    if array.dataflow != "ws":
+        raise ConfigError(f"array.dataflow = {array.dataflow!r} is not built yet; allowed now: ws")
+    try:
+        return build_program(contract, array)
+    except ValueError as exc:
+        raise ConfigError(f"array {array.rows}x{array.cols} cannot hold this network: {exc}") from None
+
+
+def describe(program: Program, accel: Accelerator | None = None) -> dict:
+    """The array configuration, per-op tiling, memory map and the analytic cycle model, as JSON data."""
+    model = cycle_model(program)
+    R, C = program.rows, program.cols
+    ops = []
+    for op in program.ops:
+        entry = {"name": op.name, "kind": op.kind if isinstance(op, MatmulOp) else "maxpool2d",
+                 "in_shape": list(op.in_shape), "out_shape": list(op.out_shape), "in_buf": op.in_buf, "out_buf": op.out_buf,
+                 "cycles_analytic": model.per_op[op.name]}
+        if isinstance(op, MatmulOp):
+            entry.update(positions=op.positions, rows=op.rows, cols=op.cols, row_tiles=op.n_rt, col_tiles=op.n_ct,
+                         folds=op.n_rt * op.n_ct, macs=sum(op.macs_per_fold) * op.positions)
+        else:
+            entry.update(pool=op.pool, channel_tiles=op.n_ct)
+        ops.append(entry)
+    acc = program.acc_bits + 2
+    n_tiles = sum(len(o.tiles) for o in program.matmuls())
+    n_rt = sum(o.n_rt for o in program.matmuls())
+    n_ct = sum(o.n_ct for o in program.matmuls())
+    return {
+        "top": TOP_NAME,
+        "array": {"rows": R, "cols": C, "dataflow": "ws", "acc_bits": acc},
+        "pipeline": {"matmul_drain_cycles": drain_cycles(R, C), "pool_drain_cycles": POOL_DRAIN},
+        "ops": ops,
+        "memories": {
+            "weights": {"words": n_tiles, "bits_per_word": R * C * 8, "bytes": n_tiles * R * C},
+            "row_table": {"words": n_rt, "bits_per_word": R * (accel.offw + accel.lanew + 1) if accel else None},
+            "bias": {"words": n_ct, "bits_per_word": C * acc},
+            "psum": {"words": max((o.positions for o in program.matmuls()), default=1), "bits_per_word": C * acc},
+            "activations": {"buffers": list(program.buf_depth), "bits_per_word": C * 8, "replicas": R},
+        },
+        "counters": list(COUNTERS) + [f"cycles_{o.name}" for o in program.ops],
+        "logits": {"count": program.n_logits, "frac": program.logit_frac},
+        "input_shape": list(program.input_shape),
+        "cycles_analytic": {"total": model.total, "per_op": model.per_op, "beats": model.beats, "macs": model.macs,
+                            "pe_utilization": model.pe_utilization},
+    }
+
+
+def generate_verilog(contract, array: ArrayConfig, out_dir: Path) -> tuple[Path, Path, dict]:
+    """Write ``<out_dir>/prunehw_top.v`` and ``accelerator.json``; returns their paths and the description."""
+    from amaranth.back import verilog
+
+    program = program_for(contract, array)
+    top = Accelerator(program)
+    text = verilog.convert(top, name=TOP_NAME, emit_src=False)
+    out_dir = Path(out_dir)
+    v = write_bytes(out_dir / f"{TOP_NAME}.v", text.encode())
+    top._roms()  # widths for the description
+    desc = describe(program, top)
+    j = write_json(out_dir / "accelerator.json", desc)
+    return v, j, desc
