@@ -1,0 +1,56 @@
+"""The whole-network accelerator in Amaranth's simulator: logits equal the golden model, counters the cycle model."""
+
+import numpy as np
+import pytest
+
+from prunehw.config import ArrayConfig, LayerSpec as L, NetworkConfig
+from prunehw.export.contract import load_contract, save_contract
+from prunehw.hw.cycle_model import cycle_model
+from prunehw.hw.program import build_program
+from prunehw.model.golden import golden
+from prunehw.model.network import build_model
+from prunehw.model.quantize import quantize
+from amaranth_run import run_images
+
+SMALL = NetworkConfig((L("conv2d", filters=3, kernel=3), L("relu"), L("maxpool2d", pool=2), L("conv2d", filters=5, kernel=3),
+                       L("relu"), L("maxpool2d", pool=3), L("flatten"), L("dense", units=7), L("relu"), L("dense", units=10)))
+
+
+def check(contract, array, images):
+    program = build_program(contract, array)
+    model = cycle_model(program)
+    want = golden(contract, images)
+    for (logits, counters), ref in zip(run_images(program, images), want):
+        np.testing.assert_array_equal(logits, ref)
+        assert counters["total_cycles"] == model.total
+        assert {op.name: counters[op.name] for op in program.ops} == model.per_op
+        assert counters["beats"] == model.beats and counters["macs"] == model.macs
+
+
+@pytest.fixture(scope="module")
+def small_contract(tmp_path_factory, tiny_data):
+    model = build_model(SMALL, (28, 28, 1), 10, seed=8)
+    spec, w, b = quantize(model, tiny_data.x_train[:64])
+    path = tmp_path_factory.mktemp("acc") / "contract.json"
+    save_contract(path, spec, w, b)
+    return load_contract(path)
+
+
+@pytest.mark.parametrize("rows, cols", [(4, 4), (3, 5), (2, 3)])
+def test_small_network_bit_exact_and_cycles(small_contract, tiny_data, rows, cols):
+    check(small_contract, ArrayConfig(rows=rows, cols=cols), tiny_data.x_test[:2])
+
+
+@pytest.mark.slow
+def test_quick_flow_variants_on_mnist(tmp_path, mnist):
+    """The quick flow's trained and pruned variants, 3 MNIST test images each, on the default 8x8 array."""
+    from prunehw.config import load_config
+    import dataclasses
+    from prunehw.flow import Flow
+
+    cfg = load_config("configs/quick.toml")
+    cfg = dataclasses.replace(cfg, build_dir=str(tmp_path))
+    flow = Flow(cfg, log=lambda *a: None)
+    for variant in flow.variant_names():
+        contract = load_contract(flow.quantize(variant))
+        check(contract, cfg.array, mnist.x_test[:3])

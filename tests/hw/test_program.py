@@ -1,0 +1,68 @@
+"""The layer program's row tables reproduce the golden model's im2col exactly; bad arrays are refused."""
+
+import numpy as np
+import pytest
+
+from prunehw.config import ArrayConfig
+from prunehw.export.contract import Contract
+from prunehw.hw.cycle_model import cycle_model, drain_cycles
+from prunehw.hw.program import build_program
+from prunehw.model.golden import _im2col
+
+
+def _contract(rng, h=9, w=7, c=3, k=3, n=5, rows_kept=None):
+    fmt = {"bits": 8, "frac": 8, "signed": False}
+    conv = {"name": "conv", "type": "conv2d", "kernel": k, "rows": k * k * c, "out_channels": n, "in_channels": c, "input": fmt,
+            "weight": {"bits": 8, "frac": 6}, "bias": {"bits": 8, "frac": 14}, "accum": {"bits": 24, "frac": 14},
+            "output": {"bits": 8, "frac": 4, "signed": False, "relu": True, "name": "r"}}
+    if rows_kept is not None:
+        conv["rows_kept"] = rows_kept
+    flat_in = (h - k + 1) * (w - k + 1) * n
+    dense = {"name": "fc", "type": "dense", "rows": flat_in, "out_channels": 4, "in_channels": flat_in,
+             "input": {"bits": 8, "frac": 4, "signed": False}, "weight": {"bits": 8, "frac": 6}, "bias": {"bits": 8, "frac": 10},
+             "accum": {"bits": 30, "frac": 10}, "output": {"bits": 30, "frac": 10, "signed": True, "relu": False, "name": None}}
+    spec = {"version": 1, "input": {"shape": [h, w, c], **fmt},
+            "layers": [conv, {"name": "f", "type": "flatten", "input": fmt}, dense]}
+    weights = {"conv": rng.integers(-128, 128, (k * k * c, n)), "fc": rng.integers(-128, 128, (flat_in, 4))}
+    return Contract(spec, weights, {"conv": rng.integers(-9, 9, n), "fc": rng.integers(-9, 9, 4)})
+
+
+@pytest.mark.parametrize("rows, cols", [(4, 4), (3, 5), (8, 8)])
+def test_row_table_addresses_equal_im2col(rows, cols, rng):
+    contract = _contract(rng)
+    prog = build_program(contract, ArrayConfig(rows=rows, cols=cols))
+    conv = prog.ops[0]
+    h, w, c = conv.in_shape
+    act = rng.integers(0, 256, (h, w, c))
+    # the activation buffer's word layout: word = ctile * npix + pixel, lane = channel % C
+    words = np.zeros((max(1, -(-c // cols)) * h * w, cols), dtype=np.int64)
+    for ch in range(c):
+        words[(ch // cols) * h * w + np.arange(h * w), ch % cols] = act[:, :, ch].reshape(-1)
+    ref = _im2col(act[None], 3)[0].reshape(-1, conv.rows)
+    oh, ow = conv.out_shape[:2]
+    for p in range(conv.positions):
+        base = (p // ow) * w + (p % ow)
+        gathered = [words[off + base, lane] for row in conv.row_table for off, lane, v in row if v]
+        np.testing.assert_array_equal(gathered, ref[p])
+
+
+def test_pruned_rows_leave_the_tiles(rng):
+    full = build_program(_contract(rng), ArrayConfig(rows=4, cols=4))
+    kept = [r for r in range(27) if r % 9 != 4]          # drop the centre tap of every channel
+    pruned = build_program(_contract(rng, rows_kept=kept), ArrayConfig(rows=4, cols=4))
+    assert (full.ops[0].rows, pruned.ops[0].rows) == (27, 24)
+    assert pruned.ops[0].n_rt == 6 and full.ops[0].n_rt == 7
+    assert cycle_model(pruned).per_op["conv"] < cycle_model(full).per_op["conv"]
+
+
+def test_cycle_model_counts_folds(rng):
+    prog = build_program(_contract(rng), ArrayConfig(rows=4, cols=4))
+    conv, fc = prog.ops
+    per = cycle_model(prog).per_op
+    assert per["conv"] == conv.n_ct * conv.n_rt * conv.positions + drain_cycles(4, 4)
+    assert per["fc"] == fc.n_ct * fc.n_rt + drain_cycles(4, 4)
+
+
+def test_array_too_narrow_for_the_input(rng):
+    with pytest.raises(ValueError, match="the input has 3 channels but an array with 2 columns"):
+        build_program(_contract(rng), ArrayConfig(rows=2, cols=2))
