@@ -10,10 +10,10 @@ Interface (all synchronous to ``clk``):
 - ``start`` (one-cycle pulse) runs the network; ``busy`` is high while it
   runs; ``done`` rises when the logits are ready and stays high until the next
   ``start``;
-- ``logit_sel`` -> ``logit``: the selected logit, signed, at the last layer's
-  accumulator precision (combinational read);
-- ``counter_sel`` -> ``counter``: performance counters (see ``COUNTERS`` and
-  then one cycle count per op, in program order), reset by ``start``.
+- ``logits``: every logit, signed, at the last layer's accumulator precision
+  (a flat bus, logit i in bits ``[i*W, (i+1)*W)``), valid while ``done``;
+- ``counters``: the performance counters, 32 bits each, in ``COUNTERS`` order
+  and then one cycle count per op in program order; reset by ``start``.
 
 Pipeline of a matmul beat (one output position of one fold, one per cycle):
 stage 0 issues counters and ROM addresses (row table, weight tile); stage 1
@@ -70,8 +70,8 @@ class Accelerator(wiring.Component):
             "start": In(1), "busy": Out(1), "done": Out(1),
             "img_we": In(1), "img_pixel": In(range(max(2, h * w))), "img_chan": In(range(max(2, self.C))),
             "img_data": In(8),
-            "logit_sel": In(range(max(2, p.n_logits))), "logit": Out(signed(self.ACC)),
-            "counter_sel": In(range(max(2, self.n_counters))), "counter": Out(32),
+            "logits": Out(data.ArrayLayout(signed(self.ACC), p.n_logits)),
+            "counters": Out(data.ArrayLayout(unsigned(32), self.n_counters)),
         })
 
     # -- ROM images --------------------------------------------------------------------
@@ -147,7 +147,7 @@ class Accelerator(wiring.Component):
         # -- counters --------------------------------------------------------------------
         counters = Array(Signal(32, name=f"cnt_{n}") for n in list(COUNTERS) + [f"op{i}" for i in range(self.n_ops)])
         cnt = {n: counters[i] for i, n in enumerate(COUNTERS)}
-        m.d.comb += self.counter.eq(counters[self.counter_sel])
+        m.d.comb += [self.counters[i].eq(c) for i, c in enumerate(counters)]
 
         # -- controller --------------------------------------------------------------------
         ct, rt, pos, base, obase, tile_i, ox = (Signal(range(2 ** 20), name=n) for n in ("ct", "rt", "pos", "base", "obase", "tile_i", "ox"))
@@ -299,7 +299,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [ps_wr.addr.eq(mA.pos), ps_wr.data.eq(total), ps_wr.en.eq(mA.v & ~mA.last_rt)]
 
         logits = Array(Signal(signed(ACC), name=f"logit{i}") for i in range(p.n_logits))
-        m.d.comb += self.logit.eq(logits[self.logit_sel])
+        m.d.comb += [self.logits[i].eq(v) for i, v in enumerate(logits)]
         out_word = Signal(word)
         with m.Switch(op):
             for i, o in enumerate(ops):

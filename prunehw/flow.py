@@ -25,6 +25,18 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _code(*packages: str) -> str:
+    """Hash of the source of ``prunehw.<package>`` modules: a changed generator invalidates its stage."""
+    import importlib
+
+    h = hashlib.sha256()
+    for name in packages:
+        folder = Path(importlib.import_module(f"prunehw.{name}").__file__).parent
+        for path in sorted(folder.glob("*.py")):
+            h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 class Flow:
     """The stages of one run (``cfg.run_dir``), sharing the loaded data set."""
 
@@ -63,7 +75,7 @@ class Flow:
         from prunehw.model.train import evaluate, train_float
 
         out = self.model_path("dense")
-        key = _key(self.cfg.key("data", "network", "train"))
+        key = _key(self.cfg.key("data", "network", "train"), _code("model"))
         if not force and stage_is_current(self.run_dir, "train", key):
             self.log(f"train: up to date, {out}")
             return out
@@ -101,7 +113,7 @@ class Flow:
             from prunehw.errors import ModelFileError
 
             raise ModelFileError(f"model file not found: {dense}")
-        key = _key(self.cfg.key("data", "prune"), variant.to_dict(), sha256_file(dense),
+        key = _key(self.cfg.key("data", "prune"), variant.to_dict(), sha256_file(dense), _code("model"),
                    self.cfg.array.to_dict() if variant.method == "matrix" and variant.tile_aware else None)
         stage = f"prune:{variant.name}"
         if not force and stage_is_current(self.run_dir, stage, key):
@@ -163,7 +175,8 @@ class Flow:
         out = self.run_dir / variant / "contract.json"
         q = self.cfg.quant
         maps_path = src.with_name("index_maps.json")
-        key = _key(self.cfg.key("data", "quant"), sha256_file(src), maps_path.is_file() and sha256_file(maps_path))
+        key = _key(self.cfg.key("data", "quant"), sha256_file(src), maps_path.is_file() and sha256_file(maps_path),
+                   _code("model", "export"))
         stage = f"quantize:{variant}"
         if not force and stage_is_current(self.run_dir, stage, key):
             self.log(f"quantize {variant}: up to date, {out}")
@@ -203,7 +216,8 @@ class Flow:
         contract_path = self.quantize(variant)
         out = self.run_dir / variant / "hls"
         q = self.cfg.quant
-        key = _key(self.cfg.key("data", "quant"), sha256_file(contract_path), sha256_file(contract_path.with_name("weights.npz")))
+        key = _key(self.cfg.key("data", "quant"), sha256_file(contract_path), sha256_file(contract_path.with_name("weights.npz")),
+                   _code("export"))
         stage = f"export:{variant}"
         if not force and stage_is_current(self.run_dir, stage, key):
             self.log(f"export {variant}: up to date, {out}")
@@ -244,7 +258,8 @@ class Flow:
 
         contract_path = self.quantize(variant)
         out = self.run_dir / variant / "rtl"
-        key = _key(self.cfg.key("array"), sha256_file(contract_path), sha256_file(contract_path.with_name("weights.npz")))
+        key = _key(self.cfg.key("array"), sha256_file(contract_path), sha256_file(contract_path.with_name("weights.npz")),
+                   _code("hw"))
         stage = f"rtl:{variant}"
         if not force and stage_is_current(self.run_dir, stage, key):
             self.log(f"rtl {variant}: up to date, {out}")

@@ -27,14 +27,8 @@ def run_images(program, images: np.ndarray):
             await ctx.tick()
             ctx.set(dut.start, 0)
             await ctx.tick().until(dut.done)
-            logits = []
-            for i in range(program.n_logits):
-                ctx.set(dut.logit_sel, i)
-                logits.append(ctx.get(dut.logit))
-            counters = {}
-            for i, n in enumerate(names):
-                ctx.set(dut.counter_sel, i)
-                counters[n] = ctx.get(dut.counter)
+            logits = [ctx.get(dut.logits[i]) for i in range(program.n_logits)]
+            counters = {n: ctx.get(dut.counters[i]) for i, n in enumerate(names)}
             results.append((logits, counters))
 
     sim = Simulator(dut)
