@@ -117,32 +117,40 @@ class Accelerator(wiring.Component):
         banks_rd, banks_wr = [[], []], [[], []]
         for b in range(2):
             for k in range(R):
-                mem = Memory(shape=C * 8, depth=p.buf_depth[b], init=[])
+                mem = Memory(shape=C * 8, depth=p.buf_depth[b], init=[0] * p.buf_depth[b])
                 m.submodules[f"act{b}_bank{k}"] = mem
                 banks_wr[b].append(mem.write_port(granularity=8))
                 banks_rd[b].append(mem.read_port())
 
-        # -- per-op constants ----------------------------------------------------------
+        # -- per-op constants: a ROM read combinationally at ``op`` --------------------------
+        # (a ROM rather than a case statement on ``op``: event-driven simulators never
+        # evaluate a combinational process whose inputs never change, and ``op`` stays 0
+        # for the whole first layer)
+        names = ("M", "out_w", "in_w", "n_rt", "n_ct", "wbase", "rtbase", "bbase", "in_pix", "out_pix", "pool",
+                 "pool_w_step", "pool_row_step", "rows_last", "cols_last")
+        klayout = data.StructLayout({**{n: 20 for n in names}, "in_buf": 1, "out_buf": 1, "in_signed": 1,
+                                     "is_last": 1, "is_pool": 1})
+        kinit = []
+        for i, o in enumerate(ops):
+            vals = dict.fromkeys(names, 0)
+            vals.update(in_pix=o.in_pix, out_pix=o.out_pix, in_w=o.in_shape[1], out_w=o.out_shape[1], n_ct=o.n_ct,
+                        in_buf=o.in_buf, out_buf=o.out_buf, is_pool=int(isinstance(o, PoolOp)),
+                        in_signed=int(o.in_signed if isinstance(o, MatmulOp) else o.signed),
+                        is_last=int(isinstance(o, MatmulOp) and o.last))
+            if isinstance(o, MatmulOp):
+                vals.update(M=o.positions, n_rt=o.n_rt, wbase=self.wbase[i], rtbase=self.rtbase[i], bbase=self.bbase[i],
+                            rows_last=o.rows - (o.n_rt - 1) * R, cols_last=o.cols - (o.n_ct - 1) * C)
+            else:
+                vals.update(pool=o.pool, pool_w_step=o.in_shape[1] - o.pool + 1,
+                            pool_row_step=o.pool * o.in_shape[1] - o.pool * (o.out_shape[1] - 1))
+            kinit.append(vals)
+        m.submodules.oprom = oprom = Memory(shape=klayout, depth=max(2, self.n_ops), init=kinit)
         op = Signal(range(max(2, self.n_ops)))
-        k_ = {name: Signal(range(2 ** 20), name=f"k_{name}") for name in (
-            "M", "out_w", "in_w", "n_rt", "n_ct", "wbase", "rtbase", "bbase", "in_pix", "out_pix", "rows", "cols",
-            "pool", "pool_w_step", "pool_row_step", "rows_last", "cols_last")}
-        in_buf, out_buf, in_signed, is_last, is_pool = Signal(), Signal(), Signal(), Signal(), Signal()
-        with m.Switch(op):
-            for i, o in enumerate(ops):
-                with m.Case(i):
-                    vals = dict(in_pix=o.in_pix, out_pix=o.out_pix, in_w=o.in_shape[1], out_w=o.out_shape[1], n_ct=o.n_ct)
-                    if isinstance(o, MatmulOp):
-                        vals.update(M=o.positions, n_rt=o.n_rt, wbase=self.wbase[i], rtbase=self.rtbase[i],
-                                    bbase=self.bbase[i], rows_last=o.rows - (o.n_rt - 1) * R,
-                                    cols_last=o.cols - (o.n_ct - 1) * C)
-                    else:
-                        vals.update(pool=o.pool, pool_w_step=o.in_shape[1] - o.pool + 1,
-                                    pool_row_step=o.pool * o.in_shape[1] - o.pool * (o.out_shape[1] - 1))
-                    m.d.comb += [k_[n].eq(v) for n, v in vals.items()]
-                    m.d.comb += [in_buf.eq(o.in_buf), out_buf.eq(o.out_buf), is_pool.eq(isinstance(o, PoolOp)),
-                                 in_signed.eq(o.in_signed if isinstance(o, MatmulOp) else o.signed),
-                                 is_last.eq(isinstance(o, MatmulOp) and o.last)]
+        k_rd = oprom.read_port(domain="comb")
+        m.d.comb += k_rd.addr.eq(op)
+        kc = k_rd.data
+        k_ = {n: kc[n] for n in names}
+        in_buf, out_buf, in_signed, is_last, is_pool = kc.in_buf, kc.out_buf, kc.in_signed, kc.is_last, kc.is_pool
 
         # -- counters --------------------------------------------------------------------
         counters = Array(Signal(32, name=f"cnt_{n}") for n in list(COUNTERS) + [f"op{i}" for i in range(self.n_ops)])
@@ -154,6 +162,11 @@ class Accelerator(wiring.Component):
         drain = Signal(range(max(drain_cycles(R, C), POOL_DRAIN) + 1))
         # pooling counters: window (dx, dy), window offset, top-left pixel, output pixel
         dx, dy, woff, pbase, px, q = (Signal(range(2 ** 20), name=n) for n in ("dx", "dy", "woff", "pbase", "px", "q"))
+        # ``busy`` is a register, not decoded from the FSM state: the image port reads it
+        # before the FSM ever leaves IDLE, when an event-driven simulator may not yet have
+        # evaluated a combinational decode (Icarus in SystemVerilog mode does not).
+        busy = Signal()
+        m.d.comb += self.busy.eq(busy)
         issue = Signal()          # a matmul beat is issued this cycle
         pissue = Signal()         # a pooling read is issued this cycle
         done = Signal()
@@ -166,11 +179,11 @@ class Accelerator(wiring.Component):
         with m.FSM(name="ctrl"):
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [op.eq(0), done.eq(0), *reset_op_counters(), tile_i.eq(0)]
+                    m.d.sync += [op.eq(0), done.eq(0), busy.eq(1), *reset_op_counters(), tile_i.eq(0)]
                     m.d.sync += [c.eq(0) for c in counters]
                     m.next = "POOL" if isinstance(ops[0], PoolOp) else "MM"
             with m.State("MM"):
-                m.d.comb += [issue.eq(1), self.busy.eq(1)]
+                m.d.comb += issue.eq(1)
                 last_pos = pos == k_["M"] - 1
                 last_rt = rt == k_["n_rt"] - 1
                 last_ct = ct == k_["n_ct"] - 1
@@ -189,13 +202,12 @@ class Accelerator(wiring.Component):
                         m.d.sync += [ox.eq(0), base.eq(base + k_["in_w"] - k_["out_w"] + 1)]
                     with m.Else():
                         m.d.sync += [ox.eq(ox + 1), base.eq(base + 1)]
-            for state, nxt_drain in (("MM_DRAIN", None), ("POOL_DRAIN", None)):
+            for state in ("MM_DRAIN", "POOL_DRAIN"):
                 with m.State(state):
-                    m.d.comb += self.busy.eq(1)
                     with m.If(drain == 0):
                         m.d.sync += reset_op_counters()
                         with m.If(op == self.n_ops - 1):
-                            m.d.sync += done.eq(1)
+                            m.d.sync += [done.eq(1), busy.eq(0)]
                             m.next = "IDLE"
                         with m.Else():
                             m.d.sync += op.eq(op + 1)
@@ -206,7 +218,7 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         m.d.sync += drain.eq(drain - 1)
             with m.State("POOL"):
-                m.d.comb += [pissue.eq(1), self.busy.eq(1)]
+                m.d.comb += pissue.eq(1)
                 last_dx = dx == k_["pool"] - 1
                 last_dy = dy == k_["pool"] - 1
                 with m.If(last_dx):
@@ -229,7 +241,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += [dx.eq(dx + 1), woff.eq(woff + 1)]
 
         # -- cycle and activity counters ---------------------------------------------------
-        with m.If(self.busy):
+        with m.If(busy):
             m.d.sync += cnt["total_cycles"].eq(cnt["total_cycles"] + 1)
             m.d.sync += counters[len(COUNTERS) + op].eq(counters[len(COUNTERS) + op] + 1)
 
@@ -353,7 +365,7 @@ class Accelerator(wiring.Component):
                 with m.Elif(pool_we & (out_buf == b)):
                     m.d.comb += [wp.addr.eq(poaddr1), wp.data.eq(pmax), wp.en.eq(-1)]
                 if b == 0:
-                    with m.Elif(self.img_we & ~self.busy):
+                    with m.Elif(self.img_we & ~busy):
                         m.d.comb += [wp.addr.eq(self.img_pixel), wp.en.eq(1 << self.img_chan)]
                         m.d.comb += wp.data.eq(Cat(*[self.img_data] * C))
         return m
