@@ -32,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
                        ("rtl", "generate each variant's accelerator Verilog (Amaranth) and its analytic cycle model")):
         p = stage(name, help)
         p.add_argument("--variant", action="append", help="only this variant (repeatable; default: dense and every configured variant)")
+    p = stage("sim", "run each variant's RTL under cocotb and check it bit for bit against the golden model")
+    p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
+    p.add_argument("--images", type=int, default=None, help="first N test images (default: all on Verilator, 100 on Icarus)")
+    p.add_argument("--variant", action="append", help="only this variant (repeatable)")
+    p.add_argument("--workers", type=int, default=2, help="simulator processes (default 2)")
+    p.add_argument("--waves", action="store_true", help="dump waveforms (slow)")
     p = stage("experiments", "the seed report's sweeps and figures, CSV + PNG under build/<run>/experiments/")
     p.add_argument("--only", action="append", help="run only this experiment (repeatable)")
     stage("run", "every stage of the flow, cached")
@@ -63,14 +69,40 @@ def _run(args: argparse.Namespace) -> None:
             if name != "dense":
                 cfg.variant(name)
             getattr(flow, args.command)(name, force=args.force)
+    elif args.command == "sim":
+        from prunehw.sim.runner import SimulatorMissing
+
+        names = args.variant or flow.variant_names()
+        for name in names:
+            if name != "dense":
+                cfg.variant(name)
+        n = args.images if args.images is not None else (0 if args.simulator == "verilator" else 100)
+        if n < 0 or args.workers < 1:
+            raise PrunehwError(f"--images {n} / --workers {args.workers}: allowed: images >= 0 (0 = all), workers >= 1")
+        try:
+            flow.sim(names, args.simulator, n, workers=args.workers, waves=args.waves, force=args.force)
+        except SimulatorMissing as exc:
+            print(f"sim {args.simulator}: SKIPPED, {exc}")
     elif args.command == "experiments":
         from prunehw.experiments import run_experiments
 
         run_experiments(flow, only=args.only, force=args.force)
     elif args.command == "run":
-        for name in flow.variant_names():
+        from prunehw.report import format_report
+        from prunehw.sim.runner import SimulatorMissing
+
+        names = flow.variant_names()
+        for name in names:
             flow.export(name, force=args.force)
             flow.rtl(name, force=args.force)
+        for simulator, n in (("verilator", cfg.sim.verilator_images), ("icarus", cfg.sim.icarus_images)):
+            if simulator == "icarus" and n == 0:
+                continue
+            try:
+                flow.sim(names, simulator, n, workers=cfg.sim.workers, force=args.force)
+            except SimulatorMissing as exc:
+                print(f"sim {simulator}: SKIPPED, {exc}")
+        print(format_report(cfg.run_dir))
     print(f"artifacts: {cfg.run_dir}/ (summary.json, manifest.json)")
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "ArrayConfig",
     "ExperimentsConfig",
     "QuantConfig",
+    "SimConfig",
     "RunConfig",
     "load_config",
 ]
@@ -319,6 +320,21 @@ class QuantConfig(_Section):
 
 
 @dataclass(frozen=True)
+class SimConfig(_Section):
+    """cocotb RTL simulation in ``prunehw run``: test images per simulator (0 = all) and processes."""
+
+    _section = "sim"
+    verilator_images: int = 0
+    icarus_images: int = 10
+    workers: int = 2
+
+    def __post_init__(self):
+        _check_positive("sim.verilator_images", self.verilator_images, allow_zero=True)
+        _check_positive("sim.icarus_images", self.icarus_images, allow_zero=True)
+        _check_positive("sim.workers", self.workers)
+
+
+@dataclass(frozen=True)
 class ExperimentsConfig(_Section):
     """The seed report's sweeps (``prunehw experiments``): ratios and the per-point fine-tuning budget."""
 
@@ -355,6 +371,7 @@ class RunConfig(_Section):
     prune: PruneConfig = field(default_factory=PruneConfig)
     array: ArrayConfig = field(default_factory=ArrayConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
+    sim: SimConfig = field(default_factory=SimConfig)
     experiments: ExperimentsConfig = field(default_factory=ExperimentsConfig)
     variants: tuple[VariantConfig, ...] = field(default_factory=_default_variants)
 

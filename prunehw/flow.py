@@ -276,6 +276,104 @@ class Flow:
                  f"(analytic), {cyc['macs']} MACs; wrote {v}")
         return out
 
+    # -- sim (cocotb) --------------------------------------------------------------------------
+    def sim(self, variants: list[str], simulator: str, images: int, workers: int = 2, waves: bool = False,
+            force: bool = False) -> dict[str, dict]:
+        """Run each variant's RTL under cocotb in ``simulator`` on the first ``images`` test images (0 = all).
+
+        Jobs (variant x shard) run in ``workers`` simulator processes. Returns
+        {variant: merged result}; a missing simulator raises ``SimulatorMissing``.
+        """
+        from prunehw.artifacts import write_json
+        from prunehw.hw.accelerator import COUNTERS
+        from prunehw.sim.regression import Job, merge, run_jobs
+        from prunehw.sim.runner import SimulatorMissing, simulator_missing
+
+        reason = simulator_missing(simulator)
+        if reason:
+            raise SimulatorMissing(reason)
+        data = self.data
+        n = images or len(data.x_test)
+        if n > len(data.x_test):
+            from prunehw.errors import ConfigError
+
+            raise ConfigError(f"--images {n}: the test set has {len(data.x_test)} images")
+        img_path = self.run_dir / "sim_images.npz"
+        if not img_path.is_file() or len(np.load(img_path)["x"]) < n:
+            from prunehw.artifacts import atomic_path
+
+            with atomic_path(img_path) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, x=data.x_test)
+        jobs, keys, results = [], {}, {}
+        shards = max(1, min(workers, n // 50)) if len(variants) < workers else 1
+        for v in variants:
+            rtl_dir = self.rtl(v)
+            contract = self.quantize(v)
+            key = _key(sha256_file(rtl_dir / "prunehw_top.v"), sha256_file(contract), n, simulator, _code("sim"))
+            keys[v] = key
+            stage = f"sim:{simulator}:{v}"
+            if not force and stage_is_current(self.run_dir, stage, key):
+                from prunehw.artifacts import read_json
+
+                results[v] = read_json(self.run_dir / v / f"sim_{simulator}" / "result.json")
+                self.log(f"sim {simulator} {v}: up to date ({results[v]['match']}/{results[v]['total']} bit-exact)")
+                continue
+            bounds = np.linspace(0, n, shards + 1).astype(int)
+            for s in range(shards):
+                jobs.append(Job(variant=v, simulator=simulator, start=int(bounds[s]), stop=int(bounds[s + 1]),
+                                images=str(img_path), contract=str(contract), desc=str(rtl_dir / "accelerator.json"),
+                                rtl_dir=str(rtl_dir), work_dir=str(self.run_dir / v / f"sim_{simulator}" / f"shard{s}"),
+                                waves=waves))
+        if jobs:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(jobs), desc=f"{simulator} jobs", unit="job")
+            parts = run_jobs(jobs, workers, progress=lambda r: bar.update(1))
+            bar.close()
+            for v in {j["variant"] for j in jobs}:
+                res = merge([p for p in parts if p["variant"] == v])
+                out = write_json(self.run_dir / v / f"sim_{simulator}" / "result.json", res)
+                record_stage(self.run_dir, f"sim:{simulator}:{v}", keys[v], [out])
+                results[v] = res
+        for v in variants:
+            self._record_sim(v, simulator, results[v], list(COUNTERS))
+        return results
+
+    def _record_sim(self, variant: str, simulator: str, res: dict, counter_names: list[str]) -> None:
+        from prunehw.artifacts import read_json
+
+        desc = read_json(self.run_dir / variant / "rtl" / "accelerator.json")
+        ops = [o["name"] for o in desc["ops"]]
+        names = counter_names + ops
+        counters = [dict(zip(names, c)) for c in res["counters"]]
+        y = self.data.y_test[res["images"]]
+        acc = float(np.mean(np.argmax(np.array(res["logits"]), axis=1) == y)) if res["logits"] else None
+        tag = f"rtl_{simulator}"
+        entry: dict = {"bitexact": {tag: {"match": res["match"], "total": res["total"]}},
+                       "accuracy": {tag: acc, "images": {tag: len(res["images"])}}}
+        if res["first_mismatch"]:
+            entry["bitexact"][tag]["first_mismatch"] = res["first_mismatch"]
+        if counters:
+            first = counters[0]
+            same = all(c == first for c in counters)
+            analytic = desc["cycles_analytic"]
+            entry["cycles"] = {
+                "rtl": first["total_cycles"],
+                "rtl_equals_analytic": same and first["total_cycles"] == analytic["total"]
+                and all(first[o] == analytic["per_op"][o] for o in ops),
+                "per_layer": [{"layer": o, "analytic": analytic["per_op"][o], "rtl": first[o]} for o in ops],
+            }
+            R, C = desc["array"]["rows"], desc["array"]["cols"]
+            entry["pe_utilization"] = first["macs"] / (first["total_cycles"] * R * C)
+            entry["activity"] = {k: first[k] for k in counter_names}
+        update_variant(self.run_dir, variant, entry)
+        cyc = entry.get("cycles", {})
+        self.log(f"sim {simulator} {variant}: {res['match']}/{res['total']} images bit-exact with the golden model, "
+                 f"RTL accuracy {acc:.4f}, {cyc.get('rtl')} cycles/image "
+                 f"({'equal to' if cyc.get('rtl_equals_analytic') else 'DIFFERENT from'} the analytic model)")
+        if res["first_mismatch"]:
+            self.log(f"sim {simulator} {variant}: first mismatch: {res['first_mismatch']}")
+
     def with_variant(self, variant: VariantConfig) -> "Flow":
         """This flow with ``variant`` added to (or replacing its namesake in) the config."""
         others = tuple(v for v in self.cfg.variants if v.name != variant.name)

@@ -104,13 +104,13 @@ def run_rtl(rtl_dir: Path, desc: dict, images: np.ndarray, expected: np.ndarray,
     reason = simulator_missing(sim)
     if reason:
         raise SimulatorMissing(reason)
-    work_dir = Path(work_dir)
+    work_dir = Path(work_dir).resolve()  # the simulator runs with its own working directory
     work_dir.mkdir(parents=True, exist_ok=True)
     n = len(images)
     hex_path = write_images_hex(work_dir / "images.hex", images)
     np.savez(work_dir / "expected.npz", logits=np.asarray(expected, dtype=np.int64))
     harness = write_harness(work_dir / f"{HARNESS}.sv", desc, n, hex_path)
-    sources = [Path(rtl_dir) / f"{desc['top']}.v", harness]
+    sources = [Path(rtl_dir).resolve() / f"{desc['top']}.v", harness]
     build_args: list[str] = []
     env = dict(os.environ)
     if sim == "verilator":
