@@ -80,13 +80,16 @@ def _to_ints(y: np.ndarray, frac: int) -> np.ndarray:
 _WORKER_MODEL = None
 
 
-def _worker_init(project_dir: str):
+def _worker_init(project_dir: str, library: str):
+    """Load the parent's compiled C-simulation library; never rebuild it (workers would race on the objects)."""
     global _WORKER_MODEL
+    import ctypes
+
     import hls4ml
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     _WORKER_MODEL = hls4ml.converters.link_existing_project(project_dir)
-    _WORKER_MODEL.compile()
+    _WORKER_MODEL._top_function_lib = ctypes.cdll.LoadLibrary(library)
 
 
 def _worker_predict(x: np.ndarray) -> np.ndarray:
@@ -106,8 +109,9 @@ def predict_ints(hmodel, project_dir: Path, contract: Contract, x_uint8: np.ndar
     else:
         import multiprocessing as mp
 
+        library = max(Path(project_dir).glob("firmware/*.so"), key=lambda p: p.stat().st_mtime)
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                                 initargs=(str(project_dir),)) as pool:
+                                 initargs=(str(project_dir), str(library))) as pool:
             for c, y in zip(chunks, tqdm(pool.map(_worker_predict, chunks), total=len(chunks), desc="hls4ml C-sim",
                                          unit="chunk", leave=False)):
                 outs.append(y.reshape(len(c), -1))

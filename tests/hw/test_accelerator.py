@@ -42,15 +42,8 @@ def test_small_network_bit_exact_and_cycles(small_contract, tiny_data, rows, col
 
 
 @pytest.mark.slow
-def test_quick_flow_variants_on_mnist(tmp_path, mnist):
+@pytest.mark.parametrize("variant", ["dense", "unstructured-0.90", "matrix-0.80"])
+def test_quick_flow_variants_on_mnist(quick_flow, mnist, variant):
     """The quick flow's trained and pruned variants, 3 MNIST test images each, on the default 8x8 array."""
-    from prunehw.config import load_config
-    import dataclasses
-    from prunehw.flow import Flow
-
-    cfg = load_config("configs/quick.toml")
-    cfg = dataclasses.replace(cfg, build_dir=str(tmp_path))
-    flow = Flow(cfg, log=lambda *a: None)
-    for variant in flow.variant_names():
-        contract = load_contract(flow.quantize(variant))
-        check(contract, cfg.array, mnist.x_test[:3])
+    contract = load_contract(quick_flow.quantize(variant))
+    check(contract, quick_flow.cfg.array, mnist.x_test[:3])
