@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--waves", action="store_true", help="dump waveforms (slow)")
     p = stage("experiments", "the seed report's sweeps and figures, CSV + PNG under build/<run>/experiments/")
     p.add_argument("--only", action="append", help="run only this experiment (repeatable)")
+    stage("report", "storage, energy and savings of each variant from this run's files and RTL counters; report.md + PNGs")
     stage("run", "every stage of the flow, cached")
     return parser
 
@@ -83,6 +84,8 @@ def _run(args: argparse.Namespace) -> None:
             flow.sim(names, args.simulator, n, workers=args.workers, waves=args.waves, force=args.force)
         except SimulatorMissing as exc:
             print(f"sim {args.simulator}: SKIPPED, {exc}")
+    elif args.command == "report":
+        flow.report()
     elif args.command == "experiments":
         from prunehw.experiments import run_experiments
 
@@ -102,7 +105,7 @@ def _run(args: argparse.Namespace) -> None:
                 flow.sim(names, simulator, n, workers=cfg.sim.workers, force=args.force)
             except SimulatorMissing as exc:
                 print(f"sim {simulator}: SKIPPED, {exc}")
-        print(format_report(cfg.run_dir))
+        flow.report()
     print(f"artifacts: {cfg.run_dir}/ (summary.json, manifest.json)")
 
 

@@ -374,6 +374,30 @@ class Flow:
         if res["first_mismatch"]:
             self.log(f"sim {simulator} {variant}: first mismatch: {res['first_mismatch']}")
 
+    # -- report: storage, energy, ratios, plots ----------------------------------------------
+    def report(self, energy_table: Path | None = None) -> Path:
+        """Storage and energy per variant from this run's files and RTL counters; CSV, PNGs, report.md."""
+        from prunehw.artifacts import read_json, write_bytes
+        from prunehw.report import format_report, write_savings
+        from prunehw.savings import energy, load_energy_table, storage
+
+        table = load_energy_table(energy_table)
+        for v in self.variant_names():
+            desc_path = self.run_dir / v / "rtl" / "accelerator.json"
+            desc = read_json(desc_path) if desc_path.is_file() else None
+            entry: dict = {"storage_bytes": storage(self.model_path(v), desc)}
+            activity = read_json(self.run_dir / "summary.json").get("variants", {}).get(v, {}).get("activity")
+            if activity and desc:
+                entry["energy_pj"] = energy(activity, desc, table)
+                entry["energy_table"] = table["source"]
+            update_variant(self.run_dir, v, entry)
+        paths = write_savings(self.run_dir)
+        text = format_report(self.run_dir)
+        write_bytes(self.run_dir / "report.md", ("```\n" + text + "\n```\n\n" + "\n".join(
+            f"![{p.stem}]({p.relative_to(self.run_dir)})" for p in paths if p.suffix == ".png") + "\n").encode())
+        self.log(text)
+        return self.run_dir / "report.md"
+
     def with_variant(self, variant: VariantConfig) -> "Flow":
         """This flow with ``variant`` added to (or replacing its namesake in) the config."""
         others = tuple(v for v in self.cfg.variants if v.name != variant.name)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from prunehw.artifacts import read_json
 
-__all__ = ["format_report"]
+__all__ = ["format_report", "savings_ratios", "write_savings"]
 
 
 def _pct(v) -> str:
@@ -38,6 +40,15 @@ def format_report(run_dir: Path) -> str:
         if dense and c and name != "dense":
             lines.append(f"  {name}: {dense / c:.2f}x fewer cycles than dense on the same array "
                          f"(PE utilisation {_pct(v.get('pe_utilization'))})")
+    for name, r in s.get("savings_vs_dense", {}).items():
+        parts = ", ".join(f"{k} {x:.2f}x" for k, x in sorted(r.items()))
+        if parts:
+            lines.append(f"  {name} vs dense, times smaller (measured): {parts}")
+    for name, v in variants.items():
+        e = v.get("energy_pj")
+        if e:
+            lines.append(f"  {name}: {e['total'] / 1e6:.3f} uJ per inference ("
+                         + ", ".join(f"{k} {x / 1e6:.3f}" for k, x in e.items() if k != "total") + f") [{v.get('energy_table', '')[:40]}...]")
     for name, v in variants.items():
         for tag, d in v.get("bitexact", {}).items():
             if d.get("first_mismatch"):
@@ -45,3 +56,132 @@ def format_report(run_dir: Path) -> str:
     lines += ["", f"files: {run_dir}/summary.json, manifest.json; per variant: model.keras, contract.json, weights.npz, "
               f"hls/ (hls4ml project), rtl/ (Verilog, accelerator.json), sim_<simulator>/"]
     return "\n".join(lines)
+
+
+def _ratio(a, b):
+    return a / b if a and b else None
+
+
+def savings_ratios(summary: dict, base: str = "dense") -> dict[str, dict[str, float]]:
+    """{variant: {cycles, storage_<kind>, energy}} as base / variant (how many times smaller), from measured figures."""
+    variants = summary.get("variants", {})
+    ref = variants.get(base, {})
+    out = {}
+    for name, v in variants.items():
+        if name == base:
+            continue
+        r = {}
+        c = _ratio(ref.get("cycles", {}).get("rtl"), v.get("cycles", {}).get("rtl"))
+        if c:
+            r["cycles"] = c
+        e = _ratio(ref.get("energy_pj", {}).get("total"), v.get("energy_pj", {}).get("total"))
+        if e:
+            r["energy"] = e
+        for kind, size in v.get("storage_bytes", {}).items():
+            # against the dense float model's file of the same kind; CSR/packed against the dense Keras file
+            ref_size = ref.get("storage_bytes", {}).get(kind if kind in ("keras", "savedmodel", "gzip") else "keras")
+            s = _ratio(ref_size, size)
+            if s:
+                r[f"storage_{kind}"] = s
+        out[name] = r
+    return out
+
+
+def write_savings(run_dir: Path) -> list[Path]:
+    """savings.csv and PNGs (cycles per layer, energy breakdown, storage, accuracy) from summary.json."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from prunehw.artifacts import atomic_path, update_summary
+
+    run_dir = Path(run_dir)
+    s = read_json(run_dir / "summary.json")
+    variants = s.get("variants", {})
+    ratios = savings_ratios(s)
+    update_summary(run_dir, {"savings_vs_dense": ratios})
+    rows = []
+    for name, v in variants.items():
+        row = {"variant": name, "ratio_measured": v.get("ratio_measured"), "weights_kept": v.get("weights_kept"),
+               "cycles_rtl": v.get("cycles", {}).get("rtl"), "cycles_analytic": v.get("cycles", {}).get("analytic"),
+               "pe_utilization": v.get("pe_utilization"), "energy_pj": v.get("energy_pj", {}).get("total")}
+        row.update({f"bytes_{k}": b for k, b in v.get("storage_bytes", {}).items()})
+        row.update({f"x_fewer_{k}": round(x, 3) for k, x in ratios.get(name, {}).items()})
+        rows.append(row)
+    keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "variant", k))
+    out_dir = run_dir / "savings"
+    out = []
+    with atomic_path(out_dir / "savings.csv") as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    out.append(out_dir / "savings.csv")
+
+    def save(fig, name):
+        fig.tight_layout()
+        with atomic_path(out_dir / name) as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)
+        out.append(out_dir / name)
+
+    names = [n for n in variants if variants[n].get("cycles", {}).get("per_layer")]
+    if names:
+        layers = [p["layer"] for p in variants[names[0]]["cycles"]["per_layer"]]
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+        width = 0.8 / len(names)
+        for i, n in enumerate(names):
+            per = {p["layer"]: p.get("rtl", p["analytic"]) for p in variants[n]["cycles"]["per_layer"]}
+            ax.bar(np.arange(len(layers)) + i * width, [per.get(l, 0) for l in layers], width, label=n)
+        ax.set_xticks(np.arange(len(layers)) + width * (len(names) - 1) / 2, layers)
+        ax.set_title("Cycles per layer (RTL counters), per image")
+        ax.set_xlabel("layer")
+        ax.set_ylabel("cycles")
+        ax.legend(fontsize=8)
+        save(fig, "cycles_per_layer.png")
+    names = [n for n in variants if "energy_pj" in variants[n]]
+    if names:
+        parts = [k for k in variants[names[0]]["energy_pj"] if k != "total"]
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+        bottom = np.zeros(len(names))
+        for part in parts:
+            vals = np.array([variants[n]["energy_pj"][part] / 1e6 for n in names])
+            ax.bar(names, vals, bottom=bottom, label=part)
+            bottom += vals
+        ax.set_title("Energy per inference by component (RTL activity x Horowitz 45 nm)")
+        ax.set_xlabel("variant")
+        ax.set_ylabel("energy (uJ)")
+        ax.legend(fontsize=7)
+        save(fig, "energy_breakdown.png")
+    names = [n for n in variants if "storage_bytes" in variants[n]]
+    if names:
+        kinds = sorted({k for n in names for k in variants[n]["storage_bytes"]})
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+        width = 0.8 / len(names)
+        for i, n in enumerate(names):
+            ax.bar(np.arange(len(kinds)) + i * width, [variants[n]["storage_bytes"].get(k, 0) for k in kinds], width, label=n)
+        ax.set_xticks(np.arange(len(kinds)) + width * (len(names) - 1) / 2, kinds)
+        ax.set_yscale("log")
+        ax.set_title("Storage per variant")
+        ax.set_xlabel("format")
+        ax.set_ylabel("bytes (log scale)")
+        ax.legend(fontsize=8)
+        save(fig, "storage.png")
+    names = [n for n in variants if variants[n].get("accuracy")]
+    if names:
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+        stages = ["float", "quant", "hls", "rtl_verilator"]
+        width = 0.8 / len(stages)
+        for i, st in enumerate(stages):
+            ax.bar(np.arange(len(names)) + i * width, [100 * (variants[n]["accuracy"].get(st) or 0) for n in names], width, label=st)
+        ax.set_xticks(np.arange(len(names)) + width * 1.5, [f"{n}\n({100 * (variants[n].get('ratio_measured') or 0):.0f}% removed)" for n in names])
+        lo = min(100 * v for n in names for st in stages if (v := variants[n]["accuracy"].get(st)))
+        ax.set_ylim(max(0, lo - 2), 100)
+        ax.set_title("Test accuracy per variant and stage (images counted in summary.json)")
+        ax.set_xlabel("variant (pruning ratio)")
+        ax.set_ylabel("accuracy (%)")
+        ax.legend(fontsize=8)
+        save(fig, "accuracy.png")
+    return out

@@ -1,0 +1,81 @@
+"""Storage and energy of a variant, derived from its files and its RTL activity counters.
+
+Storage: the Keras file, a TensorFlow SavedModel (the seed report's measure),
+the Keras file gzip'd, a CSR encoding of the kernels (float32 values, int32
+column indices and row pointers: the index overhead counted), and the packed
+image the RTL loads (weight tiles, biases and row tables, as stored in its ROMs).
+
+Energy per inference: every counter of the RTL times the per-operation energy
+of a table that states its source (``hw/energy_horowitz45.json`` by default):
+a MAC is an 8-bit multiply plus an accumulator add; SRAM accesses are charged
+per bit at the table's 32-bit figure, with the word widths of this accelerator
+(a weight read is a whole R x C tile; an activation write goes to all R
+replicated banks).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["DEFAULT_ENERGY_TABLE", "csr_bytes", "storage", "energy"]
+
+DEFAULT_ENERGY_TABLE = Path(__file__).resolve().parents[1] / "hw" / "energy_horowitz45.json"
+
+
+def csr_bytes(kernels: list[np.ndarray], value_bytes: int = 4, index_bytes: int = 4) -> int:
+    """Bytes of the kernels (as im2col matrices, rows x cols) in CSR: values, column indices, row pointers."""
+    total = 0
+    for k in kernels:
+        mat = k.reshape(-1, k.shape[-1])
+        nnz = int(np.count_nonzero(mat))
+        total += nnz * (value_bytes + index_bytes) + (mat.shape[0] + 1) * index_bytes
+    return total
+
+
+def storage(model_path: Path, desc: dict | None) -> dict[str, int]:
+    """Storage figures of one variant (bytes); ``packed`` only when its accelerator was generated."""
+    import keras
+
+    from prunehw.model.inference import saved_sizes
+    from prunehw.model.network import load_model
+
+    model = load_model(model_path)
+    out = saved_sizes(model)
+    kernels = [l.kernel.numpy() for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
+    out["csr"] = csr_bytes(kernels)
+    if desc:
+        mem = desc["memories"]
+        bits = sum(mem[k]["words"] * mem[k]["bits_per_word"] for k in ("weights", "bias", "row_table"))
+        out["packed"] = (bits + 7) // 8
+    return out
+
+
+def load_energy_table(path: Path | None = None) -> dict:
+    path = Path(path or DEFAULT_ENERGY_TABLE)
+    table = json.loads(path.read_text())
+    for key in ("source", "mult_int8_pj", "add_int32_pj", "sram_32bit_access_pj"):
+        if key not in table:
+            from prunehw.errors import ConfigError
+
+            raise ConfigError(f"energy table {path} lacks {key!r}")
+    return table
+
+
+def energy(activity: dict[str, int], desc: dict, table: dict) -> dict[str, float]:
+    """pJ per inference by component, and ``total``, from RTL counters and the accelerator's word widths."""
+    R, C = desc["array"]["rows"], desc["array"]["cols"]
+    acc = desc["array"]["acc_bits"]
+    per_bit = table["sram_32bit_access_pj"] / 32.0
+    parts = {
+        "mac": activity["macs"] * (table["mult_int8_pj"] + table["add_int32_pj"]),
+        "weight_sram": activity["weight_reads"] * R * C * 8 * per_bit,
+        "activation_sram_read": activity["act_reads"] * C * 8 * per_bit,
+        "activation_sram_write": activity["act_writes"] * R * C * 8 * per_bit,
+        "psum_sram": (activity["psum_reads"] + activity["psum_writes"]) * C * acc * per_bit,
+        "bias_sram": activity["bias_reads"] * C * acc * per_bit,
+    }
+    parts["total"] = sum(parts.values())
+    return parts
