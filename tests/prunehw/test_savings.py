@@ -1,0 +1,66 @@
+"""Savings figures are derived from this run's counters and files: change an input, the figure changes."""
+
+import copy
+
+import numpy as np
+import pytest
+
+from prunehw.report import savings_ratios
+from prunehw.savings import csr_bytes, energy, load_energy_table
+
+DESC = {"array": {"rows": 8, "cols": 8, "acc_bits": 24}}
+ACT = {"macs": 1000, "weight_reads": 10, "act_reads": 500, "act_writes": 40, "psum_reads": 30, "psum_writes": 30,
+       "bias_reads": 20, "beats": 100, "total_cycles": 200}
+
+
+def test_energy_follows_every_counter():
+    table = load_energy_table()
+    base = energy(ACT, DESC, table)
+    assert base["total"] == pytest.approx(sum(v for k, v in base.items() if k != "total"))
+    assert base["mac"] == pytest.approx(1000 * (table["mult_int8_pj"] + table["add_int32_pj"]))
+    for key in ("macs", "weight_reads", "act_reads", "act_writes", "psum_reads", "bias_reads"):
+        changed = energy({**ACT, key: ACT[key] + 1}, DESC, table)
+        assert changed["total"] > base["total"], key
+
+
+def test_energy_table_is_data(tmp_path):
+    import json
+
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"source": "made up", "mult_int8_pj": 1.0, "add_int32_pj": 0.0, "sram_32bit_access_pj": 0.0}))
+    assert energy(ACT, DESC, load_energy_table(path))["total"] == 1000.0
+    path.write_text(json.dumps({"mult_int8_pj": 1.0}))
+    from prunehw.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="lacks 'source'"):
+        load_energy_table(path)
+
+
+def test_csr_counts_index_overhead():
+    k = np.zeros((3, 3, 2, 4))
+    k[0, 0, 0, 0] = 1.0
+    k[2, 2, 1, 3] = -2.0
+    # 2 non-zeros x (4 B value + 4 B column) + (18 rows + 1) x 4 B row pointers
+    assert csr_bytes([k]) == 2 * 8 + 19 * 4
+
+
+def _summary():
+    return {"variants": {
+        "dense": {"cycles": {"rtl": 1000}, "energy_pj": {"total": 50.0}, "storage_bytes": {"keras": 400, "savedmodel": 800}},
+        "matrix-0.80": {"cycles": {"rtl": 250}, "energy_pj": {"total": 10.0}, "storage_bytes": {"keras": 100, "savedmodel": 200, "packed": 40}},
+    }}
+
+
+def test_ratios_follow_the_measured_figures():
+    r = savings_ratios(_summary())["matrix-0.80"]
+    assert r == {"cycles": 4.0, "energy": 5.0, "storage_keras": 4.0, "storage_savedmodel": 4.0, "storage_packed": 10.0}
+    for path, value in ((("cycles", "rtl"), 500), (("energy_pj", "total"), 25.0), (("storage_bytes", "keras"), 200)):
+        s = copy.deepcopy(_summary())
+        s["variants"]["matrix-0.80"][path[0]][path[1]] = value
+        assert savings_ratios(s)["matrix-0.80"] != r
+
+
+def test_unmeasured_figures_are_absent():
+    s = _summary()
+    del s["variants"]["matrix-0.80"]["energy_pj"]
+    assert "energy" not in savings_ratios(s)["matrix-0.80"]
