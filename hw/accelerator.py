@@ -57,9 +57,14 @@ def _pack(values, width: int) -> int:
 class Accelerator(wiring.Component):
     """See the module docstring. ``program`` fixes every size and ROM image."""
 
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, *, fault: str | None = None):
         if not isinstance(program, Program):
             raise TypeError(f"program must be a Program, not {program!r}")
+        from prunehw.hw.faults import FAULTS
+
+        if fault is not None and fault not in FAULTS:
+            raise ValueError(f"fault {fault!r} is unknown; allowed: {', '.join(FAULTS)}")
+        self.fault = fault  # a deliberate design error for the mutation campaign (hw/faults.py); None in real designs
         self.program = program
         p = program
         self.R, self.C, self.ACC = p.rows, p.cols, p.acc_bits + 2
@@ -113,7 +118,7 @@ class Accelerator(wiring.Component):
         m.submodules.psum = psum = Memory(shape=C * ACC, depth=max(max_m, 2), init=[])
         w_rd, rt_rd, b_rd = wrom.read_port(), rtrom.read_port(), brom.read_port()
         ps_wr = psum.write_port()
-        ps_rd = psum.read_port(transparent_for=(ps_wr,))
+        ps_rd = psum.read_port(transparent_for=() if self.fault == "psum_not_transparent" else (ps_wr,))
         banks_rd, banks_wr = [[], []], [[], []]
         for b in range(2):
             for k in range(R):
@@ -184,9 +189,9 @@ class Accelerator(wiring.Component):
                     m.next = "POOL" if isinstance(ops[0], PoolOp) else "MM"
             with m.State("MM"):
                 m.d.comb += issue.eq(1)
-                last_pos = pos == k_["M"] - 1
-                last_rt = rt == k_["n_rt"] - 1
-                last_ct = ct == k_["n_ct"] - 1
+                last_pos = pos == k_["M"] - (2 if self.fault == "ctrl_positions_off_by_one" else 1)
+                last_rt = rt == k_["n_rt"] - (2 if self.fault == "ctrl_row_tiles_off_by_one" else 1)
+                last_ct = ct == k_["n_ct"] - (2 if self.fault == "ctrl_col_tiles_off_by_one" else 1)
                 with m.If(last_pos):
                     m.d.sync += [pos.eq(0), base.eq(0), ox.eq(0), tile_i.eq(tile_i + 1)]
                     with m.If(last_rt):
@@ -199,7 +204,7 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.d.sync += pos.eq(pos + 1)
                     with m.If(ox == k_["out_w"] - 1):
-                        m.d.sync += [ox.eq(0), base.eq(base + k_["in_w"] - k_["out_w"] + 1)]
+                        m.d.sync += [ox.eq(0), base.eq(base + k_["in_w"] - k_["out_w"] + (2 if self.fault == "im2col_row_step_off_by_one" else 1))]
                     with m.Else():
                         m.d.sync += [ox.eq(ox + 1), base.eq(base + 1)]
             for state in ("MM_DRAIN", "POOL_DRAIN"):
@@ -219,7 +224,7 @@ class Accelerator(wiring.Component):
                         m.d.sync += drain.eq(drain - 1)
             with m.State("POOL"):
                 m.d.comb += pissue.eq(1)
-                last_dx = dx == k_["pool"] - 1
+                last_dx = dx == k_["pool"] - (2 if self.fault == "pool_window_short" else 1)
                 last_dy = dy == k_["pool"] - 1
                 with m.If(last_dx):
                     m.d.sync += dx.eq(0)
@@ -251,7 +256,8 @@ class Accelerator(wiring.Component):
         cols_valid = Mux(ct == k_["n_ct"] - 1, k_["cols_last"], C)
         meta = data.StructLayout({"v": 1, "first": 1, "first_rt": 1, "last_rt": 1, "pos": 20, "ct": 16, "oaddr": 20})
         m0 = Signal(meta)
-        m.d.comb += [m0.v.eq(issue), m0.first.eq(pos == 0), m0.first_rt.eq(rt == 0), m0.last_rt.eq(rt == k_["n_rt"] - 1),
+        m.d.comb += [m0.v.eq(issue), m0.first.eq(pos == 0), m0.first_rt.eq(rt == 0),
+                     m0.last_rt.eq(rt == k_["n_rt"] - (2 if self.fault == "ctrl_row_tiles_off_by_one" else 1)),
                      m0.pos.eq(pos), m0.ct.eq(ct), m0.oaddr.eq(obase + pos)]
         with m.If(issue):
             m.d.sync += [cnt["beats"].eq(cnt["beats"] + 1), cnt["macs"].eq(cnt["macs"] + rows_valid * cols_valid),
@@ -276,13 +282,21 @@ class Accelerator(wiring.Component):
         m2 = Signal(meta)
         for i in range(R):
             addr = rtv[i].off + base1
+            if self.fault == "act_read_addr_bit1_flip" and i == 3 % R:
+                addr = addr ^ 2
             for b in range(2):
                 m.d.comb += banks_rd[b][i].addr.eq(addr)
-            m.d.sync += [lane2[i].eq(rtv[i].lane), rv2[i].eq(rtv[i].valid)]
+            lane = rtv[i].lane ^ 1 if self.fault == "im2col_lane_swap" and C > 1 else rtv[i].lane
+            m.d.sync += [lane2[i].eq(lane), rv2[i].eq(rtv[i].valid)]
         m.d.sync += [w2.eq(w_rd.data), m2.eq(m1)]
+        w_in = Signal(tile)
+        m.d.comb += w_in.eq(w2)
+        if self.fault == "weight_rows_swapped" and R > 1:
+            m.d.comb += [w_in[0].eq(w2[1]), w_in[1].eq(w2[0])]
 
         # -- stage 2: lane select into the array ------------------------------------------------
-        m.submodules.array = arr = SystolicArray(rows=R, cols=C, x_width=9, w_width=8, acc_width=ACC)
+        m.submodules.array = arr = SystolicArray(rows=R, cols=C, x_width=9, w_width=8, acc_width=ACC,
+                                                 fault=self.fault if self.fault and self.fault.startswith(("pe_", "skew_")) else None)
         for i in range(R):
             words = [word(banks_rd[b][i].data) for b in range(2)]
             lanes0 = Array(words[0][j] for j in range(C))
@@ -291,7 +305,7 @@ class Accelerator(wiring.Component):
             m.d.comb += byte.eq(Mux(in_buf, lanes1[lane2[i]], lanes0[lane2[i]]))
             x = Mux(in_signed, byte.as_signed(), Cat(byte, Const(0, 1)).as_signed())
             m.d.comb += arr.x[i].eq(Mux(rv2[i], x, 0))
-        m.d.comb += [arr.valid.eq(m2.v), arr.load.eq(m2.first), arr.w.eq(w2)]
+        m.d.comb += [arr.valid.eq(m2.v), arr.load.eq(m2.first), arr.w.eq(w_in)]
 
         # -- metadata delay line to the bottom of the array -------------------------------------
         line = [m2]
@@ -304,10 +318,14 @@ class Accelerator(wiring.Component):
 
         # -- bottom: accumulate, store, requantize/write or keep logits --------------------------
         prev = Signal(sumw)
-        m.d.comb += prev.eq(Mux(mA.first_rt, b_rd.data, ps_rd.data))
+        bias_in = 0 if self.fault == "bias_dropped" else b_rd.data
+        psum_in = 0 if self.fault == "psum_dropped" else ps_rd.data
+        m.d.comb += prev.eq(Mux(mA.first_rt, bias_in, psum_in))
         total = Signal(sumw)
         for j in range(C):
             m.d.comb += total[j].eq(prev[j] + arr.y[j])
+        if self.fault == "acc_stuck1_bit12" and C > 1:
+            m.d.comb += total[1].eq((prev[1] + arr.y[1]) | (1 << 12))
         m.d.comb += [ps_wr.addr.eq(mA.pos), ps_wr.data.eq(total), ps_wr.en.eq(mA.v & ~mA.last_rt)]
 
         logits = Array(Signal(signed(ACC), name=f"logit{i}") for i in range(p.n_logits))
@@ -324,17 +342,20 @@ class Accelerator(wiring.Component):
                                 for ctv in range(o.n_ct):
                                     if ctv * C + j < p.n_logits:
                                         with m.If(mA.ct == ctv):
-                                            m.d.sync += logits[ctv * C + j].eq(total[j])
+                                            dst = ctv * C + j
+                                            if self.fault == "logits_swapped" and dst < 2:
+                                                dst = 1 - dst
+                                            m.d.sync += logits[dst].eq(total[j])
                     else:
                         for j in range(C):
-                            m.d.comb += out_word[j].eq(_requant(total[j], o.acc_frac, o.out))
+                            m.d.comb += out_word[j].eq(_requant(total[j], o.acc_frac, o.out, self.fault))
 
         # -- pooling datapath --------------------------------------------------------------------
         paddr = Signal(20)
         m.d.comb += paddr.eq(base + pbase + woff)
         pv1, pfirst1, plast1 = Signal(), Signal(), Signal()
         poaddr1 = Signal(20)
-        m.d.sync += [pv1.eq(pissue), pfirst1.eq((dx == 0) & (dy == 0)), plast1.eq((dx == k_["pool"] - 1) & (dy == k_["pool"] - 1)),
+        m.d.sync += [pv1.eq(pissue), pfirst1.eq((dx == 0) & (dy == 0)), plast1.eq((dx == k_["pool"] - (2 if self.fault == "pool_window_short" else 1)) & (dy == k_["pool"] - 1)),
                      poaddr1.eq(obase + q)]
         pword = Signal(C * 8)
         m.d.comb += pword.eq(Mux(in_buf, banks_rd[1][0].data, banks_rd[0][0].data))
@@ -344,6 +365,8 @@ class Accelerator(wiring.Component):
         for j in range(C):
             a, b = pdata[j], mx[j]
             bigger = Mux(in_signed, a.as_signed() > b.as_signed(), a > b)
+            if self.fault == "pool_min":
+                bigger = ~bigger
             m.d.comb += pmax[j].eq(Mux(pfirst1 | bigger, a, b))
         with m.If(pv1):
             m.d.sync += mx.eq(pmax)
@@ -361,7 +384,8 @@ class Accelerator(wiring.Component):
             for k in range(R):
                 wp = banks_wr[b][k]
                 with m.If(mm_we & (out_buf == b)):
-                    m.d.comb += [wp.addr.eq(mA.oaddr), wp.data.eq(out_word), wp.en.eq(-1)]
+                    waddr = mA.oaddr ^ 1 if self.fault == "act_write_addr_bit0_flip" else mA.oaddr
+                    m.d.comb += [wp.addr.eq(waddr), wp.data.eq(out_word), wp.en.eq(-1)]
                 with m.Elif(pool_we & (out_buf == b)):
                     m.d.comb += [wp.addr.eq(poaddr1), wp.data.eq(pmax), wp.en.eq(-1)]
                 if b == 0:
@@ -371,17 +395,19 @@ class Accelerator(wiring.Component):
         return m
 
 
-def _requant(acc, acc_frac: int, out: dict):
+def _requant(acc, acc_frac: int, out: dict, fault: str | None = None):
     """ReLU, round half up to ``out['frac']``, saturate to ``out['bits']``: the contract's rule, as logic."""
-    v = Mux(acc < 0, 0, acc) if out["relu"] else acc
-    shift = acc_frac - out["frac"]
+    v = Mux(acc < 0, 0, acc) if out["relu"] and fault != "requant_no_relu" else acc
+    shift = acc_frac - out["frac"] + (1 if fault == "requant_shift_plus_one" else 0)
     if shift > 0:
-        q = (v + (1 << (shift - 1))) >> shift
+        q = (v + (0 if fault == "requant_no_rounding" else 1 << (shift - 1))) >> shift
     else:
         q = v << (-shift)
     if out["signed"]:
         lo, hi = -(1 << (out["bits"] - 1)), (1 << (out["bits"] - 1)) - 1
     else:
         lo, hi = 0, (1 << out["bits"]) - 1
+    if fault == "requant_no_saturation":
+        return q[:8]
     sat = Mux(q > hi, hi, Mux(q < lo, lo, q))
     return sat[:8]

@@ -36,11 +36,12 @@ class ProcessingElement(wiring.Component):
         ``psum_in + x_in * weight``, registered: latency 1 cycle.
     """
 
-    def __init__(self, *, x_width: int = 9, w_width: int = 8, acc_width: int = 32):
+    def __init__(self, *, x_width: int = 9, w_width: int = 8, acc_width: int = 32, fault: str | None = None):
         for name, v in (("x_width", x_width), ("w_width", w_width), ("acc_width", acc_width)):
             if not isinstance(v, int) or v < 2:
                 raise ValueError(f"{name} must be an integer >= 2, not {v!r}")
         self.x_width, self.w_width, self.acc_width = x_width, w_width, acc_width
+        self.fault = fault  # mutation campaign only (hw/faults.py)
         super().__init__({
             "x_in": In(signed(x_width)), "valid_in": In(1), "load_in": In(1), "w_in": In(signed(w_width)),
             "psum_in": In(signed(acc_width)),
@@ -52,10 +53,17 @@ class ProcessingElement(wiring.Component):
         m = Module()
         weight = Signal(signed(self.w_width))
         w_use = Mux(self.load_in, self.w_in, weight)
+        if self.fault == "pe_weight_stuck0_bit7":
+            w_use = (w_use & 0x7F).as_signed()
         with m.If(self.valid_in & self.load_in):
             m.d.sync += weight.eq(self.w_in)
+        psum = self.psum_in + self.x_in * w_use
+        if self.fault == "pe_psum_stuck0_bit3":
+            psum = psum & ~(1 << 3)
+        elif self.fault == "pe_psum_stuck1_bit0":
+            psum = psum | 1
         m.d.sync += [
             self.x_out.eq(self.x_in), self.valid_out.eq(self.valid_in), self.load_out.eq(self.load_in),
-            self.psum_out.eq(self.psum_in + self.x_in * w_use),
+            self.psum_out.eq(psum),
         ]
         return m

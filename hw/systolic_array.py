@@ -36,11 +36,13 @@ class SystolicArray(wiring.Component):
         Latency: ``rows + cols - 1`` cycles from ``valid`` to ``out_valid``.
     """
 
-    def __init__(self, *, rows: int, cols: int, x_width: int = 9, w_width: int = 8, acc_width: int = 32):
+    def __init__(self, *, rows: int, cols: int, x_width: int = 9, w_width: int = 8, acc_width: int = 32,
+                 fault: str | None = None):
         for name, v in (("rows", rows), ("cols", cols)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
         self.rows, self.cols = rows, cols
+        self.fault = fault  # mutation campaign only (hw/faults.py)
         self.x_width, self.w_width, self.acc_width = x_width, w_width, acc_width
         super().__init__({
             "valid": In(1), "load": In(1),
@@ -57,8 +59,13 @@ class SystolicArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         R, C = self.rows, self.cols
-        pes = [[ProcessingElement(x_width=self.x_width, w_width=self.w_width, acc_width=self.acc_width)
-                for _ in range(C)] for _ in range(R)]
+        def pe_fault(i, j):
+            where = {"pe_psum_stuck0_bit3": (0, 0), "pe_psum_stuck1_bit0": (R - 1, C - 1),
+                     "pe_weight_stuck0_bit7": (min(1, R - 1), min(1, C - 1))}.get(self.fault)
+            return self.fault if where == (i, j) else None
+
+        pes = [[ProcessingElement(x_width=self.x_width, w_width=self.w_width, acc_width=self.acc_width, fault=pe_fault(i, j))
+                for j in range(C)] for i in range(R)]
         for i in range(R):
             for j in range(C):
                 m.submodules[f"pe_{i}_{j}"] = pes[i][j]
@@ -67,7 +74,7 @@ class SystolicArray(wiring.Component):
             # (one per PE passed), riding with the load beat.
             x, v, ld = self.x[i], self.valid, self.load
             wrow = [self.w[i][j] for j in range(C)]
-            for d in range(i):
+            for d in range(i - 1 if self.fault == "skew_row1_short" and i == 1 else i):
                 x2, v2, ld2 = Signal.like(pes[i][0].x_in, name=f"skew_x_{i}_{d}"), Signal(name=f"skew_v_{i}_{d}"), Signal(name=f"skew_l_{i}_{d}")
                 w2 = [Signal(signed(self.w_width), name=f"skew_w_{i}_{d}_{j}") for j in range(C)]
                 m.d.sync += [x2.eq(x), v2.eq(v), ld2.eq(ld)] + [a.eq(b) for a, b in zip(w2, wrow)]

@@ -38,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", action="append", help="only this variant (repeatable)")
     p.add_argument("--workers", type=int, default=2, help="simulator processes (default 2)")
     p.add_argument("--waves", action="store_true", help="dump waveforms (slow)")
+    p = stage("mutate", "mutation campaign: single faults built into copies of the RTL, each run through cocotb")
+    p.add_argument("--variant", default="dense", help="variant whose RTL is mutated (default dense)")
+    p.add_argument("--images", type=int, default=10, help="fixed test images per mutant (default 10)")
+    p.add_argument("--fault", action="append", help="only this fault (repeatable; default all)")
+    p.add_argument("--workers", type=int, default=2)
     p = stage("experiments", "the seed report's sweeps and figures, CSV + PNG under build/<run>/experiments/")
     p.add_argument("--only", action="append", help="run only this experiment (repeatable)")
     stage("report", "storage, energy and savings of each variant from this run's files and RTL counters; report.md + PNGs")
@@ -84,6 +89,14 @@ def _run(args: argparse.Namespace) -> None:
             flow.sim(names, args.simulator, n, workers=args.workers, waves=args.waves, force=args.force)
         except SimulatorMissing as exc:
             print(f"sim {args.simulator}: SKIPPED, {exc}")
+    elif args.command == "mutate":
+        if args.variant != "dense":
+            cfg.variant(args.variant)
+        if args.images < 1 or args.workers < 1:
+            raise PrunehwError(f"--images {args.images} / --workers {args.workers}: allowed: both >= 1")
+        rows = flow.mutate(args.variant, args.images, workers=args.workers, faults=args.fault)
+        if not all(r["caught"] for r in rows):
+            raise PrunehwError(f"{sum(not r['caught'] for r in rows)} fault(s) were not caught: the test set has a hole")
     elif args.command == "report":
         flow.report()
     elif args.command == "experiments":

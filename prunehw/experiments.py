@@ -20,7 +20,7 @@ from prunehw.artifacts import atomic_path, read_json, sha256_file, update_summar
 
 __all__ = ["run_experiments", "EXPERIMENTS"]
 
-EXPERIMENTS = ("fig11", "fig12", "fig13", "fig14_20", "fig18_19", "criteria", "budget", "claims")
+EXPERIMENTS = ("fig11", "fig12", "fig13", "fig14_20", "fig18_19", "criteria", "budget", "bits", "claims")
 
 
 def _write_csv(path: Path, rows: list[dict]) -> Path:
@@ -342,6 +342,35 @@ def _budget(pts, log) -> list[Path]:
         else:
             log(f"experiments budget: TFMOT peer skipped: {reason}")
     return [_write_csv(pts.dir / "oneshot_vs_iterative.csv", rows)]
+
+
+def _bits(pts, log) -> list[Path]:
+    """Golden-model accuracy of each configured variant quantized to 4, 6 and 8 bits (weights and activations)."""
+    from prunehw.export.contract import Contract
+    from prunehw.model.golden import golden
+    from prunehw.model.network import load_model
+    from prunehw.model.quantize import quantize
+
+    data = pts.flow.data
+    rng = np.random.default_rng(pts.cfg.seed)
+    calib = np.sort(rng.choice(len(data.x_train), size=min(pts.cfg.quant.calibration_images, len(data.x_train)), replace=False))
+    rows = []
+    for v in pts.flow.variant_names():
+        path = pts.flow.train() if v == "dense" else pts.flow.prune(pts.cfg.variant(v))
+        model = load_model(path)
+        from prunehw.model.train import evaluate
+
+        float_acc = evaluate(model, data.x_test, data.y_test)
+        for bits in (4, 6, 8):
+            spec, w, b = quantize(model, data.x_train[calib], bits, bits)
+            acc = float(np.mean(golden(Contract(spec, w, b), data.x_test).argmax(axis=1) == data.y_test))
+            rows.append({"variant": v, "weight_bits": bits, "act_bits": bits, "float_accuracy": float_acc,
+                         "int_accuracy": acc, "loss_points": round(100 * (float_acc - acc), 3)})
+    path = _write_csv(pts.dir / "bits.csv", rows)
+    series = {v: ([r["weight_bits"] for r in rows if r["variant"] == v], [100 * r["int_accuracy"] for r in rows if r["variant"] == v])
+              for v in pts.flow.variant_names()}
+    return [path, _plot(pts.dir / "bits.png", "Post-training quantization: accuracy vs bit width", "bits (weights and activations)",
+                        "golden-model test accuracy (%)", series)]
 
 
 def _claims(pts, log) -> list[Path]:

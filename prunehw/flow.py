@@ -398,6 +398,29 @@ class Flow:
         self.log(text)
         return self.run_dir / "report.md"
 
+    # -- mutation campaign -----------------------------------------------------------------------
+    def mutate(self, variant: str, images: int, workers: int = 2, faults: list[str] | None = None) -> list[dict]:
+        """Single-fault mutants of ``variant``'s accelerator, each run on the first ``images`` test images."""
+        from prunehw.artifacts import atomic_path, update_summary
+        from prunehw.export.contract import load_contract
+        from prunehw.hw.generate import program_for
+        from prunehw.sim.mutation import run_campaign
+        from prunehw.sim.runner import SimulatorMissing, simulator_missing
+
+        reason = simulator_missing("verilator")
+        if reason:
+            raise SimulatorMissing(reason)
+        contract_path = self.quantize(variant)
+        program = program_for(load_contract(contract_path), self.cfg.array)
+        img_path = self.run_dir / "mutate" / "images.npz"
+        with atomic_path(img_path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, x=self.data.x_test[:images])
+        rows = run_campaign(program, contract_path, img_path, images, self.run_dir / "mutate" / variant,
+                            workers=workers, faults=faults, log=self.log)
+        update_summary(self.run_dir, {"mutation": {variant: {"caught": sum(r["caught"] for r in rows), "total": len(rows),
+                                                             "images": images}}})
+        return rows
+
     def with_variant(self, variant: VariantConfig) -> "Flow":
         """This flow with ``variant`` added to (or replacing its namesake in) the config."""
         others = tuple(v for v in self.cfg.variants if v.name != variant.name)
