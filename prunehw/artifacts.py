@@ -15,7 +15,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+#: Temporary files start with this; a killed stage can leave one behind, never a half-written final file.
+TMP_PREFIX = ".prunehw-tmp-"
+
 __all__ = [
+    "TMP_PREFIX",
+    "remove_stale_temporaries",
     "atomic_path",
     "write_bytes",
     "write_json",
@@ -38,7 +43,7 @@ def atomic_path(final: Path | str, suffix: str | None = None) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{final.name}.", suffix=final.suffix if suffix is None else suffix, dir=final.parent
+        prefix=f"{TMP_PREFIX}{final.name}.", suffix=final.suffix if suffix is None else suffix, dir=final.parent
     )
     os.close(fd)
     os.unlink(tmp)  # writers such as Keras refuse to overwrite; let them create it
@@ -57,6 +62,17 @@ def atomic_path(final: Path | str, suffix: str | None = None) -> Iterator[Path]:
         else:
             tmp_path.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete temporaries a killed run left in ``folder`` (one run per folder at a time); returns how many."""
+    import shutil
+
+    n = 0
+    for p in Path(folder).rglob(f"{TMP_PREFIX}*") if Path(folder).is_dir() else []:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        n += 1
+    return n
 
 
 def write_bytes(path: Path | str, data: bytes) -> Path:

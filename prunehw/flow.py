@@ -44,6 +44,9 @@ class Flow:
         self.cfg = cfg
         self.log = log
         self._done: dict[str, Path] = {}  # stages already run or checked by this Flow
+        from prunehw.artifacts import remove_stale_temporaries
+
+        remove_stale_temporaries(cfg.run_dir)
 
     def _once(self, stage: str, fn, *args, force: bool = False) -> Path:
         if force or stage not in self._done:
