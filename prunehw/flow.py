@@ -415,10 +415,16 @@ class Flow:
             raise SimulatorMissing(reason)
         contract_path = self.quantize(variant)
         program = program_for(load_contract(contract_path), self.cfg.array)
+        # the first test images plus two extreme ones (all white: saturates requantization;
+        # a checkerboard: exercises every lane and sign), so corner-case faults show too
+        x = self.data.x_test[:images]
+        white = np.full_like(x[:1], 255)
+        checker = (np.indices(x.shape[1:3]).sum(axis=0) % 2 * 255).astype(np.uint8).reshape(1, *x.shape[1:3], 1)
+        x = np.concatenate([x, white, np.broadcast_to(checker, white.shape)])
         img_path = self.run_dir / "mutate" / "images.npz"
         with atomic_path(img_path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, x=self.data.x_test[:images])
-        rows = run_campaign(program, contract_path, img_path, images, self.run_dir / "mutate" / variant,
+            np.savez(fh, x=x)
+        rows = run_campaign(program, contract_path, img_path, len(x), self.run_dir / "mutate" / variant,
                             workers=workers, faults=faults, log=self.log)
         update_summary(self.run_dir, {"mutation": {variant: {"caught": sum(r["caught"] for r in rows), "total": len(rows),
                                                              "images": images}}})

@@ -78,3 +78,13 @@ def test_regression_verilator_all_images(full_test_set_flow):
 def test_regression_icarus_100_images(full_test_set_flow):
     _need("icarus")
     _check(full_test_set_flow, full_test_set_flow.sim(VARIANTS, "icarus", 100, workers=2), 100)
+
+
+@pytest.mark.regression
+def test_mutation_campaign_catches_every_fault(quick_flow):
+    """At least 20 single faults built into copies of the RTL; every one must be caught."""
+    _need("verilator")
+    rows = quick_flow.mutate("dense", 5, workers=2)
+    assert len(rows) >= 20
+    missed = [r["fault"] for r in rows if not r["caught"]]
+    assert not missed, f"faults not caught (a hole in the test set): {missed}"
