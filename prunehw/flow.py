@@ -308,7 +308,9 @@ class Flow:
             with atomic_path(img_path) as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, x=data.x_test)
         jobs, keys, results = [], {}, {}
-        shards = max(1, min(workers, n // 50)) if len(variants) < workers else 1
+        # every variant split into ``workers`` equal shards (each its own build), so the
+        # processes stay balanced even when one variant is much slower than another
+        shards = max(1, min(workers, n // 50))
         for v in variants:
             rtl_dir = self.rtl(v)
             contract = self.quantize(v)
