@@ -269,14 +269,22 @@ class Flow:
             return out
         v, j, desc = generate_verilog(load_contract(contract_path), self.cfg.array, out)
         cyc = desc["cycles_analytic"]
+        from prunehw.hw.scalesim_compare import scalesim_cycles
+
+        # SCALE-Sim's estimate for the same matrix products on the same array (pooling is not a GEMM)
+        gemms = [(o["name"], o["positions"], o["rows"], o["cols"]) for o in desc["ops"] if "positions" in o]
+        ss = scalesim_cycles(gemms, self.cfg.array.rows, self.cfg.array.cols, out / "scalesim", self.cfg.array.dataflow)
         update_variant(self.run_dir, variant, {
-            "cycles": {"analytic": cyc["total"],
-                       "per_layer": [{"layer": k, "analytic": c} for k, c in cyc["per_op"].items()]},
+            "cycles": {"analytic": cyc["total"], "scalesim": sum(ss.values()),
+                       "analytic_matmul_layers": sum(cyc["per_op"][n] for n in ss),
+                       "per_layer": [{"layer": k, "analytic": c, **({"scalesim": ss[k]} if k in ss else {})}
+                                     for k, c in cyc["per_op"].items()]},
             "array": desc["array"],
         })
         record_stage(self.run_dir, stage, key, [v, j])
         self.log(f"rtl {variant}: {self.cfg.array.rows}x{self.cfg.array.cols} array, {cyc['total']} cycles per image "
-                 f"(analytic), {cyc['macs']} MACs; wrote {v}")
+                 f"(analytic), {cyc['macs']} MACs; SCALE-Sim estimates {sum(ss.values())} cycles for its conv/dense "
+                 f"layers (ours {sum(cyc['per_op'][n] for n in ss)}); wrote {v}")
         return out
 
     # -- sim (cocotb) --------------------------------------------------------------------------
@@ -358,6 +366,8 @@ class Flow:
                        "accuracy": {tag: acc, "images": {tag: len(res["images"])}}}
         if res["first_mismatch"]:
             entry["bitexact"][tag]["first_mismatch"] = res["first_mismatch"]
+        old = read_json(self.run_dir / "summary.json").get("variants", {}).get(variant, {})
+        old_layers = {p["layer"]: p for p in old.get("cycles", {}).get("per_layer", [])}
         if counters:
             first = counters[0]
             same = all(c == first for c in counters)
@@ -366,7 +376,8 @@ class Flow:
                 "rtl": first["total_cycles"],
                 "rtl_equals_analytic": same and first["total_cycles"] == analytic["total"]
                 and all(first[o] == analytic["per_op"][o] for o in ops),
-                "per_layer": [{"layer": o, "analytic": analytic["per_op"][o], "rtl": first[o]} for o in ops],
+                "per_layer": [{**old_layers.get(o, {}), "layer": o, "analytic": analytic["per_op"][o], "rtl": first[o]}
+                              for o in ops],
             }
             R, C = desc["array"]["rows"], desc["array"]["cols"]
             entry["pe_utilization"] = first["macs"] / (first["total_cycles"] * R * C)

@@ -34,6 +34,11 @@ def format_report(run_dir: Path) -> str:
             f"{_pct(acc.get('quant')):>7} {_pct(acc.get('hls')):>7} {_pct(rtl_acc):>7} {_count(bx.get('hls')):>10} "
             f"{_count(bx.get('rtl_verilator')):>15} {_count(bx.get('rtl_icarus')):>12} {cyc.get('rtl', '-'):>8} "
             f"{cyc.get('analytic', '-'):>9}")
+    for name, v in variants.items():
+        per = v.get("cycles", {}).get("per_layer", [])
+        if any("scalesim" in p for p in per):
+            lines.append(f"  {name} cycles per layer, RTL / analytic / SCALE-Sim: " + ", ".join(
+                f"{p['layer']} {p.get('rtl', '-')}/{p['analytic']}/{p.get('scalesim', '-')}" for p in per))
     dense = variants.get("dense", {}).get("cycles", {}).get("rtl")
     for name, v in variants.items():
         c = v.get("cycles", {}).get("rtl")
