@@ -59,7 +59,8 @@ def run_campaign(program, contract_path: Path, images_npz: Path, n_images: int, 
         first_logit = r["first_mismatch"]["image"] if r["first_mismatch"] else None
         first_cycles = next((img for img, c in zip(r["images"], r["counters"])
                              if [c[0]] + c[n_base:] != expected_cycles), None)
-        by = [k for k, v in (("logits", first_logit), ("cycles", first_cycles)) if v is not None]
+        kind = "timeout" if r["first_mismatch"] and r["first_mismatch"].get("timeout") else "logits"
+        by = [k for k, v in ((kind, first_logit), ("cycles", first_cycles)) if v is not None]
         firsts = [v for v in (first_logit, first_cycles) if v is not None]
         rows.append({"fault": f, "description": FAULTS[f], "caught": bool(by), "caught_by": "+".join(by) or "-",
                      "first_image": min(firsts) if firsts else "-", "images_bit_exact": f"{r['match']}/{r['total']}"})

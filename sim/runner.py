@@ -107,6 +107,7 @@ def run_rtl(rtl_dir: Path, desc: dict, images: np.ndarray, expected: np.ndarray,
     work_dir = Path(work_dir).resolve()  # the simulator runs with its own working directory
     work_dir.mkdir(parents=True, exist_ok=True)
     n = len(images)
+    n_values = int(np.prod(images.shape[1:]))
     hex_path = write_images_hex(work_dir / "images.hex", images)
     np.savez(work_dir / "expected.npz", logits=np.asarray(expected, dtype=np.int64))
     harness = write_harness(work_dir / f"{HARNESS}.sv", desc, n, hex_path)
@@ -128,7 +129,9 @@ def run_rtl(rtl_dir: Path, desc: dict, images: np.ndarray, expected: np.ndarray,
         results.unlink(missing_ok=True)
         start = time.perf_counter()
         runner.test(test_module="prunehw.sim.tb_accelerator", hdl_toplevel=HARNESS, test_dir=work_dir,
-                    extra_env={"PRUNEHW_EXPECTED": str(work_dir / "expected.npz"), "PRUNEHW_RESULTS": str(results)},
+                    extra_env={"PRUNEHW_EXPECTED": str(work_dir / "expected.npz"), "PRUNEHW_RESULTS": str(results),
+                               # a generous bound: twice the analytic cycles of one image, plus the image load
+                               "PRUNEHW_MAX_CYCLES": str(2 * desc["cycles_analytic"]["total"] + 4 * n_values + 1000)},
                     results_xml=str(work_dir / "results.xml"), waves=waves)
         seconds = time.perf_counter() - start
     finally:
@@ -140,7 +143,9 @@ def run_rtl(rtl_dir: Path, desc: dict, images: np.ndarray, expected: np.ndarray,
     ids = image_ids if image_ids is not None else list(range(n))
     match = sum(r["match"] for r in rows)
     bad = next((r for r in rows if not r["match"]), None)
-    first = None if bad is None else {"image": ids[bad["image"]], "rtl": bad["logits"],
+    first = None if bad is None else {"image": ids[bad["image"]], "rtl": bad["logits"], "timeout": bool(bad.get("timeout")),
                                       "golden": [int(v) for v in expected[bad["image"]]]}
-    return SimResult(sim, ids, match, len(rows), np.array([r["logits"] for r in rows]), [r["counters"] for r in rows],
+    done = [r for r in rows if r["logits"] is not None]
+    # images never run (after a timeout) count as not matching
+    return SimResult(sim, ids[:len(done)], match, n, np.array([r["logits"] for r in done]), [r["counters"] for r in done],
                      first, seconds)

@@ -19,7 +19,7 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.triggers import RisingEdge, Timer
+from cocotb.triggers import RisingEdge, Timer, with_timeout
 
 
 class ImageDriver:
@@ -50,12 +50,18 @@ class ImageDriver:
 
 
 class DoneMonitor:
-    def __init__(self, dut):
-        self.dut = dut
+    """Waits for ``done``; a design that never finishes (``PRUNEHW_MAX_CYCLES`` clock periods) times out."""
 
-    async def wait(self):
-        await RisingEdge(self.dut.done)
+    def __init__(self, dut, max_cycles: int, period_ns: int = 10):
+        self.dut, self.limit_ns = dut, max_cycles * period_ns
+
+    async def wait(self) -> bool:
+        try:
+            await with_timeout(RisingEdge(self.dut.done), self.limit_ns, "ns")
+        except cocotb.triggers.SimTimeoutError:
+            return False
         await Timer(1, "ns")
+        return True
 
 
 class Reader:
@@ -83,6 +89,10 @@ class InOrderChecker:
         self.expected, self.log = expected, logging.getLogger("prunehw.checker")
         self.results: list[dict] = []
 
+    def timeout(self, index: int) -> None:
+        self.results.append({"image": index, "match": False, "timeout": True, "logits": None, "counters": None})
+        self.log.error("image %d: done never rose", index)
+
     def check(self, index: int, logits: list[int], counters: list[int]) -> bool:
         ok = logits == [int(v) for v in self.expected[index]]
         self.results.append({"image": index, "match": ok, "logits": logits, "counters": counters})
@@ -94,7 +104,7 @@ class InOrderChecker:
 @cocotb.test()
 async def accelerator_matches_golden(dut):
     expected = np.load(os.environ["PRUNEHW_EXPECTED"])["logits"]
-    driver, done = ImageDriver(dut), DoneMonitor(dut)
+    driver, done = ImageDriver(dut), DoneMonitor(dut, int(os.environ["PRUNEHW_MAX_CYCLES"]))
     await driver.reset()  # constant outputs settle after time 0 in event-driven simulators
     reader = Reader(dut)
     checker = InOrderChecker(expected)
@@ -103,7 +113,9 @@ async def accelerator_matches_golden(dut):
     for i in range(n):
         await driver.load(i)
         await driver.start()
-        await done.wait()
+        if not await done.wait():
+            checker.timeout(i)
+            break  # the design is stuck: later images cannot run
         checker.check(i, reader.logits(), reader.counters())
     with open(os.environ["PRUNEHW_RESULTS"], "w") as fh:
         json.dump(checker.results, fh)
