@@ -277,8 +277,8 @@ class Flow:
         update_variant(self.run_dir, variant, {
             "cycles": {"analytic": cyc["total"], "scalesim": sum(ss.values()),
                        "analytic_matmul_layers": sum(cyc["per_op"][n] for n in ss),
-                       "per_layer": [{"layer": k, "analytic": c, **({"scalesim": ss[k]} if k in ss else {})}
-                                     for k, c in cyc["per_op"].items()]},
+                       "per_layer": self._merge_layers(variant, [{"layer": k, "analytic": c, **({"scalesim": ss[k]} if k in ss else {})}
+                                                                 for k, c in cyc["per_op"].items()])},
             "array": desc["array"],
         })
         record_stage(self.run_dir, stage, key, [v, j])
@@ -352,6 +352,14 @@ class Flow:
             self._record_sim(v, simulator, results[v], list(COUNTERS))
         return results
 
+    def _merge_layers(self, variant: str, new: list[dict]) -> list[dict]:
+        """Per-layer cycle entries with ``new`` figures laid over those already in summary.json (same layers)."""
+        from prunehw.artifacts import read_json
+
+        old = read_json(self.run_dir / "summary.json").get("variants", {}).get(variant, {})
+        before = {p["layer"]: p for p in old.get("cycles", {}).get("per_layer", [])}
+        return [{**before.get(p["layer"], {}), **p} for p in new]
+
     def _record_sim(self, variant: str, simulator: str, res: dict, counter_names: list[str]) -> None:
         from prunehw.artifacts import read_json
 
@@ -366,8 +374,6 @@ class Flow:
                        "accuracy": {tag: acc, "images": {tag: len(res["images"])}}}
         if res["first_mismatch"]:
             entry["bitexact"][tag]["first_mismatch"] = res["first_mismatch"]
-        old = read_json(self.run_dir / "summary.json").get("variants", {}).get(variant, {})
-        old_layers = {p["layer"]: p for p in old.get("cycles", {}).get("per_layer", [])}
         if counters:
             first = counters[0]
             same = all(c == first for c in counters)
@@ -376,8 +382,8 @@ class Flow:
                 "rtl": first["total_cycles"],
                 "rtl_equals_analytic": same and first["total_cycles"] == analytic["total"]
                 and all(first[o] == analytic["per_op"][o] for o in ops),
-                "per_layer": [{**old_layers.get(o, {}), "layer": o, "analytic": analytic["per_op"][o], "rtl": first[o]}
-                              for o in ops],
+                "per_layer": self._merge_layers(variant, [{"layer": o, "analytic": analytic["per_op"][o], "rtl": first[o]}
+                                                          for o in ops]),
             }
             R, C = desc["array"]["rows"], desc["array"]["cols"]
             entry["pe_utilization"] = first["macs"] / (first["total_cycles"] * R * C)
