@@ -29,8 +29,23 @@ from prunehw.config import ArrayConfig
 __all__ = ["MatmulOp", "PoolOp", "Program", "build_program"]
 
 
+class _Shapes:
+    """Pixel counts of an op's input and output tensors (H x W x C)."""
+
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+
+    @property
+    def in_pix(self) -> int:
+        return self.in_shape[0] * self.in_shape[1]
+
+    @property
+    def out_pix(self) -> int:
+        return self.out_shape[0] * self.out_shape[1]
+
+
 @dataclass
-class MatmulOp:
+class MatmulOp(_Shapes):
     name: str
     kind: str                 # conv2d | dense
     in_buf: int
@@ -51,17 +66,9 @@ class MatmulOp:
     last: bool
     macs_per_fold: list[int] = field(default_factory=list)
 
-    @property
-    def in_pix(self) -> int:
-        return self.in_shape[0] * self.in_shape[1]
-
-    @property
-    def out_pix(self) -> int:
-        return self.out_shape[0] * self.out_shape[1]
-
 
 @dataclass
-class PoolOp:
+class PoolOp(_Shapes):
     name: str
     in_buf: int
     out_buf: int
@@ -70,14 +77,6 @@ class PoolOp:
     pool: int
     n_ct: int
     signed: bool
-
-    @property
-    def in_pix(self) -> int:
-        return self.in_shape[0] * self.in_shape[1]
-
-    @property
-    def out_pix(self) -> int:
-        return self.out_shape[0] * self.out_shape[1]
 
 
 @dataclass

@@ -125,6 +125,19 @@ def write_savings(run_dir: Path) -> list[Path]:
         w.writerows(rows)
     out.append(out_dir / "savings.csv")
 
+    def grouped_bars(groups: list[str], series: dict[str, list[float]], title: str, xlabel: str, ylabel: str):
+        """One bar per series inside each group; returns the axes for final touches."""
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+        width = 0.8 / len(series)
+        for i, (label, values) in enumerate(series.items()):
+            ax.bar(np.arange(len(groups)) + i * width, values, width, label=label)
+        ax.set_xticks(np.arange(len(groups)) + width * (len(series) - 1) / 2, groups)
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+        return fig, ax
+
     def save(fig, name):
         fig.tight_layout()
         with atomic_path(out_dir / name) as tmp:
@@ -135,16 +148,9 @@ def write_savings(run_dir: Path) -> list[Path]:
     names = [n for n in variants if variants[n].get("cycles", {}).get("per_layer")]
     if names:
         layers = [p["layer"] for p in variants[names[0]]["cycles"]["per_layer"]]
-        fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-        width = 0.8 / len(names)
-        for i, n in enumerate(names):
-            per = {p["layer"]: p.get("rtl", p["analytic"]) for p in variants[n]["cycles"]["per_layer"]}
-            ax.bar(np.arange(len(layers)) + i * width, [per.get(l, 0) for l in layers], width, label=n)
-        ax.set_xticks(np.arange(len(layers)) + width * (len(names) - 1) / 2, layers)
-        ax.set_title("Cycles per layer (RTL counters), per image")
-        ax.set_xlabel("layer")
-        ax.set_ylabel("cycles")
-        ax.legend(fontsize=8)
+        per = {n: {p["layer"]: p.get("rtl", p["analytic"]) for p in variants[n]["cycles"]["per_layer"]} for n in names}
+        fig, _ = grouped_bars(layers, {n: [per[n].get(l, 0) for l in layers] for n in names},
+                              "Cycles per layer (RTL counters where simulated, else analytic), per image", "layer", "cycles")
         save(fig, "cycles_per_layer.png")
     names = [n for n in variants if "energy_pj" in variants[n]]
     if names:
@@ -163,30 +169,18 @@ def write_savings(run_dir: Path) -> list[Path]:
     names = [n for n in variants if "storage_bytes" in variants[n]]
     if names:
         kinds = sorted({k for n in names for k in variants[n]["storage_bytes"]})
-        fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-        width = 0.8 / len(names)
-        for i, n in enumerate(names):
-            ax.bar(np.arange(len(kinds)) + i * width, [variants[n]["storage_bytes"].get(k, 0) for k in kinds], width, label=n)
-        ax.set_xticks(np.arange(len(kinds)) + width * (len(names) - 1) / 2, kinds)
+        fig, ax = grouped_bars(kinds, {n: [variants[n]["storage_bytes"].get(k, 0) for k in kinds] for n in names},
+                               "Storage per variant", "format", "bytes (log scale)")
         ax.set_yscale("log")
-        ax.set_title("Storage per variant")
-        ax.set_xlabel("format")
-        ax.set_ylabel("bytes (log scale)")
-        ax.legend(fontsize=8)
         save(fig, "storage.png")
     names = [n for n in variants if variants[n].get("accuracy")]
     if names:
-        fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
         stages = ["float", "quant", "hls", "rtl_verilator"]
-        width = 0.8 / len(stages)
-        for i, st in enumerate(stages):
-            ax.bar(np.arange(len(names)) + i * width, [100 * (variants[n]["accuracy"].get(st) or 0) for n in names], width, label=st)
-        ax.set_xticks(np.arange(len(names)) + width * 1.5, [f"{n}\n({100 * (variants[n].get('ratio_measured') or 0):.0f}% removed)" for n in names])
+        groups = [f"{n}\n({100 * (variants[n].get('ratio_measured') or 0):.0f}% removed)" for n in names]
+        fig, ax = grouped_bars(groups, {st: [100 * (variants[n]["accuracy"].get(st) or 0) for n in names] for st in stages},
+                               "Test accuracy per variant and stage (images counted in summary.json)",
+                               "variant (pruning ratio)", "accuracy (%)")
         lo = min(100 * v for n in names for st in stages if (v := variants[n]["accuracy"].get(st)))
         ax.set_ylim(max(0, lo - 2), 100)
-        ax.set_title("Test accuracy per variant and stage (images counted in summary.json)")
-        ax.set_xlabel("variant (pruning ratio)")
-        ax.set_ylabel("accuracy (%)")
-        ax.legend(fontsize=8)
         save(fig, "accuracy.png")
     return out
