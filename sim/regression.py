@@ -28,8 +28,12 @@ def _run(job: Job) -> dict:
     contract = load_contract(job["contract"])
     desc = json.loads(Path(job["desc"]).read_text())
     ids = list(range(job["start"], job["stop"]))
-    r = run_rtl(Path(job["rtl_dir"]), desc, images, golden(contract, images), job["simulator"], Path(job["work_dir"]),
-                image_ids=ids, waves=job.get("waves", False))
+    try:
+        r = run_rtl(Path(job["rtl_dir"]), desc, images, golden(contract, images), job["simulator"], Path(job["work_dir"]),
+                    image_ids=ids, waves=job.get("waves", False))
+    except RuntimeError as exc:  # the build or the simulator failed: no image ran, none matches
+        return {"variant": job["variant"], "simulator": job["simulator"], "images": [], "match": 0, "total": len(ids),
+                "logits": [], "counters": [], "first_mismatch": {"image": ids[0], "error": str(exc)}, "seconds": 0.0}
     return {"variant": job["variant"], "simulator": r.simulator, "images": r.images, "match": r.match, "total": r.total,
             "logits": r.logits.tolist(), "counters": r.counters, "first_mismatch": r.first_mismatch, "seconds": r.seconds}
 
