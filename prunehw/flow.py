@@ -390,8 +390,9 @@ class Flow:
             entry["activity"] = {k: first[k] for k in counter_names}
         update_variant(self.run_dir, variant, entry)
         cyc = entry.get("cycles", {})
+        acc_text = f"{acc:.4f}" if acc is not None else "not measured"
         self.log(f"sim {simulator} {variant}: {res['match']}/{res['total']} images bit-exact with the golden model, "
-                 f"RTL accuracy {acc:.4f}, {cyc.get('rtl')} cycles/image "
+                 f"RTL accuracy {acc_text}, {cyc.get('rtl')} cycles/image "
                  f"({'equal to' if cyc.get('rtl_equals_analytic') else 'DIFFERENT from'} the analytic model)")
         if res["first_mismatch"]:
             self.log(f"sim {simulator} {variant}: first mismatch: {res['first_mismatch']}")

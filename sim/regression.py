@@ -61,7 +61,7 @@ def run_jobs(jobs: list[Job], workers: int, progress=None) -> list[dict]:
 
 def merge(parts: list[dict]) -> dict:
     """One variant/simulator's shards merged: counts, first mismatch, logits and counters in image order."""
-    parts = sorted(parts, key=lambda p: p["images"][0])
+    parts = sorted(parts, key=lambda p: p["images"][0] if p["images"] else p["first_mismatch"]["image"])
     mism = [p["first_mismatch"] for p in parts if p["first_mismatch"]]
     return {
         "images": [i for p in parts for i in p["images"]],
