@@ -397,13 +397,13 @@ class Accelerator(wiring.Component):
 
 def _requant(acc, acc_frac: int, out: dict, fault: str | None = None):
     """ReLU, round half up to ``out['frac']``, saturate to ``out['bits']``: the contract's rule, as logic."""
-    v = Mux(acc < 0, 0, acc) if out["relu"] and fault != "requant_no_relu" else acc
+    v = Mux(acc < 0, 0, acc) if out["relu"] else acc
     shift = acc_frac - out["frac"] + (1 if fault == "requant_shift_plus_one" else 0)
     if shift > 0:
         q = (v + (0 if fault == "requant_no_rounding" else 1 << (shift - 1))) >> shift
     else:
         q = v << (-shift)
-    if out["signed"]:
+    if out["signed"] or fault == "requant_signed_range":
         lo, hi = -(1 << (out["bits"] - 1)), (1 << (out["bits"] - 1)) - 1
     else:
         lo, hi = 0, (1 << out["bits"]) - 1

@@ -19,7 +19,8 @@ FAULTS = {
     "im2col_lane_swap": "feeder reads lane c^1 instead of c",
     "requant_no_rounding": "requantization truncates instead of rounding half up",
     "requant_no_saturation": "requantization wraps instead of saturating",
-    "requant_no_relu": "requantization drops the ReLU",
+    # (dropping the ReLU alone is an equivalent mutant: saturating to an unsigned range clamps negatives to 0)
+    "requant_signed_range": "requantization saturates unsigned outputs to the signed range [-128, 127]",
     "requant_shift_plus_one": "requantization shifts one bit too far",
     "bias_dropped": "the first row tile starts from 0 instead of the bias",
     "psum_dropped": "later row tiles start from 0 instead of the stored partial sum",
