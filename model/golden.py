@@ -13,7 +13,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from prunehw.errors import DataError
 
-__all__ = ["requantize", "golden", "golden_logits"]
+__all__ = ["requantize", "golden"]
 
 
 def requantize(acc: np.ndarray, acc_frac: int, out: dict) -> np.ndarray:
@@ -87,6 +87,3 @@ def golden(contract, x: np.ndarray, return_all: bool = False, batch: int = 1000)
         return out, {k: np.concatenate(v) for k, v in outs.items()}
     return out
 
-
-def golden_logits(contract, x: np.ndarray) -> np.ndarray:
-    return golden(contract, x)

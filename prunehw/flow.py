@@ -154,9 +154,6 @@ class Flow:
                  f"{total_dense} weights, test accuracy {acc:.4f}; wrote {out}")
         return out
 
-    def prune_all(self, force: bool = False) -> list[Path]:
-        return [self.prune(v, force) for v in self.cfg.variants]
-
     def variant_names(self) -> list[str]:
         return ["dense"] + [v.name for v in self.cfg.variants]
 
