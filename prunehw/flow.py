@@ -48,6 +48,13 @@ class Flow:
 
         remove_stale_temporaries(cfg.run_dir)
 
+    def _up_to_date(self, stage: str, key: str, out: Path, force: bool) -> bool:
+        """True (and says so) when ``stage`` last ran with ``key`` and its outputs are intact."""
+        if force or not stage_is_current(self.run_dir, stage, key):
+            return False
+        self.log(f"{stage.replace(':', ' ')}: up to date, {out}")
+        return True
+
     def _once(self, stage: str, fn, *args, force: bool = False) -> Path:
         if force or stage not in self._done:
             self._done[stage] = fn(*args, force=force)
@@ -79,8 +86,7 @@ class Flow:
 
         out = self.model_path("dense")
         key = _key(self.cfg.key("data", "network", "train"), _code("model"))
-        if not force and stage_is_current(self.run_dir, "train", key):
-            self.log(f"train: up to date, {out}")
+        if self._up_to_date("train", key, out, force):
             return out
         data, t = self.data, self.cfg.train
         model = build_model(self.cfg.network, data.input_shape, data.n_classes, self.cfg.seed)
@@ -119,8 +125,7 @@ class Flow:
         key = _key(self.cfg.key("data", "prune"), variant.to_dict(), sha256_file(dense), _code("model"),
                    self.cfg.array.to_dict() if variant.method == "matrix" and variant.tile_aware else None)
         stage = f"prune:{variant.name}"
-        if not force and stage_is_current(self.run_dir, stage, key):
-            self.log(f"prune {variant.name}: up to date, {out}")
+        if self._up_to_date(stage, key, out, force):
             return out
         from prunehw.model.network import set_seed
 
@@ -178,8 +183,7 @@ class Flow:
         key = _key(self.cfg.key("data", "quant"), sha256_file(src), maps_path.is_file() and sha256_file(maps_path),
                    _code("model", "export"))
         stage = f"quantize:{variant}"
-        if not force and stage_is_current(self.run_dir, stage, key):
-            self.log(f"quantize {variant}: up to date, {out}")
+        if self._up_to_date(stage, key, out, force):
             return out
         data = self.data
         rng = np.random.default_rng(self.cfg.seed)
@@ -219,8 +223,7 @@ class Flow:
         key = _key(self.cfg.key("data", "quant"), sha256_file(contract_path), sha256_file(contract_path.with_name("weights.npz")),
                    _code("export"))
         stage = f"export:{variant}"
-        if not force and stage_is_current(self.run_dir, stage, key):
-            self.log(f"export {variant}: up to date, {out}")
+        if self._up_to_date(stage, key, out, force):
             return out
         contract = load_contract(contract_path)
         model = dequantized_model(load_model(self._float_model(variant)), contract)
@@ -261,8 +264,7 @@ class Flow:
         key = _key(self.cfg.key("array"), sha256_file(contract_path), sha256_file(contract_path.with_name("weights.npz")),
                    _code("hw"))
         stage = f"rtl:{variant}"
-        if not force and stage_is_current(self.run_dir, stage, key):
-            self.log(f"rtl {variant}: up to date, {out}")
+        if self._up_to_date(stage, key, out, force):
             return out
         v, j, desc = generate_verilog(load_contract(contract_path), self.cfg.array, out)
         cyc = desc["cycles_analytic"]
