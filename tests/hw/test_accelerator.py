@@ -1,11 +1,12 @@
-"""The whole-network accelerator in Amaranth's simulator: logits equal the golden model, counters the cycle model."""
+"""The whole-network accelerator in Amaranth's simulator: logits equal the golden model, counters the cycle and activity models."""
 
 import numpy as np
 import pytest
 
 from prunehw.config import ArrayConfig, LayerSpec as L, NetworkConfig
 from prunehw.export.contract import load_contract, save_contract
-from prunehw.hw.cycle_model import cycle_model
+from prunehw.hw.accelerator import COUNTERS
+from prunehw.hw.cycle_model import activity_model, cycle_model
 from prunehw.hw.program import build_program
 from prunehw.model.golden import golden
 from prunehw.model.network import build_model
@@ -19,12 +20,14 @@ SMALL = NetworkConfig((L("conv2d", filters=3, kernel=3), L("relu"), L("maxpool2d
 def check(contract, array, images):
     program = build_program(contract, array)
     model = cycle_model(program)
+    activity = activity_model(program)
     want = golden(contract, images)
     for (logits, counters), ref in zip(run_images(program, images), want):
         np.testing.assert_array_equal(logits, ref)
         assert counters["total_cycles"] == model.total
         assert {op.name: counters[op.name] for op in program.ops} == model.per_op
         assert counters["beats"] == model.beats and counters["macs"] == model.macs
+        assert {k: counters[k] for k in COUNTERS} == activity
 
 
 @pytest.fixture(scope="module")
