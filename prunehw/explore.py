@@ -580,7 +580,12 @@ def _board_actor(ray):
 
 # -- results table: streamed, resumable -------------------------------------------------------------
 class _Table:
-    """``points.csv`` appended one flushed line per point; a torn last line (killed mid-write) is dropped."""
+    """``points.csv`` appended one flushed line per point; a torn last line (killed mid-write) is dropped.
+
+    ``journal.jsonl`` records which process computed each point (written just
+    before its row); on load, journal lines whose row never landed are dropped,
+    so the journal lists exactly the recorded points.
+    """
 
     def __init__(self, path: Path, journal: Path):
         self.path, self.journal = path, journal
@@ -597,17 +602,23 @@ class _Table:
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(",".join(COLUMNS) + "\n")
+        if journal.is_file():
+            text = journal.read_text()
+            kept = "".join(line for line in text.splitlines(keepends=True)
+                           if line.endswith("\n") and json.loads(line)["point"] in self.rows)
+            if kept != text:
+                journal.write_text(kept)
 
     def append(self, row: dict) -> None:
+        with open(self.journal, "a") as fh:
+            fh.write(json.dumps({"point": row["point"], "pid": os.getpid(), "time": time.time()}) + "\n")
+            fh.flush()
         buf = io.StringIO()
         csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n").writerow(row)
         with open(self.path, "a") as fh:
             fh.write(buf.getvalue())
             fh.flush()
             os.fsync(fh.fileno())
-        with open(self.journal, "a") as fh:
-            fh.write(json.dumps({"point": row["point"], "pid": os.getpid(), "time": time.time()}) + "\n")
-            fh.flush()
         self.rows[row["point"]] = {k: "" if row[k] is None else str(row[k]) for k in COLUMNS}
 
     def rewrite_in_order(self, order: list[str]) -> None:

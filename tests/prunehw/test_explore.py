@@ -128,7 +128,7 @@ def test_sweep_killed_midway_resumes_and_computes_every_point_once(tiny_sweep):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = {r["point"]: r for r in _rows(out / "points.csv")}
-    assert 1 <= len(before) < len(ids), "the kill did not land midway"
+    assert 1 <= len(before) < len(ids), f"the kill did not land midway: {len(before)} of {len(ids)} rows"
 
     proc = _explore(tiny_sweep)
     log, _ = proc.communicate(timeout=600)
