@@ -29,7 +29,7 @@ from prunehw.errors import ConfigError
 from prunehw.model.data import Dataset, to_float
 from prunehw.model.matrix_form import (Geometry, LayerMap, expand, full_maps, geometry, matrices, row_masks, save_maps, shrink,
                                        _small_rows)
-from prunehw.model.prune import MaskKeeper
+from prunehw.model.prune import keep_masks
 from prunehw.model.pruning_schedule import PruningSchedule
 from prunehw.model.train import fit
 
@@ -199,8 +199,8 @@ def prune_matrix(model: keras.Model, data: Dataset, schedule: PruningSchedule, *
         small = shrink(full, geo, maps, model, seed)
         if epochs:
             # dropped single rows are zeros inside the smaller Keras layers; keep them zero
-            fit(small, data, epochs, batch_size, learning_rate, desc=f"{desc} step {step + 1}/{len(plan)} epoch",
-                callbacks=[MaskKeeper(row_masks(small, geo, maps))])
+            with keep_masks(small, row_masks(small, geo, maps)):
+                fit(small, data, epochs, batch_size, learning_rate, desc=f"{desc} step {step + 1}/{len(plan)} epoch")
         full = expand(small, geo, maps)
     return small, geo, maps
 

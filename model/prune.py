@@ -2,11 +2,14 @@
 
 Pruned weights stay in the dense tensors as zeros. Masks only ever shrink:
 a weight pruned at one step stays pruned (its magnitude is zero, so it is
-among the smallest at every later step), and a callback re-applies the masks
-after every optimizer update, so fine-tuning cannot revive them.
+among the smallest at every later step), and the masks are re-applied after
+every optimizer update (a constraint on the kernel variables, run inside the
+compiled train step), so fine-tuning cannot revive them.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import keras
 import numpy as np
@@ -18,7 +21,7 @@ from prunehw.model.network import prunable_layers, weight_counts
 from prunehw.model.pruning_schedule import PruningSchedule
 from prunehw.model.train import fit
 
-__all__ = ["magnitude_masks", "apply_masks", "MaskKeeper", "prune_unstructured", "measured_ratio"]
+__all__ = ["magnitude_masks", "apply_masks", "keep_masks", "prune_unstructured", "measured_ratio"]
 
 
 def _k_smallest_mask(scores: np.ndarray, n_remove: int) -> np.ndarray:
@@ -65,17 +68,32 @@ def apply_masks(model: keras.Model, masks: dict[str, np.ndarray]) -> None:
             layer.kernel.assign(layer.kernel.numpy() * masks[layer.name])
 
 
-class MaskKeeper(keras.callbacks.Callback):
-    """Re-zero pruned weights after every training batch, so masks survive fine-tuning."""
+class _Mask:
+    """A kernel constraint: the weight times its 0/1 mask (the optimizer applies it after every update)."""
 
-    def __init__(self, masks: dict[str, np.ndarray]):
-        super().__init__()
-        self._masks = {n: keras.ops.convert_to_tensor(m.astype(np.float32)) for n, m in masks.items()}
+    def __init__(self, mask: np.ndarray):
+        self.mask = keras.ops.convert_to_tensor(mask.astype(np.float32))
 
-    def on_train_batch_end(self, batch, logs=None):
-        for layer in prunable_layers(self.model):
-            if layer.name in self._masks:
-                layer.kernel.assign(layer.kernel * self._masks[layer.name])
+    def __call__(self, w):
+        return w * self.mask
+
+
+@contextlib.contextmanager
+def keep_masks(model: keras.Model, masks: dict[str, np.ndarray]):
+    """Within the block, training re-zeroes the pruned weights after every optimizer step.
+
+    Masking inside the compiled train step (a variable constraint) instead of a
+    per-batch callback lets Keras run many steps per call (``steps_per_execution``);
+    the weights are bit-for-bit those of masking after each batch.
+    """
+    layers = [l for l in prunable_layers(model) if l.name in masks]
+    for layer in layers:
+        layer.kernel.constraint = _Mask(masks[layer.name])
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.kernel.constraint = None
 
 
 def measured_ratio(model: keras.Model) -> float:
@@ -101,6 +119,6 @@ def prune_unstructured(model: keras.Model, data: Dataset, schedule: PruningSched
         masks = magnitude_masks(kernels, ratio, scope, step_layers, norm)
         apply_masks(model, masks)
         if epochs:
-            fit(model, data, epochs, batch_size, learning_rate, desc=f"{desc} step {step + 1}/{len(plan)} epoch",
-                callbacks=[MaskKeeper(masks)])
+            with keep_masks(model, masks):
+                fit(model, data, epochs, batch_size, learning_rate, desc=f"{desc} step {step + 1}/{len(plan)} epoch")
     return model, masks

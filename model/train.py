@@ -25,8 +25,9 @@ class TqdmProgress(keras.callbacks.Callback):
         self._bar = tqdm(total=total, desc=f"{self._desc} {epoch + 1}/{self._epochs}", unit="batch", leave=False)
 
     def on_train_batch_end(self, batch, logs=None):
-        self._bar.update(1)
-        if logs and "loss" in logs and batch % 20 == 0:
+        # called once per execution of ``STEPS_PER_EXECUTION`` batches, with the last batch's index
+        self._bar.update(batch + 1 - self._bar.n)
+        if logs and "loss" in logs:
             self._bar.set_postfix(loss=f"{float(logs['loss']):.4f}")
 
     def on_epoch_end(self, epoch, logs=None):
@@ -35,11 +36,19 @@ class TqdmProgress(keras.callbacks.Callback):
             tqdm.write(f"{self._desc} {epoch + 1}/{self._epochs}: loss {logs['loss']:.4f} val_accuracy {logs['val_accuracy']:.4f}")
 
 
+#: Training batches per call into the compiled train step. One call per batch
+#: costs a hand-off between Python and TensorFlow's executor per batch; on one
+#: core (two sweep workers on two cores) that made a pruning task 12.0 s
+#: instead of 7.4 s. The weights are bit-for-bit the same for any value.
+STEPS_PER_EXECUTION = 32
+
+
 def compile_model(model: keras.Model, learning_rate: float) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
+        steps_per_execution=STEPS_PER_EXECUTION,
     )
 
 

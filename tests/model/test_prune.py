@@ -4,8 +4,8 @@ import pytest
 
 from prunehw.config import NetworkConfig, LayerSpec
 from prunehw.errors import ConfigError
-from prunehw.model.network import build_model, prunable_layers
-from prunehw.model.prune import MaskKeeper, apply_masks, magnitude_masks, measured_ratio, prune_unstructured
+from prunehw.model.network import build_model, prunable_layers, set_seed
+from prunehw.model.prune import apply_masks, keep_masks, magnitude_masks, measured_ratio, prune_unstructured
 from prunehw.model.pruning_schedule import PruningSchedule
 from prunehw.model.train import fit
 
@@ -72,12 +72,45 @@ def test_masks_survive_fine_tuning(tiny_data):
     masks = magnitude_masks(kernels, 0.8)
     apply_masks(model, masks)
     before = {l.name: l.kernel.numpy().copy() for l in prunable_layers(model)}
-    fit(model, tiny_data, 1, 64, 1e-3, desc="test", callbacks=[MaskKeeper(masks)])
+    with keep_masks(model, masks):
+        fit(model, tiny_data, 1, 64, 1e-3, desc="test")
     for layer in prunable_layers(model):
         k = layer.kernel.numpy()
         assert np.all(k[~masks[layer.name]] == 0.0), f"pruned weights of {layer.name} came back"
         assert not np.array_equal(k, before[layer.name]), "fine-tuning changed nothing"
+        assert layer.kernel.constraint is None, "the mask constraint outlived its block"
     assert measured_ratio(model) == pytest.approx(0.8, abs=1e-4)
+
+
+class _ZeroAfterEachBatch(keras.callbacks.Callback):
+    """The reference: re-zero pruned weights from Python after every batch."""
+
+    def __init__(self, masks):
+        super().__init__()
+        self.masks = masks
+
+    def on_train_batch_end(self, batch, logs=None):
+        apply_masks(self.model, self.masks)
+
+
+def test_in_graph_masking_with_many_steps_per_call_equals_masking_after_each_batch(tiny_data, monkeypatch):
+    import prunehw.model.train as train
+
+    masks = magnitude_masks({l.name: l.kernel.numpy() for l in prunable_layers(_small_net(tiny_data))}, 0.7)
+    runs = []
+    for steps, in_graph in ((1, False), (train.STEPS_PER_EXECUTION, True)):
+        monkeypatch.setattr(train, "STEPS_PER_EXECUTION", steps)
+        model = _small_net(tiny_data)
+        apply_masks(model, masks)
+        set_seed(5)
+        if in_graph:
+            with keep_masks(model, masks):
+                fit(model, tiny_data, 1, 64, 1e-3, desc="test")
+        else:
+            fit(model, tiny_data, 1, 64, 1e-3, desc="test", callbacks=[_ZeroAfterEachBatch(masks)])
+        runs.append(model.get_weights())
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_iterative_pruning_reaches_ratio_and_keeps_pruned_weights(tiny_data):
