@@ -26,7 +26,8 @@ class TqdmProgress(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         # called once per execution of ``STEPS_PER_EXECUTION`` batches, with the last batch's index
-        self._bar.update(batch + 1 - self._bar.n)
+        done = batch + 1 if self._bar.total is None else min(batch + 1, self._bar.total)
+        self._bar.update(done - self._bar.n)
         if logs and "loss" in logs:
             self._bar.set_postfix(loss=f"{float(logs['loss']):.4f}")
 

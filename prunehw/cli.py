@@ -68,7 +68,10 @@ def _explore(args: argparse.Namespace) -> None:
         raise PrunehwError(f"--workers {args.workers}: allowed: >= 1")
     sweep = load_sweep(args.config)
     if args.serial or args.benchmark:
-        # every task on one thread, in this process as in Ray's workers, so both modes compute the same bits
+        # The shared model is trained (if not cached) in a child with TensorFlow's usual threads, as
+        # `prunehw train` would: its bits depend on the thread count. Then every task of this process
+        # runs on one thread, as in Ray's workers, so both modes compute the same bits.
+        _train_in_child(sweep.run)
         os.environ.update({k: v for k, v in SINGLE_THREAD_ENV.items() if k != "TQDM_DISABLE"})
     from prunehw.tf_quiet import import_tensorflow_quietly
 
@@ -86,6 +89,28 @@ def _explore(args: argparse.Namespace) -> None:
             raise PrunehwError(f"explore: {v['points'] - v['passed']} Pareto point(s) failed RTL verification; "
                                f"see {sweep.out_dir / 'verified.json'}")
     print(f"artifacts: {sweep.out_dir}/ (points.csv, pareto.csv, pareto_*.png, explore.json)")
+
+
+def _train_stage(cfg) -> None:
+    from prunehw.flow import Flow
+    from prunehw.tf_quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    try:
+        Flow(cfg).train()
+    except PrunehwError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _train_in_child(cfg) -> None:
+    import multiprocessing as mp
+
+    child = mp.get_context("spawn").Process(target=_train_stage, args=(cfg,))
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise PrunehwError(f"explore: training the base run's model failed (exit status {child.exitcode})")
 
 
 def _run(args: argparse.Namespace) -> None:

@@ -508,7 +508,6 @@ class _RayExecutor:
 
 def _tracked(board, fn, *args, **kwargs):
     """Run ``fn`` in a Ray worker, telling the progress board it runs (for the live 'running' count)."""
-    _pin_worker()
     token = f"{os.getpid()}-{time.monotonic_ns()}"
     board.started.remote(token)
     t0 = time.perf_counter()
@@ -516,41 +515,6 @@ def _tracked(board, fn, *args, **kwargs):
         return fn(*args, **kwargs)
     finally:
         board.finished.remote(token, fn.__name__, time.perf_counter() - t0)
-
-
-_PINNED: list = []
-
-
-def _pin_worker() -> None:
-    """Pin this Ray worker to a CPU of its own, once: the first CPU whose lock file it can hold.
-
-    A single-threaded TensorFlow task still runs helper threads (tf.data); two
-    unpinned workers on two cores then contend (measured here: 6.0 s alone,
-    9.9-12.1 s side by side for one pruning task, 7.0 s each when pinned).
-    The ``flock`` is released by the kernel when the worker exits, so a dead
-    worker's CPU is free again. When every CPU is held the worker stays unpinned.
-    """
-    if _PINNED:
-        return
-    import fcntl
-
-    folder = Path(tempfile.gettempdir()) / "prunehw-cpu-locks"
-    folder.mkdir(exist_ok=True)
-    for cpu in sorted(os.sched_getaffinity(0)):
-        fh = open(folder / f"cpu{cpu}.lock", "w")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.close()
-            continue
-        for tid in os.listdir("/proc/self/task"):   # every thread of the worker, not just this one
-            try:
-                os.sched_setaffinity(int(tid), {cpu})
-            except OSError:
-                pass
-        _PINNED.append(fh)
-        return
-    _PINNED.append(None)
 
 
 @functools.lru_cache(maxsize=1)
