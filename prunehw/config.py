@@ -422,17 +422,20 @@ class RunConfig(_Section):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def read_toml(path: Path | str, what: str = "config file") -> dict:
+    """The parsed TOML file; a one-line ``ConfigError`` naming ``what`` when it is missing or not TOML."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
+
+
 def load_config(path: Path | str | None, overrides: dict | None = None) -> RunConfig:
     """Load a TOML config (defaults when ``path`` is None), then apply ``overrides`` on [run]."""
-    raw: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            raw = tomllib.loads(path.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    raw = read_toml(path) if path is not None else {}
     cfg = RunConfig.from_toml_dict(raw)
     if overrides:
         cfg = dataclasses.replace(cfg, **overrides)

@@ -32,7 +32,6 @@ import json
 import os
 import tempfile
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,15 +111,10 @@ def _merge(dst: dict, src: dict) -> dict:
 
 def load_sweep(path: Path | str) -> SweepConfig:
     """Parse and validate a sweep file; one-line ``ConfigError`` on anything wrong."""
-    from prunehw.config import CRITERIA, PRUNE_METHODS, RunConfig, VariantConfig
+    from prunehw.config import CRITERIA, PRUNE_METHODS, RunConfig, VariantConfig, read_toml
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file not found: {path}")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"sweep file {path} is not valid TOML: {exc}") from None
+    raw = read_toml(path, "sweep file")
     unknown = sorted(set(raw) - {"sweep", "axes", *OVERRIDABLE})
     if unknown:
         raise ConfigError(f"sweep file: unknown section {unknown[0]!r}; allowed: sweep, axes, {', '.join(OVERRIDABLE)}")
@@ -131,13 +125,7 @@ def load_sweep(path: Path | str) -> SweepConfig:
         raise ConfigError(f"[sweep] unknown key {bad[0]!r}; allowed: {', '.join(allowed)}")
     base_raw: dict = {}
     if "base" in sweep:
-        base = (path.parent / sweep["base"]).resolve()
-        if not base.is_file():
-            raise ConfigError(f"sweep.base: run config not found: {base}")
-        try:
-            base_raw = tomllib.loads(base.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"sweep.base {base} is not valid TOML: {exc}") from None
+        base_raw = read_toml((path.parent / sweep["base"]).resolve(), "sweep.base: run config")
     for section in OVERRIDABLE:
         if section in raw:
             base_raw = _merge(base_raw, {section: raw[section]})
