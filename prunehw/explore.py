@@ -689,9 +689,14 @@ def run_sweep(sweep: SweepConfig, *, serial: bool = False, address: str | None =
     flow = Flow(sweep.run, log=log)
     dense_path = flow.train()                  # shared stage 0: the base run's model, cached by the flow
     run = sweep.run.to_toml_dict()
+    from prunehw.savings import DEFAULT_ENERGY_TABLE
+
+    # what a point's figures depend on: the base run, its trained model, and the code and data that compute them
     fingerprint = _digest(sweep.run.key("data", "network", "train", "prune"),
                           {k: v for k, v in sweep.run.quant.to_dict().items() if k in ("act_bits", "calibration_images")},
-                          sha256_file(dense_path), sweep.tile_aware, _code("model", "export", "hw"))
+                          sha256_file(dense_path), sweep.tile_aware, _code("model", "export", "hw"),
+                          [sha256_file(Path(__file__).with_name(f)) for f in ("explore.py", "flow.py", "savings.py")],
+                          sha256_file(DEFAULT_ENERGY_TABLE))
     meta_path = out / "sweep.json"
     if force or (meta_path.is_file() and read_json(meta_path).get("fingerprint") != fingerprint):
         if meta_path.is_file() and not force:
