@@ -30,6 +30,8 @@ __all__ = [
     "update_variant",
     "record_stage",
     "stage_is_current",
+    "pyplot",
+    "write_png",
 ]
 
 
@@ -62,6 +64,26 @@ def atomic_path(final: Path | str, suffix: str | None = None) -> Iterator[Path]:
         else:
             tmp_path.unlink(missing_ok=True)
         raise
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend: every plot here is only written to a file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_png(fig, path: Path | str) -> Path:
+    """``fig`` laid out, written atomically as a PNG at ``path``, and closed."""
+    plt = pyplot()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)
 
 
 def remove_stale_temporaries(folder: Path) -> int:

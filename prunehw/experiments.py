@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from prunehw.artifacts import atomic_path, read_json, sha256_file, update_summary, write_json
+from prunehw.artifacts import atomic_path, pyplot, read_json, sha256_file, update_summary, write_json, write_png
 
 __all__ = ["run_experiments", "EXPERIMENTS"]
 
@@ -33,12 +33,7 @@ def _write_csv(path: Path, rows: list[dict]) -> Path:
 
 def _plot(path: Path, title: str, xlabel: str, ylabel: str, series: dict[str, tuple[list, list]],
           logy: bool = False, baseline: tuple[str, float] | None = None) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(6.4, 4.2), dpi=120)
     for label, (xs, ys) in series.items():
         ax.plot(xs, ys, marker="o", label=label)
     if baseline:
@@ -50,11 +45,7 @@ def _plot(path: Path, title: str, xlabel: str, ylabel: str, series: dict[str, tu
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return write_png(fig, path)
 
 
 class _Points:

@@ -639,14 +639,9 @@ def _is_operating_point(row: dict, op: dict) -> bool:
 
 
 def _plot_front(path: Path, rows: list[dict], front: list[dict], cost: str, label: str, op: dict, title: str) -> Path:
-    import matplotlib
+    from prunehw.artifacts import pyplot, write_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from prunehw.artifacts import atomic_path
-
-    fig, ax = plt.subplots(figsize=(7.0, 4.6), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(7.0, 4.6), dpi=120)
     for method, marker in (("unstructured", "x"), ("matrix", "o")):
         sel = [r for r in rows if r["method"] == method]
         if sel:
@@ -664,11 +659,7 @@ def _plot_front(path: Path, rows: list[dict], front: list[dict], cost: str, labe
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return write_png(fig, path)
 
 
 FRONTS = {"cycles": ("cycles", "cycles per image (analytic = RTL counters)"),

@@ -96,12 +96,9 @@ def write_savings(run_dir: Path) -> list[Path]:
     """savings.csv and PNGs (cycles per layer, energy breakdown, storage, accuracy) from summary.json."""
     import csv
 
-    import matplotlib
+    from prunehw.artifacts import atomic_path, pyplot, update_summary, write_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from prunehw.artifacts import atomic_path, update_summary
+    plt = pyplot()
 
     run_dir = Path(run_dir)
     s = read_json(run_dir / "summary.json")
@@ -139,11 +136,7 @@ def write_savings(run_dir: Path) -> list[Path]:
         return fig, ax
 
     def save(fig, name):
-        fig.tight_layout()
-        with atomic_path(out_dir / name) as tmp:
-            fig.savefig(tmp, format="png")
-        plt.close(fig)
-        out.append(out_dir / name)
+        out.append(write_png(fig, out_dir / name))
 
     names = [n for n in variants if variants[n].get("cycles", {}).get("per_layer")]
     if names:
