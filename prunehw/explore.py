@@ -289,7 +289,7 @@ def quant_task(run: dict, dense: bytes, pruned: dict, weight_bits: int) -> dict:
         if pruned["maps"] is not None:
             maps = t / "index_maps.json"
             maps.write_bytes(pruned["maps"])
-        spec, w, b = quantize_variant(load_model(t / "pruned.keras"), load_model(t / "dense.keras"), maps, data, cfg)
+        spec, w, b = quantize_variant(load_model(t / "pruned.keras"), data, cfg, maps, t / "dense.keras")
         cj, npz = save_contract(t / "contract.json", spec, w, b)
         contract = load_contract(cj)
         acc = float(np.mean(golden(contract, data.x_test).argmax(axis=1) == data.y_test))

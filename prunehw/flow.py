@@ -59,11 +59,12 @@ def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: 
     return prune_matrix_flow(model, data, schedule, variant, cfg, out_dir)
 
 
-def quantize_variant(model, dense, maps_path: Path | None, data, cfg: RunConfig):
+def quantize_variant(model, data, cfg: RunConfig, maps_path: Path | None = None, dense_path: Path | None = None):
     """The numeric contract (spec, weights, biases) of a float ``model``, calibrated on ``cfg.quant`` training images.
 
-    ``dense`` and ``maps_path``: the unpruned model and the index maps of a
-    matrix-pruned one, so rows it dropped are recorded as absent.
+    ``maps_path`` and ``dense_path``: the index maps of a matrix-pruned model
+    and the unpruned model they refer to, so rows it dropped are recorded as
+    absent (the unpruned model is only loaded then).
     """
     from prunehw.model.quantize import quantize
 
@@ -73,8 +74,9 @@ def quantize_variant(model, dense, maps_path: Path | None, data, cfg: RunConfig)
     rows_kept = None
     if maps_path is not None:
         from prunehw.model.matrix_form import geometry, kept_small_rows, load_maps
+        from prunehw.model.network import load_model
 
-        rows_kept = kept_small_rows(geometry(dense), load_maps(maps_path))
+        rows_kept = kept_small_rows(geometry(load_model(dense_path)), load_maps(maps_path))
     return quantize(model, data.x_train[calib], q.weight_bits, q.act_bits, rows_kept)
 
 
@@ -210,8 +212,8 @@ class Flow:
         if self._up_to_date(stage, key, out, force):
             return out
         data = self.data
-        spec, w, b = quantize_variant(load_model(src), load_model(self.train()) if variant != "dense" else None,
-                                      maps_path if variant != "dense" and maps_path.is_file() else None, data, self.cfg)
+        maps = maps_path if variant != "dense" and maps_path.is_file() else None
+        spec, w, b = quantize_variant(load_model(src), data, self.cfg, maps, self.train())
         _, npz = save_contract(out, spec, w, b)
         contract = load_contract(out)
         acc = float(np.mean(golden(contract, data.x_test).argmax(axis=1) == data.y_test))
