@@ -215,6 +215,11 @@ def _quant_key(sweep: SweepConfig, p: Point) -> tuple:
 
 
 # -- the tasks (plain functions: Ray runs them remotely, the serial mode calls them) ---------------
+def _data(cfg):
+    """The run's data set, loaded once per process (a Ray worker keeps it between tasks)."""
+    return _dataset(json.dumps(cfg.data.to_dict(), sort_keys=True))
+
+
 @functools.lru_cache(maxsize=2)
 def _dataset(data_json: str):
     from prunehw.config import DataConfig
@@ -252,7 +257,7 @@ def prune_task(run: dict, dense: bytes, method: str, ratio: float, criterion: st
     cfg = _run_config(run)
     if tile is not None:
         cfg = dataclasses.replace(cfg, array=ArrayConfig(tile[0], tile[1], cfg.array.dataflow))
-    data = _dataset(json.dumps(cfg.data.to_dict(), sort_keys=True))
+    data = _data(cfg)
     variant = VariantConfig(method, ratio, "iterative", criterion, tile_aware=tile is not None)
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "dense.keras"
@@ -280,7 +285,7 @@ def quant_task(run: dict, dense: bytes, pruned: dict, weight_bits: int) -> dict:
 
     cfg = _run_config(run)
     cfg = dataclasses.replace(cfg, quant=QuantConfig(**{**cfg.quant.to_dict(), "weight_bits": weight_bits}))
-    data = _dataset(json.dumps(cfg.data.to_dict(), sort_keys=True))
+    data = _data(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         (t / "dense.keras").write_bytes(dense)
@@ -323,10 +328,10 @@ def hw_task(quant: dict, rows: int, cols: int, dataflow: str, inject: str | None
     activity = activity_model(program)
     e = energy(activity, desc, load_energy_table())
     nonzero = sum(int(np.count_nonzero(contract.weights[l["name"]])) for l in contract.weighted())
-    return {"cycles": activity["total_cycles"], "macs": activity["macs"], "activity": activity,
+    return {"cycles": activity["total_cycles"], "macs": activity["macs"],
             "pe_utilization": activity["macs"] / (activity["total_cycles"] * rows * cols),
             "weight_rom_bytes": desc["memories"]["weights"]["bytes"], "energy_pj": e["total"],
-            "weights_nonzero": nonzero, "per_op": desc["cycles_analytic"]["per_op"]}
+            "weights_nonzero": nonzero}
 
 
 def _inject(spec: str) -> None:
@@ -847,7 +852,7 @@ def _verify(sweep: SweepConfig, out: Path, cache: _Cache, front_rows: list[dict]
     reason = simulator_missing("verilator")
     if reason:
         raise SimulatorMissing(reason)
-    data = _dataset(json.dumps(sweep.run.data.to_dict(), sort_keys=True))
+    data = _data(sweep.run)
     images = data.x_test[: sweep.verify_images]
     by_id = {p.id: p for p in grid(sweep)}
     ex = _SerialExecutor(0) if serial else _RayExecutor(0, address, workers)
