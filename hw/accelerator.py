@@ -15,16 +15,27 @@ Interface (all synchronous to ``clk``):
 - ``counters``: the performance counters, 32 bits each, in ``COUNTERS`` order
   and then one cycle count per op in program order; reset by ``start``.
 
-Pipeline of a matmul beat (one output position of one fold, one per cycle):
-stage 0 issues counters and ROM addresses (row table, weight tile); stage 1
-forms the R activation addresses (base pixel + row offset) and reads R
-replicated activation banks; stage 2 selects lanes and enters the array;
-``R + C - 1`` cycles later the bottom stage adds the bias (first row tile) or
-the stored partial sum, stores the new partial sum, and on the last row tile
-requantizes (ReLU, round half up, saturate) and writes the output word, or
-keeps the logits. Partial-sum reads are issued one cycle early on a port that
-is transparent to the write port, so back-to-back folds of one position
-(dense layers) accumulate without stalls.
+Pipeline of a matmul beat (one output position of one fold, one per cycle),
+laid out for the clock (>= 100 MHz on the ECP5-85F): every block RAM output
+goes straight into a register, since the DP16KD's clock-to-output takes more
+than half a 10 ns cycle. Stage 0 issues the counters and the row table ROM
+address; 1 registers the row table entry; 2 forms and registers the R
+activation addresses (base pixel + row offset); 3 reads the R replicated
+activation banks; 4 registers their words and reads the weight tile; 5
+selects the lanes and sign-extends into ``x`` (registered) with the tile
+registered; 6 enters the array (:data:`FEED_STAGES`). ``R + C - 1 +
+PSUM_DELAY`` cycles later (skew, deskew and the PE's operand and product
+registers) the bottom adds the bias (first row tile) or the stored partial
+sum, both read two cycles ahead and registered, and registers the new sum;
+the next cycle stores it as the partial sum, or on the last row tile
+requantizes it (ReLU, round half up, saturate) into a register that is
+written to the activation buffer one cycle later; the last layer keeps its
+logits. A row tile of the same output position that returns within
+:data:`PSUM_FORWARD` beats (dense layers: one beat) takes the running sum
+from the bottom's registers, since its memory write has not landed yet.
+Pooling: 0 registers the window element's address, 1 reads, 2 registers the
+word, 3 updates the running maximum and registers a finished window, 4
+writes it (:data:`POOL_WRITE`).
 """
 
 from __future__ import annotations
@@ -36,11 +47,19 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from prunehw.hw.cycle_model import POOL_DRAIN, drain_cycles
 from prunehw.hw.program import MatmulOp, PoolOp, Program
+from prunehw.hw.pe import PSUM_DELAY
 from prunehw.hw.systolic_array import SystolicArray
 
-__all__ = ["Accelerator", "COUNTERS"]
+__all__ = ["Accelerator", "COUNTERS", "FEED_STAGES", "PSUM_FORWARD"]
+
+#: Cycles from a matmul beat's issue to its entry into the array (see the feed pipeline in ``elaborate``).
+FEED_STAGES = 6
+#: A later row tile of an output position that returns within this many beats is forwarded from the
+#: bottom's registers: the partial-sum memory is read two cycles ahead and written one cycle after the sum.
+PSUM_FORWARD = 3
+#: Cycles from a pooling read's issue to its window's result being written.
+POOL_WRITE = 4
 
 #: Performance counters, in ``counter_sel`` order; per-op cycle counters follow.
 COUNTERS = ("total_cycles", "beats", "macs", "weight_reads", "act_reads", "act_writes", "psum_reads", "psum_writes",
@@ -68,6 +87,12 @@ class Accelerator(wiring.Component):
         self.program = program
         p = program
         self.R, self.C, self.ACC = p.rows, p.cols, p.acc_bits + 2
+        # After an op's last issue, wait until its last output write has landed before the next op
+        # issues: a matmul writes at FEED_STAGES + array latency + 2 (sum, requantize) cycles, a
+        # pooling op at POOL_WRITE; the next op may read the same buffer one cycle after its issue.
+        array_latency = self.R + self.C - 1 + PSUM_DELAY
+        self.mm_drain = FEED_STAGES + array_latency + 2 - 1
+        self.pool_drain = POOL_WRITE - 1
         self.n_ops = len(p.ops)
         self.n_counters = len(COUNTERS) + self.n_ops
         h, w, c = p.input_shape
@@ -118,7 +143,7 @@ class Accelerator(wiring.Component):
         m.submodules.psum = psum = Memory(shape=C * ACC, depth=max(max_m, 2), init=[])
         w_rd, rt_rd, b_rd = wrom.read_port(), rtrom.read_port(), brom.read_port()
         ps_wr = psum.write_port()
-        ps_rd = psum.read_port(transparent_for=() if self.fault == "psum_not_transparent" else (ps_wr,))
+        ps_rd = psum.read_port()
         banks_rd, banks_wr = [[], []], [[], []]
         for b in range(2):
             for k in range(R):
@@ -130,23 +155,31 @@ class Accelerator(wiring.Component):
         # -- per-op constants: a ROM read combinationally at ``op`` --------------------------
         # (a ROM rather than a case statement on ``op``: event-driven simulators never
         # evaluate a combinational process whose inputs never change, and ``op`` stays 0
-        # for the whole first layer)
-        names = ("M", "out_w", "in_w", "n_rt", "n_ct", "wbase", "rtbase", "bbase", "in_pix", "out_pix", "pool",
-                 "pool_w_step", "pool_row_step", "rows_last", "cols_last")
+        # for the whole first layer). Limits are stored minus one, so the controller
+        # compares counters with constants instead of subtracting on its critical path.
+        names = ("M_1", "out_w_1", "row_step", "n_rt_1", "n_ct_1", "wbase", "rtbase", "bbase", "in_pix", "out_pix",
+                 "pool", "pool_1", "pool_w_step", "pool_row_step", "out_pix_1", "macs_full", "macs_last_rt", "macs_last_ct",
+                 "macs_last_both", "rows_last", "fwd")
         klayout = data.StructLayout({**{n: 20 for n in names}, "in_buf": 1, "out_buf": 1, "in_signed": 1,
                                      "is_last": 1, "is_pool": 1})
         kinit = []
         for i, o in enumerate(ops):
             vals = dict.fromkeys(names, 0)
-            vals.update(in_pix=o.in_pix, out_pix=o.out_pix, in_w=o.in_shape[1], out_w=o.out_shape[1], n_ct=o.n_ct,
-                        in_buf=o.in_buf, out_buf=o.out_buf, is_pool=int(isinstance(o, PoolOp)),
+            vals.update(in_pix=o.in_pix, out_pix=o.out_pix, out_pix_1=o.out_pix - 1, out_w_1=o.out_shape[1] - 1,
+                        n_ct_1=o.n_ct - 1, in_buf=o.in_buf, out_buf=o.out_buf, is_pool=int(isinstance(o, PoolOp)),
                         in_signed=int(o.in_signed if isinstance(o, MatmulOp) else o.signed),
                         is_last=int(isinstance(o, MatmulOp) and o.last))
             if isinstance(o, MatmulOp):
-                vals.update(M=o.positions, n_rt=o.n_rt, wbase=self.wbase[i], rtbase=self.rtbase[i], bbase=self.bbase[i],
-                            rows_last=o.rows - (o.n_rt - 1) * R, cols_last=o.cols - (o.n_ct - 1) * C)
+                rows_last, cols_last = o.rows - (o.n_rt - 1) * R, o.cols - (o.n_ct - 1) * C
+                vals.update(M_1=o.positions - 1, n_rt_1=o.n_rt - 1, wbase=self.wbase[i], rtbase=self.rtbase[i],
+                            bbase=self.bbase[i], row_step=o.in_shape[1] - o.out_shape[1] + 1, rows_last=rows_last,
+                            macs_full=R * C, macs_last_rt=rows_last * C, macs_last_ct=R * cols_last,
+                            macs_last_both=rows_last * cols_last,
+                            # a later row tile of the same output position arrives M beats after the
+                            # previous one; closer than the partial-sum memory's round trip, forward it
+                            fwd=o.positions if o.positions <= PSUM_FORWARD else 0)
             else:
-                vals.update(pool=o.pool, pool_w_step=o.in_shape[1] - o.pool + 1,
+                vals.update(pool=o.pool, pool_1=o.pool - 1, pool_w_step=o.in_shape[1] - o.pool + 1,
                             pool_row_step=o.pool * o.in_shape[1] - o.pool * (o.out_shape[1] - 1))
             kinit.append(vals)
         m.submodules.oprom = oprom = Memory(shape=klayout, depth=max(2, self.n_ops), init=kinit)
@@ -164,7 +197,7 @@ class Accelerator(wiring.Component):
 
         # -- controller --------------------------------------------------------------------
         ct, rt, pos, base, obase, tile_i, ox = (Signal(range(2 ** 20), name=n) for n in ("ct", "rt", "pos", "base", "obase", "tile_i", "ox"))
-        drain = Signal(range(max(drain_cycles(R, C), POOL_DRAIN) + 1))
+        drain = Signal(range(max(self.mm_drain, self.pool_drain) + 1))
         # pooling counters: window (dx, dy), window offset, top-left pixel, output pixel
         dx, dy, woff, pbase, px, q = (Signal(range(2 ** 20), name=n) for n in ("dx", "dy", "woff", "pbase", "px", "q"))
         # ``busy`` is a register, not decoded from the FSM state: the image port reads it
@@ -181,6 +214,7 @@ class Accelerator(wiring.Component):
             return [ct.eq(0), rt.eq(0), pos.eq(0), base.eq(0), obase.eq(0), ox.eq(0), dx.eq(0), dy.eq(0), woff.eq(0),
                     pbase.eq(0), px.eq(0), q.eq(0)]
 
+        last_rt_now = rt == k_["n_rt_1"] - (1 if self.fault == "ctrl_row_tiles_off_by_one" else 0)
         with m.FSM(name="ctrl"):
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -189,22 +223,21 @@ class Accelerator(wiring.Component):
                     m.next = "POOL" if isinstance(ops[0], PoolOp) else "MM"
             with m.State("MM"):
                 m.d.comb += issue.eq(1)
-                last_pos = pos == k_["M"] - (2 if self.fault == "ctrl_positions_off_by_one" else 1)
-                last_rt = rt == k_["n_rt"] - (2 if self.fault == "ctrl_row_tiles_off_by_one" else 1)
-                last_ct = ct == k_["n_ct"] - (2 if self.fault == "ctrl_col_tiles_off_by_one" else 1)
+                last_pos = pos == k_["M_1"] - (1 if self.fault == "ctrl_positions_off_by_one" else 0)
+                last_ct = ct == k_["n_ct_1"] - (1 if self.fault == "ctrl_col_tiles_off_by_one" else 0)
                 with m.If(last_pos):
                     m.d.sync += [pos.eq(0), base.eq(0), ox.eq(0), tile_i.eq(tile_i + 1)]
-                    with m.If(last_rt):
+                    with m.If(last_rt_now):
                         m.d.sync += [rt.eq(0), ct.eq(ct + 1), obase.eq(obase + k_["out_pix"])]
                         with m.If(last_ct):
-                            m.d.sync += [drain.eq(drain_cycles(R, C) - 1), tile_i.eq(0)]
+                            m.d.sync += [drain.eq(self.mm_drain - 1), tile_i.eq(0)]
                             m.next = "MM_DRAIN"
                     with m.Else():
                         m.d.sync += rt.eq(rt + 1)
                 with m.Else():
                     m.d.sync += pos.eq(pos + 1)
-                    with m.If(ox == k_["out_w"] - 1):
-                        m.d.sync += [ox.eq(0), base.eq(base + k_["in_w"] - k_["out_w"] + (2 if self.fault == "im2col_row_step_off_by_one" else 1))]
+                    with m.If(ox == k_["out_w_1"]):
+                        m.d.sync += [ox.eq(0), base.eq(base + k_["row_step"] + (1 if self.fault == "im2col_row_step_off_by_one" else 0))]
                     with m.Else():
                         m.d.sync += [ox.eq(ox + 1), base.eq(base + 1)]
             for state in ("MM_DRAIN", "POOL_DRAIN"):
@@ -224,19 +257,19 @@ class Accelerator(wiring.Component):
                         m.d.sync += drain.eq(drain - 1)
             with m.State("POOL"):
                 m.d.comb += pissue.eq(1)
-                last_dx = dx == k_["pool"] - (2 if self.fault == "pool_window_short" else 1)
-                last_dy = dy == k_["pool"] - 1
+                last_dx = dx == k_["pool_1"] - (1 if self.fault == "pool_window_short" else 0)
+                last_dy = dy == k_["pool_1"]
                 with m.If(last_dx):
                     m.d.sync += dx.eq(0)
                     with m.If(last_dy):
                         m.d.sync += [dy.eq(0), woff.eq(0), q.eq(q + 1)]
-                        with m.If(q == k_["out_pix"] - 1):
+                        with m.If(q == k_["out_pix_1"]):
                             m.d.sync += [q.eq(0), px.eq(0), pbase.eq(0), ct.eq(ct + 1), obase.eq(obase + k_["out_pix"]),
                                          base.eq(base + k_["in_pix"])]
-                            with m.If(ct == k_["n_ct"] - 1):
-                                m.d.sync += drain.eq(POOL_DRAIN - 1)
+                            with m.If(ct == k_["n_ct_1"]):
+                                m.d.sync += drain.eq(self.pool_drain - 1)
                                 m.next = "POOL_DRAIN"
-                        with m.Elif(px == k_["out_w"] - 1):
+                        with m.Elif(px == k_["out_w_1"]):
                             m.d.sync += [px.eq(0), pbase.eq(pbase + k_["pool_row_step"])]
                         with m.Else():
                             m.d.sync += [px.eq(px + 1), pbase.eq(pbase + k_["pool"])]
@@ -249,84 +282,115 @@ class Accelerator(wiring.Component):
         with m.If(busy):
             m.d.sync += cnt["total_cycles"].eq(cnt["total_cycles"] + 1)
             m.d.sync += counters[len(COUNTERS) + op].eq(counters[len(COUNTERS) + op] + 1)
-
-        # -- stage 0: ROM addresses ----------------------------------------------------------
-        m.d.comb += [rt_rd.addr.eq(k_["rtbase"] + rt), w_rd.addr.eq(k_["wbase"] + tile_i)]
-        rows_valid = Mux(rt == k_["n_rt"] - 1, k_["rows_last"], R)
-        cols_valid = Mux(ct == k_["n_ct"] - 1, k_["cols_last"], C)
-        meta = data.StructLayout({"v": 1, "first": 1, "first_rt": 1, "last_rt": 1, "pos": 20, "ct": 16, "oaddr": 20})
-        m0 = Signal(meta)
-        m.d.comb += [m0.v.eq(issue), m0.first.eq(pos == 0), m0.first_rt.eq(rt == 0),
-                     m0.last_rt.eq(rt == k_["n_rt"] - (2 if self.fault == "ctrl_row_tiles_off_by_one" else 1)),
-                     m0.pos.eq(pos), m0.ct.eq(ct), m0.oaddr.eq(obase + pos)]
+        last_ct_now = ct == k_["n_ct_1"]
         with m.If(issue):
-            m.d.sync += [cnt["beats"].eq(cnt["beats"] + 1), cnt["macs"].eq(cnt["macs"] + rows_valid * cols_valid),
-                         cnt["act_reads"].eq(cnt["act_reads"] + rows_valid)]
+            macs = Mux(last_rt_now, Mux(last_ct_now, k_["macs_last_both"], k_["macs_last_rt"]),
+                       Mux(last_ct_now, k_["macs_last_ct"], k_["macs_full"]))
+            m.d.sync += [cnt["beats"].eq(cnt["beats"] + 1), cnt["macs"].eq(cnt["macs"] + macs),
+                         cnt["act_reads"].eq(cnt["act_reads"] + Mux(last_rt_now, k_["rows_last"], R))]
             with m.If(pos == 0):
                 m.d.sync += cnt["weight_reads"].eq(cnt["weight_reads"] + 1)
             with m.If(rt == 0):
                 m.d.sync += cnt["bias_reads"].eq(cnt["bias_reads"] + 1)
             with m.Else():
                 m.d.sync += cnt["psum_reads"].eq(cnt["psum_reads"] + 1)
-            with m.If(rt != k_["n_rt"] - 1):
+            with m.If(~last_rt_now):
                 m.d.sync += cnt["psum_writes"].eq(cnt["psum_writes"] + 1)
-        base1 = Signal.like(base)
-        m1 = Signal(meta)
-        m.d.sync += [m1.eq(m0), base1.eq(base)]
 
-        # -- stage 1: activation addresses, bank reads ----------------------------------------
-        rtv = rtl(rt_rd.data)
-        lane2 = [Signal(self.lanew, name=f"lane2_{i}") for i in range(R)]
-        rv2 = [Signal(name=f"rowv2_{i}") for i in range(R)]
-        w2 = Signal(tile)
-        m2 = Signal(meta)
+        # -- matmul feed pipeline (stage k = k cycles after the beat's issue) -----------------
+        # 0: row table ROM address; 1: its data (block RAM output) registered; 2: the R
+        # activation addresses (base pixel + row offset) registered; 3: bank reads; 4: bank
+        # data registered; 5: lane select and sign into ``x``, weight tile read; 6: array.
+        # Every block RAM output goes straight into a register: the ECP5's DP16KD has a
+        # slow clock-to-output, so no logic may follow it in the same cycle.
+        meta = data.StructLayout({"v": 1, "first": 1, "first_rt": 1, "last_rt": 1, "pos": 20, "ct": 16, "oaddr": 20,
+                                  "waddr": 20, "base": 20, "fwd": 2})
+        m0 = Signal(meta)
+        m.d.comb += [rt_rd.addr.eq(k_["rtbase"] + rt),
+                     m0.v.eq(issue), m0.first.eq(pos == 0), m0.first_rt.eq(rt == 0), m0.last_rt.eq(last_rt_now),
+                     m0.pos.eq(pos), m0.ct.eq(ct), m0.oaddr.eq(obase + pos), m0.waddr.eq(k_["wbase"] + tile_i),
+                     m0.base.eq(base), m0.fwd.eq(k_["fwd"])]
+        feed = [m0]
+        for d in range(1, FEED_STAGES + 1):
+            nxt = Signal(meta, name=f"meta_f{d}")
+            m.d.sync += nxt.eq(feed[-1])
+            feed.append(nxt)
+        rtv = Signal(rtl)
+        m.d.sync += rtv.eq(rt_rd.data)                                   # stage 1 -> 2
+        addr3 = [Signal(range(2 ** 20), name=f"act_addr3_{i}") for i in range(R)]
+        lane3 = [Signal(self.lanew, name=f"lane3_{i}") for i in range(R)]
+        rv3 = [Signal(name=f"rowv3_{i}") for i in range(R)]
         for i in range(R):
-            addr = rtv[i].off + base1
+            addr = rtv[i].off + feed[2].base
             if self.fault == "act_read_addr_bit1_flip" and i == 3 % R:
                 addr = addr ^ 2
-            for b in range(2):
-                m.d.comb += banks_rd[b][i].addr.eq(addr)
             lane = rtv[i].lane ^ 1 if self.fault == "im2col_lane_swap" and C > 1 else rtv[i].lane
-            m.d.sync += [lane2[i].eq(lane), rv2[i].eq(rtv[i].valid)]
-        m.d.sync += [w2.eq(w_rd.data), m2.eq(m1)]
+            m.d.sync += [addr3[i].eq(addr), lane3[i].eq(lane), rv3[i].eq(rtv[i].valid)]   # stage 2 -> 3
+        lane4 = [Signal(self.lanew, name=f"lane4_{i}") for i in range(R)]
+        rv4 = [Signal(name=f"rowv4_{i}") for i in range(R)]
+        lane5 = [Signal(self.lanew, name=f"lane5_{i}") for i in range(R)]
+        rv5 = [Signal(name=f"rowv5_{i}") for i in range(R)]
+        words5 = [[Signal(word, name=f"word5_{b}_{i}") for i in range(R)] for b in range(2)]
+        for i in range(R):
+            m.d.sync += [lane4[i].eq(lane3[i]), rv4[i].eq(rv3[i]), lane5[i].eq(lane4[i]), rv5[i].eq(rv4[i])]
+            for b in range(2):
+                m.d.sync += words5[b][i].eq(banks_rd[b][i].data)           # stage 4 -> 5
+        m.d.comb += w_rd.addr.eq(feed[4].waddr)                           # weight tile: read at 4, registered at 6
+        w6 = Signal(tile)
+        m.d.sync += w6.eq(w_rd.data)
         w_in = Signal(tile)
-        m.d.comb += w_in.eq(w2)
+        m.d.comb += w_in.eq(w6)
         if self.fault == "weight_rows_swapped" and R > 1:
-            m.d.comb += [w_in[0].eq(w2[1]), w_in[1].eq(w2[0])]
+            m.d.comb += [w_in[0].eq(w6[1]), w_in[1].eq(w6[0])]
 
-        # -- stage 2: lane select into the array ------------------------------------------------
         m.submodules.array = arr = SystolicArray(rows=R, cols=C, x_width=9, w_width=8, acc_width=ACC,
                                                  fault=self.fault if self.fault and self.fault.startswith(("pe_", "skew_")) else None)
         for i in range(R):
-            words = [word(banks_rd[b][i].data) for b in range(2)]
-            lanes0 = Array(words[0][j] for j in range(C))
-            lanes1 = Array(words[1][j] for j in range(C))
-            byte = Signal(8, name=f"byte_{i}")
-            m.d.comb += byte.eq(Mux(in_buf, lanes1[lane2[i]], lanes0[lane2[i]]))
+            lanes0 = Array(words5[0][i][j] for j in range(C))
+            lanes1 = Array(words5[1][i][j] for j in range(C))
+            byte = Mux(in_buf, lanes1[lane5[i]], lanes0[lane5[i]])
             x = Mux(in_signed, byte.as_signed(), Cat(byte, Const(0, 1)).as_signed())
-            m.d.comb += arr.x[i].eq(Mux(rv2[i], x, 0))
-        m.d.comb += [arr.valid.eq(m2.v), arr.load.eq(m2.first), arr.w.eq(w_in)]
+            x6 = Signal(signed(9), name=f"x6_{i}")
+            m.d.sync += x6.eq(Mux(rv5[i], x, 0))                          # stage 5 -> 6
+            m.d.comb += arr.x[i].eq(x6)
+        m6 = feed[FEED_STAGES]
+        m.d.comb += [arr.valid.eq(m6.v), arr.load.eq(m6.first), arr.w.eq(w_in)]
 
         # -- metadata delay line to the bottom of the array -------------------------------------
-        line = [m2]
+        line = [m6]
         for d in range(arr.latency):
             nxt = Signal(meta, name=f"meta_d{d + 1}")
             m.d.sync += nxt.eq(line[-1])
             line.append(nxt)
-        mA, mB = line[-1], line[-2]   # aligned with the array output; one cycle earlier
-        m.d.comb += [ps_rd.addr.eq(mB.pos), b_rd.addr.eq(k_["bbase"] + mB.ct)]
+        mA, mRd = line[-1], line[-3]   # aligned with the array output; two cycles earlier (memory reads)
 
         # -- bottom: accumulate, store, requantize/write or keep logits --------------------------
-        prev = Signal(sumw)
-        bias_in = 0 if self.fault == "bias_dropped" else b_rd.data
-        psum_in = 0 if self.fault == "psum_dropped" else ps_rd.data
-        m.d.comb += prev.eq(Mux(mA.first_rt, bias_in, psum_in))
+        # The bias and partial sum are read two cycles ahead and registered. A later row tile
+        # of the same position that comes back within PSUM_FORWARD beats takes the running
+        # sum from the forwarding registers instead (its memory write has not landed yet).
+        m.d.comb += [ps_rd.addr.eq(mRd.pos), b_rd.addr.eq(k_["bbase"] + mRd.ct)]
+        psum_q, bias_q = Signal(sumw), Signal(sumw)
+        m.d.sync += [psum_q.eq(ps_rd.data), bias_q.eq(b_rd.data)]
         total = Signal(sumw)
+        recent = [Signal(sumw, name=f"total_q{d + 1}") for d in range(PSUM_FORWARD)]   # totals of the last beats
+        m.d.sync += recent[0].eq(total)
+        for d in range(1, PSUM_FORWARD):
+            m.d.sync += recent[d].eq(recent[d - 1])
+        stored = psum_q
+        if self.fault != "psum_not_forwarded":
+            for d in reversed(range(PSUM_FORWARD)):
+                stored = Mux(mA.fwd == d + 1, recent[d], stored)
+        prev = Signal(sumw)
+        bias_in = 0 if self.fault == "bias_dropped" else bias_q
+        psum_in = 0 if self.fault == "psum_dropped" else stored
+        m.d.comb += prev.eq(Mux(mA.first_rt, bias_in, psum_in))
         for j in range(C):
             m.d.comb += total[j].eq(prev[j] + arr.y[j])
         if self.fault == "acc_stuck1_bit12" and C > 1:
             m.d.comb += total[1].eq((prev[1] + arr.y[1]) | (1 << 12))
-        m.d.comb += [ps_wr.addr.eq(mA.pos), ps_wr.data.eq(total), ps_wr.en.eq(mA.v & ~mA.last_rt)]
+        mB = Signal(meta)
+        m.d.sync += mB.eq(mA)
+        m.d.comb += [ps_wr.addr.eq(mB.pos), ps_wr.data.eq(recent[0]), ps_wr.en.eq(mB.v & ~mB.last_rt)]
 
         logits = Array(Signal(signed(ACC), name=f"logit{i}") for i in range(p.n_logits))
         m.d.comb += [self.logits[i].eq(v) for i, v in enumerate(logits)]
@@ -348,18 +412,26 @@ class Accelerator(wiring.Component):
                                             m.d.sync += logits[dst].eq(total[j])
                     else:
                         for j in range(C):
-                            m.d.comb += out_word[j].eq(_requant(total[j], o.acc_frac, o.out, self.fault))
+                            m.d.comb += out_word[j].eq(_requant(recent[0][j], o.acc_frac, o.out, self.fault))
+        # the write request is registered whole (buffer included): it lands in the cycle the
+        # next op may already be issuing
+        out_q, oaddr_q, mm_we, mm_buf = Signal(word), Signal(20), Signal(), Signal()
+        m.d.sync += [out_q.eq(out_word), oaddr_q.eq(mB.oaddr), mm_we.eq(mB.v & mB.last_rt & ~is_last & ~is_pool),
+                     mm_buf.eq(out_buf)]
 
-        # -- pooling datapath --------------------------------------------------------------------
-        paddr = Signal(20)
-        m.d.comb += paddr.eq(base + pbase + woff)
-        pv1, pfirst1, plast1 = Signal(), Signal(), Signal()
-        poaddr1 = Signal(20)
-        m.d.sync += [pv1.eq(pissue), pfirst1.eq((dx == 0) & (dy == 0)), plast1.eq((dx == k_["pool"] - (2 if self.fault == "pool_window_short" else 1)) & (dy == k_["pool"] - 1)),
-                     poaddr1.eq(obase + q)]
-        pword = Signal(C * 8)
-        m.d.comb += pword.eq(Mux(in_buf, banks_rd[1][0].data, banks_rd[0][0].data))
-        pdata = word(pword)
+        # -- pooling: 0 address registered; 1 bank read; 2 data registered; 3 running max,
+        # the window's result registered; 4 written --------------------------------------------
+        pmeta = data.StructLayout({"v": 1, "first": 1, "last": 1, "oaddr": 20})
+        p1 = Signal(pmeta)
+        paddr1 = Signal(20)
+        m.d.sync += [paddr1.eq(base + pbase + woff), p1.v.eq(pissue), p1.first.eq((dx == 0) & (dy == 0)),
+                     p1.last.eq((dx == k_["pool_1"] - (1 if self.fault == "pool_window_short" else 0)) & (dy == k_["pool_1"])),
+                     p1.oaddr.eq(obase + q)]
+        p2, p3 = Signal(pmeta), Signal(pmeta)
+        pwords3 = [Signal(word, name=f"pword3_{b}") for b in range(2)]
+        m.d.sync += [p2.eq(p1), p3.eq(p2), pwords3[0].eq(banks_rd[0][0].data), pwords3[1].eq(banks_rd[1][0].data)]
+        pdata = Signal(word)
+        m.d.comb += pdata.eq(Mux(in_buf, pwords3[1], pwords3[0]))
         mx = Signal(word)
         pmax = Signal(word)
         for j in range(C):
@@ -367,27 +439,33 @@ class Accelerator(wiring.Component):
             bigger = Mux(in_signed, a.as_signed() > b.as_signed(), a > b)
             if self.fault == "pool_min":
                 bigger = ~bigger
-            m.d.comb += pmax[j].eq(Mux(pfirst1 | bigger, a, b))
-        with m.If(pv1):
+            m.d.comb += pmax[j].eq(Mux(p3.first | bigger, a, b))
+        with m.If(p3.v):
             m.d.sync += mx.eq(pmax)
+        pool_q, poaddr_q, pool_we, pool_buf = Signal(word), Signal(20), Signal(), Signal()
+        m.d.sync += [pool_q.eq(pmax), poaddr_q.eq(p3.oaddr), pool_we.eq(p3.v & p3.last), pool_buf.eq(out_buf)]
         with m.If(pissue):
             m.d.sync += cnt["act_reads"].eq(cnt["act_reads"] + 1)
-            for b in range(2):
-                m.d.comb += banks_rd[b][0].addr.eq(paddr)
+
+        # -- activation bank reads: the matmul feed's addresses, or the pooling address --------
+        for b in range(2):
+            for i in range(R):
+                if i == 0:
+                    m.d.comb += banks_rd[b][i].addr.eq(Mux(p1.v, paddr1, addr3[i]))
+                else:
+                    m.d.comb += banks_rd[b][i].addr.eq(addr3[i])
 
         # -- activation writes: image load, matmul outputs, pooling outputs ------------------------
-        mm_we = mA.v & mA.last_rt & ~is_last & ~is_pool
-        pool_we = pv1 & plast1
         with m.If(mm_we | pool_we):
             m.d.sync += cnt["act_writes"].eq(cnt["act_writes"] + 1)
         for b in range(2):
             for k in range(R):
                 wp = banks_wr[b][k]
-                with m.If(mm_we & (out_buf == b)):
-                    waddr = mA.oaddr ^ 1 if self.fault == "act_write_addr_bit0_flip" else mA.oaddr
-                    m.d.comb += [wp.addr.eq(waddr), wp.data.eq(out_word), wp.en.eq(-1)]
-                with m.Elif(pool_we & (out_buf == b)):
-                    m.d.comb += [wp.addr.eq(poaddr1), wp.data.eq(pmax), wp.en.eq(-1)]
+                with m.If(mm_we & (mm_buf == b)):
+                    waddr = oaddr_q ^ 1 if self.fault == "act_write_addr_bit0_flip" else oaddr_q
+                    m.d.comb += [wp.addr.eq(waddr), wp.data.eq(out_q), wp.en.eq(-1)]
+                with m.Elif(pool_we & (pool_buf == b)):
+                    m.d.comb += [wp.addr.eq(poaddr_q), wp.data.eq(pool_q), wp.en.eq(-1)]
                 if b == 0:
                     with m.Elif(self.img_we & ~busy):
                         m.d.comb += [wp.addr.eq(self.img_pixel), wp.en.eq(1 << self.img_chan)]

@@ -12,15 +12,24 @@ from prunehw.hw.program import MatmulOp, PoolOp, Program
 
 __all__ = ["drain_cycles", "op_cycles", "cycle_model", "activity_model", "CycleReport"]
 
-#: Cycles from a beat's issue to the array's aligned output: 2 (row table and
-#: activation reads) + R + C - 1 (systolic skew and deskew). The drain after a
-#: matmul op lets its last write land before the next op reads (see accelerator).
-FEED_LATENCY = 2
-POOL_DRAIN = 2
+#: Cycles from a matmul beat's issue to its last effect, counted stage by stage from the
+#: pipeline as documented (not read from the generator): 6 cycles of feed (row table read,
+#: registered; activation addresses registered; bank read; words registered; lane select
+#: registered), R - 1 of input skew, 3 in the last PE of a column (operand, product and
+#: sum registers), C - 1 of output deskew, then the sum register and the requantized word's
+#: register, whose write lands at the end of that cycle. The next op may read one cycle
+#: after its own issue, so the drain after the last issue is one less than that depth.
+FEED_DEPTH = 6
+PE_DEPTH = 3
+BOTTOM_DEPTH = 2
+#: Pooling: address registered, read, word registered, running maximum, write.
+POOL_DEPTH = 4
+POOL_DRAIN = POOL_DEPTH - 1
 
 
 def drain_cycles(rows: int, cols: int) -> int:
-    return rows + cols + 1
+    """Idle cycles after a matmul op's last beat is issued (see the module constants)."""
+    return FEED_DEPTH + (rows - 1) + PE_DEPTH + (cols - 1) + BOTTOM_DEPTH - 1
 
 
 def op_cycles(op, rows: int, cols: int) -> int:

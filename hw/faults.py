@@ -24,7 +24,7 @@ FAULTS = {
     "requant_shift_plus_one": "requantization shifts one bit too far",
     "bias_dropped": "the first row tile starts from 0 instead of the bias",
     "psum_dropped": "later row tiles start from 0 instead of the stored partial sum",
-    "psum_not_transparent": "partial-sum read does not see the write of the previous beat",
+    "psum_not_forwarded": "a row tile returning within 3 beats reads the stale partial sum instead of the forwarded one",
     "act_write_addr_bit0_flip": "activation write address bit 0 inverted",
     "act_read_addr_bit1_flip": "bank 3's activation read address bit 1 inverted",
     "pool_window_short": "max pooling reads one window column too few",

@@ -4,7 +4,10 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["ProcessingElement"]
+__all__ = ["ProcessingElement", "PSUM_DELAY"]
+
+#: Cycles from a beat's ``x_in`` to the cycle its product meets ``psum_in`` (operand and product registers).
+PSUM_DELAY = 2
 
 
 class ProcessingElement(wiring.Component):
@@ -14,6 +17,13 @@ class ProcessingElement(wiring.Component):
     the row, so a PE switches to the next fold's weight exactly when that fold's
     first beat reaches it, without stalling the stream (the effect of double
     buffering, with one register).
+
+    Pipelined for the clock: the activation and the weight it meets are
+    registered, the product is registered, then added to the partial sum, so
+    the multiplier has a register on each side and the adder its own cycle.
+    A beat entering at cycle t (``x_in``) meets ``psum_in`` at cycle t + 2
+    (:data:`PSUM_DELAY`); ``psum_out`` is valid at t + 3. The PE below gets the
+    activation at t + 1 and so needs this PE's sum at t + 3: the chain lines up.
 
     Parameters
     ----------
@@ -29,11 +39,11 @@ class ProcessingElement(wiring.Component):
     x_in, valid_in, load_in, w_in : In
         Activation, beat valid, load flag, and this PE's new weight (used when ``load_in``).
     psum_in : In(signed(acc_width))
-        Partial sum from the PE above (0 for the top row).
+        Partial sum from the PE above (0 for the top row), sampled :data:`PSUM_DELAY` cycles after the beat's ``x_in``.
     x_out, valid_out, load_out : Out
         The same activation/valid/load, one cycle later, for the PE to the right.
     psum_out : Out(signed(acc_width))
-        ``psum_in + x_in * weight``, registered: latency 1 cycle.
+        ``psum_in + x * weight``, registered: valid ``PSUM_DELAY + 1`` cycles after the beat's ``x_in``.
     """
 
     def __init__(self, *, x_width: int = 9, w_width: int = 8, acc_width: int = 32, fault: str | None = None):
@@ -51,13 +61,17 @@ class ProcessingElement(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        # ``weight`` is the weight this cycle's operand ``x`` meets: the new one from a load beat on
         weight = Signal(signed(self.w_width))
-        w_use = Mux(self.load_in, self.w_in, weight)
-        if self.fault == "pe_weight_stuck0_bit7":
-            w_use = (w_use & 0x7F).as_signed()
+        x = Signal(signed(self.x_width))
+        product = Signal(signed(self.x_width + self.w_width))
         with m.If(self.valid_in & self.load_in):
             m.d.sync += weight.eq(self.w_in)
-        psum = self.psum_in + self.x_in * w_use
+        w_use = weight
+        if self.fault == "pe_weight_stuck0_bit7":
+            w_use = (weight & 0x7F).as_signed()
+        m.d.sync += [x.eq(self.x_in), product.eq(x * w_use)]
+        psum = self.psum_in + product
         if self.fault == "pe_psum_stuck0_bit3":
             psum = psum & ~(1 << 3)
         elif self.fault == "pe_psum_stuck1_bit0":

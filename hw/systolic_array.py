@@ -4,7 +4,7 @@ from amaranth import Module, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from prunehw.hw.pe import ProcessingElement
+from prunehw.hw.pe import PSUM_DELAY, ProcessingElement
 
 __all__ = ["SystolicArray"]
 
@@ -14,8 +14,9 @@ class SystolicArray(wiring.Component):
 
     Row i receives ``x[i]`` (and the fold's weight row on a ``load`` beat)
     delayed by i cycles; activations move right one PE per cycle, partial sums
-    move down; column j's sum leaves the bottom at i + j + 1 cycles and is
-    delayed by C - 1 - j more, so the outputs of a beat are aligned again.
+    move down; column j's sum leaves the bottom PE ``R - 1 + j + PSUM_DELAY + 1``
+    cycles after the beat enters and is delayed by C - 1 - j more, so the
+    outputs of a beat are aligned again.
 
     Parameters
     ----------
@@ -33,7 +34,7 @@ class SystolicArray(wiring.Component):
         The fold's weight tile, sampled on ``load`` beats.
     out_valid : Out(1)
     y : Out(ArrayLayout(signed(acc_width), cols))
-        Latency: ``rows + cols - 1`` cycles from ``valid`` to ``out_valid``.
+        Latency: ``rows + cols - 1 + PSUM_DELAY`` cycles from ``valid`` to ``out_valid``.
     """
 
     def __init__(self, *, rows: int, cols: int, x_width: int = 9, w_width: int = 8, acc_width: int = 32,
@@ -54,7 +55,7 @@ class SystolicArray(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return self.rows + self.cols - 1
+        return self.rows + self.cols - 1 + PSUM_DELAY
 
     def elaborate(self, platform):
         m = Module()
@@ -94,7 +95,7 @@ class SystolicArray(wiring.Component):
                     wj = w3
                 m.d.comb += pe.w_in.eq(wj)
                 m.d.comb += pe.psum_in.eq(0 if i == 0 else pes[i - 1][j].psum_out)
-        # deskew: column j leaves the bottom at i+j+1 = R+j; delay by C-1-j to align at R+C-1
+        # deskew: column j leaves the bottom at R-1+j+PSUM_DELAY+1; delay by C-1-j to align all columns
         for j in range(C):
             y = pes[R - 1][j].psum_out
             for d in range(C - 1 - j):
@@ -103,5 +104,9 @@ class SystolicArray(wiring.Component):
                 y = y2
             m.d.comb += self.y[j].eq(y)
         vout = pes[R - 1][C - 1].valid_out
+        for d in range(PSUM_DELAY):
+            v2 = Signal(name=f"out_valid_d{d}")
+            m.d.sync += v2.eq(vout)
+            vout = v2
         m.d.comb += self.out_valid.eq(vout)
         return m

@@ -24,6 +24,7 @@ __all__ = [
     "atomic_path",
     "write_bytes",
     "write_json",
+    "write_csv",
     "read_json",
     "sha256_file",
     "update_summary",
@@ -105,6 +106,19 @@ def write_bytes(path: Path | str, data: bytes) -> Path:
 
 def write_json(path: Path | str, obj: Any) -> Path:
     return write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_csv(path: Path | str, rows: list[dict]) -> Path:
+    """``rows`` as a CSV whose header is every key any row has, in first-seen order (a missing figure is an empty cell)."""
+    import csv
+    import io
+
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return write_bytes(path, buf.getvalue().encode())
 
 
 def read_json(path: Path | str) -> Any:

@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", choices=("none", "pareto"), help="RTL-simulate the Pareto points (default: the sweep file's)")
     p.add_argument("--benchmark", action="store_true",
                    help="run the sweep from scratch serially and on Ray, print both times and the speedup")
+    p = stage("synth", "synthesise and place-and-route each variant's accelerator (yosys + nextpnr-ecp5, LFE5U-85F); "
+                       "resources, Fmax, images/s, ratios against dense")
+    p.add_argument("--variant", action="append", help="only this variant (repeatable; default: dense and every configured variant)")
     stage("report", "storage, energy and savings of each variant from this run's files and RTL counters; report.md + PNGs")
     stage("run", "every stage of the flow, cached")
     return parser
@@ -113,6 +116,15 @@ def _train_in_child(cfg) -> None:
         raise PrunehwError(f"explore: training the base run's model failed (exit status {child.exitcode})")
 
 
+def _missing_tool(what: str, exc: Exception) -> None:
+    """A missing simulator or synthesis tool: a clear skip for a user, a failure in CI (``CI=true``)."""
+    import os
+
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        raise PrunehwError(f"{what}: {exc} (CI=true: a missing tool fails the run)")
+    print(f"{what}: SKIPPED, {exc}")
+
+
 def _run(args: argparse.Namespace) -> None:
     if args.command == "explore":
         return _explore(args)
@@ -153,7 +165,7 @@ def _run(args: argparse.Namespace) -> None:
         try:
             flow.sim(names, args.simulator, n, workers=args.workers, waves=args.waves, force=args.force)
         except SimulatorMissing as exc:
-            print(f"sim {args.simulator}: SKIPPED, {exc}")
+            _missing_tool(f"sim {args.simulator}", exc)
     elif args.command == "mutate":
         if args.variant != "dense":
             cfg.variant(args.variant)
@@ -162,6 +174,18 @@ def _run(args: argparse.Namespace) -> None:
         rows = flow.mutate(args.variant, args.images, workers=args.workers, faults=args.fault)
         if not all(r["caught"] for r in rows):
             raise PrunehwError(f"{sum(not r['caught'] for r in rows)} fault(s) were not caught: the test set has a hole")
+    elif args.command == "synth":
+        from prunehw.synth_report import ToolMissing, synth_variants
+
+        names = args.variant or flow.variant_names()
+        for name in names:
+            if name != "dense":
+                cfg.variant(name)
+        try:
+            synth_variants(flow, names, force=args.force)
+        except ToolMissing as exc:
+            _missing_tool("synth", exc)
+        flow.report()
     elif args.command == "report":
         flow.report()
     elif args.command == "experiments":
@@ -181,7 +205,7 @@ def _run(args: argparse.Namespace) -> None:
             try:
                 flow.sim(names, simulator, n, workers=cfg.sim.workers, force=args.force)
             except SimulatorMissing as exc:
-                print(f"sim {simulator}: SKIPPED, {exc}")
+                _missing_tool(f"sim {simulator}", exc)
         flow.report()
     print(f"artifacts: {cfg.run_dir}/ (summary.json, manifest.json)")
 

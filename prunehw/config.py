@@ -335,6 +335,26 @@ class SimConfig(_Section):
 
 
 @dataclass(frozen=True)
+class SynthConfig(_Section):
+    """Synthesis and place-and-route (``prunehw synth``, ``make synth-report``).
+
+    ``target_mhz``: the clock nextpnr is asked to close (a lower achieved
+    Fmax is reported as a timing failure); ``workers``: variants synthesised
+    at once (each tool run is single-threaded); ``seed``: nextpnr's placer seed.
+    """
+
+    _section = "synth"
+    target_mhz: float = 100.0
+    workers: int = 2
+    seed: int = 1
+
+    def __post_init__(self):
+        _check_positive("synth.target_mhz", self.target_mhz)
+        _check_positive("synth.workers", self.workers)
+        _check_positive("synth.seed", self.seed)
+
+
+@dataclass(frozen=True)
 class ExperimentsConfig(_Section):
     """The seed report's sweeps (``prunehw experiments``): ratios and the per-point fine-tuning budget."""
 
@@ -372,6 +392,7 @@ class RunConfig(_Section):
     array: ArrayConfig = field(default_factory=ArrayConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
     sim: SimConfig = field(default_factory=SimConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
     experiments: ExperimentsConfig = field(default_factory=ExperimentsConfig)
     variants: tuple[VariantConfig, ...] = field(default_factory=_default_variants)
 

@@ -422,6 +422,7 @@ class Flow:
         from prunehw.artifacts import read_json, write_bytes
         from prunehw.report import format_report, write_savings
         from prunehw.savings import energy, load_energy_table, storage
+        from prunehw.synth_report import write_synth_files
 
         table = load_energy_table(energy_table)
         for v in self.variant_names():
@@ -433,7 +434,7 @@ class Flow:
                 entry["energy_pj"] = energy(activity, desc, table)
                 entry["energy_table"] = table["source"]
             update_variant(self.run_dir, v, entry)
-        paths = write_savings(self.run_dir)
+        paths = write_savings(self.run_dir) + write_synth_files(self.run_dir)
         text = format_report(self.run_dir)
         write_bytes(self.run_dir / "report.md", ("```\n" + text + "\n```\n\n" + "\n".join(
             f"![{p.stem}]({p.relative_to(self.run_dir)})" for p in paths if p.suffix == ".png") + "\n").encode())

@@ -58,8 +58,13 @@ def format_report(run_dir: Path) -> str:
         for tag, d in v.get("bitexact", {}).items():
             if d.get("first_mismatch"):
                 lines.append(f"  MISMATCH {name} {tag}: {d['first_mismatch']}")
+    from prunehw.synth_report import format_synth_table
+
+    synth = format_synth_table(s)
+    if synth:
+        lines += ["", synth]
     lines += ["", f"files: {run_dir}/summary.json, manifest.json; per variant: model.keras, contract.json, weights.npz, "
-              f"hls/ (hls4ml project), rtl/ (Verilog, accelerator.json), sim_<simulator>/"]
+              f"hls/ (hls4ml project), rtl/ (Verilog, accelerator.json), sim_<simulator>/, synth/ (tool logs, synth.json)"]
     return "\n".join(lines)
 
 

@@ -31,3 +31,14 @@ calibration_images = 64
 {extra}
 """)
     return path
+
+
+def need_tool(reason: str | None) -> None:
+    """Skip (with ``reason``) when a tool is missing, except in CI (``CI=true``), where that is a failure."""
+    import pytest
+
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI=true and a required tool is missing: {reason}")
+    pytest.skip(reason)

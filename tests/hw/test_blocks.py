@@ -20,28 +20,37 @@ def run(dut, bench):
 
 
 def test_pe_multiply_accumulate_and_weight_load(rng):
+    """A beat's x meets the partial sum 2 cycles later (operand and product registers) and leaves 1 cycle after."""
     dut = ProcessingElement(x_width=9, w_width=8, acc_width=24)
-    w_seq = int8_matrix(rng, (40,))
-    x_seq = rng.integers(-256, 256, 40)
-    p_seq = rng.integers(-2**20, 2**20, 40)
-    load = rng.random(40) < 0.3
+    n = 40
+    w_seq = int8_matrix(rng, (n,))
+    x_seq = rng.integers(-256, 256, n)
+    p_seq = rng.integers(-2**20, 2**20, n + 2)
+    load = rng.random(n) < 0.3
     load[0] = True
-    out = []
+    want, weight = [], 0
+    for t in range(n):
+        weight = int(w_seq[t]) if load[t] else weight
+        want.append(int(p_seq[t + 2]) + int(x_seq[t]) * weight)
+    got, x_out = [], []
 
     async def bench(ctx):
-        weight = 0
-        for w, x, ps, ld in zip(w_seq, x_seq, p_seq, load):
-            ctx.set(dut.valid_in, 1)
-            ctx.set(dut.load_in, int(ld))
-            ctx.set(dut.w_in, int(w))
-            ctx.set(dut.x_in, int(x))
-            ctx.set(dut.psum_in, int(ps))
-            weight = int(w) if ld else weight
+        for t in range(n + 3):
+            beat = t < n
+            ctx.set(dut.valid_in, int(beat))
+            ctx.set(dut.load_in, int(beat and load[t]))
+            ctx.set(dut.w_in, int(w_seq[t]) if beat else 0)
+            ctx.set(dut.x_in, int(x_seq[t]) if beat else 0)
+            ctx.set(dut.psum_in, int(p_seq[t]) if t < n + 2 else 0)
             await ctx.tick()
-            out.append((ctx.get(dut.psum_out), int(ps) + int(x) * weight, ctx.get(dut.x_out), int(x)))
+            if beat:
+                x_out.append(ctx.get(dut.x_out))
+            if t >= 2 and t - 2 < n:
+                got.append(ctx.get(dut.psum_out))
 
     run(dut, bench)
-    assert all(a == b and c == d for a, b, c, d in out)
+    assert got == want
+    assert x_out == [int(x) for x in x_seq]
 
 
 def test_pe_rejects_bad_widths():
@@ -58,7 +67,7 @@ def test_array_matches_matmul(rows, cols, rng):
     got = []
 
     async def bench(ctx):
-        for b in beats + [None] * (rows + cols + 1):
+        for b in beats + [None] * (rows + cols + 3):
             ctx.set(dut.valid, b is not None)
             if b is not None:
                 first, W, x = b
@@ -75,7 +84,7 @@ def test_array_matches_matmul(rows, cols, rng):
     assert len(got) == len(expect)
     for g, e in zip(got, expect):
         np.testing.assert_array_equal(g, e)
-    assert dut.latency == rows + cols - 1
+    assert dut.latency == rows + cols + 1  # skew + deskew, plus the PE's operand and product registers
 
 
 @pytest.mark.parametrize("acc_frac, out", [

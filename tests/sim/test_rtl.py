@@ -9,6 +9,7 @@ not installed is a skip with its reason, never a pass.
 import dataclasses
 
 import pytest
+from cli_helpers import need_tool
 
 from prunehw.sim.runner import simulator_missing
 
@@ -16,9 +17,7 @@ VARIANTS = ["dense", "unstructured-0.90", "matrix-0.80"]
 
 
 def _need(sim):
-    reason = simulator_missing(sim)
-    if reason:
-        pytest.skip(reason)
+    need_tool(simulator_missing(sim))
 
 
 def _check(flow, results, n):
@@ -43,16 +42,23 @@ def test_missing_simulator_is_reported_not_passed(monkeypatch):
     assert "unknown simulator 'ghdl'" in simulator_missing("ghdl")
 
 
-def test_cli_reports_skip_with_reason(tmp_path):
+@pytest.mark.parametrize("ci", ["", "true"])
+def test_cli_reports_skip_with_reason(tmp_path, ci):
+    """A missing simulator is a clear skip for a user and a failure in CI."""
     import os
     import subprocess
     import sys
 
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable)}
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable), "CI": ci}
     res = subprocess.run([sys.executable, "-m", "prunehw.cli", "sim", "--simulator", "icarus", "--images", "1"],
                          cwd=tmp_path, capture_output=True, text=True, env=env)
-    assert res.returncode == 0
-    assert "sim icarus: SKIPPED, Icarus Verilog is not installed" in res.stdout
+    if ci:
+        assert res.returncode == 2
+        assert "error: sim icarus: Icarus Verilog is not installed" in res.stderr
+        assert "CI=true" in res.stderr
+    else:
+        assert res.returncode == 0
+        assert "sim icarus: SKIPPED, Icarus Verilog is not installed" in res.stdout
 
 
 @pytest.fixture(scope="module")

