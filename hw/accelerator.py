@@ -28,10 +28,10 @@ PSUM_DELAY`` cycles later (skew, deskew and the PE's operand and product
 registers) the bottom adds the bias (first row tile) or the stored partial
 sum, both read two cycles ahead and registered, and registers the new sum;
 the next cycle stores it as the partial sum, or on the last row tile
-requantizes it (ReLU, round half up, saturate) into a register that is
-written to the activation buffer one cycle later; the last layer keeps its
-logits. A row tile of the same output position that returns within
-:data:`PSUM_FORWARD` beats (dense layers: one beat) takes the running sum
+requantizes it in two registered steps (ReLU and rounding half up; shift
+and saturation) and writes the word to the activation buffer
+(:data:`BOTTOM_STAGES`); the last layer keeps its logits. A row tile of the
+same output position that returns within :data:`PSUM_FORWARD` beats (dense layers: one beat) takes the running sum
 from the bottom's registers, since its memory write has not landed yet.
 Pooling: 0 registers the window element's address, 1 reads, 2 registers the
 word, 3 updates the running maximum and registers a finished window, 4
@@ -58,6 +58,8 @@ FEED_STAGES = 6
 #: A later row tile of an output position that returns within this many beats is forwarded from the
 #: bottom's registers: the partial-sum memory is read two cycles ahead and written one cycle after the sum.
 PSUM_FORWARD = 3
+#: Cycles from the array's output to the output word's write: sum, rounding, saturation (each registered).
+BOTTOM_STAGES = 3
 #: Cycles from a pooling read's issue to its window's result being written.
 POOL_WRITE = 4
 
@@ -88,10 +90,10 @@ class Accelerator(wiring.Component):
         p = program
         self.R, self.C, self.ACC = p.rows, p.cols, p.acc_bits + 2
         # After an op's last issue, wait until its last output write has landed before the next op
-        # issues: a matmul writes at FEED_STAGES + array latency + 2 (sum, requantize) cycles, a
+        # issues: a matmul writes FEED_STAGES + array latency + BOTTOM_STAGES cycles after it, a
         # pooling op at POOL_WRITE; the next op may read the same buffer one cycle after its issue.
         array_latency = self.R + self.C - 1 + PSUM_DELAY
-        self.mm_drain = FEED_STAGES + array_latency + 2 - 1
+        self.mm_drain = FEED_STAGES + array_latency + BOTTOM_STAGES - 1
         self.pool_drain = POOL_WRITE - 1
         self.n_ops = len(p.ops)
         self.n_counters = len(COUNTERS) + self.n_ops
@@ -118,6 +120,12 @@ class Accelerator(wiring.Component):
                 table += op.row_table
                 bias += op.bias
         self.offw = ceil_log2(max(max(p.buf_depth), 2)) + 1
+        # one width for every controller counter, address and per-op constant, derived from the
+        # largest value any of them takes (one past the end of a buffer, of the weight tiles, ...),
+        # so nothing wraps however large the network is
+        largest = max(*p.buf_depth, len(tiles), len(table), len(bias), R * C, R * max(p.buf_depth),
+                      *(o.positions * o.n_rt * o.n_ct for o in p.matmuls()))
+        self.aw = ceil_log2(largest + 2)
         self.lanew = max(1, ceil_log2(C))
         entry = self.offw + self.lanew + 1
         wimg = [_pack([_pack(t[i], 8) for i in range(R)], 8 * C) for t in tiles]
@@ -125,10 +133,26 @@ class Accelerator(wiring.Component):
         bimg = [_pack(b, self.ACC) for b in bias]
         return (wimg or [0]), (rimg or [0]), (bimg or [0]), entry
 
+    def memory_shapes(self) -> dict[str, tuple[int, int]]:
+        """{name: (bits per word, words)} of every clocked memory, as ``elaborate`` declares them.
+
+        Synthesis is checked against this: each may become block RAM (or, when
+        small, logic), and nothing else should.
+        """
+        p, R, C, ACC = self.program, self.R, self.C, self.ACC
+        wimg, rimg, bimg, entry = self._roms()
+        shapes = {"wrom": (R * C * 8, len(wimg)), "rtrom": (R * entry, len(rimg)), "brom": (C * ACC, len(bimg)),
+                  "psum": (C * ACC, max(max((o.positions for o in p.matmuls()), default=1), 2))}
+        for b in range(2):
+            for k in range(R):
+                shapes[f"act{b}_bank{k}"] = (C * 8, p.buf_depth[b])
+        return shapes
+
     def elaborate(self, platform):
         m = Module()
         p, R, C, ACC = self.program, self.R, self.C, self.ACC
         wimg, rimg, bimg, entry = self._roms()
+        shapes = self.memory_shapes()
         ops = p.ops
         word = data.ArrayLayout(unsigned(8), C)
         sumw = data.ArrayLayout(signed(ACC), C)
@@ -136,18 +160,18 @@ class Accelerator(wiring.Component):
         rtl = data.ArrayLayout(data.StructLayout({"off": self.offw, "lane": self.lanew, "valid": 1}), R)
 
         # -- memories ----------------------------------------------------------------
-        m.submodules.wrom = wrom = Memory(shape=R * C * 8, depth=len(wimg), init=wimg)
-        m.submodules.rtrom = rtrom = Memory(shape=R * entry, depth=len(rimg), init=rimg)
-        m.submodules.brom = brom = Memory(shape=C * ACC, depth=len(bimg), init=bimg)
-        max_m = max((o.positions for o in p.matmuls()), default=1)
-        m.submodules.psum = psum = Memory(shape=C * ACC, depth=max(max_m, 2), init=[])
+        m.submodules.wrom = wrom = Memory(shape=shapes["wrom"][0], depth=shapes["wrom"][1], init=wimg)
+        m.submodules.rtrom = rtrom = Memory(shape=shapes["rtrom"][0], depth=shapes["rtrom"][1], init=rimg)
+        m.submodules.brom = brom = Memory(shape=shapes["brom"][0], depth=shapes["brom"][1], init=bimg)
+        m.submodules.psum = psum = Memory(shape=shapes["psum"][0], depth=shapes["psum"][1], init=[])
         w_rd, rt_rd, b_rd = wrom.read_port(), rtrom.read_port(), brom.read_port()
         ps_wr = psum.write_port()
         ps_rd = psum.read_port()
         banks_rd, banks_wr = [[], []], [[], []]
         for b in range(2):
             for k in range(R):
-                mem = Memory(shape=C * 8, depth=p.buf_depth[b], init=[0] * p.buf_depth[b])
+                width, depth = shapes[f"act{b}_bank{k}"]
+                mem = Memory(shape=width, depth=depth, init=[0] * depth)
                 m.submodules[f"act{b}_bank{k}"] = mem
                 banks_wr[b].append(mem.write_port(granularity=8))
                 banks_rd[b].append(mem.read_port())
@@ -160,7 +184,8 @@ class Accelerator(wiring.Component):
         names = ("M_1", "out_w_1", "row_step", "n_rt_1", "n_ct_1", "wbase", "rtbase", "bbase", "in_pix", "out_pix",
                  "pool", "pool_1", "pool_w_step", "pool_row_step", "out_pix_1", "macs_full", "macs_last_rt", "macs_last_ct",
                  "macs_last_both", "rows_last", "fwd")
-        klayout = data.StructLayout({**{n: 20 for n in names}, "in_buf": 1, "out_buf": 1, "in_signed": 1,
+        aw = self.aw
+        klayout = data.StructLayout({**{n: aw for n in names}, "in_buf": 1, "out_buf": 1, "in_signed": 1,
                                      "is_last": 1, "is_pool": 1})
         kinit = []
         for i, o in enumerate(ops):
@@ -183,10 +208,17 @@ class Accelerator(wiring.Component):
                             pool_row_step=o.pool * o.in_shape[1] - o.pool * (o.out_shape[1] - 1))
             kinit.append(vals)
         m.submodules.oprom = oprom = Memory(shape=klayout, depth=max(2, self.n_ops), init=kinit)
+        # the constants are registered: read at the op index of the next cycle (``op_next``, set
+        # by the controller), so in every cycle ``kc`` holds the current op's without a ROM on
+        # any path
         op = Signal(range(max(2, self.n_ops)))
+        op_next = Signal.like(op)
+        m.d.comb += op_next.eq(op)
+        m.d.sync += op.eq(op_next)
         k_rd = oprom.read_port(domain="comb")
-        m.d.comb += k_rd.addr.eq(op)
-        kc = k_rd.data
+        m.d.comb += k_rd.addr.eq(op_next)
+        kc = Signal(klayout)
+        m.d.sync += kc.eq(k_rd.data)
         k_ = {n: kc[n] for n in names}
         in_buf, out_buf, in_signed, is_last, is_pool = kc.in_buf, kc.out_buf, kc.in_signed, kc.is_last, kc.is_pool
 
@@ -196,10 +228,10 @@ class Accelerator(wiring.Component):
         m.d.comb += [self.counters[i].eq(c) for i, c in enumerate(counters)]
 
         # -- controller --------------------------------------------------------------------
-        ct, rt, pos, base, obase, tile_i, ox = (Signal(range(2 ** 20), name=n) for n in ("ct", "rt", "pos", "base", "obase", "tile_i", "ox"))
+        ct, rt, pos, base, obase, tile_i, ox = (Signal(aw, name=n) for n in ("ct", "rt", "pos", "base", "obase", "tile_i", "ox"))
         drain = Signal(range(max(self.mm_drain, self.pool_drain) + 1))
         # pooling counters: window (dx, dy), window offset, top-left pixel, output pixel
-        dx, dy, woff, pbase, px, q = (Signal(range(2 ** 20), name=n) for n in ("dx", "dy", "woff", "pbase", "px", "q"))
+        dx, dy, woff, pbase, px, q = (Signal(aw, name=n) for n in ("dx", "dy", "woff", "pbase", "px", "q"))
         # ``busy`` is a register, not decoded from the FSM state: the image port reads it
         # before the FSM ever leaves IDLE, when an event-driven simulator may not yet have
         # evaluated a combinational decode (Icarus in SystemVerilog mode does not).
@@ -218,7 +250,8 @@ class Accelerator(wiring.Component):
         with m.FSM(name="ctrl"):
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [op.eq(0), done.eq(0), busy.eq(1), *reset_op_counters(), tile_i.eq(0)]
+                    m.d.comb += op_next.eq(0)
+                    m.d.sync += [done.eq(0), busy.eq(1), *reset_op_counters(), tile_i.eq(0)]
                     m.d.sync += [c.eq(0) for c in counters]
                     m.next = "POOL" if isinstance(ops[0], PoolOp) else "MM"
             with m.State("MM"):
@@ -248,7 +281,7 @@ class Accelerator(wiring.Component):
                             m.d.sync += [done.eq(1), busy.eq(0)]
                             m.next = "IDLE"
                         with m.Else():
-                            m.d.sync += op.eq(op + 1)
+                            m.d.comb += op_next.eq(op + 1)
                             with m.Switch(op):
                                 for i in range(self.n_ops - 1):
                                     with m.Case(i):
@@ -282,20 +315,25 @@ class Accelerator(wiring.Component):
         with m.If(busy):
             m.d.sync += cnt["total_cycles"].eq(cnt["total_cycles"] + 1)
             m.d.sync += counters[len(COUNTERS) + op].eq(counters[len(COUNTERS) + op] + 1)
+        # activity counters add what the previous cycle issued (registered): they settle one
+        # cycle after the last issue, long before ``done``
         last_ct_now = ct == k_["n_ct_1"]
-        with m.If(issue):
-            macs = Mux(last_rt_now, Mux(last_ct_now, k_["macs_last_both"], k_["macs_last_rt"]),
-                       Mux(last_ct_now, k_["macs_last_ct"], k_["macs_full"]))
-            m.d.sync += [cnt["beats"].eq(cnt["beats"] + 1), cnt["macs"].eq(cnt["macs"] + macs),
-                         cnt["act_reads"].eq(cnt["act_reads"] + Mux(last_rt_now, k_["rows_last"], R))]
-            with m.If(pos == 0):
-                m.d.sync += cnt["weight_reads"].eq(cnt["weight_reads"] + 1)
-            with m.If(rt == 0):
-                m.d.sync += cnt["bias_reads"].eq(cnt["bias_reads"] + 1)
-            with m.Else():
-                m.d.sync += cnt["psum_reads"].eq(cnt["psum_reads"] + 1)
-            with m.If(~last_rt_now):
-                m.d.sync += cnt["psum_writes"].eq(cnt["psum_writes"] + 1)
+        inc = data.StructLayout({"beat": 1, "macs": aw, "rows": aw, "wread": 1, "bias": 1, "psum_rd": 1, "psum_wr": 1,
+                                 "pool_rd": 1})
+        inc_q = Signal(inc)
+        m.d.sync += [inc_q.beat.eq(issue), inc_q.pool_rd.eq(pissue),
+                     inc_q.macs.eq(Mux(issue, Mux(last_rt_now, Mux(last_ct_now, k_["macs_last_both"], k_["macs_last_rt"]),
+                                                  Mux(last_ct_now, k_["macs_last_ct"], k_["macs_full"])), 0)),
+                     inc_q.rows.eq(Mux(issue, Mux(last_rt_now, k_["rows_last"], R), 0)),
+                     inc_q.wread.eq(issue & (pos == 0)), inc_q.bias.eq(issue & (rt == 0)),
+                     inc_q.psum_rd.eq(issue & (rt != 0)), inc_q.psum_wr.eq(issue & ~last_rt_now)]
+        with m.If(busy):  # (not in the start cycle, where the counters are cleared)
+            m.d.sync += [cnt["beats"].eq(cnt["beats"] + inc_q.beat), cnt["macs"].eq(cnt["macs"] + inc_q.macs),
+                         cnt["act_reads"].eq(cnt["act_reads"] + inc_q.rows + inc_q.pool_rd),
+                         cnt["weight_reads"].eq(cnt["weight_reads"] + inc_q.wread),
+                         cnt["bias_reads"].eq(cnt["bias_reads"] + inc_q.bias),
+                         cnt["psum_reads"].eq(cnt["psum_reads"] + inc_q.psum_rd),
+                         cnt["psum_writes"].eq(cnt["psum_writes"] + inc_q.psum_wr)]
 
         # -- matmul feed pipeline (stage k = k cycles after the beat's issue) -----------------
         # 0: row table ROM address; 1: its data (block RAM output) registered; 2: the R
@@ -303,8 +341,8 @@ class Accelerator(wiring.Component):
         # data registered; 5: lane select and sign into ``x``, weight tile read; 6: array.
         # Every block RAM output goes straight into a register: the ECP5's DP16KD has a
         # slow clock-to-output, so no logic may follow it in the same cycle.
-        meta = data.StructLayout({"v": 1, "first": 1, "first_rt": 1, "last_rt": 1, "pos": 20, "ct": 16, "oaddr": 20,
-                                  "waddr": 20, "base": 20, "fwd": 2})
+        meta = data.StructLayout({"v": 1, "first": 1, "first_rt": 1, "last_rt": 1, "pos": aw, "ct": aw, "oaddr": aw,
+                                  "waddr": aw, "base": aw, "fwd": 2})
         m0 = Signal(meta)
         m.d.comb += [rt_rd.addr.eq(k_["rtbase"] + rt),
                      m0.v.eq(issue), m0.first.eq(pos == 0), m0.first_rt.eq(rt == 0), m0.last_rt.eq(last_rt_now),
@@ -317,7 +355,7 @@ class Accelerator(wiring.Component):
             feed.append(nxt)
         rtv = Signal(rtl)
         m.d.sync += rtv.eq(rt_rd.data)                                   # stage 1 -> 2
-        addr3 = [Signal(range(2 ** 20), name=f"act_addr3_{i}") for i in range(R)]
+        addr3 = [Signal(aw, name=f"act_addr3_{i}") for i in range(R)]
         lane3 = [Signal(self.lanew, name=f"lane3_{i}") for i in range(R)]
         rv3 = [Signal(name=f"rowv3_{i}") for i in range(R)]
         for i in range(R):
@@ -394,6 +432,9 @@ class Accelerator(wiring.Component):
 
         logits = Array(Signal(signed(ACC), name=f"logit{i}") for i in range(p.n_logits))
         m.d.comb += [self.logits[i].eq(v) for i, v in enumerate(logits)]
+        # requantization in two stages: ReLU and rounding, then shift and saturation
+        rounded = Signal(data.ArrayLayout(signed(ACC + 1), C))
+        rnd_q = Signal.like(rounded)
         out_word = Signal(word)
         with m.Switch(op):
             for i, o in enumerate(ops):
@@ -412,18 +453,21 @@ class Accelerator(wiring.Component):
                                             m.d.sync += logits[dst].eq(total[j])
                     else:
                         for j in range(C):
-                            m.d.comb += out_word[j].eq(_requant(recent[0][j], o.acc_frac, o.out, self.fault))
+                            m.d.comb += [rounded[j].eq(_round(recent[0][j], o.acc_frac, o.out, self.fault)),
+                                         out_word[j].eq(_saturate(rnd_q[j], o.acc_frac, o.out, self.fault))]
+        mC = Signal(meta)
+        m.d.sync += [rnd_q.eq(rounded), mC.eq(mB)]
         # the write request is registered whole (buffer included): it lands in the cycle the
         # next op may already be issuing
-        out_q, oaddr_q, mm_we, mm_buf = Signal(word), Signal(20), Signal(), Signal()
-        m.d.sync += [out_q.eq(out_word), oaddr_q.eq(mB.oaddr), mm_we.eq(mB.v & mB.last_rt & ~is_last & ~is_pool),
+        out_q, oaddr_q, mm_we, mm_buf = Signal(word), Signal(aw), Signal(), Signal()
+        m.d.sync += [out_q.eq(out_word), oaddr_q.eq(mC.oaddr), mm_we.eq(mC.v & mC.last_rt & ~is_last & ~is_pool),
                      mm_buf.eq(out_buf)]
 
         # -- pooling: 0 address registered; 1 bank read; 2 data registered; 3 running max,
         # the window's result registered; 4 written --------------------------------------------
-        pmeta = data.StructLayout({"v": 1, "first": 1, "last": 1, "oaddr": 20})
+        pmeta = data.StructLayout({"v": 1, "first": 1, "last": 1, "oaddr": aw})
         p1 = Signal(pmeta)
-        paddr1 = Signal(20)
+        paddr1 = Signal(aw)
         m.d.sync += [paddr1.eq(base + pbase + woff), p1.v.eq(pissue), p1.first.eq((dx == 0) & (dy == 0)),
                      p1.last.eq((dx == k_["pool_1"] - (1 if self.fault == "pool_window_short" else 0)) & (dy == k_["pool_1"])),
                      p1.oaddr.eq(obase + q)]
@@ -442,10 +486,8 @@ class Accelerator(wiring.Component):
             m.d.comb += pmax[j].eq(Mux(p3.first | bigger, a, b))
         with m.If(p3.v):
             m.d.sync += mx.eq(pmax)
-        pool_q, poaddr_q, pool_we, pool_buf = Signal(word), Signal(20), Signal(), Signal()
+        pool_q, poaddr_q, pool_we, pool_buf = Signal(word), Signal(aw), Signal(), Signal()
         m.d.sync += [pool_q.eq(pmax), poaddr_q.eq(p3.oaddr), pool_we.eq(p3.v & p3.last), pool_buf.eq(out_buf)]
-        with m.If(pissue):
-            m.d.sync += cnt["act_reads"].eq(cnt["act_reads"] + 1)
 
         # -- activation bank reads: the matmul feed's addresses, or the pooling address --------
         for b in range(2):
@@ -473,19 +515,35 @@ class Accelerator(wiring.Component):
         return m
 
 
-def _requant(acc, acc_frac: int, out: dict, fault: str | None = None):
-    """ReLU, round half up to ``out['frac']``, saturate to ``out['bits']``: the contract's rule, as logic."""
-    v = Mux(acc < 0, 0, acc) if out["relu"] else acc
+def _round(acc, acc_frac: int, out: dict, fault: str | None = None):
+    """ReLU, then half an output LSB added: the first half of requantization (one pipeline stage)."""
+    v = Mux(acc[-1], 0, acc) if out["relu"] else acc   # the sign bit: no comparator on the path
     shift = acc_frac - out["frac"] + (1 if fault == "requant_shift_plus_one" else 0)
-    if shift > 0:
-        q = (v + (0 if fault == "requant_no_rounding" else 1 << (shift - 1))) >> shift
-    else:
-        q = v << (-shift)
+    if shift > 0 and fault != "requant_no_rounding":
+        return v + (1 << (shift - 1))
+    return v
+
+
+def _saturate(rounded, acc_frac: int, out: dict, fault: str | None = None):
+    """The rounded value shifted to ``out['frac']`` and saturated to ``out['bits']``: the second half."""
+    shift = acc_frac - out["frac"] + (1 if fault == "requant_shift_plus_one" else 0)
+    q = rounded >> shift if shift > 0 else rounded << (-shift)
     if out["signed"] or fault == "requant_signed_range":
         lo, hi = -(1 << (out["bits"] - 1)), (1 << (out["bits"] - 1)) - 1
     else:
         lo, hi = 0, (1 << out["bits"]) - 1
     if fault == "requant_no_saturation":
         return q[:8]
-    sat = Mux(q > hi, hi, Mux(q < lo, lo, q))
+    # range checks on the bits above the output width (no comparators): q fits when those bits
+    # are all zero (unsigned) or all equal to the sign (signed)
+    sign = q[-1]
+    top = q[out["bits"] - (1 if lo < 0 else 0):]
+    over = ~sign & top.any()
+    under = sign & ~top.all() if lo < 0 else sign
+    sat = Mux(over, hi, Mux(under, lo, q))
     return sat[:8]
+
+
+def _requant(acc, acc_frac: int, out: dict, fault: str | None = None):
+    """ReLU, round half up to ``out['frac']``, saturate to ``out['bits']``: the contract's rule, as logic."""
+    return _saturate(_round(acc, acc_frac, out, fault), acc_frac, out, fault)

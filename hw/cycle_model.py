@@ -16,12 +16,12 @@ __all__ = ["drain_cycles", "op_cycles", "cycle_model", "activity_model", "CycleR
 #: pipeline as documented (not read from the generator): 6 cycles of feed (row table read,
 #: registered; activation addresses registered; bank read; words registered; lane select
 #: registered), R - 1 of input skew, 3 in the last PE of a column (operand, product and
-#: sum registers), C - 1 of output deskew, then the sum register and the requantized word's
-#: register, whose write lands at the end of that cycle. The next op may read one cycle
+#: sum registers), C - 1 of output deskew, then the sum register, the rounding register and
+#: the saturated word's register, whose write lands at the end of that cycle. The next op may read one cycle
 #: after its own issue, so the drain after the last issue is one less than that depth.
 FEED_DEPTH = 6
 PE_DEPTH = 3
-BOTTOM_DEPTH = 2
+BOTTOM_DEPTH = 3
 #: Pooling: address registered, read, word registered, running maximum, write.
 POOL_DEPTH = 4
 POOL_DRAIN = POOL_DEPTH - 1

@@ -8,7 +8,7 @@ from prunehw.artifacts import write_bytes, write_json
 from prunehw.config import ArrayConfig
 from prunehw.errors import ConfigError
 from prunehw.hw.accelerator import COUNTERS, Accelerator
-from prunehw.hw.cycle_model import cycle_model, drain_cycles, POOL_DRAIN
+from prunehw.hw.cycle_model import cycle_model
 from prunehw.hw.program import MatmulOp, Program, build_program
 
 __all__ = ["TOP_NAME", "program_for", "describe", "generate_verilog"]
@@ -47,7 +47,7 @@ def describe(program: Program, accel: Accelerator | None = None) -> dict:
     return {
         "top": TOP_NAME,
         "array": {"rows": R, "cols": C, "dataflow": "ws", "acc_bits": acc},
-        "pipeline": {"matmul_drain_cycles": drain_cycles(R, C), "pool_drain_cycles": POOL_DRAIN},
+        "pipeline": {"matmul_drain_cycles": accel.mm_drain, "pool_drain_cycles": accel.pool_drain} if accel else None,
         "ops": ops,
         "memories": {
             "weights": {"words": n_tiles, "bits_per_word": R * C * 8, "bytes": n_tiles * R * C},
@@ -56,6 +56,7 @@ def describe(program: Program, accel: Accelerator | None = None) -> dict:
             "psum": {"words": max((o.positions for o in program.matmuls()), default=1), "bits_per_word": C * acc},
             "activations": {"buffers": list(program.buf_depth), "bits_per_word": C * 8, "replicas": R},
         },
+        "memory_shapes": {n: {"bits": w, "words": d} for n, (w, d) in accel.memory_shapes().items()} if accel else None,
         "counters": list(COUNTERS) + [f"cycles_{o.name}" for o in program.ops],
         "logits": {"count": program.n_logits, "frac": program.logit_frac},
         "input_shape": list(program.input_shape),
