@@ -47,6 +47,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from prunehw.hw.block_ram import READ_LATENCY, BlockRAM
 from prunehw.hw.program import MatmulOp, PoolOp, Program
 from prunehw.hw.pe import PSUM_DELAY
 from prunehw.hw.systolic_array import SystolicArray
@@ -141,12 +142,20 @@ class Accelerator(wiring.Component):
         """
         p, R, C, ACC = self.program, self.R, self.C, self.ACC
         wimg, rimg, bimg, entry = self._roms()
-        shapes = {"wrom": (R * C * 8, len(wimg)), "rtrom": (R * entry, len(rimg)), "brom": (C * ACC, len(bimg)),
-                  "psum": (C * ACC, max(max((o.positions for o in p.matmuls()), default=1), 2))}
+        shapes = {"wrom": (R * C * 8, len(wimg)), "rtrom": (R * entry, len(rimg)), "brom": (C * ACC, len(bimg))}
+        for name, (width, depth, _) in self._ram_specs().items():
+            for s, shape in enumerate(BlockRAM.split(width, depth)):
+                shapes[f"{name}.sub{s}"] = shape
+        return shapes
+
+    def _ram_specs(self) -> dict[str, tuple[int, int, int]]:
+        """{name: (width, depth, write granularity)} of the read/write memories: partial sums, 2 x R activation banks."""
+        p, R, C, ACC = self.program, self.R, self.C, self.ACC
+        specs = {"psum": (C * ACC, max(max((o.positions for o in p.matmuls()), default=1), 2), C * ACC)}
         for b in range(2):
             for k in range(R):
-                shapes[f"act{b}_bank{k}"] = (C * 8, p.buf_depth[b])
-        return shapes
+                specs[f"act{b}_bank{k}"] = (C * 8, p.buf_depth[b], 8)
+        return specs
 
     def elaborate(self, platform):
         m = Module()
@@ -163,18 +172,12 @@ class Accelerator(wiring.Component):
         m.submodules.wrom = wrom = Memory(shape=shapes["wrom"][0], depth=shapes["wrom"][1], init=wimg)
         m.submodules.rtrom = rtrom = Memory(shape=shapes["rtrom"][0], depth=shapes["rtrom"][1], init=rimg)
         m.submodules.brom = brom = Memory(shape=shapes["brom"][0], depth=shapes["brom"][1], init=bimg)
-        m.submodules.psum = psum = Memory(shape=shapes["psum"][0], depth=shapes["psum"][1], init=[])
         w_rd, rt_rd, b_rd = wrom.read_port(), rtrom.read_port(), brom.read_port()
-        ps_wr = psum.write_port()
-        ps_rd = psum.read_port()
-        banks_rd, banks_wr = [[], []], [[], []]
-        for b in range(2):
-            for k in range(R):
-                width, depth = shapes[f"act{b}_bank{k}"]
-                mem = Memory(shape=width, depth=depth, init=[0] * depth)
-                m.submodules[f"act{b}_bank{k}"] = mem
-                banks_wr[b].append(mem.write_port(granularity=8))
-                banks_rd[b].append(mem.read_port())
+        rams = {name: BlockRAM(width=w, depth=d, granularity=g) for name, (w, d, g) in self._ram_specs().items()}
+        for name, ram in rams.items():
+            m.submodules[name] = ram
+        psum = rams["psum"]
+        banks = [[rams[f"act{b}_bank{k}"] for k in range(R)] for b in range(2)]
 
         # -- per-op constants: a ROM read combinationally at ``op`` --------------------------
         # (a ROM rather than a case statement on ``op``: event-driven simulators never
@@ -314,7 +317,9 @@ class Accelerator(wiring.Component):
         # -- cycle and activity counters ---------------------------------------------------
         with m.If(busy):
             m.d.sync += cnt["total_cycles"].eq(cnt["total_cycles"] + 1)
-            m.d.sync += counters[len(COUNTERS) + op].eq(counters[len(COUNTERS) + op] + 1)
+            for i in range(self.n_ops):  # one comparator each, not a read-modify-write through a mux on ``op``
+                with m.If(op == i):
+                    m.d.sync += counters[len(COUNTERS) + i].eq(counters[len(COUNTERS) + i] + 1)
         # activity counters add what the previous cycle issued (registered): they settle one
         # cycle after the last issue, long before ``done``
         last_ct_now = ct == k_["n_ct_1"]
@@ -368,11 +373,10 @@ class Accelerator(wiring.Component):
         rv4 = [Signal(name=f"rowv4_{i}") for i in range(R)]
         lane5 = [Signal(self.lanew, name=f"lane5_{i}") for i in range(R)]
         rv5 = [Signal(name=f"rowv5_{i}") for i in range(R)]
-        words5 = [[Signal(word, name=f"word5_{b}_{i}") for i in range(R)] for b in range(2)]
+        assert READ_LATENCY == 2  # bank read at 3, its registered word at 5
+        words5 = [[word(banks[b][i].r_data) for i in range(R)] for b in range(2)]
         for i in range(R):
             m.d.sync += [lane4[i].eq(lane3[i]), rv4[i].eq(rv3[i]), lane5[i].eq(lane4[i]), rv5[i].eq(rv4[i])]
-            for b in range(2):
-                m.d.sync += words5[b][i].eq(banks_rd[b][i].data)           # stage 4 -> 5
         m.d.comb += w_rd.addr.eq(feed[4].waddr)                           # weight tile: read at 4, registered at 6
         w6 = Signal(tile)
         m.d.sync += w6.eq(w_rd.data)
@@ -406,9 +410,9 @@ class Accelerator(wiring.Component):
         # The bias and partial sum are read two cycles ahead and registered. A later row tile
         # of the same position that comes back within PSUM_FORWARD beats takes the running
         # sum from the forwarding registers instead (its memory write has not landed yet).
-        m.d.comb += [ps_rd.addr.eq(mRd.pos), b_rd.addr.eq(k_["bbase"] + mRd.ct)]
-        psum_q, bias_q = Signal(sumw), Signal(sumw)
-        m.d.sync += [psum_q.eq(ps_rd.data), bias_q.eq(b_rd.data)]
+        m.d.comb += [psum.r_addr.eq(mRd.pos), b_rd.addr.eq(k_["bbase"] + mRd.ct)]
+        psum_q, bias_q = sumw(psum.r_data), Signal(sumw)
+        m.d.sync += bias_q.eq(b_rd.data)
         total = Signal(sumw)
         recent = [Signal(sumw, name=f"total_q{d + 1}") for d in range(PSUM_FORWARD)]   # totals of the last beats
         m.d.sync += recent[0].eq(total)
@@ -428,7 +432,7 @@ class Accelerator(wiring.Component):
             m.d.comb += total[1].eq((prev[1] + arr.y[1]) | (1 << 12))
         mB = Signal(meta)
         m.d.sync += mB.eq(mA)
-        m.d.comb += [ps_wr.addr.eq(mB.pos), ps_wr.data.eq(recent[0]), ps_wr.en.eq(mB.v & ~mB.last_rt)]
+        m.d.comb += [psum.w_addr.eq(mB.pos), psum.w_data.eq(recent[0]), psum.w_en.eq(mB.v & ~mB.last_rt)]
 
         logits = Array(Signal(signed(ACC), name=f"logit{i}") for i in range(p.n_logits))
         m.d.comb += [self.logits[i].eq(v) for i, v in enumerate(logits)]
@@ -472,8 +476,8 @@ class Accelerator(wiring.Component):
                      p1.last.eq((dx == k_["pool_1"] - (1 if self.fault == "pool_window_short" else 0)) & (dy == k_["pool_1"])),
                      p1.oaddr.eq(obase + q)]
         p2, p3 = Signal(pmeta), Signal(pmeta)
-        pwords3 = [Signal(word, name=f"pword3_{b}") for b in range(2)]
-        m.d.sync += [p2.eq(p1), p3.eq(p2), pwords3[0].eq(banks_rd[0][0].data), pwords3[1].eq(banks_rd[1][0].data)]
+        pwords3 = [banks[b][0].r_data for b in range(2)]   # read at 1, registered word at 3
+        m.d.sync += [p2.eq(p1), p3.eq(p2)]
         pdata = Signal(word)
         m.d.comb += pdata.eq(Mux(in_buf, pwords3[1], pwords3[0]))
         mx = Signal(word)
@@ -493,25 +497,25 @@ class Accelerator(wiring.Component):
         for b in range(2):
             for i in range(R):
                 if i == 0:
-                    m.d.comb += banks_rd[b][i].addr.eq(Mux(p1.v, paddr1, addr3[i]))
+                    m.d.comb += banks[b][i].r_addr.eq(Mux(p1.v, paddr1, addr3[i]))
                 else:
-                    m.d.comb += banks_rd[b][i].addr.eq(addr3[i])
+                    m.d.comb += banks[b][i].r_addr.eq(addr3[i])
 
         # -- activation writes: image load, matmul outputs, pooling outputs ------------------------
         with m.If(mm_we | pool_we):
             m.d.sync += cnt["act_writes"].eq(cnt["act_writes"] + 1)
         for b in range(2):
             for k in range(R):
-                wp = banks_wr[b][k]
+                bank = banks[b][k]
                 with m.If(mm_we & (mm_buf == b)):
                     waddr = oaddr_q ^ 1 if self.fault == "act_write_addr_bit0_flip" else oaddr_q
-                    m.d.comb += [wp.addr.eq(waddr), wp.data.eq(out_q), wp.en.eq(-1)]
+                    m.d.comb += [bank.w_addr.eq(waddr), bank.w_data.eq(out_q), bank.w_en.eq(-1)]
                 with m.Elif(pool_we & (pool_buf == b)):
-                    m.d.comb += [wp.addr.eq(poaddr_q), wp.data.eq(pool_q), wp.en.eq(-1)]
+                    m.d.comb += [bank.w_addr.eq(poaddr_q), bank.w_data.eq(pool_q), bank.w_en.eq(-1)]
                 if b == 0:
                     with m.Elif(self.img_we & ~busy):
-                        m.d.comb += [wp.addr.eq(self.img_pixel), wp.en.eq(1 << self.img_chan)]
-                        m.d.comb += wp.data.eq(Cat(*[self.img_data] * C))
+                        m.d.comb += [bank.w_addr.eq(self.img_pixel), bank.w_en.eq(1 << self.img_chan)]
+                        m.d.comb += bank.w_data.eq(Cat(*[self.img_data] * C))
         return m
 
 

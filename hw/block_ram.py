@@ -1,0 +1,88 @@
+"""A simple dual-port RAM built for the ECP5's block RAM timing: sub-memories no deeper than one block, outputs registered."""
+
+from amaranth import Array, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+__all__ = ["BlockRAM", "READ_LATENCY", "SUB_DEPTH"]
+
+#: Deepest sub-memory: 512 words fit one DP16KD in every width configuration, so yosys never cascades
+#: blocks in depth (a cascade puts a multiplexer right after the block RAM's slow clock-to-output).
+SUB_DEPTH = 512
+#: Cycles from ``r_addr`` to ``r_data``: the block RAM read, then its output register.
+READ_LATENCY = 2
+
+
+class BlockRAM(wiring.Component):
+    """One write port, one read port; ``depth`` words of ``width`` bits, written in ``granularity``-bit lanes.
+
+    The words are spread over ``ceil(depth / SUB_DEPTH)`` memories of at most
+    :data:`SUB_DEPTH` words (address bits above that pick the memory); each
+    memory's output is registered, and the registered outputs are selected
+    by the registered upper address bits. So the only logic after a block
+    RAM is a flip-flop, and the selection runs from flip-flops.
+
+    Parameters
+    ----------
+    width, depth : int
+        Word width in bits and number of words.
+    granularity : int
+        Write-enable lane width (``width`` must be a multiple of it).
+    init : list of int
+        Initial contents (ROM images), word by word; shorter lists are zero-filled.
+
+    Members
+    -------
+    r_addr : In(range(depth))
+        Read address; the word is on ``r_data`` :data:`READ_LATENCY` cycles later.
+    r_data : Out(width)
+    w_addr : In(range(depth))
+    w_data : In(width)
+    w_en : In(width // granularity)
+        One enable per lane; the write lands at the end of the cycle.
+    """
+
+    def __init__(self, *, width: int, depth: int, granularity: int | None = None, init=()):
+        if not isinstance(width, int) or width < 1:
+            raise ValueError(f"width must be a positive integer, not {width!r}")
+        if not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"depth must be a positive integer, not {depth!r}")
+        granularity = width if granularity is None else granularity
+        if width % granularity:
+            raise ValueError(f"width {width} is not a multiple of granularity {granularity!r}")
+        self.width, self.depth, self.granularity, self.init = width, depth, granularity, list(init)
+        self.n_sub = -(-depth // SUB_DEPTH)
+        super().__init__({
+            "r_addr": In(range(max(depth, 2))), "r_data": Out(width),
+            "w_addr": In(range(max(depth, 2))), "w_data": In(width), "w_en": In(width // granularity),
+        })
+
+    @staticmethod
+    def split(width: int, depth: int) -> list[tuple[int, int]]:
+        """(width, words) of each sub-memory of a ``width`` x ``depth`` RAM, in address order."""
+        return [(width, min(SUB_DEPTH, depth - s * SUB_DEPTH)) for s in range(-(-depth // SUB_DEPTH))]
+
+    def elaborate(self, platform):
+        m = Module()
+        lo = ceil_log2(SUB_DEPTH)
+        sub_q = Array(Signal(self.width, name=f"sub_q{s}") for s in range(self.n_sub))
+        hi1, hi2 = Signal(range(max(self.n_sub, 2))), Signal(range(max(self.n_sub, 2)))
+        for s, (_, words) in enumerate(self.split(self.width, self.depth)):
+            init = self.init[s * SUB_DEPTH:s * SUB_DEPTH + words]
+            mem = Memory(shape=self.width, depth=max(words, 2), init=init + [0] * (max(words, 2) - len(init)))
+            m.submodules[f"sub{s}"] = mem
+            rd = mem.read_port()
+            wr = mem.write_port(granularity=self.granularity)
+            m.d.comb += [rd.addr.eq(self.r_addr[:lo]), wr.addr.eq(self.w_addr[:lo]), wr.data.eq(self.w_data)]
+            if self.n_sub == 1:
+                m.d.comb += wr.en.eq(self.w_en)
+            else:
+                with m.If(self.w_addr[lo:] == s):
+                    m.d.comb += wr.en.eq(self.w_en)
+            m.d.sync += sub_q[s].eq(rd.data)
+        if self.n_sub > 1:
+            m.d.sync += [hi1.eq(self.r_addr[lo:]), hi2.eq(hi1)]
+        m.d.comb += self.r_data.eq(sub_q[hi2])
+        return m
