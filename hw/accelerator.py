@@ -358,7 +358,8 @@ class Accelerator(wiring.Component):
             nxt = Signal(meta, name=f"meta_f{d}")
             m.d.sync += nxt.eq(feed[-1])
             feed.append(nxt)
-        rtv = Signal(rtl)
+        # block RAM outputs land in reset-less registers (a reset would put logic after the RAM)
+        rtv = Signal(rtl, reset_less=True)
         m.d.sync += rtv.eq(rt_rd.data)                                   # stage 1 -> 2
         addr3 = [Signal(aw, name=f"act_addr3_{i}") for i in range(R)]
         lane3 = [Signal(self.lanew, name=f"lane3_{i}") for i in range(R)]
@@ -378,7 +379,7 @@ class Accelerator(wiring.Component):
         for i in range(R):
             m.d.sync += [lane4[i].eq(lane3[i]), rv4[i].eq(rv3[i]), lane5[i].eq(lane4[i]), rv5[i].eq(rv4[i])]
         m.d.comb += w_rd.addr.eq(feed[4].waddr)                           # weight tile: read at 4, registered at 6
-        w6 = Signal(tile)
+        w6 = Signal(tile, reset_less=True)
         m.d.sync += w6.eq(w_rd.data)
         w_in = Signal(tile)
         m.d.comb += w_in.eq(w6)
@@ -411,7 +412,7 @@ class Accelerator(wiring.Component):
         # of the same position that comes back within PSUM_FORWARD beats takes the running
         # sum from the forwarding registers instead (its memory write has not landed yet).
         m.d.comb += [psum.r_addr.eq(mRd.pos), b_rd.addr.eq(k_["bbase"] + mRd.ct)]
-        psum_q, bias_q = sumw(psum.r_data), Signal(sumw)
+        psum_q, bias_q = sumw(psum.r_data), Signal(sumw, reset_less=True)
         m.d.sync += bias_q.eq(b_rd.data)
         total = Signal(sumw)
         recent = [Signal(sumw, name=f"total_q{d + 1}") for d in range(PSUM_FORWARD)]   # totals of the last beats

@@ -67,7 +67,8 @@ class BlockRAM(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         lo = ceil_log2(SUB_DEPTH)
-        sub_q = Array(Signal(self.width, name=f"sub_q{s}") for s in range(self.n_sub))
+        # no reset on the output registers: reset logic would sit between the block RAM and its register
+        sub_q = Array(Signal(self.width, name=f"sub_q{s}", reset_less=True) for s in range(self.n_sub))
         hi1, hi2 = Signal(range(max(self.n_sub, 2))), Signal(range(max(self.n_sub, 2)))
         for s, (_, words) in enumerate(self.split(self.width, self.depth)):
             init = self.init[s * SUB_DEPTH:s * SUB_DEPTH + words]

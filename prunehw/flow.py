@@ -206,7 +206,9 @@ class Flow:
         out = self.run_dir / variant / "contract.json"
         q = self.cfg.quant
         maps_path = src.with_name("index_maps.json")
-        key = _key(self.cfg.key("data", "quant"), sha256_file(src), maps_path.is_file() and sha256_file(maps_path),
+        # only what the contract depends on: not how many processes or images the hls4ml check uses
+        contract_keys = {k: getattr(q, k) for k in ("weight_bits", "act_bits", "calibration_images")}
+        key = _key(self.cfg.key("data"), contract_keys, sha256_file(src), maps_path.is_file() and sha256_file(maps_path),
                    _code("model", "export"))
         stage = f"quantize:{variant}"
         if self._up_to_date(stage, key, out, force):
@@ -328,27 +330,24 @@ class Flow:
             from prunehw.errors import ConfigError
 
             raise ConfigError(f"--images {n}: the test set has {len(data.x_test)} images")
-        img_path = self.run_dir / "sim_images.npz"
-        if not img_path.is_file() or len(np.load(img_path)["x"]) < n:
-            from prunehw.artifacts import atomic_path
-
-            with atomic_path(img_path) as tmp, open(tmp, "wb") as fh:
-                np.savez(fh, x=data.x_test)
-        jobs, keys, results = [], {}, {}
+        img_path = self.sim_images()
+        images_digest = sha256_file(img_path)
+        jobs, keys, results, cached = [], {}, {}, set()
         # every variant split into ``workers`` equal shards (each its own build), so the
         # processes stay balanced even when one variant is much slower than another
         shards = max(1, min(workers, n // 50))
         for v in variants:
             rtl_dir = self.rtl(v)
             contract = self.quantize(v)
-            key = _key(sha256_file(rtl_dir / "prunehw_top.v"), sha256_file(contract), n, simulator, _code("sim"))
+            key = _key(sha256_file(rtl_dir / "prunehw_top.v"), sha256_file(contract), n, simulator, _code("sim"),
+                       images_digest)
             keys[v] = key
             stage = f"sim:{simulator}:{v}"
             if not force and stage_is_current(self.run_dir, stage, key):
                 from prunehw.artifacts import read_json
 
                 results[v] = read_json(self.run_dir / v / f"sim_{simulator}" / "result.json")
-                self.log(f"sim {simulator} {v}: up to date ({results[v]['match']}/{results[v]['total']} bit-exact)")
+                cached.add(v)
                 continue
             bounds = np.linspace(0, n, shards + 1).astype(int)
             for s in range(shards):
@@ -368,8 +367,22 @@ class Flow:
                 record_stage(self.run_dir, f"sim:{simulator}:{v}", keys[v], [out])
                 results[v] = res
         for v in variants:
-            self._record_sim(v, simulator, results[v], list(COUNTERS))
+            self._record_sim(v, simulator, results[v], list(COUNTERS), cached=v in cached)
         return results
+
+    def sim_images(self) -> Path:
+        """``sim_images.npz``: the run's current test images, which the RTL simulations read.
+
+        Rewritten whenever it differs from the current test set, so a changed
+        data config never leaves the RTL running on the old images.
+        """
+        img_path = self.run_dir / "sim_images.npz"
+        if not img_path.is_file() or not np.array_equal(np.load(img_path)["x"], self.data.x_test):
+            from prunehw.artifacts import atomic_path
+
+            with atomic_path(img_path) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, x=self.data.x_test)
+        return img_path
 
     def _merge_layers(self, variant: str, new: list[dict]) -> list[dict]:
         """Per-layer cycle entries with ``new`` figures laid over those already in summary.json (same layers)."""
@@ -379,7 +392,7 @@ class Flow:
         before = {p["layer"]: p for p in old.get("cycles", {}).get("per_layer", [])}
         return [{**before.get(p["layer"], {}), **p} for p in new]
 
-    def _record_sim(self, variant: str, simulator: str, res: dict, counter_names: list[str]) -> None:
+    def _record_sim(self, variant: str, simulator: str, res: dict, counter_names: list[str], cached: bool = False) -> None:
         from prunehw.artifacts import read_json
 
         desc = read_json(self.run_dir / variant / "rtl" / "accelerator.json")
@@ -410,7 +423,8 @@ class Flow:
         update_variant(self.run_dir, variant, entry)
         cyc = entry.get("cycles", {})
         acc_text = f"{acc:.4f}" if acc is not None else "not measured"
-        self.log(f"sim {simulator} {variant}: {res['match']}/{res['total']} images bit-exact with the golden model, "
+        self.log(f"sim {simulator} {variant}: {'up to date, ' if cached else ''}{res['match']}/{res['total']} images "
+                 f"bit-exact with the golden model, "
                  f"RTL accuracy {acc_text}, {cyc.get('rtl')} cycles/image "
                  f"({'equal to' if cyc.get('rtl_equals_analytic') else 'DIFFERENT from'} the analytic model)")
         if res["first_mismatch"]:

@@ -1,0 +1,38 @@
+"""Stage caching bugs found on the way (issue 15): each test failed before its fix."""
+
+import dataclasses
+
+import numpy as np
+
+from prunehw.artifacts import sha256_file
+
+
+def test_sim_images_follow_the_data_config(quick_flow, tmp_path):
+    """A stored image set with enough images but from another data config is replaced, not reused."""
+    from prunehw.flow import Flow
+
+    flow = Flow(dataclasses.replace(quick_flow.cfg, build_dir=str(tmp_path)), log=lambda *a: None)
+    flow.__dict__["data"] = quick_flow.data
+    stale = flow.run_dir / "sim_images.npz"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(stale, x=np.zeros((len(quick_flow.data.x_test) + 10, *quick_flow.data.x_test.shape[1:]), np.uint8))
+    before = sha256_file(stale)
+    path = flow.sim_images()
+    np.testing.assert_array_equal(np.load(path)["x"], quick_flow.data.x_test)
+    assert sha256_file(path) != before
+    again = sha256_file(flow.sim_images())
+    assert again == sha256_file(path)  # unchanged data: the same file is kept
+
+
+def test_quantize_cache_ignores_how_the_hls_check_runs(quick_flow):
+    """Changing the hls4ml check's worker count or image count does not redo the quantization."""
+    from prunehw.flow import Flow
+
+    quick_flow.quantize("dense")
+    lines = []
+    q = dataclasses.replace(quick_flow.cfg.quant, workers=quick_flow.cfg.quant.workers + 1,
+                            hls_images=quick_flow.cfg.quant.hls_images + 7)
+    flow = Flow(dataclasses.replace(quick_flow.cfg, quant=q), log=lines.append)
+    flow.__dict__["data"] = quick_flow.data
+    flow.quantize("dense")
+    assert any(line.startswith("quantize dense: up to date") for line in lines), lines
