@@ -16,26 +16,28 @@ Interface (all synchronous to ``clk``):
   and then one cycle count per op in program order; reset by ``start``.
 
 Pipeline of a matmul beat (one output position of one fold, one per cycle),
-laid out for the clock (>= 100 MHz on the ECP5-85F): every block RAM output
-goes straight into a register, since the DP16KD's clock-to-output takes more
-than half a 10 ns cycle. Stage 0 issues the counters and the row table ROM
-address; 1 registers the row table entry; 2 forms and registers the R
-activation addresses (base pixel + row offset); 3 reads the R replicated
-activation banks; 4 registers their words and reads the weight tile; 5
-selects the lanes and sign-extends into ``x`` (registered) with the tile
-registered; 6 enters the array (:data:`FEED_STAGES`). ``R + C - 1 +
+laid out for the clock (>= 100 MHz on the ECP5-85F). Every block RAM read
+takes :data:`~prunehw.hw.block_ram.READ_LATENCY` (3) cycles: the read, a
+reset-less register whose only load is the next register, so the placer can
+keep it beside the RAM (the DP16KD's clock-to-output takes more than half a
+10 ns cycle), and a register that carries the word to its users. Stage 0
+issues the counters and the row table ROM address; 3 has the row table entry
+and forms the R activation addresses (base pixel + row offset), registered;
+4 reads the R replicated activation banks; 7 selects the lanes and
+sign-extends into ``x`` (registered), while the weight tile, read at 5,
+arrives registered; 8 enters the array (:data:`FEED_STAGES`). ``R + C - 1 +
 PSUM_DELAY`` cycles later (skew, deskew and the PE's operand and product
 registers) the bottom adds the bias (first row tile) or the stored partial
-sum, both read two cycles ahead and registered, and registers the new sum;
-the next cycle stores it as the partial sum, or on the last row tile
-requantizes it in two registered steps (ReLU and rounding half up; shift
-and saturation) and writes the word to the activation buffer
-(:data:`BOTTOM_STAGES`); the last layer keeps its logits. A row tile of the
-same output position that returns within :data:`PSUM_FORWARD` beats (dense layers: one beat) takes the running sum
+sum, read ahead, and registers the new sum; the next cycle stores it as the
+partial sum, or on the last row tile requantizes it in two registered steps
+(ReLU and rounding half up; shift and saturation) and writes the word to the
+activation buffer (:data:`BOTTOM_STAGES`); the last layer keeps its logits.
+A row tile of the same output position that returns within
+:data:`PSUM_FORWARD` beats (dense layers: one beat) takes the running sum
 from the bottom's registers, since its memory write has not landed yet.
-Pooling: 0 registers the window element's address, 1 reads, 2 registers the
-word, 3 updates the running maximum and registers a finished window, 4
-writes it (:data:`POOL_WRITE`).
+Pooling: 0 registers the window element's address, 1 reads, 4 updates the
+running maximum and registers a finished window, 5 writes it
+(:data:`POOL_WRITE`).
 """
 
 from __future__ import annotations
@@ -54,15 +56,18 @@ from prunehw.hw.systolic_array import SystolicArray
 
 __all__ = ["Accelerator", "COUNTERS", "FEED_STAGES", "PSUM_FORWARD"]
 
-#: Cycles from a matmul beat's issue to its entry into the array (see the feed pipeline in ``elaborate``).
-FEED_STAGES = 6
+#: Cycles from a matmul beat's issue to its entry into the array (see the feed pipeline in ``elaborate``):
+#: row table read, two registers, address register, bank read (READ_LATENCY), lane select register.
+FEED_STAGES = 4 + READ_LATENCY + 1
 #: A later row tile of an output position that returns within this many beats is forwarded from the
-#: bottom's registers: the partial-sum memory is read two cycles ahead and written one cycle after the sum.
-PSUM_FORWARD = 3
+#: bottom's registers: the partial-sum memory is read READ_LATENCY cycles ahead and written one cycle
+#: after the sum, so a write is seen only by a read issued at least one cycle later.
+PSUM_FORWARD = READ_LATENCY + 1
 #: Cycles from the array's output to the output word's write: sum, rounding, saturation (each registered).
 BOTTOM_STAGES = 3
-#: Cycles from a pooling read's issue to its window's result being written.
-POOL_WRITE = 4
+#: Cycles from a pooling read's issue to its window's result being written: address register, bank
+#: read (READ_LATENCY), running maximum and the window's result register.
+POOL_WRITE = 1 + READ_LATENCY + 1
 
 #: Performance counters, in ``counter_sel`` order; per-op cycle counters follow.
 COUNTERS = ("total_cycles", "beats", "macs", "weight_reads", "act_reads", "act_writes", "psum_reads", "psum_writes",
@@ -347,7 +352,7 @@ class Accelerator(wiring.Component):
         # Every block RAM output goes straight into a register: the ECP5's DP16KD has a
         # slow clock-to-output, so no logic may follow it in the same cycle.
         meta = data.StructLayout({"v": 1, "first": 1, "first_rt": 1, "last_rt": 1, "pos": aw, "ct": aw, "oaddr": aw,
-                                  "waddr": aw, "base": aw, "fwd": 2})
+                                  "waddr": aw, "base": aw, "fwd": PSUM_FORWARD.bit_length()})
         m0 = Signal(meta)
         m.d.comb += [rt_rd.addr.eq(k_["rtbase"] + rt),
                      m0.v.eq(issue), m0.first.eq(pos == 0), m0.first_rt.eq(rt == 0), m0.last_rt.eq(last_rt_now),
@@ -358,57 +363,58 @@ class Accelerator(wiring.Component):
             nxt = Signal(meta, name=f"meta_f{d}")
             m.d.sync += nxt.eq(feed[-1])
             feed.append(nxt)
-        # block RAM outputs land in reset-less registers (a reset would put logic after the RAM)
-        rtv = Signal(rtl, reset_less=True)
-        m.d.sync += rtv.eq(rt_rd.data)                                   # stage 1 -> 2
-        addr3 = [Signal(aw, name=f"act_addr3_{i}") for i in range(R)]
-        lane3 = [Signal(self.lanew, name=f"lane3_{i}") for i in range(R)]
-        rv3 = [Signal(name=f"rowv3_{i}") for i in range(R)]
+        # block RAM outputs land in reset-less registers (a reset would put logic after the RAM),
+        # twice: the first beside the RAM, the second carrying the word to its users
+        rtv1, rtv = Signal(rtl, reset_less=True), Signal(rtl, reset_less=True)
+        m.d.sync += [rtv1.eq(rt_rd.data), rtv.eq(rtv1)]                  # stages 1 -> 2 -> 3
+        A = 4                                                              # the bank read's stage
+        addr_q = [Signal(aw, name=f"act_addr_{i}") for i in range(R)]
+        lane_d = [[Signal(self.lanew, name=f"lane{A + d}_{i}") for i in range(R)] for d in range(READ_LATENCY + 1)]
+        rv_d = [[Signal(name=f"rowv{A + d}_{i}") for i in range(R)] for d in range(READ_LATENCY + 1)]
         for i in range(R):
-            addr = rtv[i].off + feed[2].base
+            addr = rtv[i].off + feed[A - 1].base
             if self.fault == "act_read_addr_bit1_flip" and i == 3 % R:
                 addr = addr ^ 2
             lane = rtv[i].lane ^ 1 if self.fault == "im2col_lane_swap" and C > 1 else rtv[i].lane
-            m.d.sync += [addr3[i].eq(addr), lane3[i].eq(lane), rv3[i].eq(rtv[i].valid)]   # stage 2 -> 3
-        lane4 = [Signal(self.lanew, name=f"lane4_{i}") for i in range(R)]
-        rv4 = [Signal(name=f"rowv4_{i}") for i in range(R)]
-        lane5 = [Signal(self.lanew, name=f"lane5_{i}") for i in range(R)]
-        rv5 = [Signal(name=f"rowv5_{i}") for i in range(R)]
-        assert READ_LATENCY == 2  # bank read at 3, its registered word at 5
-        words5 = [[word(banks[b][i].r_data) for i in range(R)] for b in range(2)]
-        for i in range(R):
-            m.d.sync += [lane4[i].eq(lane3[i]), rv4[i].eq(rv3[i]), lane5[i].eq(lane4[i]), rv5[i].eq(rv4[i])]
-        m.d.comb += w_rd.addr.eq(feed[4].waddr)                           # weight tile: read at 4, registered at 6
-        w6 = Signal(tile, reset_less=True)
-        m.d.sync += w6.eq(w_rd.data)
+            m.d.sync += [addr_q[i].eq(addr), lane_d[0][i].eq(lane), rv_d[0][i].eq(rtv[i].valid)]   # 3 -> A
+            for d in range(1, READ_LATENCY + 1):
+                m.d.sync += [lane_d[d][i].eq(lane_d[d - 1][i]), rv_d[d][i].eq(rv_d[d - 1][i])]
+        X = A + READ_LATENCY                                               # the words' stage: lane select
+        words = [[word(banks[b][i].r_data) for i in range(R)] for b in range(2)]
+        # the weight tile: read two stages ahead of the array, registered twice
+        m.d.comb += w_rd.addr.eq(feed[FEED_STAGES - 3].waddr)
+        w_near, w_in_q = Signal(tile, reset_less=True), Signal(tile, reset_less=True)
+        m.d.sync += [w_near.eq(w_rd.data), w_in_q.eq(w_near)]
         w_in = Signal(tile)
-        m.d.comb += w_in.eq(w6)
+        m.d.comb += w_in.eq(w_in_q)
         if self.fault == "weight_rows_swapped" and R > 1:
-            m.d.comb += [w_in[0].eq(w6[1]), w_in[1].eq(w6[0])]
+            m.d.comb += [w_in[0].eq(w_in_q[1]), w_in[1].eq(w_in_q[0])]
 
         m.submodules.array = arr = SystolicArray(rows=R, cols=C, x_width=9, w_width=8, acc_width=ACC,
                                                  fault=self.fault if self.fault and self.fault.startswith(("pe_", "skew_")) else None)
         for i in range(R):
-            lanes0 = Array(words5[0][i][j] for j in range(C))
-            lanes1 = Array(words5[1][i][j] for j in range(C))
-            byte = Mux(in_buf, lanes1[lane5[i]], lanes0[lane5[i]])
+            lanes0 = Array(words[0][i][j] for j in range(C))
+            lanes1 = Array(words[1][i][j] for j in range(C))
+            lane = lane_d[X - A][i]
+            byte = Mux(in_buf, lanes1[lane], lanes0[lane])
             x = Mux(in_signed, byte.as_signed(), Cat(byte, Const(0, 1)).as_signed())
-            x6 = Signal(signed(9), name=f"x6_{i}")
-            m.d.sync += x6.eq(Mux(rv5[i], x, 0))                          # stage 5 -> 6
-            m.d.comb += arr.x[i].eq(x6)
-        m6 = feed[FEED_STAGES]
-        m.d.comb += [arr.valid.eq(m6.v), arr.load.eq(m6.first), arr.w.eq(w_in)]
+            x_q = Signal(signed(9), name=f"x_in_{i}")
+            m.d.sync += x_q.eq(Mux(rv_d[X - A][i], x, 0))                 # X -> FEED_STAGES
+            m.d.comb += arr.x[i].eq(x_q)
+        m_in = feed[FEED_STAGES]
+        m.d.comb += [arr.valid.eq(m_in.v), arr.load.eq(m_in.first), arr.w.eq(w_in)]
 
         # -- metadata delay line to the bottom of the array -------------------------------------
-        line = [m6]
+        line = [m_in]
         for d in range(arr.latency):
             nxt = Signal(meta, name=f"meta_d{d + 1}")
             m.d.sync += nxt.eq(line[-1])
             line.append(nxt)
-        mA, mRd = line[-1], line[-3]   # aligned with the array output; two cycles earlier (memory reads)
+        mA, mRd = line[-1], line[-1 - READ_LATENCY]   # aligned with the array output; the partial-sum read
 
         # -- bottom: accumulate, store, requantize/write or keep logits --------------------------
-        # The bias and partial sum are read two cycles ahead and registered. A later row tile
+        # The bias and partial sum are read READ_LATENCY cycles ahead (the bias register's
+        # ROM is small enough for logic). A later row tile
         # of the same position that comes back within PSUM_FORWARD beats takes the running
         # sum from the forwarding registers instead (its memory write has not landed yet).
         m.d.comb += [psum.r_addr.eq(mRd.pos), b_rd.addr.eq(k_["bbase"] + mRd.ct)]
@@ -476,9 +482,13 @@ class Accelerator(wiring.Component):
         m.d.sync += [paddr1.eq(base + pbase + woff), p1.v.eq(pissue), p1.first.eq((dx == 0) & (dy == 0)),
                      p1.last.eq((dx == k_["pool_1"] - (1 if self.fault == "pool_window_short" else 0)) & (dy == k_["pool_1"])),
                      p1.oaddr.eq(obase + q)]
-        p2, p3 = Signal(pmeta), Signal(pmeta)
-        pwords3 = [banks[b][0].r_data for b in range(2)]   # read at 1, registered word at 3
-        m.d.sync += [p2.eq(p1), p3.eq(p2)]
+        p_d = [p1]
+        for d in range(READ_LATENCY):
+            nxt = Signal(pmeta, name=f"pmeta{d + 2}")
+            m.d.sync += nxt.eq(p_d[-1])
+            p_d.append(nxt)
+        p3 = p_d[-1]                                    # the word read at 1 is here
+        pwords3 = [banks[b][0].r_data for b in range(2)]
         pdata = Signal(word)
         m.d.comb += pdata.eq(Mux(in_buf, pwords3[1], pwords3[0]))
         mx = Signal(word)
@@ -498,9 +508,9 @@ class Accelerator(wiring.Component):
         for b in range(2):
             for i in range(R):
                 if i == 0:
-                    m.d.comb += banks[b][i].r_addr.eq(Mux(p1.v, paddr1, addr3[i]))
+                    m.d.comb += banks[b][i].r_addr.eq(Mux(p1.v, paddr1, addr_q[i]))
                 else:
-                    m.d.comb += banks[b][i].r_addr.eq(addr3[i])
+                    m.d.comb += banks[b][i].r_addr.eq(addr_q[i])
 
         # -- activation writes: image load, matmul outputs, pooling outputs ------------------------
         with m.If(mm_we | pool_we):

@@ -11,8 +11,10 @@ __all__ = ["BlockRAM", "READ_LATENCY", "SUB_DEPTH"]
 #: Deepest sub-memory: 512 words fit one DP16KD in every width configuration, so yosys never cascades
 #: blocks in depth (a cascade puts a multiplexer right after the block RAM's slow clock-to-output).
 SUB_DEPTH = 512
-#: Cycles from ``r_addr`` to ``r_data``: the block RAM read, then its output register.
-READ_LATENCY = 2
+#: Cycles from ``r_addr`` to ``r_data``: the block RAM read, then two registers. The first has no
+#: other load, so the placer can put it beside the block RAM (whose clock-to-output already takes
+#: most of a 10 ns cycle); the second carries the word to wherever it is used.
+READ_LATENCY = 3
 
 
 class BlockRAM(wiring.Component):
@@ -20,9 +22,10 @@ class BlockRAM(wiring.Component):
 
     The words are spread over ``ceil(depth / SUB_DEPTH)`` memories of at most
     :data:`SUB_DEPTH` words (address bits above that pick the memory); each
-    memory's output is registered, and the registered outputs are selected
-    by the registered upper address bits. So the only logic after a block
-    RAM is a flip-flop, and the selection runs from flip-flops.
+    memory's output is registered twice, and the registered outputs are
+    selected by the registered upper address bits. So the only load of a
+    block RAM output is one flip-flop, and the selection runs from
+    flip-flops.
 
     Parameters
     ----------
@@ -68,8 +71,9 @@ class BlockRAM(wiring.Component):
         m = Module()
         lo = ceil_log2(SUB_DEPTH)
         # no reset on the output registers: reset logic would sit between the block RAM and its register
+        near = [Signal(self.width, name=f"sub_near{s}", reset_less=True) for s in range(self.n_sub)]
         sub_q = Array(Signal(self.width, name=f"sub_q{s}", reset_less=True) for s in range(self.n_sub))
-        hi1, hi2 = Signal(range(max(self.n_sub, 2))), Signal(range(max(self.n_sub, 2)))
+        hi = [Signal(range(max(self.n_sub, 2)), name=f"hi{d}") for d in range(READ_LATENCY)]
         for s, (_, words) in enumerate(self.split(self.width, self.depth)):
             init = self.init[s * SUB_DEPTH:s * SUB_DEPTH + words]
             mem = Memory(shape=self.width, depth=max(words, 2), init=init + [0] * (max(words, 2) - len(init)))
@@ -82,8 +86,9 @@ class BlockRAM(wiring.Component):
             else:
                 with m.If(self.w_addr[lo:] == s):
                     m.d.comb += wr.en.eq(self.w_en)
-            m.d.sync += sub_q[s].eq(rd.data)
+            m.d.sync += [near[s].eq(rd.data), sub_q[s].eq(near[s])]
         if self.n_sub > 1:
-            m.d.sync += [hi1.eq(self.r_addr[lo:]), hi2.eq(hi1)]
-        m.d.comb += self.r_data.eq(sub_q[hi2])
+            m.d.sync += hi[0].eq(self.r_addr[lo:])
+            m.d.sync += [hi[d].eq(hi[d - 1]) for d in range(1, READ_LATENCY)]
+        m.d.comb += self.r_data.eq(sub_q[hi[-1]])
         return m

@@ -13,17 +13,18 @@ from prunehw.hw.program import MatmulOp, PoolOp, Program
 __all__ = ["drain_cycles", "op_cycles", "cycle_model", "activity_model", "CycleReport"]
 
 #: Cycles from a matmul beat's issue to its last effect, counted stage by stage from the
-#: pipeline as documented (not read from the generator): 6 cycles of feed (row table read,
-#: registered; activation addresses registered; bank read; words registered; lane select
-#: registered), R - 1 of input skew, 3 in the last PE of a column (operand, product and
-#: sum registers), C - 1 of output deskew, then the sum register, the rounding register and
-#: the saturated word's register, whose write lands at the end of that cycle. The next op may read one cycle
-#: after its own issue, so the drain after the last issue is one less than that depth.
-FEED_DEPTH = 6
+#: pipeline as documented (not read from the generator). Every block RAM read takes 3 cycles
+#: (the read, a register beside the RAM, a register towards its users). Feed: row table read
+#: (3), activation address register (1), bank read (3), lane select register (1) = 8. Array:
+#: R - 1 of input skew, 3 in the last PE of a column (operand, product and sum registers),
+#: C - 1 of output deskew. Bottom: the sum register, the rounding register and the saturated
+#: word's register, whose write lands at the end of that cycle. The next op may read one
+#: cycle after its own issue, so the drain after the last issue is one less than that depth.
+FEED_DEPTH = 8
 PE_DEPTH = 3
 BOTTOM_DEPTH = 3
-#: Pooling: address registered, read, word registered, running maximum, write.
-POOL_DEPTH = 4
+#: Pooling: address register (1), bank read (3), running maximum and the window's register (1).
+POOL_DEPTH = 5
 POOL_DRAIN = POOL_DEPTH - 1
 
 

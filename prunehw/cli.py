@@ -185,7 +185,8 @@ def _run(args: argparse.Namespace) -> None:
             synth_variants(flow, names, force=args.force)
         except ToolMissing as exc:
             _missing_tool("synth", exc)
-        flow.report()
+        else:
+            flow.report()
     elif args.command == "report":
         flow.report()
     elif args.command == "experiments":

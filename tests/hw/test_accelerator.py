@@ -30,6 +30,30 @@ def check(contract, array, images):
         assert {k: counters[k] for k in COUNTERS} == activity
 
 
+#: Second convs whose positions per fold (M) are at and below the partial-sum forwarding distance:
+#: 2x2 = 4 positions (forwarded across 4 beats) and 1x1 (a conv that accumulates like a dense layer).
+FORWARDED = {
+    "conv_m4": NetworkConfig((L("conv2d", filters=3, kernel=3), L("relu"), L("maxpool2d", pool=6),
+                              L("conv2d", filters=5, kernel=3), L("relu"), L("flatten"), L("dense", units=10))),
+    "conv_m1": NetworkConfig((L("conv2d", filters=3, kernel=3), L("relu"), L("maxpool2d", pool=6),
+                              L("conv2d", filters=5, kernel=4), L("relu"), L("flatten"), L("dense", units=10))),
+}
+
+
+def _contract(network, folder, tiny_data):
+    model = build_model(network, (28, 28, 1), 10, seed=8)
+    spec, w, b = quantize(model, tiny_data.x_train[:64])
+    path = folder / "contract.json"
+    save_contract(path, spec, w, b)
+    return load_contract(path)
+
+
+@pytest.mark.parametrize("name", sorted(FORWARDED))
+def test_partial_sums_forwarded_for_short_folds(name, tmp_path, tiny_data):
+    """A row tile returning before its partial sum's memory write lands takes the forwarded sum."""
+    check(_contract(FORWARDED[name], tmp_path, tiny_data), ArrayConfig(rows=4, cols=4), tiny_data.x_test[:2])
+
+
 @pytest.fixture(scope="module")
 def small_contract(tmp_path_factory, tiny_data):
     model = build_model(SMALL, (28, 28, 1), 10, seed=8)

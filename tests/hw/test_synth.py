@@ -112,3 +112,19 @@ def test_dense_variant_fits_and_closes_timing(quick_flow):
     assert entry["dsp"] == quick_flow.cfg.array.rows * quick_flow.cfg.array.cols
     assert entry["fmax_mhz"] >= 100.0, entry.get("problem")
     assert entry["images_per_s"] == pytest.approx(entry["fmax_mhz"] * 1e6 / entry["cycles_per_image"], rel=1e-3)
+
+
+@pytest.mark.parametrize("ci", ["", "true"])
+def test_missing_tools_skip_for_a_user_and_fail_in_ci(tmp_path, ci):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable), "CI": ci}
+    res = subprocess.run([sys.executable, "-m", "prunehw.cli", "synth"], cwd=tmp_path, capture_output=True, text=True,
+                         env=env)
+    if ci:
+        assert res.returncode == 2 and "error: synth: yosys is not installed" in res.stderr
+    else:
+        assert res.returncode == 0 and "synth: SKIPPED, yosys is not installed" in res.stdout
+    assert not (tmp_path / "build").exists() or not any((tmp_path / "build").rglob("synth.json"))
