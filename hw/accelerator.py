@@ -331,12 +331,17 @@ class Accelerator(wiring.Component):
         inc = data.StructLayout({"beat": 1, "macs": aw, "rows": aw, "wread": 1, "bias": 1, "psum_rd": 1, "psum_wr": 1,
                                  "pool_rd": 1})
         inc_q = Signal(inc)
-        m.d.sync += [inc_q.beat.eq(issue), inc_q.pool_rd.eq(pissue),
-                     inc_q.macs.eq(Mux(issue, Mux(last_rt_now, Mux(last_ct_now, k_["macs_last_both"], k_["macs_last_rt"]),
-                                                  Mux(last_ct_now, k_["macs_last_ct"], k_["macs_full"])), 0)),
-                     inc_q.rows.eq(Mux(issue, Mux(last_rt_now, k_["rows_last"], R), 0)),
-                     inc_q.wread.eq(issue & (pos == 0)), inc_q.bias.eq(issue & (rt == 0)),
-                     inc_q.psum_rd.eq(issue & (rt != 0)), inc_q.psum_wr.eq(issue & ~last_rt_now)]
+        # (sampled only while busy: before the first state change an event-driven simulator may
+        # not have evaluated the controller's decodes yet)
+        with m.If(busy):
+            m.d.sync += [inc_q.beat.eq(issue), inc_q.pool_rd.eq(pissue),
+                         inc_q.macs.eq(Mux(issue, Mux(last_rt_now, Mux(last_ct_now, k_["macs_last_both"], k_["macs_last_rt"]),
+                                                      Mux(last_ct_now, k_["macs_last_ct"], k_["macs_full"])), 0)),
+                         inc_q.rows.eq(Mux(issue, Mux(last_rt_now, k_["rows_last"], R), 0)),
+                         inc_q.wread.eq(issue & (pos == 0)), inc_q.bias.eq(issue & (rt == 0)),
+                         inc_q.psum_rd.eq(issue & (rt != 0)), inc_q.psum_wr.eq(issue & ~last_rt_now)]
+        with m.Else():
+            m.d.sync += inc_q.eq(0)
         with m.If(busy):  # (not in the start cycle, where the counters are cleared)
             m.d.sync += [cnt["beats"].eq(cnt["beats"] + inc_q.beat), cnt["macs"].eq(cnt["macs"] + inc_q.macs),
                          cnt["act_reads"].eq(cnt["act_reads"] + inc_q.rows + inc_q.pool_rd),
