@@ -148,9 +148,9 @@ class Accelerator(wiring.Component):
         p, R, C, ACC = self.program, self.R, self.C, self.ACC
         wimg, rimg, bimg, entry = self._roms()
         shapes = {"wrom": (R * C * 8, len(wimg)), "rtrom": (R * entry, len(rimg)), "brom": (C * ACC, len(bimg))}
-        for name, (width, depth, _) in self._ram_specs().items():
-            for s, shape in enumerate(BlockRAM.split(width, depth)):
-                shapes[f"{name}.sub{s}"] = shape
+        for name, (width, depth, granularity) in self._ram_specs().items():
+            for sub, shape in BlockRAM.split(width, depth, granularity).items():
+                shapes[f"{name}.{sub}"] = shape
         return shapes
 
     def _ram_specs(self) -> dict[str, tuple[int, int, int]]:

@@ -1,16 +1,19 @@
 """A simple dual-port RAM built for the ECP5's block RAM timing: sub-memories no deeper than one block, outputs registered."""
 
-from amaranth import Array, Module, Signal
+from amaranth import Array, Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-__all__ = ["BlockRAM", "READ_LATENCY", "SUB_DEPTH"]
+__all__ = ["BlockRAM", "READ_LATENCY", "SUB_DEPTH", "SUB_WIDTH"]
 
 #: Deepest sub-memory: 512 words fit one DP16KD in every width configuration, so yosys never cascades
 #: blocks in depth (a cascade puts a multiplexer right after the block RAM's slow clock-to-output).
 SUB_DEPTH = 512
+#: Widest sub-memory: the 36-bit port of a 512-word block. A wider memory is split into side-by-side
+#: memories, so that yosys does not fold it into a narrower, deeper shape read through a multiplexer.
+SUB_WIDTH = 36
 #: Cycles from ``r_addr`` to ``r_data``: the block RAM read, then two registers. The first has no
 #: other load, so the placer can put it beside the block RAM (whose clock-to-output already takes
 #: most of a 10 ns cycle); the second carries the word to wherever it is used.
@@ -20,9 +23,10 @@ READ_LATENCY = 3
 class BlockRAM(wiring.Component):
     """One write port, one read port; ``depth`` words of ``width`` bits, written in ``granularity``-bit lanes.
 
-    The words are spread over ``ceil(depth / SUB_DEPTH)`` memories of at most
-    :data:`SUB_DEPTH` words (address bits above that pick the memory); each
-    memory's output is registered twice, and the registered outputs are
+    The words are spread over ``ceil(depth / SUB_DEPTH)`` rows of memories
+    of at most :data:`SUB_DEPTH` words (address bits above that pick the
+    row), each row split across memories at most :data:`SUB_WIDTH` bits
+    wide (whole write lanes); each memory's output is registered twice, and the registered outputs are
     selected by the registered upper address bits. So the only load of a
     block RAM output is one flip-flop, and the selection runs from
     flip-flops.
@@ -63,32 +67,47 @@ class BlockRAM(wiring.Component):
         })
 
     @staticmethod
-    def split(width: int, depth: int) -> list[tuple[int, int]]:
-        """(width, words) of each sub-memory of a ``width`` x ``depth`` RAM, in address order."""
-        return [(width, min(SUB_DEPTH, depth - s * SUB_DEPTH)) for s in range(-(-depth // SUB_DEPTH))]
+    def split(width: int, depth: int, granularity: int | None = None) -> dict[str, tuple[int, int]]:
+        """{name: (width, words)} of each sub-memory of a ``width`` x ``depth`` RAM, in address order."""
+        g = width if granularity is None or granularity == width else granularity
+        chunk = width if g == width and width <= SUB_WIDTH else (SUB_WIDTH if g == width else max(g, SUB_WIDTH // g * g))
+        widths = [min(chunk, width - c) for c in range(0, width, chunk)]
+        return {f"sub{s}_{c}": (w, min(SUB_DEPTH, depth - s * SUB_DEPTH))
+                for s in range(-(-depth // SUB_DEPTH)) for c, w in enumerate(widths)}
 
     def elaborate(self, platform):
         m = Module()
         lo = ceil_log2(SUB_DEPTH)
+        g = self.granularity
         # no reset on the output registers: reset logic would sit between the block RAM and its register
-        near = [Signal(self.width, name=f"sub_near{s}", reset_less=True) for s in range(self.n_sub)]
-        sub_q = Array(Signal(self.width, name=f"sub_q{s}", reset_less=True) for s in range(self.n_sub))
+        rows = []
+        for s in range(self.n_sub):
+            near, bit = [], 0
+            for name, (w, words) in self.split(self.width, self.depth, g).items():
+                if not name.startswith(f"sub{s}_"):
+                    continue
+                init = [(v >> bit) & ((1 << w) - 1) for v in self.init[s * SUB_DEPTH:s * SUB_DEPTH + words]]
+                mem = Memory(shape=w, depth=max(words, 2), init=init + [0] * (max(words, 2) - len(init)))
+                m.submodules[name] = mem
+                rd = mem.read_port()
+                wr = mem.write_port(granularity=g if g < self.width else None)
+                lanes = self.w_en[bit // g:(bit + w) // g] if g < self.width else self.w_en
+                m.d.comb += [rd.addr.eq(self.r_addr[:lo]), wr.addr.eq(self.w_addr[:lo]), wr.data.eq(self.w_data[bit:bit + w])]
+                if self.n_sub == 1:
+                    m.d.comb += wr.en.eq(lanes)
+                else:
+                    with m.If(self.w_addr[lo:] == s):
+                        m.d.comb += wr.en.eq(lanes)
+                q = Signal(w, name=f"{name}_near", reset_less=True)
+                m.d.sync += q.eq(rd.data)
+                near.append(q)
+                bit += w
+            row = Signal(self.width, name=f"sub{s}_q", reset_less=True)
+            m.d.sync += row.eq(Cat(*near))
+            rows.append(row)
         hi = [Signal(range(max(self.n_sub, 2)), name=f"hi{d}") for d in range(READ_LATENCY)]
-        for s, (_, words) in enumerate(self.split(self.width, self.depth)):
-            init = self.init[s * SUB_DEPTH:s * SUB_DEPTH + words]
-            mem = Memory(shape=self.width, depth=max(words, 2), init=init + [0] * (max(words, 2) - len(init)))
-            m.submodules[f"sub{s}"] = mem
-            rd = mem.read_port()
-            wr = mem.write_port(granularity=self.granularity)
-            m.d.comb += [rd.addr.eq(self.r_addr[:lo]), wr.addr.eq(self.w_addr[:lo]), wr.data.eq(self.w_data)]
-            if self.n_sub == 1:
-                m.d.comb += wr.en.eq(self.w_en)
-            else:
-                with m.If(self.w_addr[lo:] == s):
-                    m.d.comb += wr.en.eq(self.w_en)
-            m.d.sync += [near[s].eq(rd.data), sub_q[s].eq(near[s])]
         if self.n_sub > 1:
             m.d.sync += hi[0].eq(self.r_addr[lo:])
             m.d.sync += [hi[d].eq(hi[d - 1]) for d in range(1, READ_LATENCY)]
-        m.d.comb += self.r_data.eq(sub_q[hi[-1]])
+        m.d.comb += self.r_data.eq(Array(rows)[hi[-1]])
         return m

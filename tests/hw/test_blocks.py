@@ -113,15 +113,19 @@ def test_requant_logic_equals_golden(acc_frac, out, rng):
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("depth", [5, 512, 1300])
-def test_block_ram_reads_what_was_written_two_cycles_later(depth, rng):
-    """Random writes (per byte lane) and reads across sub-memory boundaries against a plain list."""
+@pytest.mark.parametrize("width, depth", [(16, 5), (16, 512), (16, 1300), (64, 1300)])
+def test_block_ram_reads_what_was_written_read_latency_later(width, depth, rng):
+    """Random writes (per byte lane) and reads across sub-memory boundaries (in depth and width) against a list."""
     from prunehw.hw.block_ram import READ_LATENCY, BlockRAM
 
-    dut = BlockRAM(width=16, depth=depth, granularity=8, init=list(range(depth)))
-    ref = list(range(depth))
-    ops = [(int(rng.integers(depth)), int(rng.integers(depth)), int(rng.integers(1 << 16)), int(rng.integers(4)))
-           for _ in range(300)]
+    def word():
+        return int.from_bytes(rng.integers(0, 256, width // 8).astype("uint8").tobytes(), "little")
+
+    init = [word() for _ in range(depth)]
+    dut = BlockRAM(width=width, depth=depth, granularity=8, init=init)
+    ref = list(init)
+    lanes = width // 8
+    ops = [(int(rng.integers(depth)), int(rng.integers(depth)), word(), int(rng.integers(1 << lanes))) for _ in range(300)]
     got, want = [], []
 
     async def bench(ctx):
@@ -132,7 +136,7 @@ def test_block_ram_reads_what_was_written_two_cycles_later(depth, rng):
             ctx.set(dut.w_data, wdata)
             ctx.set(dut.w_en, en)
             pending.append(ref[raddr])  # a read sees the memory before this cycle's write
-            for lane in range(2):
+            for lane in range(lanes):
                 if en >> lane & 1:
                     mask = 0xFF << (8 * lane)
                     ref[waddr] = (ref[waddr] & ~mask) | (wdata & mask)
