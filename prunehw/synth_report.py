@@ -60,7 +60,6 @@ def synth_variants(flow, variants: list[str], force: bool = False) -> dict[str, 
         out = run_dir / v / "synth" / "synth.json"
         if not force and stage_is_current(run_dir, f"synth:{v}", keys[v]):
             results[v] = read_json(out)
-            flow.log(f"synth {v}: up to date, {out}")
         else:
             jobs.append(v)
 
@@ -108,7 +107,7 @@ def synth_variants(flow, variants: list[str], force: bool = False) -> dict[str, 
         desc = read_json(run_dir / v / "rtl" / "accelerator.json")
         entries[v] = _summary_entry(results[v], desc, summary.get(v, {}).get("cycles", {}).get("rtl"))
         update_variant(run_dir, v, {"synth": entries[v]})
-        flow.log(_line(v, entries[v], run_dir / v / "synth"))
+        flow.log(_line(v, entries[v], run_dir / v / "synth", cached=v not in jobs))
     for v, exc in errors.items():
         flow.log(f"synth {v}: FAILED: {exc}")
     if errors:
@@ -118,8 +117,8 @@ def synth_variants(flow, variants: list[str], force: bool = False) -> dict[str, 
     return entries
 
 
-def _line(v: str, e: dict, folder: Path) -> str:
-    head = (f"synth {v}: {e['lut']} LUT4, {e['ff']} FF, {e['carry']} CCU2C, {e['dsp']} DSP, {e['bram']} EBR on the "
+def _line(v: str, e: dict, folder: Path, cached: bool = False) -> str:
+    head = (f"synth {v}: {'up to date, ' if cached else ''}{e['lut']} LUT4, {e['ff']} FF, {e['carry']} CCU2C, {e['dsp']} DSP, {e['bram']} EBR on the "
             f"{e['device']}")
     if "fmax_mhz" in e:
         head += f", Fmax {e['fmax_mhz']:.1f} MHz ({e['images_per_s']:.0f} images/s)"
