@@ -42,7 +42,6 @@ running maximum and registers a finished window, 5 writes it
 
 from __future__ import annotations
 
-import numpy as np
 from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory

@@ -19,7 +19,6 @@ is reported in one line naming the resource or the path, not raised.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess

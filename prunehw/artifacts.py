@@ -31,6 +31,8 @@ __all__ = [
     "update_variant",
     "record_stage",
     "stage_is_current",
+    "stage_key",
+    "code_digest",
     "pyplot",
     "write_png",
 ]
@@ -165,6 +167,23 @@ def record_stage(run_dir: Path, stage: str, key: str, outputs: list[Path], extra
         **(extra or {}),
     }
     write_json(path, manifest)
+
+
+def stage_key(*parts) -> str:
+    """A short stable hash of JSON-able ``parts``: a stage's cache key."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def code_digest(*packages: str) -> str:
+    """Hash of the source of ``prunehw.<package>`` modules: a changed generator invalidates its stage."""
+    import importlib
+
+    h = hashlib.sha256()
+    for name in packages:
+        folder = Path(importlib.import_module(f"prunehw.{name}").__file__).parent
+        for path in sorted(folder.glob("*.py")):
+            h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def stage_is_current(run_dir: Path, stage: str, key: str) -> bool:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import hashlib
 import io
 import json
 import os
@@ -35,6 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from prunehw.artifacts import stage_key
 from prunehw.errors import ConfigError, PrunehwError
 
 __all__ = ["SweepConfig", "Point", "load_sweep", "grid", "run_sweep", "pareto_front", "benchmark", "SINGLE_THREAD_ENV"]
@@ -590,10 +590,6 @@ class _Table:
                     w.writerow(self.rows[pid])
 
 
-def _digest(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 class _Cache:
     """Pruned models and contracts of the sweep, kept by the driver (``cache/<stage>/<key>.pkl``)."""
 
@@ -601,7 +597,7 @@ class _Cache:
         self.folder, self.fingerprint = folder, fingerprint
 
     def _path(self, stage: str, key: tuple) -> Path:
-        return self.folder / stage / f"{_digest(self.fingerprint, key)}.pkl"
+        return self.folder / stage / f"{stage_key(self.fingerprint, key)}.pkl"
 
     def get(self, stage: str, key: tuple):
         import pickle
@@ -678,7 +674,8 @@ def run_sweep(sweep: SweepConfig, *, serial: bool = False, address: str | None =
     from tqdm.auto import tqdm
 
     from prunehw.artifacts import read_json, sha256_file, update_summary, write_json
-    from prunehw.flow import Flow, _code
+    from prunehw.artifacts import code_digest as _code
+    from prunehw.flow import Flow
 
     out = Path(out_dir or sweep.out_dir)
     verify = verify or sweep.verify
@@ -688,7 +685,7 @@ def run_sweep(sweep: SweepConfig, *, serial: bool = False, address: str | None =
     from prunehw.savings import DEFAULT_ENERGY_TABLE
 
     # what a point's figures depend on: the base run, its trained model, and the code and data that compute them
-    fingerprint = _digest(sweep.run.key("data", "network", "train", "prune"),
+    fingerprint = stage_key(sweep.run.key("data", "network", "train", "prune"),
                           {k: v for k, v in sweep.run.quant.to_dict().items() if k in ("act_bits", "calibration_images")},
                           sha256_file(dense_path), sweep.tile_aware, _code("model", "export", "hw"),
                           [sha256_file(Path(__file__).with_name(f)) for f in ("explore.py", "flow.py", "savings.py")],

@@ -7,34 +7,17 @@ A stage is skipped when the manifest says it last ran with the same cache key
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from functools import cached_property
 
 import numpy as np
 from pathlib import Path
 
-from prunehw.artifacts import record_stage, sha256_file, stage_is_current, update_variant, update_summary
+from prunehw.artifacts import code_digest as _code
+from prunehw.artifacts import record_stage, sha256_file, stage_is_current, stage_key as _key, update_variant, update_summary
 from prunehw.config import RunConfig, VariantConfig
 from prunehw.manifest import write_run_manifest
 
 __all__ = ["Flow", "prune_variant", "quantize_variant"]
-
-
-def _key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _code(*packages: str) -> str:
-    """Hash of the source of ``prunehw.<package>`` modules: a changed generator invalidates its stage."""
-    import importlib
-
-    h = hashlib.sha256()
-    for name in packages:
-        folder = Path(importlib.import_module(f"prunehw.{name}").__file__).parent
-        for path in sorted(folder.glob("*.py")):
-            h.update(path.name.encode() + path.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: Path):

@@ -5,7 +5,6 @@ yosys and nextpnr-ecp5, cached, then one table, a CSV and a PNG of resources and
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -44,7 +43,7 @@ def synth_variants(flow, variants: list[str], force: bool = False) -> dict[str, 
 
     Runs ``cfg.synth.workers`` variants at once; returns {variant: summary entry}.
     """
-    from prunehw.flow import _code, _key
+    from prunehw.artifacts import code_digest, stage_key
     from prunehw.hw.generate import TOP_NAME
     from prunehw.hw.synth import SynthFailed, run_synthesis, tool_versions, tools_missing
 
@@ -56,7 +55,7 @@ def synth_variants(flow, variants: list[str], force: bool = False) -> dict[str, 
     jobs, keys, results = [], {}, {}
     for v in variants:
         rtl_dir = flow.rtl(v)
-        keys[v] = _key(sha256_file(rtl_dir / f"{TOP_NAME}.v"), versions, cfg.target_mhz, cfg.seed, _code("hw"))
+        keys[v] = stage_key(sha256_file(rtl_dir / f"{TOP_NAME}.v"), versions, cfg.target_mhz, cfg.seed, code_digest("hw"))
         out = run_dir / v / "synth" / "synth.json"
         if not force and stage_is_current(run_dir, f"synth:{v}", keys[v]):
             results[v] = read_json(out)
