@@ -193,13 +193,18 @@ def parse_report(report: dict) -> tuple[float | None, dict[str, int], dict | Non
         steps = worst.get("path", [])
         if steps:
             path = {"from": _cell(steps[0].get("from", {})), "to": _cell(steps[-1].get("to", {})),
-                    "delay_ns": round(sum(s.get("delay", 0.0) for s in steps), 3),
+                    "delay_ns": round(_delay(worst), 3),
                     "logic_levels": sum(1 for s in steps if s.get("type") == "logic")}
     return achieved, capacity, path
 
 
+def _delay(path: dict) -> float:
+    """Total delay (ns) of one nextpnr critical path."""
+    return sum(s.get("delay", 0.0) for s in path.get("path", []))
+
+
 def _path_mhz(path: dict) -> float:
-    delay = sum(s.get("delay", 0.0) for s in path.get("path", []))
+    delay = _delay(path)
     return 1000.0 / delay if delay else float("inf")
 
 

@@ -125,6 +125,15 @@ def _missing_tool(what: str, exc: Exception) -> None:
     print(f"{what}: SKIPPED, {exc}")
 
 
+def _variant_names(args: argparse.Namespace, flow) -> list[str]:
+    """The variants named by ``--variant`` (each checked against the config), or all of them."""
+    names = args.variant or flow.variant_names()
+    for name in names:
+        if name != "dense":
+            flow.cfg.variant(name)
+    return names
+
+
 def _run(args: argparse.Namespace) -> None:
     if args.command == "explore":
         return _explore(args)
@@ -148,17 +157,12 @@ def _run(args: argparse.Namespace) -> None:
             variant = VariantConfig(args.method, args.ratio, args.schedule, args.criterion)
             flow.with_variant(variant).prune(variant, force=args.force, source=args.model)
     elif args.command in ("quantize", "export", "rtl"):
-        for name in args.variant or flow.variant_names():
-            if name != "dense":
-                cfg.variant(name)
+        for name in _variant_names(args, flow):
             getattr(flow, args.command)(name, force=args.force)
     elif args.command == "sim":
         from prunehw.sim.runner import SimulatorMissing
 
-        names = args.variant or flow.variant_names()
-        for name in names:
-            if name != "dense":
-                cfg.variant(name)
+        names = _variant_names(args, flow)
         n = args.images if args.images is not None else (0 if args.simulator == "verilator" else 100)
         if n < 0 or args.workers < 1:
             raise PrunehwError(f"--images {n} / --workers {args.workers}: allowed: images >= 0 (0 = all), workers >= 1")
@@ -177,10 +181,7 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "synth":
         from prunehw.synth_report import ToolMissing, synth_variants
 
-        names = args.variant or flow.variant_names()
-        for name in names:
-            if name != "dense":
-                cfg.variant(name)
+        names = _variant_names(args, flow)
         try:
             synth_variants(flow, names, force=args.force)
         except ToolMissing as exc:
