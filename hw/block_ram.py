@@ -40,6 +40,16 @@ class BlockRAM(wiring.Component):
     init : list of int
         Initial contents (ROM images), word by word; shorter lists are zero-filled.
 
+    A read of the word being written in the same cycle is undefined on the
+    FPGA: the memories carry yosys's ``no_rw_check``, so no bypass logic is
+    built around the block RAM (yosys would otherwise emulate read-first
+    behaviour with a multiplexer right after the block RAM's slow
+    clock-to-output; that was the dense design's critical path). The
+    simulated Verilog returns the old word; users must not depend on it. The
+    accelerator never does: activations are read from one ping-pong buffer
+    while the other is written, and a partial sum read in the cycle of its
+    own write is replaced by the forwarded sum (``PSUM_FORWARD``).
+
     Members
     -------
     r_addr : In(range(depth))
@@ -87,7 +97,8 @@ class BlockRAM(wiring.Component):
                 if not name.startswith(f"sub{s}_"):
                     continue
                 init = [(v >> bit) & ((1 << w) - 1) for v in self.init[s * SUB_DEPTH:s * SUB_DEPTH + words]]
-                mem = Memory(shape=w, depth=max(words, 2), init=init + [0] * (max(words, 2) - len(init)))
+                mem = Memory(shape=w, depth=max(words, 2), init=init + [0] * (max(words, 2) - len(init)),
+                             attrs={"no_rw_check": 1})
                 m.submodules[name] = mem
                 rd = mem.read_port()
                 wr = mem.write_port(granularity=g if g < self.width else None)

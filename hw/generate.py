@@ -9,9 +9,10 @@ from prunehw.config import ArrayConfig
 from prunehw.errors import ConfigError
 from prunehw.hw.accelerator import COUNTERS, Accelerator
 from prunehw.hw.cycle_model import cycle_model
+from prunehw.hw.ecp5 import MODELS_FILE, ECP5, write_sim_models
 from prunehw.hw.program import MatmulOp, Program, build_program
 
-__all__ = ["TOP_NAME", "program_for", "describe", "generate_verilog"]
+__all__ = ["TOP_NAME", "program_for", "describe", "generate_verilog", "write_verilog"]
 
 TOP_NAME = "prunehw_top"
 
@@ -46,6 +47,7 @@ def describe(program: Program, accel: Accelerator | None = None) -> dict:
     n_ct = sum(o.n_ct for o in program.matmuls())
     return {
         "top": TOP_NAME,
+        "sim_models": [MODELS_FILE],
         "array": {"rows": R, "cols": C, "dataflow": "ws", "acc_bits": acc},
         "pipeline": {"matmul_drain_cycles": accel.mm_drain, "pool_drain_cycles": accel.pool_drain} if accel else None,
         "ops": ops,
@@ -65,15 +67,24 @@ def describe(program: Program, accel: Accelerator | None = None) -> dict:
     }
 
 
-def generate_verilog(contract, array: ArrayConfig, out_dir: Path) -> tuple[Path, Path, dict]:
-    """Write ``<out_dir>/prunehw_top.v`` and ``accelerator.json``; returns their paths and the description."""
+def write_verilog(top: Accelerator, out_dir: Path) -> Path:
+    """Write ``top``'s ECP5 flavour as ``<out_dir>/prunehw_top.v`` with the primitives' simulation models beside it.
+
+    The same file is what cocotb simulates and what yosys synthesises (see :mod:`prunehw.hw.ecp5`).
+    """
     from amaranth.back import verilog
 
+    text = verilog.convert(top, name=TOP_NAME, emit_src=False, platform=ECP5())
+    write_sim_models(out_dir)
+    return write_bytes(Path(out_dir) / f"{TOP_NAME}.v", text.encode())
+
+
+def generate_verilog(contract, array: ArrayConfig, out_dir: Path) -> tuple[Path, Path, dict]:
+    """Write ``<out_dir>/prunehw_top.v`` and ``accelerator.json``; returns their paths and the description."""
     program = program_for(contract, array)
     top = Accelerator(program)
-    text = verilog.convert(top, name=TOP_NAME, emit_src=False)
     out_dir = Path(out_dir)
-    v = write_bytes(out_dir / f"{TOP_NAME}.v", text.encode())
+    v = write_verilog(top, out_dir)
     top._roms()  # widths for the description
     desc = describe(program, top)
     j = write_json(out_dir / "accelerator.json", desc)

@@ -1,6 +1,6 @@
 """The int8 multiply-accumulate processing element of the weight-stationary systolic array."""
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import ClockSignal, Instance, Module, ResetSignal, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -21,6 +21,10 @@ class ProcessingElement(wiring.Component):
     Pipelined for the clock: the activation and the weight it meets are
     registered, the product is registered, then added to the partial sum, so
     the multiplier has a register on each side and the adder its own cycle.
+    For the ECP5 (``platform`` :class:`~prunehw.hw.ecp5.ECP5`) those three
+    registers are the ``MULT18X18D``'s own input and output registers, so
+    the multiply runs register to register inside the DSP block; the
+    behaviour, cycle for cycle, is the same.
     A beat entering at cycle t (``x_in``) meets ``psum_in`` at cycle t + 2
     (:data:`PSUM_DELAY`); ``psum_out`` is valid at t + 3. The PE below gets the
     activation at t + 1 and so needs this PE's sum at t + 3: the chain lines up.
@@ -61,16 +65,28 @@ class ProcessingElement(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # ``weight`` is the weight this cycle's operand ``x`` meets: the new one from a load beat on
-        weight = Signal(signed(self.w_width))
-        x = Signal(signed(self.x_width))
-        product = Signal(signed(self.x_width + self.w_width))
-        with m.If(self.valid_in & self.load_in):
-            m.d.sync += weight.eq(self.w_in)
-        w_use = weight
+        load = self.valid_in & self.load_in
+        w_new = self.w_in
         if self.fault == "pe_weight_stuck0_bit7":
-            w_use = (weight & 0x7F).as_signed()
-        m.d.sync += [x.eq(self.x_in), product.eq(x * w_use)]
+            w_new = (self.w_in & 0x7F).as_signed()
+        # the weight register takes the new weight on a load beat; ``x`` the activation every cycle;
+        # ``product`` = x * weight one cycle later
+        product = Signal(signed(self.x_width + self.w_width))
+        if getattr(platform, "dsp", None) == "MULT18X18D":
+            if max(self.x_width, self.w_width) > 18:
+                raise ValueError(f"operands of {self.x_width} and {self.w_width} bits do not fit an 18x18 MULT18X18D")
+            a, b, p = Signal(signed(18)), Signal(signed(18)), Signal(signed(36))
+            m.d.comb += [a.eq(w_new), b.eq(self.x_in), product.eq(p)]
+            from prunehw.hw.ecp5 import mult18x18d_ports
+
+            m.submodules.dsp = Instance("MULT18X18D", **mult18x18d_ports(
+                a, b, p, a_ce=load, b_ce=1, clk=ClockSignal(), rst=ResetSignal()))
+        else:
+            weight = Signal(signed(self.w_width))
+            x = Signal(signed(self.x_width))
+            with m.If(load):
+                m.d.sync += weight.eq(w_new)
+            m.d.sync += [x.eq(self.x_in), product.eq(x * weight)]
         psum = self.psum_in + product
         if self.fault == "pe_psum_stuck0_bit3":
             psum = psum & ~(1 << 3)

@@ -262,6 +262,7 @@ class Flow:
 
     def _rtl(self, variant: str, force: bool = False) -> Path:
         from prunehw.export.contract import load_contract
+        from prunehw.hw.ecp5 import MODELS_FILE
         from prunehw.hw.generate import generate_verilog
 
         contract_path = self.quantize(variant)
@@ -285,7 +286,7 @@ class Flow:
                                                                  for k, c in cyc["per_op"].items()])},
             "array": desc["array"],
         })
-        record_stage(self.run_dir, stage, key, [v, j])
+        record_stage(self.run_dir, stage, key, [v, j, out / MODELS_FILE])
         self.log(f"rtl {variant}: {self.cfg.array.rows}x{self.cfg.array.cols} array, {cyc['total']} cycles per image "
                  f"(analytic), {cyc['macs']} MACs; SCALE-Sim estimates {sum(ss.values())} cycles for its conv/dense "
                  f"layers (ours {sum(cyc['per_op'][n] for n in ss)}); wrote {v}")

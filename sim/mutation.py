@@ -11,21 +11,19 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from prunehw.artifacts import atomic_path, write_bytes, write_json
+from prunehw.artifacts import atomic_path, write_json
 from prunehw.hw.accelerator import COUNTERS, Accelerator
 from prunehw.hw.cycle_model import cycle_model
 from prunehw.hw.faults import FAULTS
-from prunehw.hw.generate import TOP_NAME, describe
+from prunehw.hw.generate import describe, write_verilog
 from prunehw.sim.regression import Job, run_jobs
 
 __all__ = ["run_campaign"]
 
 
 def _mutant(program, fault: str, out_dir: Path) -> Path:
-    from amaranth.back import verilog
-
     top = Accelerator(program, fault=fault)
-    write_bytes(out_dir / f"{TOP_NAME}.v", verilog.convert(top, name=TOP_NAME, emit_src=False).encode())
+    write_verilog(top, out_dir)
     top._roms()
     write_json(out_dir / "accelerator.json", describe(program, top))
     return out_dir

@@ -111,7 +111,10 @@ def run_rtl(rtl_dir: Path, desc: dict, images: np.ndarray, expected: np.ndarray,
     hex_path = write_images_hex(work_dir / "images.hex", images)
     np.savez(work_dir / "expected.npz", logits=np.asarray(expected, dtype=np.int64))
     harness = write_harness(work_dir / f"{HARNESS}.sv", desc, n, hex_path)
-    sources = [Path(rtl_dir).resolve() / f"{desc['top']}.v", harness]
+    # the primitives' simulation models first, then the top and the harness (the runner takes the last
+    # source as the top's language)
+    sources = [Path(rtl_dir).resolve() / f for f in desc.get("sim_models", [])]
+    sources += [Path(rtl_dir).resolve() / f"{desc['top']}.v", harness]
     build_args: list[str] = []
     env = dict(os.environ)
     if sim == "verilator":

@@ -1,0 +1,150 @@
+"""The ECP5 primitives the generated Verilog instantiates, and a simulation model for each.
+
+The generator builds two flavours of the same design from one Amaranth
+description, chosen by the ``platform`` handed to ``elaborate``:
+
+- ``platform=None`` (Amaranth's own simulator): plain Amaranth arithmetic.
+- ``platform=ECP5`` (the Verilog that cocotb simulates *and* yosys
+  synthesises): each PE's multiplier is a ``MULT18X18D`` with its input and
+  output registers switched on, because yosys 0.23 maps a multiply to the
+  DSP's combinational path only and leaves the registers around it in the
+  fabric. That path (route into the DSP, 3.9 ns through it, route out)
+  cost 10.5-11.6 ns, so the design closed at 86-95 MHz; with the DSP's own
+  registers the multiply is register to register inside the block.
+
+Verilator and Icarus have no model of a vendor primitive, so
+:func:`sim_models` writes one: the subset of ``MULT18X18D`` this design
+uses (18x18 multiply, signed per ``SIGNEDA``/``SIGNEDB``, optional input
+and output registers on ``CLK0`` with a selectable clock enable and a
+synchronous reset). A parameter outside that subset stops the simulation
+with ``$fatal`` rather than being simulated wrongly. The semantics follow
+Lattice's sysDSP usage guide (TN1267): a register samples its input on the
+rising edge of its clock when its clock enable is high, and clears on its
+reset with ``RESETMODE="SYNC"``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["ECP5", "MODELS_FILE", "mult18x18d_ports", "sim_models", "write_sim_models"]
+
+#: The file, next to the top's Verilog, holding the simulation models of the primitives it instantiates.
+MODELS_FILE = "ecp5_models.v"
+
+
+class ECP5:
+    """The ``platform`` passed to ``elaborate`` for the FPGA flavour: instantiate ECP5 primitives.
+
+    Only a marker: it carries the device name for the description and
+    nothing else Amaranth's build system would need (the design is synthesised
+    out of context, without pins).
+    """
+
+    device = "LFE5U-85F"
+    #: Components test ``getattr(platform, "dsp", None) == "MULT18X18D"``.
+    dsp = "MULT18X18D"
+
+
+def mult18x18d_ports(a, b, p, *, a_ce, b_ce, clk, rst) -> dict:
+    """Instance keyword arguments wiring ``a`` (18 bits) x ``b`` (18 bits) -> ``p`` (36 bits), both signed,
+    A registered with clock enable ``a_ce`` on CE0, B and P registered with ``b_ce`` on CE1, all on CLK0."""
+    kw = {"p_REG_INPUTA_CLK": "CLK0", "p_REG_INPUTA_CE": "CE0", "p_REG_INPUTA_RST": "RST0",
+          "p_REG_INPUTB_CLK": "CLK0", "p_REG_INPUTB_CE": "CE1", "p_REG_INPUTB_RST": "RST0",
+          "p_REG_PIPELINE_CLK": "NONE", "p_REG_OUTPUT_CLK": "CLK0", "p_REG_OUTPUT_CE": "CE1",
+          "p_REG_OUTPUT_RST": "RST0", "p_RESETMODE": "SYNC", "p_GSR": "DISABLED",
+          "i_SIGNEDA": 1, "i_SIGNEDB": 1, "i_SOURCEA": 0, "i_SOURCEB": 0,
+          "i_CLK0": clk, "i_CE0": a_ce, "i_CE1": b_ce, "i_RST0": rst}
+    for i in range(18):
+        kw[f"i_A{i}"], kw[f"i_B{i}"], kw[f"i_C{i}"] = a[i], b[i], 0
+    for i in range(36):
+        kw[f"o_P{i}"] = p[i]
+    return kw
+
+
+def _selects() -> str:
+    """localparams giving the index of the clock enable and reset each register uses ("CE2" -> 2)."""
+    lines = []
+    for short, reg in (("A", "INPUTA"), ("B", "INPUTB"), ("P", "OUTPUT")):
+        for kind in ("CE", "RST"):
+            pick = " : ".join(f'(REG_{reg}_{kind} == "{kind}{i}") ? {i}' for i in range(3)) + " : 3"
+            lines.append(f"    localparam {short}_{kind} = {pick};")
+    return "\n".join(lines)
+
+
+def _bits(name: str, n: int) -> str:
+    return ", ".join(f"{name}{i}" for i in reversed(range(n)))
+
+
+def sim_models() -> str:
+    """Verilog simulation models of the primitives the ECP5 flavour instantiates (see the module docstring)."""
+    regs = ("INPUTA", "INPUTB", "PIPELINE", "OUTPUT")
+    params = "\n".join(f'    parameter REG_{r}_CLK = "NONE";\n    parameter REG_{r}_CE = "CE0";\n'
+                       f'    parameter REG_{r}_RST = "RST0";' for r in regs)
+    return f"""// Simulation model of the subset of Lattice ECP5 MULT18X18D that prunehw instantiates
+// (written by prunehw.hw.ecp5; yosys maps the instance to the real primitive).
+module MULT18X18D (
+    input {_bits("A", 18)},
+    input {_bits("B", 18)},
+    input {_bits("C", 18)},
+    input SIGNEDA, SIGNEDB, SOURCEA, SOURCEB,
+    input CLK0, CLK1, CLK2, CLK3, CE0, CE1, CE2, CE3, RST0, RST1, RST2, RST3,
+    output {_bits("P", 36)}
+);
+{params}
+    parameter RESETMODE = "SYNC";
+    parameter GSR = "ENABLED";
+    parameter MULT_BYPASS = "DISABLED";
+    parameter CAS_MATCH_REG = "FALSE";
+    parameter CLK0_DIV = "ENABLED";
+    parameter CLK1_DIV = "ENABLED";
+    parameter CLK2_DIV = "ENABLED";
+    parameter CLK3_DIV = "ENABLED";
+    parameter HIGHSPEED_CLK = "NONE";
+    parameter SOURCEB_MODE = "B_SHIFT";
+
+    initial begin
+        if (REG_INPUTA_CLK != "NONE" && REG_INPUTA_CLK != "CLK0") $fatal(1, "MULT18X18D model: REG_INPUTA_CLK must be NONE or CLK0");
+        if (REG_INPUTB_CLK != "NONE" && REG_INPUTB_CLK != "CLK0") $fatal(1, "MULT18X18D model: REG_INPUTB_CLK must be NONE or CLK0");
+        if (REG_OUTPUT_CLK != "NONE" && REG_OUTPUT_CLK != "CLK0") $fatal(1, "MULT18X18D model: REG_OUTPUT_CLK must be NONE or CLK0");
+        if (REG_PIPELINE_CLK != "NONE") $fatal(1, "MULT18X18D model: REG_PIPELINE_CLK must be NONE");
+        if (RESETMODE != "SYNC") $fatal(1, "MULT18X18D model: RESETMODE must be SYNC");
+        if (MULT_BYPASS != "DISABLED") $fatal(1, "MULT18X18D model: MULT_BYPASS must be DISABLED");
+    end
+
+    wire [17:0] a = {{{_bits("A", 18)}}};
+    wire [17:0] b = {{{_bits("B", 18)}}};
+    wire [3:0] ce = {{CE3, CE2, CE1, CE0}};
+    wire [3:0] rst = {{RST3, RST2, RST1, RST0}};
+{_selects()}
+
+    reg [17:0] a_q = 18'd0, b_q = 18'd0;
+    reg sa_q = 1'b0, sb_q = 1'b0;
+    always @(posedge CLK0) begin
+        if (rst[A_RST]) begin a_q <= 18'd0; sa_q <= 1'b0; end
+        else if (ce[A_CE]) begin a_q <= a; sa_q <= SIGNEDA; end
+        if (rst[B_RST]) begin b_q <= 18'd0; sb_q <= 1'b0; end
+        else if (ce[B_CE]) begin b_q <= b; sb_q <= SIGNEDB; end
+    end
+    wire [17:0] a_m = (REG_INPUTA_CLK == "NONE") ? a : a_q;
+    wire [17:0] b_m = (REG_INPUTB_CLK == "NONE") ? b : b_q;
+    wire sa_m = (REG_INPUTA_CLK == "NONE") ? SIGNEDA : sa_q;
+    wire sb_m = (REG_INPUTB_CLK == "NONE") ? SIGNEDB : sb_q;
+    wire signed [18:0] a_x = {{sa_m & a_m[17], a_m}};
+    wire signed [18:0] b_x = {{sb_m & b_m[17], b_m}};
+    wire signed [37:0] prod = a_x * b_x;
+
+    reg [35:0] p_q = 36'd0;
+    always @(posedge CLK0) begin
+        if (rst[P_RST]) p_q <= 36'd0;
+        else if (ce[P_CE]) p_q <= prod[35:0];
+    end
+    assign {{{_bits("P", 36)}}} = (REG_OUTPUT_CLK == "NONE") ? prod[35:0] : p_q;
+endmodule
+"""
+
+
+def write_sim_models(out_dir: Path) -> Path:
+    from prunehw.artifacts import write_bytes
+
+    return write_bytes(Path(out_dir) / MODELS_FILE, sim_models().encode())
