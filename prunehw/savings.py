@@ -7,10 +7,11 @@ image the RTL loads (weight tiles, biases and row tables, as stored in its ROMs)
 
 Energy per inference: every counter of the RTL times the per-operation energy
 of a table that states its source (``hw/energy_horowitz45.json`` by default):
-a MAC is an 8-bit multiply plus an accumulator add; SRAM accesses are charged
-per bit at the table's 32-bit figure, with the word widths of this accelerator
-(a weight read is a whole R x C tile; an activation write goes to all R
-replicated banks).
+a MAC is an 8-bit multiply plus an accumulator add; an SRAM access is charged
+per bit moved at the 64-bit access energy of the smallest SRAM size in the
+table that holds that memory (:func:`sram_pj_per_bit`), with the word widths
+of this accelerator (a weight read is a whole R x C tile; an activation
+write goes to all R replicated banks, each its own memory).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DEFAULT_ENERGY_TABLE", "csr_bytes", "storage", "energy"]
+__all__ = ["DEFAULT_ENERGY_TABLE", "csr_bytes", "storage", "energy", "sram_pj_per_bit", "memory_bytes"]
 
 DEFAULT_ENERGY_TABLE = Path(__file__).resolve().parents[1] / "hw" / "energy_horowitz45.json"
 
@@ -56,7 +57,7 @@ def storage(model_path: Path, desc: dict | None) -> dict[str, int]:
 def load_energy_table(path: Path | None = None) -> dict:
     path = Path(path or DEFAULT_ENERGY_TABLE)
     table = json.loads(path.read_text())
-    for key in ("source", "mult_int8_pj", "add_int32_pj", "sram_32bit_access_pj"):
+    for key in ("source", "mult_int8_pj", "add_int32_pj", "sram_64bit_access_pj"):
         if key not in table:
             from prunehw.errors import ConfigError
 
@@ -64,18 +65,37 @@ def load_energy_table(path: Path | None = None) -> dict:
     return table
 
 
+def sram_pj_per_bit(table: dict, size_bytes: int) -> float:
+    """pJ per bit moved by one access of an SRAM of ``size_bytes``: the 64-bit access energy of the smallest
+    tabulated SRAM at least that large, over 64 (the largest tabulated one beyond them all)."""
+    sizes = sorted((int(k), float(v)) for k, v in table["sram_64bit_access_pj"].items())
+    for cap, pj in sizes:
+        if size_bytes <= cap:
+            return pj / 64.0
+    return sizes[-1][1] / 64.0
+
+
+def memory_bytes(desc: dict) -> dict[str, int]:
+    """Bytes of one physical memory of each kind (one activation bank, not all of them), from the description."""
+    mem = desc["memories"]
+    C = desc["array"]["cols"]
+    bits = lambda m: m["words"] * m["bits_per_word"] // 8  # noqa: E731
+    return {"weights": mem["weights"]["bytes"], "activations": max(mem["activations"]["buffers"]) * C,
+            "psum": bits(mem["psum"]), "bias": bits(mem["bias"])}
+
+
 def energy(activity: dict[str, int], desc: dict, table: dict) -> dict[str, float]:
     """pJ per inference by component, and ``total``, from RTL counters and the accelerator's word widths."""
     R, C = desc["array"]["rows"], desc["array"]["cols"]
     acc = desc["array"]["acc_bits"]
-    per_bit = table["sram_32bit_access_pj"] / 32.0
+    per_bit = {k: sram_pj_per_bit(table, b) for k, b in memory_bytes(desc).items()}
     parts = {
         "mac": activity["macs"] * (table["mult_int8_pj"] + table["add_int32_pj"]),
-        "weight_sram": activity["weight_reads"] * R * C * 8 * per_bit,
-        "activation_sram_read": activity["act_reads"] * C * 8 * per_bit,
-        "activation_sram_write": activity["act_writes"] * R * C * 8 * per_bit,
-        "psum_sram": (activity["psum_reads"] + activity["psum_writes"]) * C * acc * per_bit,
-        "bias_sram": activity["bias_reads"] * C * acc * per_bit,
+        "weight_sram": activity["weight_reads"] * R * C * 8 * per_bit["weights"],
+        "activation_sram_read": activity["act_reads"] * C * 8 * per_bit["activations"],
+        "activation_sram_write": activity["act_writes"] * R * C * 8 * per_bit["activations"],
+        "psum_sram": (activity["psum_reads"] + activity["psum_writes"]) * C * acc * per_bit["psum"],
+        "bias_sram": activity["bias_reads"] * C * acc * per_bit["bias"],
     }
     parts["total"] = sum(parts.values())
     return parts

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from prunehw.report import savings_ratios
-from prunehw.savings import csr_bytes, energy, load_energy_table
+from prunehw.savings import csr_bytes, energy, load_energy_table, sram_pj_per_bit
 
-DESC = {"array": {"rows": 8, "cols": 8, "acc_bits": 24}}
+DESC = {"array": {"rows": 8, "cols": 8, "acc_bits": 24},
+        "memories": {"weights": {"bytes": 40000}, "activations": {"buffers": [900, 400]},
+                     "psum": {"words": 100, "bits_per_word": 192}, "bias": {"words": 20, "bits_per_word": 192}}}
 ACT = {"macs": 1000, "weight_reads": 10, "act_reads": 500, "act_writes": 40, "psum_reads": 30, "psum_writes": 30,
        "bias_reads": 20, "beats": 100, "total_cycles": 200}
 
@@ -23,11 +25,23 @@ def test_energy_follows_every_counter():
         assert changed["total"] > base["total"], key
 
 
+def test_sram_energy_follows_horowitz_by_size():
+    """Horowitz (ISSCC 2014): a 64-bit access costs about 10 pJ at 8 KB, 20 pJ at 32 KB, 100 pJ at 1 MB."""
+    table = load_energy_table()
+    per_64 = {size: sram_pj_per_bit(table, size) * 64 for size in (2048, 8192, 8193, 32768, 40000, 1 << 20, 1 << 22)}
+    assert per_64 == {2048: 10.0, 8192: 10.0, 8193: 20.0, 32768: 20.0, 40000: 100.0, 1 << 20: 100.0, 1 << 22: 100.0}
+    # the weight ROM here (40,000 B) is charged at the 1 MB figure, one 7,200 B activation bank at the 8 KB one
+    parts = energy(ACT, DESC, table)
+    assert parts["weight_sram"] == pytest.approx(10 * 8 * 8 * 8 * 100.0 / 64)
+    assert parts["activation_sram_read"] == pytest.approx(500 * 8 * 8 * 10.0 / 64)
+
+
 def test_energy_table_is_data(tmp_path):
     import json
 
     path = tmp_path / "t.json"
-    path.write_text(json.dumps({"source": "made up", "mult_int8_pj": 1.0, "add_int32_pj": 0.0, "sram_32bit_access_pj": 0.0}))
+    path.write_text(json.dumps({"source": "made up", "mult_int8_pj": 1.0, "add_int32_pj": 0.0,
+                                "sram_64bit_access_pj": {"8192": 0.0}}))
     assert energy(ACT, DESC, load_energy_table(path))["total"] == 1000.0
     path.write_text(json.dumps({"mult_int8_pj": 1.0}))
     from prunehw.errors import ConfigError
