@@ -30,8 +30,11 @@ PSUM_DELAY`` cycles later (skew, deskew and the PE's operand and product
 registers) the bottom adds the bias (first row tile) or the stored partial
 sum, read ahead, and registers the new sum; the next cycle stores it as the
 partial sum, or on the last row tile requantizes it in two registered steps
-(ReLU and rounding half up; shift and saturation) and writes the word to the
-activation buffer (:data:`BOTTOM_STAGES`); the last layer keeps its logits.
+(ReLU and rounding half up; shift and saturation), registers the word, keeps
+the running maximum of a fused pooling window (a plain convolution's window
+is one position) and writes the window's word to the activation buffer
+(:data:`BOTTOM_STAGES`); the last layer keeps its logits. Output positions
+are walked window by window (:meth:`~prunehw.hw.program.MatmulOp.base_pixels`).
 A row tile of the same output position that returns within
 :data:`PSUM_FORWARD` beats (dense layers: one beat) takes the running sum
 from the bottom's registers, since its memory write has not landed yet.
@@ -62,8 +65,9 @@ FEED_STAGES = 4 + READ_LATENCY + 1
 #: bottom's registers: the partial-sum memory is read READ_LATENCY cycles ahead and written one cycle
 #: after the sum, so a write is seen only by a read issued at least one cycle later.
 PSUM_FORWARD = READ_LATENCY + 1
-#: Cycles from the array's output to the output word's write: sum, rounding, saturation (each registered).
-BOTTOM_STAGES = 3
+#: Cycles from the array's output to the output word's write: sum, rounding, saturation, and the fused
+#: pooling's running maximum (each registered).
+BOTTOM_STAGES = 4
 #: Cycles from a pooling read's issue to its window's result being written: address register, bank
 #: read (READ_LATENCY), running maximum and the window's result register.
 POOL_WRITE = 1 + READ_LATENCY + 1
@@ -188,31 +192,33 @@ class Accelerator(wiring.Component):
         # evaluate a combinational process whose inputs never change, and ``op`` stays 0
         # for the whole first layer). Limits are stored minus one, so the controller
         # compares counters with constants instead of subtracting on its critical path.
-        names = ("M_1", "out_w_1", "row_step", "n_rt_1", "n_ct_1", "wbase", "rtbase", "bbase", "in_pix", "out_pix",
+        names = ("M_1", "out_w_1", "n_rt_1", "n_ct_1", "wbase", "rtbase", "bbase", "in_pix", "out_pix",
                  "pool", "pool_1", "pool_w_step", "pool_row_step", "out_pix_1", "macs_full", "macs_last_rt", "macs_last_ct",
                  "macs_last_both", "rows_last", "fwd")
         aw = self.aw
-        klayout = data.StructLayout({**{n: aw for n in names}, "in_buf": 1, "out_buf": 1, "in_signed": 1,
+        klayout = data.StructLayout({**{n: aw for n in names}, "in_buf": 1, "out_buf": 1, "in_signed": 1, "out_signed": 1,
                                      "is_last": 1, "is_pool": 1})
         kinit = []
         for i, o in enumerate(ops):
             vals = dict.fromkeys(names, 0)
+            # the window walk (pooling ops, and matmuls with fused pooling; a plain matmul is a 1x1 window):
+            # next element of a window row +1, next window row +pool_w_step, next window +pool, next
+            # row of windows +pool_row_step
             vals.update(in_pix=o.in_pix, out_pix=o.out_pix, out_pix_1=o.out_pix - 1, out_w_1=o.out_shape[1] - 1,
+                        pool=o.pool, pool_1=o.pool - 1, pool_w_step=o.in_shape[1] - o.pool + 1,
+                        pool_row_step=o.pool * o.in_shape[1] - o.pool * (o.out_shape[1] - 1),
                         n_ct_1=o.n_ct - 1, in_buf=o.in_buf, out_buf=o.out_buf, is_pool=int(isinstance(o, PoolOp)),
                         in_signed=int(o.in_signed if isinstance(o, MatmulOp) else o.signed),
                         is_last=int(isinstance(o, MatmulOp) and o.last))
             if isinstance(o, MatmulOp):
                 rows_last, cols_last = o.rows - (o.n_rt - 1) * R, o.cols - (o.n_ct - 1) * C
                 vals.update(M_1=o.positions - 1, n_rt_1=o.n_rt - 1, wbase=self.wbase[i], rtbase=self.rtbase[i],
-                            bbase=self.bbase[i], row_step=o.in_shape[1] - o.out_shape[1] + 1, rows_last=rows_last,
+                            bbase=self.bbase[i], rows_last=rows_last, out_signed=int(o.out["signed"]),
                             macs_full=R * C, macs_last_rt=rows_last * C, macs_last_ct=R * cols_last,
                             macs_last_both=rows_last * cols_last,
                             # a later row tile of the same output position arrives M beats after the
                             # previous one; closer than the partial-sum memory's round trip, forward it
                             fwd=o.positions if o.positions <= PSUM_FORWARD else 0)
-            else:
-                vals.update(pool=o.pool, pool_1=o.pool - 1, pool_w_step=o.in_shape[1] - o.pool + 1,
-                            pool_row_step=o.pool * o.in_shape[1] - o.pool * (o.out_shape[1] - 1))
             kinit.append(vals)
         m.submodules.oprom = oprom = Memory(shape=klayout, depth=max(2, self.n_ops), init=kinit)
         # the constants are registered: read at the op index of the next cycle (``op_next``, set
@@ -235,7 +241,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [self.counters[i].eq(c) for i, c in enumerate(counters)]
 
         # -- controller --------------------------------------------------------------------
-        ct, rt, pos, base, obase, tile_i, ox = (Signal(aw, name=n) for n in ("ct", "rt", "pos", "base", "obase", "tile_i", "ox"))
+        ct, rt, pos, base, obase, tile_i = (Signal(aw, name=n) for n in ("ct", "rt", "pos", "base", "obase", "tile_i"))
         drain = Signal(range(max(self.mm_drain, self.pool_drain) + 1))
         # pooling counters: window (dx, dy), window offset, top-left pixel, output pixel
         dx, dy, woff, pbase, px, q = (Signal(aw, name=n) for n in ("dx", "dy", "woff", "pbase", "px", "q"))
@@ -250,7 +256,7 @@ class Accelerator(wiring.Component):
         m.d.comb += self.done.eq(done)
 
         def reset_op_counters():
-            return [ct.eq(0), rt.eq(0), pos.eq(0), base.eq(0), obase.eq(0), ox.eq(0), dx.eq(0), dy.eq(0), woff.eq(0),
+            return [ct.eq(0), rt.eq(0), pos.eq(0), base.eq(0), obase.eq(0), dx.eq(0), dy.eq(0), woff.eq(0),
                     pbase.eq(0), px.eq(0), q.eq(0)]
 
         last_rt_now = rt == k_["n_rt_1"] - (1 if self.fault == "ctrl_row_tiles_off_by_one" else 0)
@@ -266,7 +272,8 @@ class Accelerator(wiring.Component):
                 last_pos = pos == k_["M_1"] - (1 if self.fault == "ctrl_positions_off_by_one" else 0)
                 last_ct = ct == k_["n_ct_1"] - (1 if self.fault == "ctrl_col_tiles_off_by_one" else 0)
                 with m.If(last_pos):
-                    m.d.sync += [pos.eq(0), base.eq(0), ox.eq(0), tile_i.eq(tile_i + 1)]
+                    m.d.sync += [pos.eq(0), base.eq(0), pbase.eq(0), px.eq(0), dx.eq(0), dy.eq(0), q.eq(0),
+                                 tile_i.eq(tile_i + 1)]
                     with m.If(last_rt_now):
                         m.d.sync += [rt.eq(0), ct.eq(ct + 1), obase.eq(obase + k_["out_pix"])]
                         with m.If(last_ct):
@@ -275,11 +282,20 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         m.d.sync += rt.eq(rt + 1)
                 with m.Else():
+                    # the next position: the next element of this pooling window, else the top left
+                    # of the next window (a plain convolution's windows are single positions)
                     m.d.sync += pos.eq(pos + 1)
-                    with m.If(ox == k_["out_w_1"]):
-                        m.d.sync += [ox.eq(0), base.eq(base + k_["row_step"] + (1 if self.fault == "im2col_row_step_off_by_one" else 0))]
+                    with m.If(dx != k_["pool_1"]):
+                        m.d.sync += [dx.eq(dx + 1), base.eq(base + 1)]
+                    with m.Elif(dy != k_["pool_1"]):
+                        m.d.sync += [dx.eq(0), dy.eq(dy + 1), base.eq(base + k_["pool_w_step"])]
                     with m.Else():
-                        m.d.sync += [ox.eq(ox + 1), base.eq(base + 1)]
+                        m.d.sync += [dx.eq(0), dy.eq(0), q.eq(q + 1)]
+                        with m.If(px == k_["out_w_1"]):
+                            step = k_["pool_row_step"] + (1 if self.fault == "im2col_row_step_off_by_one" else 0)
+                            m.d.sync += [px.eq(0), pbase.eq(pbase + step), base.eq(pbase + step)]
+                        with m.Else():
+                            m.d.sync += [px.eq(px + 1), pbase.eq(pbase + k_["pool"]), base.eq(pbase + k_["pool"])]
             for state in ("MM_DRAIN", "POOL_DRAIN"):
                 with m.State(state):
                     with m.If(drain == 0):
@@ -355,12 +371,15 @@ class Accelerator(wiring.Component):
         # data registered; 5: lane select and sign into ``x``, weight tile read; 6: array.
         # Every block RAM output goes straight into a register: the ECP5's DP16KD has a
         # slow clock-to-output, so no logic may follow it in the same cycle.
-        meta = data.StructLayout({"v": 1, "first": 1, "first_rt": 1, "last_rt": 1, "pos": aw, "ct": aw, "oaddr": aw,
+        meta = data.StructLayout({"v": 1, "first": 1, "first_rt": 1, "last_rt": 1, "win_first": 1, "win_last": 1,
+                                  "pos": aw, "ct": aw, "oaddr": aw,
                                   "waddr": aw, "base": aw, "fwd": PSUM_FORWARD.bit_length()})
         m0 = Signal(meta)
         m.d.comb += [rt_rd.addr.eq(k_["rtbase"] + rt),
                      m0.v.eq(issue), m0.first.eq(pos == 0), m0.first_rt.eq(rt == 0), m0.last_rt.eq(last_rt_now),
-                     m0.pos.eq(pos), m0.ct.eq(ct), m0.oaddr.eq(obase + pos), m0.waddr.eq(k_["wbase"] + tile_i),
+                     m0.win_first.eq((dx == 0) & (dy == 0)),
+                     m0.win_last.eq((dx == k_["pool_1"] - (1 if self.fault == "pool_window_short" else 0)) & (dy == k_["pool_1"])),
+                     m0.pos.eq(pos), m0.ct.eq(ct), m0.oaddr.eq(obase + q), m0.waddr.eq(k_["wbase"] + tile_i),
                      m0.base.eq(base), m0.fwd.eq(k_["fwd"])]
         feed = [m0]
         for d in range(1, FEED_STAGES + 1):
@@ -474,9 +493,20 @@ class Accelerator(wiring.Component):
         m.d.sync += [rnd_q.eq(rounded), mC.eq(mB)]
         # the write request is registered whole (buffer included): it lands in the cycle the
         # next op may already be issuing
+        mD, word_q = Signal(meta), Signal(word)
+        m.d.sync += [word_q.eq(out_word), mD.eq(mC)]
+        # fused max pooling: the window's positions are consecutive beats of the last row tile;
+        # keep their running maximum and write it with the window's last one (a plain
+        # convolution's window is one position, so every word is written)
+        run_max, new_max = Signal(word), Signal(word)
+        for j in range(C):
+            m.d.comb += new_max[j].eq(Mux(mD.win_first | _bigger(word_q[j], run_max[j], kc.out_signed, self.fault),
+                                          word_q[j], run_max[j]))
+        with m.If(mD.v & mD.last_rt):
+            m.d.sync += run_max.eq(new_max)
         out_q, oaddr_q, mm_we, mm_buf = Signal(word), Signal(aw), Signal(), Signal()
-        m.d.sync += [out_q.eq(out_word), oaddr_q.eq(mC.oaddr), mm_we.eq(mC.v & mC.last_rt & ~is_last & ~is_pool),
-                     mm_buf.eq(out_buf)]
+        m.d.sync += [out_q.eq(new_max), oaddr_q.eq(mD.oaddr),
+                     mm_we.eq(mD.v & mD.last_rt & mD.win_last & ~is_last & ~is_pool), mm_buf.eq(out_buf)]
 
         # -- pooling: 0 address registered; 1 bank read; 2 data registered; 3 running max,
         # the window's result registered; 4 written --------------------------------------------
@@ -498,11 +528,7 @@ class Accelerator(wiring.Component):
         mx = Signal(word)
         pmax = Signal(word)
         for j in range(C):
-            a, b = pdata[j], mx[j]
-            bigger = Mux(in_signed, a.as_signed() > b.as_signed(), a > b)
-            if self.fault == "pool_min":
-                bigger = ~bigger
-            m.d.comb += pmax[j].eq(Mux(p3.first | bigger, a, b))
+            m.d.comb += pmax[j].eq(Mux(p3.first | _bigger(pdata[j], mx[j], in_signed, self.fault), pdata[j], mx[j]))
         with m.If(p3.v):
             m.d.sync += mx.eq(pmax)
         pool_q, poaddr_q, pool_we, pool_buf = Signal(word), Signal(aw), Signal(), Signal()
@@ -532,6 +558,12 @@ class Accelerator(wiring.Component):
                         m.d.comb += [bank.w_addr.eq(self.img_pixel), bank.w_en.eq(1 << self.img_chan)]
                         m.d.comb += bank.w_data.eq(Cat(*[self.img_data] * C))
         return m
+
+
+def _bigger(a, b, signed_, fault: str | None = None):
+    """``a > b`` for two bytes, compared as signed or unsigned by ``signed_`` (max pooling's comparison)."""
+    bigger = Mux(signed_, a.as_signed() > b.as_signed(), a > b)
+    return ~bigger if fault == "pool_min" else bigger
 
 
 def _round(acc, acc_frac: int, out: dict, fault: str | None = None):

@@ -17,12 +17,13 @@ __all__ = ["drain_cycles", "op_cycles", "cycle_model", "activity_model", "CycleR
 #: (the read, a register beside the RAM, a register towards its users). Feed: row table read
 #: (3), activation address register (1), bank read (3), lane select register (1) = 8. Array:
 #: R - 1 of input skew, 3 in the last PE of a column (operand, product and sum registers),
-#: C - 1 of output deskew. Bottom: the sum register, the rounding register and the saturated
-#: word's register, whose write lands at the end of that cycle. The next op may read one
+#: C - 1 of output deskew. Bottom: the sum register, the rounding register, the saturated
+#: word's register and the pooling window's running-maximum register, whose write lands at
+#: the end of that cycle. The next op may read one
 #: cycle after its own issue, so the drain after the last issue is one less than that depth.
 FEED_DEPTH = 8
 PE_DEPTH = 3
-BOTTOM_DEPTH = 3
+BOTTOM_DEPTH = 4
 #: Pooling: address register (1), bank read (3), running maximum and the window's register (1).
 POOL_DEPTH = 5
 POOL_DRAIN = POOL_DEPTH - 1
@@ -67,11 +68,13 @@ def activity_model(program: Program) -> dict[str, int]:
     """Every activity counter of the RTL (``hw.accelerator.COUNTERS``) for one image, predicted from the schedule.
 
     Per matmul fold (col tile ``ct``, row tile ``rt``) the controller issues one
-    beat per output position: a weight tile is read once per fold, each beat
+    beat per computed output position (with fused pooling, only the positions
+    the pooling windows cover): a weight tile is read once per fold, each beat
     reads its valid rows' activations, starts from the bias on the first row
     tile and from the partial sum otherwise, writes a partial sum unless it is
-    the last row tile, and the last row tile writes the output word (the last
-    layer keeps logits in registers instead). Pooling reads one word per window
+    the last row tile, and the last row tile writes one output word per
+    pooling window, i.e. per output pixel (the last layer keeps logits in
+    registers instead). Pooling reads one word per window
     element and writes one per output pixel. The image load is not counted.
     """
     rep = cycle_model(program)
@@ -85,7 +88,7 @@ def activity_model(program: Program) -> dict[str, int]:
             act["bias_reads"] += op.n_ct * M
             act["psum_reads"] += op.n_ct * (op.n_rt - 1) * M
             act["psum_writes"] += op.n_ct * (op.n_rt - 1) * M
-            act["act_writes"] += 0 if op.last else op.n_ct * M
+            act["act_writes"] += 0 if op.last else op.n_ct * op.out_pix
         else:
             act["act_reads"] += op.out_pix * op.n_ct * op.pool * op.pool
             act["act_writes"] += op.out_pix * op.n_ct

@@ -38,6 +38,8 @@ def describe(program: Program, accel: Accelerator | None = None) -> dict:
         if isinstance(op, MatmulOp):
             entry.update(positions=op.positions, rows=op.rows, cols=op.cols, row_tiles=op.n_rt, col_tiles=op.n_ct,
                          folds=op.n_rt * op.n_ct, macs=sum(op.macs_per_fold) * op.positions)
+            if op.pool > 1:
+                entry.update(fused_pool=op.pool, conv_out_shape=list(op.conv_shape))
         else:
             entry.update(pool=op.pool, channel_tiles=op.n_ct)
         ops.append(entry)

@@ -15,6 +15,15 @@ position's base pixel: the row table holds, per row tile, R entries
 (word offset, lane, valid). Rows that matrix-based pruning dropped
 (``rows_kept`` in the contract) are simply absent from the table and from the
 weight tiles, so a pruned layer is a smaller matrix with fewer tiles.
+
+Max pooling that directly follows a convolution is fused into it
+(``MatmulOp.pool`` > 1): the convolution walks its output positions window
+by window (``pool x pool`` consecutive positions per pooled output, row by
+row inside a window), the array's bottom keeps the running maximum of the
+requantized words and writes one word per window, and the positions that
+pooling would discard (the ragged last rows and columns) are never
+computed. A pooling layer with no convolution before it stays a
+:class:`PoolOp` of its own.
 """
 
 from __future__ import annotations
@@ -65,6 +74,15 @@ class MatmulOp(_Shapes):
     out: dict
     last: bool
     macs_per_fold: list[int] = field(default_factory=list)
+    pool: int = 1             # fused max pooling window (1: none)
+    conv_shape: tuple[int, int, int] | None = None   # the convolution's own output (before fused pooling)
+
+    def base_pixels(self) -> list[int]:
+        """The input pixel at the top left of each output position, in the order the controller walks them."""
+        w, P = self.in_shape[1], self.pool
+        ph, pw = self.out_shape[:2]
+        return [(py * P + dy) * w + px * P + dx for py in range(ph) for px in range(pw)
+                for dy in range(P) for dx in range(P)]
 
 
 @dataclass
@@ -119,6 +137,13 @@ def build_program(contract, array: ArrayConfig) -> Program:
         if t == "maxpool2d":
             p = layer["pool"]
             out = (h // p, w // p, c)
+            prev = ops[-1] if ops else None
+            if isinstance(prev, MatmulOp) and prev.kind == "conv2d" and prev.pool == 1 and not prev.last:
+                # fused into the convolution: it computes only the positions the windows cover
+                prev.pool, prev.conv_shape, prev.out_shape = p, prev.out_shape, out
+                prev.positions = out[0] * p * out[1] * p
+                shape = out
+                continue
             ops.append(PoolOp(layer["name"], buf, 1 - buf, shape, out, p, _ct(c, C), layer["input"]["signed"]))
         else:
             W = contract.weights[layer["name"]]
@@ -163,10 +188,10 @@ def build_program(contract, array: ArrayConfig) -> Program:
             ops.append(MatmulOp(layer["name"], t, buf, 1 - buf, shape, out, out[0] * out[1], K, n, n_rt, n_ct, table,
                                 tiles, bias, layer["input"]["signed"], layer["accum"]["frac"], layer["output"],
                                 layer is weighted[-1], macs))
-        op = ops[-1]
         buf = 1 - buf
-        depth[buf] = max(depth[buf], op.out_pix * _ct(op.out_shape[2], C))
-        shape = op.out_shape
+        shape = ops[-1].out_shape
+    for op in ops:
+        depth[op.out_buf] = max(depth[op.out_buf], op.out_pix * _ct(op.out_shape[2], C))
     if not ops or not isinstance(ops[-1], MatmulOp) or not ops[-1].last:
         raise ValueError("the network must end with a conv or dense layer (the logits)")
     last = ops[-1]

@@ -40,6 +40,11 @@ FORWARDED = {
 }
 
 
+#: A pooling layer after a fused one has no convolution to fuse into: it runs as a pooling pass of its own.
+STANDALONE_POOL = NetworkConfig((L("conv2d", filters=3, kernel=3), L("relu"), L("maxpool2d", pool=2),
+                                 L("maxpool2d", pool=2), L("flatten"), L("dense", units=10)))
+
+
 def _contract(network, folder, tiny_data):
     model = build_model(network, (28, 28, 1), 10, seed=8)
     spec, w, b = quantize(model, tiny_data.x_train[:64])
@@ -52,6 +57,18 @@ def _contract(network, folder, tiny_data):
 def test_partial_sums_forwarded_for_short_folds(name, tmp_path, tiny_data):
     """A row tile returning before its partial sum's memory write lands takes the forwarded sum."""
     check(_contract(FORWARDED[name], tmp_path, tiny_data), ArrayConfig(rows=4, cols=4), tiny_data.x_test[:2])
+
+
+def test_pooling_fused_into_convolutions_and_standalone(tmp_path, tiny_data):
+    from prunehw.hw.program import MatmulOp, PoolOp
+
+    contract = _contract(STANDALONE_POOL, tmp_path, tiny_data)
+    program = build_program(contract, ArrayConfig(rows=4, cols=4))
+    conv, pool, fc = program.ops
+    assert isinstance(conv, MatmulOp) and isinstance(pool, PoolOp) and isinstance(fc, MatmulOp)
+    assert (conv.pool, conv.conv_shape[:2], conv.out_shape[:2], conv.positions) == (2, (26, 26), (13, 13), 26 * 26)
+    assert pool.in_shape[:2] == (13, 13) and pool.out_shape[:2] == (6, 6)
+    check(contract, ArrayConfig(rows=4, cols=4), tiny_data.x_test[:2])
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,26 @@ def test_row_table_addresses_equal_im2col(rows, cols, rng):
         np.testing.assert_array_equal(gathered, ref[p])
 
 
+@pytest.mark.parametrize("h, w, pool", [(9, 7, 2), (10, 10, 3), (6, 5, 1)])
+def test_fused_pooling_walks_whole_windows(h, w, pool, rng):
+    """A pooled convolution computes each window's positions consecutively and none that pooling discards."""
+    contract = _contract(rng, h=h, w=w)
+    conv = dict(contract.spec["layers"][0])
+    if pool > 1:
+        contract.spec["layers"].insert(1, {"name": "pool", "type": "maxpool2d", "pool": pool, "input": conv["output"]})
+        ph, pw = (h - 2) // pool, (w - 2) // pool
+        contract.spec["layers"][-1]["rows"] = contract.spec["layers"][-1]["in_channels"] = ph * pw * 5
+        contract.weights["fc"] = rng.integers(-128, 128, (ph * pw * 5, 4))
+    op = build_program(contract, ArrayConfig(rows=4, cols=4)).ops[0]
+    oh, ow = h - 2, w - 2
+    ph, pw = oh // pool, ow // pool
+    assert op.positions == ph * pool * pw * pool and op.out_shape[:2] == (ph, pw)
+    want = [(py * pool + dy) * w + px * pool + dx for py in range(ph) for px in range(pw)
+            for dy in range(pool) for dx in range(pool)]
+    assert op.base_pixels() == want
+    assert len(set(want)) == len(want) and max(want) < h * w
+
+
 def test_pruned_rows_leave_the_tiles(rng):
     full = build_program(_contract(rng), ArrayConfig(rows=4, cols=4))
     kept = [r for r in range(27) if r % 9 != 4]          # drop the centre tap of every channel
