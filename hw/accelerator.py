@@ -74,7 +74,7 @@ POOL_WRITE = 1 + READ_LATENCY + 1
 
 #: Performance counters, in ``counter_sel`` order; per-op cycle counters follow.
 COUNTERS = ("total_cycles", "beats", "macs", "weight_reads", "act_reads", "act_writes", "psum_reads", "psum_writes",
-            "bias_reads")
+            "bias_reads", "table_reads", "mults", "mults_gated", "wreg_writes")
 
 
 def _pack(values, width: int) -> int:
@@ -343,27 +343,18 @@ class Accelerator(wiring.Component):
         # activity counters add what the previous cycle issued (registered): they settle one
         # cycle after the last issue, long before ``done``
         last_ct_now = ct == k_["n_ct_1"]
-        inc = data.StructLayout({"beat": 1, "macs": aw, "rows": aw, "wread": 1, "bias": 1, "psum_rd": 1, "psum_wr": 1,
-                                 "pool_rd": 1})
+        inc = data.StructLayout({"beat": 1, "macs": aw})
         inc_q = Signal(inc)
         # (sampled only while busy: before the first state change an event-driven simulator may
         # not have evaluated the controller's decodes yet)
         with m.If(busy):
-            m.d.sync += [inc_q.beat.eq(issue), inc_q.pool_rd.eq(pissue),
+            m.d.sync += [inc_q.beat.eq(issue),
                          inc_q.macs.eq(Mux(issue, Mux(last_rt_now, Mux(last_ct_now, k_["macs_last_both"], k_["macs_last_rt"]),
-                                                      Mux(last_ct_now, k_["macs_last_ct"], k_["macs_full"])), 0)),
-                         inc_q.rows.eq(Mux(issue, Mux(last_rt_now, k_["rows_last"], R), 0)),
-                         inc_q.wread.eq(issue & (pos == 0)), inc_q.bias.eq(issue & (rt == 0)),
-                         inc_q.psum_rd.eq(issue & (rt != 0)), inc_q.psum_wr.eq(issue & ~last_rt_now)]
+                                                      Mux(last_ct_now, k_["macs_last_ct"], k_["macs_full"])), 0))]
         with m.Else():
             m.d.sync += inc_q.eq(0)
         with m.If(busy):  # (not in the start cycle, where the counters are cleared)
-            m.d.sync += [cnt["beats"].eq(cnt["beats"] + inc_q.beat), cnt["macs"].eq(cnt["macs"] + inc_q.macs),
-                         cnt["act_reads"].eq(cnt["act_reads"] + inc_q.rows + inc_q.pool_rd),
-                         cnt["weight_reads"].eq(cnt["weight_reads"] + inc_q.wread),
-                         cnt["bias_reads"].eq(cnt["bias_reads"] + inc_q.bias),
-                         cnt["psum_reads"].eq(cnt["psum_reads"] + inc_q.psum_rd),
-                         cnt["psum_writes"].eq(cnt["psum_writes"] + inc_q.psum_wr)]
+            m.d.sync += [cnt["beats"].eq(cnt["beats"] + inc_q.beat), cnt["macs"].eq(cnt["macs"] + inc_q.macs)]
 
         # -- matmul feed pipeline (stage k = k cycles after the beat's issue) -----------------
         # 0: row table ROM address; 1: its data (block RAM output) registered; 2: the R
@@ -375,7 +366,8 @@ class Accelerator(wiring.Component):
                                   "pos": aw, "ct": aw, "oaddr": aw,
                                   "waddr": aw, "base": aw, "fwd": PSUM_FORWARD.bit_length()})
         m0 = Signal(meta)
-        m.d.comb += [rt_rd.addr.eq(k_["rtbase"] + rt),
+        # the row table entry holds for the whole fold: read on its first beat only
+        m.d.comb += [rt_rd.addr.eq(k_["rtbase"] + rt), rt_rd.en.eq(issue & (pos == 0)),
                      m0.v.eq(issue), m0.first.eq(pos == 0), m0.first_rt.eq(rt == 0), m0.last_rt.eq(last_rt_now),
                      m0.win_first.eq((dx == 0) & (dy == 0)),
                      m0.win_last.eq((dx == k_["pool_1"] - (1 if self.fault == "pool_window_short" else 0)) & (dy == k_["pool_1"])),
@@ -405,7 +397,9 @@ class Accelerator(wiring.Component):
         X = A + READ_LATENCY                                               # the words' stage: lane select
         words = [[word(banks[b][i].r_data) for i in range(R)] for b in range(2)]
         # the weight tile: read two stages ahead of the array, registered twice
-        m.d.comb += w_rd.addr.eq(feed[FEED_STAGES - 3].waddr)
+        # (read once per fold, by its first beat: the PEs take the tile on that beat only)
+        m.d.comb += [w_rd.addr.eq(feed[FEED_STAGES - 3].waddr),
+                     w_rd.en.eq(feed[FEED_STAGES - 3].v & feed[FEED_STAGES - 3].first)]
         w_near, w_in_q = Signal(tile, reset_less=True), Signal(tile, reset_less=True)
         m.d.sync += [w_near.eq(w_rd.data), w_in_q.eq(w_near)]
         w_in = Signal(tile)
@@ -442,7 +436,8 @@ class Accelerator(wiring.Component):
         # logic, then a register). A later row tile
         # of the same position that comes back within PSUM_FORWARD beats takes the running
         # sum from the forwarding registers instead (its memory write has not landed yet).
-        m.d.comb += [psum.r_addr.eq(mRd.pos), b_rd.addr.eq(k_["bbase"] + mBias.ct)]
+        m.d.comb += [psum.r_addr.eq(mRd.pos), psum.r_en.eq(mRd.v & ~mRd.first_rt),
+                     b_rd.addr.eq(k_["bbase"] + mBias.ct), b_rd.en.eq(mBias.v & mBias.first_rt)]
         psum_q, bias_q = sumw(psum.r_data), Signal(sumw, reset_less=True)
         m.d.sync += bias_q.eq(b_rd.data)
         total = Signal(sumw)
@@ -537,16 +532,17 @@ class Accelerator(wiring.Component):
         m.d.sync += [pool_q.eq(pmax), poaddr_q.eq(p3.oaddr), pool_we.eq(p3.v & p3.last), pool_buf.eq(out_buf)]
 
         # -- activation bank reads: the matmul feed's addresses, or the pooling address --------
+        # (only the input buffer's banks, and of those only the rows this beat uses, are read)
         for b in range(2):
             for i in range(R):
+                row_en = feed[A].v & rv_d[0][i] & (in_buf == b)
                 if i == 0:
-                    m.d.comb += banks[b][i].r_addr.eq(Mux(p1.v, paddr1, addr_q[i]))
+                    m.d.comb += [banks[b][i].r_addr.eq(Mux(p1.v, paddr1, addr_q[i])),
+                                 banks[b][i].r_en.eq(row_en | (p1.v & (in_buf == b)))]
                 else:
-                    m.d.comb += banks[b][i].r_addr.eq(addr_q[i])
+                    m.d.comb += [banks[b][i].r_addr.eq(addr_q[i]), banks[b][i].r_en.eq(row_en)]
 
         # -- activation writes: image load, matmul outputs, pooling outputs ------------------------
-        with m.If(mm_we | pool_we):
-            m.d.sync += cnt["act_writes"].eq(cnt["act_writes"] + 1)
         for b in range(2):
             for k in range(R):
                 bank = banks[b][k]
@@ -559,6 +555,22 @@ class Accelerator(wiring.Component):
                     with m.Elif(self.img_we & ~busy):
                         m.d.comb += [bank.w_addr.eq(self.img_pixel), bank.w_en.eq(1 << self.img_chan)]
                         m.d.comb += bank.w_data.eq(Cat(*[self.img_data] * C))
+
+        # -- memory activity, counted at the ports: every read enable and write enable ------------
+        # (while busy: the image load before ``start`` is not part of an inference)
+        def total(bits):
+            return sum((b.as_unsigned() for b in bits), Const(0, 1))
+
+        ports = {"act_reads": [bank.r_en for bank in banks[0] + banks[1]],
+                 "act_writes": [bank.w_en.any() for bank in banks[0] + banks[1]],
+                 "weight_reads": [w_rd.en], "bias_reads": [b_rd.en], "table_reads": [rt_rd.en],
+                 "psum_reads": [psum.r_en], "psum_writes": [psum.w_en.any()]}
+        with m.If(busy):
+            m.d.sync += [cnt[k].eq(cnt[k] + total(v)) for k, v in ports.items()]
+            # and in the array: multiplies done, multiplies gated on a zero weight, weight register writes
+            m.d.sync += [cnt["mults"].eq(cnt["mults"] + arr.mults),
+                         cnt["mults_gated"].eq(cnt["mults_gated"] + arr.gated),
+                         cnt["wreg_writes"].eq(cnt["wreg_writes"] + arr.wreg_writes)]
         return m
 
 

@@ -54,6 +54,10 @@ class BlockRAM(wiring.Component):
     -------
     r_addr : In(range(depth))
         Read address; the word is on ``r_data`` :data:`READ_LATENCY` cycles later.
+    r_en : In(1), init 1
+        Read enable (the block RAM's clock enable): with it low the memories are
+        not read and ``r_data`` shows the last word read, :data:`READ_LATENCY`
+        cycles later.
     r_data : Out(width)
     w_addr : In(range(depth))
     w_data : In(width)
@@ -72,7 +76,7 @@ class BlockRAM(wiring.Component):
         self.width, self.depth, self.granularity, self.init = width, depth, granularity, list(init)
         self.n_sub = -(-depth // SUB_DEPTH)
         super().__init__({
-            "r_addr": In(range(max(depth, 2))), "r_data": Out(width),
+            "r_addr": In(range(max(depth, 2))), "r_en": In(1, init=1), "r_data": Out(width),
             "w_addr": In(range(max(depth, 2))), "w_data": In(width), "w_en": In(width // granularity),
         })
 
@@ -101,6 +105,7 @@ class BlockRAM(wiring.Component):
                              attrs={"no_rw_check": 1})
                 m.submodules[name] = mem
                 rd = mem.read_port()
+                m.d.comb += rd.en.eq(self.r_en)
                 wr = mem.write_port(granularity=g if g < self.width else None)
                 lanes = self.w_en[bit // g:(bit + w) // g] if g < self.width else self.w_en
                 m.d.comb += [rd.addr.eq(self.r_addr[:lo]), wr.addr.eq(self.w_addr[:lo]), wr.data.eq(self.w_data[bit:bit + w])]

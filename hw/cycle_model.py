@@ -75,21 +75,38 @@ def activity_model(program: Program) -> dict[str, int]:
     the last row tile, and the last row tile writes one output word per
     pooling window, i.e. per output pixel (the last layer keeps logits in
     registers instead). Pooling reads one word per window
-    element and writes one per output pixel. The image load is not counted.
+    element and writes one per output pixel. Counted as the RTL counts them, at
+    the memory ports: a word is written to each of the R activation banks (R
+    writes), a row table entry and a weight tile are read once per fold. In
+    the array every PE sees every beat and multiplies unless its weight is 0
+    (then it holds its operand: ``mults_gated``); each fold's load writes the
+    PEs' weight registers and the weight skew and delay registers once. The
+    image load is not counted.
     """
     rep = cycle_model(program)
+    R, C = program.rows, program.cols
     act = {"total_cycles": rep.total, "beats": rep.beats, "macs": rep.macs, "weight_reads": 0, "act_reads": 0,
-           "act_writes": 0, "psum_reads": 0, "psum_writes": 0, "bias_reads": 0}
+           "act_writes": 0, "psum_reads": 0, "psum_writes": 0, "bias_reads": 0, "table_reads": 0,
+           "mults": 0, "mults_gated": 0, "wreg_writes": 0}
+    # loading one fold's weight tile writes every PE's weight register and, in row i, i skew stages
+    # of C bytes and the delay stages of lanes 1 .. C-1 (lane j has j of them)
+    wreg_per_fold = R * C + sum(i * C for i in range(R)) + R * sum(range(C))
     for op in program.ops:
         if isinstance(op, MatmulOp):
             M = op.positions
             act["weight_reads"] += op.n_ct * op.n_rt
+            act["table_reads"] += op.n_ct * op.n_rt
+            act["wreg_writes"] += op.n_ct * op.n_rt * wreg_per_fold
+            # every PE sees every beat: it multiplies when its weight is not zero, else holds its operand
+            nonzero = sum(int((t != 0).sum()) for t in op.tiles) * M
+            act["mults"] += nonzero
+            act["mults_gated"] += op.n_ct * op.n_rt * M * R * C - nonzero
             act["act_reads"] += op.n_ct * op.rows * M
             act["bias_reads"] += op.n_ct * M
             act["psum_reads"] += op.n_ct * (op.n_rt - 1) * M
             act["psum_writes"] += op.n_ct * (op.n_rt - 1) * M
-            act["act_writes"] += 0 if op.last else op.n_ct * op.out_pix
+            act["act_writes"] += 0 if op.last else op.n_ct * op.out_pix * R
         else:
             act["act_reads"] += op.out_pix * op.n_ct * op.pool * op.pool
-            act["act_writes"] += op.out_pix * op.n_ct
+            act["act_writes"] += op.out_pix * op.n_ct * R
     return act

@@ -48,13 +48,13 @@ class ECP5:
 
 def mult18x18d_ports(a, b, p, *, a_ce, b_ce, clk, rst) -> dict:
     """Instance keyword arguments wiring ``a`` (18 bits) x ``b`` (18 bits) -> ``p`` (36 bits), both signed,
-    A registered with clock enable ``a_ce`` on CE0, B and P registered with ``b_ce`` on CE1, all on CLK0."""
+    A registered with clock enable ``a_ce`` (CE0), B with ``b_ce`` (CE1), P every cycle (CE2), all on CLK0."""
     kw = {"p_REG_INPUTA_CLK": "CLK0", "p_REG_INPUTA_CE": "CE0", "p_REG_INPUTA_RST": "RST0",
           "p_REG_INPUTB_CLK": "CLK0", "p_REG_INPUTB_CE": "CE1", "p_REG_INPUTB_RST": "RST0",
-          "p_REG_PIPELINE_CLK": "NONE", "p_REG_OUTPUT_CLK": "CLK0", "p_REG_OUTPUT_CE": "CE1",
+          "p_REG_PIPELINE_CLK": "NONE", "p_REG_OUTPUT_CLK": "CLK0", "p_REG_OUTPUT_CE": "CE2",
           "p_REG_OUTPUT_RST": "RST0", "p_RESETMODE": "SYNC", "p_GSR": "DISABLED",
           "i_SIGNEDA": 1, "i_SIGNEDB": 1, "i_SOURCEA": 0, "i_SOURCEB": 0,
-          "i_CLK0": clk, "i_CE0": a_ce, "i_CE1": b_ce, "i_RST0": rst}
+          "i_CLK0": clk, "i_CE0": a_ce, "i_CE1": b_ce, "i_CE2": 1, "i_RST0": rst}
     for i in range(18):
         kw[f"i_A{i}"], kw[f"i_B{i}"], kw[f"i_C{i}"] = a[i], b[i], 0
     for i in range(36):

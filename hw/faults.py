@@ -11,6 +11,8 @@ FAULTS = {
     "pe_psum_stuck0_bit3": "PE(0,0) partial-sum output bit 3 stuck at 0",
     "pe_psum_stuck1_bit0": "PE(R-1,C-1) partial-sum output bit 0 stuck at 1",
     "pe_weight_stuck0_bit7": "PE(1,1) weight register sign bit stuck at 0",
+    "pe_gate_stale": "every PE gates a load beat on the old weight's zero flag instead of the new weight's",
+    "pe_mult_flag_stuck0": "PE(R-1,C-1) never reports a multiply to the activity counters",
     "acc_stuck1_bit12": "bottom accumulator lane 1 bit 12 stuck at 1",
     "ctrl_positions_off_by_one": "controller ends each fold one output position early",
     "ctrl_row_tiles_off_by_one": "controller treats the second-to-last row tile as the last",

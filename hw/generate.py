@@ -8,7 +8,7 @@ from prunehw.artifacts import write_bytes, write_json
 from prunehw.config import ArrayConfig
 from prunehw.errors import ConfigError
 from prunehw.hw.accelerator import COUNTERS, Accelerator
-from prunehw.hw.cycle_model import cycle_model
+from prunehw.hw.cycle_model import activity_model, cycle_model
 from prunehw.hw.ecp5 import MODELS_FILE, ECP5, write_sim_models
 from prunehw.hw.program import MatmulOp, Program, build_program
 
@@ -30,6 +30,9 @@ def describe(program: Program, accel: Accelerator | None = None) -> dict:
     """The array configuration, per-op tiling, memory map and the analytic cycle model, as JSON data."""
     model = cycle_model(program)
     R, C = program.rows, program.cols
+    if accel is None:  # (the memory widths come from its ROM images; nothing is elaborated)
+        accel = Accelerator(program)
+        accel._roms()
     ops = []
     for op in program.ops:
         entry = {"name": op.name, "kind": op.kind if isinstance(op, MatmulOp) else "maxpool2d",
@@ -51,21 +54,22 @@ def describe(program: Program, accel: Accelerator | None = None) -> dict:
         "top": TOP_NAME,
         "sim_models": [MODELS_FILE],
         "array": {"rows": R, "cols": C, "dataflow": "ws", "acc_bits": acc},
-        "pipeline": {"matmul_drain_cycles": accel.mm_drain, "pool_drain_cycles": accel.pool_drain} if accel else None,
+        "pipeline": {"matmul_drain_cycles": accel.mm_drain, "pool_drain_cycles": accel.pool_drain},
         "ops": ops,
         "memories": {
             "weights": {"words": n_tiles, "bits_per_word": R * C * 8, "bytes": n_tiles * R * C},
-            "row_table": {"words": n_rt, "bits_per_word": R * (accel.offw + accel.lanew + 1) if accel else None},
+            "row_table": {"words": n_rt, "bits_per_word": R * (accel.offw + accel.lanew + 1)},
             "bias": {"words": n_ct, "bits_per_word": C * acc},
             "psum": {"words": max((o.positions for o in program.matmuls()), default=1), "bits_per_word": C * acc},
             "activations": {"buffers": list(program.buf_depth), "bits_per_word": C * 8, "replicas": R},
         },
-        "memory_shapes": {n: {"bits": w, "words": d} for n, (w, d) in accel.memory_shapes().items()} if accel else None,
+        "memory_shapes": {n: {"bits": w, "words": d} for n, (w, d) in accel.memory_shapes().items()},
         "counters": list(COUNTERS) + [f"cycles_{o.name}" for o in program.ops],
         "logits": {"count": program.n_logits, "frac": program.logit_frac},
         "input_shape": list(program.input_shape),
         "cycles_analytic": {"total": model.total, "per_op": model.per_op, "beats": model.beats, "macs": model.macs,
                             "pe_utilization": model.pe_utilization},
+        "activity_analytic": activity_model(program),
     }
 
 

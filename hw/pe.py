@@ -1,6 +1,6 @@
 """The int8 multiply-accumulate processing element of the weight-stationary systolic array."""
 
-from amaranth import ClockSignal, Instance, Module, ResetSignal, Signal, signed
+from amaranth import ClockSignal, Instance, Module, Mux, ResetSignal, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -29,6 +29,11 @@ class ProcessingElement(wiring.Component):
     (:data:`PSUM_DELAY`); ``psum_out`` is valid at t + 3. The PE below gets the
     activation at t + 1 and so needs this PE's sum at t + 3: the chain lines up.
 
+    Zero-weight gating: while the PE holds a zero weight, its activation
+    register keeps its old value (no operand changes, so the multiplier does
+    not switch; the product stays 0) and the beat is reported on
+    ``gated`` instead of ``mult``.
+
     Parameters
     ----------
     x_width : int
@@ -48,6 +53,9 @@ class ProcessingElement(wiring.Component):
         The same activation/valid/load, one cycle later, for the PE to the right.
     psum_out : Out(signed(acc_width))
         ``psum_in + x * weight``, registered: valid ``PSUM_DELAY + 1`` cycles after the beat's ``x_in``.
+    mult, gated : Out(1)
+        Registered: the beat that entered the previous cycle was multiplied (non-zero weight), or
+        gated (zero weight). Invalid cycles are neither.
     """
 
     def __init__(self, *, x_width: int = 9, w_width: int = 8, acc_width: int = 32, fault: str | None = None):
@@ -60,7 +68,7 @@ class ProcessingElement(wiring.Component):
             "x_in": In(signed(x_width)), "valid_in": In(1), "load_in": In(1), "w_in": In(signed(w_width)),
             "psum_in": In(signed(acc_width)),
             "x_out": Out(signed(x_width)), "valid_out": Out(1), "load_out": Out(1),
-            "psum_out": Out(signed(acc_width)),
+            "psum_out": Out(signed(acc_width)), "mult": Out(1), "gated": Out(1),
         })
 
     def elaborate(self, platform):
@@ -69,8 +77,15 @@ class ProcessingElement(wiring.Component):
         w_new = self.w_in
         if self.fault == "pe_weight_stuck0_bit7":
             w_new = (self.w_in & 0x7F).as_signed()
-        # the weight register takes the new weight on a load beat; ``x`` the activation every cycle;
-        # ``product`` = x * weight one cycle later
+        # the weight register takes the new weight on a load beat; ``x`` the activation of every
+        # valid beat whose weight is not zero; ``product`` = x * weight one cycle later
+        w_nz = Signal()                       # the held weight is not zero
+        with m.If(load):
+            m.d.sync += w_nz.eq(w_new != 0)
+        nz_now = w_nz if self.fault == "pe_gate_stale" else Mux(load, w_new != 0, w_nz)
+        take = self.valid_in & nz_now
+        m.d.sync += [self.mult.eq(0 if self.fault == "pe_mult_flag_stuck0" else take),
+                     self.gated.eq(self.valid_in & ~nz_now)]
         product = Signal(signed(self.x_width + self.w_width))
         if getattr(platform, "dsp", None) == "MULT18X18D":
             if max(self.x_width, self.w_width) > 18:
@@ -80,13 +95,15 @@ class ProcessingElement(wiring.Component):
             from prunehw.hw.ecp5 import mult18x18d_ports
 
             m.submodules.dsp = Instance("MULT18X18D", **mult18x18d_ports(
-                a, b, p, a_ce=load, b_ce=1, clk=ClockSignal(), rst=ResetSignal()))
+                a, b, p, a_ce=load, b_ce=take, clk=ClockSignal(), rst=ResetSignal()))
         else:
             weight = Signal(signed(self.w_width))
             x = Signal(signed(self.x_width))
             with m.If(load):
                 m.d.sync += weight.eq(w_new)
-            m.d.sync += [x.eq(self.x_in), product.eq(x * weight)]
+            with m.If(take):
+                m.d.sync += x.eq(self.x_in)
+            m.d.sync += product.eq(x * weight)
         psum = self.psum_in + product
         if self.fault == "pe_psum_stuck0_bit3":
             psum = psum & ~(1 << 3)

@@ -1,6 +1,7 @@
 """An R x C weight-stationary systolic array with input skew and output deskew."""
 
-from amaranth import Module, Signal, signed
+from amaranth import Const, Module, Signal, signed
+from amaranth.utils import ceil_log2
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -35,6 +36,14 @@ class SystolicArray(wiring.Component):
     out_valid : Out(1)
     y : Out(ArrayLayout(signed(acc_width), cols))
         Latency: ``rows + cols - 1 + PSUM_DELAY`` cycles from ``valid`` to ``out_valid``.
+    mults, gated : Out(range(rows * cols + 1))
+        Activity, counted where it happens: how many PEs multiplied, and how many held their
+        operand for a zero weight, in the cycle three before (each PE's flag, each row's sum and
+        the total are registered).
+    wreg_writes : Out(range(...))
+        Weight registers (bytes) written in the cycle two before: the weight skew and delay
+        registers are written only when a load beat passes them (their clock enable), the PEs'
+        weight registers on the load beat itself.
     """
 
     def __init__(self, *, rows: int, cols: int, x_width: int = 9, w_width: int = 8, acc_width: int = 32,
@@ -51,7 +60,15 @@ class SystolicArray(wiring.Component):
             "w": In(data.ArrayLayout(data.ArrayLayout(signed(w_width), cols), rows)),
             "out_valid": Out(1),
             "y": Out(data.ArrayLayout(signed(acc_width), cols)),
+            "mults": Out(range(rows * cols + 1)), "gated": Out(range(rows * cols + 1)),
+            "wreg_writes": Out(range(self.wreg_per_fold() + 1)),
         })
+
+    def wreg_per_fold(self) -> int:
+        """Weight registers (bytes) one fold's load writes: R x C in the PEs, C per skew stage of row i
+        (i of them), and C - 1 - d for delay stage d of a row (lanes j > d)."""
+        R, C = self.rows, self.cols
+        return R * C + C * R * (R - 1) // 2 + R * C * (C - 1) // 2
 
     @property
     def latency(self) -> int:
@@ -61,7 +78,10 @@ class SystolicArray(wiring.Component):
         m = Module()
         R, C = self.rows, self.cols
         def pe_fault(i, j):
+            if self.fault == "pe_gate_stale":   # a design error in every PE
+                return self.fault
             where = {"pe_psum_stuck0_bit3": (0, 0), "pe_psum_stuck1_bit0": (R - 1, C - 1),
+                     "pe_mult_flag_stuck0": (R - 1, C - 1),
                      "pe_weight_stuck0_bit7": (min(1, R - 1), min(1, C - 1))}.get(self.fault)
             return self.fault if where == (i, j) else None
 
@@ -70,15 +90,20 @@ class SystolicArray(wiring.Component):
         for i in range(R):
             for j in range(C):
                 m.submodules[f"pe_{i}_{j}"] = pes[i][j]
+        writes = []     # (enable, bytes written) of every weight register group
         for i in range(R):
             # input skew: row i sees its beat i cycles late; weights W[i][j] are delayed j more
-            # (one per PE passed), riding with the load beat.
+            # (one per PE passed), riding with the load beat; a weight register is written only
+            # when the load beat passes it
             x, v, ld = self.x[i], self.valid, self.load
             wrow = [self.w[i][j] for j in range(C)]
             for d in range(i - 1 if self.fault == "skew_row1_short" and i == 1 else i):
                 x2, v2, ld2 = Signal.like(pes[i][0].x_in, name=f"skew_x_{i}_{d}"), Signal(name=f"skew_v_{i}_{d}"), Signal(name=f"skew_l_{i}_{d}")
                 w2 = [Signal(signed(self.w_width), name=f"skew_w_{i}_{d}_{j}") for j in range(C)]
-                m.d.sync += [x2.eq(x), v2.eq(v), ld2.eq(ld)] + [a.eq(b) for a, b in zip(w2, wrow)]
+                m.d.sync += [x2.eq(x), v2.eq(v), ld2.eq(ld)]
+                with m.If(v & ld):
+                    m.d.sync += [a.eq(b) for a, b in zip(w2, wrow)]
+                writes.append((v & ld, C))
                 x, v, ld, wrow = x2, v2, ld2, w2
             for j in range(C):
                 pe = pes[i][j]
@@ -90,8 +115,11 @@ class SystolicArray(wiring.Component):
                 # weight for column j arrives j cycles after column 0's: delay the row's lane j by j
                 wj = wrow[j]
                 for d in range(j):
+                    # stage d of lane j holds what entered the row d + 1 cycles ago: written when
+                    # the load beat that carried it reaches PE (i, d)
                     w3 = Signal(signed(self.w_width), name=f"wdel_{i}_{j}_{d}")
-                    m.d.sync += w3.eq(wj)
+                    with m.If(pes[i][d].valid_in & pes[i][d].load_in):
+                        m.d.sync += w3.eq(wj)
                     wj = w3
                 m.d.comb += pe.w_in.eq(wj)
                 m.d.comb += pe.psum_in.eq(0 if i == 0 else pes[i - 1][j].psum_out)
@@ -109,4 +137,31 @@ class SystolicArray(wiring.Component):
             m.d.sync += v2.eq(vout)
             vout = v2
         m.d.comb += self.out_valid.eq(vout)
+
+        # -- activity: sums of the PEs' flags and of the weight register enables, registered twice
+        for i in range(R):
+            for d in range(C - 1):   # delay stage d of row i: lanes d+1 .. C-1
+                writes.append((pes[i][d].valid_in & pes[i][d].load_in, C - 1 - d))
+            for j in range(C):
+                writes.append((pes[i][j].valid_in & pes[i][j].load_in, 1))
+
+        def tree(name, terms, width):
+            rows = []
+            for i, group in enumerate(terms):
+                r = Signal(width, name=f"{name}_row{i}")
+                m.d.sync += r.eq(sum(group, Const(0, 1)))
+                rows.append(r)
+            total = Signal(width, name=f"{name}_total")
+            m.d.sync += total.eq(sum(rows, Const(0, 1)))
+            return total
+
+        cw = ceil_log2(R * C + 1)
+        m.d.comb += [
+            self.mults.eq(tree("mults", [[pes[i][j].mult for j in range(C)] for i in range(R)], cw)),
+            self.gated.eq(tree("gated", [[pes[i][j].gated for j in range(C)] for i in range(R)], cw)),
+        ]
+        per_row = [[] for _ in range(R)]
+        for k, (en, nbytes) in enumerate(writes):
+            per_row[k % R].append(en.as_unsigned() * nbytes if nbytes > 1 else en.as_unsigned())
+        m.d.comb += self.wreg_writes.eq(tree("wreg", per_row, ceil_log2(self.wreg_per_fold() + 1)))
         return m

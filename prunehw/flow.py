@@ -404,13 +404,17 @@ class Flow:
             R, C = desc["array"]["rows"], desc["array"]["cols"]
             entry["pe_utilization"] = first["macs"] / (first["total_cycles"] * R * C)
             entry["activity"] = {k: first[k] for k in counter_names}
+            # every image's every activity counter (memory ports, array) against the analytic model
+            want = desc.get("activity_analytic", {})
+            entry["activity_equals_analytic"] = bool(want) and all(c[k] == want.get(k) for c in counters for k in counter_names)
         update_variant(self.run_dir, variant, entry)
         cyc = entry.get("cycles", {})
         acc_text = f"{acc:.4f}" if acc is not None else "not measured"
         self.log(f"sim {simulator} {variant}: {'up to date, ' if cached else ''}{res['match']}/{res['total']} images "
                  f"bit-exact with the golden model, "
                  f"RTL accuracy {acc_text}, {cyc.get('rtl')} cycles/image "
-                 f"({'equal to' if cyc.get('rtl_equals_analytic') else 'DIFFERENT from'} the analytic model)")
+                 f"({'equal to' if cyc.get('rtl_equals_analytic') else 'DIFFERENT from'} the analytic model; activity "
+                 f"counters {'equal to' if entry.get('activity_equals_analytic') else 'DIFFERENT from'} it on every image)")
         if res["first_mismatch"]:
             self.log(f"sim {simulator} {variant}: first mismatch: {res['first_mismatch']}")
 
@@ -419,7 +423,7 @@ class Flow:
         """Storage and energy per variant from this run's files and RTL counters; CSV, PNGs, report.md."""
         from prunehw.artifacts import read_json, write_bytes
         from prunehw.report import format_report, write_savings
-        from prunehw.savings import energy, load_energy_table, storage
+        from prunehw.savings import energy, gating_saved_pj, load_energy_table, storage
         from prunehw.synth_report import write_synth_files
 
         table = load_energy_table(energy_table)
@@ -431,6 +435,9 @@ class Flow:
             if activity and desc:
                 entry["energy_pj"] = energy(activity, desc, table)
                 entry["energy_table"] = table["source"]
+                saved = gating_saved_pj(activity, table)
+                if saved is not None:
+                    entry["energy_gating_saved_pj"] = saved
             update_variant(self.run_dir, v, entry)
         paths = write_savings(self.run_dir) + write_synth_files(self.run_dir)
         text = format_report(self.run_dir)

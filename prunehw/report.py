@@ -54,6 +54,10 @@ def format_report(run_dir: Path) -> str:
         if e:
             lines.append(f"  {name}: {e['total'] / 1e6:.3f} uJ per inference ("
                          + ", ".join(f"{k} {x / 1e6:.3f}" for k, x in e.items() if k != "total") + f") [{v.get('energy_table', '')[:40]}...]")
+        saved, dense_e = v.get("energy_gating_saved_pj"), variants.get("dense", {}).get("energy_pj", {}).get("total")
+        if saved is not None and e:
+            lines.append(f"  {name}: zero-weight gating saved {saved / 1e6:.3f} uJ of multiplier energy per inference"
+                         + (f" ({saved / dense_e:.1%} of dense's total)" if dense_e else ""))
     for name, v in variants.items():
         for tag, d in v.get("bitexact", {}).items():
             if d.get("first_mismatch"):

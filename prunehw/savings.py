@@ -7,11 +7,13 @@ image the RTL loads (weight tiles, biases and row tables, as stored in its ROMs)
 
 Energy per inference: every counter of the RTL times the per-operation energy
 of a table that states its source (``hw/energy_horowitz45.json`` by default):
-a MAC is an 8-bit multiply plus an accumulator add; an SRAM access is charged
+each multiply the PEs did (zero weights are gated and not multiplied) is an
+8-bit multiply, each PE beat an accumulator add; an SRAM access is charged
 per bit moved at the 64-bit access energy of the smallest SRAM size in the
 table that holds that memory (:func:`sram_pj_per_bit`), with the word widths
 of this accelerator (a weight read is a whole R x C tile; an activation
-write goes to all R replicated banks, each its own memory).
+word is written to each of the R replicated banks, each its own memory and
+each write counted).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DEFAULT_ENERGY_TABLE", "csr_bytes", "storage", "energy", "sram_pj_per_bit", "memory_bytes"]
+__all__ = ["DEFAULT_ENERGY_TABLE", "csr_bytes", "storage", "energy", "gating_saved_pj", "sram_pj_per_bit", "memory_bytes"]
 
 DEFAULT_ENERGY_TABLE = Path(__file__).resolve().parents[1] / "hw" / "energy_horowitz45.json"
 
@@ -81,7 +83,7 @@ def memory_bytes(desc: dict) -> dict[str, int]:
     C = desc["array"]["cols"]
     bits = lambda m: m["words"] * m["bits_per_word"] // 8  # noqa: E731
     return {"weights": mem["weights"]["bytes"], "activations": max(mem["activations"]["buffers"]) * C,
-            "psum": bits(mem["psum"]), "bias": bits(mem["bias"])}
+            "psum": bits(mem["psum"]), "bias": bits(mem["bias"]), "row_table": bits(mem["row_table"])}
 
 
 def energy(activity: dict[str, int], desc: dict, table: dict) -> dict[str, float]:
@@ -90,12 +92,24 @@ def energy(activity: dict[str, int], desc: dict, table: dict) -> dict[str, float
     acc = desc["array"]["acc_bits"]
     per_bit = {k: sram_pj_per_bit(table, b) for k, b in memory_bytes(desc).items()}
     parts = {
-        "mac": activity["macs"] * (table["mult_int8_pj"] + table["add_int32_pj"]),
+        # every PE adds on every beat; it multiplies only when its weight is not zero (counted at the PEs)
+        "multiply": activity.get("mults", activity["macs"]) * table["mult_int8_pj"],
+        "accumulate": (activity.get("mults", activity["macs"]) + activity.get("mults_gated", 0)) * table["add_int32_pj"],
         "weight_sram": activity["weight_reads"] * R * C * 8 * per_bit["weights"],
         "activation_sram_read": activity["act_reads"] * C * 8 * per_bit["activations"],
-        "activation_sram_write": activity["act_writes"] * R * C * 8 * per_bit["activations"],
+        "activation_sram_write": activity["act_writes"] * C * 8 * per_bit["activations"],
         "psum_sram": (activity["psum_reads"] + activity["psum_writes"]) * C * acc * per_bit["psum"],
         "bias_sram": activity["bias_reads"] * C * acc * per_bit["bias"],
+        "row_table_sram": activity.get("table_reads", 0) * desc["memories"]["row_table"]["bits_per_word"] * per_bit["row_table"],
     }
+    if "reg_8bit_write_pj" in table and "wreg_writes" in activity:   # (Horowitz gives no register figure)
+        parts["weight_registers"] = activity["wreg_writes"] * table["reg_8bit_write_pj"]
     parts["total"] = sum(parts.values())
     return parts
+
+
+def gating_saved_pj(activity: dict[str, int], table: dict) -> float | None:
+    """Multiplier energy zero-weight gating avoided (the gated multiplies at the table's price); None when not counted."""
+    if "mults_gated" not in activity:
+        return None
+    return activity["mults_gated"] * table["mult_int8_pj"]

@@ -2,7 +2,8 @@
 cocotb regression on a fixed image subset, and record whether and how the fault was caught.
 
 A fault is caught when, on some image, the logits differ from the golden
-model's or a cycle counter differs from the analytic model. Every fault must
+model's or a counter (cycles, per-op cycles, memory and array activity)
+differs from the analytic model. Every fault must
 be caught; one that is not shows a hole in the test set.
 """
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from prunehw.artifacts import atomic_path, write_json
 from prunehw.hw.accelerator import COUNTERS, Accelerator
-from prunehw.hw.cycle_model import cycle_model
+from prunehw.hw.cycle_model import activity_model, cycle_model
 from prunehw.hw.faults import FAULTS
 from prunehw.hw.generate import describe, write_verilog
 from prunehw.sim.regression import Job, run_jobs
@@ -40,8 +41,8 @@ def run_campaign(program, contract_path: Path, images_npz: Path, n_images: int, 
         from prunehw.errors import ConfigError
 
         raise ConfigError(f"fault {unknown[0]!r} is unknown; allowed: {', '.join(FAULTS)}")
-    model = cycle_model(program)
-    expected_cycles = [model.total] + [model.per_op[o.name] for o in program.ops]
+    model, activity = cycle_model(program), activity_model(program)
+    expected = [activity[k] for k in COUNTERS] + [model.per_op[o.name] for o in program.ops]
     jobs = []
     for f in tqdm(names, desc="generating mutants", unit="mutant"):
         rtl = _mutant(program, f, Path(out_dir) / f / "rtl")
@@ -52,14 +53,12 @@ def run_campaign(program, contract_path: Path, images_npz: Path, n_images: int, 
     results = run_jobs(jobs, workers, progress=lambda r: bar.update(1))
     bar.close()
     rows = []
-    n_base = len(COUNTERS)
     for f, r in zip(names, results):
         first_logit = r["first_mismatch"]["image"] if r["first_mismatch"] else None
-        first_cycles = next((img for img, c in zip(r["images"], r["counters"])
-                             if [c[0]] + c[n_base:] != expected_cycles), None)
+        first_counters = next((img for img, c in zip(r["images"], r["counters"]) if c is None or list(c) != expected), None)
         kind = "timeout" if r["first_mismatch"] and r["first_mismatch"].get("timeout") else "logits"
-        by = [k for k, v in ((kind, first_logit), ("cycles", first_cycles)) if v is not None]
-        firsts = [v for v in (first_logit, first_cycles) if v is not None]
+        by = [k for k, v in ((kind, first_logit), ("counters", first_counters)) if v is not None]
+        firsts = [v for v in (first_logit, first_counters) if v is not None]
         rows.append({"fault": f, "description": FAULTS[f], "caught": bool(by), "caught_by": "+".join(by) or "-",
                      "first_image": min(firsts) if firsts else "-", "images_bit_exact": f"{r['match']}/{r['total']}"})
     with atomic_path(Path(out_dir) / "mutations.csv") as tmp, open(tmp, "w", newline="") as fh:

@@ -53,6 +53,32 @@ def test_pe_multiply_accumulate_and_weight_load(rng):
     assert x_out == [int(x) for x in x_seq]
 
 
+def test_pe_gates_zero_weights():
+    """With a zero weight the activation register holds (the multiplier sees no new operand); flags count both."""
+    dut = ProcessingElement(x_width=9, w_width=8, acc_width=24)
+    # (valid, load, weight, x): a zero-weight fold, a non-zero one loaded on its first beat, an idle cycle
+    beats = [(1, 1, 0, 5), (1, 0, 0, 7), (1, 1, 3, 11), (1, 0, 0, 13), (0, 0, 0, 17), (1, 1, 0, 19)]
+    seen = []
+
+    async def bench(ctx):
+        for t in range(len(beats) + 2):
+            v, ld, w, x = beats[t] if t < len(beats) else (0, 0, 0, 0)
+            ctx.set(dut.valid_in, v)
+            ctx.set(dut.load_in, ld)
+            ctx.set(dut.w_in, w)
+            ctx.set(dut.x_in, x)
+            ctx.set(dut.psum_in, 0)
+            await ctx.tick()
+            seen.append((ctx.get(dut.mult), ctx.get(dut.gated), ctx.get(dut.psum_out)))
+
+    run(dut, bench)
+    flags = [(a, b) for a, b, _ in seen[:len(beats)]]
+    assert flags == [(0, 1), (0, 1), (1, 0), (1, 0), (0, 0), (0, 1)]
+    # psum_out at t+2 (registered after the product) is x * weight for each beat: 0, 0, 33, 39, -, 0
+    sums = [p for _, _, p in seen]
+    assert sums[2:6] == [0, 0, 33, 39] and sums[7] == 0
+
+
 def test_pe_rejects_bad_widths():
     with pytest.raises(ValueError, match="acc_width must be an integer >= 2, not 0"):
         ProcessingElement(acc_width=0)

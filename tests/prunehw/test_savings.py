@@ -6,21 +6,23 @@ import numpy as np
 import pytest
 
 from prunehw.report import savings_ratios
-from prunehw.savings import csr_bytes, energy, load_energy_table, sram_pj_per_bit
+from prunehw.savings import csr_bytes, energy, gating_saved_pj, load_energy_table, sram_pj_per_bit
 
 DESC = {"array": {"rows": 8, "cols": 8, "acc_bits": 24},
         "memories": {"weights": {"bytes": 40000}, "activations": {"buffers": [900, 400]},
-                     "psum": {"words": 100, "bits_per_word": 192}, "bias": {"words": 20, "bits_per_word": 192}}}
-ACT = {"macs": 1000, "weight_reads": 10, "act_reads": 500, "act_writes": 40, "psum_reads": 30, "psum_writes": 30,
-       "bias_reads": 20, "beats": 100, "total_cycles": 200}
+                     "psum": {"words": 100, "bits_per_word": 192}, "bias": {"words": 20, "bits_per_word": 192},
+                     "row_table": {"words": 30, "bits_per_word": 120}}}
+ACT = {"macs": 1000, "mults": 600, "mults_gated": 400, "weight_reads": 10, "act_reads": 500, "act_writes": 40, "psum_reads": 30, "psum_writes": 30,
+       "bias_reads": 20, "table_reads": 10, "beats": 100, "total_cycles": 200}
 
 
 def test_energy_follows_every_counter():
     table = load_energy_table()
     base = energy(ACT, DESC, table)
     assert base["total"] == pytest.approx(sum(v for k, v in base.items() if k != "total"))
-    assert base["mac"] == pytest.approx(1000 * (table["mult_int8_pj"] + table["add_int32_pj"]))
-    for key in ("macs", "weight_reads", "act_reads", "act_writes", "psum_reads", "bias_reads"):
+    assert base["multiply"] == pytest.approx(600 * table["mult_int8_pj"])
+    assert base["accumulate"] == pytest.approx(1000 * table["add_int32_pj"])
+    for key in ("mults", "mults_gated", "weight_reads", "act_reads", "act_writes", "psum_reads", "bias_reads", "table_reads"):
         changed = energy({**ACT, key: ACT[key] + 1}, DESC, table)
         assert changed["total"] > base["total"], key
 
@@ -42,12 +44,18 @@ def test_energy_table_is_data(tmp_path):
     path = tmp_path / "t.json"
     path.write_text(json.dumps({"source": "made up", "mult_int8_pj": 1.0, "add_int32_pj": 0.0,
                                 "sram_64bit_access_pj": {"8192": 0.0}}))
-    assert energy(ACT, DESC, load_energy_table(path))["total"] == 1000.0
+    assert energy(ACT, DESC, load_energy_table(path))["total"] == 600.0   # only the multiplies cost here
     path.write_text(json.dumps({"mult_int8_pj": 1.0}))
     from prunehw.errors import ConfigError
 
     with pytest.raises(ConfigError, match="lacks 'source'"):
         load_energy_table(path)
+
+
+def test_gating_saving_is_the_gated_multiplies():
+    table = load_energy_table()
+    assert gating_saved_pj(ACT, table) == pytest.approx(400 * table["mult_int8_pj"])
+    assert gating_saved_pj({"macs": 5}, table) is None
 
 
 def test_csr_counts_index_overhead():

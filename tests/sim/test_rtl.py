@@ -32,6 +32,7 @@ def _check(flow, results, n):
         r = results[v]
         assert r["total"] == n and r["match"] == n, f"{v}: {r['match']}/{r['total']} bit-exact, first mismatch {r['first_mismatch']}"
         assert summary[v]["cycles"]["rtl_equals_analytic"], summary[v]["cycles"]
+        assert summary[v]["activity_equals_analytic"], summary[v]["activity"]
 
 
 @pytest.mark.parametrize("sim, n", [("verilator", 8), ("icarus", 1)])
