@@ -95,7 +95,7 @@ def small_contract(tmp_path_factory, tiny_data):
     return load_contract(path)
 
 
-@pytest.mark.parametrize("rows, cols", [(4, 4), (3, 5), (2, 3)])
+@pytest.mark.parametrize("rows, cols", [(4, 4), (3, 5), (2, 3), (4, 8), (8, 8), (16, 16)])
 def test_small_network_bit_exact_and_cycles(small_contract, tiny_data, rows, cols):
     check(small_contract, ArrayConfig(rows=rows, cols=cols), tiny_data.x_test[:2])
 
