@@ -501,9 +501,7 @@ class Accelerator(wiring.Component):
                                           word_q[j], run_max[j]))
         with m.If(mD.v & mD.last_rt):
             m.d.sync += run_max.eq(new_max)
-        out_q, oaddr_q, mm_we, mm_buf = Signal(word), Signal(aw), Signal(), Signal()
-        m.d.sync += [out_q.eq(new_max), oaddr_q.eq(mD.oaddr),
-                     mm_we.eq(mD.v & mD.last_rt & mD.win_last & ~is_last & ~is_pool), mm_buf.eq(out_buf)]
+        mm_fire = mD.v & mD.last_rt & mD.win_last & ~is_last & ~is_pool
 
         # -- pooling: 0 address registered; 1 bank read; 2 data registered; 3 running max,
         # the window's result registered; 4 written --------------------------------------------
@@ -528,8 +526,7 @@ class Accelerator(wiring.Component):
             m.d.comb += pmax[j].eq(Mux(p3.first | _bigger(pdata[j], mx[j], in_signed, self.fault), pdata[j], mx[j]))
         with m.If(p3.v):
             m.d.sync += mx.eq(pmax)
-        pool_q, poaddr_q, pool_we, pool_buf = Signal(word), Signal(aw), Signal(), Signal()
-        m.d.sync += [pool_q.eq(pmax), poaddr_q.eq(p3.oaddr), pool_we.eq(p3.v & p3.last), pool_buf.eq(out_buf)]
+        pool_fire = p3.v & p3.last
 
         # -- activation bank reads: the matmul feed's addresses, or the pooling address --------
         # (only the input buffer's banks, and of those only the rows this beat uses, are read)
@@ -542,19 +539,25 @@ class Accelerator(wiring.Component):
                 else:
                     m.d.comb += [banks[b][i].r_addr.eq(addr_q[i]), banks[b][i].r_en.eq(row_en)]
 
-        # -- activation writes: image load, matmul outputs, pooling outputs ------------------------
+        # -- activation writes: matmul outputs, pooling outputs, image load --------------------------
+        # One registered write request drives every bank's write port straight from flip-flops:
+        # address, word and the lanes to write in each buffer (a matmul or pooling op writes whole
+        # words to all R banks of its output buffer; the image load, while idle, one lane of buffer 0,
+        # landing a cycle after ``img_we``).
+        wreq = data.StructLayout({"addr": aw, "data": word, "en0": C, "en1": C})
+        w_q = Signal(wreq)
+        with m.If(mm_fire | pool_fire):
+            waddr = Mux(pool_fire, p3.oaddr, mD.oaddr ^ 1 if self.fault == "act_write_addr_bit0_flip" else mD.oaddr)
+            m.d.sync += [w_q.addr.eq(waddr), w_q.data.eq(Mux(pool_fire, pmax, new_max)),
+                         w_q.en0.eq(Mux(out_buf, 0, -1)), w_q.en1.eq(Mux(out_buf, -1, 0))]
+        with m.Elif(self.img_we & ~busy):
+            m.d.sync += [w_q.addr.eq(self.img_pixel), w_q.data.eq(Cat(*[self.img_data] * C)),
+                         w_q.en0.eq(1 << self.img_chan), w_q.en1.eq(0)]
+        with m.Else():
+            m.d.sync += [w_q.en0.eq(0), w_q.en1.eq(0)]
         for b in range(2):
-            for k in range(R):
-                bank = banks[b][k]
-                with m.If(mm_we & (mm_buf == b)):
-                    waddr = oaddr_q ^ 1 if self.fault == "act_write_addr_bit0_flip" else oaddr_q
-                    m.d.comb += [bank.w_addr.eq(waddr), bank.w_data.eq(out_q), bank.w_en.eq(-1)]
-                with m.Elif(pool_we & (pool_buf == b)):
-                    m.d.comb += [bank.w_addr.eq(poaddr_q), bank.w_data.eq(pool_q), bank.w_en.eq(-1)]
-                if b == 0:
-                    with m.Elif(self.img_we & ~busy):
-                        m.d.comb += [bank.w_addr.eq(self.img_pixel), bank.w_en.eq(1 << self.img_chan)]
-                        m.d.comb += bank.w_data.eq(Cat(*[self.img_data] * C))
+            for bank in banks[b]:
+                m.d.comb += [bank.w_addr.eq(w_q.addr), bank.w_data.eq(w_q.data), bank.w_en.eq(w_q.en1 if b else w_q.en0)]
 
         # -- memory activity, counted at the ports: every read enable and write enable ------------
         # (while busy: the image load before ``start`` is not part of an inference)

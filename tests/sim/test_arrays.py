@@ -31,7 +31,8 @@ def contract(tmp_path_factory, tiny_data):
     return c
 
 
-@pytest.mark.parametrize("rows, cols", [(4, 4), (4, 8), (16, 16)])
+#: 16x16 takes about 10 minutes here (Verilator compiling 256 PEs): it runs with the regression in .ci/run
+@pytest.mark.parametrize("rows, cols", [(4, 4), (4, 8), pytest.param(16, 16, marks=pytest.mark.regression)])
 def test_verilator_array_shapes(contract, tiny_data, tmp_path, rows, cols):
     need_tool(simulator_missing("verilator"))
     array = ArrayConfig(rows=rows, cols=cols)
