@@ -10,10 +10,12 @@ Interface (all synchronous to ``clk``):
 - ``start`` (one-cycle pulse) runs the network; ``busy`` is high while it
   runs; ``done`` rises when the logits are ready and stays high until the next
   ``start``;
-- ``logits``: every logit, signed, at the last layer's accumulator precision
-  (a flat bus, logit i in bits ``[i*W, (i+1)*W)``), valid while ``done``;
-- ``counters``: the performance counters, 32 bits each, in ``COUNTERS`` order
-  and then one cycle count per op in program order; reset by ``start``.
+- the host port, a register bank read through ``csr_addr`` / ``csr_data``
+  (32 bits, the word one cycle after its address): logit i at address i
+  (signed, at the last layer's accumulator precision, sign-extended),
+  then the performance counters in ``COUNTERS`` order and one cycle count
+  per op in program order (:meth:`Accelerator.host_map`). The logits are
+  valid while ``done``; the counters are reset by ``start``.
 
 Pipeline of a matmul beat (one output position of one fold, one per cycle),
 laid out for the clock (>= 100 MHz on the ECP5-85F). Every block RAM read
@@ -98,6 +100,8 @@ class Accelerator(wiring.Component):
         self.program = program
         p = program
         self.R, self.C, self.ACC = p.rows, p.cols, p.acc_bits + 2
+        if self.ACC > 32:
+            raise ValueError(f"logits of {self.ACC} bits do not fit the host port's 32-bit words (accumulators up to 30 bits)")
         # After an op's last issue, wait until its last output write has landed before the next op
         # issues: a matmul writes FEED_STAGES + array latency + BOTTOM_STAGES cycles after it, a
         # pooling op at POOL_WRITE; the next op may read the same buffer one cycle after its issue.
@@ -111,9 +115,14 @@ class Accelerator(wiring.Component):
             "start": In(1), "busy": Out(1), "done": Out(1),
             "img_we": In(1), "img_pixel": In(range(max(2, h * w))), "img_chan": In(range(max(2, self.C))),
             "img_data": In(8),
-            "logits": Out(data.ArrayLayout(signed(self.ACC), p.n_logits)),
-            "counters": Out(data.ArrayLayout(unsigned(32), self.n_counters)),
+            "csr_addr": In(range(max(2, p.n_logits + self.n_counters))), "csr_data": Out(32),
         })
+
+    def host_map(self) -> dict[str, int]:
+        """{register name: address} of the host port: ``logit<i>``, then the counters, then ``cycles_<op>``."""
+        names = [f"logit{i}" for i in range(self.program.n_logits)] + list(COUNTERS)
+        names += [f"cycles_{op.name}" for op in self.program.ops]
+        return {n: a for a, n in enumerate(names)}
 
     # -- ROM images --------------------------------------------------------------------
     def _roms(self):
@@ -238,7 +247,6 @@ class Accelerator(wiring.Component):
         # -- counters --------------------------------------------------------------------
         counters = Array(Signal(32, name=f"cnt_{n}") for n in list(COUNTERS) + [f"op{i}" for i in range(self.n_ops)])
         cnt = {n: counters[i] for i, n in enumerate(COUNTERS)}
-        m.d.comb += [self.counters[i].eq(c) for i, c in enumerate(counters)]
 
         # -- controller --------------------------------------------------------------------
         ct, rt, pos, base, obase, tile_i = (Signal(aw, name=n) for n in ("ct", "rt", "pos", "base", "obase", "tile_i"))
@@ -250,8 +258,11 @@ class Accelerator(wiring.Component):
         # evaluated a combinational decode (Icarus in SystemVerilog mode does not).
         busy = Signal()
         m.d.comb += self.busy.eq(busy)
-        issue = Signal()          # a matmul beat is issued this cycle
-        pissue = Signal()         # a pooling read is issued this cycle
+        # a matmul beat / a pooling read is issued this cycle: decoded from the FSM state, and ANDed
+        # with ``busy`` wherever it starts a pipeline (Icarus leaves a decode X until the state first
+        # changes, and an X ``valid`` would flow into the activity counters)
+        in_mm, in_pool = Signal(), Signal()
+        issue, pissue = in_mm & busy, in_pool & busy
         done = Signal()
         m.d.comb += self.done.eq(done)
 
@@ -268,7 +279,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += [c.eq(0) for c in counters]
                     m.next = "POOL" if isinstance(ops[0], PoolOp) else "MM"
             with m.State("MM"):
-                m.d.comb += issue.eq(1)
+                m.d.comb += in_mm.eq(1)
                 last_pos = pos == k_["M_1"] - (1 if self.fault == "ctrl_positions_off_by_one" else 0)
                 last_ct = ct == k_["n_ct_1"] - (1 if self.fault == "ctrl_col_tiles_off_by_one" else 0)
                 with m.If(last_pos):
@@ -312,7 +323,7 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         m.d.sync += drain.eq(drain - 1)
             with m.State("POOL"):
-                m.d.comb += pissue.eq(1)
+                m.d.comb += in_pool.eq(1)
                 last_dx = dx == k_["pool_1"] - (1 if self.fault == "pool_window_short" else 0)
                 last_dy = dy == k_["pool_1"]
                 with m.If(last_dx):
@@ -462,7 +473,9 @@ class Accelerator(wiring.Component):
         m.d.comb += [psum.w_addr.eq(mB.pos), psum.w_data.eq(recent[0]), psum.w_en.eq(mB.v & ~mB.last_rt)]
 
         logits = Array(Signal(signed(ACC), name=f"logit{i}") for i in range(p.n_logits))
-        m.d.comb += [self.logits[i].eq(v) for i, v in enumerate(logits)]
+        # the host port: one registered read of the register bank (logits sign-extended, then counters)
+        bank = Array([*(l.as_signed() for l in logits), *counters])
+        m.d.sync += self.csr_data.eq(bank[self.csr_addr])
         # requantization in two stages: ReLU and rounding, then shift and saturation
         rounded = Signal(data.ArrayLayout(signed(ACC + 1), C))
         rnd_q = Signal.like(rounded)

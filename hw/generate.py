@@ -65,6 +65,7 @@ def describe(program: Program, accel: Accelerator | None = None) -> dict:
         },
         "memory_shapes": {n: {"bits": w, "words": d} for n, (w, d) in accel.memory_shapes().items()},
         "counters": list(COUNTERS) + [f"cycles_{o.name}" for o in program.ops],
+        "host_port": {"data_bits": 32, "read_latency": 1, "registers": accel.host_map()},
         "logits": {"count": program.n_logits, "frac": program.logit_frac},
         "input_shape": list(program.input_shape),
         "cycles_analytic": {"total": model.total, "per_op": model.per_op, "beats": model.beats, "macs": model.macs,

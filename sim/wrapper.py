@@ -2,9 +2,10 @@
 
 It generates the clock in HDL (no clock edge calls into Python), holds the
 image set in a testbench memory (``$readmemh``) and streams the selected image
-into the accelerator's load port, and exposes the accelerator's sizes as
-constant outputs so the testbench reads them from the design instead of
-restating them. Testbench-only Verilog: never synthesised.
+into the accelerator's load port, reads the logits and counters out of the
+accelerator's host port (address/data) when it is done, and exposes the
+accelerator's sizes as constant outputs so the testbench reads them from the
+design instead of restating them. Testbench-only Verilog: never synthesised.
 """
 
 from __future__ import annotations
@@ -101,12 +102,47 @@ module {HARNESS} (
         end
     end
 
+    // read the accelerator's register bank through its host port once it is done: address k in
+    // one cycle, its word the next; ``done`` (to the testbench) rises when all are captured
+    wire dut_done;
+    wire [31:0] csr_data;
+    reg [31:0] csr_addr = 32'd0;
+    reg [31:0] a_prev = 32'd0;
+    reg reading = 1'b0, captured = 1'b0, ready = 1'b0;
+    reg [{n_logits * acc - 1}:0] logits_r;
+    reg [{n_counters * 32 - 1}:0] counters_r;
+    assign logits = logits_r;
+    assign counters = counters_r;
+    assign done = ready;
+    always @(posedge clk) begin
+        captured <= reading;
+        a_prev <= csr_addr;
+        if (rst || start) begin
+            reading <= 1'b0;
+            captured <= 1'b0;
+            ready <= 1'b0;
+        end else begin
+            if (dut_done && !reading && !captured && !ready) begin
+                reading <= 1'b1;
+                csr_addr <= 32'd0;
+            end else if (reading) begin
+                if (csr_addr == {n_logits + n_counters - 1}) reading <= 1'b0;
+                else csr_addr <= csr_addr + 32'd1;
+            end
+            if (captured) begin
+                if (a_prev < {n_logits}) logits_r[a_prev * {acc} +: {acc}] <= csr_data[{acc - 1}:0];
+                else counters_r[(a_prev - {n_logits}) * 32 +: 32] <= csr_data;
+                if (a_prev == {n_logits + n_counters - 1}) ready <= 1'b1;
+            end
+        end
+    end
+
     {desc["top"]} dut (
         .clk(clk), .rst(rst),
-        .start(start), .busy(busy), .done(done),
+        .start(start), .busy(busy), .done(dut_done),
         .img_we(img_we), .img_pixel(img_pixel[{max(1, (max(2, h * w) - 1).bit_length()) - 1}:0]),
         .img_chan(img_chan[{max(1, (max(2, desc['array']['cols']) - 1).bit_length()) - 1}:0]), .img_data(img_data),
-        .logits(logits), .counters(counters)
+        .csr_addr(csr_addr[{max(1, (max(2, n_logits + n_counters) - 1).bit_length()) - 1}:0]), .csr_data(csr_data)
     );
 endmodule
 """

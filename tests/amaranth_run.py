@@ -27,8 +27,14 @@ def run_images(program, images: np.ndarray):
             await ctx.tick()
             ctx.set(dut.start, 0)
             await ctx.tick().until(dut.done)
-            logits = [ctx.get(dut.logits[i]) for i in range(program.n_logits)]
-            counters = {n: ctx.get(dut.counters[i]) for i, n in enumerate(names)}
+            # read the register bank through the host port: the word comes one cycle after its address
+            words = []
+            for a in range(program.n_logits + len(names)):
+                ctx.set(dut.csr_addr, a)
+                await ctx.tick()
+                words.append(ctx.get(dut.csr_data))
+            logits = [w - (1 << 32) if w >> 31 else w for w in words[:program.n_logits]]
+            counters = dict(zip(names, words[program.n_logits:]))
             results.append((logits, counters))
 
     sim = Simulator(dut)

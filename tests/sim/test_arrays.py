@@ -1,4 +1,4 @@
-"""Array shapes other than the default 8x8 through the generated Verilog in Verilator: bit-exact logits,
+"""Array shapes other than the default 8x8 through the generated Verilog (Verilator; 4x4 also Icarus): bit-exact logits,
 every counter equal to the analytic model (the Amaranth-simulator side is ``tests/hw/test_accelerator.py``)."""
 
 import numpy as np
@@ -32,13 +32,14 @@ def contract(tmp_path_factory, tiny_data):
 
 
 #: 16x16 takes about 10 minutes here (Verilator compiling 256 PEs): it runs with the regression in .ci/run
-@pytest.mark.parametrize("rows, cols", [(4, 4), (4, 8), pytest.param(16, 16, marks=pytest.mark.regression)])
-def test_verilator_array_shapes(contract, tiny_data, tmp_path, rows, cols):
-    need_tool(simulator_missing("verilator"))
+@pytest.mark.parametrize("sim, rows, cols", [("verilator", 4, 4), ("icarus", 4, 4), ("verilator", 4, 8),
+                                             pytest.param("verilator", 16, 16, marks=pytest.mark.regression)])
+def test_array_shapes_in_rtl(contract, tiny_data, tmp_path, sim, rows, cols):
+    need_tool(simulator_missing(sim))
     array = ArrayConfig(rows=rows, cols=cols)
     _, _, desc = generate_verilog(contract, array, tmp_path / "rtl")
     images = tiny_data.x_test[:3]
-    res = run_rtl(tmp_path / "rtl", desc, images, golden(contract, images), "verilator", tmp_path / "sim")
+    res = run_rtl(tmp_path / "rtl", desc, images, golden(contract, images), sim, tmp_path / "sim")
     assert (res.match, res.total) == (3, 3), res.first_mismatch
     want = activity_model(program_for(contract, array))
     for counters in res.counters:
