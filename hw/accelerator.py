@@ -413,10 +413,15 @@ class Accelerator(wiring.Component):
                      w_rd.en.eq(feed[FEED_STAGES - 3].v & feed[FEED_STAGES - 3].first)]
         w_near, w_in_q = Signal(tile, reset_less=True), Signal(tile, reset_less=True)
         m.d.sync += [w_near.eq(w_rd.data), w_in_q.eq(w_near)]
+        # which weights are not zero, registered beside the tile: the PEs gate on it
+        nz_layout = data.ArrayLayout(data.ArrayLayout(1, C), R)
+        w_nz_q, w_nz = Signal(nz_layout), Signal(nz_layout)
+        m.d.sync += [w_nz_q[i][j].eq(w_near[i][j] != 0) for i in range(R) for j in range(C)]
+        m.d.comb += w_nz.eq(w_nz_q)
         w_in = Signal(tile)
         m.d.comb += w_in.eq(w_in_q)
         if self.fault == "weight_rows_swapped" and R > 1:
-            m.d.comb += [w_in[0].eq(w_in_q[1]), w_in[1].eq(w_in_q[0])]
+            m.d.comb += [w_in[0].eq(w_in_q[1]), w_in[1].eq(w_in_q[0]), w_nz[0].eq(w_nz_q[1]), w_nz[1].eq(w_nz_q[0])]
 
         m.submodules.array = arr = SystolicArray(rows=R, cols=C, x_width=9, w_width=8, acc_width=ACC,
                                                  fault=self.fault if self.fault and self.fault.startswith(("pe_", "skew_")) else None)
@@ -430,7 +435,7 @@ class Accelerator(wiring.Component):
             m.d.sync += x_q.eq(Mux(rv_d[X - A][i], x, 0))                 # X -> FEED_STAGES
             m.d.comb += arr.x[i].eq(x_q)
         m_in = feed[FEED_STAGES]
-        m.d.comb += [arr.valid.eq(m_in.v), arr.load.eq(m_in.first), arr.w.eq(w_in)]
+        m.d.comb += [arr.valid.eq(m_in.v), arr.load.eq(m_in.first), arr.w.eq(w_in), arr.w_nz.eq(w_nz)]
 
         # -- metadata delay line to the bottom of the array -------------------------------------
         line = [m_in]

@@ -47,6 +47,8 @@ class ProcessingElement(wiring.Component):
     -------
     x_in, valid_in, load_in, w_in : In
         Activation, beat valid, load flag, and this PE's new weight (used when ``load_in``).
+    w_nz_in : In(1)
+        ``w_in != 0``, computed upstream (the gate decision is then one LUT from registers).
     psum_in : In(signed(acc_width))
         Partial sum from the PE above (0 for the top row), sampled :data:`PSUM_DELAY` cycles after the beat's ``x_in``.
     x_out, valid_out, load_out : Out
@@ -66,6 +68,7 @@ class ProcessingElement(wiring.Component):
         self.fault = fault  # mutation campaign only (hw/faults.py)
         super().__init__({
             "x_in": In(signed(x_width)), "valid_in": In(1), "load_in": In(1), "w_in": In(signed(w_width)),
+            "w_nz_in": In(1),
             "psum_in": In(signed(acc_width)),
             "x_out": Out(signed(x_width)), "valid_out": Out(1), "load_out": Out(1),
             "psum_out": Out(signed(acc_width)), "mult": Out(1), "gated": Out(1),
@@ -81,8 +84,8 @@ class ProcessingElement(wiring.Component):
         # valid beat whose weight is not zero; ``product`` = x * weight one cycle later
         w_nz = Signal()                       # the held weight is not zero
         with m.If(load):
-            m.d.sync += w_nz.eq(w_new != 0)
-        nz_now = w_nz if self.fault == "pe_gate_stale" else Mux(load, w_new != 0, w_nz)
+            m.d.sync += w_nz.eq(self.w_nz_in)
+        nz_now = w_nz if self.fault == "pe_gate_stale" else Mux(load, self.w_nz_in, w_nz)
         take = self.valid_in & nz_now
         m.d.sync += [self.mult.eq(0 if self.fault == "pe_mult_flag_stuck0" else take),
                      self.gated.eq(self.valid_in & ~nz_now)]

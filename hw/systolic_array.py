@@ -33,6 +33,9 @@ class SystolicArray(wiring.Component):
     x : In(ArrayLayout(signed(x_width), rows))
     w : In(ArrayLayout(ArrayLayout(signed(w_width), cols), rows))
         The fold's weight tile, sampled on ``load`` beats.
+    w_nz : In(ArrayLayout(ArrayLayout(1, cols), rows))
+        Which of the tile's weights are not zero (computed upstream, so that a
+        PE's gate is one LUT from registers); travels with the weights.
     out_valid : Out(1)
     y : Out(ArrayLayout(signed(acc_width), cols))
         Latency: ``rows + cols - 1 + PSUM_DELAY`` cycles from ``valid`` to ``out_valid``.
@@ -58,6 +61,7 @@ class SystolicArray(wiring.Component):
             "valid": In(1), "load": In(1),
             "x": In(data.ArrayLayout(signed(x_width), rows)),
             "w": In(data.ArrayLayout(data.ArrayLayout(signed(w_width), cols), rows)),
+            "w_nz": In(data.ArrayLayout(data.ArrayLayout(1, cols), rows)),
             "out_valid": Out(1),
             "y": Out(data.ArrayLayout(signed(acc_width), cols)),
             "mults": Out(range(rows * cols + 1)), "gated": Out(range(rows * cols + 1)),
@@ -97,14 +101,16 @@ class SystolicArray(wiring.Component):
             # when the load beat passes it
             x, v, ld = self.x[i], self.valid, self.load
             wrow = [self.w[i][j] for j in range(C)]
+            nzrow = [self.w_nz[i][j] for j in range(C)]
             for d in range(i - 1 if self.fault == "skew_row1_short" and i == 1 else i):
                 x2, v2, ld2 = Signal.like(pes[i][0].x_in, name=f"skew_x_{i}_{d}"), Signal(name=f"skew_v_{i}_{d}"), Signal(name=f"skew_l_{i}_{d}")
                 w2 = [Signal(signed(self.w_width), name=f"skew_w_{i}_{d}_{j}") for j in range(C)]
+                nz2 = [Signal(name=f"skew_nz_{i}_{d}_{j}") for j in range(C)]
                 m.d.sync += [x2.eq(x), v2.eq(v), ld2.eq(ld)]
                 with m.If(v & ld):
-                    m.d.sync += [a.eq(b) for a, b in zip(w2, wrow)]
+                    m.d.sync += [a.eq(b) for a, b in zip(w2 + nz2, wrow + nzrow)]
                 writes.append((v & ld, C))
-                x, v, ld, wrow = x2, v2, ld2, w2
+                x, v, ld, wrow, nzrow = x2, v2, ld2, w2, nz2
             for j in range(C):
                 pe = pes[i][j]
                 if j == 0:
@@ -113,15 +119,15 @@ class SystolicArray(wiring.Component):
                     left = pes[i][j - 1]
                     m.d.comb += [pe.x_in.eq(left.x_out), pe.valid_in.eq(left.valid_out), pe.load_in.eq(left.load_out)]
                 # weight for column j arrives j cycles after column 0's: delay the row's lane j by j
-                wj = wrow[j]
+                wj, nzj = wrow[j], nzrow[j]
                 for d in range(j):
                     # stage d of lane j holds what entered the row d + 1 cycles ago: written when
                     # the load beat that carried it reaches PE (i, d)
-                    w3 = Signal(signed(self.w_width), name=f"wdel_{i}_{j}_{d}")
+                    w3, nz3 = Signal(signed(self.w_width), name=f"wdel_{i}_{j}_{d}"), Signal(name=f"nzdel_{i}_{j}_{d}")
                     with m.If(pes[i][d].valid_in & pes[i][d].load_in):
-                        m.d.sync += w3.eq(wj)
-                    wj = w3
-                m.d.comb += pe.w_in.eq(wj)
+                        m.d.sync += [w3.eq(wj), nz3.eq(nzj)]
+                    wj, nzj = w3, nz3
+                m.d.comb += [pe.w_in.eq(wj), pe.w_nz_in.eq(nzj)]
                 m.d.comb += pe.psum_in.eq(0 if i == 0 else pes[i - 1][j].psum_out)
         # deskew: column j leaves the bottom at R-1+j+PSUM_DELAY+1; delay by C-1-j to align all columns
         for j in range(C):

@@ -40,6 +40,7 @@ def test_pe_multiply_accumulate_and_weight_load(rng):
             ctx.set(dut.valid_in, int(beat))
             ctx.set(dut.load_in, int(beat and load[t]))
             ctx.set(dut.w_in, int(w_seq[t]) if beat else 0)
+            ctx.set(dut.w_nz_in, int(beat and w_seq[t] != 0))
             ctx.set(dut.x_in, int(x_seq[t]) if beat else 0)
             ctx.set(dut.psum_in, int(p_seq[t]) if t < n + 2 else 0)
             await ctx.tick()
@@ -66,6 +67,7 @@ def test_pe_gates_zero_weights():
             ctx.set(dut.valid_in, v)
             ctx.set(dut.load_in, ld)
             ctx.set(dut.w_in, w)
+            ctx.set(dut.w_nz_in, int(w != 0))
             ctx.set(dut.x_in, x)
             ctx.set(dut.psum_in, 0)
             await ctx.tick()
@@ -102,6 +104,7 @@ def test_array_matches_matmul(rows, cols, rng):
                     ctx.set(dut.x[i], int(x[i]))
                     for j in range(cols):
                         ctx.set(dut.w[i][j], int(W[i][j]))
+                        ctx.set(dut.w_nz[i][j], int(W[i][j] != 0))
             await ctx.tick()
             if ctx.get(dut.out_valid):
                 got.append([ctx.get(dut.y[j]) for j in range(cols)])
