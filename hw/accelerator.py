@@ -6,7 +6,8 @@ numeric contract), it runs every layer from ``start`` to ``done`` by itself.
 Interface (all synchronous to ``clk``):
 
 - image load, while idle: ``img_we``, ``img_pixel`` (row-major pixel index),
-  ``img_chan`` (channel, < C), ``img_data`` (uint8) write one input value;
+  ``img_chan`` (channel, < C), ``img_data`` (uint8) write one input value (a
+  one-channel image is stored packed, ``Program.image_pack`` pixels a word);
 - ``start`` (one-cycle pulse) runs the network; ``busy`` is high while it
   runs; ``done`` rises when the logits are ready and stays high until the next
   ``start``;
@@ -187,7 +188,9 @@ class Accelerator(wiring.Component):
 
         # -- memories ----------------------------------------------------------------
         m.submodules.wrom = wrom = Memory(shape=shapes["wrom"][0], depth=shapes["wrom"][1], init=wimg)
-        m.submodules.rtrom = rtrom = Memory(shape=shapes["rtrom"][0], depth=shapes["rtrom"][1], init=rimg)
+        # (the row table is read once per fold: logic, not a block RAM of its own)
+        m.submodules.rtrom = rtrom = Memory(shape=shapes["rtrom"][0], depth=shapes["rtrom"][1], init=rimg,
+                                            attrs={"rom_style": "logic"})
         m.submodules.brom = brom = Memory(shape=shapes["brom"][0], depth=shapes["brom"][1], init=bimg)
         w_rd, rt_rd, b_rd = wrom.read_port(), rtrom.read_port(), brom.read_port()
         rams = {name: BlockRAM(width=w, depth=d, granularity=g) for name, (w, d, g) in self._ram_specs().items()}
@@ -205,7 +208,7 @@ class Accelerator(wiring.Component):
                  "pool", "pool_1", "pool_w_step", "pool_row_step", "out_pix_1", "macs_full", "macs_last_rt", "macs_last_ct",
                  "macs_last_both", "rows_last", "fwd")
         aw = self.aw
-        klayout = data.StructLayout({**{n: aw for n in names}, "in_buf": 1, "out_buf": 1, "in_signed": 1, "out_signed": 1,
+        klayout = data.StructLayout({**{n: aw for n in names}, "in_buf": 1, "out_buf": 1, "in_signed": 1, "out_signed": 1, "packed": 1,
                                      "is_last": 1, "is_pool": 1})
         kinit = []
         for i, o in enumerate(ops):
@@ -217,6 +220,7 @@ class Accelerator(wiring.Component):
                         pool=o.pool, pool_1=o.pool - 1, pool_w_step=o.in_shape[1] - o.pool + 1,
                         pool_row_step=o.pool * o.in_shape[1] - o.pool * (o.out_shape[1] - 1),
                         n_ct_1=o.n_ct - 1, in_buf=o.in_buf, out_buf=o.out_buf, is_pool=int(isinstance(o, PoolOp)),
+                        packed=int(i == 0 and p.image_pack > 1),
                         in_signed=int(o.in_signed if isinstance(o, MatmulOp) else o.signed),
                         is_last=int(isinstance(o, MatmulOp) and o.last))
             if isinstance(o, MatmulOp):
@@ -399,9 +403,14 @@ class Accelerator(wiring.Component):
         rv_d = [[Signal(name=f"rowv{A + d}_{i}") for i in range(R)] for d in range(READ_LATENCY + 1)]
         for i in range(R):
             addr = rtv[i].off + feed[A - 1].base
+            lane = rtv[i].lane
+            if p.image_pack > 1:
+                # the first layer reads the packed image: word = pixel // P, lane = pixel % P
+                s_ = p.image_pack.bit_length() - 1
+                addr, lane = Mux(kc.packed, addr >> s_, addr), Mux(kc.packed, addr[:s_], lane)
             if self.fault == "act_read_addr_bit1_flip" and i == 3 % R:
                 addr = addr ^ 2
-            lane = rtv[i].lane ^ 1 if self.fault == "im2col_lane_swap" and C > 1 else rtv[i].lane
+            lane = lane ^ 1 if self.fault == "im2col_lane_swap" and C > 1 else lane
             m.d.sync += [addr_q[i].eq(addr), lane_d[0][i].eq(lane), rv_d[0][i].eq(rtv[i].valid)]   # 3 -> A
             for d in range(1, READ_LATENCY + 1):
                 m.d.sync += [lane_d[d][i].eq(lane_d[d - 1][i]), rv_d[d][i].eq(rv_d[d - 1][i])]
@@ -569,8 +578,12 @@ class Accelerator(wiring.Component):
             m.d.sync += [w_q.addr.eq(waddr), w_q.data.eq(Mux(pool_fire, pmax, new_max)),
                          w_q.en0.eq(Mux(out_buf, 0, -1)), w_q.en1.eq(Mux(out_buf, -1, 0))]
         with m.Elif(self.img_we & ~busy):
-            m.d.sync += [w_q.addr.eq(self.img_pixel), w_q.data.eq(Cat(*[self.img_data] * C)),
-                         w_q.en0.eq(1 << self.img_chan), w_q.en1.eq(0)]
+            if p.image_pack > 1:   # packed: pixel p to word p // P, lane p % P
+                s_ = p.image_pack.bit_length() - 1
+                m.d.sync += [w_q.addr.eq(self.img_pixel >> s_), w_q.en0.eq(1 << self.img_pixel[:s_])]
+            else:
+                m.d.sync += [w_q.addr.eq(self.img_pixel), w_q.en0.eq(1 << self.img_chan)]
+            m.d.sync += [w_q.data.eq(Cat(*[self.img_data] * C)), w_q.en1.eq(0)]
         with m.Else():
             m.d.sync += [w_q.en0.eq(0), w_q.en1.eq(0)]
         for b in range(2):

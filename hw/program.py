@@ -24,6 +24,13 @@ requantized words and writes one word per window, and the positions that
 pooling would discard (the ragged last rows and columns) are never
 computed. A pooling layer with no convolution before it stays a
 :class:`PoolOp` of its own.
+
+A one-channel input image would fill one lane of each C-byte word and waste
+the rest, so it is packed: ``Program.image_pack`` (P, the largest power of
+two <= C) pixels per word, pixel ``p`` in word ``p // P``, lane ``p % P``.
+The first layer's row table then holds plain pixel offsets; the feeder
+splits ``base + offset`` into word and lane at run time. Later layers (and
+images with more channels) keep one pixel per word.
 """
 
 from __future__ import annotations
@@ -107,6 +114,7 @@ class Program:
     input_shape: tuple[int, int, int]
     n_logits: int
     logit_frac: int
+    image_pack: int = 1       # input pixels per activation word (1: one pixel per word)
 
     def matmuls(self) -> list[MatmulOp]:
         return [o for o in self.ops if isinstance(o, MatmulOp)]
@@ -125,7 +133,11 @@ def build_program(contract, array: ArrayConfig) -> Program:
     if shape[2] > C:
         raise ValueError(f"the input has {shape[2]} channels but an array with {C} columns holds at most {C}; use more array columns")
     buf = 0
-    depth = [shape[0] * shape[1] * _ct(shape[2], C), 0]
+    first = next((l for l in contract.layers if l["type"] != "flatten"), None)
+    pack = 1
+    if shape[2] == 1 and first is not None and first["type"] == "conv2d" and C > 1:
+        pack = 1 << (C.bit_length() - 1)                    # the largest power of two <= C
+    depth = [-(-shape[0] * shape[1] // pack) * _ct(shape[2], C), 0]
     ops: list = []
     weighted = contract.weighted()
     acc_bits = max(l["accum"]["bits"] for l in weighted)
@@ -197,4 +209,4 @@ def build_program(contract, array: ArrayConfig) -> Program:
     last = ops[-1]
     in_shape = tuple(contract.input["shape"])
     return Program(R, C, acc_bits, ops, (max(depth[0], 1), max(depth[1], 1)),
-                   in_shape if len(in_shape) == 3 else (1, 1, in_shape[0]), last.cols, last.acc_frac)
+                   in_shape if len(in_shape) == 3 else (1, 1, in_shape[0]), last.cols, last.acc_frac, pack)

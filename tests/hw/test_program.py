@@ -66,6 +66,25 @@ def test_fused_pooling_walks_whole_windows(h, w, pool, rng):
     assert len(set(want)) == len(want) and max(want) < h * w
 
 
+@pytest.mark.parametrize("rows, cols", [(4, 4), (3, 5), (8, 8)])
+def test_one_channel_image_is_packed(rows, cols, rng):
+    """A one-channel image is stored P pixels a word; base + offset, split into word and lane, is im2col."""
+    contract = _contract(rng, c=1)
+    prog = build_program(contract, ArrayConfig(rows=rows, cols=cols))
+    P = prog.image_pack
+    assert P == {4: 4, 5: 4, 8: 8}[cols] and prog.buf_depth[0] >= -(-9 * 7 // P)
+    conv = prog.ops[0]
+    h, w, _ = conv.in_shape
+    act = rng.integers(0, 256, (h, w, 1))
+    words = np.zeros((-(-h * w // P), cols), dtype=np.int64)
+    for pix in range(h * w):
+        words[pix // P, pix % P] = act.reshape(-1)[pix]
+    ref = _im2col(act[None], 3)[0].reshape(-1, conv.rows)
+    for p, base in enumerate(conv.base_pixels()):
+        gathered = [words[(off + base) // P, (off + base) % P] for row in conv.row_table for off, lane, v in row if v]
+        np.testing.assert_array_equal(gathered, ref[p])
+
+
 def test_pruned_rows_leave_the_tiles(rng):
     full = build_program(_contract(rng), ArrayConfig(rows=4, cols=4))
     kept = [r for r in range(27) if r % 9 != 4]          # drop the centre tap of every channel
