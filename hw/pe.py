@@ -4,13 +4,7 @@ from amaranth import ClockSignal, Instance, Module, Mux, ResetSignal, Signal, si
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["ProcessingElement", "PSUM_DELAY", "NO_MERGE"]
-
-#: Attribute on registers that must stay one per PE: each PE's beat-valid and load flags are logically
-#: equal to those of every PE on the same anti-diagonal, and yosys would merge them into one flip-flop
-#: per diagonal whose fan-out crosses the whole array (the critical path at 91 MHz). ``hw.synth``
-#: marks the registers driving such signals ``keep`` before synthesis.
-NO_MERGE = {"prunehw_no_merge": 1}
+__all__ = ["ProcessingElement", "PSUM_DELAY"]
 
 #: Cycles from a beat's ``x_in`` to the cycle its product meets ``psum_in`` (operand and product registers).
 PSUM_DELAY = 2
@@ -118,7 +112,8 @@ class ProcessingElement(wiring.Component):
             psum = psum & ~(1 << 3)
         elif self.fault == "pe_psum_stuck1_bit0":
             psum = psum | 1
-        valid_q, load_q = Signal(name="valid_q", attrs=NO_MERGE), Signal(name="load_q", attrs=NO_MERGE)
-        m.d.sync += [self.x_out.eq(self.x_in), valid_q.eq(self.valid_in), load_q.eq(self.load_in), self.psum_out.eq(psum)]
-        m.d.comb += [self.valid_out.eq(valid_q), self.load_out.eq(load_q)]
+        m.d.sync += [
+            self.x_out.eq(self.x_in), self.valid_out.eq(self.valid_in), self.load_out.eq(self.load_in),
+            self.psum_out.eq(psum),
+        ]
         return m

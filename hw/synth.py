@@ -133,10 +133,7 @@ def synthesize(verilog: Path, top: str, out_dir: Path, progress=None) -> tuple[d
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("top.json", "stat.json"):
         (out_dir / stale).unlink(missing_ok=True)
-    # registers the generator marked (``hw.pe.NO_MERGE``) keep one copy per PE: no merging of equal
-    # flip-flops across the array
-    script = (f"read_verilog {Path(verilog).resolve()}; hierarchy -top {top}; proc; flatten; "
-              f"setattr -set keep 1 a:prunehw_no_merge %ci1; synth_ecp5 -top {top} -json top.json; "
+    script = (f"read_verilog {Path(verilog).resolve()}; synth_ecp5 -top {top} -json top.json; "
               f"tee -q -o stat.json stat -json")
     seconds = _run(["yosys", "-p", script], out_dir / "yosys.log", "yosys synth_ecp5", progress)
     if not (out_dir / "top.json").is_file() or not (out_dir / "stat.json").is_file():

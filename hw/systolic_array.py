@@ -5,7 +5,7 @@ from amaranth.utils import ceil_log2
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from prunehw.hw.pe import NO_MERGE, PSUM_DELAY, ProcessingElement
+from prunehw.hw.pe import PSUM_DELAY, ProcessingElement
 
 __all__ = ["SystolicArray"]
 
@@ -103,8 +103,7 @@ class SystolicArray(wiring.Component):
             wrow = [self.w[i][j] for j in range(C)]
             nzrow = [self.w_nz[i][j] for j in range(C)]
             for d in range(i - 1 if self.fault == "skew_row1_short" and i == 1 else i):
-                x2 = Signal.like(pes[i][0].x_in, name=f"skew_x_{i}_{d}")
-                v2, ld2 = Signal(name=f"skew_v_{i}_{d}", attrs=NO_MERGE), Signal(name=f"skew_l_{i}_{d}", attrs=NO_MERGE)
+                x2, v2, ld2 = Signal.like(pes[i][0].x_in, name=f"skew_x_{i}_{d}"), Signal(name=f"skew_v_{i}_{d}"), Signal(name=f"skew_l_{i}_{d}")
                 w2 = [Signal(signed(self.w_width), name=f"skew_w_{i}_{d}_{j}") for j in range(C)]
                 nz2 = [Signal(name=f"skew_nz_{i}_{d}_{j}") for j in range(C)]
                 m.d.sync += [x2.eq(x), v2.eq(v), ld2.eq(ld)]
