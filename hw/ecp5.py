@@ -5,12 +5,15 @@ description, chosen by the ``platform`` handed to ``elaborate``:
 
 - ``platform=None`` (Amaranth's own simulator): plain Amaranth arithmetic.
 - ``platform=ECP5`` (the Verilog that cocotb simulates *and* yosys
-  synthesises): each PE's multiplier is a ``MULT18X18D`` with its input and
-  output registers switched on, because yosys 0.23 maps a multiply to the
-  DSP's combinational path only and leaves the registers around it in the
-  fabric. That path (route into the DSP, 3.9 ns through it, route out)
-  cost 10.5-11.6 ns, so the design closed at 86-95 MHz; with the DSP's own
-  registers the multiply is register to register inside the block.
+  synthesises): each PE's multiplier is a ``MULT18X18D`` with its output
+  register switched on, because yosys 0.23 maps a multiply to the DSP's
+  combinational path only and leaves the product register in the fabric.
+  That path (route into the DSP, 3.9 ns through it, route out) cost
+  10.5-11.6 ns, so the design closed at 86-95 MHz. The operand registers
+  stay in the fabric: they have clock enables (the weight loads once per
+  fold, the activation is held while the weight is zero), and a DSP's
+  clock-enable pins are reached through slow routing (6.7 ns measured),
+  while its data pins are not.
 
 Verilator and Icarus have no model of a vendor primitive, so
 :func:`sim_models` writes one: the subset of ``MULT18X18D`` this design
@@ -46,15 +49,14 @@ class ECP5:
     dsp = "MULT18X18D"
 
 
-def mult18x18d_ports(a, b, p, *, a_ce, b_ce, clk, rst) -> dict:
-    """Instance keyword arguments wiring ``a`` (18 bits) x ``b`` (18 bits) -> ``p`` (36 bits), both signed,
-    A registered with clock enable ``a_ce`` (CE0), B with ``b_ce`` (CE1), P every cycle (CE2), all on CLK0."""
-    kw = {"p_REG_INPUTA_CLK": "CLK0", "p_REG_INPUTA_CE": "CE0", "p_REG_INPUTA_RST": "RST0",
-          "p_REG_INPUTB_CLK": "CLK0", "p_REG_INPUTB_CE": "CE1", "p_REG_INPUTB_RST": "RST0",
-          "p_REG_PIPELINE_CLK": "NONE", "p_REG_OUTPUT_CLK": "CLK0", "p_REG_OUTPUT_CE": "CE2",
-          "p_REG_OUTPUT_RST": "RST0", "p_RESETMODE": "SYNC", "p_GSR": "DISABLED",
+def mult18x18d_ports(a, b, p, *, clk, rst) -> dict:
+    """Instance keyword arguments wiring ``a`` (18 bits) x ``b`` (18 bits) -> ``p`` (36 bits), both signed:
+    the operands straight into the multiplier, the product registered every cycle (CLK0, CE0 tied high)."""
+    kw = {"p_REG_INPUTA_CLK": "NONE", "p_REG_INPUTB_CLK": "NONE", "p_REG_PIPELINE_CLK": "NONE",
+          "p_REG_OUTPUT_CLK": "CLK0", "p_REG_OUTPUT_CE": "CE0", "p_REG_OUTPUT_RST": "RST0",
+          "p_RESETMODE": "SYNC", "p_GSR": "DISABLED",
           "i_SIGNEDA": 1, "i_SIGNEDB": 1, "i_SOURCEA": 0, "i_SOURCEB": 0,
-          "i_CLK0": clk, "i_CE0": a_ce, "i_CE1": b_ce, "i_CE2": 1, "i_RST0": rst}
+          "i_CLK0": clk, "i_CE0": 1, "i_RST0": rst}
     for i in range(18):
         kw[f"i_A{i}"], kw[f"i_B{i}"], kw[f"i_C{i}"] = a[i], b[i], 0
     for i in range(36):

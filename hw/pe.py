@@ -21,9 +21,9 @@ class ProcessingElement(wiring.Component):
     Pipelined for the clock: the activation and the weight it meets are
     registered, the product is registered, then added to the partial sum, so
     the multiplier has a register on each side and the adder its own cycle.
-    For the ECP5 (``platform`` :class:`~prunehw.hw.ecp5.ECP5`) those three
-    registers are the ``MULT18X18D``'s own input and output registers, so
-    the multiply runs register to register inside the DSP block; the
+    For the ECP5 (``platform`` :class:`~prunehw.hw.ecp5.ECP5`) the product
+    register is the ``MULT18X18D``'s own output register (the operand
+    registers, which have clock enables, stay in the fabric); the
     behaviour, cycle for cycle, is the same.
     A beat entering at cycle t (``x_in``) meets ``psum_in`` at cycle t + 2
     (:data:`PSUM_DELAY`); ``psum_out`` is valid at t + 3. The PE below gets the
@@ -90,22 +90,21 @@ class ProcessingElement(wiring.Component):
         m.d.sync += [self.mult.eq(0 if self.fault == "pe_mult_flag_stuck0" else take),
                      self.gated.eq(self.valid_in & ~nz_now)]
         product = Signal(signed(self.x_width + self.w_width))
+        weight = Signal(signed(self.w_width))
+        x = Signal(signed(self.x_width))
+        with m.If(load):
+            m.d.sync += weight.eq(w_new)
+        with m.If(take):
+            m.d.sync += x.eq(self.x_in)
         if getattr(platform, "dsp", None) == "MULT18X18D":
             if max(self.x_width, self.w_width) > 18:
                 raise ValueError(f"operands of {self.x_width} and {self.w_width} bits do not fit an 18x18 MULT18X18D")
             a, b, p = Signal(signed(18)), Signal(signed(18)), Signal(signed(36))
-            m.d.comb += [a.eq(w_new), b.eq(self.x_in), product.eq(p)]
+            m.d.comb += [a.eq(weight), b.eq(x), product.eq(p)]
             from prunehw.hw.ecp5 import mult18x18d_ports
 
-            m.submodules.dsp = Instance("MULT18X18D", **mult18x18d_ports(
-                a, b, p, a_ce=load, b_ce=take, clk=ClockSignal(), rst=ResetSignal()))
+            m.submodules.dsp = Instance("MULT18X18D", **mult18x18d_ports(a, b, p, clk=ClockSignal(), rst=ResetSignal()))
         else:
-            weight = Signal(signed(self.w_width))
-            x = Signal(signed(self.x_width))
-            with m.If(load):
-                m.d.sync += weight.eq(w_new)
-            with m.If(take):
-                m.d.sync += x.eq(self.x_in)
             m.d.sync += product.eq(x * weight)
         psum = self.psum_in + product
         if self.fault == "pe_psum_stuck0_bit3":

@@ -153,7 +153,16 @@ def update_summary(run_dir: Path, entries: dict) -> Path:
     return write_json(path, _merge(read_json(path), entries))
 
 
-def update_variant(run_dir: Path, variant: str, entries: dict) -> Path:
+def update_variant(run_dir: Path, variant: str, entries: dict, replace: tuple[str, ...] = ()) -> Path:
+    """Deep-merge ``entries`` into the variant's summary entry; the keys in ``replace`` are replaced whole
+    (a figure a new measurement no longer has, such as a fixed timing ``problem``, must not survive it)."""
+    if replace:
+        path = Path(run_dir) / "summary.json"
+        summary = read_json(path)
+        old = summary.get("variants", {}).get(variant, {})
+        for key in replace:
+            old.pop(key, None)
+        write_json(path, summary)
     return update_summary(run_dir, {"variants": {variant: entries}})
 
 

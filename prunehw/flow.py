@@ -407,7 +407,7 @@ class Flow:
             # every image's every activity counter (memory ports, array) against the analytic model
             want = desc.get("activity_analytic", {})
             entry["activity_equals_analytic"] = bool(want) and all(c[k] == want.get(k) for c in counters for k in counter_names)
-        update_variant(self.run_dir, variant, entry)
+        update_variant(self.run_dir, variant, entry, replace=("activity",))
         cyc = entry.get("cycles", {})
         acc_text = f"{acc:.4f}" if acc is not None else "not measured"
         self.log(f"sim {simulator} {variant}: {'up to date, ' if cached else ''}{res['match']}/{res['total']} images "
@@ -438,7 +438,7 @@ class Flow:
                 saved = gating_saved_pj(activity, table)
                 if saved is not None:
                     entry["energy_gating_saved_pj"] = saved
-            update_variant(self.run_dir, v, entry)
+            update_variant(self.run_dir, v, entry, replace=("energy_pj", "energy_gating_saved_pj"))
         paths = write_savings(self.run_dir) + write_synth_files(self.run_dir)
         text = format_report(self.run_dir)
         write_bytes(self.run_dir / "report.md", ("```\n" + text + "\n```\n\n" + "\n".join(

@@ -105,7 +105,7 @@ def synth_variants(flow, variants: list[str], force: bool = False) -> dict[str, 
             continue
         desc = read_json(run_dir / v / "rtl" / "accelerator.json")
         entries[v] = _summary_entry(results[v], desc, summary.get(v, {}).get("cycles", {}).get("rtl"))
-        update_variant(run_dir, v, {"synth": entries[v]})
+        update_variant(run_dir, v, {"synth": entries[v]}, replace=("synth",))
         flow.log(_line(v, entries[v], run_dir / v / "synth", cached=v not in jobs))
     for v, exc in errors.items():
         flow.log(f"synth {v}: FAILED: {exc}")

@@ -36,3 +36,14 @@ def test_quantize_cache_ignores_how_the_hls_check_runs(quick_flow):
     flow.__dict__["data"] = quick_flow.data
     flow.quantize("dense")
     assert any(line.startswith("quantize dense: up to date") for line in lines), lines
+
+
+def test_replaced_entries_leave_nothing_stale(tmp_path):
+    """A re-measured synthesis without a timing problem must not keep the old run's problem line."""
+    from prunehw.artifacts import read_json, update_variant
+
+    update_variant(tmp_path, "dense", {"synth": {"fmax_mhz": 99.2, "problem": "fails timing"}, "accuracy": {"float": 0.9}})
+    update_variant(tmp_path, "dense", {"synth": {"fmax_mhz": 101.6}, "accuracy": {"quant": 0.8}}, replace=("synth",))
+    v = read_json(tmp_path / "summary.json")["variants"]["dense"]
+    assert v["synth"] == {"fmax_mhz": 101.6}
+    assert v["accuracy"] == {"float": 0.9, "quant": 0.8}   # everything else still merges
