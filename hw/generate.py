@@ -32,6 +32,7 @@ def describe(program: Program, accel: Accelerator | None = None) -> dict:
     R, C = program.rows, program.cols
     if accel is None:  # (the memory widths come from its ROM images; nothing is elaborated)
         accel = Accelerator(program)
+        accel._MustUse__silence = True   # only its ROM widths are read: no "never elaborated" warning
         accel._roms()
     ops = []
     for op in program.ops:
