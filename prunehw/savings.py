@@ -91,10 +91,12 @@ def energy(activity: dict[str, int], desc: dict, table: dict) -> dict[str, float
     R, C = desc["array"]["rows"], desc["array"]["cols"]
     acc = desc["array"]["acc_bits"]
     per_bit = {k: sram_pj_per_bit(table, b) for k, b in memory_bytes(desc).items()}
+    # every PE adds on every beat; it multiplies only when its weight is not zero (counted at the PEs;
+    # counters from before gating have only ``macs``)
+    mults = activity.get("mults", activity["macs"])
     parts = {
-        # every PE adds on every beat; it multiplies only when its weight is not zero (counted at the PEs)
-        "multiply": activity.get("mults", activity["macs"]) * table["mult_int8_pj"],
-        "accumulate": (activity.get("mults", activity["macs"]) + activity.get("mults_gated", 0)) * table["add_int32_pj"],
+        "multiply": mults * table["mult_int8_pj"],
+        "accumulate": (mults + activity.get("mults_gated", 0)) * table["add_int32_pj"],
         "weight_sram": activity["weight_reads"] * R * C * 8 * per_bit["weights"],
         "activation_sram_read": activity["act_reads"] * C * 8 * per_bit["activations"],
         "activation_sram_write": activity["act_writes"] * C * 8 * per_bit["activations"],
