@@ -5,9 +5,13 @@ numeric contract), it runs every layer from ``start`` to ``done`` by itself.
 
 Interface (all synchronous to ``clk``):
 
-- image load, while idle: ``img_we``, ``img_pixel`` (row-major pixel index),
-  ``img_chan`` (channel, < C), ``img_data`` (uint8) write one input value (a
-  one-channel image is stored packed, ``Program.image_pack`` pixels a word);
+- image load, at any time: ``img_we``, ``img_pixel`` (row-major pixel index),
+  ``img_chan`` (channel, < C), ``img_data`` (uint8) write one input value into
+  the image buffer's load slot (a one-channel image is stored packed,
+  ``Program.image_pack`` pixels a word). The buffer has two slots: ``start``
+  hands the load slot to the computation and makes the other one the load
+  slot, so the next image loads while this one is computed (each ``start``
+  computes the image loaded since the previous one);
 - ``start`` (one-cycle pulse) runs the network; ``busy`` is high while it
   runs; ``done`` rises when the logits are ready and stays high until the next
   ``start``;
@@ -26,7 +30,8 @@ keep it beside the RAM (the DP16KD's clock-to-output takes more than half a
 10 ns cycle), and a register that carries the word to its users. Stage 0
 issues the counters and the row table ROM address; 3 has the row table entry
 and forms the R activation addresses (base pixel + row offset), registered;
-4 reads the R replicated activation banks; 7 selects the lanes and
+4 reads the input buffer (one word, or one per row from R copies: see
+:mod:`~prunehw.hw.program`); 7 selects the lanes and
 sign-extends into ``x`` (registered), while the weight tile, read at 5,
 arrives registered; 8 enters the array (:data:`FEED_STAGES`). ``R + C - 1 +
 PSUM_DELAY`` cycles later (skew, deskew and the PE's operand and product
@@ -55,7 +60,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from prunehw.hw.block_ram import READ_LATENCY, BlockRAM
-from prunehw.hw.program import MatmulOp, PoolOp, Program
+from prunehw.hw.program import IMAGE, MatmulOp, PoolOp, Program
 from prunehw.hw.pe import PSUM_DELAY
 from prunehw.hw.systolic_array import SystolicArray
 
@@ -142,7 +147,7 @@ class Accelerator(wiring.Component):
         # one width for every controller counter, address and per-op constant, derived from the
         # largest value any of them takes (one past the end of a buffer, of the weight tiles, ...),
         # so nothing wraps however large the network is
-        largest = max(*p.buf_depth, len(tiles), len(table), len(bias), R * C, R * max(p.buf_depth),
+        largest = max(*p.buf_depth, 2 * p.image_stride, len(tiles), len(table), len(bias), R * C, R * max(p.buf_depth),
                       *(o.positions * o.n_rt * o.n_ct for o in p.matmuls()))
         self.aw = ceil_log2(largest + 2)
         self.lanew = max(1, ceil_log2(C))
@@ -167,12 +172,15 @@ class Accelerator(wiring.Component):
         return shapes
 
     def _ram_specs(self) -> dict[str, tuple[int, int, int]]:
-        """{name: (width, depth, write granularity)} of the read/write memories: partial sums, 2 x R activation banks."""
+        """{name: (width, depth, write granularity)} of the read/write memories: partial sums, and each copy of
+        the two ping-pong activation buffers (``act<b>_bank<k>``) and of the two-slot image buffer (``img_bank<k>``)."""
         p, R, C, ACC = self.program, self.R, self.C, self.ACC
         specs = {"psum": (C * ACC, max(max((o.positions for o in p.matmuls()), default=1), 2), C * ACC)}
         for b in range(2):
-            for k in range(R):
+            for k in range(p.copies[b]):
                 specs[f"act{b}_bank{k}"] = (C * 8, p.buf_depth[b], 8)
+        for k in range(p.copies[IMAGE]):
+            specs[f"img_bank{k}"] = (C * 8, 2 * p.image_stride, 8)
         return specs
 
     def elaborate(self, platform):
@@ -197,7 +205,11 @@ class Accelerator(wiring.Component):
         for name, ram in rams.items():
             m.submodules[name] = ram
         psum = rams["psum"]
-        banks = [[rams[f"act{b}_bank{k}"] for k in range(R)] for b in range(2)]
+        banks = [[rams[f"act{b}_bank{k}"] for k in range(p.copies[b])] for b in range(2)]
+        banks.append([rams[f"img_bank{k}"] for k in range(p.copies[IMAGE])])
+        # the image buffer's slots: the one ``start`` computes, and the one the host loads meanwhile
+        cslot, load_slot = Signal(), Signal()
+        slot_bits = ceil_log2(p.image_stride)
 
         # -- per-op constants: a ROM read combinationally at ``op`` --------------------------
         # (a ROM rather than a case statement on ``op``: event-driven simulators never
@@ -208,7 +220,7 @@ class Accelerator(wiring.Component):
                  "pool", "pool_1", "pool_w_step", "pool_row_step", "out_pix_1", "macs_full", "macs_last_rt", "macs_last_ct",
                  "macs_last_both", "rows_last", "fwd")
         aw = self.aw
-        klayout = data.StructLayout({**{n: aw for n in names}, "in_buf": 1, "out_buf": 1, "in_signed": 1, "out_signed": 1, "packed": 1,
+        klayout = data.StructLayout({**{n: aw for n in names}, "in_buf": 2, "out_buf": 1, "in_signed": 1, "out_signed": 1, "packed": 1,
                                      "is_last": 1, "is_pool": 1})
         kinit = []
         for i, o in enumerate(ops):
@@ -220,7 +232,7 @@ class Accelerator(wiring.Component):
                         pool=o.pool, pool_1=o.pool - 1, pool_w_step=o.in_shape[1] - o.pool + 1,
                         pool_row_step=o.pool * o.in_shape[1] - o.pool * (o.out_shape[1] - 1),
                         n_ct_1=o.n_ct - 1, in_buf=o.in_buf, out_buf=o.out_buf, is_pool=int(isinstance(o, PoolOp)),
-                        packed=int(i == 0 and p.image_pack > 1),
+                        packed=int(o.in_buf == IMAGE and p.image_pack > 1),
                         in_signed=int(o.in_signed if isinstance(o, MatmulOp) else o.signed),
                         is_last=int(isinstance(o, MatmulOp) and o.last))
             if isinstance(o, MatmulOp):
@@ -279,7 +291,8 @@ class Accelerator(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.comb += op_next.eq(0)
-                    m.d.sync += [done.eq(0), busy.eq(1), *reset_op_counters(), tile_i.eq(0)]
+                    m.d.sync += [done.eq(0), busy.eq(1), *reset_op_counters(), tile_i.eq(0),
+                                 cslot.eq(load_slot), load_slot.eq(~load_slot)]
                     m.d.sync += [c.eq(0) for c in counters]
                     m.next = "POOL" if isinstance(ops[0], PoolOp) else "MM"
             with m.State("MM"):
@@ -415,7 +428,8 @@ class Accelerator(wiring.Component):
             for d in range(1, READ_LATENCY + 1):
                 m.d.sync += [lane_d[d][i].eq(lane_d[d - 1][i]), rv_d[d][i].eq(rv_d[d - 1][i])]
         X = A + READ_LATENCY                                               # the words' stage: lane select
-        words = [[word(banks[b][i].r_data) for i in range(R)] for b in range(2)]
+        # (a buffer kept in one copy gives every row the same word; each row picks its lane)
+        words = [[word(banks[b][min(i, len(banks[b]) - 1)].r_data) for i in range(R)] for b in range(3)]
         # the weight tile: read two stages ahead of the array, registered twice
         # (read once per fold, by its first beat: the PEs take the tile on that beat only)
         m.d.comb += [w_rd.addr.eq(feed[FEED_STAGES - 3].waddr),
@@ -435,10 +449,8 @@ class Accelerator(wiring.Component):
         m.submodules.array = arr = SystolicArray(rows=R, cols=C, x_width=9, w_width=8, acc_width=ACC,
                                                  fault=self.fault if self.fault and self.fault.startswith(("pe_", "skew_")) else None)
         for i in range(R):
-            lanes0 = Array(words[0][i][j] for j in range(C))
-            lanes1 = Array(words[1][i][j] for j in range(C))
             lane = lane_d[X - A][i]
-            byte = Mux(in_buf, lanes1[lane], lanes0[lane])
+            byte = Array(Array(words[b][i][j] for j in range(C))[lane] for b in range(3))[in_buf]
             x = Mux(in_signed, byte.as_signed(), Cat(byte, Const(0, 1)).as_signed())
             x_q = Signal(signed(9), name=f"x_in_{i}")
             m.d.sync += x_q.eq(Mux(rv_d[X - A][i], x, 0))                 # X -> FEED_STAGES
@@ -544,9 +556,8 @@ class Accelerator(wiring.Component):
             m.d.sync += nxt.eq(p_d[-1])
             p_d.append(nxt)
         p3 = p_d[-1]                                    # the word read at 1 is here
-        pwords3 = [banks[b][0].r_data for b in range(2)]
         pdata = Signal(word)
-        m.d.comb += pdata.eq(Mux(in_buf, pwords3[1], pwords3[0]))
+        m.d.comb += pdata.eq(Array(banks[b][0].r_data for b in range(3))[in_buf])
         mx = Signal(word)
         pmax = Signal(word)
         for j in range(C):
@@ -556,46 +567,52 @@ class Accelerator(wiring.Component):
         pool_fire = p3.v & p3.last
 
         # -- activation bank reads: the matmul feed's addresses, or the pooling address --------
-        # (only the input buffer's banks, and of those only the rows this beat uses, are read)
-        for b in range(2):
-            for i in range(R):
+        # (only the input buffer is read: one word per beat from a buffer kept in one copy, the
+        # word of each row this beat uses from a replicated one; the image in the computed slot)
+        for b in range(3):
+            for i, bank in enumerate(banks[b]):
                 row_en = feed[A].v & rv_d[0][i] & (in_buf == b)
-                if i == 0:
-                    m.d.comb += [banks[b][i].r_addr.eq(Mux(p1.v, paddr1, addr_q[i])),
-                                 banks[b][i].r_en.eq(row_en | (p1.v & (in_buf == b)))]
-                else:
-                    m.d.comb += [banks[b][i].r_addr.eq(addr_q[i]), banks[b][i].r_en.eq(row_en)]
+                addr = Mux(p1.v, paddr1, addr_q[i]) if i == 0 else addr_q[i]
+                m.d.comb += [bank.r_addr.eq(Cat(addr[:slot_bits], cslot) if b == IMAGE else addr),
+                             bank.r_en.eq(row_en | (p1.v & (in_buf == b)) if i == 0 else row_en)]
 
-        # -- activation writes: matmul outputs, pooling outputs, image load --------------------------
-        # One registered write request drives every bank's write port straight from flip-flops:
-        # address, word and the lanes to write in each buffer (a matmul or pooling op writes whole
-        # words to all R banks of its output buffer; the image load, while idle, one lane of buffer 0,
-        # landing a cycle after ``img_we``).
-        wreq = data.StructLayout({"addr": aw, "data": word, "en0": C, "en1": C})
+        # -- activation writes: matmul and pooling outputs; the image load ------------------------
+        # One registered write request drives every copy of the output buffer's write port straight
+        # from flip-flops: address, word and the buffer (whole words).
+        wreq = data.StructLayout({"addr": aw, "data": word, "en0": 1, "en1": 1})
         w_q = Signal(wreq)
         with m.If(mm_fire | pool_fire):
             waddr = Mux(pool_fire, p3.oaddr, mD.oaddr ^ 1 if self.fault == "act_write_addr_bit0_flip" else mD.oaddr)
             m.d.sync += [w_q.addr.eq(waddr), w_q.data.eq(Mux(pool_fire, pmax, new_max)),
-                         w_q.en0.eq(Mux(out_buf, 0, -1)), w_q.en1.eq(Mux(out_buf, -1, 0))]
-        with m.Elif(self.img_we & ~busy):
-            if p.image_pack > 1:   # packed: pixel p to word p // P, lane p % P
-                s_ = p.image_pack.bit_length() - 1
-                m.d.sync += [w_q.addr.eq(self.img_pixel >> s_), w_q.en0.eq(1 << self.img_pixel[:s_])]
-            else:
-                m.d.sync += [w_q.addr.eq(self.img_pixel), w_q.en0.eq(1 << self.img_chan)]
-            m.d.sync += [w_q.data.eq(Cat(*[self.img_data] * C)), w_q.en1.eq(0)]
+                         w_q.en0.eq(~out_buf), w_q.en1.eq(out_buf)]
         with m.Else():
             m.d.sync += [w_q.en0.eq(0), w_q.en1.eq(0)]
         for b in range(2):
             for bank in banks[b]:
-                m.d.comb += [bank.w_addr.eq(w_q.addr), bank.w_data.eq(w_q.data), bank.w_en.eq(w_q.en1 if b else w_q.en0)]
+                m.d.comb += [bank.w_addr.eq(w_q.addr), bank.w_data.eq(w_q.data),
+                             bank.w_en.eq(Mux(w_q.en1 if b else w_q.en0, -1, 0))]
+        # the image load writes one lane of the load slot (registered: it lands a cycle after ``img_we``),
+        # whether or not an inference is running on the other slot
+        ireq = data.StructLayout({"addr": slot_bits + 1, "data": word, "en": C})
+        i_q = Signal(ireq)
+        if p.image_pack > 1:   # packed: pixel p to word p // P, lane p % P
+            s_ = p.image_pack.bit_length() - 1
+            iaddr, ilane = self.img_pixel >> s_, self.img_pixel[:s_]
+        else:
+            iaddr, ilane = self.img_pixel, self.img_chan
+        iaddr = Cat(iaddr, Const(0, slot_bits))[:slot_bits]   # (zero-extended to the slot's width)
+        m.d.sync += [i_q.addr.eq(Cat(iaddr, load_slot)), i_q.data.eq(Cat(*[self.img_data] * C)),
+                     i_q.en.eq(Mux(self.img_we, 1 << ilane, 0))]
+        for bank in banks[IMAGE]:
+            m.d.comb += [bank.w_addr.eq(i_q.addr), bank.w_data.eq(i_q.data), bank.w_en.eq(i_q.en)]
 
         # -- memory activity, counted at the ports: every read enable and write enable ------------
-        # (while busy: the image load before ``start`` is not part of an inference)
+        # (while busy; the image load is the host's transfer, not part of an inference, and is not
+        # counted: it may run during the previous image's inference)
         def total(bits):
             return sum((b.as_unsigned() for b in bits), Const(0, 1))
 
-        ports = {"act_reads": [bank.r_en for bank in banks[0] + banks[1]],
+        ports = {"act_reads": [bank.r_en for bank in banks[0] + banks[1] + banks[IMAGE]],
                  "act_writes": [bank.w_en.any() for bank in banks[0] + banks[1]],
                  "weight_reads": [w_rd.en], "bias_reads": [b_rd.en], "table_reads": [rt_rd.en],
                  "psum_reads": [psum.r_en], "psum_writes": [psum.w_en.any()]}

@@ -76,12 +76,17 @@ def activity_model(program: Program) -> dict[str, int]:
     pooling window, i.e. per output pixel (the last layer keeps logits in
     registers instead). Pooling reads one word per window
     element and writes one per output pixel. Counted as the RTL counts them, at
-    the memory ports: a word is written to each of the R activation banks (R
-    writes), a row table entry and a weight tile are read once per fold. In
+    the memory ports: a word is written to every copy of the output buffer,
+    a beat reads one word of an input buffer kept in one copy and one word
+    per valid row of a replicated one (whether a buffer is replicated is
+    decided here from the row tables, independently of the program's own
+    decision, which the RTL follows), a row table entry and a weight tile
+    are read once per fold. In
     the array every PE sees every beat and multiplies unless its weight is 0
     (then it holds its operand: ``mults_gated``); each fold's load writes the
     PEs' weight registers and the weight skew and delay registers once. The
-    image load is not counted.
+    image load (the host's transfer, which may overlap the previous
+    inference) is not counted.
     """
     rep = cycle_model(program)
     R, C = program.rows, program.cols
@@ -91,6 +96,14 @@ def activity_model(program: Program) -> dict[str, int]:
     # loading one fold's weight tile writes every PE's weight register and, in row i, i skew stages
     # of C bytes and the delay stages of lanes 1 .. C-1 (lane j has j of them)
     wreg_per_fold = R * C + sum(i * C for i in range(R)) + R * sum(range(C))
+    # a buffer needs R copies when some beat reading it gathers rows from more than one word: a row
+    # tile whose valid rows name different word offsets, or any row tile of a packed image (whose
+    # pixels share words only by position)
+    def gathers(o) -> bool:
+        return isinstance(o, MatmulOp) and ((o.in_buf == 2 and program.image_pack > 1) or
+                                            any(len({off for off, _, v in t if v}) > 1 for t in o.row_table))
+
+    multi = {b: any(gathers(o) for o in program.ops if o.in_buf == b) for b in (0, 1, 2)}
     for op in program.ops:
         if isinstance(op, MatmulOp):
             M = op.positions
@@ -101,12 +114,12 @@ def activity_model(program: Program) -> dict[str, int]:
             nonzero = sum(int((t != 0).sum()) for t in op.tiles) * M
             act["mults"] += nonzero
             act["mults_gated"] += op.n_ct * op.n_rt * M * R * C - nonzero
-            act["act_reads"] += op.n_ct * op.rows * M
+            act["act_reads"] += op.n_ct * (op.rows if multi[op.in_buf] else op.n_rt) * M
             act["bias_reads"] += op.n_ct * M
             act["psum_reads"] += op.n_ct * (op.n_rt - 1) * M
             act["psum_writes"] += op.n_ct * (op.n_rt - 1) * M
-            act["act_writes"] += 0 if op.last else op.n_ct * op.out_pix * R
+            act["act_writes"] += 0 if op.last else op.n_ct * op.out_pix * (R if multi[op.out_buf] else 1)
         else:
             act["act_reads"] += op.out_pix * op.n_ct * op.pool * op.pool
-            act["act_writes"] += op.out_pix * op.n_ct * R
+            act["act_writes"] += op.out_pix * op.n_ct * (R if multi[op.out_buf] else 1)
     return act

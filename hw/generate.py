@@ -62,7 +62,9 @@ def describe(program: Program, accel: Accelerator | None = None) -> dict:
             "row_table": {"words": n_rt, "bits_per_word": R * (accel.offw + accel.lanew + 1)},
             "bias": {"words": n_ct, "bits_per_word": C * acc},
             "psum": {"words": max((o.positions for o in program.matmuls()), default=1), "bits_per_word": C * acc},
-            "activations": {"buffers": list(program.buf_depth), "bits_per_word": C * 8, "replicas": R},
+            # ping-pong buffers 0 and 1, and the image buffer's two slots; each in ``copies`` copies
+            "activations": {"buffers": [*program.buf_depth[:2], 2 * program.image_stride], "bits_per_word": C * 8,
+                            "copies": list(program.copies), "image_slots": 2},
         },
         "memory_shapes": {n: {"bits": w, "words": d} for n, (w, d) in accel.memory_shapes().items()},
         "counters": list(COUNTERS) + [f"cycles_{o.name}" for o in program.ops],

@@ -5,8 +5,19 @@ constants) and the analytic cycle model, so both describe one schedule.
 
 Activation buffers hold words of C bytes: the word at ``ctile * npix + pixel``
 holds channels ``ctile*C .. ctile*C + C-1`` of that pixel (HWC order within a
-pixel, so Keras' flatten order is just an address pattern). Layers alternate
-between two buffers; the image is loaded into buffer 0.
+pixel, so Keras' flatten order is just an address pattern). There are three:
+the two ping-pong buffers 0 and 1, between which the layers alternate, and
+the image buffer (:data:`IMAGE`), which the first layer reads. The image
+buffer holds two images (slots ``image_stride`` words apart), so the host
+loads the next image while this one is computed.
+
+A buffer is kept in one copy when every op that reads it finds all the rows
+of each row tile in one word (the layer's input channels come C to a word
+and its kept rows are whole words, as in every layer with at least R input
+channels): the feeder reads that word once and each row picks its lane.
+Otherwise (a one-channel image read by a 3x3 kernel, or rows that matrix
+pruning removed one by one) the buffer is replicated ``R`` times, so the R
+rows of a beat read R different words in one cycle (``Program.copies``).
 
 A matmul op (conv or dense) runs folds in the order ``for ct: for rt:``,
 streaming its M output positions through the array once per fold. Row ``r`` of
@@ -42,7 +53,10 @@ import numpy as np
 
 from prunehw.config import ArrayConfig
 
-__all__ = ["MatmulOp", "PoolOp", "Program", "build_program"]
+__all__ = ["IMAGE", "MatmulOp", "PoolOp", "Program", "build_program"]
+
+#: The image buffer's index (``in_buf`` of the first op); 0 and 1 are the ping-pong buffers.
+IMAGE = 2
 
 
 class _Shapes:
@@ -110,14 +124,38 @@ class Program:
     cols: int
     acc_bits: int
     ops: list
-    buf_depth: tuple[int, int]
+    buf_depth: tuple[int, int, int]   # words of buffers 0, 1 and of one image (IMAGE)
     input_shape: tuple[int, int, int]
     n_logits: int
     logit_frac: int
     image_pack: int = 1       # input pixels per activation word (1: one pixel per word)
+    copies: tuple[int, int, int] = (1, 1, 1)   # copies of each buffer (1, or R when rows gather from several words)
 
     def matmuls(self) -> list[MatmulOp]:
         return [o for o in self.ops if isinstance(o, MatmulOp)]
+
+    @property
+    def image_stride(self) -> int:
+        """Words from one image slot to the next: a power of two, so the slot is the address's top bit."""
+        return 1 << max(1, (self.buf_depth[IMAGE] - 1).bit_length())
+
+
+def _one_word_tiles(op) -> bool:
+    """Whether every row tile of ``op`` reads all its valid rows from one word of its input buffer."""
+    if not isinstance(op, MatmulOp):
+        return True                     # pooling reads one word per cycle
+    return all(len({off for off, _, v in row if v}) <= 1 for row in op.row_table)
+
+
+def _copies(ops, R: int, packed: bool) -> tuple[int, int, int]:
+    out = []
+    for b in range(3):
+        readers = [o for o in ops if o.in_buf == b]
+        # (a packed image splits base + offset into word and lane at run time: one word only if every offset is equal)
+        one = all(_one_word_tiles(o) for o in readers) and not (packed and b == IMAGE and
+                                                                any(isinstance(o, MatmulOp) for o in readers))
+        out.append(1 if one else R)
+    return tuple(out)
 
 
 def _ct(channels: int, C: int) -> int:
@@ -132,12 +170,12 @@ def build_program(contract, array: ArrayConfig) -> Program:
         shape = (1, 1, shape[0])
     if shape[2] > C:
         raise ValueError(f"the input has {shape[2]} channels but an array with {C} columns holds at most {C}; use more array columns")
-    buf = 0
+    buf = IMAGE
     first = next((l for l in contract.layers if l["type"] != "flatten"), None)
     pack = 1
     if shape[2] == 1 and first is not None and first["type"] == "conv2d" and C > 1:
         pack = 1 << (C.bit_length() - 1)                    # the largest power of two <= C
-    depth = [-(-shape[0] * shape[1] // pack) * _ct(shape[2], C), 0]
+    depth = [0, 0, -(-shape[0] * shape[1] // pack) * _ct(shape[2], C)]
     ops: list = []
     weighted = contract.weighted()
     acc_bits = max(l["accum"]["bits"] for l in weighted)
@@ -156,7 +194,7 @@ def build_program(contract, array: ArrayConfig) -> Program:
                 prev.positions = out[0] * p * out[1] * p
                 shape = out
                 continue
-            ops.append(PoolOp(layer["name"], buf, 1 - buf, shape, out, p, _ct(c, C), layer["input"]["signed"]))
+            ops.append(PoolOp(layer["name"], buf, _next(buf), shape, out, p, _ct(c, C), layer["input"]["signed"]))
         else:
             W = contract.weights[layer["name"]]
             B = contract.biases[layer["name"]]
@@ -197,10 +235,10 @@ def build_program(contract, array: ArrayConfig) -> Program:
                 blk = B[ct * C:(ct + 1) * C]
                 bv[: len(blk)] = blk
                 bias.append(bv)
-            ops.append(MatmulOp(layer["name"], t, buf, 1 - buf, shape, out, out[0] * out[1], K, n, n_rt, n_ct, table,
+            ops.append(MatmulOp(layer["name"], t, buf, _next(buf), shape, out, out[0] * out[1], K, n, n_rt, n_ct, table,
                                 tiles, bias, layer["input"]["signed"], layer["accum"]["frac"], layer["output"],
                                 layer is weighted[-1], macs))
-        buf = 1 - buf
+        buf = _next(buf)
         shape = ops[-1].out_shape
     for op in ops:
         depth[op.out_buf] = max(depth[op.out_buf], op.out_pix * _ct(op.out_shape[2], C))
@@ -208,5 +246,11 @@ def build_program(contract, array: ArrayConfig) -> Program:
         raise ValueError("the network must end with a conv or dense layer (the logits)")
     last = ops[-1]
     in_shape = tuple(contract.input["shape"])
-    return Program(R, C, acc_bits, ops, (max(depth[0], 1), max(depth[1], 1)),
-                   in_shape if len(in_shape) == 3 else (1, 1, in_shape[0]), last.cols, last.acc_frac, pack)
+    return Program(R, C, acc_bits, ops, tuple(max(d, 1) for d in depth),
+                   in_shape if len(in_shape) == 3 else (1, 1, in_shape[0]), last.cols, last.acc_frac, pack,
+                   _copies(ops, R, pack > 1))
+
+
+def _next(buf: int) -> int:
+    """The buffer an op reading ``buf`` writes: the image's first reader writes 0, then 0 and 1 alternate."""
+    return 0 if buf == IMAGE else 1 - buf

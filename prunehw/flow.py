@@ -401,6 +401,11 @@ class Flow:
                 "per_layer": self._merge_layers(variant, [{"layer": o, "analytic": analytic["per_op"][o], "rtl": first[o]}
                                                           for o in ops]),
             }
+            # clock cycles from one start to the next in the testbench: serial (load after read-out) and
+            # overlapped (the next image loaded into the free slot during the inference); medians
+            gaps = res.get("intervals", {})
+            if gaps.get("serial") and gaps.get("overlapped"):
+                entry["cycles"]["interval"] = {k: int(np.median(gaps[k])) for k in ("serial", "overlapped")}
             R, C = desc["array"]["rows"], desc["array"]["cols"]
             entry["pe_utilization"] = first["macs"] / (first["total_cycles"] * R * C)
             entry["activity"] = {k: first[k] for k in counter_names}

@@ -33,9 +33,11 @@ def _run(job: Job) -> dict:
                     image_ids=ids, waves=job.get("waves", False))
     except RuntimeError as exc:  # the build or the simulator failed: no image ran, none matches
         return {"variant": job["variant"], "simulator": job["simulator"], "images": [], "match": 0, "total": len(ids),
-                "logits": [], "counters": [], "first_mismatch": {"image": ids[0], "error": str(exc)}, "seconds": 0.0}
+                "logits": [], "counters": [], "first_mismatch": {"image": ids[0], "error": str(exc)}, "seconds": 0.0,
+                "intervals": {"serial": [], "overlapped": []}}
     return {"variant": job["variant"], "simulator": r.simulator, "images": r.images, "match": r.match, "total": r.total,
-            "logits": r.logits.tolist(), "counters": r.counters, "first_mismatch": r.first_mismatch, "seconds": r.seconds}
+            "logits": r.logits.tolist(), "counters": r.counters, "first_mismatch": r.first_mismatch, "seconds": r.seconds,
+            "intervals": r.intervals}
 
 
 def run_jobs(jobs: list[Job], workers: int, progress=None) -> list[dict]:
@@ -68,4 +70,5 @@ def merge(parts: list[dict]) -> dict:
         "match": sum(p["match"] for p in parts), "total": sum(p["total"] for p in parts),
         "logits": [l for p in parts for l in p["logits"]], "counters": [c for p in parts for c in p["counters"]],
         "first_mismatch": mism[0] if mism else None, "seconds": sum(p["seconds"] for p in parts),
+        "intervals": {k: [g for p in parts for g in p.get("intervals", {}).get(k, [])] for k in ("serial", "overlapped")},
     }

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from prunehw.artifacts import write_bytes
-from prunehw.sim.wrapper import HARNESS, write_harness, write_images_hex
+from prunehw.sim.wrapper import CLOCK_NS, HARNESS, write_harness, write_images_hex
 
 __all__ = ["SIMULATORS", "SimulatorMissing", "SimResult", "simulator_missing", "run_rtl"]
 
@@ -38,6 +38,9 @@ class SimResult:
     counters: list[list[int]]
     first_mismatch: dict | None
     seconds: float
+    #: clock cycles between consecutive starts: ``serial`` (the next image loaded after this one's read-out) and
+    #: ``overlapped`` (loaded into the free slot while this one ran); see ``tb_accelerator``
+    intervals: dict = field(default_factory=lambda: {"serial": [], "overlapped": []})
 
 
 def _verilator_env() -> dict[str, str]:
@@ -154,6 +157,8 @@ def run_rtl(rtl_dir: Path, desc: dict, images: np.ndarray, expected: np.ndarray,
     first = None if bad is None else {"image": ids[bad["image"]], "rtl": bad["logits"], "timeout": bool(bad.get("timeout")),
                                       "golden": [int(v) for v in expected[bad["image"]]]}
     done = [r for r in rows if r["logits"] is not None]
+    starts = [r["start_ns"] // CLOCK_NS for r in done]
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
     # images never run (after a timeout) count as not matching
     return SimResult(sim, ids[:len(done)], match, n, np.array([r["logits"] for r in done]), [r["counters"] for r in done],
-                     first, seconds)
+                     first, seconds, {"serial": gaps[:1], "overlapped": gaps[1:]})

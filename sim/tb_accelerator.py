@@ -1,5 +1,11 @@
 """cocotb testbench of the generated accelerator: load, start, wait for done, check, in that order, per image.
 
+The first image is loaded and run alone, and so is the second, so the
+interval between their starts is the serial one (load, inference,
+read-out); from then on each image is loaded into the image buffer's free
+slot while the previous one runs, as a streaming host would, and the
+intervals are the overlapped ones. Each result records its start time.
+
 Small parts, one job each: the image driver asks the HDL harness to load an
 image; the done monitor waits for ``done``; the reader samples logits and
 counters; the in-order checker compares with the golden model's logits
@@ -20,6 +26,7 @@ import os
 import cocotb
 import numpy as np
 from cocotb.triggers import RisingEdge, Timer, with_timeout
+from cocotb.utils import get_sim_time
 
 
 class ImageDriver:
@@ -93,9 +100,9 @@ class InOrderChecker:
         self.results.append({"image": index, "match": False, "timeout": True, "logits": None, "counters": None})
         self.log.error("image %d: done never rose", index)
 
-    def check(self, index: int, logits: list[int], counters: list[int]) -> bool:
+    def check(self, index: int, logits: list[int], counters: list[int], start_ns: int) -> bool:
         ok = logits == [int(v) for v in self.expected[index]]
-        self.results.append({"image": index, "match": ok, "logits": logits, "counters": counters})
+        self.results.append({"image": index, "match": ok, "logits": logits, "counters": counters, "start_ns": start_ns})
         if not ok:
             self.log.error("image %d: logits %s, golden %s", index, logits, self.expected[index].tolist())
         return ok
@@ -110,13 +117,20 @@ async def accelerator_matches_golden(dut):
     checker = InOrderChecker(expected)
     n = int(dut.n_images.value)
     assert expected.shape == (n, reader.n_logits), f"expected logits {expected.shape} do not fit the design ({n}, {reader.n_logits})"
+    loading = None
     for i in range(n):
-        await driver.load(i)
+        if loading is None:
+            await driver.load(i)
+        else:
+            await loading          # (loaded during the previous inference)
+        start_ns = int(get_sim_time("ns"))
         await driver.start()
+        # from the second image on, the next one loads into the free slot while this one runs
+        loading = cocotb.start_soon(driver.load(i + 1)) if 0 < i < n - 1 else None
         if not await done.wait():
             checker.timeout(i)
             break  # the design is stuck: later images cannot run
-        checker.check(i, reader.logits(), reader.counters())
+        checker.check(i, reader.logits(), reader.counters(), start_ns)
     with open(os.environ["PRUNEHW_RESULTS"], "w") as fh:
         json.dump(checker.results, fh)
     bad = [r["image"] for r in checker.results if not r["match"]]

@@ -16,9 +16,11 @@ import numpy as np
 
 from prunehw.artifacts import write_bytes
 
-__all__ = ["HARNESS", "write_harness", "write_images_hex"]
+__all__ = ["CLOCK_NS", "HARNESS", "write_harness", "write_images_hex"]
 
 HARNESS = "tb_top"
+#: The harness's clock period (generated in HDL).
+CLOCK_NS = 10
 
 
 def write_images_hex(path: Path, images: np.ndarray) -> Path:
@@ -60,7 +62,7 @@ module {HARNESS} (
     assign img_values = {pix_ch};
 
     initial clk = 1'b0;
-    always #5 clk = ~clk;
+    always #{CLOCK_NS // 2} clk = ~clk;
 
     reg [7:0] images [0:{max(1, n_images * pix_ch) - 1}];
     initial $readmemh("{Path(images_hex).resolve()}", images);

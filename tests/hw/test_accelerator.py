@@ -17,12 +17,14 @@ SMALL = NetworkConfig((L("conv2d", filters=3, kernel=3), L("relu"), L("maxpool2d
                        L("relu"), L("maxpool2d", pool=3), L("flatten"), L("dense", units=7), L("relu"), L("dense", units=10)))
 
 
-def check(contract, array, images):
+def check(contract, array, images, *, overlap=False):
     program = build_program(contract, array)
     model = cycle_model(program)
     activity = activity_model(program)
     want = golden(contract, images)
-    for (logits, counters), ref in zip(run_images(program, images), want):
+    results = run_images(program, images, overlap=overlap)
+    assert len(results) == len(images)
+    for (logits, counters), ref in zip(results, want):
         np.testing.assert_array_equal(logits, ref)
         assert counters["total_cycles"] == model.total
         assert {op.name: counters[op.name] for op in program.ops} == model.per_op
@@ -98,6 +100,17 @@ def small_contract(tmp_path_factory, tiny_data):
 @pytest.mark.parametrize("rows, cols", [(4, 4), (3, 5), (2, 3), (4, 8), (8, 8), (16, 16)])
 def test_small_network_bit_exact_and_cycles(small_contract, tiny_data, rows, cols):
     check(small_contract, ArrayConfig(rows=rows, cols=cols), tiny_data.x_test[:2])
+
+
+def test_next_image_loads_while_this_one_runs(small_contract, tiny_data):
+    """Each image is loaded into the free slot during the previous inference: results and cycles unchanged,
+    and the images follow each other by the inference and the host's read-out alone."""
+    array, images = ArrayConfig(rows=4, cols=4), tiny_data.x_test[:3]
+    check(small_contract, array, images, overlap=True)
+    serial = [c["start_cycle"] for _, c in run_images(build_program(small_contract, array), images)]
+    streamed = [c["start_cycle"] for _, c in run_images(build_program(small_contract, array), images, overlap=True)]
+    load = 28 * 28
+    assert [b - a for a, b in zip(streamed, streamed[1:])] == [s - load for s in np.diff(serial)]
 
 
 @pytest.mark.slow
