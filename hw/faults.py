@@ -1,37 +1,106 @@
 """Single faults the generator can build into a copy of the accelerator, for the mutation campaign.
 
 Each is a deliberate, realistic design error; the verification must catch
-every one (a logit differing from the golden model, or a cycle counter
-differing from the analytic model, on the campaign's fixed images).
+every one (a logit differing from the golden model, or a counter differing
+from the analytic model, on the campaign's images). A fault changes the
+value at one named point of the datapath (:mod:`~prunehw.hw.taps`), at the
+instances its ``applies`` selects; the production design passes every point
+through unchanged, so it holds no fault logic.
 """
 
-__all__ = ["FAULTS"]
+from __future__ import annotations
 
-FAULTS = {
-    "pe_psum_stuck0_bit3": "PE(0,0) partial-sum output bit 3 stuck at 0",
-    "pe_psum_stuck1_bit0": "PE(R-1,C-1) partial-sum output bit 0 stuck at 1",
-    "pe_weight_stuck0_bit7": "PE(1,1) weight register sign bit stuck at 0",
-    "pe_gate_stale": "every PE gates a load beat on the old weight's zero flag instead of the new weight's",
-    "pe_mult_flag_stuck0": "PE(R-1,C-1) never reports a multiply to the activity counters",
-    "acc_stuck1_bit12": "bottom accumulator lane 1 bit 12 stuck at 1",
-    "ctrl_positions_off_by_one": "controller ends each fold one output position early",
-    "ctrl_row_tiles_off_by_one": "controller treats the second-to-last row tile as the last",
-    "ctrl_col_tiles_off_by_one": "controller skips the last column tile",
-    "im2col_row_step_off_by_one": "im2col base pixel jumps one pixel too far at each output row",
-    "im2col_lane_swap": "feeder reads lane c^1 instead of c",
-    "requant_no_rounding": "requantization truncates instead of rounding half up",
-    "requant_no_saturation": "requantization wraps instead of saturating",
+from dataclasses import dataclass
+from typing import Callable
+
+from amaranth import Const
+
+from prunehw.hw.taps import Taps
+
+__all__ = ["FAULTS", "Fault", "FaultTaps"]
+
+
+def _always(where: dict) -> bool:
+    return True
+
+
+def _at(row, col):
+    """A PE chosen by the array size: ``row``/``col`` map (rows, cols) to an index."""
+    return lambda w: (w["row"], w["col"]) == (row(w["rows"]), col(w["cols"]))
+
+
+@dataclass(frozen=True)
+class Fault:
+    description: str
+    point: str                                      # the tap (see the blocks' ``taps(...)`` calls)
+    change: Callable                                # (value, where) -> the faulty value
+    applies: Callable[[dict], bool] = _always       # which instances of the point
+
+
+def _swap01(rows):
+    return [rows[1], rows[0], *rows[2:]] if len(rows) > 1 else rows
+
+
+FAULTS: dict[str, Fault] = {
+    "pe_psum_stuck0_bit3": Fault("PE(0,0) partial-sum output bit 3 stuck at 0", "pe.psum",
+                                 lambda v, w: v & ~(1 << 3), _at(lambda R: 0, lambda C: 0)),
+    "pe_psum_stuck1_bit0": Fault("PE(R-1,C-1) partial-sum output bit 0 stuck at 1", "pe.psum",
+                                 lambda v, w: v | 1, _at(lambda R: R - 1, lambda C: C - 1)),
+    "pe_weight_stuck0_bit7": Fault("PE(1,1) weight register sign bit stuck at 0", "pe.weight_in",
+                                   lambda v, w: (v & 0x7F).as_signed(), _at(lambda R: min(1, R - 1), lambda C: min(1, C - 1))),
+    "pe_gate_stale": Fault("every PE gates a load beat on the old weight's zero flag instead of the new weight's", "pe.gate",
+                           lambda v, w: w["held"]),
+    "pe_mult_flag_stuck0": Fault("PE(R-1,C-1) never reports a multiply to the activity counters", "pe.mult",
+                                 lambda v, w: Const(0, 1), _at(lambda R: R - 1, lambda C: C - 1)),
+    "acc_stuck1_bit12": Fault("bottom accumulator lane 1 bit 12 stuck at 1", "bottom.sum",
+                              lambda v, w: v | (1 << 12), lambda w: w["lane"] == 1),
+    "ctrl_positions_off_by_one": Fault("controller ends each fold one output position early", "ctrl.positions_limit",
+                                       lambda v, w: v - 1),
+    "ctrl_row_tiles_off_by_one": Fault("controller treats the second-to-last row tile as the last", "ctrl.row_tiles_limit",
+                                       lambda v, w: v - 1),
+    "ctrl_col_tiles_off_by_one": Fault("controller skips the last column tile", "ctrl.col_tiles_limit", lambda v, w: v - 1),
+    "im2col_row_step_off_by_one": Fault("im2col base pixel jumps one pixel too far at each output row", "ctrl.window_row_step",
+                                        lambda v, w: v + 1),
+    "im2col_lane_swap": Fault("feeder reads lane c^1 instead of c", "feed.lane", lambda v, w: v ^ 1,
+                              lambda w: w["cols"] > 1),
+    "requant_no_rounding": Fault("requantization truncates instead of rounding half up", "requant.half", lambda v, w: 0),
+    "requant_no_saturation": Fault("requantization wraps instead of saturating", "requant.saturated",
+                                   lambda v, w: w["unsaturated"][:8]),
     # (dropping the ReLU alone is an equivalent mutant: saturating to an unsigned range clamps negatives to 0)
-    "requant_signed_range": "requantization saturates unsigned outputs to the signed range [-128, 127]",
-    "requant_shift_plus_one": "requantization shifts one bit too far",
-    "bias_dropped": "the first row tile starts from 0 instead of the bias",
-    "psum_dropped": "later row tiles start from 0 instead of the stored partial sum",
-    "psum_not_forwarded": "a row tile returning within 4 beats (PSUM_FORWARD) reads the stale partial sum instead of the forwarded one",
-    "act_write_addr_bit0_flip": "activation write address bit 0 inverted",
-    "act_read_addr_bit1_flip": "bank 3's activation read address bit 1 inverted",
-    "pool_window_short": "max pooling (fused or a pass of its own) ends each window one column early",
-    "pool_min": "max pooling (fused or a pass of its own) keeps the minimum instead of the maximum",
-    "weight_rows_swapped": "weight tile rows 0 and 1 swapped on the way into the array",
-    "skew_row1_short": "row 1 of the array is skewed by 0 cycles instead of 1",
-    "logits_swapped": "logits 0 and 1 swapped on the output",
+    "requant_signed_range": Fault("requantization saturates unsigned outputs to the signed range [-128, 127]",
+                                  "requant.signed_range", lambda v, w: True),
+    "requant_shift_plus_one": Fault("requantization shifts one bit too far", "requant.shift", lambda v, w: v + 1),
+    "bias_dropped": Fault("the first row tile starts from 0 instead of the bias", "bottom.bias", lambda v, w: 0),
+    "psum_dropped": Fault("later row tiles start from 0 instead of the stored partial sum", "bottom.partial_sum",
+                          lambda v, w: 0),
+    "psum_not_forwarded": Fault("a row tile returning within 4 beats (PSUM_FORWARD) reads the stale partial sum instead of "
+                                "the forwarded one", "bottom.forwarded_sum", lambda v, w: w["memory"]),
+    "act_write_addr_bit0_flip": Fault("activation write address bit 0 inverted", "bottom.write_address", lambda v, w: v ^ 1),
+    "act_read_addr_bit1_flip": Fault("row 3's activation read address bit 1 inverted", "feed.address", lambda v, w: v ^ 2,
+                                     lambda w: w["row"] == 3 % w["rows"]),
+    "pool_window_short": Fault("max pooling (fused or a pass of its own) ends each window one column early",
+                               "ctrl.window_x_limit", lambda v, w: v - 1),
+    "pool_min": Fault("max pooling (fused or a pass of its own) keeps the minimum instead of the maximum", "pool.bigger",
+                      lambda v, w: ~v),
+    "weight_rows_swapped": Fault("weight tile rows 0 and 1 swapped on the way into the array", "feed.weight_rows",
+                                 lambda v, w: _swap01(v)),
+    "skew_row1_short": Fault("row 1 of the array is skewed by 0 cycles instead of 1", "array.skew_depth",
+                             lambda v, w: v - 1, lambda w: w["row"] == 1),
+    "logits_swapped": Fault("logits 0 and 1 swapped on the output", "bottom.logit_index",
+                            lambda v, w: 1 - v if v < 2 else v),
 }
+
+
+class FaultTaps(Taps):
+    """The hook with one fault built in: its point's value is changed where the fault applies."""
+
+    def __init__(self, name: str):
+        if name not in FAULTS:
+            raise ValueError(f"fault {name!r} is unknown; allowed: {', '.join(FAULTS)}")
+        self.name, self.fault = name, FAULTS[name]
+
+    def __call__(self, point: str, value, **where):
+        f = self.fault
+        if point == f.point and f.applies(where):
+            return f.change(value, where)
+        return value

@@ -30,10 +30,9 @@ def describe(program: Program, accel: Accelerator | None = None) -> dict:
     """The array configuration, per-op tiling, memory map and the analytic cycle model, as JSON data."""
     model = cycle_model(program)
     R, C = program.rows, program.cols
-    if accel is None:  # (the memory widths come from its ROM images; nothing is elaborated)
+    if accel is None:  # (the memory widths come from its plan; nothing is elaborated)
         accel = Accelerator(program)
-        accel._MustUse__silence = True   # only its ROM widths are read: no "never elaborated" warning
-        accel._roms()
+        accel._MustUse__silence = True   # only its widths are read: no "never elaborated" warning
     ops = []
     for op in program.ops:
         entry = {"name": op.name, "kind": op.kind if isinstance(op, MatmulOp) else "maxpool2d",
@@ -95,7 +94,6 @@ def generate_verilog(contract, array: ArrayConfig, out_dir: Path) -> tuple[Path,
     top = Accelerator(program)
     out_dir = Path(out_dir)
     v = write_verilog(top, out_dir)
-    top._roms()  # widths for the description
     desc = describe(program, top)
     j = write_json(out_dir / "accelerator.json", desc)
     return v, j, desc

@@ -4,6 +4,8 @@ from amaranth import ClockSignal, Instance, Module, Mux, ResetSignal, Signal, si
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from prunehw.hw.taps import PASS
+
 __all__ = ["ProcessingElement", "PSUM_DELAY"]
 
 #: Cycles from a beat's ``x_in`` to the cycle its product meets ``psum_in`` (operand and product registers).
@@ -60,12 +62,12 @@ class ProcessingElement(wiring.Component):
         gated (zero weight). Invalid cycles are neither.
     """
 
-    def __init__(self, *, x_width: int = 9, w_width: int = 8, acc_width: int = 32, fault: str | None = None):
+    def __init__(self, *, x_width: int = 9, w_width: int = 8, acc_width: int = 32, taps=PASS, where: dict | None = None):
         for name, v in (("x_width", x_width), ("w_width", w_width), ("acc_width", acc_width)):
             if not isinstance(v, int) or v < 2:
                 raise ValueError(f"{name} must be an integer >= 2, not {v!r}")
         self.x_width, self.w_width, self.acc_width = x_width, w_width, acc_width
-        self.fault = fault  # mutation campaign only (hw/faults.py)
+        self.taps, self.where = taps, where or {}   # the mutation campaign's hook (hw/taps.py) and this PE's place
         super().__init__({
             "x_in": In(signed(x_width)), "valid_in": In(1), "load_in": In(1), "w_in": In(signed(w_width)),
             "w_nz_in": In(1),
@@ -76,18 +78,17 @@ class ProcessingElement(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        taps, where = self.taps, self.where
         load = self.valid_in & self.load_in
-        w_new = self.w_in
-        if self.fault == "pe_weight_stuck0_bit7":
-            w_new = (self.w_in & 0x7F).as_signed()
+        w_new = taps("pe.weight_in", self.w_in, **where)
         # the weight register takes the new weight on a load beat; ``x`` the activation of every
         # valid beat whose weight is not zero; ``product`` = x * weight one cycle later
         w_nz = Signal()                       # the held weight is not zero
         with m.If(load):
             m.d.sync += w_nz.eq(self.w_nz_in)
-        nz_now = w_nz if self.fault == "pe_gate_stale" else Mux(load, self.w_nz_in, w_nz)
+        nz_now = taps("pe.gate", Mux(load, self.w_nz_in, w_nz), held=w_nz, **where)
         take = self.valid_in & nz_now
-        m.d.sync += [self.mult.eq(0 if self.fault == "pe_mult_flag_stuck0" else take),
+        m.d.sync += [self.mult.eq(taps("pe.mult", take, **where)),
                      self.gated.eq(self.valid_in & ~nz_now)]
         product = Signal(signed(self.x_width + self.w_width))
         weight = Signal(signed(self.w_width))
@@ -106,11 +107,7 @@ class ProcessingElement(wiring.Component):
             m.submodules.dsp = Instance("MULT18X18D", **mult18x18d_ports(a, b, p, clk=ClockSignal(), rst=ResetSignal()))
         else:
             m.d.sync += product.eq(x * weight)
-        psum = self.psum_in + product
-        if self.fault == "pe_psum_stuck0_bit3":
-            psum = psum & ~(1 << 3)
-        elif self.fault == "pe_psum_stuck1_bit0":
-            psum = psum | 1
+        psum = taps("pe.psum", self.psum_in + product, **where)
         m.d.sync += [
             self.x_out.eq(self.x_in), self.valid_out.eq(self.valid_in), self.load_out.eq(self.load_in),
             self.psum_out.eq(psum),

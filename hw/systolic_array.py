@@ -6,6 +6,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from prunehw.hw.pe import PSUM_DELAY, ProcessingElement
+from prunehw.hw.taps import PASS
 
 __all__ = ["SystolicArray"]
 
@@ -50,12 +51,12 @@ class SystolicArray(wiring.Component):
     """
 
     def __init__(self, *, rows: int, cols: int, x_width: int = 9, w_width: int = 8, acc_width: int = 32,
-                 fault: str | None = None):
+                 taps=PASS):
         for name, v in (("rows", rows), ("cols", cols)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
         self.rows, self.cols = rows, cols
-        self.fault = fault  # mutation campaign only (hw/faults.py)
+        self.taps = taps   # the mutation campaign's hook (hw/taps.py)
         self.x_width, self.w_width, self.acc_width = x_width, w_width, acc_width
         super().__init__({
             "valid": In(1), "load": In(1),
@@ -81,15 +82,8 @@ class SystolicArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         R, C = self.rows, self.cols
-        def pe_fault(i, j):
-            if self.fault == "pe_gate_stale":   # a design error in every PE
-                return self.fault
-            where = {"pe_psum_stuck0_bit3": (0, 0), "pe_psum_stuck1_bit0": (R - 1, C - 1),
-                     "pe_mult_flag_stuck0": (R - 1, C - 1),
-                     "pe_weight_stuck0_bit7": (min(1, R - 1), min(1, C - 1))}.get(self.fault)
-            return self.fault if where == (i, j) else None
-
-        pes = [[ProcessingElement(x_width=self.x_width, w_width=self.w_width, acc_width=self.acc_width, fault=pe_fault(i, j))
+        pes = [[ProcessingElement(x_width=self.x_width, w_width=self.w_width, acc_width=self.acc_width, taps=self.taps,
+                                  where={"row": i, "col": j, "rows": R, "cols": C})
                 for j in range(C)] for i in range(R)]
         for i in range(R):
             for j in range(C):
@@ -102,7 +96,7 @@ class SystolicArray(wiring.Component):
             x, v, ld = self.x[i], self.valid, self.load
             wrow = [self.w[i][j] for j in range(C)]
             nzrow = [self.w_nz[i][j] for j in range(C)]
-            for d in range(i - 1 if self.fault == "skew_row1_short" and i == 1 else i):
+            for d in range(self.taps("array.skew_depth", i, row=i, rows=R, cols=C)):
                 x2, v2, ld2 = Signal.like(pes[i][0].x_in, name=f"skew_x_{i}_{d}"), Signal(name=f"skew_v_{i}_{d}"), Signal(name=f"skew_l_{i}_{d}")
                 w2 = [Signal(signed(self.w_width), name=f"skew_w_{i}_{d}_{j}") for j in range(C)]
                 nz2 = [Signal(name=f"skew_nz_{i}_{d}_{j}") for j in range(C)]

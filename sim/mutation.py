@@ -25,7 +25,6 @@ __all__ = ["run_campaign"]
 def _mutant(program, fault: str, out_dir: Path) -> Path:
     top = Accelerator(program, fault=fault)
     write_verilog(top, out_dir)
-    top._roms()
     write_json(out_dir / "accelerator.json", describe(program, top))
     return out_dir
 
@@ -59,7 +58,7 @@ def run_campaign(program, contract_path: Path, images_npz: Path, n_images: int, 
         kind = "timeout" if r["first_mismatch"] and r["first_mismatch"].get("timeout") else "logits"
         by = [k for k, v in ((kind, first_logit), ("counters", first_counters)) if v is not None]
         firsts = [v for v in (first_logit, first_counters) if v is not None]
-        rows.append({"fault": f, "description": FAULTS[f], "caught": bool(by), "caught_by": "+".join(by) or "-",
+        rows.append({"fault": f, "description": FAULTS[f].description, "caught": bool(by), "caught_by": "+".join(by) or "-",
                      "first_image": min(firsts) if firsts else "-", "images_bit_exact": f"{r['match']}/{r['total']}"})
     with atomic_path(Path(out_dir) / "mutations.csv") as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))

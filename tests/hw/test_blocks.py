@@ -5,9 +5,9 @@ import pytest
 from amaranth import Module, Signal, signed
 from amaranth.sim import Simulator
 
-from prunehw.hw.accelerator import _requant
 from prunehw.hw.pe import ProcessingElement
 from prunehw.hw.systolic_array import SystolicArray
+from prunehw.hw.writeback import requantize as requant_logic
 from prunehw.model.golden import requantize
 from stimulus import folds, int8_matrix
 
@@ -125,7 +125,8 @@ def test_requant_logic_equals_golden(acc_frac, out, rng):
     acc = Signal(signed(26))
     res = Signal(8)
     m = Module()
-    m.d.comb += res.eq(_requant(acc, acc_frac, out))
+    round_, saturate = requant_logic(acc_frac, out)
+    m.d.comb += res.eq(saturate(round_(acc)))
     values = np.concatenate([rng.integers(-2**24, 2**24, 300), np.arange(-40, 40), [2**25 - 1, -2**25]])
     want = requantize(values, acc_frac, out)
     got = []

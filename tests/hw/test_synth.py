@@ -51,10 +51,10 @@ def test_tiny_design_resources_match_its_structure(tiny_synth):
     assert res.dsp == array.rows * array.cols
     # every memory yosys placed is one the generator declared (or the op-constant ROM), and every
     # RAM is there (a small ROM may have been folded into logic before memory mapping)
-    assert set(res.memories) - {"oprom"} <= set(shapes)
-    assert {n for n in shapes if n.startswith(("act", "psum"))} <= set(res.memories)
+    assert set(res.memories) - {"ctrl.oprom"} <= set(shapes)
+    assert {n for n in shapes if n.startswith(("act", "img", "writeback.psum"))} <= set(res.memories)
     # (block RAM, or LUT RAM for a bank small enough that yosys finds it cheaper; never flip-flops)
-    assert {res.memories[n] for n in shapes if n.startswith("act")} <= {"DP16KD", "PDPW16KD", "DPR16X4"}
+    assert {res.memories[n] for n in shapes if n.startswith(("act", "img"))} <= {"DP16KD", "PDPW16KD", "DPR16X4"}
     in_ebr = [n for n, prim in res.memories.items() if prim in ("DP16KD", "PDPW16KD")]
     for name in in_ebr:
         bits, words = shapes[name]["bits"], shapes[name]["words"]

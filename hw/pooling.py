@@ -1,0 +1,60 @@
+"""A max pooling pass of its own (a pooling layer with no convolution before it to fuse into)."""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from prunehw.hw.block_ram import READ_LATENCY
+from prunehw.hw.plan import Plan
+from prunehw.hw.taps import PASS
+from prunehw.hw.writeback import bigger
+
+__all__ = ["POOL_WRITE", "Pooling"]
+
+#: Cycles from a pooling read's issue to its window's result being written: the read request's
+#: register (in the controller), the buffer read (READ_LATENCY), the running maximum and the window's
+#: result register.
+POOL_WRITE = 1 + READ_LATENCY + 1
+
+
+class Pooling(wiring.Component):
+    """Keeps the running maximum of each window's words, read one a cycle, and asks for the window's word
+    to be written with its last element.
+
+    Members
+    -------
+    k : In(plan.op_layout)
+        The running op's constants (``in_signed``).
+    read : In(StructLayout)
+        The controller's registered pooling read (``Controller.pool_layout``); the top reads the input
+        buffer at its address.
+    data : In(plan.word)
+        That word, :data:`~prunehw.hw.block_ram.READ_LATENCY` cycles later.
+    fire : Out(1), addr : Out(aw), word : Out(plan.word)
+        A finished window: its word and output address.
+    """
+
+    def __init__(self, plan: Plan, read_layout: data.StructLayout, taps=PASS):
+        self.plan, self.taps = plan, taps
+        super().__init__({"k": In(plan.op_layout), "read": In(read_layout), "data": In(plan.word),
+                          "fire": Out(1), "addr": Out(plan.aw), "word": Out(plan.word)})
+
+    def elaborate(self, platform):
+        m = Module()
+        plan = self.plan
+        where = {"rows": plan.R, "cols": plan.C}
+        stage = self.read
+        for d in range(READ_LATENCY):
+            nxt = Signal.like(self.read, name=f"pmeta{d + 2}")
+            m.d.sync += nxt.eq(stage)
+            stage = nxt
+        run_max = Signal(plan.word)
+        for j in range(plan.C):
+            m.d.comb += self.word[j].eq(Mux(stage.first | bigger(self.data[j], run_max[j], self.k.in_signed, self.taps, where),
+                                            self.data[j], run_max[j]))
+        with m.If(stage.v):
+            m.d.sync += run_max.eq(self.word)
+        m.d.comb += [self.fire.eq(stage.v & stage.last), self.addr.eq(stage.oaddr)]
+        return m

@@ -1,0 +1,172 @@
+"""The array's bottom: accumulation over row tiles, requantization, fused max pooling, the output write."""
+
+from __future__ import annotations
+
+from amaranth import Array, Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from prunehw.hw.block_ram import READ_LATENCY, BlockRAM
+from prunehw.hw.plan import PSUM_FORWARD, Plan
+from prunehw.hw.program import MatmulOp
+from prunehw.hw.taps import PASS
+
+__all__ = ["BOTTOM_STAGES", "WriteBack", "bigger", "requantize"]
+
+#: Cycles from the array's output to the output word's write: sum, rounding, saturation, and the fused
+#: pooling's running maximum (each registered).
+BOTTOM_STAGES = 4
+
+
+class WriteBack(wiring.Component):
+    """Adds each beat's column sums to the bias (first row tile) or the stored partial sum, stores the new
+    sum, or on the last row tile requantizes it, keeps a fused pooling window's running maximum and
+    asks for the window's word to be written; the last layer keeps its logits instead.
+
+    The beat's metadata follows it through the array in a delay line of ``latency`` registers. The
+    partial sum is read :data:`~prunehw.hw.block_ram.READ_LATENCY` cycles ahead, the bias 2 (a ROM
+    small enough for logic, then a register). A later row tile of the same position that comes back
+    within :data:`~prunehw.hw.plan.PSUM_FORWARD` beats takes the running sum from the forwarding
+    registers instead (its memory write has not landed yet). After the array: the sum is registered;
+    the next cycle stores it as the partial sum, or requantizes it in two registered steps (ReLU and
+    rounding half up; shift and saturation); the word is registered, and the running maximum of the
+    pooling window (a plain convolution's window is one position) is kept, the window's word written
+    with its last position (:data:`BOTTOM_STAGES`).
+
+    Members
+    -------
+    k : In(plan.op_layout), op : In(range(n_ops))
+        The running op's constants and index (each op has its own requantization).
+    entry : In(plan.beat)
+        The beat entering the array.
+    y : In(plan.sums)
+        The array's column sums, ``latency`` cycles after their beat's entry.
+    fire : Out(1), addr : Out(aw), word : Out(plan.word)
+        A finished output word, to be written to the output buffer at ``addr``.
+    logits : Out(ArrayLayout(signed(ACC), n_logits))
+        The last layer's sums, kept in registers.
+    psum_read, psum_write, bias_read : Out(1)
+        Memory port enables (activity).
+    """
+
+    def __init__(self, plan: Plan, *, latency: int, taps=PASS):
+        self.plan, self.latency, self.taps = plan, latency, taps
+        super().__init__({
+            "k": In(plan.op_layout), "op": In(range(max(2, plan.n_ops))), "entry": In(plan.beat), "y": In(plan.sums),
+            "fire": Out(1), "addr": Out(plan.aw), "word": Out(plan.word),
+            "logits": Out(data.ArrayLayout(signed(plan.ACC), plan.program.n_logits)),
+            "psum_read": Out(1), "psum_write": Out(1), "bias_read": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        plan, taps, k = self.plan, self.taps, self.k
+        C, p = plan.C, plan.program
+        where = {"rows": plan.R, "cols": C}
+        m.submodules.psum = psum = BlockRAM(width=plan.C * plan.ACC, depth=plan.psum_words)
+        m.submodules.brom = brom = Memory(shape=C * plan.ACC, depth=len(plan.bimg), init=plan.bimg)
+        b_rd = brom.read_port()
+
+        line = [self.entry]
+        for d in range(self.latency):
+            nxt = Signal(plan.beat, name=f"meta_d{d + 1}")
+            m.d.sync += nxt.eq(line[-1])
+            line.append(nxt)
+        # aligned with the array output; the partial-sum read (READ_LATENCY ahead); the bias read (2 ahead)
+        mA, mRd, mBias = line[-1], line[-1 - READ_LATENCY], line[-3]
+        m.d.comb += [psum.r_addr.eq(mRd.pos), psum.r_en.eq(mRd.v & ~mRd.first_rt),
+                     b_rd.addr.eq(k.bbase + mBias.ct), b_rd.en.eq(mBias.v & mBias.first_rt),
+                     self.psum_read.eq(psum.r_en), self.bias_read.eq(b_rd.en)]
+        psum_q, bias_q = plan.sums(psum.r_data), Signal(plan.sums, reset_less=True)
+        m.d.sync += bias_q.eq(b_rd.data)
+        total = Signal(plan.sums)
+        recent = [Signal(plan.sums, name=f"total_q{d + 1}") for d in range(PSUM_FORWARD)]   # totals of the last beats
+        m.d.sync += recent[0].eq(total)
+        for d in range(1, PSUM_FORWARD):
+            m.d.sync += recent[d].eq(recent[d - 1])
+        forwarded = psum_q
+        for d in reversed(range(PSUM_FORWARD)):
+            forwarded = Mux(mA.fwd == d + 1, recent[d], forwarded)
+        stored = taps("bottom.forwarded_sum", forwarded, memory=psum_q, **where)
+        prev = Signal(plan.sums)
+        m.d.comb += prev.eq(Mux(mA.first_rt, taps("bottom.bias", bias_q, **where), taps("bottom.partial_sum", stored, **where)))
+        for j in range(C):
+            m.d.comb += total[j].eq(taps("bottom.sum", prev[j] + self.y[j], lane=j, **where))
+        mB = Signal(plan.beat)
+        m.d.sync += mB.eq(mA)
+        m.d.comb += [psum.w_addr.eq(mB.pos), psum.w_data.eq(recent[0]), psum.w_en.eq(mB.v & ~mB.last_rt),
+                     self.psum_write.eq(psum.w_en)]
+
+        # requantization in two stages (ReLU and rounding, then shift and saturation), each op its own;
+        # the last layer keeps its logits
+        rounded = Signal(data.ArrayLayout(signed(plan.ACC + 1), C))
+        rnd_q = Signal.like(rounded)
+        out_word = Signal(plan.word)
+        logits = Array(self.logits[i] for i in range(p.n_logits))
+        with m.Switch(self.op):
+            for i, o in enumerate(p.ops):
+                if not isinstance(o, MatmulOp):
+                    continue
+                with m.Case(i):
+                    if o.last:
+                        with m.If(mA.v & mA.last_rt):
+                            for j in range(C):
+                                for ctv in range(o.n_ct):
+                                    if ctv * C + j < p.n_logits:
+                                        with m.If(mA.ct == ctv):
+                                            dst = taps("bottom.logit_index", ctv * C + j, **where)
+                                            m.d.sync += logits[dst].eq(total[j])
+                    else:
+                        rnd, sat = requantize(o.acc_frac, o.out, taps, where)
+                        for j in range(C):
+                            m.d.comb += [rounded[j].eq(rnd(recent[0][j])), out_word[j].eq(sat(rnd_q[j]))]
+        mC = Signal(plan.beat)
+        m.d.sync += [rnd_q.eq(rounded), mC.eq(mB)]
+        # the word is registered with its metadata: the write lands in the cycle the next op may issue
+        mD, word_q = Signal(plan.beat), Signal(plan.word)
+        m.d.sync += [word_q.eq(out_word), mD.eq(mC)]
+        # fused max pooling: the window's positions are consecutive beats of the last row tile; keep
+        # their running maximum and write it with the window's last one
+        run_max = Signal(plan.word)
+        for j in range(C):
+            m.d.comb += self.word[j].eq(Mux(mD.win_first | bigger(word_q[j], run_max[j], k.out_signed, taps, where),
+                                            word_q[j], run_max[j]))
+        with m.If(mD.v & mD.last_rt):
+            m.d.sync += run_max.eq(self.word)
+        m.d.comb += [self.fire.eq(mD.v & mD.last_rt & mD.win_last & ~k.is_last & ~k.is_pool),
+                     self.addr.eq(taps("bottom.write_address", mD.oaddr, **where))]
+        return m
+
+
+def bigger(a, b, signed_, taps=PASS, where=None):
+    """``a > b`` for two bytes, compared as signed or unsigned by ``signed_`` (max pooling's comparison)."""
+    return taps("pool.bigger", Mux(signed_, a.as_signed() > b.as_signed(), a > b), **(where or {}))
+
+
+def requantize(acc_frac: int, out: dict, taps=PASS, where=None):
+    """The contract's requantization as two pipeline stages, ``(round, saturate)``: ReLU and half an output
+    LSB added; then the shift to ``out['frac']`` and saturation to ``out['bits']``."""
+    where = where or {}
+    shift = taps("requant.shift", acc_frac - out["frac"], **where)
+    signed_range = taps("requant.signed_range", bool(out["signed"]), **where)
+
+    def round_(acc):
+        v = Mux(acc[-1], 0, acc) if out["relu"] else acc   # the sign bit: no comparator on the path
+        return v + taps("requant.half", 1 << (shift - 1), **where) if shift > 0 else v
+
+    def saturate(rounded):
+        q = rounded >> shift if shift > 0 else rounded << (-shift)
+        if signed_range:
+            lo, hi = -(1 << (out["bits"] - 1)), (1 << (out["bits"] - 1)) - 1
+        else:
+            lo, hi = 0, (1 << out["bits"]) - 1
+        # range checks on the bits above the output width (no comparators): q fits when those bits
+        # are all zero (unsigned) or all equal to the sign (signed)
+        sign = q[-1]
+        top = q[out["bits"] - (1 if lo < 0 else 0):]
+        over = ~sign & top.any()
+        under = sign & ~top.all() if lo < 0 else sign
+        return taps("requant.saturated", Mux(over, hi, Mux(under, lo, q))[:8], unsaturated=q, **where)
+
+    return round_, saturate
