@@ -18,6 +18,7 @@ each write counted).
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 from pathlib import Path
 
@@ -25,7 +26,8 @@ import numpy as np
 
 __all__ = ["DEFAULT_ENERGY_TABLE", "csr_bytes", "storage", "energy", "gating_saved_pj", "sram_pj_per_bit", "memory_bytes"]
 
-DEFAULT_ENERGY_TABLE = Path(__file__).resolve().parents[1] / "hw" / "energy_horowitz45.json"
+# package data of prunehw.hw, found through the import system (an installed copy has no source tree)
+DEFAULT_ENERGY_TABLE = Path(str(importlib.resources.files("prunehw.hw") / "energy_horowitz45.json"))
 
 
 def csr_bytes(kernels: list[np.ndarray], value_bytes: int = 4, index_bytes: int = 4) -> int:

@@ -42,9 +42,16 @@ def test_config_is_generated_from_the_contract(exported):
     names = hls_config(deq, contract)["LayerName"]
     for layer in contract.weighted():
         p = names[layer["name"]]["Precision"]
-        assert p["result"] == p["accum"], "conv/dense results stay at accumulator precision"
+        # written out from the contract's numbers here, not from the exporter's helper: an accumulator of
+        # B bits with F fractional bits is ap_fixed<B,B-F>, and conv/dense results stay at that precision
+        a = layer["accum"]
+        assert p["accum"] == p["result"] == f"ap_fixed<{a['bits']},{a['bits'] - a['frac']}>", (layer["name"], p)
+        w = layer["weight"]
+        assert p["weight"] == f"ap_fixed<{w['bits']},{w['bits'] - w['frac']}>"
         if layer["output"]["name"]:
-            assert names[layer["output"]["name"]]["Precision"]["result"].endswith(",AP_RND,AP_SAT>")
+            o = layer["output"]
+            kind = "ap_fixed" if o["signed"] else "ap_ufixed"
+            assert names[o["name"]]["Precision"]["result"] == f"{kind}<{o['bits']},{o['bits'] - o['frac']},AP_RND,AP_SAT>"
 
 
 def test_truncating_relu_is_caught(exported, tiny_data, tmp_path, monkeypatch):

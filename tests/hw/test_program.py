@@ -6,7 +6,7 @@ import pytest
 from prunehw.config import ArrayConfig
 from prunehw.export.contract import Contract
 from prunehw.hw.cycle_model import cycle_model, drain_cycles
-from prunehw.hw.program import build_program
+from prunehw.hw.program import IMAGE, build_program
 from prunehw.model.golden import _im2col
 
 
@@ -72,7 +72,9 @@ def test_one_channel_image_is_packed(rows, cols, rng):
     contract = _contract(rng, c=1)
     prog = build_program(contract, ArrayConfig(rows=rows, cols=cols))
     P = prog.image_pack
-    assert P == {4: 4, 5: 4, 8: 8}[cols] and prog.buf_depth[0] >= -(-9 * 7 // P)
+    assert P == {4: 4, 5: 4, 8: 8}[cols] and prog.buf_depth[IMAGE] == -(-9 * 7 // P)
+    # (its pixels share words only by position: a beat gathers from several, so the image has R copies)
+    assert prog.copies[IMAGE] == rows
     conv = prog.ops[0]
     h, w, _ = conv.in_shape
     act = rng.integers(0, 256, (h, w, 1))
@@ -95,11 +97,29 @@ def test_pruned_rows_leave_the_tiles(rng):
 
 
 def test_cycle_model_counts_folds(rng):
+    """Checked against numbers worked out by hand, not against the model's own helpers: the 9x7x3 image
+    under a 3x3 kernel gives 7x5 = 35 positions, 27 rows (7 row tiles of 4) and 5 filters (2 column
+    tiles); the dense layer reads 175 rows (44 row tiles) into 4 outputs (1 column tile). On a 4x4
+    array a matmul drains 8 (feed) + 3 (skew) + 3 (PE) + 3 (deskew) + 4 (bottom) - 1 = 20 cycles."""
     prog = build_program(_contract(rng), ArrayConfig(rows=4, cols=4))
-    conv, fc = prog.ops
     per = cycle_model(prog).per_op
-    assert per["conv"] == conv.n_ct * conv.n_rt * conv.positions + drain_cycles(4, 4)
-    assert per["fc"] == fc.n_ct * fc.n_rt + drain_cycles(4, 4)
+    assert per == {"conv": 2 * 7 * 35 + 20, "fc": 44 + 20}
+    assert drain_cycles(4, 4) == 20 and drain_cycles(8, 8) == 28
+
+
+def test_buffers_read_one_word_a_beat_are_kept_in_one_copy(rng):
+    """A layer whose row tiles each fall in one word (channels come C to a word) reads its buffer once a beat;
+    rows gathered from several words need R copies."""
+    contract = _contract(rng, c=4)          # 4 channels on a 4x4 array: each row tile is one pixel's word
+    prog = build_program(contract, ArrayConfig(rows=4, cols=4))
+    conv, fc = prog.ops
+    assert (conv.in_buf, fc.in_buf) == (IMAGE, 0)
+    assert all(len({off for off, _, v in row if v}) == 1 for row in conv.row_table)
+    assert prog.copies[IMAGE] == 1
+    # the dense layer reads 7x5x5 = 175 flattened values, 5 channels a pixel: row tiles straddle pixels
+    assert prog.copies[0] == 4
+    narrow = build_program(_contract(rng, c=3), ArrayConfig(rows=4, cols=4))
+    assert narrow.copies[IMAGE] == 4
 
 
 def test_array_too_narrow_for_the_input(rng):

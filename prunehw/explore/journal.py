@@ -1,0 +1,112 @@
+"""The results table (``points.csv``, streamed and resumable) with its journal, ``failed.csv``, and the stage cache."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+from prunehw.artifacts import stage_key
+from prunehw.errors import ConfigError
+
+COLUMNS = ["point", "method", "ratio", "criterion", "weight_bits", "array", "rows", "cols", "dataflow",
+           "ratio_measured", "weights_kept", "weight_storage_bits", "accuracy_float", "accuracy_quant", "test_images",
+           "cycles", "macs", "pe_utilization", "weight_rom_bytes", "energy_pj"]
+
+
+
+class _Table:
+    """``points.csv`` appended one flushed line per point; a torn last line (killed mid-write) is dropped.
+
+    ``journal.jsonl`` records which process computed each point (written just
+    before its row); on load, journal lines whose row never landed are dropped,
+    so the journal lists exactly the recorded points.
+    """
+
+    def __init__(self, path: Path, journal: Path):
+        self.path, self.journal = path, journal
+        self.rows: dict[str, dict] = {}
+        if path.is_file():
+            text = path.read_text()
+            if text and not text.endswith("\n"):
+                text = text[: text.rfind("\n") + 1]
+                path.write_text(text)
+            reader = csv.DictReader(io.StringIO(text))
+            if text and reader.fieldnames != COLUMNS:
+                raise ConfigError(f"{path} has other columns than this version writes; remove it (or run with --force)")
+            self.rows = {r["point"]: r for r in reader}
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(",".join(COLUMNS) + "\n")
+        if journal.is_file():
+            text = journal.read_text()
+            kept = "".join(line for line in text.splitlines(keepends=True)
+                           if line.endswith("\n") and json.loads(line)["point"] in self.rows)
+            if kept != text:
+                journal.write_text(kept)
+
+    def append(self, row: dict) -> None:
+        with open(self.journal, "a") as fh:
+            fh.write(json.dumps({"point": row["point"], "pid": os.getpid(), "time": time.time()}) + "\n")
+            fh.flush()
+        buf = io.StringIO()
+        csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n").writerow(row)
+        with open(self.path, "a") as fh:
+            fh.write(buf.getvalue())
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.rows[row["point"]] = {k: "" if row[k] is None else str(row[k]) for k in COLUMNS}
+
+    def rewrite_in_order(self, order: list[str]) -> None:
+        """The table sorted in grid order (a finished sweep's file does not depend on completion order)."""
+        from prunehw.artifacts import atomic_path
+
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n")
+            w.writeheader()
+            for pid in order:
+                if pid in self.rows:
+                    w.writerow(self.rows[pid])
+
+
+class _Cache:
+    """Pruned models and contracts of the sweep, kept by the driver (``cache/<stage>/<key>.pkl``)."""
+
+    def __init__(self, folder: Path, fingerprint: str):
+        self.folder, self.fingerprint = folder, fingerprint
+
+    def _path(self, stage: str, key: tuple) -> Path:
+        return self.folder / stage / f"{stage_key(self.fingerprint, key)}.pkl"
+
+    def get(self, stage: str, key: tuple):
+        import pickle
+
+        path = self._path(stage, key)
+        if not path.is_file():
+            return None
+        try:
+            return pickle.loads(path.read_bytes())
+        except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed
+            return None
+
+    def put(self, stage: str, key: tuple, value) -> None:
+        import pickle
+
+        from prunehw.artifacts import write_bytes
+
+        write_bytes(self._path(stage, key), pickle.dumps(value))
+
+
+def _write_failures(path: Path, failed: dict[str, str]) -> None:
+    from prunehw.artifacts import atomic_path
+
+    if not failed:
+        path.unlink(missing_ok=True)
+        return
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["point", "error"])
+        w.writerows(sorted(failed.items()))
