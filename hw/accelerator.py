@@ -158,7 +158,7 @@ class Accelerator(wiring.Component):
         # the slot ``start`` computes, and the one the host loads meanwhile
         cslot, load_slot = Signal(), Signal()
         with m.If(accepted):
-            m.d.sync += [cslot.eq(load_slot), load_slot.eq(~load_slot)]
+            m.d.sync += [cslot.eq(load_slot), load_slot.eq(taps("top.next_load_slot", ~load_slot, held=load_slot))]
 
         # reads: only the input buffer; one word a beat from a buffer kept in one copy, the word of each
         # row this beat uses from a replicated one; copy 0 also serves the pooling pass

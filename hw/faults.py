@@ -86,6 +86,11 @@ FAULTS: dict[str, Fault] = {
                                  lambda v, w: _swap01(v)),
     "skew_row1_short": Fault("row 1 of the array is skewed by 0 cycles instead of 1", "array.skew_depth",
                              lambda v, w: v - 1, lambda w: w["row"] == 1),
+    "image_slot_not_swapped": Fault("start does not hand the next load to the other image slot: the next image "
+                                    "overwrites the one being computed", "top.next_load_slot", lambda v, w: w["held"]),
+    "feed_read_ignores_row_valid": Fault("the feeder reads the input buffer for every row of a beat, valid or not "
+                                         "(results unchanged; the extra reads cost energy)", "feed.read_enable",
+                                         lambda v, w: w["beat"]),
     "logits_swapped": Fault("logits 0 and 1 swapped on the output", "bottom.logit_index",
                             lambda v, w: 1 - v if v < 2 else v),
 }

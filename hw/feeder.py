@@ -98,7 +98,7 @@ class Feeder(wiring.Component):
             addr = taps("feed.address", addr, row=i, **where)
             lane = taps("feed.lane", lane, row=i, **where)
             m.d.sync += [self.r_addr[i].eq(addr), lane_d[0][i].eq(lane), rv_d[0][i].eq(rtv[i].valid)]   # 3 -> A
-            m.d.comb += self.r_en[i].eq(feed[A].v & rv_d[0][i])
+            m.d.comb += self.r_en[i].eq(taps("feed.read_enable", feed[A].v & rv_d[0][i], beat=feed[A].v, row=i, **where))
             for d in range(1, READ_LATENCY + 1):
                 m.d.sync += [lane_d[d][i].eq(lane_d[d - 1][i]), rv_d[d][i].eq(rv_d[d - 1][i])]
 

@@ -63,18 +63,19 @@ def sparse_forward(model: keras.Model):
     return run
 
 
-def time_inference(fn, x_uint8: np.ndarray, repeats: int, batch: int = 1000) -> float:
-    """Best-of-``repeats`` wall time (s) of ``fn`` over all of ``x_uint8`` in batches; one warm-up pass."""
+def time_inference(fn, x_uint8: np.ndarray, repeats: int, batch: int = 1000) -> list[float]:
+    """Wall time (s) of each of ``repeats`` runs of ``fn`` over all of ``x_uint8`` in batches, after a warm-up:
+    every run is returned, so a verdict can look at the spread, not at one lucky run."""
     batches = [tf.constant(to_float(x_uint8[i:i + batch])) for i in range(0, len(x_uint8), batch)]
     for b in batches[:2]:
         fn(b)
-    best = float("inf")
+    runs = []
     for _ in range(repeats):
         start = time.perf_counter()
         for b in batches:
             fn(b).numpy()
-        best = min(best, time.perf_counter() - start)
-    return best
+        runs.append(time.perf_counter() - start)
+    return runs
 
 
 def dense_forward(model: keras.Model):

@@ -110,12 +110,13 @@ def write_json(path: Path | str, obj: Any) -> Path:
     return write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def write_csv(path: Path | str, rows: list[dict]) -> Path:
-    """``rows`` as a CSV whose header is every key any row has, in first-seen order (a missing figure is an empty cell)."""
+def write_csv(path: Path | str, rows: list[dict], columns: list[str] | None = None) -> Path:
+    """``rows`` as a CSV (atomically): the header is ``columns``, or every key any row has in first-seen order;
+    a missing figure is an empty cell. The one CSV writer of the project."""
     import csv
     import io
 
-    keys = list(dict.fromkeys(k for r in rows for k in r))
+    keys = list(columns) if columns is not None else list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
     w.writeheader()

@@ -364,7 +364,9 @@ class ExperimentsConfig(_Section):
     size_ratios: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
     steps: int = 3
     finetune_epochs: int = 1
-    timing_repeats: int = 3
+    timing_repeats: int = 5
+    #: a timing verdict ("faster", "slower") needs every run of one beyond every run of the other by this fraction
+    timing_tolerance: float = 0.10
     peer: bool = True
 
     def __post_init__(self):
@@ -377,6 +379,8 @@ class ExperimentsConfig(_Section):
         _check_positive("experiments.steps", self.steps)
         _check_positive("experiments.finetune_epochs", self.finetune_epochs, allow_zero=True)
         _check_positive("experiments.timing_repeats", self.timing_repeats)
+        if not 0.0 <= self.timing_tolerance < 1.0:
+            raise ConfigError(f"experiments.timing_tolerance = {self.timing_tolerance!r}; allowed: 0 <= tolerance < 1")
 
 
 @dataclass(frozen=True)

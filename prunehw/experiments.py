@@ -9,26 +9,16 @@ claims beside our figures.
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from prunehw.artifacts import atomic_path, pyplot, read_json, sha256_file, update_summary, write_json, write_png
+from prunehw.artifacts import pyplot, read_json, sha256_file, update_summary, write_csv, write_json, write_png
 
 __all__ = ["run_experiments", "EXPERIMENTS"]
 
-EXPERIMENTS = ("fig11", "fig12", "fig13", "fig14_20", "fig18_19", "criteria", "budget", "bits", "claims")
-
-
-def _write_csv(path: Path, rows: list[dict]) -> Path:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def _plot(path: Path, title: str, xlabel: str, ylabel: str, series: dict[str, tuple[list, list]],
@@ -94,7 +84,7 @@ class _Points:
             points[key] = {"kind": kind, **params, **record}
         record = points[key]
         need_sizes = sizes and "keras_bytes" not in record
-        need_time = timing and "seconds_dense_format" not in record
+        need_time = timing and "seconds_dense_format_runs" not in record
         if need_sizes or need_time:
             model = model or load_model(model_path)
             record.update(self._measure(model, need_sizes, need_time, sparse=kind == "unstructured"))
@@ -109,10 +99,13 @@ class _Points:
         if sizes:
             out.update({f"{k}_bytes": v for k, v in saved_sizes(model).items()})
         if timing:
+            # every run is kept (a verdict needs the spread); the median is the figure plotted
             reps = self.cfg.experiments.timing_repeats
-            out["seconds_dense_format"] = time_inference(dense_forward(model), data.x_test, reps)
-            if sparse:
-                out["seconds_sparse_format"] = time_inference(sparse_forward(model), data.x_test, reps)
+            forms = {"dense_format": dense_forward} | ({"sparse_format": sparse_forward} if sparse else {})
+            for form, forward in forms.items():
+                runs = time_inference(forward(model), data.x_test, reps)
+                out[f"seconds_{form}_runs"] = runs
+                out[f"seconds_{form}"] = float(np.median(runs))
         return out
 
     def _basics(self, model, total: int) -> dict:
@@ -194,7 +187,7 @@ def run_experiments(flow, only: list[str] | None = None, force: bool = False, lo
     chosen = [e for e in EXPERIMENTS if not only or e in only]
     written: dict[str, list[Path]] = {}
     for name in tqdm(chosen, desc="experiments", unit="figure"):
-        written[name] = globals()[f"_{name}"](pts, log)
+        written[name] = FIGURES[name](pts, log)
         for path in written[name]:
             log(f"experiments {name}: wrote {path}")
     return written
@@ -218,7 +211,7 @@ def _fig11(pts, log) -> list[Path]:
         sel = [r for r in rows if f"{r['scope']} layers, {r['schedule']}" == label]
         series[label] = ([r["ratio"] for r in sel], [100 * r["accuracy"] for r in sel])
     d = pts.dir
-    return [_write_csv(d / "fig11_accuracy_vs_ratio.csv", rows),
+    return [write_csv(d / "fig11_accuracy_vs_ratio.csv", rows),
             _plot(d / "fig11_accuracy_vs_ratio.png", "Fig 11: unstructured pruning, accuracy vs ratio",
                   "pruning ratio (fraction of the pruned layers' weights removed)", "test accuracy (%)", series,
                   baseline=("dense", 100 * _dense_acc(pts)))]
@@ -233,7 +226,7 @@ def _fig12(pts, log) -> list[Path]:
     series = {n: ([r["ratio"] for r in rows if r["layer"] == n], [100 * r["accuracy"] for r in rows if r["layer"] == n])
               for n in layers}
     d = pts.dir
-    return [_write_csv(d / "fig12_layer_sensitivity.csv", rows),
+    return [write_csv(d / "fig12_layer_sensitivity.csv", rows),
             _plot(d / "fig12_layer_sensitivity.png", "Fig 12: sensitivity of each layer (one-shot, no fine-tuning)",
                   "fraction of this layer's weights removed", "test accuracy (%)", series,
                   baseline=("dense", 100 * _dense_acc(pts)))]
@@ -247,7 +240,7 @@ def _fig13(pts, log) -> list[Path]:
                      "keras_bytes": p["keras_bytes"], "savedmodel_bytes": p["savedmodel_bytes"], "gzip_bytes": p["gzip_bytes"]})
     xs = [r["ratio"] for r in rows]
     d = pts.dir
-    out = [_write_csv(d / "fig13_size_vs_ratio.csv", rows)]
+    out = [write_csv(d / "fig13_size_vs_ratio.csv", rows)]
     out.append(_plot(d / "fig13_size_vs_ratio.png", "Fig 13: unstructured pruning, weights and saved size",
                      "pruning ratio", "count / bytes (log scale)",
                      {"non-zero weights": (xs, [r["weights_kept"] for r in rows]),
@@ -268,7 +261,7 @@ def _fig14_20(pts, log) -> list[Path]:
     dense = pts.get("unstructured", schedule="iterative", ratio=0.0, scope="all", timing=True)
     xs = [r["ratio"] for r in rows]
     d = pts.dir
-    return [_write_csv(d / "fig14_20_time_vs_ratio.csv", rows),
+    return [write_csv(d / "fig14_20_time_vs_ratio.csv", rows),
             _plot(d / "fig14_20_time_vs_ratio.png", "Figs 14/20: inference time on the test set (CPU, TensorFlow)",
                   "pruning ratio", "seconds per 10k images (log scale)",
                   {"unstructured, dense tensors with zeros": (xs, [r["seconds_dense_with_zeros"] for r in rows]),
@@ -291,7 +284,7 @@ def _fig18_19(pts, log) -> list[Path]:
                      "matrix_kept_shapes": json.dumps(m["kept_shapes"])})
     xs = [r["ratio"] for r in rows]
     d = pts.dir
-    return [_write_csv(d / "fig18_19_matrix_vs_unstructured.csv", rows),
+    return [write_csv(d / "fig18_19_matrix_vs_unstructured.csv", rows),
             _plot(d / "fig18_accuracy.png", "Fig 18: matrix-based vs unstructured pruning", "pruning ratio (requested)",
                   "test accuracy (%)", {"unstructured (iterative)": (xs, [100 * r["unstructured_accuracy"] for r in rows]),
                                         "matrix-based (iterative, l1, tile-aware)": (xs, [100 * r["matrix_accuracy"] for r in rows])},
@@ -311,7 +304,7 @@ def _criteria(pts, log) -> list[Path]:
         p = pts.get("matrix", ratio=ratio, criterion=c)
         rows.append({"criterion": c, "ratio": ratio, "ratio_measured": round(p["ratio_measured"], 6),
                      "weights_kept": p["weights_kept"], "accuracy": p["accuracy"], "kept_shapes": json.dumps(p["kept_shapes"])})
-    return [_write_csv(pts.dir / "criteria.csv", rows)]
+    return [write_csv(pts.dir / "criteria.csv", rows)]
 
 
 def _budget(pts, log) -> list[Path]:
@@ -332,7 +325,7 @@ def _budget(pts, log) -> list[Path]:
                          "accuracy": q["accuracy"], "note": f"SavedModel with pruning state {q['savedmodel_bytes_with_pruning_state']} B, stripped {q['savedmodel_bytes_stripped']} B"})
         else:
             log(f"experiments budget: TFMOT peer skipped: {reason}")
-    return [_write_csv(pts.dir / "oneshot_vs_iterative.csv", rows)]
+    return [write_csv(pts.dir / "oneshot_vs_iterative.csv", rows)]
 
 
 def _bits(pts, log) -> list[Path]:
@@ -357,7 +350,7 @@ def _bits(pts, log) -> list[Path]:
             acc = float(np.mean(golden(Contract(spec, w, b), data.x_test).argmax(axis=1) == data.y_test))
             rows.append({"variant": v, "weight_bits": bits, "act_bits": bits, "float_accuracy": float_acc,
                          "int_accuracy": acc, "loss_points": round(100 * (float_acc - acc), 3)})
-    path = _write_csv(pts.dir / "bits.csv", rows)
+    path = write_csv(pts.dir / "bits.csv", rows)
     series = {v: ([r["weight_bits"] for r in rows if r["variant"] == v], [100 * r["int_accuracy"] for r in rows if r["variant"] == v])
               for v in pts.flow.variant_names()}
     return [path, _plot(pts.dir / "bits.png", "Post-training quantization: accuracy vs bit width", "bits (weights and activations)",
@@ -400,6 +393,7 @@ def _claims(pts, log) -> list[Path]:
     saved_x = um["savedmodel_bytes"] / mm["savedmodel_bytes"]
     gzip_x = um["gzip_bytes"] / mm["gzip_bytes"]
     n_img = len(pts.flow.data.x_test)
+    tol = pts.cfg.experiments.timing_tolerance
     yes = lambda b: "yes" if b else "no"
     rows = [
         {"claim": "1. iterative pruning keeps accuracy better than one-shot", "report": "Fig 11: iterative above direct",
@@ -418,8 +412,12 @@ def _claims(pts, log) -> list[Path]:
                   if grows is not None else "ratios 0.0 and 0.1 not both in experiments.size_ratios"),
          "reproduced": yes(grows) if grows is not None else "not measured"},
         {"claim": "4. a sparse network computes no faster than the dense one in TensorFlow", "report": "Fig 14",
-         "ours": f"{n_img} images: dense {t0['seconds_dense_format']:.3f} s, ratio {r_t} with zeros {tz['seconds_dense_format']:.3f} s, tf.sparse {tz['seconds_sparse_format']:.3f} s",
-         "reproduced": yes(min(tz["seconds_dense_format"], tz["seconds_sparse_format"]) >= 0.9 * t0["seconds_dense_format"])},
+         "ours": f"{n_img} images, {len(t0['seconds_dense_format_runs'])} runs each, median (min-max): dense "
+                 f"{_spread(t0['seconds_dense_format_runs'])}, ratio {r_t} with zeros {_spread(tz['seconds_dense_format_runs'])}, "
+                 f"tf.sparse {_spread(tz['seconds_sparse_format_runs'])}; faster only if every run beats every dense run "
+                 f"by {tol:.0%}",
+         "reproduced": yes(all(timing_verdict(t0["seconds_dense_format_runs"], tz[f"seconds_{f}_runs"], tol) != "faster"
+                               for f in ("dense_format", "sparse_format")))},
         {"claim": "5. matrix-based pruning costs about 2 points against unstructured", "report": "Fig 18: about 2 points",
          "ours": f"at ratio {r_m}: {gap:+.2f} points (unstructured minus matrix)", "reproduced": yes(1.0 <= gap <= 3.0)},
         {"claim": "6a. at 0.8, matrix-based leaves about 5x fewer parameters", "report": "Fig 19: about 5x",
@@ -428,10 +426,12 @@ def _claims(pts, log) -> list[Path]:
          "ours": f"SavedModel {saved_x:.2f}x smaller ({um['savedmodel_bytes']} vs {mm['savedmodel_bytes']} B); gzip'd .keras {gzip_x:.2f}x",
          "reproduced": yes(saved_x >= 100)},
         {"claim": "7. matrix-based pruning lowers computation time", "report": "Fig 20",
-         "ours": f"at ratio {r_m}, {n_img} images: matrix {mm['seconds_dense_format']:.3f} s vs unstructured {um['seconds_dense_format']:.3f} s",
-         "reproduced": yes(mm["seconds_dense_format"] < um["seconds_dense_format"])},
+         "ours": f"at ratio {r_m}, {n_img} images, median (min-max): matrix {_spread(mm['seconds_dense_format_runs'])} vs "
+                 f"unstructured {_spread(um['seconds_dense_format_runs'])}; faster only if every run beats every "
+                 f"unstructured run by {tol:.0%}",
+         "reproduced": yes(timing_verdict(um["seconds_dense_format_runs"], mm["seconds_dense_format_runs"], tol) == "faster")},
     ]
-    path = _write_csv(pts.dir / "claims.csv", rows)
+    path = write_csv(pts.dir / "claims.csv", rows)
     width = max(len(r["claim"]) for r in rows)
     log("\nThe report's claims, measured here:")
     for r in rows:
@@ -441,3 +441,23 @@ def _claims(pts, log) -> list[Path]:
                                                       "savedmodel_ratio_x": saved_x, "gzip_ratio_x": gzip_x,
                                                       "accuracy_gap_points": gap}})
     return [path]
+
+
+def timing_verdict(base: list[float], other: list[float], tolerance: float) -> str:
+    """``faster`` when every run of ``other`` beats every run of ``base`` by more than ``tolerance`` (a fraction),
+    ``slower`` when every run of it loses by that much, else ``same``: one noisy run cannot flip a verdict."""
+    if max(other) < min(base) * (1 - tolerance):
+        return "faster"
+    if min(other) > max(base) * (1 + tolerance):
+        return "slower"
+    return "same"
+
+
+def _spread(runs: list[float]) -> str:
+    return f"{np.median(runs):.3f} s ({min(runs):.3f}-{max(runs):.3f})"
+
+
+#: The experiments by name, in the order they run (``claims`` last: it reads the points the figures measured).
+FIGURES = {"fig11": _fig11, "fig12": _fig12, "fig13": _fig13, "fig14_20": _fig14_20, "fig18_19": _fig18_19,
+           "criteria": _criteria, "budget": _budget, "bits": _bits, "claims": _claims}
+EXPERIMENTS = tuple(FIGURES)

@@ -103,9 +103,7 @@ def savings_ratios(summary: dict, base: str = "dense") -> dict[str, dict[str, fl
 
 def write_savings(run_dir: Path) -> list[Path]:
     """savings.csv and PNGs (cycles per layer, energy breakdown, storage, accuracy) from summary.json."""
-    import csv
-
-    from prunehw.artifacts import atomic_path, pyplot, update_summary, write_png
+    from prunehw.artifacts import pyplot, update_summary, write_csv, write_png
 
     plt = pyplot()
 
@@ -125,11 +123,7 @@ def write_savings(run_dir: Path) -> list[Path]:
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "variant", k))
     out_dir = run_dir / "savings"
     out = []
-    with atomic_path(out_dir / "savings.csv") as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-    out.append(out_dir / "savings.csv")
+    out.append(write_csv(out_dir / "savings.csv", rows, keys))
 
     def grouped_bars(groups: list[str], series: dict[str, list[float]], title: str, xlabel: str, ylabel: str):
         """One bar per series inside each group; returns the axes for final touches."""

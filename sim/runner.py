@@ -81,6 +81,13 @@ def simulator_missing(sim: str) -> str | None:
     return f"unknown simulator {sim!r}; allowed: {', '.join(SIMULATORS)}"
 
 
+def _tail(path: Path, lines: int = 15) -> str:
+    """The last ``lines`` lines of a log file (or a note that there is none)."""
+    if not Path(path).is_file():
+        return "(no log was written)"
+    return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+
+
 def _runner(sim: str):
     from cocotb_tools.runner import Verilator, get_runner
 
@@ -129,8 +136,15 @@ def run_rtl(rtl_dir: Path, desc: dict, images: np.ndarray, expected: np.ndarray,
     os.environ.update(env)
     try:
         runner = _runner(sim)
-        runner.build(sources=sources, hdl_toplevel=HARNESS, build_args=build_args, build_dir=work_dir / f"build_{sim}",
-                     timescale=("1ns", "1ps"), waves=waves, always=False)
+        # the compilers' and the simulator's output go to log files beside the results; a failing
+        # build shows its last lines and the log's path
+        build_log = work_dir / f"build_{sim}.log"
+        try:
+            runner.build(sources=sources, hdl_toplevel=HARNESS, build_args=build_args, build_dir=work_dir / f"build_{sim}",
+                         timescale=("1ns", "1ps"), waves=waves, always=False, log_file=build_log)
+        except (RuntimeError, SystemExit) as exc:
+            raise RuntimeError(f"the {sim} build failed ({exc}); its last lines:\n{_tail(build_log)}\n"
+                               f"(whole log: {build_log})") from None
         results = work_dir / "results.json"
         results.unlink(missing_ok=True)
         start = time.perf_counter()
@@ -139,7 +153,7 @@ def run_rtl(rtl_dir: Path, desc: dict, images: np.ndarray, expected: np.ndarray,
                         extra_env={"PRUNEHW_EXPECTED": str(work_dir / "expected.npz"), "PRUNEHW_RESULTS": str(results),
                                    # a generous bound: twice the analytic cycles of one image, plus the image load
                                    "PRUNEHW_MAX_CYCLES": str(2 * desc["cycles_analytic"]["total"] + 4 * n_values + 1000)},
-                        results_xml=str(work_dir / "results.xml"), waves=waves)
+                        results_xml=str(work_dir / "results.xml"), waves=waves, log_file=work_dir / f"sim_{sim}.log")
         except SystemExit:
             # Under pytest, cocotb's runner exits when a cocotb test fails; our results.json
             # (written before the testbench's final assertion) says what happened either way.
@@ -149,7 +163,8 @@ def run_rtl(rtl_dir: Path, desc: dict, images: np.ndarray, expected: np.ndarray,
         os.environ.clear()
         os.environ.update(old)
     if not results.is_file():
-        raise RuntimeError(f"the {sim} simulation wrote no results ({work_dir / 'results.xml'})")
+        log = work_dir / f"sim_{sim}.log"
+        raise RuntimeError(f"the {sim} simulation wrote no results; its last lines:\n{_tail(log)}\n(whole log: {log})")
     rows = json.loads(results.read_text())
     ids = image_ids if image_ids is not None else list(range(n))
     match = sum(r["match"] for r in rows)

@@ -6,7 +6,7 @@ from amaranth.sim import Simulator
 from prunehw.hw.accelerator import COUNTERS, Accelerator
 
 
-def run_images(program, images: np.ndarray, *, overlap: bool = False):
+def run_images(program, images: np.ndarray, *, overlap: bool = False, fault: str | None = None):
     """[(logits, {counter: value})] for each uint8 image (H x W x C).
 
     With ``overlap`` the next image is loaded while the current one is
@@ -14,7 +14,7 @@ def run_images(program, images: np.ndarray, *, overlap: bool = False):
     otherwise each image is loaded, then started. Each result also has
     ``start_cycle``, the cycle its ``start`` was given.
     """
-    dut = Accelerator(program)
+    dut = Accelerator(program, fault=fault)
     names = list(COUNTERS) + [op.name for op in program.ops]
     results = []
     cycle = [0]

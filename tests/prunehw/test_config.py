@@ -62,3 +62,14 @@ def test_cache_key_depends_on_section_and_seed():
     b = RunConfig(seed=a.seed + 1)
     assert a.key("train") != b.key("train")
     assert a.key("train") == RunConfig().key("train")
+
+
+def test_timing_verdicts_need_every_run_beyond_the_tolerance():
+    """Claim 4 once flipped between runs on one noisy measurement: a verdict now needs the whole spread to agree."""
+    from prunehw.experiments import timing_verdict
+
+    dense = [0.40, 0.42, 0.44]
+    assert timing_verdict(dense, [0.30, 0.31, 0.33], 0.10) == "faster"
+    assert timing_verdict(dense, [0.30, 0.31, 0.43], 0.10) == "same"     # one slow run overlaps dense
+    assert timing_verdict(dense, [0.37, 0.37, 0.37], 0.10) == "same"     # faster, but within the tolerance
+    assert timing_verdict(dense, [0.50, 0.55, 0.60], 0.10) == "slower"
