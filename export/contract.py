@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prunehw.errors import ModelFileError
+from prunehw.core.errors import ModelFileError
 
 __all__ = ["CONTRACT_VERSION", "Contract", "fixed_type", "load_contract", "save_contract"]
 
@@ -92,7 +92,7 @@ def _check(spec: dict, where: str) -> None:
 
 def save_contract(path: Path, spec: dict, weights: dict[str, np.ndarray], biases: dict[str, np.ndarray]) -> tuple[Path, Path]:
     """Write ``contract.json`` and ``weights.npz`` (atomically); the contract records the weights' sha256."""
-    from prunehw.artifacts import atomic_path, write_bytes
+    from prunehw.core.artifacts import atomic_path, write_bytes
 
     path = Path(path)
     npz = path.with_name("weights.npz")

@@ -147,6 +147,6 @@ endmodule
 
 
 def write_sim_models(out_dir: Path) -> Path:
-    from prunehw.artifacts import write_bytes
+    from prunehw.core.artifacts import write_bytes
 
     return write_bytes(Path(out_dir) / MODELS_FILE, sim_models().encode())

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prunehw.artifacts import write_bytes, write_json
-from prunehw.config import ArrayConfig
-from prunehw.errors import ConfigError
+from prunehw.core.artifacts import write_bytes, write_json
+from prunehw.core.config import ArrayConfig
+from prunehw.core.errors import ConfigError
 from prunehw.hw.accelerator import COUNTERS, Accelerator
 from prunehw.hw.cycle_model import activity_model, cycle_model
 from prunehw.hw.ecp5 import MODELS_FILE, ECP5, write_sim_models

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from prunehw.config import ArrayConfig
+from prunehw.core.config import ArrayConfig
 
 __all__ = ["IMAGE", "MatmulOp", "PoolOp", "Program", "build_program"]
 

@@ -302,7 +302,7 @@ def run_synthesis(verilog: Path, top: str, out_dir: Path, target_mhz: float = 10
     ``fits`` false and a ``problem`` naming the resource; one that routes below
     ``target_mhz`` has ``meets_timing`` false and names its critical path.
     """
-    from prunehw.artifacts import write_json
+    from prunehw.core.artifacts import write_json
 
     out_dir = Path(out_dir)
     tools = tool_versions()

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from prunehw.config import DataConfig
-from prunehw.errors import DataError
+from prunehw.core.config import DataConfig
+from prunehw.core.errors import DataError
 
 __all__ = ["Dataset", "MNIST_SHA256", "mnist_path", "load_mnist", "load_npz", "load_dataset", "to_float"]
 

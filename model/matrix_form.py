@@ -21,8 +21,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from prunehw.config import LayerSpec, NetworkConfig
-from prunehw.errors import ModelFileError
+from prunehw.core.config import LayerSpec, NetworkConfig
+from prunehw.core.errors import ModelFileError
 
 __all__ = ["LayerMap", "Geometry", "geometry", "matrices", "network_spec", "shrink", "row_masks", "expand", "zeroed_original",
            "save_maps", "load_maps", "full_maps", "kept_small_rows"]
@@ -199,7 +199,7 @@ def kept_small_rows(geo: list[Geometry], maps: list[LayerMap]) -> dict[str, list
 
 
 def save_maps(path: Path, geo: list[Geometry], maps: list[LayerMap]) -> Path:
-    from prunehw.artifacts import write_json
+    from prunehw.core.artifacts import write_json
 
     return write_json(path, {
         "version": 1,

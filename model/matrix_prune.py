@@ -17,23 +17,22 @@ Which columns and rows go: the lowest-scoring by the chosen criterion.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from prunehw.config import CRITERIA, ArrayConfig, RunConfig, VariantConfig
-from prunehw.errors import ConfigError
+from prunehw.core.config import CRITERIA, ArrayConfig
+from prunehw.core.errors import ConfigError
 from prunehw.model.data import Dataset, to_float
-from prunehw.model.matrix_form import (Geometry, LayerMap, expand, full_maps, geometry, matrices, row_masks, save_maps, shrink,
+from prunehw.model.matrix_form import (Geometry, LayerMap, expand, full_maps, geometry, matrices, row_masks, shrink,
                                        _small_rows)
 from prunehw.model.prune import keep_masks
 from prunehw.model.pruning_schedule import PruningSchedule
 from prunehw.model.train import fit
 
-__all__ = ["structure_scores", "plan_counts", "target_counts", "select", "prune_matrix", "prune_matrix_flow"]
+__all__ = ["structure_scores", "plan_counts", "target_counts", "select", "prune_matrix"]
 
 _WEIGHTED = (keras.layers.Conv2D, keras.layers.Dense)
 
@@ -203,14 +202,3 @@ def prune_matrix(model: keras.Model, data: Dataset, schedule: PruningSchedule, *
                 fit(small, data, epochs, batch_size, learning_rate, desc=f"{desc} step {step + 1}/{len(plan)} epoch")
         full = expand(small, geo, maps)
     return small, geo, maps
-
-
-def prune_matrix_flow(model: keras.Model, data: Dataset, schedule: PruningSchedule, variant: VariantConfig,
-                      cfg: RunConfig, out_dir: Path) -> tuple[keras.Model, Path]:
-    """The prune stage's matrix branch: prune, then write the index maps beside the model."""
-    p = cfg.prune
-    small, geo, maps = prune_matrix(
-        model, data, schedule, criterion=variant.criterion, array=cfg.array if variant.tile_aware else None,
-        learning_rate=p.learning_rate, batch_size=p.batch_size, calibration=p.calibration_images,
-        seed=cfg.seed, desc=variant.name)
-    return small, save_maps(out_dir / "index_maps.json", geo, maps)

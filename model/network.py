@@ -15,8 +15,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 
-from prunehw.config import NetworkConfig
-from prunehw.errors import ConfigError, ModelFileError
+from prunehw.core.config import NetworkConfig
+from prunehw.core.errors import ConfigError, ModelFileError
 
 __all__ = ["build_model", "load_model", "save_model", "prunable_layers", "check_finite", "check_fits", "check_supported", "strip_training_state", "weight_counts", "set_seed"]
 
@@ -139,7 +139,7 @@ def strip_training_state(model: keras.Model) -> keras.Model:
 
 def save_model(model: keras.Model, path: Path | str) -> Path:
     """Save atomically as ``.keras`` (without optimizer state) after checking the weights are finite."""
-    from prunehw.artifacts import atomic_path
+    from prunehw.core.artifacts import atomic_path
 
     check_finite(model, str(path))
     with atomic_path(path) as tmp:

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
-from prunehw.errors import ConfigError
+from prunehw.core.errors import ConfigError
 from prunehw.model.data import Dataset
 from prunehw.model.network import prunable_layers, weight_counts
 from prunehw.model.pruning_schedule import PruningSchedule

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prunehw.config import SCHEDULES
-from prunehw.errors import ConfigError
+from prunehw.core.config import SCHEDULES
+from prunehw.core.errors import ConfigError
 
 __all__ = ["PruningSchedule"]
 

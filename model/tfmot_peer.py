@@ -66,7 +66,7 @@ def _child(job: dict) -> dict:
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
-    from prunehw.config import DataConfig
+    from prunehw.core.config import DataConfig
     from prunehw.model.data import load_dataset, to_float
 
     tf_keras.utils.set_random_seed(job["seed"])

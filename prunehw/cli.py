@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from prunehw.errors import PrunehwError
+from prunehw.core.errors import PrunehwError
 
 __all__ = ["main"]
 
@@ -137,7 +137,7 @@ def _variant_names(args: argparse.Namespace, flow) -> list[str]:
 def _run(args: argparse.Namespace) -> None:
     if args.command == "explore":
         return _explore(args)
-    from prunehw.config import VariantConfig, load_config
+    from prunehw.core.config import VariantConfig, load_config
     from prunehw.tf_quiet import import_tensorflow_quietly
 
     import_tensorflow_quietly()

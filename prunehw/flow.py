@@ -12,10 +12,11 @@ from functools import cached_property
 import numpy as np
 from pathlib import Path
 
-from prunehw.artifacts import code_digest as _code
-from prunehw.artifacts import record_stage, sha256_file, stage_is_current, stage_key as _key, update_variant, update_summary
-from prunehw.config import RunConfig, VariantConfig
+from prunehw.core.artifacts import code_digest as _code
+from prunehw.core.artifacts import record_stage, sha256_file, stage_is_current, stage_key as _key, update_variant, update_summary
+from prunehw.core.config import RunConfig, VariantConfig
 from prunehw.manifest import write_run_manifest
+from prunehw.verify import VerifyStages
 
 __all__ = ["Flow", "prune_variant", "quantize_variant"]
 
@@ -37,9 +38,15 @@ def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: 
                            learning_rate=p.learning_rate, batch_size=p.batch_size, norm=variant.criterion,
                            desc=variant.name)
         return model, None
-    from prunehw.model.matrix_prune import prune_matrix_flow
+    from prunehw.model.matrix_form import save_maps
+    from prunehw.model.matrix_prune import prune_matrix
 
-    return prune_matrix_flow(model, data, schedule, variant, cfg, out_dir)
+    # matrix-based: prune, then write the index maps beside the model
+    small, geo, maps = prune_matrix(
+        model, data, schedule, criterion=variant.criterion, array=cfg.array if variant.tile_aware else None,
+        learning_rate=p.learning_rate, batch_size=p.batch_size, calibration=p.calibration_images,
+        seed=cfg.seed, desc=variant.name)
+    return small, save_maps(out_dir / "index_maps.json", geo, maps)
 
 
 def quantize_variant(model, data, cfg: RunConfig, maps_path: Path | None = None, dense_path: Path | None = None):
@@ -49,7 +56,7 @@ def quantize_variant(model, data, cfg: RunConfig, maps_path: Path | None = None,
     and the unpruned model they refer to, so rows it dropped are recorded as
     absent (the unpruned model is only loaded then).
     """
-    from prunehw.model.quantize import quantize
+    from prunehw.export.quantize import quantize
 
     q = cfg.quant
     rng = np.random.default_rng(cfg.seed)
@@ -63,14 +70,14 @@ def quantize_variant(model, data, cfg: RunConfig, maps_path: Path | None = None,
     return quantize(model, data.x_train[calib], q.weight_bits, q.act_bits, rows_kept)
 
 
-class Flow:
+class Flow(VerifyStages):
     """The stages of one run (``cfg.run_dir``), sharing the loaded data set."""
 
     def __init__(self, cfg: RunConfig, log=print):
         self.cfg = cfg
         self.log = log
         self._done: dict[str, Path] = {}  # stages already run or checked by this Flow
-        from prunehw.artifacts import remove_stale_temporaries
+        from prunehw.core.artifacts import remove_stale_temporaries
 
         remove_stale_temporaries(cfg.run_dir)
 
@@ -142,7 +149,7 @@ class Flow:
         dense = Path(source) if source is not None else self.train()
         out = self.model_path(variant.name)
         if not dense.is_file():
-            from prunehw.errors import ModelFileError
+            from prunehw.core.errors import ModelFileError
 
             raise ModelFileError(f"model file not found: {dense}")
         key = _key(self.cfg.key("data", "prune"), variant.to_dict(), sha256_file(dense), _code("model"),
@@ -182,7 +189,7 @@ class Flow:
 
     def _quantize(self, variant: str, force: bool = False) -> Path:
         from prunehw.export.contract import load_contract, save_contract
-        from prunehw.model.golden import golden
+        from prunehw.export.golden import golden
         from prunehw.model.network import load_model
 
         src = self._float_model(variant)
@@ -217,10 +224,10 @@ class Flow:
     def _export(self, variant: str, force: bool = False) -> Path:
         from prunehw.export.contract import load_contract
         from prunehw.export.hls import convert, hls_config, predict_ints
-        from prunehw.model.golden import golden
+        from prunehw.export.golden import golden
         from prunehw.model.network import load_model
-        from prunehw.model.quantize import dequantized_model
-        from prunehw.artifacts import write_json
+        from prunehw.export.quantize import dequantized_model
+        from prunehw.core.artifacts import write_json
 
         contract_path = self.quantize(variant)
         out = self.run_dir / variant / "hls"
@@ -292,141 +299,10 @@ class Flow:
                  f"layers (ours {sum(cyc['per_op'][n] for n in ss)}); wrote {v}")
         return out
 
-    # -- sim (cocotb) --------------------------------------------------------------------------
-    def sim(self, variants: list[str], simulator: str, images: int, workers: int = 2, waves: bool = False,
-            force: bool = False) -> dict[str, dict]:
-        """Run each variant's RTL under cocotb in ``simulator`` on the first ``images`` test images (0 = all).
-
-        Jobs (variant x shard) run in ``workers`` simulator processes. Returns
-        {variant: merged result}; a missing simulator raises ``SimulatorMissing``.
-        """
-        from prunehw.artifacts import write_json
-        from prunehw.hw.accelerator import COUNTERS
-        from prunehw.sim.regression import Job, merge, run_jobs
-        from prunehw.sim.runner import SimulatorMissing, simulator_missing
-
-        reason = simulator_missing(simulator)
-        if reason:
-            raise SimulatorMissing(reason)
-        data = self.data
-        n = images or len(data.x_test)
-        if n > len(data.x_test):
-            from prunehw.errors import ConfigError
-
-            raise ConfigError(f"--images {n}: the test set has {len(data.x_test)} images")
-        img_path = self.sim_images()
-        images_digest = sha256_file(img_path)
-        jobs, keys, results, cached = [], {}, {}, set()
-        # every variant split into ``workers`` equal shards (each its own build), so the
-        # processes stay balanced even when one variant is much slower than another
-        shards = max(1, min(workers, n // 50))
-        for v in variants:
-            rtl_dir = self.rtl(v)
-            contract = self.quantize(v)
-            key = _key(sha256_file(rtl_dir / "prunehw_top.v"), sha256_file(contract), n, simulator, _code("sim"),
-                       images_digest)
-            keys[v] = key
-            stage = f"sim:{simulator}:{v}"
-            if not force and stage_is_current(self.run_dir, stage, key):
-                from prunehw.artifacts import read_json
-
-                results[v] = read_json(self.run_dir / v / f"sim_{simulator}" / "result.json")
-                cached.add(v)
-                continue
-            bounds = np.linspace(0, n, shards + 1).astype(int)
-            for s in range(shards):
-                jobs.append(Job(variant=v, simulator=simulator, start=int(bounds[s]), stop=int(bounds[s + 1]),
-                                images=str(img_path), contract=str(contract), desc=str(rtl_dir / "accelerator.json"),
-                                rtl_dir=str(rtl_dir), work_dir=str(self.run_dir / v / f"sim_{simulator}" / f"shard{s}"),
-                                waves=waves))
-        if jobs:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(jobs), desc=f"{simulator} jobs", unit="job")
-            parts = run_jobs(jobs, workers, progress=lambda r: bar.update(1))
-            bar.close()
-            for v in {j["variant"] for j in jobs}:
-                res = merge([p for p in parts if p["variant"] == v])
-                out = write_json(self.run_dir / v / f"sim_{simulator}" / "result.json", res)
-                record_stage(self.run_dir, f"sim:{simulator}:{v}", keys[v], [out])
-                results[v] = res
-        for v in variants:
-            self._record_sim(v, simulator, results[v], list(COUNTERS), cached=v in cached)
-        return results
-
-    def sim_images(self) -> Path:
-        """``sim_images.npz``: the run's current test images, which the RTL simulations read.
-
-        Rewritten whenever it differs from the current test set, so a changed
-        data config never leaves the RTL running on the old images.
-        """
-        img_path = self.run_dir / "sim_images.npz"
-        if not img_path.is_file() or not np.array_equal(np.load(img_path)["x"], self.data.x_test):
-            from prunehw.artifacts import atomic_path
-
-            with atomic_path(img_path) as tmp, open(tmp, "wb") as fh:
-                np.savez(fh, x=self.data.x_test)
-        return img_path
-
-    def _merge_layers(self, variant: str, new: list[dict]) -> list[dict]:
-        """Per-layer cycle entries with ``new`` figures laid over those already in summary.json (same layers)."""
-        from prunehw.artifacts import read_json
-
-        old = read_json(self.run_dir / "summary.json").get("variants", {}).get(variant, {})
-        before = {p["layer"]: p for p in old.get("cycles", {}).get("per_layer", [])}
-        return [{**before.get(p["layer"], {}), **p} for p in new]
-
-    def _record_sim(self, variant: str, simulator: str, res: dict, counter_names: list[str], cached: bool = False) -> None:
-        from prunehw.artifacts import read_json
-
-        desc = read_json(self.run_dir / variant / "rtl" / "accelerator.json")
-        ops = [o["name"] for o in desc["ops"]]
-        names = counter_names + ops
-        counters = [dict(zip(names, c)) for c in res["counters"]]
-        y = self.data.y_test[res["images"]]
-        acc = float(np.mean(np.argmax(np.array(res["logits"]), axis=1) == y)) if res["logits"] else None
-        tag = f"rtl_{simulator}"
-        entry: dict = {"bitexact": {tag: {"match": res["match"], "total": res["total"]}},
-                       "accuracy": {tag: acc, "images": {tag: len(res["images"])}}}
-        if res["first_mismatch"]:
-            entry["bitexact"][tag]["first_mismatch"] = res["first_mismatch"]
-        if counters:
-            first = counters[0]
-            same = all(c == first for c in counters)
-            analytic = desc["cycles_analytic"]
-            entry["cycles"] = {
-                "rtl": first["total_cycles"],
-                "rtl_equals_analytic": same and first["total_cycles"] == analytic["total"]
-                and all(first[o] == analytic["per_op"][o] for o in ops),
-                "per_layer": self._merge_layers(variant, [{"layer": o, "analytic": analytic["per_op"][o], "rtl": first[o]}
-                                                          for o in ops]),
-            }
-            # clock cycles from one start to the next in the testbench: serial (load after read-out) and
-            # overlapped (the next image loaded into the free slot during the inference); medians
-            gaps = res.get("intervals", {})
-            if gaps.get("serial") and gaps.get("overlapped"):
-                entry["cycles"]["interval"] = {k: int(np.median(gaps[k])) for k in ("serial", "overlapped")}
-            R, C = desc["array"]["rows"], desc["array"]["cols"]
-            entry["pe_utilization"] = first["macs"] / (first["total_cycles"] * R * C)
-            entry["activity"] = {k: first[k] for k in counter_names}
-            # every image's every activity counter (memory ports, array) against the analytic model
-            want = desc.get("activity_analytic", {})
-            entry["activity_equals_analytic"] = bool(want) and all(c[k] == want.get(k) for c in counters for k in counter_names)
-        update_variant(self.run_dir, variant, entry, replace=("activity",))
-        cyc = entry.get("cycles", {})
-        acc_text = f"{acc:.4f}" if acc is not None else "not measured"
-        self.log(f"sim {simulator} {variant}: {'up to date, ' if cached else ''}{res['match']}/{res['total']} images "
-                 f"bit-exact with the golden model, "
-                 f"RTL accuracy {acc_text}, {cyc.get('rtl')} cycles/image "
-                 f"({'equal to' if cyc.get('rtl_equals_analytic') else 'DIFFERENT from'} the analytic model; activity "
-                 f"counters {'equal to' if entry.get('activity_equals_analytic') else 'DIFFERENT from'} it on every image)")
-        if res["first_mismatch"]:
-            self.log(f"sim {simulator} {variant}: first mismatch: {res['first_mismatch']}")
-
     # -- report: storage, energy, ratios, plots ----------------------------------------------
     def report(self, energy_table: Path | None = None) -> Path:
         """Storage and energy per variant from this run's files and RTL counters; CSV, PNGs, report.md."""
-        from prunehw.artifacts import read_json, write_bytes
+        from prunehw.core.artifacts import read_json, write_bytes
         from prunehw.report import format_report, write_savings
         from prunehw.savings import energy, gating_saved_pj, load_energy_table, storage
         from prunehw.synth_report import write_synth_files
@@ -450,35 +326,6 @@ class Flow:
             f"![{p.stem}]({p.relative_to(self.run_dir)})" for p in paths if p.suffix == ".png") + "\n").encode())
         self.log(text)
         return self.run_dir / "report.md"
-
-    # -- mutation campaign -----------------------------------------------------------------------
-    def mutate(self, variant: str, images: int, workers: int = 2, faults: list[str] | None = None) -> list[dict]:
-        """Single-fault mutants of ``variant``'s accelerator, each run on the first ``images`` test images."""
-        from prunehw.artifacts import atomic_path, update_summary
-        from prunehw.export.contract import load_contract
-        from prunehw.hw.generate import program_for
-        from prunehw.sim.mutation import run_campaign
-        from prunehw.sim.runner import SimulatorMissing, simulator_missing
-
-        reason = simulator_missing("verilator")
-        if reason:
-            raise SimulatorMissing(reason)
-        contract_path = self.quantize(variant)
-        program = program_for(load_contract(contract_path), self.cfg.array)
-        # the first test images plus two extreme ones (all white: saturates requantization;
-        # a checkerboard: exercises every lane and sign), so corner-case faults show too
-        x = self.data.x_test[:images]
-        white = np.full_like(x[:1], 255)
-        checker = (np.indices(x.shape[1:3]).sum(axis=0) % 2 * 255).astype(np.uint8).reshape(1, *x.shape[1:3], 1)
-        x = np.concatenate([x, white, np.broadcast_to(checker, white.shape)])
-        img_path = self.run_dir / "mutate" / "images.npz"
-        with atomic_path(img_path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, x=x)
-        rows = run_campaign(program, contract_path, img_path, len(x), self.run_dir / "mutate" / variant,
-                            workers=workers, faults=faults, log=self.log)
-        update_summary(self.run_dir, {"mutation": {variant: {"caught": sum(r["caught"] for r in rows), "total": len(rows),
-                                                             "images": images}}})
-        return rows
 
     def with_variant(self, variant: VariantConfig) -> "Flow":
         """This flow with ``variant`` added to (or replacing its namesake in) the config."""

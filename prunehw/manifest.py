@@ -6,8 +6,8 @@ import importlib.metadata
 import platform
 from pathlib import Path
 
-from prunehw.artifacts import read_json, write_json
-from prunehw.config import RunConfig
+from prunehw.core.artifacts import read_json, write_json
+from prunehw.core.config import RunConfig
 
 __all__ = ["tool_versions", "simulator_versions", "write_run_manifest"]
 

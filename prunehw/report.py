@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prunehw.artifacts import read_json
+from prunehw.core.artifacts import read_json
 
 __all__ = ["format_report", "savings_ratios", "write_savings"]
 
@@ -103,7 +103,7 @@ def savings_ratios(summary: dict, base: str = "dense") -> dict[str, dict[str, fl
 
 def write_savings(run_dir: Path) -> list[Path]:
     """savings.csv and PNGs (cycles per layer, energy breakdown, storage, accuracy) from summary.json."""
-    from prunehw.artifacts import pyplot, update_summary, write_csv, write_png
+    from prunehw.core.artifacts import pyplot, update_summary, write_csv, write_png
 
     plt = pyplot()
 

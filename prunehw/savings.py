@@ -63,7 +63,7 @@ def load_energy_table(path: Path | None = None) -> dict:
     table = json.loads(path.read_text())
     for key in ("source", "mult_int8_pj", "add_int32_pj", "sram_64bit_access_pj"):
         if key not in table:
-            from prunehw.errors import ConfigError
+            from prunehw.core.errors import ConfigError
 
             raise ConfigError(f"energy table {path} lacks {key!r}")
     return table

@@ -8,7 +8,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from prunehw.artifacts import read_json, record_stage, sha256_file, stage_is_current, update_variant
+from prunehw.core.artifacts import read_json, record_stage, sha256_file, stage_is_current, update_variant
 
 __all__ = ["ToolMissing", "synth_variants", "synth_rows", "format_synth_table", "write_synth_files"]
 
@@ -43,7 +43,7 @@ def synth_variants(flow, variants: list[str], force: bool = False) -> dict[str, 
 
     Runs ``cfg.synth.workers`` variants at once; returns {variant: summary entry}.
     """
-    from prunehw.artifacts import code_digest, stage_key
+    from prunehw.core.artifacts import code_digest, stage_key
     from prunehw.hw.generate import TOP_NAME
     from prunehw.hw.synth import SynthFailed, run_synthesis, tool_versions, tools_missing
 
@@ -110,7 +110,7 @@ def synth_variants(flow, variants: list[str], force: bool = False) -> dict[str, 
     for v, exc in errors.items():
         flow.log(f"synth {v}: FAILED: {exc}")
     if errors:
-        from prunehw.errors import PrunehwError
+        from prunehw.core.errors import PrunehwError
 
         raise PrunehwError(f"synth: {len(errors)} variant(s) failed ({', '.join(errors)}); the logs are named above")
     return entries
@@ -186,7 +186,7 @@ def write_synth_files(run_dir: Path) -> list[Path]:
     """``synth/synth.csv`` and ``synth/synth.png`` (resources as % of the device, and Fmax, per variant)."""
     import numpy as np
 
-    from prunehw.artifacts import pyplot, write_csv, write_png
+    from prunehw.core.artifacts import pyplot, write_csv, write_png
 
     run_dir = Path(run_dir)
     rows = synth_rows(read_json(run_dir / "summary.json"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from prunehw.artifacts import atomic_path, write_json
+from prunehw.core.artifacts import atomic_path, write_json
 from prunehw.hw.accelerator import COUNTERS, Accelerator
 from prunehw.hw.cycle_model import activity_model, cycle_model
 from prunehw.hw.faults import FAULTS
@@ -37,7 +37,7 @@ def run_campaign(program, contract_path: Path, images_npz: Path, n_images: int, 
     names = faults or list(FAULTS)
     unknown = [f for f in names if f not in FAULTS]
     if unknown:
-        from prunehw.errors import ConfigError
+        from prunehw.core.errors import ConfigError
 
         raise ConfigError(f"fault {unknown[0]!r} is unknown; allowed: {', '.join(FAULTS)}")
     model, activity = cycle_model(program), activity_model(program)

@@ -22,7 +22,7 @@ def _run(job: Job) -> dict:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from prunehw.export.contract import load_contract
-    from prunehw.model.golden import golden
+    from prunehw.export.golden import golden
 
     images = np.load(job["images"])["x"][job["start"]:job["stop"]]
     contract = load_contract(job["contract"])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prunehw.artifacts import write_bytes
+from prunehw.core.artifacts import write_bytes
 from prunehw.sim.wrapper import CLOCK_NS, HARNESS, write_harness, write_images_hex
 
 __all__ = ["SIMULATORS", "SimulatorMissing", "SimResult", "simulator_missing", "run_rtl"]

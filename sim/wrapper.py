@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prunehw.artifacts import write_bytes
+from prunehw.core.artifacts import write_bytes
 
 __all__ = ["CLOCK_NS", "HARNESS", "write_harness", "write_images_hex"]
 

@@ -39,7 +39,7 @@ def quick_flow(tmp_path_factory):
     """The QUICK=1 flow (configs/quick.toml) trained, pruned, quantized and generated in a temporary build folder."""
     import dataclasses
 
-    from prunehw.config import load_config
+    from prunehw.core.config import load_config
     from prunehw.flow import Flow
 
     cfg = load_config(ROOT / "configs" / "quick.toml")

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from prunehw.artifacts import stage_key
+from prunehw.core.artifacts import stage_key
 
 from .executors import _RayExecutor, _SerialExecutor
 from .journal import _Cache, _Table, _write_failures
@@ -21,8 +21,8 @@ def run_sweep(sweep: SweepConfig, *, serial: bool = False, address: str | None =
     """Run (or resume) the sweep; returns its summary (points, failures, seconds, fronts, verification)."""
     from tqdm.auto import tqdm
 
-    from prunehw.artifacts import read_json, sha256_file, update_summary, write_json
-    from prunehw.artifacts import code_digest as _code
+    from prunehw.core.artifacts import read_json, sha256_file, update_summary, write_json
+    from prunehw.core.artifacts import code_digest as _code
     from prunehw.flow import Flow
 
     out = Path(out_dir or sweep.out_dir)
@@ -151,7 +151,7 @@ def _row(p: Point, pruned: dict, quant: dict, hw: dict) -> dict:
 def _verify(sweep: SweepConfig, out: Path, cache: _Cache, front_rows: list[dict], serial: bool, address, workers,
             log) -> dict:
     """RTL-simulate every Pareto point (Verilator, cocotb) and compare with golden logits and the analytic model."""
-    from prunehw.artifacts import write_json
+    from prunehw.core.artifacts import write_json
     from prunehw.sim.runner import SimulatorMissing, simulator_missing
 
     reason = simulator_missing("verilator")
@@ -194,7 +194,7 @@ def _verify(sweep: SweepConfig, out: Path, cache: _Cache, front_rows: list[dict]
 
 def benchmark(sweep: SweepConfig, *, workers: int | None = None, log=print) -> dict:
     """The same sweep from scratch twice, serial (one process) then on Ray; prints both times and the ratio."""
-    from prunehw.artifacts import update_summary, write_json
+    from prunehw.core.artifacts import update_summary, write_json
 
     base = sweep.out_dir.with_name(sweep.out_dir.name + "-benchmark")
     log(f"benchmark: {len(grid(sweep))} points, shared training excluded (cached by the base run)")

@@ -6,7 +6,7 @@ import functools
 import os
 import time
 
-from prunehw.errors import PrunehwError
+from prunehw.core.errors import PrunehwError
 
 from .tasks import SINGLE_THREAD_ENV
 

@@ -9,8 +9,8 @@ import os
 import time
 from pathlib import Path
 
-from prunehw.artifacts import stage_key
-from prunehw.errors import ConfigError
+from prunehw.core.artifacts import stage_key
+from prunehw.core.errors import ConfigError
 
 COLUMNS = ["point", "method", "ratio", "criterion", "weight_bits", "array", "rows", "cols", "dataflow",
            "ratio_measured", "weights_kept", "weight_storage_bits", "accuracy_float", "accuracy_quant", "test_images",
@@ -62,7 +62,7 @@ class _Table:
 
     def rewrite_in_order(self, order: list[str]) -> None:
         """The table sorted in grid order (a finished sweep's file does not depend on completion order)."""
-        from prunehw.artifacts import write_csv
+        from prunehw.core.artifacts import write_csv
 
         write_csv(self.path, [self.rows[pid] for pid in order if pid in self.rows], COLUMNS)
 
@@ -90,13 +90,13 @@ class _Cache:
     def put(self, stage: str, key: tuple, value) -> None:
         import pickle
 
-        from prunehw.artifacts import write_bytes
+        from prunehw.core.artifacts import write_bytes
 
         write_bytes(self._path(stage, key), pickle.dumps(value))
 
 
 def _write_failures(path: Path, failed: dict[str, str]) -> None:
-    from prunehw.artifacts import write_csv
+    from prunehw.core.artifacts import write_csv
 
     if not failed:
         path.unlink(missing_ok=True)

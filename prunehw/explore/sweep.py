@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from prunehw.errors import ConfigError
+from prunehw.core.errors import ConfigError
 
 AXES = ("method", "ratio", "criterion", "weight_bits", "array", "dataflow")
 DATAFLOWS_BUILT = ("ws",)
@@ -70,7 +70,7 @@ def _merge(dst: dict, src: dict) -> dict:
 
 def load_sweep(path: Path | str) -> SweepConfig:
     """Parse and validate a sweep file; one-line ``ConfigError`` on anything wrong."""
-    from prunehw.config import CRITERIA, PRUNE_METHODS, RunConfig, VariantConfig, read_toml
+    from prunehw.core.config import CRITERIA, PRUNE_METHODS, RunConfig, VariantConfig, read_toml
 
     path = Path(path)
     raw = read_toml(path, "sweep file")

@@ -26,14 +26,14 @@ def _data(cfg):
 
 @functools.lru_cache(maxsize=2)
 def _dataset(data_json: str):
-    from prunehw.config import DataConfig
+    from prunehw.core.config import DataConfig
     from prunehw.model.data import load_dataset
 
     return load_dataset(DataConfig.from_dict(json.loads(data_json)))
 
 
 def _run_config(run: dict):
-    from prunehw.config import RunConfig
+    from prunehw.core.config import RunConfig
 
     return RunConfig.from_toml_dict(run)
 
@@ -53,7 +53,7 @@ def _single_thread() -> None:
 def prune_task(run: dict, dense: bytes, method: str, ratio: float, criterion: str, tile: tuple | None) -> dict:
     """Prune the dense model (``.keras`` bytes); returns the pruned model, its index maps and float accuracy."""
     _single_thread()
-    from prunehw.config import ArrayConfig, VariantConfig
+    from prunehw.core.config import ArrayConfig, VariantConfig
     from prunehw.flow import prune_variant
     from prunehw.model.network import load_model, save_model, weight_counts
     from prunehw.model.train import evaluate
@@ -81,10 +81,10 @@ def quant_task(run: dict, dense: bytes, pruned: dict, weight_bits: int) -> dict:
     _single_thread()
     import numpy as np
 
-    from prunehw.config import QuantConfig
+    from prunehw.core.config import QuantConfig
     from prunehw.export.contract import load_contract, save_contract
     from prunehw.flow import quantize_variant
-    from prunehw.model.golden import golden
+    from prunehw.export.golden import golden
     from prunehw.model.network import load_model
 
     cfg = _run_config(run)
@@ -118,7 +118,7 @@ def hw_task(quant: dict, rows: int, cols: int, dataflow: str, inject: str | None
     """Cycles, activity and energy per image of a quantized network on an ``rows`` x ``cols`` array (analytic)."""
     import numpy as np
 
-    from prunehw.config import ArrayConfig
+    from prunehw.core.config import ArrayConfig
     from prunehw.hw.cycle_model import activity_model
     from prunehw.hw.generate import describe, program_for
     from prunehw.savings import energy, load_energy_table
@@ -153,11 +153,11 @@ def verify_task(quant: dict, rows: int, cols: int, images, simulator: str = "ver
     """Generate the point's Verilog, run it under cocotb on ``images`` and compare with golden and analytic model."""
     import numpy as np
 
-    from prunehw.config import ArrayConfig
+    from prunehw.core.config import ArrayConfig
     from prunehw.hw.accelerator import COUNTERS
     from prunehw.hw.cycle_model import activity_model
     from prunehw.hw.generate import generate_verilog, program_for
-    from prunehw.model.golden import golden
+    from prunehw.export.golden import golden
     from prunehw.sim.runner import run_rtl
 
     images = np.asarray(images)

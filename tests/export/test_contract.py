@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from prunehw.errors import ModelFileError
+from prunehw.core.errors import ModelFileError
 from prunehw.export.contract import fixed_type, load_contract, save_contract
 
 

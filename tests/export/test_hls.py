@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from prunehw.config import LayerSpec as L, NetworkConfig
+from prunehw.core.config import LayerSpec as L, NetworkConfig
 from prunehw.export.contract import load_contract, save_contract
 from prunehw.export.hls import convert, hls_config, predict_ints
-from prunehw.model.golden import golden
+from prunehw.export.golden import golden
 from prunehw.model.network import build_model
-from prunehw.model.quantize import dequantized_model, quantize
+from prunehw.export.quantize import dequantized_model, quantize
 
 NET = NetworkConfig((L("conv2d", filters=4, kernel=3), L("relu"), L("maxpool2d", pool=2), L("conv2d", filters=6, kernel=3),
                      L("relu"), L("maxpool2d", pool=2), L("flatten"), L("dense", units=12), L("relu"), L("dense", units=10)))

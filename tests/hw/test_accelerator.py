@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from prunehw.config import ArrayConfig, LayerSpec as L, NetworkConfig
+from prunehw.core.config import ArrayConfig, LayerSpec as L, NetworkConfig
 from prunehw.export.contract import load_contract, save_contract
 from prunehw.hw.accelerator import COUNTERS
 from prunehw.hw.cycle_model import activity_model, cycle_model
 from prunehw.hw.program import build_program
-from prunehw.model.golden import golden
+from prunehw.export.golden import golden
 from prunehw.model.network import build_model
-from prunehw.model.quantize import quantize
+from prunehw.export.quantize import quantize
 from amaranth_run import run_images
 
 SMALL = NetworkConfig((L("conv2d", filters=3, kernel=3), L("relu"), L("maxpool2d", pool=2), L("conv2d", filters=5, kernel=3),

@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 from prunehw.hw.pe import ProcessingElement
 from prunehw.hw.systolic_array import SystolicArray
 from prunehw.hw.writeback import requantize as requant_logic
-from prunehw.model.golden import requantize
+from prunehw.export.golden import requantize
 from stimulus import folds, int8_matrix
 
 

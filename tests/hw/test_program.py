@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from prunehw.config import ArrayConfig
+from prunehw.core.config import ArrayConfig
 from prunehw.export.contract import Contract
 from prunehw.hw.cycle_model import cycle_model, drain_cycles
 from prunehw.hw.program import IMAGE, build_program
-from prunehw.model.golden import _im2col
+from prunehw.export.golden import _im2col
 
 
 def _contract(rng, h=9, w=7, c=3, k=3, n=5, rows_kept=None):

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from cli_helpers import need_tool
 
-from prunehw.config import ArrayConfig, LayerSpec as L, NetworkConfig
+from prunehw.core.config import ArrayConfig, LayerSpec as L, NetworkConfig
 from prunehw.export.contract import load_contract, save_contract
 from prunehw.hw.generate import TOP_NAME, generate_verilog
 from prunehw.hw.synth import no_fit_problem, parse_report, run_synthesis, tools_missing
 from prunehw.model.network import build_model
-from prunehw.model.quantize import quantize
+from prunehw.export.quantize import quantize
 
 TINY = NetworkConfig((L("conv2d", filters=2, kernel=3), L("relu"), L("maxpool2d", pool=2), L("flatten"),
                       L("dense", units=3)))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from prunehw.errors import DataError
+from prunehw.core.errors import DataError
 from prunehw.model.data import MNIST_SHA256, load_mnist, load_npz, mnist_path
 
 

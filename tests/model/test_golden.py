@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from prunehw.config import LayerSpec as L, NetworkConfig
+from prunehw.core.config import LayerSpec as L, NetworkConfig
 from prunehw.export.contract import load_contract, save_contract
-from prunehw.model.golden import golden, requantize
+from prunehw.export.golden import golden, requantize
 from prunehw.model.network import build_model
-from prunehw.model.quantize import quantize
+from prunehw.export.quantize import quantize
 
 
 def naive_requant(acc: int, acc_frac: int, out: dict) -> int:
@@ -94,7 +94,7 @@ def test_golden_equals_naive_reference(small_contract, tiny_data, rng):
 def test_accumulator_width_cannot_overflow(small_contract):
     """The worst inputs for each output (the input format's extreme wherever it pushes that output's sum
     further), driven through the golden model's own layer arithmetic, stay inside the declared accumulator."""
-    from prunehw.model.golden import _layer
+    from prunehw.export.golden import _layer
 
     for layer in small_contract.weighted():
         w = small_contract.weights[layer["name"]]
@@ -119,7 +119,7 @@ def test_return_all_layers(small_contract, tiny_data):
 
 
 def test_golden_refuses_wrong_images(small_contract):
-    from prunehw.errors import DataError
+    from prunehw.core.errors import DataError
 
     with pytest.raises(DataError, match="dtype float32; allowed: uint8"):
         golden(small_contract, np.zeros((2, 28, 28, 1), np.float32))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from prunehw.config import ArrayConfig, LayerSpec as L, NetworkConfig
+from prunehw.core.config import ArrayConfig, LayerSpec as L, NetworkConfig
 from prunehw.model.matrix_form import expand, full_maps, geometry, matrices, shrink, zeroed_original
 from prunehw.model.matrix_prune import plan_counts, select, target_counts
 from prunehw.model.network import build_model
@@ -65,7 +65,7 @@ def test_tile_aware_counts_fill_whole_tiles():
 
 
 def test_geometry_of_default_network():
-    from prunehw.config import NetworkConfig as N
+    from prunehw.core.config import NetworkConfig as N
 
     model = build_model(N(), (28, 28, 1), 10, seed=1)
     geo = geometry(model)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from prunehw.config import ArrayConfig, LayerSpec as L, NetworkConfig
+from prunehw.core.config import ArrayConfig, LayerSpec as L, NetworkConfig
 from prunehw.model.matrix_form import full_maps, geometry
 from prunehw.model.matrix_prune import prune_matrix, structure_scores
 from prunehw.model.network import build_model, weight_counts

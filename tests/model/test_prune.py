@@ -2,8 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from prunehw.config import NetworkConfig, LayerSpec
-from prunehw.errors import ConfigError
+from prunehw.core.config import NetworkConfig, LayerSpec
+from prunehw.core.errors import ConfigError
 from prunehw.model.network import build_model, prunable_layers, set_seed
 from prunehw.model.prune import apply_masks, keep_masks, magnitude_masks, measured_ratio, prune_unstructured
 from prunehw.model.pruning_schedule import PruningSchedule

@@ -37,7 +37,7 @@ def test_prune_ratio_out_of_range(tmp_path, ratio):
 def _model_with(tmp_path, mutate):
     import keras
 
-    from prunehw.config import NetworkConfig
+    from prunehw.core.config import NetworkConfig
     from prunehw.model.network import build_model
 
     model = build_model(NetworkConfig(), (28, 28, 1), 10, seed=0)
@@ -78,7 +78,7 @@ def test_bad_model_file(tmp_path, case, message):
 def test_model_of_wrong_input_shape(tmp_path):
     import keras
 
-    from prunehw.config import NetworkConfig
+    from prunehw.core.config import NetworkConfig
     from prunehw.model.network import build_model
 
     path = tmp_path / "m.keras"

@@ -1,7 +1,7 @@
 import pytest
 
-from prunehw.config import RunConfig, VariantConfig, load_config
-from prunehw.errors import ConfigError
+from prunehw.core.config import RunConfig, VariantConfig, load_config
+from prunehw.core.errors import ConfigError
 
 
 def test_defaults_round_trip():
@@ -66,7 +66,7 @@ def test_cache_key_depends_on_section_and_seed():
 
 def test_timing_verdicts_need_every_run_beyond_the_tolerance():
     """Claim 4 once flipped between runs on one noisy measurement: a verdict now needs the whole spread to agree."""
-    from prunehw.experiments import timing_verdict
+    from prunehw.claims import timing_verdict
 
     dense = [0.40, 0.42, 0.44]
     assert timing_verdict(dense, [0.30, 0.31, 0.33], 0.10) == "faster"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from prunehw.errors import ConfigError
+from prunehw.core.errors import ConfigError
 from prunehw.explore import grid, load_sweep, pareto_front
 
 ROOT = Path(__file__).resolve().parents[2]

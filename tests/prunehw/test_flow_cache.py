@@ -4,7 +4,7 @@ import dataclasses
 
 import numpy as np
 
-from prunehw.artifacts import sha256_file
+from prunehw.core.artifacts import sha256_file
 
 
 def test_sim_images_follow_the_data_config(quick_flow, tmp_path):
@@ -40,7 +40,7 @@ def test_quantize_cache_ignores_how_the_hls_check_runs(quick_flow):
 
 def test_replaced_entries_leave_nothing_stale(tmp_path):
     """A re-measured synthesis without a timing problem must not keep the old run's problem line."""
-    from prunehw.artifacts import read_json, update_variant
+    from prunehw.core.artifacts import read_json, update_variant
 
     update_variant(tmp_path, "dense", {"synth": {"fmax_mhz": 99.2, "problem": "fails timing"}, "accuracy": {"float": 0.9}})
     update_variant(tmp_path, "dense", {"synth": {"fmax_mhz": 101.6}, "accuracy": {"quant": 0.8}}, replace=("synth",))

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 
 def test_namespace_maps_design_folders(tmp_path):
     code = "import prunehw.model.data, prunehw.export, prunehw.hw, prunehw.sim; print(prunehw.model.data.__file__)"
@@ -15,3 +17,34 @@ def test_bare_folder_names_are_not_importable(tmp_path):
         res = subprocess.run([sys.executable, "-c", f"import {name}"], cwd=tmp_path, capture_output=True, text=True)
         assert res.returncode != 0, f"`import {name}` should fail after installation"
         assert "ModuleNotFoundError" in res.stderr
+
+
+@pytest.mark.regression
+def test_plain_install_reports_an_existing_run(quick_flow, tmp_path):
+    """``pip install .`` (not editable) into a fresh virtual environment, then ``prunehw report`` on a run: the
+    installed copy must carry everything it reads (the energy table is package data, not a source-tree path).
+    The fresh environment sees the test environment's third-party packages through a path file, so nothing is
+    downloaded; prunehw itself comes only from the plain install."""
+    import sysconfig
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    venv = tmp_path / "fresh"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    fresh_site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                     capture_output=True, text=True, check=True).stdout.strip())
+    (fresh_site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")   # (a path line: no editable hook)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--prefix", str(venv), str(root)], check=True, capture_output=True)
+    where = subprocess.run([str(py), "-c", "import prunehw.hw, prunehw.savings as s; print(prunehw.hw.__file__); "
+                            "print(s.DEFAULT_ENERGY_TABLE.is_file())"], capture_output=True, text=True, check=True)
+    hw_file, table_ok = where.stdout.split()
+    assert hw_file.startswith(str(venv)) and table_ok == "True", where.stdout
+    cfg = tmp_path / "run.toml"
+    cfg.write_text((root / "configs" / "quick.toml").read_text().replace('build_dir = "build"',
+                                                                       f'build_dir = "{quick_flow.cfg.build_dir}"'))
+    res = subprocess.run([str(venv / "bin" / "prunehw"), "report", "--config", str(cfg)], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (quick_flow.run_dir / "report.md").is_file() and "prunehw report" in res.stdout

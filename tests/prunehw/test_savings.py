@@ -46,7 +46,7 @@ def test_energy_table_is_data(tmp_path):
                                 "sram_64bit_access_pj": {"8192": 0.0}}))
     assert energy(ACT, DESC, load_energy_table(path))["total"] == 600.0   # only the multiplies cost here
     path.write_text(json.dumps({"mult_int8_pj": 1.0}))
-    from prunehw.errors import ConfigError
+    from prunehw.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="lacks 'source'"):
         load_energy_table(path)

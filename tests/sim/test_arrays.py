@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 from cli_helpers import need_tool
 
-from prunehw.config import ArrayConfig, LayerSpec as L, NetworkConfig
+from prunehw.core.config import ArrayConfig, LayerSpec as L, NetworkConfig
 from prunehw.export.contract import load_contract, save_contract
 from prunehw.hw.accelerator import COUNTERS
 from prunehw.hw.cycle_model import activity_model
 from prunehw.hw.generate import generate_verilog, program_for
-from prunehw.model.golden import golden
+from prunehw.export.golden import golden
 from prunehw.model.network import build_model
-from prunehw.model.quantize import quantize
+from prunehw.export.quantize import quantize
 from prunehw.sim.runner import run_rtl, simulator_missing
 
 NET = NetworkConfig((L("conv2d", filters=3, kernel=3), L("relu"), L("maxpool2d", pool=2), L("conv2d", filters=5, kernel=3),

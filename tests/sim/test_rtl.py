@@ -25,7 +25,7 @@ def _need(sim):
 
 
 def _check(flow, results, n):
-    from prunehw.artifacts import read_json
+    from prunehw.core.artifacts import read_json
 
     summary = read_json(flow.run_dir / "summary.json")["variants"]
     for v in VARIANTS:

@@ -16,7 +16,7 @@ import math
 import keras
 import numpy as np
 
-from prunehw.errors import ModelFileError
+from prunehw.core.errors import ModelFileError
 
 __all__ = ["quantize", "dequantized_model"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from prunehw.errors import DataError
+from prunehw.core.errors import DataError
 
 __all__ = ["requantize", "golden"]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prunehw.errors import ConfigError
+from prunehw.core.errors import ConfigError
 
 __all__ = [
     "LAYER_TYPES",

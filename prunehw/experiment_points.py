@@ -1,0 +1,153 @@
+"""The experiments' points: each a pruned model of the run's dense network, measured for what its figure needs.
+
+Points are cached in ``experiments/points.json`` by their parameters (and the dense model's hash), so a
+rerun redoes only new points and a later figure can add sizes or timings to an existing point.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from prunehw.core.artifacts import read_json, sha256_file, write_json
+
+__all__ = ["Points"]
+
+
+class Points:
+    """Cached experiment points of one run."""
+
+    def __init__(self, flow, force: bool):
+        self.flow = flow
+        self.cfg = flow.cfg
+        self.dir = flow.run_dir / "experiments"
+        self.cache_path = self.dir / "points.json"
+        self.dense_path = flow.train()
+        dense_hash = sha256_file(self.dense_path)
+        cache = {} if force else read_json(self.cache_path)
+        if cache.get("dense") != dense_hash or cache.get("budget") != self._budget():
+            cache = {}
+        self.cache = {"dense": dense_hash, "budget": self._budget(), "points": cache.get("points", {})}
+
+    def _budget(self) -> dict:
+        e = self.cfg.experiments
+        return {"steps": e.steps, "finetune_epochs": e.finetune_epochs, "prune": self.cfg.prune.to_dict(),
+                "array": self.cfg.array.to_dict(), "seed": self.cfg.seed}
+
+    def dense(self):
+        from prunehw.model.network import load_model
+
+        return load_model(self.dense_path)
+
+    def get(self, kind: str, sizes: bool = False, timing: bool = False, **params) -> dict:
+        """The point's record, pruning (once) and measuring what is asked and not yet measured.
+
+        The pruned model of each point is kept under ``experiments/models/``, so
+        a later figure can add sizes or timings without pruning again.
+        """
+        import hashlib
+
+        from prunehw.model.network import load_model, save_model
+
+        key = json.dumps({"kind": kind, **params}, sort_keys=True)
+        points = self.cache["points"]
+        model_path = self.dir / "models" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".keras")
+        model = None
+        if key not in points or (kind in ("unstructured", "matrix") and not model_path.is_file()):
+            model, record = getattr(self, f"_{kind}")(**params)
+            if model is not None:
+                save_model(model, model_path)
+            points[key] = {"kind": kind, **params, **record}
+        record = points[key]
+        need_sizes = sizes and "keras_bytes" not in record
+        need_time = timing and "seconds_dense_format_runs" not in record
+        if need_sizes or need_time:
+            model = model or load_model(model_path)
+            record.update(self._measure(model, need_sizes, need_time, sparse=kind == "unstructured"))
+        write_json(self.cache_path, self.cache)
+        return record
+
+    def _measure(self, model, sizes: bool, timing: bool, sparse: bool = False) -> dict:
+        from prunehw.model.inference import dense_forward, saved_sizes, sparse_forward, time_inference
+
+        out: dict = {}
+        data = self.flow.data
+        if sizes:
+            out.update({f"{k}_bytes": v for k, v in saved_sizes(model).items()})
+        if timing:
+            # every run is kept (a verdict needs the spread); the median is the figure plotted
+            reps = self.cfg.experiments.timing_repeats
+            forms = {"dense_format": dense_forward} | ({"sparse_format": sparse_forward} if sparse else {})
+            for form, forward in forms.items():
+                runs = time_inference(forward(model), data.x_test, reps)
+                out[f"seconds_{form}_runs"] = runs
+                out[f"seconds_{form}"] = float(np.median(runs))
+        return out
+
+    def _basics(self, model, total: int) -> dict:
+        from prunehw.model.network import weight_counts
+        from prunehw.model.train import evaluate
+
+        _, kept = weight_counts(model)
+        return {"accuracy": evaluate(model, self.flow.data.x_test, self.flow.data.y_test), "weights_kept": kept,
+                "ratio_measured": 1 - kept / total,
+                "params_stored": int(sum(np.prod(w.shape) for w in model.get_weights()))}
+
+    def _schedule(self, kind: str, ratio: float, full_budget: bool = False):
+        from prunehw.model.pruning_schedule import PruningSchedule
+
+        if full_budget:
+            return PruningSchedule(kind, ratio, self.cfg.prune.steps, self.cfg.prune.finetune_epochs)
+        e = self.cfg.experiments
+        return PruningSchedule(kind, ratio, e.steps, e.finetune_epochs)
+
+    def _unstructured(self, schedule: str, ratio: float, scope: str, full_budget: bool = False):
+        from prunehw.model.network import prunable_layers, set_seed, weight_counts
+        from prunehw.model.prune import prune_unstructured
+
+        model = self.dense()
+        total, _ = weight_counts(model)
+        set_seed(self.cfg.seed)
+        layers = {l.name: type(l).__name__ for l in prunable_layers(model)}
+        if scope == "all":
+            kw = dict(scope="global", layer_ratios=None)
+        else:
+            target = "Conv2D" if scope == "conv" else "Dense"
+            kw = dict(scope="per_layer", layer_ratios={n: (ratio if t == target else 0.0) for n, t in layers.items()})
+        p = self.cfg.prune
+        prune_unstructured(model, self.flow.data, self._schedule(schedule, ratio, full_budget), learning_rate=p.learning_rate,
+                           batch_size=p.batch_size, desc=f"{scope} {schedule} {ratio:.2f}", **kw)
+        return model, self._basics(model, total)
+
+    def _matrix(self, ratio: float, criterion: str):
+        from prunehw.model.matrix_prune import prune_matrix
+        from prunehw.model.network import set_seed, weight_counts
+
+        model = self.dense()
+        total, _ = weight_counts(model)
+        set_seed(self.cfg.seed)
+        p = self.cfg.prune
+        small, _, maps = prune_matrix(model, self.flow.data, self._schedule("iterative", ratio), criterion=criterion,
+                                      array=self.cfg.array, learning_rate=p.learning_rate, batch_size=p.batch_size,
+                                      calibration=p.calibration_images, seed=self.cfg.seed, desc=f"matrix {criterion} {ratio:.2f}")
+        return small, {**self._basics(small, total), "kept_shapes": [[len(m.rows), len(m.cols)] for m in maps]}
+
+    def _sensitivity(self, layer: str, ratio: float) -> dict:
+        from prunehw.model.network import prunable_layers
+        from prunehw.model.prune import apply_masks, magnitude_masks
+        from prunehw.model.train import evaluate
+
+        model = self.dense()
+        kernels = {l.name: l.kernel.numpy() for l in prunable_layers(model)}
+        apply_masks(model, magnitude_masks({layer: kernels[layer]}, ratio, "per_layer"))
+        return None, {"accuracy": evaluate(model, self.flow.data.x_test, self.flow.data.y_test)}
+
+    def _peer(self, schedule: str, ratio: float, full_budget: bool = False):
+        from prunehw.model.tfmot_peer import run_peer
+
+        sched = self._schedule(schedule, ratio, full_budget)
+        epochs = sum(e for _, e in sched.plan())
+        p = self.cfg.prune
+        return None, run_peer(self.dense(), self.cfg.data.to_dict(), schedule, ratio, epochs, p.batch_size,
+                              p.learning_rate, self.cfg.seed)

@@ -1,0 +1,181 @@
+"""The flow's verification stages: the accelerator's RTL under cocotb (``sim``) and the mutation campaign.
+
+A mixin of :class:`~prunehw.flow.Flow`, kept apart so each file does one thing: ``flow.py`` builds the
+artifacts stage by stage, this module checks the hardware against them and records what it measured.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from prunehw.core.artifacts import code_digest as _code
+from prunehw.core.artifacts import record_stage, sha256_file, stage_is_current, update_variant
+from prunehw.core.artifacts import stage_key as _key
+
+__all__ = ["VerifyStages"]
+
+
+class VerifyStages:
+    """``sim`` and ``mutate`` (they use the flow's ``cfg``, ``data``, ``run_dir``, ``log`` and earlier stages)."""
+
+    # -- sim (cocotb) --------------------------------------------------------------------------
+    def sim(self, variants: list[str], simulator: str, images: int, workers: int = 2, waves: bool = False,
+            force: bool = False) -> dict[str, dict]:
+        """Run each variant's RTL under cocotb in ``simulator`` on the first ``images`` test images (0 = all).
+
+        Jobs (variant x shard) run in ``workers`` simulator processes. Returns
+        {variant: merged result}; a missing simulator raises ``SimulatorMissing``.
+        """
+        from prunehw.core.artifacts import write_json
+        from prunehw.hw.accelerator import COUNTERS
+        from prunehw.sim.regression import Job, merge, run_jobs
+        from prunehw.sim.runner import SimulatorMissing, simulator_missing
+
+        reason = simulator_missing(simulator)
+        if reason:
+            raise SimulatorMissing(reason)
+        data = self.data
+        n = images or len(data.x_test)
+        if n > len(data.x_test):
+            from prunehw.core.errors import ConfigError
+
+            raise ConfigError(f"--images {n}: the test set has {len(data.x_test)} images")
+        img_path = self.sim_images()
+        images_digest = sha256_file(img_path)
+        jobs, keys, results, cached = [], {}, {}, set()
+        # every variant split into ``workers`` equal shards (each its own build), so the
+        # processes stay balanced even when one variant is much slower than another
+        shards = max(1, min(workers, n // 50))
+        for v in variants:
+            rtl_dir = self.rtl(v)
+            contract = self.quantize(v)
+            key = _key(sha256_file(rtl_dir / "prunehw_top.v"), sha256_file(contract), n, simulator, _code("sim"),
+                       images_digest)
+            keys[v] = key
+            stage = f"sim:{simulator}:{v}"
+            if not force and stage_is_current(self.run_dir, stage, key):
+                from prunehw.core.artifacts import read_json
+
+                results[v] = read_json(self.run_dir / v / f"sim_{simulator}" / "result.json")
+                cached.add(v)
+                continue
+            bounds = np.linspace(0, n, shards + 1).astype(int)
+            for s in range(shards):
+                jobs.append(Job(variant=v, simulator=simulator, start=int(bounds[s]), stop=int(bounds[s + 1]),
+                                images=str(img_path), contract=str(contract), desc=str(rtl_dir / "accelerator.json"),
+                                rtl_dir=str(rtl_dir), work_dir=str(self.run_dir / v / f"sim_{simulator}" / f"shard{s}"),
+                                waves=waves))
+        if jobs:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(jobs), desc=f"{simulator} jobs", unit="job")
+            parts = run_jobs(jobs, workers, progress=lambda r: bar.update(1))
+            bar.close()
+            for v in {j["variant"] for j in jobs}:
+                res = merge([p for p in parts if p["variant"] == v])
+                out = write_json(self.run_dir / v / f"sim_{simulator}" / "result.json", res)
+                record_stage(self.run_dir, f"sim:{simulator}:{v}", keys[v], [out])
+                results[v] = res
+        for v in variants:
+            self._record_sim(v, simulator, results[v], list(COUNTERS), cached=v in cached)
+        return results
+
+    def sim_images(self) -> Path:
+        """``sim_images.npz``: the run's current test images, which the RTL simulations read.
+
+        Rewritten whenever it differs from the current test set, so a changed
+        data config never leaves the RTL running on the old images.
+        """
+        img_path = self.run_dir / "sim_images.npz"
+        if not img_path.is_file() or not np.array_equal(np.load(img_path)["x"], self.data.x_test):
+            from prunehw.core.artifacts import atomic_path
+
+            with atomic_path(img_path) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, x=self.data.x_test)
+        return img_path
+
+    def _merge_layers(self, variant: str, new: list[dict]) -> list[dict]:
+        """Per-layer cycle entries with ``new`` figures laid over those already in summary.json (same layers)."""
+        from prunehw.core.artifacts import read_json
+
+        old = read_json(self.run_dir / "summary.json").get("variants", {}).get(variant, {})
+        before = {p["layer"]: p for p in old.get("cycles", {}).get("per_layer", [])}
+        return [{**before.get(p["layer"], {}), **p} for p in new]
+
+    def _record_sim(self, variant: str, simulator: str, res: dict, counter_names: list[str], cached: bool = False) -> None:
+        from prunehw.core.artifacts import read_json
+
+        desc = read_json(self.run_dir / variant / "rtl" / "accelerator.json")
+        ops = [o["name"] for o in desc["ops"]]
+        names = counter_names + ops
+        counters = [dict(zip(names, c)) for c in res["counters"]]
+        y = self.data.y_test[res["images"]]
+        acc = float(np.mean(np.argmax(np.array(res["logits"]), axis=1) == y)) if res["logits"] else None
+        tag = f"rtl_{simulator}"
+        entry: dict = {"bitexact": {tag: {"match": res["match"], "total": res["total"]}},
+                       "accuracy": {tag: acc, "images": {tag: len(res["images"])}}}
+        if res["first_mismatch"]:
+            entry["bitexact"][tag]["first_mismatch"] = res["first_mismatch"]
+        if counters:
+            first = counters[0]
+            same = all(c == first for c in counters)
+            analytic = desc["cycles_analytic"]
+            entry["cycles"] = {
+                "rtl": first["total_cycles"],
+                "rtl_equals_analytic": same and first["total_cycles"] == analytic["total"]
+                and all(first[o] == analytic["per_op"][o] for o in ops),
+                "per_layer": self._merge_layers(variant, [{"layer": o, "analytic": analytic["per_op"][o], "rtl": first[o]}
+                                                          for o in ops]),
+            }
+            # clock cycles from one start to the next in the testbench: serial (load after read-out) and
+            # overlapped (the next image loaded into the free slot during the inference); medians
+            gaps = res.get("intervals", {})
+            if gaps.get("serial") and gaps.get("overlapped"):
+                entry["cycles"]["interval"] = {k: int(np.median(gaps[k])) for k in ("serial", "overlapped")}
+            R, C = desc["array"]["rows"], desc["array"]["cols"]
+            entry["pe_utilization"] = first["macs"] / (first["total_cycles"] * R * C)
+            entry["activity"] = {k: first[k] for k in counter_names}
+            # every image's every activity counter (memory ports, array) against the analytic model
+            want = desc.get("activity_analytic", {})
+            entry["activity_equals_analytic"] = bool(want) and all(c[k] == want.get(k) for c in counters for k in counter_names)
+        update_variant(self.run_dir, variant, entry, replace=("activity",))
+        cyc = entry.get("cycles", {})
+        acc_text = f"{acc:.4f}" if acc is not None else "not measured"
+        self.log(f"sim {simulator} {variant}: {'up to date, ' if cached else ''}{res['match']}/{res['total']} images "
+                 f"bit-exact with the golden model, "
+                 f"RTL accuracy {acc_text}, {cyc.get('rtl')} cycles/image "
+                 f"({'equal to' if cyc.get('rtl_equals_analytic') else 'DIFFERENT from'} the analytic model; activity "
+                 f"counters {'equal to' if entry.get('activity_equals_analytic') else 'DIFFERENT from'} it on every image)")
+        if res["first_mismatch"]:
+            self.log(f"sim {simulator} {variant}: first mismatch: {res['first_mismatch']}")
+
+    # -- mutation campaign -----------------------------------------------------------------------
+    def mutate(self, variant: str, images: int, workers: int = 2, faults: list[str] | None = None) -> list[dict]:
+        """Single-fault mutants of ``variant``'s accelerator, each run on the first ``images`` test images."""
+        from prunehw.core.artifacts import atomic_path, update_summary
+        from prunehw.export.contract import load_contract
+        from prunehw.hw.generate import program_for
+        from prunehw.sim.mutation import run_campaign
+        from prunehw.sim.runner import SimulatorMissing, simulator_missing
+
+        reason = simulator_missing("verilator")
+        if reason:
+            raise SimulatorMissing(reason)
+        contract_path = self.quantize(variant)
+        program = program_for(load_contract(contract_path), self.cfg.array)
+        # the first test images plus two extreme ones (all white: saturates requantization;
+        # a checkerboard: exercises every lane and sign), so corner-case faults show too
+        x = self.data.x_test[:images]
+        white = np.full_like(x[:1], 255)
+        checker = (np.indices(x.shape[1:3]).sum(axis=0) % 2 * 255).astype(np.uint8).reshape(1, *x.shape[1:3], 1)
+        x = np.concatenate([x, white, np.broadcast_to(checker, white.shape)])
+        img_path = self.run_dir / "mutate" / "images.npz"
+        with atomic_path(img_path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, x=x)
+        rows = run_campaign(program, contract_path, img_path, len(x), self.run_dir / "mutate" / variant,
+                            workers=workers, faults=faults, log=self.log)
+        update_summary(self.run_dir, {"mutation": {variant: {"caught": sum(r["caught"] for r in rows), "total": len(rows),
+                                                             "images": images}}})
+        return rows
