@@ -10,7 +10,8 @@ no fixed-point number is written by hand anywhere else.
 Layer entries (in network order):
 
 - ``conv2d`` / ``dense``: ``kernel`` (conv), ``in_channels``/``out_channels``
-  (dense: inputs/units), ``weight`` {bits, frac}, ``bias`` {bits, frac},
+  (dense: inputs/units), ``weight`` {bits, frac, rounding}, ``bias`` {bits, frac, rounding}
+  (``rounding``: how the float values were rounded to integers, ``half_even``),
   ``accum`` {bits, frac}, ``output`` {bits, frac, signed, relu, name} where
   ``name`` is the ReLU layer fused into the output (hls4ml's separate layer)
   or null. The last weighted layer has ``output == accum`` (wide logits).

@@ -28,8 +28,17 @@ def _weight_frac(w: np.ndarray, bits: int) -> int:
     return math.floor(math.log2((2 ** (bits - 1) - 1) / peak))
 
 
-def _act_int_bits(peak: float) -> int:
-    return 0 if peak <= 0 else math.ceil(math.log2(peak))
+def _act_int_bits(peak: float, magnitude_bits: int) -> int:
+    """The fewest integer bits I whose format, with ``magnitude_bits`` bits above the sign, holds ``peak``
+    unsaturated: its maximum 2**I * (1 - 2**-magnitude_bits) >= peak. (ceil(log2(peak)) alone saturated a peak
+    that is exactly a power of two, or within one LSB below it.) Never negative: a peak below 1 gives every
+    bit to the fraction."""
+    if peak <= 0:
+        return 0
+    bits = max(0, math.floor(math.log2(peak)) + 1)
+    while 2.0 ** bits * (1 - 2.0 ** -magnitude_bits) < peak:
+        bits += 1
+    return bits
 
 
 def _input_magnitude(fmt: dict) -> int:
@@ -81,8 +90,10 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int = 8, act_
                 "rows": int(w.shape[0]), "out_channels": int(w.shape[1]),
                 "in_channels": int(k.shape[2]) if k.ndim == 4 else int(k.shape[0]),
                 "input": dict(fmt),
-                "weight": {"bits": weight_bits, "frac": fw},
-                "bias": {"bits": max(bias_bits, 2), "frac": facc},
+                # weights and biases are rounded to nearest, ties to even (np.rint); requantized activations
+                # round half up (their ``rounding``): both rules are recorded, the golden model reads integers
+                "weight": {"bits": weight_bits, "frac": fw, "rounding": "half_even"},
+                "bias": {"bits": max(bias_bits, 2), "frac": facc, "rounding": "half_even"},
                 "accum": {"bits": acc_bits, "frac": facc},
             }
             if k.ndim == 4:
@@ -100,7 +111,7 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int = 8, act_
             else:
                 src = acts[layers[i + 1].name] if relu_next else acts[layer.name]
                 peak = float(np.max(src)) if relu_next else float(np.max(np.abs(src)))
-                ibits = _act_int_bits(peak) + (0 if relu_next else 1)
+                ibits = _act_int_bits(peak, act_bits if relu_next else act_bits - 1) + (0 if relu_next else 1)
                 entry["output"] = {"bits": act_bits, "frac": act_bits - ibits, "signed": not relu_next, "relu": relu_next,
                                    "name": layers[i + 1].name if relu_next else None,
                                    "rounding": "half_up", "saturation": True, "calibration_peak": peak}

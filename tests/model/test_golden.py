@@ -125,3 +125,15 @@ def test_golden_refuses_wrong_images(small_contract):
         golden(small_contract, np.zeros((2, 28, 28, 1), np.float32))
     with pytest.raises(DataError, match=r"images are \(32, 32, 1\); the contract expects \(28, 28, 1\)"):
         golden(small_contract, np.zeros((2, 32, 32, 1), np.uint8))
+
+
+@pytest.mark.parametrize("peak, int_bits", [(4.0, 3), (3.98, 2), (3.99, 3), (4.01, 3), (1.0, 1), (0.75, 0), (0.3, 0),
+                                             (0.0, 0)])
+def test_activation_integer_bits_hold_the_calibration_peak(peak, int_bits):
+    """A peak that is exactly a power of two (or within an LSB below it) must not saturate its own maximum; a
+    peak below 1 gets no negative integer bits."""
+    from prunehw.export.quantize import _act_int_bits
+
+    assert _act_int_bits(peak, 8) == int_bits
+    frac = 8 - int_bits
+    assert (2 ** 8 - 1) * 2.0 ** -frac >= peak      # the unsigned 8-bit format's maximum holds the peak
