@@ -123,7 +123,6 @@ def test_overlap_needs_the_slot_swap(small_contract, tiny_data):
     assert not all(np.array_equal(l, w) for (l, _), w in zip(streamed, want))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["dense", "unstructured-0.90", "matrix-0.80"])
 def test_quick_flow_variants_on_mnist(quick_flow, mnist, variant):
     """The quick flow's trained and pruned variants, 3 MNIST test images each, on the default 8x8 array."""
