@@ -87,3 +87,42 @@ def golden(contract, x: np.ndarray, return_all: bool = False, batch: int = 1000)
         return out, {k: np.concatenate(v) for k, v in outs.items()}
     return out
 
+
+
+#: Events of one layer's arithmetic that a test stimulus should make happen, so that a design error in the
+#: logic that handles them shows: an accumulator that ReLU clamps to zero, a rounding tie (exactly half an
+#: output LSB discarded), a requantized value beyond the output range (saturation), and an accumulator that
+#: reaches into its top bits (within 1/8 of its range: carries through its widest adders).
+EVENTS = ("relu_clamp", "rounding_tie", "saturation", "accumulator_top")
+
+
+def layer_events(contract, x: np.ndarray, batch: int = 500) -> dict[str, np.ndarray]:
+    """{``<layer>:<event>``: bool per image} for every weighted layer and every event of :data:`EVENTS` that its
+    arithmetic can have (no rounding or saturation at the logits), computed with the golden model's own steps."""
+    x = x[..., None] if x.ndim == 3 else x
+    out: dict[str, list] = {}
+    for start in range(0, len(x), batch):
+        a = x[start:start + batch].astype(np.int64)
+        for layer in contract.layers:
+            if layer["type"] in ("conv2d", "dense"):
+                w, b = contract.weights[layer["name"]], contract.biases[layer["name"]]
+                cols = _im2col(a, layer["kernel"]) if layer["type"] == "conv2d" else a
+                acc = _matmul(cols, w, layer["accum"]["bits"]) + b
+                flat = acc.reshape(len(acc), -1)
+                o, name = layer["output"], layer["name"]
+                found = {"accumulator_top": (np.abs(flat) >= 2 ** (layer["accum"]["bits"] - 4)).any(axis=1)}
+                last = layer is contract.weighted()[-1]
+                if not last:
+                    relu = np.maximum(flat, 0) if o["relu"] else flat
+                    shift = layer["accum"]["frac"] - o["frac"]
+                    if o["relu"]:
+                        found["relu_clamp"] = (flat < 0).any(axis=1)
+                    if shift > 0:
+                        found["rounding_tie"] = ((relu & ((1 << shift) - 1)) == (1 << (shift - 1))).any(axis=1)
+                    q = (relu + (1 << (shift - 1))) >> shift if shift > 0 else relu << (-shift)
+                    lo, hi = ((-(1 << (o["bits"] - 1)), (1 << (o["bits"] - 1)) - 1) if o["signed"] else (0, (1 << o["bits"]) - 1))
+                    found["saturation"] = ((q > hi) | (q < lo)).any(axis=1)
+                for event, hit in found.items():
+                    out.setdefault(f"{name}:{event}", []).append(hit)
+            a = _layer(layer, a, contract)
+    return {k: np.concatenate(v) for k, v in out.items()}

@@ -164,18 +164,33 @@ class VerifyStages:
         if reason:
             raise SimulatorMissing(reason)
         contract_path = self.quantize(variant)
-        program = program_for(load_contract(contract_path), self.cfg.array)
-        # the first test images plus two extreme ones (all white: saturates requantization;
-        # a checkerboard: exercises every lane and sign), so corner-case faults show too
-        x = self.data.x_test[:images]
+        contract = load_contract(contract_path)
+        program = program_for(contract, self.cfg.array)
+        # the stimulus is chosen by coverage: the first test images, then test images and searched inputs until
+        # every arithmetic event of every layer happens (what cannot happen is reported, not counted), plus two
+        # extreme images (all white; a checkerboard: every lane and sign)
+        from prunehw.core.artifacts import write_csv
+        from prunehw.sim.stimulus import choose_stimulus
+
+        x, coverage = choose_stimulus(contract, self.data.x_test, images, seed=self.cfg.seed)
         white = np.full_like(x[:1], 255)
         checker = (np.indices(x.shape[1:3]).sum(axis=0) % 2 * 255).astype(np.uint8).reshape(1, *x.shape[1:3], 1)
         x = np.concatenate([x, white, np.broadcast_to(checker, white.shape)])
+        write_csv(self.run_dir / "mutate" / variant / "coverage.csv", coverage)
+        reached = [r for r in coverage if not r["covered_by"].startswith(("not reached", "unreachable"))]
+        missing = [r["event"] for r in coverage if r["covered_by"] == "not reached"]
+        unreachable = [r["event"] for r in coverage if r["covered_by"].startswith("unreachable")]
+        self.log(f"mutate {variant}: {len(x)} stimulus images cover {len(reached)}/{len(coverage)} layer events"
+                 + (f"; unreachable by any image: {', '.join(unreachable)}" if unreachable else "")
+                 + (f"; not reached: {', '.join(missing)}" if missing else "")
+                 + f" ({self.run_dir / 'mutate' / variant / 'coverage.csv'})")
         img_path = self.run_dir / "mutate" / "images.npz"
         with atomic_path(img_path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, x=x)
         rows = run_campaign(program, contract_path, img_path, len(x), self.run_dir / "mutate" / variant,
                             workers=workers, faults=faults, log=self.log)
-        update_summary(self.run_dir, {"mutation": {variant: {"caught": sum(r["caught"] for r in rows), "total": len(rows),
-                                                             "images": images}}})
+        update_summary(self.run_dir, {"mutation": {variant: {
+            "caught": sum(r["caught"] for r in rows), "total": len(rows), "images": len(x),
+            "coverage": {"events": len(coverage), "covered": len(reached), "not_reached": missing,
+                         "unreachable": unreachable}}}})
         return rows

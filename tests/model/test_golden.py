@@ -137,3 +137,26 @@ def test_activation_integer_bits_hold_the_calibration_peak(peak, int_bits):
     assert _act_int_bits(peak, 8) == int_bits
     frac = 8 - int_bits
     assert (2 ** 8 - 1) * 2.0 ** -frac >= peak      # the unsigned 8-bit format's maximum holds the peak
+
+
+def test_stimulus_covers_every_reachable_layer_event(small_contract, tiny_data):
+    """The mutation campaign's images: each layer event is covered by a chosen image, proven unreachable (the first
+    layer's exact extreme misses it), or reported as not reached; the chosen images really cause what they claim."""
+    from prunehw.export.golden import layer_events
+    from prunehw.sim.stimulus import choose_stimulus
+
+    images, rows = choose_stimulus(small_contract, tiny_data.x_test, 2)
+    assert len(images) >= 2 and {r["event"] for r in rows} == set(layer_events(small_contract, tiny_data.x_test[:1]))
+    hit = layer_events(small_contract, images)
+    for r in rows:
+        if r["covered_by"].startswith(("test image", "searched", "constructed")):
+            assert hit[r["event"]].any(), r
+        else:
+            assert r["covered_by"].startswith(("not reached", "unreachable")), r
+    # an event called unreachable never happens, whatever the image
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (200, 28, 28, 1)).astype(np.uint8)
+    wild = layer_events(small_contract, np.concatenate([noise, np.full((1, 28, 28, 1), 255, np.uint8)]))
+    for r in rows:
+        if r["covered_by"].startswith("unreachable"):
+            assert not wild[r["event"]].any(), r
