@@ -7,7 +7,6 @@ sees ``uint8 / 256`` (the numeric contract's ``ap_ufixed<8,0>`` input, exact).
 from __future__ import annotations
 
 import gzip
-import hashlib
 import importlib.util
 import pickle
 import zipfile
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from prunehw.core.artifacts import sha256_file
 from prunehw.core.config import DataConfig
 from prunehw.core.errors import DataError
 
@@ -64,10 +64,6 @@ def mnist_path() -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _to_uint8(x: np.ndarray, where: str) -> np.ndarray:
     scaled = np.asarray(x, dtype=np.float64) * 256.0
     pixels = np.rint(scaled)
@@ -81,7 +77,7 @@ def load_mnist(path: Path | None = None, expected_sha256: str = MNIST_SHA256) ->
     path = Path(path) if path is not None else mnist_path()
     if not path.is_file():
         raise DataError(f"MNIST file not found: {path}")
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if digest != expected_sha256:
         raise DataError(f"MNIST file {path} has sha256 {digest[:16]}..., expected {expected_sha256[:16]}...; refusing to unpickle it")
     with gzip.open(path, "rb") as fh:
@@ -145,7 +141,7 @@ def load_npz(path: Path | str, val_fraction: float = 0.1) -> Dataset:
         raise DataError(f"x_train has {len(x_train)} images; too few to hold out a validation set")
     return Dataset(
         x_train[:-n_val], y_train[:-n_val], x_train[-n_val:], y_train[-n_val:], x_test, y_test,
-        source=str(path), digest=_sha256(path),
+        source=str(path), digest=sha256_file(path),
     )
 
 

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from prunehw.core.artifacts import dir_bytes
 from prunehw.model.data import to_float
 
 __all__ = ["sparse_forward", "dense_forward", "time_inference", "saved_sizes"]
@@ -82,9 +83,6 @@ def dense_forward(model: keras.Model):
     return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
 
-def _dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-
 
 def saved_sizes(model: keras.Model) -> dict[str, int]:
     """Bytes of the model (weights and architecture, no optimizer state) as a ``.keras`` file, as a TensorFlow SavedModel, and the ``.keras`` file gzip'd."""
@@ -96,5 +94,5 @@ def saved_sizes(model: keras.Model) -> dict[str, int]:
         model.save(kpath)
         raw = kpath.read_bytes()
         model.export(str(Path(tmp) / "saved"), format="tf_saved_model", verbose=False)
-        return {"keras": len(raw), "savedmodel": _dir_bytes(Path(tmp) / "saved"),
+        return {"keras": len(raw), "savedmodel": dir_bytes(Path(tmp) / "saved"),
                 "gzip": len(gzip.compress(raw, compresslevel=9, mtime=0))}

@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from prunehw.core.artifacts import dir_bytes
+
 __all__ = ["peer_available", "run_peer"]
 
 
@@ -55,9 +57,6 @@ def run_peer(model, data_cfg: dict, schedule: str, ratio: float, epochs: int, ba
         raise RuntimeError(f"TFMOT peer failed: {tail}")
     return json.loads(res.stdout.strip().splitlines()[-1])
 
-
-def _dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
 def _child(job: dict) -> dict:
@@ -111,8 +110,8 @@ def _child(job: dict) -> dict:
     return {
         "accuracy": float(np.mean(np.argmax(logits, 1) == data.y_test)),
         "ratio_measured": zeros / total,
-        "savedmodel_bytes_with_pruning_state": _dir_bytes(tmp / "wrapped"),
-        "savedmodel_bytes_stripped": _dir_bytes(tmp / "stripped"),
+        "savedmodel_bytes_with_pruning_state": dir_bytes(tmp / "wrapped"),
+        "savedmodel_bytes_stripped": dir_bytes(tmp / "stripped"),
     }
 
 

@@ -46,13 +46,12 @@ class Points:
         The pruned model of each point is kept under ``experiments/models/``, so
         a later figure can add sizes or timings without pruning again.
         """
-        import hashlib
-
+        from prunehw.core.artifacts import stage_key
         from prunehw.model.network import load_model, save_model
 
         key = json.dumps({"kind": kind, **params}, sort_keys=True)
         points = self.cache["points"]
-        model_path = self.dir / "models" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".keras")
+        model_path = self.dir / "models" / (stage_key(key) + ".keras")
         model = None
         if key not in points or (kind in ("unstructured", "matrix") and not model_path.is_file()):
             model, record = getattr(self, f"_{kind}")(**params)

@@ -139,19 +139,23 @@ def sha256_file(path: Path | str) -> str:
     return h.hexdigest()
 
 
-def _merge(dst: dict, src: dict) -> dict:
+def deep_merge(dst: dict, src: dict) -> dict:
+    """A new dict: ``dst`` with ``src`` laid over it, nested dicts merged key by key (neither input changes)."""
+    out = dict(dst)
     for key, value in src.items():
-        if isinstance(value, dict) and isinstance(dst.get(key), dict):
-            _merge(dst[key], value)
-        else:
-            dst[key] = value
-    return dst
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def dir_bytes(path: Path | str) -> int:
+    """Bytes of every file under ``path``."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
 def update_summary(run_dir: Path, entries: dict) -> Path:
     """Deep-merge ``entries`` into ``run_dir/summary.json`` (atomically)."""
     path = Path(run_dir) / "summary.json"
-    return write_json(path, _merge(read_json(path), entries))
+    return write_json(path, deep_merge(read_json(path), entries))
 
 
 def update_variant(run_dir: Path, variant: str, entries: dict, replace: tuple[str, ...] = ()) -> Path:

@@ -9,8 +9,6 @@ for stage caching.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import tomllib
 import types
 import typing
@@ -444,7 +442,9 @@ class RunConfig(_Section):
         """A stable hash of the named sections plus the seed, for stage caching."""
         d = self.to_dict()
         payload = {"seed": self.seed, **{s: d[s] for s in sections}}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        from prunehw.core.artifacts import stage_key
+
+        return stage_key(payload)
 
 
 def read_toml(path: Path | str, what: str = "config file") -> dict:

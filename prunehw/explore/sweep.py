@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from prunehw.core.artifacts import deep_merge
 from prunehw.core.errors import ConfigError
 
 AXES = ("method", "ratio", "criterion", "weight_bits", "array", "dataflow")
@@ -61,13 +62,6 @@ def _parse_array(text: str) -> tuple[int, int]:
     return r, c
 
 
-def _merge(dst: dict, src: dict) -> dict:
-    out = dict(dst)
-    for k, v in src.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def load_sweep(path: Path | str) -> SweepConfig:
     """Parse and validate a sweep file; one-line ``ConfigError`` on anything wrong."""
     from prunehw.core.config import CRITERIA, PRUNE_METHODS, RunConfig, VariantConfig, read_toml
@@ -87,7 +81,7 @@ def load_sweep(path: Path | str) -> SweepConfig:
         base_raw = read_toml((path.parent / sweep["base"]).resolve(), "sweep.base: run config")
     for section in OVERRIDABLE:
         if section in raw:
-            base_raw = _merge(base_raw, {section: raw[section]})
+            base_raw = deep_merge(base_raw, {section: raw[section]})
     run = RunConfig.from_toml_dict(base_raw)
 
     axes_raw = raw.get("axes")
