@@ -42,3 +42,21 @@ def need_tool(reason: str | None) -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"CI=true and a required tool is missing: {reason}")
     pytest.skip(reason)
+
+
+def unpack_plain_install(target, work):
+    """The package as ``pip install .`` lays it out, unpacked into ``target`` from a wheel built in ``work``.
+
+    (pip is only asked to build: asked to install into another place, it uninstalls the editable install of
+    the environment running the tests.)"""
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(work),
+                    str(root)], check=True, capture_output=True)
+    (wheel,) = Path(work).glob("prunehw-*.whl")
+    zipfile.ZipFile(wheel).extractall(target)
+    return Path(target)

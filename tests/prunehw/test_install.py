@@ -21,12 +21,17 @@ def test_bare_folder_names_are_not_importable(tmp_path):
 
 @pytest.mark.regression
 def test_plain_install_reports_an_existing_run(quick_flow, tmp_path):
-    """``pip install .`` (not editable) into a fresh virtual environment, then ``prunehw report`` on a run: the
+    """A plain (not editable) install into a fresh virtual environment, then ``prunehw report`` on a run: the
     installed copy must carry everything it reads (the energy table is package data, not a source-tree path).
-    The fresh environment sees the test environment's third-party packages through a path file, so nothing is
-    downloaded; prunehw itself comes only from the plain install."""
+
+    The package is built as a wheel (``pip wheel``) and unpacked into the fresh environment, which is what
+    ``pip install`` does with it, without letting pip near the test environment (pip asked to install into
+    another prefix uninstalls the editable install it finds in its own). The fresh environment sees the test
+    environment's third-party packages through a path file, so nothing is downloaded."""
     import sysconfig
     from pathlib import Path
+
+    from cli_helpers import unpack_plain_install
 
     root = Path(__file__).resolve().parents[2]
     venv = tmp_path / "fresh"
@@ -34,17 +39,17 @@ def test_plain_install_reports_an_existing_run(quick_flow, tmp_path):
     py = venv / "bin" / "python"
     fresh_site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                      capture_output=True, text=True, check=True).stdout.strip())
+    unpack_plain_install(fresh_site, tmp_path / "wheels")
     (fresh_site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")   # (a path line: no editable hook)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--prefix", str(venv), str(root)], check=True, capture_output=True)
     where = subprocess.run([str(py), "-c", "import prunehw.hw, prunehw.savings as s; print(prunehw.hw.__file__); "
-                            "print(s.DEFAULT_ENERGY_TABLE.is_file())"], capture_output=True, text=True, check=True)
+                            "print(s.DEFAULT_ENERGY_TABLE.is_file())"], capture_output=True, text=True, check=True,
+                           cwd=tmp_path)
     hw_file, table_ok = where.stdout.split()
     assert hw_file.startswith(str(venv)) and table_ok == "True", where.stdout
     cfg = tmp_path / "run.toml"
     cfg.write_text((root / "configs" / "quick.toml").read_text().replace('build_dir = "build"',
                                                                        f'build_dir = "{quick_flow.cfg.build_dir}"'))
-    res = subprocess.run([str(venv / "bin" / "prunehw"), "report", "--config", str(cfg)], capture_output=True, text=True,
+    res = subprocess.run([str(py), "-m", "prunehw.cli", "report", "--config", str(cfg)], capture_output=True, text=True,
                          cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (quick_flow.run_dir / "report.md").is_file() and "prunehw report" in res.stdout

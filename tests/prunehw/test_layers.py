@@ -14,9 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    target = tmp_path_factory.mktemp("installed")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
-                    str(ROOT)], check=True, capture_output=True)
+    from cli_helpers import unpack_plain_install
+
+    target = unpack_plain_install(tmp_path_factory.mktemp("installed"), tmp_path_factory.mktemp("wheel"))
     assert (target / "prunehw" / "hw" / "accelerator.py").is_file()
     return target
 
