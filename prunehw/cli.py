@@ -18,6 +18,9 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.add_argument("--config", help="TOML run config (default: built-in defaults, see configs/default.toml)")
         p.add_argument("--force", action="store_true", help="redo the stage even when its artifacts are up to date")
+        if name not in ("prune", "explore"):   # (prune: --model is that variant's source; explore: a sweep file)
+            p.add_argument("--model", help="start from this trained .keras model instead of training [network] "
+                                           "(the config key run.model)")
         return p
 
     stage("train", "train the float network and save it as build/<run>/dense/model.keras")
@@ -144,6 +147,10 @@ def _run(args: argparse.Namespace) -> None:
     from prunehw.flow import Flow
 
     cfg = load_config(args.config)
+    if getattr(args, "model", None) and args.command != "prune":
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, model=args.model)
     flow = Flow(cfg)
     if args.command == "train":
         flow.train(force=args.force)
