@@ -216,8 +216,14 @@ class Flow(VerifyStages):
             "accuracy": {"float": acc, "images": {"float": int(len(self.data.y_test))}},
         })
         record_stage(self.run_dir, stage, key, outputs)
-        self.log(f"prune {variant.name}: {variant.schedule}, removed {(total_dense - kept) / total_dense:.4f} of "
+        measured = (total_dense - kept) / total_dense
+        self.log(f"prune {variant.name}: {variant.schedule}, removed {measured:.4f} of "
                  f"{total_dense} weights, test accuracy {acc:.4f}; wrote {out}")
+        if variant.method == "matrix" and variant.tile_aware and abs(measured - variant.ratio) > 0.01:
+            # say it: whole array tiles move the removed fraction away from the one asked for
+            self.log(f"prune {variant.name}: asked to remove {variant.ratio:.2f}, removed {measured:.4f}: kept rows and "
+                     f"columns are rounded to whole {self.cfg.array.rows}x{self.cfg.array.cols} array tiles "
+                     f"(tile_aware = false in the variant, or --no-tile-aware, gives the ratio asked for)")
         return out
 
     def variant_names(self) -> list[str]:
