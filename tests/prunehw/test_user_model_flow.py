@@ -31,7 +31,8 @@ def test_user_keras_model_runs_the_whole_flow(tmp_path, tiny_data):
     cfg = load_config(ROOT / "configs" / "quick.toml")
     cfg = dataclasses.replace(cfg, build_dir=str(tmp_path / "build"), model=str(path),
                               variants=(VariantConfig("matrix", 0.5, "iterative", "l1"),))
-    flow = Flow(cfg, log=lambda *a: None)
+    lines: list[str] = []
+    flow = Flow(cfg, log=lines.append)
     flow.train()
     summary = __import__("json").loads((flow.run_dir / "summary.json").read_text())
     rewrites = summary["train"]["rewrites"]
@@ -40,6 +41,9 @@ def test_user_keras_model_runs_the_whole_flow(tmp_path, tiny_data):
     assert summary["variants"]["dense"]["accuracy"]["float"] > 0.8
     variants = ["dense", "matrix-0.50"]
     flow.prune(cfg.variants[0])
+    removed = __import__("json").loads((flow.run_dir / "summary.json").read_text())["variants"]["matrix-0.50"]["ratio_measured"]
+    said = [l for l in lines if "asked to remove 0.50" in l]
+    assert bool(said) == (abs(removed - 0.5) > 0.01), (removed, said)   # tile rounding is said when it matters
     for v in variants:
         flow.export(v)
         flow.rtl(v)
