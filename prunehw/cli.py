@@ -18,6 +18,9 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.add_argument("--config", help="TOML run config (default: built-in defaults, see configs/default.toml)")
         p.add_argument("--force", action="store_true", help="redo the stage even when its artifacts are up to date")
+        if name not in ("prune", "explore"):   # (prune: --model is that variant's source; explore: a sweep file)
+            p.add_argument("--model", help="start from this trained .keras model instead of training [network] "
+                                           "(the config key run.model)")
         return p
 
     stage("train", "train the float network and save it as build/<run>/dense/model.keras")
@@ -27,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="prune this .keras file instead of the run's trained dense model")
     p.add_argument("--schedule", choices=("oneshot", "iterative"), default="iterative", help="pruning schedule (default iterative)")
     p.add_argument("--criterion", choices=("l1", "l2", "taylor", "fisher"), default="l1", help="ranking criterion (default l1)")
+    p.add_argument("--no-tile-aware", action="store_true",
+                   help="matrix pruning: remove the fraction asked for, not rounded to whole array tiles")
     for name, help in (("quantize", "quantize each variant to the numeric contract (contract.json + weights.npz) and run the golden model"),
                        ("export", "write the numeric contract and the hls4ml project of each variant; check hls4ml C-sim bit for bit"),
                        ("rtl", "generate each variant's accelerator Verilog (Amaranth) and its analytic cycle model")):
@@ -144,6 +149,10 @@ def _run(args: argparse.Namespace) -> None:
     from prunehw.flow import Flow
 
     cfg = load_config(args.config)
+    if getattr(args, "model", None) and args.command != "prune":
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, model=args.model)
     flow = Flow(cfg)
     if args.command == "train":
         flow.train(force=args.force)
@@ -154,7 +163,7 @@ def _run(args: argparse.Namespace) -> None:
             for variant in cfg.variants:
                 flow.prune(variant, force=args.force, source=args.model)
         else:
-            variant = VariantConfig(args.method, args.ratio, args.schedule, args.criterion)
+            variant = VariantConfig(args.method, args.ratio, args.schedule, args.criterion, tile_aware=not args.no_tile_aware)
             flow.with_variant(variant).prune(variant, force=args.force, source=args.model)
     elif args.command in ("quantize", "export", "rtl"):
         for name in _variant_names(args, flow):

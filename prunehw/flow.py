@@ -114,6 +114,8 @@ class Flow(VerifyStages):
         return self._once("train", self._train, force=force)
 
     def _train(self, force: bool = False) -> Path:
+        if self.cfg.model:
+            return self._import_model(force)
         from prunehw.model.network import build_model, save_model, weight_counts
         from prunehw.model.train import evaluate, train_float
 
@@ -135,6 +137,48 @@ class Flow(VerifyStages):
         })
         record_stage(self.run_dir, "train", key, [out])
         self.log(f"train: test accuracy {acc:.4f} on {len(data.y_test)} images, trained in {seconds:.1f} s; wrote {out}")
+        return out
+
+    def _import_model(self, force: bool = False) -> Path:
+        """The user's model (``run.model``) in place of training: rewritten into the supported layers
+        (``model.user_model.normalize``), checked against the data, saved as ``dense/model.keras``."""
+        import keras
+
+        from prunehw.core.errors import ModelFileError
+        from prunehw.model.network import check_finite, check_fits, check_supported, save_model, weight_counts
+        from prunehw.model.train import evaluate
+        from prunehw.model.user_model import normalize
+
+        src, out = Path(self.cfg.model), self.model_path("dense")
+        if not src.is_file():
+            raise ModelFileError(f"run.model: model file not found: {src}")
+        key = _key(self.cfg.key("data"), sha256_file(src), _code("model"))
+        if self._up_to_date("train", key, out, force):
+            return out
+        try:
+            raw = keras.saving.load_model(src, compile=False)
+        except Exception as exc:  # Keras raises many types (zipfile, h5py, ValueError) for a damaged file
+            reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+            raise ModelFileError(f"model file {src} is corrupt or not a Keras model ({reason})") from None
+        check_finite(raw, str(src))
+        model, notes = normalize(raw, str(src))
+        check_supported(model, str(src))
+        data = self.data
+        check_fits(model, data, str(src))
+        acc = evaluate(model, data.x_test, data.y_test)
+        total, kept = weight_counts(model)
+        save_model(model, out)
+        update_summary(self.run_dir, {"train": {"imported_from": str(src), "rewrites": notes}})
+        update_variant(self.run_dir, "dense", {
+            "method": "dense", "ratio_requested": 0.0, "ratio_measured": (total - kept) / total,
+            "weights_total": total, "weights_kept": kept,
+            "accuracy": {"float": acc, "images": {"float": int(len(data.y_test))}},
+        })
+        record_stage(self.run_dir, "train", key, [out])
+        for note in notes:
+            self.log(f"train: {note}")
+        self.log(f"train: imported {src} ({len(notes)} rewrites), test accuracy {acc:.4f} on {len(data.y_test)} "
+                 f"images; wrote {out}")
         return out
 
     # -- prune ------------------------------------------------------------------------
@@ -172,8 +216,14 @@ class Flow(VerifyStages):
             "accuracy": {"float": acc, "images": {"float": int(len(self.data.y_test))}},
         })
         record_stage(self.run_dir, stage, key, outputs)
-        self.log(f"prune {variant.name}: {variant.schedule}, removed {(total_dense - kept) / total_dense:.4f} of "
+        measured = (total_dense - kept) / total_dense
+        self.log(f"prune {variant.name}: {variant.schedule}, removed {measured:.4f} of "
                  f"{total_dense} weights, test accuracy {acc:.4f}; wrote {out}")
+        if variant.method == "matrix" and variant.tile_aware and abs(measured - variant.ratio) > 0.01:
+            # say it: whole array tiles move the removed fraction away from the one asked for
+            self.log(f"prune {variant.name}: asked to remove {variant.ratio:.2f}, removed {measured:.4f}: kept rows and "
+                     f"columns are rounded to whole {self.cfg.array.rows}x{self.cfg.array.cols} array tiles "
+                     f"(tile_aware = false in the variant, or --no-tile-aware, gives the ratio asked for)")
         return out
 
     def variant_names(self) -> list[str]:

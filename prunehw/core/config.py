@@ -384,12 +384,18 @@ class ExperimentsConfig(_Section):
             raise ConfigError(f"experiments.timing_tolerance = {self.timing_tolerance!r}; allowed: 0 <= tolerance < 1")
 
 
+#: keys of the ``[run]`` table (the other fields of RunConfig are sections of their own)
+_RUN_KEYS = ("name", "seed", "build_dir", "model")
+
+
 @dataclass(frozen=True)
 class RunConfig(_Section):
     _section = "run"
     name: str = "default"
     seed: int = 1234
     build_dir: str = "build"
+    #: a user's trained Keras model (``.keras``) to start from instead of training ``[network]``; "" trains
+    model: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -404,6 +410,8 @@ class RunConfig(_Section):
     def __post_init__(self):
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise ConfigError(f"run.name = {self.name!r}; allowed: a plain folder name")
+        if self.model and not self.model.endswith(".keras"):
+            raise ConfigError(f"run.model = {self.model!r}; allowed: a .keras file (or \"\" to train [network])")
         names = [v.name for v in self.variants]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -412,7 +420,7 @@ class RunConfig(_Section):
     @classmethod
     def _child(cls, where: str, key: str) -> str:
         # sections are named as in the TOML file ([train], not [run.train])
-        return f"run.{key}" if key in ("name", "seed", "build_dir") else key
+        return f"run.{key}" if key in _RUN_KEYS else key
 
     @classmethod
     def from_toml_dict(cls, raw: dict) -> "RunConfig":
@@ -421,7 +429,7 @@ class RunConfig(_Section):
         run = raw.pop("run", {})
         if not isinstance(run, dict):
             raise ConfigError("[run] must be a table")
-        sections = {f.name for f in dataclasses.fields(cls)} - {"name", "seed", "build_dir"}
+        sections = {f.name for f in dataclasses.fields(cls)} - set(_RUN_KEYS)
         unknown = sorted(set(raw) - sections)
         if unknown:
             raise ConfigError(f"config: unknown section {unknown[0]!r}; allowed: run, {', '.join(sorted(sections))}")
@@ -429,7 +437,7 @@ class RunConfig(_Section):
 
     def to_toml_dict(self) -> dict:
         d = self.to_dict()
-        return {"run": {k: d.pop(k) for k in ("name", "seed", "build_dir")}, **d}
+        return {"run": {k: d.pop(k) for k in _RUN_KEYS}, **d}
 
     @property
     def run_dir(self) -> Path:

@@ -1,0 +1,143 @@
+"""A user's own Keras model, rewritten into the layers the flow implements, computing the same function.
+
+Small CNNs and MLPs are usually written with conveniences the hardware does not need as layers of their
+own. :func:`normalize` rewrites them, layer by layer, into an equivalent sequential model of Conv2D and
+Dense (linear), ReLU, MaxPooling2D and Flatten:
+
+- an activation fused into Conv2D/Dense (``relu``; ``linear``) becomes a separate ReLU layer (or nothing);
+- ``ReLU`` and ``Activation("relu")`` layers stay ReLUs, ``Activation("linear")`` goes;
+- a ``softmax`` at the very end (fused or a layer of its own) is dropped: the flow works on logits, and
+  softmax does not change their argmax, so accuracy is unchanged (the notes say so);
+- ``Dropout`` (and the other inference no-ops: ``GaussianNoise``, ``GaussianDropout``, ``AlphaDropout``,
+  ``SpatialDropout2D``) go;
+- ``BatchNormalization`` right after a Conv2D or Dense (before or after its fused activation's place) is
+  folded into that layer's kernel and bias: ``gamma * (x - mean) / sqrt(var + eps) + beta``.
+
+Anything else (another activation, a BatchNormalization with no layer before it to fold into, padding
+``same``, strides, other layer types) is refused with one line naming the layer and what is supported.
+Each rewrite is listed in the returned notes, for the report.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from prunehw.core.errors import ModelFileError
+
+__all__ = ["normalize"]
+
+_NO_OPS = ("Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "SpatialDropout1D", "SpatialDropout2D")
+_SUPPORTED = ("Conv2D", "Dense", "ReLU", "MaxPooling2D", "Flatten", "Activation (relu, linear, softmax last)",
+              "BatchNormalization (after Conv2D/Dense)", "Dropout")
+
+
+def _activation_name(layer) -> str:
+    act = getattr(layer, "activation", None)
+    return getattr(act, "__name__", str(act)) if act is not None else "linear"
+
+
+def normalize(model: keras.Model, where: str = "model") -> tuple[keras.Model, list[str]]:
+    """(an equivalent model in the supported layers, notes on each rewrite); ``ModelFileError`` if it cannot be."""
+    src = [l for l in model.layers if type(l).__name__ != "InputLayer"]
+    plan: list[tuple[str, dict, list]] = []    # (kind, config, weights) of the rewritten layers
+    notes: list[str] = []
+    last_weighted = max((i for i, l in enumerate(src) if type(l).__name__ in ("Conv2D", "Dense")), default=-1)
+    for i, layer in enumerate(src):
+        kind, name = type(layer).__name__, layer.name
+        tail = all(type(l).__name__ in _NO_OPS or (type(l).__name__ == "Activation" and _activation_name(l) in
+                                                  ("softmax", "linear")) for l in src[i + 1:])
+        if kind in ("Conv2D", "Dense"):
+            if kind == "Conv2D" and (layer.padding != "valid" or tuple(layer.strides) != (1, 1)
+                                     or tuple(layer.dilation_rate) != (1, 1)):
+                raise ModelFileError(f"{where}: conv layer {name!r} uses padding {layer.padding!r}, strides "
+                                     f"{tuple(layer.strides)}; supported: valid padding, stride 1")
+            if kind == "Conv2D" and layer.kernel_size[0] != layer.kernel_size[1]:
+                raise ModelFileError(f"{where}: conv layer {name!r} has a {layer.kernel_size} kernel; supported: square kernels")
+            act = _activation_name(layer)
+            if act not in ("linear", "relu") and not (act == "softmax" and i == last_weighted and tail):
+                raise ModelFileError(f"{where}: layer {name!r} fuses activation {act!r}; supported: relu, linear, "
+                                     f"and softmax on the last layer")
+            cfg = {"name": name}
+            if kind == "Conv2D":
+                cfg.update(filters=layer.filters, kernel_size=layer.kernel_size[0])
+            else:
+                cfg.update(units=layer.units)
+            w = layer.get_weights()
+            kernel, bias = w[0], (w[1] if len(w) > 1 else np.zeros(w[0].shape[-1], w[0].dtype))
+            if len(w) == 1:
+                notes.append(f"{name}: no bias in the model; a zero bias added")
+            plan.append((kind, cfg, [kernel, bias]))
+            if act == "relu":
+                plan.append(("ReLU", {"name": f"{name}_relu"}, []))
+                notes.append(f"{name}: fused relu split into its own ReLU layer")
+            elif act == "softmax":
+                notes.append(f"{name}: final softmax dropped (the flow works on logits; argmax, so accuracy, unchanged)")
+        elif kind == "BatchNormalization":
+            j = len(plan) - 1     # (after a ReLU it cannot be folded: relu and the affine map do not commute)
+            if j < 0 or plan[j][0] not in ("Conv2D", "Dense"):
+                raise ModelFileError(f"{where}: BatchNormalization {name!r} does not follow a Conv2D or Dense directly; "
+                                     f"supported: BatchNormalization right after Conv2D/Dense (it is folded into it)")
+            gamma, beta, mean, var = (layer.get_weights() if layer.scale and layer.center else _bn_weights(layer))
+            scale = gamma / np.sqrt(var + layer.epsilon)
+            kernel, bias = plan[j][2]
+            plan[j] = (plan[j][0], plan[j][1], [kernel * scale, (bias - mean) * scale + beta])
+            notes.append(f"{name}: batch normalization folded into {plan[j][1]['name']!r}")
+        elif kind == "ReLU":
+            if layer.max_value is not None or float(layer.negative_slope) != 0.0 or float(layer.threshold) != 0.0:
+                raise ModelFileError(f"{where}: ReLU {name!r} has max_value/negative_slope/threshold; supported: plain ReLU")
+            plan.append(("ReLU", {"name": name}, []))
+        elif kind == "Activation":
+            act = _activation_name(layer)
+            if act == "relu":
+                plan.append(("ReLU", {"name": name}, []))
+                notes.append(f"{name}: Activation('relu') as a ReLU layer")
+            elif act == "linear":
+                notes.append(f"{name}: Activation('linear') dropped (identity)")
+            elif act == "softmax" and tail:
+                notes.append(f"{name}: final softmax dropped (the flow works on logits; argmax, so accuracy, unchanged)")
+            else:
+                raise ModelFileError(f"{where}: Activation {name!r} is {act!r}; supported: relu, linear, softmax at the end")
+        elif kind in _NO_OPS:
+            notes.append(f"{name}: {kind} dropped (no effect at inference)")
+        elif kind == "MaxPooling2D":
+            p = layer.pool_size
+            if p[0] != p[1] or tuple(layer.strides) != tuple(p) or layer.padding != "valid":
+                raise ModelFileError(f"{where}: MaxPooling2D {name!r} is {p} with strides {tuple(layer.strides)}, padding "
+                                     f"{layer.padding!r}; supported: square windows, strides equal to the window, valid")
+            plan.append(("MaxPooling2D", {"name": name, "pool_size": p[0]}, []))
+        elif kind == "Flatten":
+            plan.append(("Flatten", {"name": name}, []))
+        else:
+            raise ModelFileError(f"{where}: layer {name!r} has unsupported type {kind}; supported: {', '.join(_SUPPORTED)}")
+    return _build(model.inputs[0].shape[1:], plan), notes
+
+
+def _bn_weights(layer) -> tuple:
+    """gamma, beta, mean, var of a BatchNormalization without scale and/or center (their defaults 1 and 0)."""
+    w = list(layer.get_weights())
+    n = w[-1].shape[0]
+    gamma = w.pop(0) if layer.scale else np.ones(n, w[-1].dtype)
+    beta = w.pop(0) if layer.center else np.zeros(n, w[-1].dtype)
+    mean, var = w
+    return gamma, beta, mean, var
+
+
+def _build(input_shape, plan) -> keras.Model:
+    layers: list = [keras.Input(shape=tuple(input_shape))]
+    for kind, cfg, _ in plan:
+        if kind == "Conv2D":
+            layers.append(keras.layers.Conv2D(cfg["filters"], cfg["kernel_size"], name=cfg["name"]))
+        elif kind == "Dense":
+            layers.append(keras.layers.Dense(cfg["units"], name=cfg["name"]))
+        elif kind == "ReLU":
+            layers.append(keras.layers.ReLU(name=cfg["name"]))
+        elif kind == "MaxPooling2D":
+            layers.append(keras.layers.MaxPooling2D(cfg["pool_size"], name=cfg["name"]))
+        else:
+            layers.append(keras.layers.Flatten(name=cfg["name"]))
+    out = keras.Sequential(layers, name="user_model")
+    for (kind, cfg, weights), layer in zip(plan, out.layers):
+        if weights:
+            layer.set_weights([np.asarray(w, dtype=np.float32) for w in weights])
+    return out

@@ -1,0 +1,75 @@
+"""A user's Keras model rewritten into the supported layers computes the same function (float, to rounding)."""
+
+import keras
+import numpy as np
+import pytest
+
+from prunehw.core.errors import ModelFileError
+from prunehw.model.network import check_supported
+from prunehw.model.user_model import normalize
+
+
+def _models():
+    L = keras.layers
+    fused = keras.Sequential([keras.Input((28, 28, 1)), L.Conv2D(8, 5, activation="relu"), L.MaxPooling2D(), L.Flatten(),
+                              L.Dropout(0.3), L.Dense(32, activation="relu"), L.Dense(10, activation="softmax")])
+    bn = keras.Sequential([keras.Input((28, 28, 1)), L.Conv2D(6, 3), L.BatchNormalization(), L.ReLU(), L.MaxPooling2D(),
+                           L.Conv2D(8, 3, use_bias=False), L.BatchNormalization(), L.Activation("relu"), L.Flatten(),
+                           L.Dense(10), L.Activation("softmax")])
+    mlp = keras.Sequential([keras.Input((28, 28, 1)), L.Flatten(), L.Dense(24), L.BatchNormalization(scale=False),
+                            L.ReLU(), L.Dense(10, activation="linear")])
+    return {"fused": fused, "batchnorm": bn, "mlp": mlp}
+
+
+@pytest.mark.parametrize("name", ["fused", "batchnorm", "mlp"])
+def test_normalized_model_computes_the_same_logits(name):
+    model = _models()[name]
+    rng = np.random.default_rng(0)
+    for layer in model.layers:   # make batch normalization do something
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([rng.uniform(0.5, 2.0, w.shape).astype(np.float32) if i != len(layer.get_weights()) - 1
+                               else rng.uniform(0.5, 2.0, w.shape).astype(np.float32) for i, w in enumerate(layer.get_weights())])
+    x = rng.uniform(0, 1, (16, 28, 28, 1)).astype(np.float32)
+    out, notes = normalize(model)
+    check_supported(out, name)
+    want = model(x, training=False).numpy()
+    got = out(x, training=False).numpy()
+    if name != "mlp":       # (the original ends in softmax: compare with the logits' softmax, and the argmax)
+        got_p = keras.ops.softmax(got).numpy()
+        np.testing.assert_allclose(got_p, want, rtol=1e-4, atol=1e-6)
+        assert any("softmax dropped" in n for n in notes)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert (got.argmax(1) == want.argmax(1)).all()
+    if name == "batchnorm":
+        assert sum("folded" in n for n in notes) == 2
+
+
+@pytest.mark.parametrize("layers, match", [
+    (lambda L: [L.Conv2D(4, 3, padding="same"), L.Flatten(), L.Dense(10)], "padding 'same'"),
+    (lambda L: [L.Conv2D(4, 3, activation="tanh"), L.Flatten(), L.Dense(10)], "fuses activation 'tanh'"),
+    (lambda L: [L.BatchNormalization(), L.Flatten(), L.Dense(10)], "does not follow a Conv2D or Dense"),
+    (lambda L: [L.Conv2D(4, 3, activation="relu"), L.BatchNormalization(), L.Flatten(), L.Dense(10)],
+     "does not follow a Conv2D or Dense"),
+    (lambda L: [L.Conv2D(4, 3), L.AveragePooling2D(2), L.Flatten(), L.Dense(10)], "unsupported type AveragePooling2D"),
+    (lambda L: [L.Flatten(), L.Dense(10, activation="softmax"), L.Dense(10)], "fuses activation 'softmax'"),
+])
+def test_unsupported_layers_are_refused_in_one_line(layers, match):
+    model = keras.Sequential([keras.Input((28, 28, 1)), *layers(keras.layers)])
+    with pytest.raises(ModelFileError, match=match) as err:
+        normalize(model, "user.keras")
+    assert "\n" not in str(err.value)
+
+
+def test_run_model_key_and_missing_file(tmp_path):
+    from prunehw.core.config import RunConfig
+    from prunehw.core.errors import ConfigError
+    from prunehw.flow import Flow
+
+    with pytest.raises(ConfigError, match=r"run.model = 'net.h5'; allowed: a .keras file"):
+        RunConfig(model="net.h5")
+    cfg = RunConfig(build_dir=str(tmp_path), model=str(tmp_path / "absent.keras"))
+    assert RunConfig.from_toml_dict(cfg.to_toml_dict()) == cfg
+    with pytest.raises(ModelFileError, match="run.model: model file not found: .*absent.keras"):
+        Flow(cfg, log=lambda *a: None).train()
+    assert not (tmp_path / "default" / "dense" / "model.keras").exists()
