@@ -157,6 +157,13 @@ class Flow(VerifyStages):
         check_supported(model, str(src))
         data = self.data
         check_fits(model, data, str(src))
+        # what the array cannot hold is said now, not after pruning and quantizing (the rtl stage would)
+        channels, cols = model.inputs[0].shape[-1], self.cfg.array.cols
+        if channels > cols:
+            from prunehw.core.errors import ConfigError
+
+            raise ConfigError(f"{src}: the input has {channels} channels but the {self.cfg.array.rows}x{cols} array "
+                              f"holds at most {cols}; allowed: array.cols >= {channels}")
         acc = evaluate(model, data.x_test, data.y_test)
         total, kept = weight_counts(model)
         save_model(model, out)
