@@ -97,6 +97,13 @@ def save_contract(path: Path, spec: dict, weights: dict[str, np.ndarray], biases
 
     path = Path(path)
     npz = path.with_name("weights.npz")
+    by_name = {l["name"]: l for l in spec.get("layers", [])}
+    for name, w in weights.items():   # (an int8 cast would wrap silently)
+        bits = by_name.get(name, {}).get("weight", {}).get("bits", 8)
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        if bits > 8 or w.size and (int(w.min()) < lo or int(w.max()) > hi):
+            raise ModelFileError(f"layer {name!r}: weights span {int(w.min())}..{int(w.max())}, declared {bits}-bit; "
+                                 f"allowed: 2..8-bit weights within their declared range")
     with atomic_path(npz) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **{f"w:{k}": v.astype(np.int8) for k, v in weights.items()},

@@ -56,8 +56,8 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int = 8, act_
     """
     from prunehw.model.data import to_float
 
-    if not 2 <= weight_bits <= 16 or not 2 <= act_bits <= 16:
-        raise ValueError(f"weight_bits={weight_bits}, act_bits={act_bits}; allowed: 2..16")
+    if not 2 <= weight_bits <= 8 or not 2 <= act_bits <= 8:
+        raise ValueError(f"weight_bits={weight_bits}, act_bits={act_bits}; allowed: 2..8 (the contract stores int8 weights)")
     # float activations after every layer on the calibration set
     acts, x = {}, to_float(calib_x)
     for layer in model.layers:

@@ -12,7 +12,7 @@ from prunehw.hw.cycle_model import activity_model, cycle_model
 from prunehw.hw.ecp5 import MODELS_FILE, ECP5, write_sim_models
 from prunehw.hw.program import MatmulOp, Program, build_program
 
-__all__ = ["TOP_NAME", "program_for", "describe", "generate_verilog", "write_verilog"]
+__all__ = ["TOP_NAME", "check_counters_fit", "program_for", "describe", "generate_verilog", "write_verilog"]
 
 TOP_NAME = "prunehw_top"
 
@@ -88,9 +88,20 @@ def write_verilog(top: Accelerator, out_dir: Path) -> Path:
     return write_bytes(Path(out_dir) / f"{TOP_NAME}.v", text.encode())
 
 
+def check_counters_fit(activity: dict[str, int], bits: int = 32) -> None:
+    """Refuse (before any Verilog is written) a network whose per-image counts would wrap the host port's
+    ``bits``-bit counters: a wrapped counter would still be compared with the model, and misread."""
+    over = {k: v for k, v in activity.items() if v >= 1 << bits}
+    if over:
+        name, value = max(over.items(), key=lambda kv: kv[1])
+        raise ConfigError(f"counter {name!r} would reach {value} in one inference, beyond the accelerator's {bits}-bit "
+                          f"counters; allowed: networks whose counts stay below {1 << bits}")
+
+
 def generate_verilog(contract, array: ArrayConfig, out_dir: Path) -> tuple[Path, Path, dict]:
     """Write ``<out_dir>/prunehw_top.v`` and ``accelerator.json``; returns their paths and the description."""
     program = program_for(contract, array)
+    check_counters_fit(activity_model(program))
     top = Accelerator(program)
     out_dir = Path(out_dir)
     v = write_verilog(top, out_dir)

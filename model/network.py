@@ -115,17 +115,19 @@ def check_fits(model: keras.Model, data, where: str) -> None:
         raise ModelFileError(f"{where}: model has {units} outputs but the data set has {data.n_classes} classes")
 
 
-def load_model(path: Path | str) -> keras.Model:
-    """Load a ``.keras`` file, with clear errors for missing, corrupt or unusable files."""
+def load_model(path: Path | str, supported: bool = True, what: str = "model file") -> keras.Model:
+    """Load a ``.keras`` file, with clear errors for missing, corrupt or unusable files (weights that are not
+    finite; with ``supported``, layers the flow does not implement)."""
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"model file not found: {path}")
+        raise ModelFileError(f"{what} not found: {path}")
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types (zipfile, h5py, ValueError) for a damaged file
         reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         raise ModelFileError(f"model file {path} is corrupt or not a Keras model ({reason})") from None
-    check_supported(model, str(path))
+    if supported:
+        check_supported(model, str(path))
     check_finite(model, str(path))
     return model
 

@@ -142,29 +142,28 @@ class Flow(VerifyStages):
     def _import_model(self, force: bool = False) -> Path:
         """The user's model (``run.model``) in place of training: rewritten into the supported layers
         (``model.user_model.normalize``), checked against the data, saved as ``dense/model.keras``."""
-        import keras
-
-        from prunehw.core.errors import ModelFileError
-        from prunehw.model.network import check_finite, check_fits, check_supported, save_model, weight_counts
+        from prunehw.model.network import check_fits, check_supported, load_model, save_model, weight_counts
         from prunehw.model.train import evaluate
         from prunehw.model.user_model import normalize
 
         src, out = Path(self.cfg.model), self.model_path("dense")
         if not src.is_file():
-            raise ModelFileError(f"run.model: model file not found: {src}")
+            load_model(src, what="run.model: model file")        # (raises: not found)
         key = _key(self.cfg.key("data"), sha256_file(src), _code("model"))
         if self._up_to_date("train", key, out, force):
             return out
-        try:
-            raw = keras.saving.load_model(src, compile=False)
-        except Exception as exc:  # Keras raises many types (zipfile, h5py, ValueError) for a damaged file
-            reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-            raise ModelFileError(f"model file {src} is corrupt or not a Keras model ({reason})") from None
-        check_finite(raw, str(src))
+        raw = load_model(src, supported=False)    # (corrupt files and non-finite weights refused here)
         model, notes = normalize(raw, str(src))
         check_supported(model, str(src))
         data = self.data
         check_fits(model, data, str(src))
+        # what the array cannot hold is said now, not after pruning and quantizing (the rtl stage would)
+        channels, cols = model.inputs[0].shape[-1], self.cfg.array.cols
+        if channels > cols:
+            from prunehw.core.errors import ConfigError
+
+            raise ConfigError(f"{src}: the input has {channels} channels but the {self.cfg.array.rows}x{cols} array "
+                              f"holds at most {cols}; allowed: array.cols >= {channels}")
         acc = evaluate(model, data.x_test, data.y_test)
         total, kept = weight_counts(model)
         save_model(model, out)

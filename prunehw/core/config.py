@@ -312,8 +312,9 @@ class QuantConfig(_Section):
     def __post_init__(self):
         for name in ("weight_bits", "act_bits"):
             v = getattr(self, name)
-            if not 2 <= v <= 16:
-                raise ConfigError(f"quant.{name} = {v!r}; allowed: 2..16")
+            if isinstance(v, bool) or not isinstance(v, int) or not 2 <= v <= 8:
+                raise ConfigError(f"quant.{name} = {v!r}; allowed: integers 2..8 (the array's multipliers and "
+                                  f"activation buffers are 8-bit)")
         _check_positive("quant.calibration_images", self.calibration_images)
         _check_positive("quant.hls_images", self.hls_images, allow_zero=True)
         _check_positive("quant.workers", self.workers)

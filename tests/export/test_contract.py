@@ -45,3 +45,21 @@ def test_damaged_contract(tmp_path, damage, message):
     with pytest.raises(ModelFileError) as exc:
         load_contract(path)
     assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_weights_beyond_their_declared_width_are_refused_not_wrapped(tmp_path):
+    """An int8 cast used to wrap a 9-bit weight silently; now the writer refuses, naming the layer and the range."""
+    from prunehw.core.errors import ModelFileError
+
+    with pytest.raises(ModelFileError, match=r"layer 'd': weights span 0..200, declared 8-bit"):
+        save_contract(tmp_path / "contract.json", _spec(), {"d": np.array([[0, 200]] * 4)}, {"d": np.array([1, -1])})
+    assert not (tmp_path / "contract.json").exists() and not (tmp_path / "weights.npz").exists()
+
+
+@pytest.mark.parametrize("bits", [1, 9, 16])
+def test_bit_widths_the_hardware_cannot_hold_are_refused_at_config_time(bits):
+    from prunehw.core.config import QuantConfig
+    from prunehw.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"quant.weight_bits = {bits}; allowed: integers 2..8"):
+        QuantConfig(weight_bits=bits)

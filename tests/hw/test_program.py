@@ -125,3 +125,13 @@ def test_buffers_read_one_word_a_beat_are_kept_in_one_copy(rng):
 def test_array_too_narrow_for_the_input(rng):
     with pytest.raises(ValueError, match="the input has 3 channels but an array with 2 columns"):
         build_program(_contract(rng), ArrayConfig(rows=2, cols=2))
+
+
+def test_counts_that_would_wrap_the_counters_are_refused():
+    from prunehw.core.errors import ConfigError
+    from prunehw.hw.generate import check_counters_fit
+
+    check_counters_fit({"total_cycles": 2 ** 32 - 1, "macs": 5})
+    with pytest.raises(ConfigError, match=r"counter 'macs' would reach 4294967296 in one inference, beyond the "
+                                          r"accelerator's 32-bit counters"):
+        check_counters_fit({"total_cycles": 10, "macs": 2 ** 32})

@@ -73,3 +73,23 @@ def test_run_model_key_and_missing_file(tmp_path):
     with pytest.raises(ModelFileError, match="run.model: model file not found: .*absent.keras"):
         Flow(cfg, log=lambda *a: None).train()
     assert not (tmp_path / "default" / "dense" / "model.keras").exists()
+
+
+def test_an_input_the_array_cannot_hold_is_refused_at_import(tmp_path):
+    """Three input channels on a 2-column array: said when the model is imported, before any long stage."""
+    from prunehw.core.config import ArrayConfig, DataConfig, RunConfig
+    from prunehw.core.errors import ConfigError
+    from prunehw.flow import Flow
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data.npz"
+    np.savez(data, x_train=rng.integers(0, 256, (40, 8, 8, 3)).astype(np.uint8), y_train=np.arange(40) % 4,
+             x_test=rng.integers(0, 256, (8, 8, 8, 3)).astype(np.uint8), y_test=np.arange(8) % 4)
+    L = keras.layers
+    model = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(2, 3, activation="relu"), L.Flatten(), L.Dense(4)])
+    model.save(tmp_path / "rgb.keras")
+    cfg = RunConfig(build_dir=str(tmp_path / "build"), model=str(tmp_path / "rgb.keras"),
+                    data=DataConfig(source=str(data)), array=ArrayConfig(rows=2, cols=2))
+    with pytest.raises(ConfigError, match=r"the input has 3 channels but the 2x2 array holds at most 2"):
+        Flow(cfg, log=lambda *a: None).train()
+    assert not (tmp_path / "build" / "default" / "dense" / "model.keras").exists()
