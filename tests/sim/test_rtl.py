@@ -15,10 +15,10 @@ from cli_helpers import need_tool
 from prunehw.sim.runner import simulator_missing
 
 VARIANTS = ["dense", "unstructured-0.90", "matrix-0.80"]
-#: Icarus images per variant in the regression: 12 keeps the whole of .ci/run within its time (40 took about
+#: Icarus images per variant in the regression: 8 keeps the whole of .ci/run within its time (40 took about
 #: 20 minutes per variant after the image double buffer and the one-copy buffers, which Icarus, event by
 #: event, simulates about three times slower than the design before); the logits of each must still match.
-ICARUS_IMAGES = 12
+ICARUS_IMAGES = 8
 
 
 def _need(sim):
