@@ -64,7 +64,8 @@ class Accelerator(wiring.Component):
     """See the module docstring. ``program`` fixes every size and ROM image.
 
     ``fault`` (a name from :data:`~prunehw.hw.faults.FAULTS`) builds that single design error in, for the
-    mutation campaign; ``taps`` is the general hook (:mod:`~prunehw.hw.taps`). Real designs use neither.
+    mutation campaign; ``taps`` is the general hook (:mod:`~prunehw.hw.taps`); a hook that chooses its fault at
+    run time (``SelectTaps``) adds a ``fault_select`` input. Real designs use none of these.
     """
 
     def __init__(self, program: Program, *, fault: str | None = None, taps=None):
@@ -93,7 +94,11 @@ class Accelerator(wiring.Component):
             "img_we": In(1), "img_pixel": In(range(max(2, h * w))), "img_chan": In(range(max(2, self.C))),
             "img_data": In(8),
             "csr_addr": In(range(max(2, program.n_logits + self.n_counters))), "csr_data": Out(32),
+            # the mutation campaign's shared build only (``hw.faults.SelectTaps``): which built-in fault is on
+            **({"fault_select": In(range(len(self.taps.names) + 1))} if hasattr(self.taps, "bind") else {}),
         })
+        if hasattr(self.taps, "bind"):
+            self.taps.bind(self.fault_select)
 
     def host_map(self) -> dict[str, int]:
         """{register name: address} of the host port: ``logit<i>``, then the counters, then ``cycles_<op>``."""

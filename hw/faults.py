@@ -13,11 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from amaranth import Const
+from amaranth import Const, Mux, Value, ValueCastable
+from amaranth.lib import data
 
 from prunehw.hw.taps import Taps
 
-__all__ = ["FAULTS", "Fault", "FaultTaps"]
+__all__ = ["FAULTS", "Fault", "FaultTaps", "SelectTaps"]
 
 
 def _always(where: dict) -> bool:
@@ -109,3 +110,58 @@ class FaultTaps(Taps):
         if point == f.point and f.applies(where):
             return f.change(value, where)
         return value
+
+
+class SelectTaps(Taps):
+    """The hook with many faults built in at once, one chosen at run time: the mutation campaign's shared build.
+
+    Fault ``i`` of ``names`` (1-based) is active while the accelerator's ``fault_select`` input equals ``i``; 0
+    is the production behaviour. A point whose value is an Amaranth value gets a multiplexer per fault that
+    applies there (elementwise for a list of values). A point whose value is a Python constant fixes the
+    design's structure (a register chain's depth, an index), which no multiplexer can choose: the faults that
+    meet one are left out of this build and listed in ``static``, to be built one by one with
+    :class:`FaultTaps`.
+    """
+
+    def __init__(self, names: list[str]):
+        unknown = [n for n in names if n not in FAULTS]
+        if unknown:
+            raise ValueError(f"fault {unknown[0]!r} is unknown; allowed: {', '.join(FAULTS)}")
+        self.names = list(names)
+        self.static: set[str] = set()
+        self.select = None  # the accelerator's ``fault_select`` port, bound before elaboration
+
+    def bind(self, port) -> None:
+        """Take ``port`` (the accelerator's ``fault_select`` input) as the selection."""
+        self.select = port
+
+    @property
+    def selectable(self) -> list[str]:
+        """The faults this build can switch on (known once the design has been elaborated)."""
+        return [n for n in self.names if n not in self.static]
+
+    def index(self, name: str) -> int:
+        """The ``fault_select`` value that switches ``name`` on."""
+        return self.names.index(name) + 1
+
+    def __call__(self, point: str, value, **where):
+        for i, name in enumerate(self.names, start=1):
+            f = FAULTS[name]
+            if point != f.point or not f.applies(where):
+                continue
+            if isinstance(value, list) and all(isinstance(v, (Value, ValueCastable)) for v in value):
+                changed = f.change(value, where)
+                value = [_choose(self.select == i, c, v) for c, v in zip(changed, value)]
+            elif isinstance(value, (Value, ValueCastable)):
+                value = _choose(self.select == i, f.change(value, where), value)
+            else:
+                self.static.add(name)
+        return value
+
+
+def _choose(on, faulty, value):
+    """``faulty`` while ``on``, else ``value``; a structured value (a ``lib.data`` view) keeps its layout."""
+    if isinstance(value, data.View):
+        raw = Value.cast(value)
+        return data.View(value.shape(), Mux(on, Value.cast(faulty), raw)[:len(raw)])
+    return Mux(on, faulty, value)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Array, Module, Mux, Signal, signed
+from amaranth import Array, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -153,7 +153,7 @@ def requantize(acc_frac: int, out: dict, taps=PASS, where=None):
 
     def round_(acc):
         v = Mux(acc[-1], 0, acc) if out["relu"] else acc   # the sign bit: no comparator on the path
-        return v + taps("requant.half", 1 << (shift - 1), **where) if shift > 0 else v
+        return v + taps("requant.half", Const(1 << (shift - 1)), **where) if shift > 0 else v
 
     def saturate(rounded):
         q = rounded >> shift if shift > 0 else rounded << (-shift)

@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="simulator processes (default 2)")
     p.add_argument("--waves", action="store_true", help="dump waveforms (slow)")
     p = stage("mutate", "mutation campaign: single faults built into copies of the RTL, each run through cocotb")
-    p.add_argument("--variant", default="dense", help="variant whose RTL is mutated (default dense)")
+    p.add_argument("--variant", action="append",
+                   help="variant whose RTL is mutated (repeatable; default: dense and every configured variant)")
     p.add_argument("--images", type=int, default=10, help="fixed test images per mutant (default 10)")
     p.add_argument("--fault", action="append", help="only this fault (repeatable; default all)")
     p.add_argument("--workers", type=int, default=2)
@@ -180,13 +181,14 @@ def _run(args: argparse.Namespace) -> None:
         except SimulatorMissing as exc:
             _missing_tool(f"sim {args.simulator}", exc)
     elif args.command == "mutate":
-        if args.variant != "dense":
-            cfg.variant(args.variant)
         if args.images < 1 or args.workers < 1:
             raise PrunehwError(f"--images {args.images} / --workers {args.workers}: allowed: both >= 1")
-        rows = flow.mutate(args.variant, args.images, workers=args.workers, faults=args.fault)
-        if not all(r["caught"] for r in rows):
-            raise PrunehwError(f"{sum(not r['caught'] for r in rows)} fault(s) were not caught: the test set has a hole")
+        missed = {}
+        for name in _variant_names(args, flow):
+            rows = flow.mutate(name, args.images, workers=args.workers, faults=args.fault)
+            missed.update({f"{name}:{r['fault']}": r for r in rows if not r["caught"]})
+        if missed:
+            raise PrunehwError(f"{len(missed)} fault(s) were not caught ({', '.join(missed)}): the test set has a hole")
     elif args.command == "synth":
         from prunehw.synth_report import ToolMissing, synth_variants
 

@@ -1,32 +1,44 @@
-"""The mutation campaign: build each single fault of ``hw.faults`` into a copy of a variant's RTL, run the
-cocotb regression on a fixed image subset, and record whether and how the fault was caught.
+"""The mutation campaign: build the single faults of ``hw.faults`` into copies of a variant's RTL, run the cocotb
+regression on a fixed image subset with each fault switched on, and record whether and how it was caught.
 
 A fault is caught when, on some image, the logits differ from the golden
 model's or a counter (cycles, per-op cycles, memory and array activity)
-differs from the analytic model. Every fault must
-be caught; one that is not shows a hole in the test set.
+differs from the analytic model. Every fault must be caught; one that is
+not shows a hole in the test set.
+
+Builds: most faults change a value the design computes, and these all go
+into ONE shared build behind a ``fault_select`` input
+(:class:`~prunehw.hw.faults.SelectTaps`), run once per fault, plus once with
+no fault as the control (which must be bit-exact, else the campaign is void).
+A fault that changes the design's structure (a register chain's depth, a
+constant index) gets a build of its own (:class:`~prunehw.hw.faults.FaultTaps`).
+One Verilator build per variant instead of one per fault is what lets the
+campaign run on every variant.
 """
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
-from prunehw.core.artifacts import atomic_path, write_json
+from prunehw.core.artifacts import write_csv, write_json
 from prunehw.hw.accelerator import COUNTERS, Accelerator
 from prunehw.hw.cycle_model import activity_model, cycle_model
-from prunehw.hw.faults import FAULTS
+from prunehw.hw.faults import FAULTS, FaultTaps, SelectTaps
 from prunehw.hw.generate import describe, write_verilog
 from prunehw.sim.regression import Job, run_jobs
 
 __all__ = ["run_campaign"]
 
 
-def _mutant(program, fault: str, out_dir: Path) -> Path:
-    top = Accelerator(program, fault=fault)
+def _build(program, taps, out_dir: Path) -> dict:
+    """Write the design with ``taps`` into ``out_dir``; returns its description (also written beside it)."""
+    top = Accelerator(program, taps=taps)
     write_verilog(top, out_dir)
-    write_json(out_dir / "accelerator.json", describe(program, top))
-    return out_dir
+    desc = describe(program, top)
+    if isinstance(taps, SelectTaps):
+        desc["fault_select"] = {"bits": len(top.fault_select), "faults": {n: taps.index(n) for n in taps.selectable}}
+    write_json(out_dir / "accelerator.json", desc)
+    return desc
 
 
 def run_campaign(program, contract_path: Path, images_npz: Path, n_images: int, out_dir: Path, simulator: str = "verilator",
@@ -40,33 +52,50 @@ def run_campaign(program, contract_path: Path, images_npz: Path, n_images: int, 
         from prunehw.core.errors import ConfigError
 
         raise ConfigError(f"fault {unknown[0]!r} is unknown; allowed: {', '.join(FAULTS)}")
+    out_dir = Path(out_dir)
     model, activity = cycle_model(program), activity_model(program)
     expected = [activity[k] for k in COUNTERS] + [model.per_op[o.name] for o in program.ops]
-    jobs = []
-    for f in tqdm(names, desc="generating mutants", unit="mutant"):
-        rtl = _mutant(program, f, Path(out_dir) / f / "rtl")
-        jobs.append(Job(variant=f, simulator=simulator, start=0, stop=n_images, images=str(images_npz),
-                        contract=str(contract_path), desc=str(rtl / "accelerator.json"), rtl_dir=str(rtl),
-                        work_dir=str(Path(out_dir) / f / "sim")))
-    bar = tqdm(total=len(jobs), desc="mutants simulated", unit="mutant")
-    results = run_jobs(jobs, workers, progress=lambda r: bar.update(1))
+    common = {"simulator": simulator, "start": 0, "stop": n_images, "images": str(images_npz),
+              "contract": str(contract_path)}
+
+    shared = SelectTaps(names)
+    _build(program, shared, out_dir / "shared" / "rtl")
+    alone = [f for f in names if f in shared.static]
+    selects = [0] + [shared.index(f) for f in shared.selectable]
+    jobs = [Job(variant="shared", selects=selects, desc=str(out_dir / "shared" / "rtl" / "accelerator.json"),
+                rtl_dir=str(out_dir / "shared" / "rtl"), work_dir=str(out_dir / "shared" / "sim"), **common)]
+    for f in tqdm(alone, desc="structural mutants", unit="mutant"):
+        _build(program, FaultTaps(f), out_dir / f / "rtl")
+        jobs.append(Job(variant=f, desc=str(out_dir / f / "rtl" / "accelerator.json"), rtl_dir=str(out_dir / f / "rtl"),
+                        work_dir=str(out_dir / f / "sim"), **common))
+    log(f"mutation campaign: {len(shared.selectable)} faults in one shared build (fault_select), "
+        f"{len(alone)} structural ones built alone ({', '.join(alone) or 'none'})")
+    bar = tqdm(total=len(jobs), desc="mutant builds simulated", unit="build")
+    done = run_jobs(jobs, workers, progress=lambda r: bar.update(1))
     bar.close()
+
+    control, *runs = done[0]["runs"]
+    if control["match"] != control["total"] or any(list(c) != expected for c in control["counters"]):
+        raise RuntimeError(f"the campaign's shared build with no fault switched on is not bit-exact with the golden model "
+                           f"and the analytic counters ({control['match']}/{control['total']} images, first mismatch "
+                           f"{control['first_mismatch']}): the campaign would prove nothing")
+    result = {**dict(zip(shared.selectable, runs)), **dict(zip(alone, done[1:]))}
     rows = []
-    for f, r in zip(names, results):
+    for f in names:
+        r = result[f]
         first_logit = r["first_mismatch"]["image"] if r["first_mismatch"] else None
         first_counters = next((img for img, c in zip(r["images"], r["counters"]) if c is None or list(c) != expected), None)
         kind = "timeout" if r["first_mismatch"] and r["first_mismatch"].get("timeout") else "logits"
         by = [k for k, v in ((kind, first_logit), ("counters", first_counters)) if v is not None]
         firsts = [v for v in (first_logit, first_counters) if v is not None]
         rows.append({"fault": f, "description": FAULTS[f].description, "caught": bool(by), "caught_by": "+".join(by) or "-",
-                     "first_image": min(firsts) if firsts else "-", "images_bit_exact": f"{r['match']}/{r['total']}"})
-    with atomic_path(Path(out_dir) / "mutations.csv") as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+                     "first_image": min(firsts) if firsts else "-", "images_bit_exact": f"{r['match']}/{r['total']}",
+                     "build": "own" if f in alone else "shared"})
+    write_csv(out_dir / "mutations.csv", rows)
     caught = sum(r["caught"] for r in rows)
     width = max(len(r["fault"]) for r in rows)
-    log(f"mutation campaign ({simulator}, {n_images} images per mutant): caught {caught}/{len(rows)}")
+    log(f"mutation campaign ({simulator}, {n_images} images per mutant): caught {caught}/{len(rows)}; the shared build "
+        f"with no fault: {control['match']}/{control['total']} bit-exact, counters equal to the model")
     for r in rows:
         log(f"  {r['fault']:<{width}}  {'caught' if r['caught'] else 'MISSED':<7} by {r['caught_by']:<13} "
             f"first image {r['first_image']!s:<4} bit-exact {r['images_bit_exact']:<7} {r['description']}")

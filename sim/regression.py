@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prunehw.sim.runner import SimResult, SimulatorMissing, run_rtl, simulator_missing
+from prunehw.sim.runner import SimResult, run_rtl_selects
 
 __all__ = ["Job", "run_jobs", "merge"]
 
@@ -18,6 +18,8 @@ class Job(dict):
 
 
 def _run(job: Job) -> dict:
+    """Run one job; a job with ``selects`` (the mutation campaign's shared build) returns ``{"runs": [...]}``,
+    one result per select value, from one build."""
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -28,13 +30,20 @@ def _run(job: Job) -> dict:
     contract = load_contract(job["contract"])
     desc = json.loads(Path(job["desc"]).read_text())
     ids = list(range(job["start"], job["stop"]))
+    selects = job.get("selects", [None])
     try:
-        r = run_rtl(Path(job["rtl_dir"]), desc, images, golden(contract, images), job["simulator"], Path(job["work_dir"]),
-                    image_ids=ids, waves=job.get("waves", False))
+        runs = [_as_dict(job, r) for r in run_rtl_selects(Path(job["rtl_dir"]), desc, images, golden(contract, images),
+                                                          job["simulator"], Path(job["work_dir"]), selects, image_ids=ids,
+                                                          waves=job.get("waves", False))]
     except RuntimeError as exc:  # the build or the simulator failed: no image ran, none matches
-        return {"variant": job["variant"], "simulator": job["simulator"], "images": [], "match": 0, "total": len(ids),
-                "logits": [], "counters": [], "first_mismatch": {"image": ids[0], "error": str(exc)}, "seconds": 0.0,
-                "intervals": {"serial": [], "overlapped": []}}
+        failed = {"variant": job["variant"], "simulator": job["simulator"], "images": [], "match": 0, "total": len(ids),
+                  "logits": [], "counters": [], "first_mismatch": {"image": ids[0], "error": str(exc)}, "seconds": 0.0,
+                  "intervals": {"serial": [], "overlapped": []}}
+        runs = [failed] * len(selects)
+    return {"variant": job["variant"], "runs": runs} if "selects" in job else runs[0]
+
+
+def _as_dict(job: Job, r: SimResult) -> dict:
     return {"variant": job["variant"], "simulator": r.simulator, "images": r.images, "match": r.match, "total": r.total,
             "logits": r.logits.tolist(), "counters": r.counters, "first_mismatch": r.first_mismatch, "seconds": r.seconds,
             "intervals": r.intervals}

@@ -19,7 +19,7 @@ import numpy as np
 from prunehw.core.artifacts import write_bytes
 from prunehw.sim.wrapper import CLOCK_NS, HARNESS, write_harness, write_images_hex
 
-__all__ = ["SIMULATORS", "SimulatorMissing", "SimResult", "simulator_missing", "run_rtl"]
+__all__ = ["SIMULATORS", "SimulatorMissing", "SimResult", "simulator_missing", "run_rtl", "run_rtl_selects"]
 
 SIMULATORS = ("verilator", "icarus")
 
@@ -109,6 +109,13 @@ def _runner(sim: str):
 def run_rtl(rtl_dir: Path, desc: dict, images: np.ndarray, expected: np.ndarray, sim: str, work_dir: Path,
             image_ids: list[int] | None = None, waves: bool = False) -> SimResult:
     """Simulate the accelerator in ``rtl_dir`` on ``images`` and compare its logits with ``expected``."""
+    return run_rtl_selects(rtl_dir, desc, images, expected, sim, work_dir, [None], image_ids, waves)[0]
+
+
+def run_rtl_selects(rtl_dir: Path, desc: dict, images: np.ndarray, expected: np.ndarray, sim: str, work_dir: Path,
+                    selects: list[int | None], image_ids: list[int] | None = None, waves: bool = False) -> list[SimResult]:
+    """One build, one run per entry of ``selects``: the value driven on the design's ``fault_select`` input
+    (the mutation campaign's shared build; ``None`` for a design without that input). Results in that order."""
     import time
 
     reason = simulator_missing(sim)
@@ -134,6 +141,7 @@ def run_rtl(rtl_dir: Path, desc: dict, images: np.ndarray, expected: np.ndarray,
         env.update(_verilator_env())
     old = dict(os.environ)
     os.environ.update(env)
+    out = []
     try:
         runner = _runner(sim)
         # the compilers' and the simulator's output go to log files beside the results; a failing
@@ -145,25 +153,36 @@ def run_rtl(rtl_dir: Path, desc: dict, images: np.ndarray, expected: np.ndarray,
         except (RuntimeError, SystemExit) as exc:
             raise RuntimeError(f"the {sim} build failed ({exc}); its last lines:\n{_tail(build_log)}\n"
                                f"(whole log: {build_log})") from None
-        results = work_dir / "results.json"
-        results.unlink(missing_ok=True)
-        start = time.perf_counter()
-        try:
-            runner.test(test_module="prunehw.sim.tb_accelerator", hdl_toplevel=HARNESS, test_dir=work_dir,
-                        extra_env={"PRUNEHW_EXPECTED": str(work_dir / "expected.npz"), "PRUNEHW_RESULTS": str(results),
-                                   # a generous bound: twice the analytic cycles of one image, plus the image load
-                                   "PRUNEHW_MAX_CYCLES": str(2 * desc["cycles_analytic"]["total"] + 4 * n_values + 1000)},
-                        results_xml=str(work_dir / "results.xml"), waves=waves, log_file=work_dir / f"sim_{sim}.log")
-        except SystemExit:
-            # Under pytest, cocotb's runner exits when a cocotb test fails; our results.json
-            # (written before the testbench's final assertion) says what happened either way.
-            pass
-        seconds = time.perf_counter() - start
+        for select in selects:
+            tag = "" if select is None else f"_select{select}"
+            results = work_dir / f"results{tag}.json"
+            results.unlink(missing_ok=True)
+            extra = {"PRUNEHW_EXPECTED": str(work_dir / "expected.npz"), "PRUNEHW_RESULTS": str(results),
+                     # a generous bound: twice the analytic cycles of one image, plus the image load
+                     "PRUNEHW_MAX_CYCLES": str(2 * desc["cycles_analytic"]["total"] + 4 * n_values + 1000)}
+            if select is not None:
+                extra["PRUNEHW_FAULT_SELECT"] = str(select)
+            start = time.perf_counter()
+            try:
+                runner.test(test_module="prunehw.sim.tb_accelerator", hdl_toplevel=HARNESS, test_dir=work_dir,
+                            extra_env=extra, results_xml=str(work_dir / f"results{tag}.xml"), waves=waves,
+                            log_file=work_dir / f"sim_{sim}{tag}.log")
+            except SystemExit:
+                # Under pytest, cocotb's runner exits when a cocotb test fails; our results.json
+                # (written before the testbench's final assertion) says what happened either way.
+                pass
+            seconds = time.perf_counter() - start
+            out.append(_result(sim, results, work_dir / f"sim_{sim}{tag}.log", expected, n, image_ids, seconds))
     finally:
         os.environ.clear()
         os.environ.update(old)
+    return out
+
+
+def _result(sim: str, results: Path, log: Path, expected: np.ndarray, n: int, image_ids: list[int] | None,
+            seconds: float) -> SimResult:
+    """The testbench's ``results`` file compared with ``expected``."""
     if not results.is_file():
-        log = work_dir / f"sim_{sim}.log"
         raise RuntimeError(f"the {sim} simulation wrote no results; its last lines:\n{_tail(log)}\n(whole log: {log})")
     rows = json.loads(results.read_text())
     ids = image_ids if image_ids is not None else list(range(n))

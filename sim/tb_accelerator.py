@@ -14,7 +14,8 @@ the design's constant outputs. No per-cycle Python: the accelerator runs from
 ``start`` to ``done`` by itself.
 
 Environment: ``PRUNEHW_EXPECTED`` (npz with ``logits``), ``PRUNEHW_RESULTS``
-(JSON written at the end).
+(JSON written at the end), ``PRUNEHW_MAX_CYCLES`` (the timeout), and for the
+mutation campaign's shared build ``PRUNEHW_FAULT_SELECT`` (the fault to switch on).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class ImageDriver:
         self.dut.load.value = 0
         self.dut.start.value = 0
         self.dut.img_index.value = 0
+        if "PRUNEHW_FAULT_SELECT" in os.environ:  # the mutation campaign's shared build: which fault is on
+            self.dut.fault_select.value = int(os.environ["PRUNEHW_FAULT_SELECT"])
         await RisingEdge(self.dut.clk)
         await RisingEdge(self.dut.clk)
         self.dut.rst.value = 0

@@ -6,15 +6,17 @@ from amaranth.sim import Simulator
 from prunehw.hw.accelerator import COUNTERS, Accelerator
 
 
-def run_images(program, images: np.ndarray, *, overlap: bool = False, fault: str | None = None):
+def run_images(program, images: np.ndarray, *, overlap: bool = False, fault: str | None = None, taps=None,
+               select: int = 0):
     """[(logits, {counter: value})] for each uint8 image (H x W x C).
 
     With ``overlap`` the next image is loaded while the current one is
     computed (the image buffer's other slot), as a streaming host would;
     otherwise each image is loaded, then started. Each result also has
-    ``start_cycle``, the cycle its ``start`` was given.
+    ``start_cycle``, the cycle its ``start`` was given. ``taps`` with ``select``: a build holding many faults
+    (``hw.faults.SelectTaps``) with fault number ``select`` switched on.
     """
-    dut = Accelerator(program, fault=fault)
+    dut = Accelerator(program, fault=fault, taps=taps)
     names = list(COUNTERS) + [op.name for op in program.ops]
     results = []
     cycle = [0]
@@ -35,6 +37,8 @@ def run_images(program, images: np.ndarray, *, overlap: bool = False, fault: str
         ctx.set(dut.img_we, 0)
 
     async def bench(ctx):
+        if taps is not None:   # a shared mutant build (``SelectTaps``): switch one fault on, or none (0)
+            ctx.set(dut.fault_select, select)
         if overlap:
             await load(ctx, images[0])
         for i, img in enumerate(images):

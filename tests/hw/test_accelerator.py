@@ -123,6 +123,24 @@ def test_overlap_needs_the_slot_swap(small_contract, tiny_data):
     assert not all(np.array_equal(l, w) for (l, _), w in zip(streamed, want))
 
 
+def test_shared_mutant_build_switches_one_fault_at_a_time(small_contract, tiny_data):
+    """The mutation campaign's shared build: with fault_select 0 it is the production design (same logits and
+    counters); with a fault's number it behaves as that fault built alone."""
+    from prunehw.hw.faults import FAULTS, SelectTaps
+
+    program, images = build_program(small_contract, ArrayConfig(rows=4, cols=4)), tiny_data.x_test[:3]
+    names = ["image_slot_not_swapped", "skew_row1_short", "pe_mult_flag_stuck0"]
+    taps = SelectTaps(names)
+    clean = run_images(program, images, overlap=True, taps=taps, select=0)
+    # elaborated now: the skew chain's depth is structure, which no multiplexer can choose
+    assert taps.static == {"skew_row1_short"} and taps.selectable == [names[0], names[2]]
+    assert clean == run_images(program, images, overlap=True)
+    for name in taps.selectable:
+        shared = run_images(program, images, overlap=True, taps=SelectTaps(names), select=taps.index(name))
+        assert shared == run_images(program, images, overlap=True, fault=name) != clean, name
+    assert set(names) <= set(FAULTS)
+
+
 @pytest.mark.parametrize("variant", ["dense", "unstructured-0.90", "matrix-0.80"])
 def test_quick_flow_variants_on_mnist(quick_flow, mnist, variant):
     """The quick flow's trained and pruned variants, 3 MNIST test images each, on the default 8x8 array."""

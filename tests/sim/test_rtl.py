@@ -45,6 +45,14 @@ def _check(flow, results, n):
 def test_rtl_bit_exact_few_images(quick_flow, sim, n):
     _need(sim)
     _check(quick_flow, quick_flow.sim(VARIANTS, sim, n, workers=2), n)
+    # run again: every variant is up to date, and says so once
+    from prunehw.flow import Flow
+
+    lines = []
+    Flow(quick_flow.cfg, log=lines.append).sim(VARIANTS, sim, n, workers=2)
+    for v in VARIANTS:
+        said = [line for line in lines if line.startswith(f"sim {sim} {v}:")]
+        assert len(said) == 1 and said[0].startswith(f"sim {sim} {v}: up to date, {n}/{n} images"), lines
 
 
 def test_missing_simulator_is_reported_not_passed(monkeypatch):
@@ -99,10 +107,14 @@ def test_regression_icarus_subset(full_test_set_flow):
 
 
 @pytest.mark.regression
-def test_mutation_campaign_catches_every_fault(quick_flow):
-    """At least 20 single faults built into copies of the RTL; every one must be caught."""
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_mutation_campaign_catches_every_fault(quick_flow, variant):
+    """Every single fault of ``hw.faults`` built into the variant's RTL must be caught; most share one build."""
+    from prunehw.hw.faults import FAULTS
+
     _need("verilator")
-    rows = quick_flow.mutate("dense", 5, workers=2)
-    assert len(rows) >= 20
+    rows = quick_flow.mutate(variant, 5, workers=2)
+    assert [r["fault"] for r in rows] == list(FAULTS) and len(rows) >= 20
     missed = [r["fault"] for r in rows if not r["caught"]]
-    assert not missed, f"faults not caught (a hole in the test set): {missed}"
+    assert not missed, f"{variant}: faults not caught (a hole in the test set): {missed}"
+    assert sum(r["build"] == "shared" for r in rows) >= 20, "the shared build (fault_select) should hold most faults"
