@@ -100,16 +100,16 @@ def network_spec(model: keras.Model, maps: list[LayerMap] | None = None) -> Netw
     specs = []
     for layer in model.layers:
         if isinstance(layer, keras.layers.Conv2D):
-            specs.append(LayerSpec("conv2d", name=layer.name, filters=counts.get(layer.name, layer.filters), kernel=layer.kernel_size[0]))
+            specs.append(LayerSpec(type="conv2d", name=layer.name, filters=counts.get(layer.name, layer.filters), kernel=layer.kernel_size[0]))
         elif isinstance(layer, keras.layers.Dense):
-            specs.append(LayerSpec("dense", name=layer.name, units=counts.get(layer.name, layer.units)))
+            specs.append(LayerSpec(type="dense", name=layer.name, units=counts.get(layer.name, layer.units)))
         elif isinstance(layer, keras.layers.ReLU):
-            specs.append(LayerSpec("relu", name=layer.name))
+            specs.append(LayerSpec(type="relu", name=layer.name))
         elif isinstance(layer, keras.layers.MaxPooling2D):
-            specs.append(LayerSpec("maxpool2d", name=layer.name, pool=layer.pool_size[0]))
+            specs.append(LayerSpec(type="maxpool2d", name=layer.name, pool=layer.pool_size[0]))
         elif isinstance(layer, keras.layers.Flatten):
-            specs.append(LayerSpec("flatten", name=layer.name))
-    return NetworkConfig(tuple(specs))
+            specs.append(LayerSpec(type="flatten", name=layer.name))
+    return NetworkConfig(layers=tuple(specs))
 
 
 def _small_rows(g: Geometry, m: LayerMap, prev_cols: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
