@@ -151,9 +151,7 @@ def _run(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.config)
     if getattr(args, "model", None) and args.command != "prune":
-        import dataclasses
-
-        cfg = dataclasses.replace(cfg, model=args.model)
+        cfg = cfg.replace(model=args.model)
     flow = Flow(cfg)
     if args.command == "train":
         flow.train(force=args.force)
@@ -164,7 +162,8 @@ def _run(args: argparse.Namespace) -> None:
             for variant in cfg.variants:
                 flow.prune(variant, force=args.force, source=args.model)
         else:
-            variant = VariantConfig(args.method, args.ratio, args.schedule, args.criterion, tile_aware=not args.no_tile_aware)
+            variant = VariantConfig(method=args.method, ratio=args.ratio, schedule=args.schedule, criterion=args.criterion,
+                                    tile_aware=not args.no_tile_aware)
             flow.with_variant(variant).prune(variant, force=args.force, source=args.model)
     elif args.command in ("quantize", "export", "rtl"):
         for name in _variant_names(args, flow):

@@ -6,7 +6,6 @@ A stage is skipped when the manifest says it last ran with the same cache key
 
 from __future__ import annotations
 
-import dataclasses
 from functools import cached_property
 
 import numpy as np
@@ -379,7 +378,7 @@ class Flow(VerifyStages):
     def with_variant(self, variant: VariantConfig) -> "Flow":
         """This flow with ``variant`` added to (or replacing its namesake in) the config."""
         others = tuple(v for v in self.cfg.variants if v.name != variant.name)
-        flow = Flow(dataclasses.replace(self.cfg, variants=others + (variant,)), self.log)
+        flow = Flow(self.cfg.replace(variants=others + (variant,)), self.log)
         if "data" in self.__dict__:
             flow.__dict__["data"] = self.data
         return flow

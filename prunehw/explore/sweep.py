@@ -5,9 +5,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import AfterValidator, Field
 
 from prunehw.core.artifacts import deep_merge
+from prunehw.core.config import CRITERIA, PRUNE_METHODS, Bits, PlainName, Ratio, RunConfig, VariantConfig, read_toml
 from prunehw.core.errors import ConfigError
+from prunehw.core.sections import NonNegative, Positive, Section, must
 
 AXES = ("method", "ratio", "criterion", "weight_bits", "array", "dataflow")
 DATAFLOWS_BUILT = ("ws",)
@@ -52,33 +57,80 @@ class SweepConfig:
         return self.run.run_dir / "explore" / self.name
 
 
-def _parse_array(text: str) -> tuple[int, int]:
+def _array_size(text: str) -> tuple[int, int]:
     try:
-        r, c = (int(v) for v in str(text).lower().split("x"))
+        r, c = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise ConfigError(f"axes.array: {text!r} is not an array size; allowed: 'RxC' such as '8x8'") from None
+        raise ValueError("is not an array size; allowed: 'RxC' such as '8x8'") from None
     if r < 1 or c < 1:
-        raise ConfigError(f"axes.array: {text!r} must have rows and columns >= 1")
+        raise ValueError("must have rows and columns >= 1")
     return r, c
+
+
+def _distinct(values: list) -> list:
+    seen = [str(v) for v in values]
+    dup = next((v for v, s in zip(values, seen) if seen.count(s) > 1), None)
+    if dup is not None:
+        raise ValueError(f"the value {dup!r} is listed twice")
+    return values
+
+
+T = TypeVar("T")
+#: an axis: a non-empty list of distinct values
+Axis = Annotated[list[T], Field(min_length=1), AfterValidator(_distinct)]
+Built = Annotated[str, must(lambda v: v in DATAFLOWS_BUILT, "is not built (no RTL, so no verified cycle model); "
+                                                            f"allowed: {', '.join(DATAFLOWS_BUILT)}")]
+
+
+class _OperatingPoint(Section):
+    """The point marked on the plots: values of some axes."""
+
+    method: Literal[PRUNE_METHODS] | None = None
+    ratio: float | None = None
+    criterion: Literal[CRITERIA] | None = None
+    weight_bits: int | None = None
+    array: str | None = None
+    dataflow: str | None = None
+
+
+class _SweepTable(Section):
+    """The ``[sweep]`` table: name (default: the file's stem), base run config and how to run the points."""
+
+    _section = "sweep"
+    name: PlainName
+    base: str | None = None
+    retries: NonNegative = 1
+    tile_aware: bool = False
+    verify: Literal["none", "pareto"] = "none"
+    verify_images: Positive = 100
+    operating_point: _OperatingPoint = _OperatingPoint(method="matrix", ratio=0.8)
+
+
+class _Axes(Section):
+    """The ``[axes]`` table: the values of each axis (the base run's quant and array where one is left out)."""
+
+    _section = "axes"
+    _unknown = "axis"
+    method: Axis[Literal[PRUNE_METHODS]]
+    ratio: Axis[Ratio]
+    criterion: Axis[Literal[CRITERIA]]
+    weight_bits: Axis[Bits]
+    array: Axis[Annotated[str, AfterValidator(_array_size)]]     # "8x8" -> (8, 8)
+    dataflow: Axis[Built]
 
 
 def load_sweep(path: Path | str) -> SweepConfig:
     """Parse and validate a sweep file; one-line ``ConfigError`` on anything wrong."""
-    from prunehw.core.config import CRITERIA, PRUNE_METHODS, RunConfig, VariantConfig, read_toml
-
     path = Path(path)
     raw = read_toml(path, "sweep file")
     unknown = sorted(set(raw) - {"sweep", "axes", *OVERRIDABLE})
     if unknown:
         raise ConfigError(f"sweep file: unknown section {unknown[0]!r}; allowed: sweep, axes, {', '.join(OVERRIDABLE)}")
-    sweep = dict(raw.get("sweep", {}))
-    allowed = ("name", "base", "retries", "tile_aware", "verify", "verify_images", "operating_point")
-    bad = sorted(set(sweep) - set(allowed))
-    if bad:
-        raise ConfigError(f"[sweep] unknown key {bad[0]!r}; allowed: {', '.join(allowed)}")
+    table = raw.get("sweep", {})
+    sweep = _SweepTable.from_dict({"name": path.stem, **table} if isinstance(table, dict) else table)
     base_raw: dict = {}
-    if "base" in sweep:
-        base_raw = read_toml((path.parent / sweep["base"]).resolve(), "sweep.base: run config")
+    if sweep.base is not None:
+        base_raw = read_toml((path.parent / sweep.base).resolve(), "sweep.base: run config")
     for section in OVERRIDABLE:
         if section in raw:
             base_raw = deep_merge(base_raw, {section: raw[section]})
@@ -88,59 +140,14 @@ def load_sweep(path: Path | str) -> SweepConfig:
     if not isinstance(axes_raw, dict):
         raise ConfigError("sweep file: [axes] is missing; it names the values of method, ratio, criterion, "
                           "weight_bits, array, dataflow")
-    bad = sorted(set(axes_raw) - set(AXES))
-    if bad:
-        raise ConfigError(f"[axes] unknown axis {bad[0]!r}; allowed: {', '.join(AXES)}")
     defaults = {"method": ["matrix"], "ratio": [0.8], "criterion": ["l1"], "weight_bits": [run.quant.weight_bits],
                 "array": [f"{run.array.rows}x{run.array.cols}"], "dataflow": [run.array.dataflow]}
-    axes = {}
-    for name in AXES:
-        values = axes_raw.get(name, defaults[name])
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"axes.{name} must be a non-empty list, got {values!r}")
-        if len(set(map(str, values))) != len(values):
-            raise ConfigError(f"axes.{name} lists a value twice: {values!r}")
-        axes[name] = values
-    for m in axes["method"]:
-        if m not in PRUNE_METHODS:
-            raise ConfigError(f"axes.method: {m!r} is unknown; allowed: {', '.join(PRUNE_METHODS)}")
-    for c in axes["criterion"]:
-        if c not in CRITERIA:
-            raise ConfigError(f"axes.criterion: {c!r} is unknown; allowed: {', '.join(CRITERIA)}")
-    for r in axes["ratio"]:
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= r < 1.0:
-            raise ConfigError(f"axes.ratio: {r!r} is out of range; allowed: 0 <= ratio < 1")
-    for b in axes["weight_bits"]:
-        if isinstance(b, bool) or not isinstance(b, int) or not 2 <= b <= 8:
-            raise ConfigError(f"axes.weight_bits: {b!r}; allowed: integers 2..8 (the array's multipliers are 8-bit)")
-    axes["array"] = [_parse_array(a) for a in axes["array"]]
-    for d in axes["dataflow"]:
-        if d not in DATAFLOWS_BUILT:
-            raise ConfigError(f"axes.dataflow: {d!r} is not built (no RTL, so no verified cycle model); "
-                              f"allowed: {', '.join(DATAFLOWS_BUILT)}")
-    for m in axes["method"]:   # every (method, criterion) pair the grid will use must be a valid variant
-        for c in _criteria(m, axes["criterion"]):
-            VariantConfig(m, float(axes["ratio"][0]), "iterative", c)
-
-    name = sweep.get("name", path.stem)
-    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
-        raise ConfigError(f"sweep.name = {name!r}; allowed: a plain folder name")
-    retries = sweep.get("retries", 1)
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ConfigError(f"sweep.retries = {retries!r}; allowed: an integer >= 0")
-    verify = sweep.get("verify", "none")
-    if verify not in ("none", "pareto"):
-        raise ConfigError(f"sweep.verify = {verify!r}; allowed: none, pareto")
-    vimg = sweep.get("verify_images", 100)
-    if isinstance(vimg, bool) or not isinstance(vimg, int) or vimg < 1:
-        raise ConfigError(f"sweep.verify_images = {vimg!r}; allowed: an integer >= 1")
-    tile_aware = sweep.get("tile_aware", False)
-    if not isinstance(tile_aware, bool):
-        raise ConfigError(f"sweep.tile_aware = {tile_aware!r}; allowed: true, false")
-    op = sweep.get("operating_point", {"method": "matrix", "ratio": 0.8})
-    if not isinstance(op, dict) or set(op) - set(AXES):
-        raise ConfigError(f"sweep.operating_point = {op!r}; allowed keys: {', '.join(AXES)}")
-    return SweepConfig(path, name, run, axes, retries, tile_aware, verify, vimg, op)
+    axes = _Axes.from_dict({**defaults, **axes_raw})
+    for m in axes.method:   # every (method, criterion) pair the grid will use must be a valid variant
+        for c in _criteria(m, axes.criterion):
+            VariantConfig(method=m, ratio=float(axes.ratio[0]), schedule="iterative", criterion=c)
+    return SweepConfig(path, sweep.name, run, dict(axes), sweep.retries, sweep.tile_aware, sweep.verify,
+                       sweep.verify_images, sweep.operating_point.model_dump(exclude_none=True))
 
 
 def _criteria(method: str, criteria: list[str]) -> list[str]:

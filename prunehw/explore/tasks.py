@@ -6,7 +6,6 @@ top-level functions of this module; heavy imports stay inside them.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -53,16 +52,16 @@ def _single_thread() -> None:
 def prune_task(run: dict, dense: bytes, method: str, ratio: float, criterion: str, tile: tuple | None) -> dict:
     """Prune the dense model (``.keras`` bytes); returns the pruned model, its index maps and float accuracy."""
     _single_thread()
-    from prunehw.core.config import ArrayConfig, VariantConfig
+    from prunehw.core.config import VariantConfig
     from prunehw.flow import prune_variant
     from prunehw.model.network import load_model, save_model, weight_counts
     from prunehw.model.train import evaluate
 
     cfg = _run_config(run)
     if tile is not None:
-        cfg = dataclasses.replace(cfg, array=ArrayConfig(tile[0], tile[1], cfg.array.dataflow))
+        cfg = cfg.replace(array=cfg.array.replace(rows=tile[0], cols=tile[1]))
     data = _data(cfg)
-    variant = VariantConfig(method, ratio, "iterative", criterion, tile_aware=tile is not None)
+    variant = VariantConfig(method=method, ratio=ratio, schedule="iterative", criterion=criterion, tile_aware=tile is not None)
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "dense.keras"
         src.write_bytes(dense)
@@ -81,14 +80,13 @@ def quant_task(run: dict, dense: bytes, pruned: dict, weight_bits: int) -> dict:
     _single_thread()
     import numpy as np
 
-    from prunehw.core.config import QuantConfig
     from prunehw.export.contract import load_contract, save_contract
     from prunehw.flow import quantize_variant
     from prunehw.export.golden import golden
     from prunehw.model.network import load_model
 
     cfg = _run_config(run)
-    cfg = dataclasses.replace(cfg, quant=QuantConfig(**{**cfg.quant.to_dict(), "weight_bits": weight_bits}))
+    cfg = cfg.replace(quant=cfg.quant.replace(weight_bits=weight_bits))
     data = _data(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
@@ -127,7 +125,7 @@ def hw_task(quant: dict, rows: int, cols: int, dataflow: str, inject: str | None
         _inject(inject)
     with tempfile.TemporaryDirectory() as tmp:
         contract = _load_contract_bytes(quant, Path(tmp))
-    program = program_for(contract, ArrayConfig(rows, cols, dataflow))
+    program = program_for(contract, ArrayConfig(rows=rows, cols=cols, dataflow=dataflow))
     desc = describe(program)
     activity = activity_model(program)
     e = energy(activity, desc, load_energy_table())
@@ -164,7 +162,7 @@ def verify_task(quant: dict, rows: int, cols: int, images, simulator: str = "ver
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         contract = _load_contract_bytes(quant, t)
-        array = ArrayConfig(rows, cols, "ws")
+        array = ArrayConfig(rows=rows, cols=cols, dataflow="ws")
         _, _, desc = generate_verilog(contract, array, t / "rtl")
         r = run_rtl(t / "rtl", desc, images, golden(contract, images), simulator, t / "sim")
     want = activity_model(program_for(contract, array))

@@ -10,8 +10,9 @@ from prunehw.export.golden import golden
 from prunehw.model.network import build_model
 from prunehw.export.quantize import dequantized_model, quantize
 
-NET = NetworkConfig((L("conv2d", filters=4, kernel=3), L("relu"), L("maxpool2d", pool=2), L("conv2d", filters=6, kernel=3),
-                     L("relu"), L("maxpool2d", pool=2), L("flatten"), L("dense", units=12), L("relu"), L("dense", units=10)))
+NET = NetworkConfig(layers=(L(type="conv2d", filters=4, kernel=3), L(type="relu"), L(type="maxpool2d", pool=2),
+                            L(type="conv2d", filters=6, kernel=3), L(type="relu"), L(type="maxpool2d", pool=2),
+                            L(type="flatten"), L(type="dense", units=12), L(type="relu"), L(type="dense", units=10)))
 
 
 @pytest.fixture(scope="module")

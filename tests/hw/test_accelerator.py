@@ -13,8 +13,9 @@ from prunehw.model.network import build_model
 from prunehw.export.quantize import quantize
 from amaranth_run import run_images
 
-SMALL = NetworkConfig((L("conv2d", filters=3, kernel=3), L("relu"), L("maxpool2d", pool=2), L("conv2d", filters=5, kernel=3),
-                       L("relu"), L("maxpool2d", pool=3), L("flatten"), L("dense", units=7), L("relu"), L("dense", units=10)))
+SMALL = NetworkConfig(layers=(L(type="conv2d", filters=3, kernel=3), L(type="relu"), L(type="maxpool2d", pool=2),
+                              L(type="conv2d", filters=5, kernel=3), L(type="relu"), L(type="maxpool2d", pool=3),
+                              L(type="flatten"), L(type="dense", units=7), L(type="relu"), L(type="dense", units=10)))
 
 
 def check(contract, array, images, *, overlap=False):
@@ -35,22 +36,26 @@ def check(contract, array, images, *, overlap=False):
 #: Second convs whose positions per fold (M) are at and below the partial-sum forwarding distance:
 #: 2x2 = 4 positions (forwarded across 4 beats) and 1x1 (a conv that accumulates like a dense layer).
 FORWARDED = {
-    "conv_m4": NetworkConfig((L("conv2d", filters=3, kernel=3), L("relu"), L("maxpool2d", pool=6),
-                              L("conv2d", filters=5, kernel=3), L("relu"), L("flatten"), L("dense", units=10))),
-    "conv_m1": NetworkConfig((L("conv2d", filters=3, kernel=3), L("relu"), L("maxpool2d", pool=6),
-                              L("conv2d", filters=5, kernel=4), L("relu"), L("flatten"), L("dense", units=10))),
+    "conv_m4": NetworkConfig(layers=(L(type="conv2d", filters=3, kernel=3), L(type="relu"),
+                                     L(type="maxpool2d", pool=6), L(type="conv2d", filters=5, kernel=3),
+                                     L(type="relu"), L(type="flatten"), L(type="dense", units=10))),
+    "conv_m1": NetworkConfig(layers=(L(type="conv2d", filters=3, kernel=3), L(type="relu"),
+                                     L(type="maxpool2d", pool=6), L(type="conv2d", filters=5, kernel=4),
+                                     L(type="relu"), L(type="flatten"), L(type="dense", units=10))),
 }
 
 
 #: A pooling layer after a fused one has no convolution to fuse into: it runs as a pooling pass of its own.
-STANDALONE_POOL = NetworkConfig((L("conv2d", filters=3, kernel=3), L("relu"), L("maxpool2d", pool=2),
-                                 L("maxpool2d", pool=2), L("flatten"), L("dense", units=10)))
+STANDALONE_POOL = NetworkConfig(layers=(L(type="conv2d", filters=3, kernel=3), L(type="relu"),
+                                        L(type="maxpool2d", pool=2), L(type="maxpool2d", pool=2), L(type="flatten"),
+                                        L(type="dense", units=10)))
 
 
 #: A last layer of one row tile (K = 3 <= R) and three column tiles: its folds are single beats with a new
 #: bias each, back to back.
-ONE_ROW_TILE = NetworkConfig((L("conv2d", filters=3, kernel=3), L("relu"), L("maxpool2d", pool=6),
-                              L("flatten"), L("dense", units=3), L("relu"), L("dense", units=10)))
+ONE_ROW_TILE = NetworkConfig(layers=(L(type="conv2d", filters=3, kernel=3), L(type="relu"),
+                                     L(type="maxpool2d", pool=6), L(type="flatten"), L(type="dense", units=3),
+                                     L(type="relu"), L(type="dense", units=10)))
 
 
 def _contract(network, folder, tiny_data):

@@ -22,8 +22,8 @@ from prunehw.hw.synth import no_fit_problem, parse_report, run_synthesis, tools_
 from prunehw.model.network import build_model
 from prunehw.export.quantize import quantize
 
-TINY = NetworkConfig((L("conv2d", filters=2, kernel=3), L("relu"), L("maxpool2d", pool=2), L("flatten"),
-                      L("dense", units=3)))
+TINY = NetworkConfig(layers=(L(type="conv2d", filters=2, kernel=3), L(type="relu"), L(type="maxpool2d", pool=2),
+                             L(type="flatten"), L(type="dense", units=3)))
 #: DP16KD's widest aspect ratios (bits x words): a memory within either needs exactly one block.
 ONE_BLOCK = ((36, 512), (18, 1024))
 

@@ -74,8 +74,10 @@ def naive_golden(contract, img: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def small_contract(tmp_path_factory, tiny_data):
-    net = NetworkConfig((L("conv2d", filters=3, kernel=3), L("relu"), L("maxpool2d", pool=2), L("conv2d", filters=4, kernel=3),
-                         L("relu"), L("maxpool2d", pool=3), L("flatten"), L("dense", units=6), L("relu"), L("dense", units=10)))
+    net = NetworkConfig(layers=(L(type="conv2d", filters=3, kernel=3), L(type="relu"), L(type="maxpool2d", pool=2),
+                                L(type="conv2d", filters=4, kernel=3), L(type="relu"), L(type="maxpool2d", pool=3),
+                                L(type="flatten"), L(type="dense", units=6), L(type="relu"),
+                                L(type="dense", units=10)))
     model = build_model(net, (28, 28, 1), 10, seed=4)
     spec, w, b = quantize(model, tiny_data.x_train[:64])
     path = tmp_path_factory.mktemp("c") / "contract.json"

@@ -10,14 +10,15 @@ from prunehw.model.network import build_model
 
 NETS = {
     # conv -> pool -> conv -> pool -> flatten -> dense: channels pruned across pooling and flatten
-    "cnn": ((28, 28, 1), (L("conv2d", filters=8, kernel=3), L("relu"), L("maxpool2d", pool=2),
-                          L("conv2d", filters=12, kernel=3), L("relu"), L("maxpool2d", pool=2), L("flatten"),
-                          L("dense", units=24), L("relu"), L("dense", units=10))),
+    "cnn": ((28, 28, 1), (L(type="conv2d", filters=8, kernel=3), L(type="relu"), L(type="maxpool2d", pool=2),
+                          L(type="conv2d", filters=12, kernel=3), L(type="relu"), L(type="maxpool2d", pool=2),
+                          L(type="flatten"), L(type="dense", units=24), L(type="relu"), L(type="dense", units=10))),
     # conv straight into flatten (no pooling), multi-channel input
-    "conv_flatten": ((10, 10, 3), (L("conv2d", filters=6, kernel=3), L("relu"), L("flatten"),
-                                   L("dense", units=16), L("relu"), L("dense", units=10))),
+    "conv_flatten": ((10, 10, 3), (L(type="conv2d", filters=6, kernel=3), L(type="relu"), L(type="flatten"),
+                                   L(type="dense", units=16), L(type="relu"), L(type="dense", units=10))),
     # MLP: dense after dense
-    "mlp": ((8, 8, 1), (L("flatten"), L("dense", units=32), L("relu"), L("dense", units=20), L("relu"), L("dense", units=10))),
+    "mlp": ((8, 8, 1), (L(type="flatten"), L(type="dense", units=32), L(type="relu"), L(type="dense", units=20),
+                        L(type="relu"), L(type="dense", units=10))),
 }
 
 
@@ -26,7 +27,7 @@ NETS = {
 @pytest.mark.parametrize("array", [None, ArrayConfig(rows=4, cols=4)])
 def test_smaller_model_equals_zeroed_original(net, ratio, array, rng):
     shape, layers = NETS[net]
-    model = build_model(NetworkConfig(layers), shape, 10, seed=1)
+    model = build_model(NetworkConfig(layers=layers), shape, 10, seed=1)
     for layer in model.layers:  # random biases too, so dropped biases would show
         for v in layer.weights:
             v.assign(rng.normal(scale=0.3, size=v.shape).astype(np.float32))
@@ -52,7 +53,7 @@ def test_smaller_model_equals_zeroed_original(net, ratio, array, rng):
 
 def test_tile_aware_counts_fill_whole_tiles():
     shape, layers = NETS["cnn"]
-    model = build_model(NetworkConfig(layers), shape, 10, seed=1)
+    model = build_model(NetworkConfig(layers=layers), shape, 10, seed=1)
     geo = geometry(model)
     array = ArrayConfig(rows=4, cols=4)
     counts = target_counts(geo, full_maps(geo), 0.6, array)

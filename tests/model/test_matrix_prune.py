@@ -7,8 +7,9 @@ from prunehw.model.matrix_prune import prune_matrix, structure_scores
 from prunehw.model.network import build_model, weight_counts
 from prunehw.model.pruning_schedule import PruningSchedule
 
-NET = NetworkConfig((L("conv2d", filters=8, kernel=3), L("relu"), L("maxpool2d", pool=2), L("conv2d", filters=8, kernel=3),
-                     L("relu"), L("maxpool2d", pool=2), L("flatten"), L("dense", units=32), L("relu"), L("dense", units=10)))
+NET = NetworkConfig(layers=(L(type="conv2d", filters=8, kernel=3), L(type="relu"), L(type="maxpool2d", pool=2),
+                            L(type="conv2d", filters=8, kernel=3), L(type="relu"), L(type="maxpool2d", pool=2),
+                            L(type="flatten"), L(type="dense", units=32), L(type="relu"), L(type="dense", units=10)))
 
 
 @pytest.fixture(scope="module")

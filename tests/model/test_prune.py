@@ -61,8 +61,10 @@ def test_schedules_share_the_budget():
 
 
 def _small_net(data):
-    cfg = NetworkConfig((LayerSpec("conv2d", filters=4, kernel=3), LayerSpec("relu"), LayerSpec("maxpool2d", pool=2),
-                         LayerSpec("flatten"), LayerSpec("dense", units=16), LayerSpec("relu"), LayerSpec("dense", units=10)))
+    cfg = NetworkConfig(layers=(LayerSpec(type="conv2d", filters=4, kernel=3), LayerSpec(type="relu"),
+                                LayerSpec(type="maxpool2d", pool=2), LayerSpec(type="flatten"),
+                                LayerSpec(type="dense", units=16), LayerSpec(type="relu"),
+                                LayerSpec(type="dense", units=10)))
     return build_model(cfg, data.input_shape, 10, seed=3)
 
 

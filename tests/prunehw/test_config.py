@@ -1,6 +1,6 @@
 import pytest
 
-from prunehw.core.config import RunConfig, VariantConfig, load_config
+from prunehw.core.config import LayerSpec, QuantConfig, RunConfig, TrainConfig, VariantConfig, load_config
 from prunehw.core.errors import ConfigError
 
 
@@ -23,13 +23,31 @@ def test_shipped_configs_load():
     ('[prune]\nscope = "everywhere"', "prune.scope = 'everywhere' is unknown"),
     ('[[variants]]\nmethod = "unstructured"\nratio = 1.0', "ratio = 1.0 is out of range"),
     ('[[variants]]\nmethod = "unstructured"\nratio = -0.1', "ratio = -0.1 is out of range"),
-    ('[[variants]]\nmethod = "random"\nratio = 0.5', "variant method = 'random' is unknown"),
-    ('[network]\nlayers = [{type = "batchnorm"}]', "network layer type = 'batchnorm' is unknown; allowed: conv2d"),
-    ('[network]\nlayers = [{type = "dense"}]', "network layer 'dense' needs 'units'"),
-    ('[network]\nlayers = [{type = "dense", units = 10, kernel = 3}]', "does not take 'kernel'"),
+    ('[[variants]]\nmethod = "random"\nratio = 0.5', "variants[0].method = 'random' is unknown; allowed: unstructured, matrix"),
+    ('[[variants]]\nratio = 0.5', "variants[0].method is missing"),
+    ('[network]\nlayers = [{type = "batchnorm"}]',
+     "network.layers[0].type = 'batchnorm' is unknown; allowed: conv2d, dense, relu, maxpool2d, flatten"),
+    ('[network]\nlayers = [{type = "dense"}]', "network.layers[0]: a 'dense' layer needs 'units'"),
+    ('[network]\nlayers = [{type = "dense", units = 10, kernel = 3}]',
+     "network.layers[0]: a 'dense' layer does not take 'kernel'; it takes: units"),
+    ('[network]\nlayers = [{type = "flatten"}, {type = "dense", unit = 10}]',
+     "[network.layers[1]] unknown key 'unit'; allowed: type, name, filters, kernel, units, pool"),
+    ('[network]\nlayers = [{type = "flatten"}, {type = "dense", units = 0}]', "network.layers[1].units = 0 must be > 0"),
     ('[network]\nlayers = [{type = "relu"}]', "the last layer must be dense"),
     ('[hardware]\nx = 1', "unknown section 'hardware'"),
     ('[prune]\nlayer_ratios = { conv1 = 1.5 }', "prune.layer_ratios.conv1 = 1.5 is out of range"),
+    # strict types: a bool is not an integer or a number, an integer is not a bool, a float is not an integer
+    ('[train]\nepochs = true', "train.epochs must be an integer, got bool True"),
+    ('[train]\nlearning_rate = true', "train.learning_rate must be a number, got bool True"),
+    ('[experiments]\npeer = 1', "experiments.peer must be true or false, got int 1"),
+    ('[sim]\nworkers = 2.0', "sim.workers must be an integer, got float 2.0"),
+    ('[quant]\nweight_bits = 9', "quant.weight_bits = 9; allowed: integers 2..8"),
+    ('[experiments]\nratios = []', "experiments.ratios must be a non-empty list"),
+    ('[experiments]\nratios = [0.5, true]', "experiments.ratios[1] must be a number, got bool True"),
+    ('[run]\nname = "a/b"', "run.name = 'a/b'; allowed: a plain folder name"),
+    ('[run]\nseeds = 1', "[run] unknown key 'seeds'; allowed: name, seed, build_dir, model"),
+    ('[array]\ndataflow = "rs"', "array.dataflow = 'rs' is unknown; allowed: ws, os"),
+    ('train = 3', "train must be a table, got int 3"),
     ('not toml at all [', "is not valid TOML"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path, toml, message):
@@ -47,14 +65,75 @@ def test_missing_config_file(tmp_path):
 
 
 def test_variant_names_and_duplicates():
-    assert VariantConfig("matrix", 0.8).name == "matrix-0.80"
-    with pytest.raises(ConfigError, match="listed twice"):
-        RunConfig(variants=(VariantConfig("matrix", 0.8), VariantConfig("matrix", 0.8, criterion="l2")))
+    assert VariantConfig(method="matrix", ratio=0.8).name == "matrix-0.80"
+    with pytest.raises(ConfigError, match="variants: 'matrix-0.80' is listed twice"):
+        RunConfig(variants=(VariantConfig(method="matrix", ratio=0.8),
+                            VariantConfig(method="matrix", ratio=0.8, criterion="l2")))
 
 
 def test_unstructured_refuses_structure_criteria():
-    with pytest.raises(ConfigError, match="for matrix pruning"):
-        VariantConfig("unstructured", 0.5, criterion="taylor")
+    with pytest.raises(ConfigError, match="criterion 'taylor' is for matrix pruning; unstructured allows: l1, l2"):
+        VariantConfig(method="unstructured", ratio=0.5, criterion="taylor")
+
+
+def test_an_integer_is_a_number_and_lists_are_tuples(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[train]\nlearning_rate = 1\n[experiments]\nratios = [0, 0.5]\n[synth]\ntarget_mhz = 50\n")
+    cfg = load_config(path)
+    assert cfg.train.learning_rate == 1.0 and isinstance(cfg.train.learning_rate, float)
+    assert cfg.experiments.ratios == (0.0, 0.5) and all(isinstance(r, float) for r in cfg.experiments.ratios)
+    assert cfg.synth.target_mhz == 50.0 and isinstance(cfg.synth.target_mhz, float)
+    # the same values written as floats give the same cache keys
+    path.write_text("[train]\nlearning_rate = 1.0\n[experiments]\nratios = [0.0, 0.5]\n[synth]\ntarget_mhz = 50.0\n")
+    assert load_config(path).key("train", "experiments", "synth") == cfg.key("train", "experiments", "synth")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: VariantConfig(method="matrix", ratio=1.5), "variant.ratio = 1.5 is out of range; allowed: 0 <= ratio < 1"),
+    (lambda: VariantConfig(method="matrix", ratio=True), "variant.ratio must be a number, got bool True"),
+    (lambda: LayerSpec(type="dense"), "layer: a 'dense' layer needs 'units'"),
+    (lambda: QuantConfig(weight_bits=1), "quant.weight_bits = 1; allowed: integers 2..8"),
+    (lambda: TrainConfig(epochs=True), "train.epochs must be an integer, got bool True"),
+    (lambda: RunConfig(trian={}), "[run] unknown key 'trian'; allowed: name, seed"),
+    (lambda: load_config(None).replace(name=".hidden"), "run.name = '.hidden'; allowed: a plain folder name"),
+    (lambda: load_config(None).replace(train=3), "train must be a table, got int 3"),
+    (lambda: load_config(None).replace(train={"epochs": 0}), "train.epochs = 0 must be > 0"),
+    (lambda: load_config(None).array.replace(rows=0), "array.rows = 0 must be > 0"),
+    (lambda: load_config(None, overrides={"model": "net.h5"}), "run.model = 'net.h5'; allowed: a .keras file"),
+])
+def test_constructions_and_replacements_are_validated_too(make, message):
+    """Code that builds or changes a config gets the same one-line ConfigError as a file, never pydantic's error."""
+    with pytest.raises(ConfigError) as exc:
+        make()
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+    assert type(exc.value) is ConfigError and exc.value.__cause__ is None
+
+
+def test_configs_are_frozen_and_replace_makes_a_copy():
+    cfg = load_config(None)
+    with pytest.raises(AttributeError, match="frozen"):
+        cfg.seed = 1
+    other = cfg.replace(seed=cfg.seed + 1, array=cfg.array.replace(rows=4))
+    assert (other.seed, other.array.rows, cfg.array.rows) == (cfg.seed + 1, 4, 8)
+    assert other.variants == cfg.variants and hash(other.variants[0]) == hash(cfg.variants[0])
+
+
+#: the stage keys of the default config, measured before the move to pydantic: cached stages stay valid
+DEFAULT_KEYS = {
+    "data": "fb1f023927de161e", "network": "bc1bd2e1d0c10846", "train": "4a02303305e25667",
+    "prune": "285adfa770fd534e", "array": "3f88d14ea0e9fad0", "quant": "0ee76cb128b4352c",
+    "sim": "905fe472462bfa01", "synth": "ff60a977ff33d145", "experiments": "59a02dc943e9d608",
+    "variants": "2486670ae1a425b7",
+}
+
+
+def test_default_stage_keys_are_unchanged():
+    cfg = load_config(None)
+    assert {s: cfg.key(s) for s in DEFAULT_KEYS} == DEFAULT_KEYS
+    assert cfg.key("data", "network", "train") == "3630795a0fc06288"
+    assert cfg.key("prune", "array") == "ba644ade6af6ab7e"
+    quick = load_config("configs/quick.toml")
+    assert (quick.key("data", "network", "train"), quick.key("prune", "quant")) == ("e93587599bee3815", "64353ace8315f266")
 
 
 def test_cache_key_depends_on_section_and_seed():

@@ -1,7 +1,5 @@
 """Stage caching bugs found on the way (issue 15): each test failed before its fix."""
 
-import dataclasses
-
 import numpy as np
 
 from prunehw.core.artifacts import sha256_file
@@ -11,7 +9,7 @@ def test_sim_images_follow_the_data_config(quick_flow, tmp_path):
     """A stored image set with enough images but from another data config is replaced, not reused."""
     from prunehw.flow import Flow
 
-    flow = Flow(dataclasses.replace(quick_flow.cfg, build_dir=str(tmp_path)), log=lambda *a: None)
+    flow = Flow(quick_flow.cfg.replace(build_dir=str(tmp_path)), log=lambda *a: None)
     flow.__dict__["data"] = quick_flow.data
     stale = flow.run_dir / "sim_images.npz"
     stale.parent.mkdir(parents=True, exist_ok=True)
@@ -30,9 +28,9 @@ def test_quantize_cache_ignores_how_the_hls_check_runs(quick_flow):
 
     quick_flow.quantize("dense")
     lines = []
-    q = dataclasses.replace(quick_flow.cfg.quant, workers=quick_flow.cfg.quant.workers + 1,
-                            hls_images=quick_flow.cfg.quant.hls_images + 7)
-    flow = Flow(dataclasses.replace(quick_flow.cfg, quant=q), log=lines.append)
+    q = quick_flow.cfg.quant.replace(workers=quick_flow.cfg.quant.workers + 1,
+                                     hls_images=quick_flow.cfg.quant.hls_images + 7)
+    flow = Flow(quick_flow.cfg.replace(quant=q), log=lines.append)
     flow.__dict__["data"] = quick_flow.data
     flow.quantize("dense")
     assert any(line.startswith("quantize dense: up to date") for line in lines), lines

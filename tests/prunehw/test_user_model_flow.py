@@ -1,8 +1,6 @@
 """A user's own Keras model (fused ReLUs, Dropout, a final softmax) through the whole flow: imported in place of
 training, pruned, quantized, hls4ml and Verilator bit-exact with the golden model."""
 
-import dataclasses
-
 import keras
 import numpy as np
 import pytest
@@ -29,8 +27,8 @@ def test_user_keras_model_runs_the_whole_flow(tmp_path, tiny_data):
     from prunehw.flow import Flow
 
     cfg = load_config(ROOT / "configs" / "quick.toml")
-    cfg = dataclasses.replace(cfg, build_dir=str(tmp_path / "build"), model=str(path),
-                              variants=(VariantConfig("matrix", 0.5, "iterative", "l1"),))
+    cfg = cfg.replace(build_dir=str(tmp_path / "build"), model=str(path),
+                      variants=(VariantConfig(method="matrix", ratio=0.5, schedule="iterative", criterion="l1"),))
     lines: list[str] = []
     flow = Flow(cfg, log=lines.append)
     flow.train()

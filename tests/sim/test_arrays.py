@@ -15,8 +15,9 @@ from prunehw.model.network import build_model
 from prunehw.export.quantize import quantize
 from prunehw.sim.runner import run_rtl, simulator_missing
 
-NET = NetworkConfig((L("conv2d", filters=3, kernel=3), L("relu"), L("maxpool2d", pool=2), L("conv2d", filters=5, kernel=3),
-                     L("relu"), L("maxpool2d", pool=3), L("flatten"), L("dense", units=7), L("relu"), L("dense", units=10)))
+NET = NetworkConfig(layers=(L(type="conv2d", filters=3, kernel=3), L(type="relu"), L(type="maxpool2d", pool=2),
+                            L(type="conv2d", filters=5, kernel=3), L(type="relu"), L(type="maxpool2d", pool=3),
+                            L(type="flatten"), L(type="dense", units=7), L(type="relu"), L(type="dense", units=10)))
 
 
 @pytest.fixture(scope="module")

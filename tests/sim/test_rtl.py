@@ -7,8 +7,6 @@ slower) is marked ``regression`` and run by ``.ci/run``. A simulator that is
 not installed is a skip with its reason, never a pass.
 """
 
-import dataclasses
-
 import pytest
 from cli_helpers import need_tool
 
@@ -86,7 +84,7 @@ def full_test_set_flow(quick_flow):
     from prunehw.flow import Flow
 
     cfg = quick_flow.cfg
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, test_limit=0))
+    cfg = cfg.replace(data=cfg.data.replace(test_limit=0))
     flow = Flow(cfg, log=print)
     return flow
 
