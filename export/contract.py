@@ -9,7 +9,9 @@ no fixed-point number is written by hand anywhere else.
 
 Layer entries (in network order):
 
-- ``conv2d`` / ``dense``: ``kernel`` (conv), ``in_channels``/``out_channels``
+- ``conv2d`` / ``dense``: ``kernel`` (conv), ``stride`` and ``padding`` (conv; 1 and
+  ``"valid"`` when absent; ``"same"`` pads zeros as Keras does, see
+  :func:`conv_geometry`), ``in_channels``/``out_channels``
   (dense: inputs/units), ``weight`` {bits, frac, rounding}, ``bias`` {bits, frac, rounding}
   (``rounding``: how the float values were rounded to integers, ``half_even``),
   ``accum`` {bits, frac}, ``output`` {bits, frac, signed, relu, name} where
@@ -31,10 +33,26 @@ import numpy as np
 
 from prunehw.core.errors import ModelFileError
 
-__all__ = ["CONTRACT_VERSION", "Contract", "fixed_type", "load_contract", "save_contract"]
+__all__ = ["CONTRACT_VERSION", "Contract", "conv_geometry", "fixed_type", "load_contract", "save_contract"]
 
 CONTRACT_VERSION = 1
 _TYPES = ("conv2d", "dense", "maxpool2d", "flatten")
+
+
+def conv_geometry(h: int, w: int, k: int, stride: int = 1, padding: str = "valid") -> tuple[int, int, int, int]:
+    """(out_h, out_w, pad_top, pad_left) of a k x k convolution of an h x w map, as Keras computes them.
+
+    ``valid``: no padding, ``(h - k) // stride + 1`` outputs. ``same``: ``ceil(h / stride)`` outputs and
+    ``max((out - 1) * stride + k - h, 0)`` zero rows in all, the smaller half on top (the larger at the bottom),
+    likewise for columns. Zeros padded in the integer domain are zeros in the real one (every activation
+    format's zero is integer 0), so golden model, hls4ml and hardware pad alike.
+    """
+    if padding == "valid":
+        return (h - k) // stride + 1, (w - k) // stride + 1, 0, 0
+    if padding != "same":
+        raise ValueError(f"padding {padding!r} is unknown; allowed: valid, same")
+    oh, ow = -(-h // stride), -(-w // stride)
+    return oh, ow, max((oh - 1) * stride + k - h, 0) // 2, max((ow - 1) * stride + k - w, 0) // 2
 
 
 def fixed_type(bits: int, frac: int, signed: bool = True, rounding: bool = False, saturate: bool = False) -> str:

@@ -12,6 +12,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from prunehw.core.errors import DataError
+from prunehw.export.contract import conv_geometry
 
 __all__ = ["requantize", "golden"]
 
@@ -39,18 +40,28 @@ def _matmul(a: np.ndarray, w: np.ndarray, acc_bits: int) -> np.ndarray:
     return a @ w
 
 
-def _im2col(a: np.ndarray, k: int) -> np.ndarray:
-    """(N, H, W, C) -> (N, H-k+1, W-k+1, k*k*C), rows ordered (ky, kx, c) like the contract's matrices."""
-    win = sliding_window_view(a, (k, k), axis=(1, 2))          # N, H', W', C, ky, kx
+def _im2col(a: np.ndarray, k: int, stride: int = 1, padding: str = "valid") -> np.ndarray:
+    """(N, H, W, C) -> (N, H', W', k*k*C), rows ordered (ky, kx, c) like the contract's matrices; ``same``
+    padding adds zeros around the map (see ``contract.conv_geometry``), ``stride`` skips positions."""
+    n, h, w, c = a.shape
+    oh, ow, top, left = conv_geometry(h, w, k, stride, padding)
+    need_h, need_w = (oh - 1) * stride + k, (ow - 1) * stride + k
+    if top or left or need_h > h or need_w > w:
+        a = np.pad(a, ((0, 0), (top, max(need_h - h - top, 0)), (left, max(need_w - w - left, 0)), (0, 0)))
+    win = sliding_window_view(a, (k, k), axis=(1, 2))[:, :need_h - k + 1:stride, :need_w - k + 1:stride]
     win = win.transpose(0, 1, 2, 4, 5, 3)                      # N, H', W', ky, kx, C
     return win.reshape(*win.shape[:3], -1)
+
+
+def _conv_cols(layer: dict, a: np.ndarray) -> np.ndarray:
+    return _im2col(a, layer["kernel"], layer.get("stride", 1), layer.get("padding", "valid"))
 
 
 def _layer(layer: dict, a: np.ndarray, contract) -> np.ndarray:
     t = layer["type"]
     if t in ("conv2d", "dense"):
         w, b = contract.weights[layer["name"]], contract.biases[layer["name"]]
-        cols = _im2col(a, layer["kernel"]) if t == "conv2d" else a
+        cols = _conv_cols(layer, a) if t == "conv2d" else a
         acc = _matmul(cols, w, layer["accum"]["bits"]) + b
         if layer["output"]["bits"] == layer["accum"]["bits"] and layer["output"]["frac"] == layer["accum"]["frac"] and not layer["output"]["relu"]:
             return acc
@@ -106,7 +117,7 @@ def layer_events(contract, x: np.ndarray, batch: int = 500) -> dict[str, np.ndar
         for layer in contract.layers:
             if layer["type"] in ("conv2d", "dense"):
                 w, b = contract.weights[layer["name"]], contract.biases[layer["name"]]
-                cols = _im2col(a, layer["kernel"]) if layer["type"] == "conv2d" else a
+                cols = _conv_cols(layer, a) if layer["type"] == "conv2d" else a
                 acc = _matmul(cols, w, layer["accum"]["bits"]) + b
                 flat = acc.reshape(len(acc), -1)
                 o, name = layer["output"], layer["name"]
