@@ -88,9 +88,20 @@ class Controller(wiring.Component):
         in_mm, in_pool = Signal(), Signal()
         issue, pissue = in_mm & busy, in_pool & busy
 
+        # a strided convolution steps its base pixel by its stride, one window by pool * stride; the plain
+        # design's steps are the constant 1 and ``pool``
+        stride, win_step = (k.stride, k.win_step) if plan.strided else (1, k.pool)
+        # with padding: the position's input row and column (output y, x times stride; ``cy``, ``cx``) and its
+        # window's (``wy``, ``wx``), which the feeder checks each row's tap against; without, constants
+        cx, cy, wx, wy = (Signal(aw, name=n) for n in ("cx", "cy", "wx", "wy"))
+
+        def track(*stmts):      # (the position tracking exists only in a design with padding)
+            return list(stmts) if plan.padded else []
+
         def reset_walk():
             return [ct.eq(0), rt.eq(0), pos.eq(0), base.eq(0), obase.eq(0), dx.eq(0), dy.eq(0), woff.eq(0),
-                    pbase.eq(0), px.eq(0), q.eq(0)]
+                    pbase.eq(0), px.eq(0), q.eq(0),
+                    *track(cx.eq(0), cy.eq(0), wx.eq(0), wy.eq(0))]
 
         last_rt = rt == taps("ctrl.row_tiles_limit", k.n_rt_1, **where)
         last_dx = dx == taps("ctrl.window_x_limit", k.pool_1, **where)
@@ -105,7 +116,7 @@ class Controller(wiring.Component):
                 m.d.comb += in_mm.eq(1)
                 with m.If(pos == taps("ctrl.positions_limit", k.M_1, **where)):
                     m.d.sync += [pos.eq(0), base.eq(0), pbase.eq(0), px.eq(0), dx.eq(0), dy.eq(0), q.eq(0),
-                                 tile_i.eq(tile_i + 1)]
+                                 *track(cx.eq(0), cy.eq(0), wx.eq(0), wy.eq(0)), tile_i.eq(tile_i + 1)]
                     with m.If(last_rt):
                         m.d.sync += [rt.eq(0), ct.eq(ct + 1), obase.eq(obase + k.out_pix)]
                         with m.If(ct == taps("ctrl.col_tiles_limit", k.n_ct_1, **where)):
@@ -118,16 +129,19 @@ class Controller(wiring.Component):
                     # of the next window (a plain convolution's windows are single positions)
                     m.d.sync += pos.eq(pos + 1)
                     with m.If(dx != k.pool_1):
-                        m.d.sync += [dx.eq(dx + 1), base.eq(base + 1)]
+                        m.d.sync += [dx.eq(dx + 1), base.eq(base + stride), *track(cx.eq(cx + stride))]
                     with m.Elif(dy != k.pool_1):
-                        m.d.sync += [dx.eq(0), dy.eq(dy + 1), base.eq(base + k.pool_w_step)]
+                        m.d.sync += [dx.eq(0), dy.eq(dy + 1), base.eq(base + k.pool_w_step),
+                                     *track(cx.eq(wx), cy.eq(cy + stride))]
                     with m.Else():
                         m.d.sync += [dx.eq(0), dy.eq(0), q.eq(q + 1)]
                         with m.If(px == k.out_w_1):
                             step = taps("ctrl.window_row_step", k.pool_row_step, **where)
-                            m.d.sync += [px.eq(0), pbase.eq(pbase + step), base.eq(pbase + step)]
+                            m.d.sync += [px.eq(0), pbase.eq(pbase + step), base.eq(pbase + step),
+                                         *track(wx.eq(0), cx.eq(0), wy.eq(wy + win_step), cy.eq(wy + win_step))]
                         with m.Else():
-                            m.d.sync += [px.eq(px + 1), pbase.eq(pbase + k.pool), base.eq(pbase + k.pool)]
+                            m.d.sync += [px.eq(px + 1), pbase.eq(pbase + win_step), base.eq(pbase + win_step),
+                                         *track(wx.eq(wx + win_step), cx.eq(wx + win_step), cy.eq(wy))]
             for state in ("MM_DRAIN", "POOL_DRAIN"):
                 with m.State(state):
                     with m.If(drain == 0):
@@ -171,6 +185,8 @@ class Controller(wiring.Component):
                      b.win_first.eq((dx == 0) & (dy == 0)), b.win_last.eq(last_dx & last_dy),
                      b.pos.eq(pos), b.ct.eq(ct), b.oaddr.eq(obase + q), b.waddr.eq(k.wbase + tile_i),
                      b.base.eq(base), b.fwd.eq(k.fwd)]
+        if plan.padded:
+            m.d.comb += [b.iy.eq(cy), b.ix.eq(cx)]
         # the issued beat and its useful MACs, registered (sampled only while busy: before the first state
         # change an event-driven simulator may not have evaluated the controller's decodes yet)
         last_ct = ct == k.n_ct_1

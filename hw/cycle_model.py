@@ -64,6 +64,17 @@ def cycle_model(program: Program) -> CycleReport:
     return CycleReport(per_op, total, beats, macs, pe_cycles=total * R * C)
 
 
+def _on_map(op: MatmulOp, ky: int, kx: int) -> int:
+    """Computed positions at which kernel tap (ky, kx) of a convolution falls on its input map, not on padding:
+    a count per axis (output rows y < out_h * pool, input row y * stride + ky - pad_top in [0, h)), multiplied."""
+    (h, w), (pt, pl), s, P = op.in_shape[:2], op.pad, op.stride, op.pool
+
+    def along(n_out: int, size: int, k: int, pad: int) -> int:
+        return sum(0 <= y * s + k - pad < size for y in range(n_out))
+
+    return along(op.out_shape[0] * P, h, ky, pt) * along(op.out_shape[1] * P, w, kx, pl)
+
+
 def activity_model(program: Program) -> dict[str, int]:
     """Every activity counter of the RTL (``hw.accelerator.COUNTERS``) for one image, predicted from the schedule.
 
@@ -114,7 +125,14 @@ def activity_model(program: Program) -> dict[str, int]:
             nonzero = sum(int((t != 0).sum()) for t in op.tiles) * M
             act["mults"] += nonzero
             act["mults_gated"] += op.n_ct * op.n_rt * M * R * C - nonzero
-            act["act_reads"] += op.n_ct * (op.rows if multi[op.in_buf] else op.n_rt) * M
+            # a row whose tap falls on zero padding reads nothing (padded convolutions): each row reads once per
+            # position its tap is on the map; a buffer kept in one copy is read once a beat for the row tile
+            # (whose rows share one pixel, hence one tap)
+            rows = [(rt, i) for rt, t in enumerate(op.row_table) for i, (_, _, v) in enumerate(t) if v]
+            if not multi[op.in_buf]:
+                rows = [(rt, i) for rt, i in rows if i == 0]
+            act["act_reads"] += op.n_ct * sum(_on_map(op, *op.row_taps[rt][i]) if op.kind == "conv2d" else M
+                                              for rt, i in rows)
             act["bias_reads"] += op.n_ct * M
             act["psum_reads"] += op.n_ct * (op.n_rt - 1) * M
             act["psum_writes"] += op.n_ct * (op.n_rt - 1) * M

@@ -88,8 +88,17 @@ class Feeder(wiring.Component):
         A = READ_STAGE
         lane_d = [[Signal(plan.lanew, name=f"lane{A + d}_{i}") for i in range(R)] for d in range(READ_LATENCY + 1)]
         rv_d = [[Signal(name=f"rowv{A + d}_{i}") for i in range(R)] for d in range(READ_LATENCY + 1)]
+        here = feed[A - 1]
         for i in range(R):
-            addr = rtv[i].off + feed[A - 1].base
+            row_valid = rtv[i].valid
+            if plan.padded:
+                # a tap on the zero padding reads nothing and feeds a zero; its (negative or past-the-edge)
+                # address is never used
+                addr = rtv[i].off.as_signed() + here.base
+                y, x = here.iy + rtv[i].ky, here.ix + rtv[i].kx
+                row_valid = row_valid & (y >= k.pad_t) & (y < k.h_pt) & (x >= k.pad_l) & (x < k.w_pl)
+            else:
+                addr = rtv[i].off + here.base
             lane = rtv[i].lane
             if p.image_pack > 1:
                 # the image is packed: word = pixel // P, lane = pixel % P
@@ -97,7 +106,7 @@ class Feeder(wiring.Component):
                 addr, lane = Mux(k.packed, addr >> s_, addr), Mux(k.packed, addr[:s_], lane)
             addr = taps("feed.address", addr, row=i, **where)
             lane = taps("feed.lane", lane, row=i, **where)
-            m.d.sync += [self.r_addr[i].eq(addr), lane_d[0][i].eq(lane), rv_d[0][i].eq(rtv[i].valid)]   # 3 -> A
+            m.d.sync += [self.r_addr[i].eq(addr), lane_d[0][i].eq(lane), rv_d[0][i].eq(row_valid)]   # 3 -> A
             m.d.comb += self.r_en[i].eq(taps("feed.read_enable", feed[A].v & rv_d[0][i], beat=feed[A].v, row=i, **where))
             for d in range(1, READ_LATENCY + 1):
                 m.d.sync += [lane_d[d][i].eq(lane_d[d - 1][i]), rv_d[d][i].eq(rv_d[d - 1][i])]

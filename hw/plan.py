@@ -26,6 +26,9 @@ PSUM_FORWARD = READ_LATENCY + 1
 OP_FIELDS = ("M_1", "out_w_1", "n_rt_1", "n_ct_1", "wbase", "rtbase", "bbase", "in_pix", "out_pix",
              "pool", "pool_1", "pool_w_step", "pool_row_step", "out_pix_1", "macs_full", "macs_last_rt", "macs_last_ct",
              "macs_last_both", "rows_last", "fwd")
+#: added when some convolution is strided / padded (a design without either keeps the plain walk)
+STRIDE_FIELDS = ("stride", "win_step")
+PAD_FIELDS = ("pad_t", "pad_l", "h_pt", "w_pl")
 
 
 def _pack(values, width: int) -> int:
@@ -75,7 +78,10 @@ class Plan:
                 tiles += op.tiles
                 table += op.row_table
                 bias += op.bias
-        self.offw = ceil_log2(max(max(p.buf_depth), 2)) + 1
+        # a row's word offset (a packed image's: pixel offset), negative for a tap on top or left padding: wide
+        # enough for every offset of the program, with a sign bit
+        reach = max((abs(off) for o in p.matmuls() for row in o.row_table for off, _, _ in row), default=0)
+        self.offw = max(ceil_log2(max(max(p.buf_depth), 2)) + 1, reach.bit_length() + 1)
         largest = max(*p.buf_depth, 2 * p.image_stride, len(tiles), len(table), len(bias), R * C, R * max(p.buf_depth),
                       *(o.positions * o.n_rt * o.n_ct for o in p.matmuls()))
         self.aw = ceil_log2(largest + 2)
@@ -83,35 +89,56 @@ class Plan:
         self.slot_bits = ceil_log2(p.image_stride)
         #: the partial-sum memory holds a row of C sums per output position of the largest fold
         self.psum_words = max(max((o.positions for o in p.matmuls()), default=1), 2)
-        self.entry = self.offw + self.lanew + 1
+        mm = p.matmuls()
+        #: a strided convolution steps its base pixel by its stride (else by 1, as the plain design does)
+        self.strided = any(o.stride > 1 for o in mm)
+        #: some convolution's taps fall on zero padding: each row entry then also holds its tap (ky, kx), checked
+        #: against the map's edges at the position; a row on the padding reads nothing and feeds a zero
+        self.padded = any(o.padded for o in mm)
+        self.kb = max(1, ceil_log2(max((o.kernel for o in mm), default=1))) if self.padded else 0
+        self.entry = self.offw + self.lanew + 1 + 2 * self.kb
+        taps = [t for o in p.ops if isinstance(o, MatmulOp) for t in o.row_taps]
+        mask = (1 << self.offw) - 1          # (an offset onto the top or left padding is negative)
+
+        def entry(e, tap) -> int:
+            (off, lane, v), (ky, kx) = e, tap
+            word = (off & mask) | (lane << self.offw) | (v << (self.offw + self.lanew))
+            return word | (ky << (self.offw + self.lanew + 1)) | (kx << (self.offw + self.lanew + 1 + self.kb)) \
+                if self.padded else word
+
         self.wimg = [_pack([_pack(t[i], 8) for i in range(R)], 8 * C) for t in tiles] or [0]
-        self.rimg = [_pack([off | (lane << self.offw) | (v << (self.offw + self.lanew)) for off, lane, v in row], self.entry)
-                     for row in table] or [0]
+        self.rimg = [_pack([entry(e, tap) for e, tap in zip(row, row_taps)], self.entry)
+                     for row, row_taps in zip(table, taps)] or [0]
         self.bimg = [_pack(b, self.ACC) for b in bias] or [0]
 
         self.word = data.ArrayLayout(unsigned(8), C)
         self.sums = data.ArrayLayout(signed(self.ACC), C)
         self.tile = data.ArrayLayout(data.ArrayLayout(signed(8), C), R)
         self.tile_nz = data.ArrayLayout(data.ArrayLayout(1, C), R)
-        self.table_row = data.ArrayLayout(data.StructLayout({"off": self.offw, "lane": self.lanew, "valid": 1}), R)
+        tap = {"ky": self.kb, "kx": self.kb} if self.padded else {}
+        self.table_row = data.ArrayLayout(data.StructLayout({"off": self.offw, "lane": self.lanew, "valid": 1, **tap}), R)
         aw = self.aw
-        #: a matmul beat (one output position of one fold) as it travels from the controller to the bottom
+        #: a matmul beat (one output position of one fold) as it travels from the controller to the bottom;
+        #: with padding it carries the position's input row and column (``iy``, ``ix``: output y, x times stride)
         self.beat = data.StructLayout({"v": 1, "first": 1, "first_rt": 1, "last_rt": 1, "win_first": 1, "win_last": 1,
                                        "pos": aw, "ct": aw, "oaddr": aw, "waddr": aw, "base": aw,
-                                       "fwd": PSUM_FORWARD.bit_length()})
-        self.op_layout = data.StructLayout({**{n: aw for n in OP_FIELDS}, "in_buf": 2, "out_buf": 1, "in_signed": 1,
+                                       "fwd": PSUM_FORWARD.bit_length(), **({"iy": aw, "ix": aw} if self.padded else {})})
+        self.op_fields = OP_FIELDS + (STRIDE_FIELDS if self.strided else ()) + (PAD_FIELDS if self.padded else ())
+        self.op_layout = data.StructLayout({**{n: aw for n in self.op_fields}, "in_buf": 2, "out_buf": 1, "in_signed": 1,
                                             "out_signed": 1, "packed": 1, "is_last": 1, "is_pool": 1})
         self.op_values = [self._op_values(i, o, wbase[i], rtbase[i], bbase[i]) for i, o in enumerate(p.ops)]
 
     def _op_values(self, i, o, wbase, rtbase, bbase) -> dict:
         p, R, C = self.program, self.R, self.C
-        vals = dict.fromkeys(OP_FIELDS, 0)
-        # the window walk (pooling ops, and matmuls with fused pooling; a plain matmul is a 1x1 window):
-        # next element of a window row +1, next window row +pool_w_step, next window +pool, next
-        # row of windows +pool_row_step
-        vals.update(in_pix=o.in_pix, out_pix=o.out_pix, out_pix_1=o.out_pix - 1, out_w_1=o.out_shape[1] - 1,
-                    pool=o.pool, pool_1=o.pool - 1, pool_w_step=o.in_shape[1] - o.pool + 1,
-                    pool_row_step=o.pool * o.in_shape[1] - o.pool * (o.out_shape[1] - 1),
+        vals = dict.fromkeys(self.op_fields, 0)
+        # the window walk (pooling ops, and matmuls with fused pooling; a plain matmul is a 1x1 window) over
+        # base pixels s apart (s: a convolution's stride, else 1): next element of a window row +s, next
+        # window row +pool_w_step, next window +win_step (pool * s), next row of windows +pool_row_step
+        s = o.stride if isinstance(o, MatmulOp) else 1
+        w, P, ow = o.in_shape[1], o.pool, o.out_shape[1]
+        vals.update(in_pix=o.in_pix, out_pix=o.out_pix, out_pix_1=o.out_pix - 1, out_w_1=ow - 1,
+                    pool=P, pool_1=P - 1, pool_w_step=s * w - (P - 1) * s,
+                    pool_row_step=P * s * w - P * s * (ow - 1),
                     n_ct_1=o.n_ct - 1, in_buf=o.in_buf, out_buf=o.out_buf, is_pool=int(isinstance(o, PoolOp)),
                     packed=int(o.in_buf == IMAGE and p.image_pack > 1),
                     in_signed=int(o.in_signed if isinstance(o, MatmulOp) else o.signed),
@@ -125,4 +152,11 @@ class Plan:
                         # a later row tile of the same output position arrives M beats after the
                         # previous one; closer than the partial-sum memory's round trip, forward it
                         fwd=o.positions if o.positions <= PSUM_FORWARD else 0)
+        if self.strided:
+            vals.update(stride=s, win_step=P * s)
+        if self.padded and isinstance(o, MatmulOp):
+            # a row's tap (ky, kx) at input row iy = y * s is on the map when pad_t <= iy + ky < h + pad_t
+            # (likewise for columns); a layer without padding gets bounds no position reaches
+            h, pt, pl = o.in_shape[0], *o.pad
+            vals.update(pad_t=pt, pad_l=pl, h_pt=h + pt, w_pl=w + pl)
         return vals

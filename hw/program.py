@@ -36,6 +36,13 @@ pooling would discard (the ragged last rows and columns) are never
 computed. A pooling layer with no convolution before it stays a
 :class:`PoolOp` of its own.
 
+A strided convolution's base pixel is (output y, x) times the stride. With
+``same`` padding a row's offset is taken from the tap's position relative to
+the padded corner (``(ky - pad_top) * w + kx - pad_left``, negative on the
+top or left), and the feeder checks each row's tap against the map's edges
+at the position (:attr:`MatmulOp.padded`): a tap on the padding reads
+nothing and feeds a zero. No padded map is ever stored.
+
 A one-channel input image would fill one lane of each C-byte word and waste
 the rest, so it is packed: ``Program.image_pack`` (P, the largest power of
 two <= C) pixels per word, pixel ``p`` in word ``p // P``, lane ``p % P``.
@@ -52,6 +59,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from prunehw.core.config import ArrayConfig
+from prunehw.export.contract import conv_geometry
 
 __all__ = ["IMAGE", "MatmulOp", "PoolOp", "Program", "build_program"]
 
@@ -97,13 +105,39 @@ class MatmulOp(_Shapes):
     macs_per_fold: list[int] = field(default_factory=list)
     pool: int = 1             # fused max pooling window (1: none)
     conv_shape: tuple[int, int, int] | None = None   # the convolution's own output (before fused pooling)
+    stride: int = 1
+    pad: tuple[int, int] = (0, 0)                    # zero rows on top, zero columns on the left ("same")
+    row_taps: list[list[tuple[int, int]]] = field(default_factory=list)   # per rt: R x (ky, kx) of each row
+    kernel: int = 1
+
+    @property
+    def padded(self) -> bool:
+        """Whether some tap of some computed position falls on zero padding (``same`` padding), so the feeder
+        must check each row's tap against the map's edges."""
+        if self.kind != "conv2d":
+            return False
+        hc, wc = self.out_shape[0] * self.pool, self.out_shape[1] * self.pool
+        (h, w), (pt, pl), s, k = self.in_shape[:2], self.pad, self.stride, self.kernel
+        return pt > 0 or pl > 0 or (hc - 1) * s + k - pt > h or (wc - 1) * s + k - pl > w
+
+    def positions_yx(self) -> list[tuple[int, int]]:
+        """The (y, x) of the convolution's output at each computed position, in the order the controller walks
+        them (window by window with fused pooling)."""
+        P = self.pool
+        ph, pw = self.out_shape[:2]
+        return [(py * P + dy, px * P + dx) for py in range(ph) for px in range(pw) for dy in range(P) for dx in range(P)]
 
     def base_pixels(self) -> list[int]:
-        """The input pixel at the top left of each output position, in the order the controller walks them."""
-        w, P = self.in_shape[1], self.pool
-        ph, pw = self.out_shape[:2]
-        return [(py * P + dy) * w + px * P + dx for py in range(ph) for px in range(pw)
-                for dy in range(P) for dx in range(P)]
+        """The input pixel of kernel tap (0, 0) at each position, before padding (so a padded convolution's
+        taps add ``(ky - pad_top) * w + kx - pad_left``), in the order the controller walks them."""
+        w, s = self.in_shape[1], self.stride
+        return [y * s * w + x * s for y, x in self.positions_yx()]
+
+    def in_bounds(self, position: tuple[int, int], tap: tuple[int, int]) -> bool:
+        """Whether kernel tap (ky, kx) at output ``position`` falls on the map, not on its zero padding."""
+        (y, x), (ky, kx) = position, tap
+        iy, ix = y * self.stride + ky - self.pad[0], x * self.stride + kx - self.pad[1]
+        return 0 <= iy < self.in_shape[0] and 0 <= ix < self.in_shape[1]
 
 
 @dataclass
@@ -200,26 +234,33 @@ def build_program(contract, array: ArrayConfig) -> Program:
             B = contract.biases[layer["name"]]
             kept = np.asarray(layer.get("rows_kept", range(W.shape[0])), dtype=np.int64)
             n = W.shape[1]
+            stride, pad = 1, (0, 0)
+            taps = []
             if t == "conv2d":
-                k = layer["kernel"]
-                out = (h - k + 1, w - k + 1, n)
+                k, stride = layer["kernel"], layer.get("stride", 1)
+                oh, ow, pt, pl = conv_geometry(h, w, k, stride, layer.get("padding", "valid"))
+                out, pad = (oh, ow, n), (pt, pl)
                 entries = []
                 for r in kept:
                     tap, ch = divmod(int(r), c)
                     ky, kx = divmod(tap, k)
-                    entries.append(((ch // C) * h * w + ky * w + kx, ch % C))
+                    # (negative for a tap on the top or left padding: such a tap is masked where it falls off the map)
+                    entries.append(((ch // C) * h * w + (ky - pt) * w + kx - pl, ch % C))
+                    taps.append((ky, kx))
             else:
                 out = (1, 1, n)
                 entries = []
                 for r in kept:
                     pix, ch = divmod(int(r), c)
                     entries.append(((ch // C) * h * w + pix, ch % C))
+                    taps.append((0, 0))
             K = len(kept)
             n_rt, n_ct = max(1, math.ceil(K / R)), _ct(n, C)
-            table = []
+            table, row_taps = [], []
             for rt in range(n_rt):
                 row = [(*entries[rt * R + i], 1) if rt * R + i < K else (0, 0, 0) for i in range(R)]
                 table.append(row)
+                row_taps.append([taps[rt * R + i] if rt * R + i < K else (0, 0) for i in range(R)])
             Wk = W[kept]
             tiles, macs = [], []
             for ct in range(n_ct):
@@ -237,7 +278,8 @@ def build_program(contract, array: ArrayConfig) -> Program:
                 bias.append(bv)
             ops.append(MatmulOp(layer["name"], t, buf, _next(buf), shape, out, out[0] * out[1], K, n, n_rt, n_ct, table,
                                 tiles, bias, layer["input"]["signed"], layer["accum"]["frac"], layer["output"],
-                                layer is weighted[-1], macs))
+                                layer is weighted[-1], macs, stride=stride, pad=pad, row_taps=row_taps,
+                                kernel=layer.get("kernel", 1)))
         buf = _next(buf)
         shape = ops[-1].out_shape
     for op in ops:

@@ -128,6 +128,22 @@ def test_overlap_needs_the_slot_swap(small_contract, tiny_data):
     assert not all(np.array_equal(l, w) for (l, _), w in zip(streamed, want))
 
 
+@pytest.mark.parametrize("case, rows, cols", [
+    (dict(h=9, w=7, c=3, convs=[(3, 1, "same", 5)]), 4, 4),
+    (dict(h=9, w=7, c=1, convs=[(5, 1, "same", 4), (3, 2, "same", 8)], pool=2), 8, 8),     # packed image, gathered rows
+    (dict(h=10, w=10, c=3, convs=[(3, 2, "same", 8), (3, 1, "same", 8)], pool=3), 4, 4),  # one-copy buffers padded
+    (dict(h=9, w=7, c=3, convs=[(3, 2, "valid", 5)]), 4, 4),
+], ids=["same", "packed-same-stride2-pool", "one-copy-same-pool3", "valid-stride2"])
+def test_padded_and_strided_convolutions(case, rows, cols, rng):
+    """``same`` padding (zeros from the feeder's edge check, never stored) and strides: logits equal the golden
+    model's, cycles and every activity counter the analytic model's (a row on the padding reads nothing)."""
+    from contracts import conv_contract
+
+    contract = conv_contract(rng, **case)
+    h, w, c = contract.spec["input"]["shape"]
+    check(contract, ArrayConfig(rows=rows, cols=cols), rng.integers(0, 256, (2, h, w, c)).astype(np.uint8))
+
+
 def test_shared_mutant_build_switches_one_fault_at_a_time(small_contract, tiny_data):
     """The mutation campaign's shared build: with fault_select 0 it is the production design (same logits and
     counters); with a fault's number it behaves as that fault built alone."""

@@ -8,6 +8,7 @@ from prunehw.export.contract import Contract
 from prunehw.hw.cycle_model import cycle_model, drain_cycles
 from prunehw.hw.program import IMAGE, build_program
 from prunehw.export.golden import _im2col
+from contracts import conv_contract
 
 
 def _contract(rng, h=9, w=7, c=3, k=3, n=5, rows_kept=None):
@@ -135,3 +136,36 @@ def test_counts_that_would_wrap_the_counters_are_refused():
     with pytest.raises(ConfigError, match=r"counter 'macs' would reach 4294967296 in one inference, beyond the "
                                           r"accelerator's 32-bit counters"):
         check_counters_fit({"total_cycles": 10, "macs": 2 ** 32})
+
+
+@pytest.mark.parametrize("h, w, c, k, s, padding, cols", [
+    (9, 7, 3, 3, 1, "same", 4), (9, 7, 1, 3, 2, "same", 4), (9, 7, 3, 3, 2, "valid", 5), (8, 8, 2, 2, 2, "same", 4),
+    (7, 9, 1, 5, 1, "same", 8), (10, 10, 3, 4, 3, "same", 4)])
+def test_padded_and_strided_rows_equal_im2col(h, w, c, k, s, padding, cols, rng):
+    """Base pixel (output y, x times the stride) plus each row's offset, on the map, is the golden model's
+    padded, strided im2col; a tap on the padding must be masked (the golden model reads a zero there)."""
+    contract = conv_contract(rng, h, w, c, [(k, s, padding, 3)])
+    prog = build_program(contract, ArrayConfig(rows=4, cols=cols))
+    conv, P = prog.ops[0], prog.image_pack
+    act = rng.integers(1, 256, (h, w, c))                 # (no zeros: a zero in the reference is padding)
+    words = np.zeros((-(-h * w // P) * max(1, -(-c // cols)), cols), dtype=np.int64)
+    for ch in range(c):
+        for pix in range(h * w):
+            words[(ch // cols) * h * w // P + pix // P, pix % P if P > 1 else ch % cols] = act.reshape(-1, c)[pix, ch]
+    ref = _im2col(act[None], k, s, padding)[0].reshape(-1, conv.rows)
+    assert conv.positions == len(ref)
+    masked = 0
+    for pos, (yx, base) in enumerate(zip(conv.positions_yx(), conv.base_pixels())):
+        got = []
+        for row, taps in zip(conv.row_table, conv.row_taps):
+            for (off, lane, v), tap in zip(row, taps):
+                if not v:
+                    continue
+                if not conv.in_bounds(yx, tap):
+                    got.append(0)
+                    masked += 1
+                    continue
+                a = off + base
+                got.append(words[a // P, a % P] if P > 1 else words[a, lane])
+        np.testing.assert_array_equal(got, ref[pos])
+    assert conv.padded == (masked > 0)       # (``same`` with nothing to pad, e.g. 8x8 under 2x2 stride 2: plain)
