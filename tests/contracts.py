@@ -1,7 +1,6 @@
 """Hand-made numeric contracts for the hardware tests: convolutions of any kernel, stride and padding (as
 ``export.contract.conv_geometry`` sizes them), with random integer weights, without training a model."""
 
-import numpy as np
 
 from prunehw.export.contract import Contract, conv_geometry
 
