@@ -19,7 +19,9 @@ Layer entries (in network order):
   or null. The last weighted layer has ``output == accum`` (wide logits).
   Requantization: ``relu`` (if set), then round half up (add half an LSB,
   floor) to ``output.frac`` and saturate to ``output.bits``.
-- ``maxpool2d``: ``pool``; ``flatten``: nothing (HWC order, as Keras).
+- ``maxpool2d``: ``pool``; ``avgpool2d``: ``pool``, a power of two (the sum of the
+  window's ``pool * pool`` values shifted right by log2 of that, rounded half
+  up, in the input's format); ``flatten``: nothing (HWC order, as Keras).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from prunehw.core.errors import ModelFileError
 __all__ = ["CONTRACT_VERSION", "Contract", "conv_geometry", "fixed_type", "load_contract", "save_contract"]
 
 CONTRACT_VERSION = 1
-_TYPES = ("conv2d", "dense", "maxpool2d", "flatten")
+_TYPES = ("conv2d", "dense", "maxpool2d", "avgpool2d", "flatten")
 
 
 def conv_geometry(h: int, w: int, k: int, stride: int = 1, padding: str = "valid") -> tuple[int, int, int, int]:
@@ -107,6 +109,10 @@ def _check(spec: dict, where: str) -> None:
                     bad(f"layer {layer.get('name')!r} {k}.bits = {layer[k]['bits']}; allowed: 1..64")
             if layer["bias"]["frac"] != layer["accum"]["frac"]:
                 bad(f"layer {layer['name']!r}: bias frac {layer['bias']['frac']} differs from accumulator frac {layer['accum']['frac']}")
+        if t == "avgpool2d" and (not isinstance(layer.get("pool"), int) or layer["pool"] < 1
+                                 or layer["pool"] & (layer["pool"] - 1)):
+            bad(f"layer {layer.get('name')!r}: average pooling window {layer.get('pool')!r}; allowed: 1, 2, 4, 8 "
+                f"(a power of two, so the division is a shift)")
 
 
 def save_contract(path: Path, spec: dict, weights: dict[str, np.ndarray], biases: dict[str, np.ndarray]) -> tuple[Path, Path]:

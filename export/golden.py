@@ -66,11 +66,16 @@ def _layer(layer: dict, a: np.ndarray, contract) -> np.ndarray:
         if layer["output"]["bits"] == layer["accum"]["bits"] and layer["output"]["frac"] == layer["accum"]["frac"] and not layer["output"]["relu"]:
             return acc
         return requantize(acc, layer["accum"]["frac"], layer["output"])
-    if t == "maxpool2d":
+    if t in ("maxpool2d", "avgpool2d"):
         p = layer["pool"]
         n, h, w_, c = a.shape
-        a = a[:, : h // p * p, : w_ // p * p]
-        return a.reshape(n, h // p, p, w_ // p, p, c).max(axis=(2, 4))
+        win = a[:, : h // p * p, : w_ // p * p].reshape(n, h // p, p, w_ // p, p, c)
+        if t == "maxpool2d":
+            return win.max(axis=(2, 4))
+        # the window's sum divided by its p*p elements (a power of two: a shift), rounded half up, in the
+        # input's format
+        shift = (p * p).bit_length() - 1
+        return (win.sum(axis=(2, 4)) + (1 << shift >> 1)) >> shift
     return a.reshape(len(a), -1)
 
 

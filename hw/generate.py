@@ -35,14 +35,15 @@ def describe(program: Program, accel: Accelerator | None = None) -> dict:
         accel._MustUse__silence = True   # only its widths are read: no "never elaborated" warning
     ops = []
     for op in program.ops:
-        entry = {"name": op.name, "kind": op.kind if isinstance(op, MatmulOp) else "maxpool2d",
+        entry = {"name": op.name, "kind": op.kind if isinstance(op, MatmulOp) else "avgpool2d" if op.avg else "maxpool2d",
                  "in_shape": list(op.in_shape), "out_shape": list(op.out_shape), "in_buf": op.in_buf, "out_buf": op.out_buf,
                  "cycles_analytic": model.per_op[op.name]}
         if isinstance(op, MatmulOp):
             entry.update(positions=op.positions, rows=op.rows, cols=op.cols, row_tiles=op.n_rt, col_tiles=op.n_ct,
                          folds=op.n_rt * op.n_ct, macs=sum(op.macs_per_fold) * op.positions)
             if op.pool > 1:
-                entry.update(fused_pool=op.pool, conv_out_shape=list(op.conv_shape))
+                entry.update(fused_pool=op.pool, conv_out_shape=list(op.conv_shape),
+                             fused_pool_kind="avgpool2d" if op.pool_avg else "maxpool2d")
         else:
             entry.update(pool=op.pool, channel_tiles=op.n_ct)
         ops.append(entry)

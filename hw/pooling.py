@@ -1,15 +1,15 @@
-"""A max pooling pass of its own (a pooling layer with no convolution before it to fuse into)."""
+"""A pooling pass of its own, max or average (a pooling layer with no convolution before it to fuse into)."""
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal
+from amaranth import Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from prunehw.hw.block_ram import READ_LATENCY
 from prunehw.hw.plan import Plan
 from prunehw.hw.taps import PASS
-from prunehw.hw.writeback import bigger
+from prunehw.hw.writeback import pooled
 
 __all__ = ["POOL_WRITE", "Pooling"]
 
@@ -50,11 +50,6 @@ class Pooling(wiring.Component):
             nxt = Signal.like(self.read, name=f"pmeta{d + 2}")
             m.d.sync += nxt.eq(stage)
             stage = nxt
-        run_max = Signal(plan.word)
-        for j in range(plan.C):
-            m.d.comb += self.word[j].eq(Mux(stage.first | bigger(self.data[j], run_max[j], self.k.in_signed, self.taps, where),
-                                            self.data[j], run_max[j]))
-        with m.If(stage.v):
-            m.d.sync += run_max.eq(self.word)
+        pooled(m, plan, self.k, stage.first, stage.v, self.data, self.k.in_signed, self.word, self.taps, where)
         m.d.comb += [self.fire.eq(stage.v & stage.last), self.addr.eq(stage.oaddr)]
         return m

@@ -27,11 +27,12 @@ position's base pixel: the row table holds, per row tile, R entries
 (``rows_kept`` in the contract) are simply absent from the table and from the
 weight tiles, so a pruned layer is a smaller matrix with fewer tiles.
 
-Max pooling that directly follows a convolution is fused into it
-(``MatmulOp.pool`` > 1): the convolution walks its output positions window
-by window (``pool x pool`` consecutive positions per pooled output, row by
-row inside a window), the array's bottom keeps the running maximum of the
-requantized words and writes one word per window, and the positions that
+Pooling (max, or average over a power-of-two window) that directly follows
+a convolution is fused into it (``MatmulOp.pool`` > 1): the convolution
+walks its output positions window by window (``pool x pool`` consecutive
+positions per pooled output, row by row inside a window), the array's
+bottom keeps the running maximum (or sum) of the requantized words and
+writes one word per window (an average: the sum shifted, rounded half up), and the positions that
 pooling would discard (the ragged last rows and columns) are never
 computed. A pooling layer with no convolution before it stays a
 :class:`PoolOp` of its own.
@@ -103,7 +104,8 @@ class MatmulOp(_Shapes):
     out: dict
     last: bool
     macs_per_fold: list[int] = field(default_factory=list)
-    pool: int = 1             # fused max pooling window (1: none)
+    pool: int = 1             # fused pooling window (1: none)
+    pool_avg: bool = False    # the fused pooling averages (else it takes the maximum)
     conv_shape: tuple[int, int, int] | None = None   # the convolution's own output (before fused pooling)
     stride: int = 1
     pad: tuple[int, int] = (0, 0)                    # zero rows on top, zero columns on the left ("same")
@@ -150,6 +152,7 @@ class PoolOp(_Shapes):
     pool: int
     n_ct: int
     signed: bool
+    avg: bool = False         # average (a power-of-two window: sum, then a rounding shift) instead of maximum
 
 
 @dataclass
@@ -218,17 +221,17 @@ def build_program(contract, array: ArrayConfig) -> Program:
         h, w, c = shape
         if t == "flatten":
             continue
-        if t == "maxpool2d":
-            p = layer["pool"]
+        if t in ("maxpool2d", "avgpool2d"):
+            p, avg = layer["pool"], t == "avgpool2d"
             out = (h // p, w // p, c)
             prev = ops[-1] if ops else None
             if isinstance(prev, MatmulOp) and prev.kind == "conv2d" and prev.pool == 1 and not prev.last:
                 # fused into the convolution: it computes only the positions the windows cover
-                prev.pool, prev.conv_shape, prev.out_shape = p, prev.out_shape, out
+                prev.pool, prev.pool_avg, prev.conv_shape, prev.out_shape = p, avg, prev.out_shape, out
                 prev.positions = out[0] * p * out[1] * p
                 shape = out
                 continue
-            ops.append(PoolOp(layer["name"], buf, _next(buf), shape, out, p, _ct(c, C), layer["input"]["signed"]))
+            ops.append(PoolOp(layer["name"], buf, _next(buf), shape, out, p, _ct(c, C), layer["input"]["signed"], avg))
         else:
             W = contract.weights[layer["name"]]
             B = contract.biases[layer["name"]]

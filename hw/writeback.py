@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Array, Const, Module, Mux, Signal, signed
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -126,17 +126,34 @@ class WriteBack(wiring.Component):
         # the word is registered with its metadata: the write lands in the cycle the next op may issue
         mD, word_q = Signal(plan.beat), Signal(plan.word)
         m.d.sync += [word_q.eq(out_word), mD.eq(mC)]
-        # fused max pooling: the window's positions are consecutive beats of the last row tile; keep
-        # their running maximum and write it with the window's last one
-        run_max = Signal(plan.word)
-        for j in range(C):
-            m.d.comb += self.word[j].eq(Mux(mD.win_first | bigger(word_q[j], run_max[j], k.out_signed, taps, where),
-                                            word_q[j], run_max[j]))
-        with m.If(mD.v & mD.last_rt):
-            m.d.sync += run_max.eq(self.word)
+        # fused pooling: the window's positions are consecutive beats of the last row tile; keep their
+        # running maximum (or sum) and write the window's word with its last one
+        pooled(m, plan, k, mD.win_first, mD.v & mD.last_rt, word_q, k.out_signed, self.word, taps, where)
         m.d.comb += [self.fire.eq(mD.v & mD.last_rt & mD.win_last & ~k.is_last & ~k.is_pool),
                      self.addr.eq(taps("bottom.write_address", mD.oaddr, **where))]
         return m
+
+
+def pooled(m: Module, plan: Plan, k, first, enable, new, signed_, out, taps=PASS, where=None) -> None:
+    """Drive ``out`` with the pooled word of a window after its element ``new`` (C bytes, ``signed_`` or not): the
+    running maximum (restarted where ``first``), or where the op averages (``k.avg``) the running sum plus
+    ``new``, shifted right by ``k.avg_shift`` and rounded half up; the running value is kept while ``enable``."""
+    C = plan.C
+    run_max = Signal(plan.word)
+    words = [Mux(first | bigger(new[j], run_max[j], signed_, taps, where), new[j], run_max[j]) for j in range(C)]
+    if plan.averaged:
+        run_sum = Signal(data.ArrayLayout(signed(9 + max(plan.avg_shifts)), C))
+        for j in range(C):
+            total = Mux(first, 0, run_sum[j]) + Mux(signed_, new[j].as_signed(), Cat(new[j], Const(0, 1)).as_signed())
+            avg = total
+            for sh in plan.avg_shifts:        # (only the shifts some op uses: no barrel shifter)
+                avg = Mux(k.avg_shift == sh, (total + ((1 << sh) >> 1)) >> sh, avg)
+            with m.If(enable):
+                m.d.sync += run_sum[j].eq(total)
+            words[j] = Mux(k.avg, avg[:8], words[j])
+    m.d.comb += [out[j].eq(words[j]) for j in range(C)]
+    with m.If(enable):
+        m.d.sync += run_max.eq(out)
 
 
 def bigger(a, b, signed_, taps=PASS, where=None):

@@ -1,7 +1,6 @@
 """Hand-made numeric contracts for the hardware tests: convolutions of any kernel, stride and padding (as
 ``export.contract.conv_geometry`` sizes them), with random integer weights, without training a model."""
 
-
 from prunehw.export.contract import Contract, conv_geometry
 
 
@@ -9,9 +8,12 @@ def _fmt(frac: int) -> dict:
     return {"bits": 8, "frac": frac, "signed": False}
 
 
-def conv_contract(rng, h: int, w: int, c: int, convs, pool: int | None = None, units: int = 4) -> Contract:
+def conv_contract(rng, h: int, w: int, c: int, convs, pool: int | None = None, units: int = 4,
+                  pools: tuple = ()) -> Contract:
     """``convs``: (kernel, stride, padding, filters) per convolution, each with a fused ReLU; ``pool``: a max
-    pooling after the first; then flatten and a dense layer of ``units`` logits."""
+    pooling after the first, ``pools``: ("maxpool2d" | "avgpool2d", window) poolings after the first instead;
+    then flatten and a dense layer of ``units`` logits."""
+    pools = tuple(pools) or ((("maxpool2d", pool),) if pool else ())
     layers, weights, biases = [], {}, {}
     shape, fmt = (h, w, c), _fmt(8)
     for i, (k, s, padding, n) in enumerate(convs):
@@ -28,9 +30,9 @@ def conv_contract(rng, h: int, w: int, c: int, convs, pool: int | None = None, u
         weights[name], biases[name] = rng.integers(-128, 128, (k * k * shape[2], n)), rng.integers(-9, 9, n)
         oh, ow, _, _ = conv_geometry(shape[0], shape[1], k, s, padding)
         shape, fmt = (oh, ow, n), _fmt(10)
-        if pool and i == 0:
-            layers.append({"name": "pool", "type": "maxpool2d", "pool": pool, "input": fmt})
-            shape = (shape[0] // pool, shape[1] // pool, n)
+        for j, (kind, p) in enumerate(pools if i == 0 else ()):
+            layers.append({"name": f"pool{j}", "type": kind, "pool": p, "input": fmt})
+            shape = (shape[0] // p, shape[1] // p, n)
     flat = shape[0] * shape[1] * shape[2]
     layers.append({"name": "flatten", "type": "flatten", "input": fmt})
     layers.append({"name": "fc", "type": "dense", "rows": flat, "out_channels": units, "in_channels": flat, "input": fmt,

@@ -133,10 +133,14 @@ def test_overlap_needs_the_slot_swap(small_contract, tiny_data):
     (dict(h=9, w=7, c=1, convs=[(5, 1, "same", 4), (3, 2, "same", 8)], pool=2), 8, 8),     # packed image, gathered rows
     (dict(h=10, w=10, c=3, convs=[(3, 2, "same", 8), (3, 1, "same", 8)], pool=3), 4, 4),  # one-copy buffers padded
     (dict(h=9, w=7, c=3, convs=[(3, 2, "valid", 5)]), 4, 4),
-], ids=["same", "packed-same-stride2-pool", "one-copy-same-pool3", "valid-stride2"])
-def test_padded_and_strided_convolutions(case, rows, cols, rng):
-    """``same`` padding (zeros from the feeder's edge check, never stored) and strides: logits equal the golden
-    model's, cycles and every activity counter the analytic model's (a row on the padding reads nothing)."""
+    (dict(h=12, w=12, c=3, convs=[(3, 1, "same", 5), (3, 1, "valid", 4)], pools=[("avgpool2d", 2), ("avgpool2d", 2)]), 4, 4),
+    (dict(h=12, w=12, c=1, convs=[(3, 1, "valid", 5), (3, 1, "same", 4)], pools=[("maxpool2d", 2), ("avgpool2d", 2)]), 8, 8),
+], ids=["same", "packed-same-stride2-pool", "one-copy-same-pool3", "valid-stride2", "avg-fused-and-alone",
+        "max-fused-avg-alone"])
+def test_padding_strides_and_average_pooling(case, rows, cols, rng):
+    """``same`` padding (zeros from the feeder's edge check, never stored), strides and average pooling (fused
+    and a pass of its own): logits equal the golden model's, cycles and every activity counter the analytic
+    model's (a row on the padding reads nothing)."""
     from contracts import conv_contract
 
     contract = conv_contract(rng, **case)
