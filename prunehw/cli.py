@@ -21,6 +21,9 @@ def _parser() -> argparse.ArgumentParser:
         if name not in ("prune", "explore"):   # (prune: --model is that variant's source; explore: a sweep file)
             p.add_argument("--model", help="start from this trained .keras model instead of training [network] "
                                            "(the config key run.model)")
+        if name != "explore":
+            p.add_argument("--data", help="a data set .npz (x_train, y_train, x_test, y_test) instead of MNIST "
+                                          "(the config key data.source)")
         return p
 
     stage("train", "train the float network and save it as build/<run>/dense/model.keras")
@@ -152,6 +155,8 @@ def _run(args: argparse.Namespace) -> None:
     cfg = load_config(args.config)
     if getattr(args, "model", None) and args.command != "prune":
         cfg = cfg.replace(model=args.model)
+    if getattr(args, "data", None):
+        cfg = cfg.replace(data=cfg.data.replace(source=args.data))
     flow = Flow(cfg)
     if args.command == "train":
         flow.train(force=args.force)

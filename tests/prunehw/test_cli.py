@@ -34,6 +34,19 @@ def test_prune_ratio_out_of_range(tmp_path, ratio):
     assert "out of range; allowed: 0 <= ratio < 1" in line
 
 
+def test_data_flag_names_a_missing_or_bad_file(tmp_path):
+    """``--data FILE.npz`` replaces MNIST on every stage; a missing or malformed file is one line, nothing written."""
+    cfg = write_config(tmp_path / "c.toml", tmp_path / "build")
+    line = _one_error_line(run_cli("train", "--config", str(cfg), "--data", str(tmp_path / "none.npz"), cwd=tmp_path))
+    assert "data file not found" in line and "none.npz" in line
+    import numpy as np
+
+    np.savez(tmp_path / "bad.npz", x_train=np.zeros((4, 8, 8), np.uint8))
+    line = _one_error_line(run_cli("train", "--config", str(cfg), "--data", str(tmp_path / "bad.npz"), cwd=tmp_path))
+    assert "lacks key 'y_train'" in line
+    assert not (tmp_path / "build" / "t" / "dense" / "model.keras").exists()
+
+
 def _model_with(tmp_path, mutate):
     import keras
 
