@@ -1,7 +1,9 @@
 """The experiments' points: each a pruned model of the run's dense network, measured for what its figure needs.
 
-Points are cached in ``experiments/points.json`` by their parameters (and the dense model's hash), so a
-rerun redoes only new points and a later figure can add sizes or timings to an existing point.
+Points are kept in the project's cache (``core.artifacts.Cache``, index ``experiments/points.json``), named
+by their parameters and keyed by the dense model's hash and the fine-tuning budget, with each point's pruned
+model as its output: a rerun redoes only new points, a later figure can add sizes or timings to an existing
+point, and a point whose model file changed is pruned again.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import json
 
 import numpy as np
 
-from prunehw.core.artifacts import read_json, sha256_file, write_json
+from prunehw.core.artifacts import Cache, sha256_file, stage_key
 
 __all__ = ["Points"]
 
@@ -22,13 +24,11 @@ class Points:
         self.flow = flow
         self.cfg = flow.cfg
         self.dir = flow.run_dir / "experiments"
-        self.cache_path = self.dir / "points.json"
         self.dense_path = flow.train()
-        dense_hash = sha256_file(self.dense_path)
-        cache = {} if force else read_json(self.cache_path)
-        if cache.get("dense") != dense_hash or cache.get("budget") != self._budget():
-            cache = {}
-        self.cache = {"dense": dense_hash, "budget": self._budget(), "points": cache.get("points", {})}
+        self.cache = Cache(self.dir, index="points.json", table="points")
+        self.key = stage_key(sha256_file(self.dense_path), self._budget())
+        if force:
+            self.cache.forget()
 
     def _budget(self) -> dict:
         e = self.cfg.experiments
@@ -46,25 +46,26 @@ class Points:
         The pruned model of each point is kept under ``experiments/models/``, so
         a later figure can add sizes or timings without pruning again.
         """
-        from prunehw.core.artifacts import stage_key
         from prunehw.model.network import load_model, save_model
 
-        key = json.dumps({"kind": kind, **params}, sort_keys=True)
-        points = self.cache["points"]
-        model_path = self.dir / "models" / (stage_key(key) + ".keras")
+        name = json.dumps({"kind": kind, **params}, sort_keys=True)
+        model_path = self.dir / "models" / (stage_key(name) + ".keras")
+        entry = self.cache.current(name, self.key)
         model = None
-        if key not in points or (kind in ("unstructured", "matrix") and not model_path.is_file()):
+        if entry is None:
             model, record = getattr(self, f"_{kind}")(**params)
             if model is not None:
                 save_model(model, model_path)
-            points[key] = {"kind": kind, **params, **record}
-        record = points[key]
+            record, outputs = {"kind": kind, **params, **record}, [model_path] if model is not None else []
+        else:
+            record, outputs = entry["record"], [self.dir / rel for rel in entry["outputs"]]
         need_sizes = sizes and "keras_bytes" not in record
         need_time = timing and "seconds_dense_format_runs" not in record
         if need_sizes or need_time:
             model = model or load_model(model_path)
             record.update(self._measure(model, need_sizes, need_time, sparse=kind == "unstructured"))
-        write_json(self.cache_path, self.cache)
+        if entry is None or need_sizes or need_time:
+            self.cache.record(name, self.key, outputs, record=record)
         return record
 
     def _measure(self, model, sizes: bool, timing: bool, sparse: bool = False) -> dict:

@@ -29,6 +29,7 @@ __all__ = [
     "sha256_file",
     "update_summary",
     "update_variant",
+    "Cache",
     "record_stage",
     "stage_is_current",
     "stage_key",
@@ -171,16 +172,70 @@ def update_variant(run_dir: Path, variant: str, entries: dict, replace: tuple[st
     return update_summary(run_dir, {"variants": {variant: entries}})
 
 
+class Cache:
+    """The project's one cache: entries named by what made them, each with the key it was made with, the files
+    it wrote (hashed, and checked again on every lookup, so a file changed or removed since is a miss) and an
+    optional JSON record of figures. The index is one JSON file (``index``, under ``table``).
+
+    It serves the flow's stages (``manifest.json``; :func:`record_stage` / :func:`stage_is_current`), the sweep's
+    pruned models and contracts (values kept as pickles beside the index: :meth:`load` / :meth:`keep`) and the
+    experiments' points (a record per point, with the point's pruned model as its output).
+    """
+
+    def __init__(self, root: Path | str, index: str = "manifest.json", table: str = "stages"):
+        self.root, self.index, self.table = Path(root), Path(root) / index, table
+
+    def entries(self) -> dict[str, dict]:
+        return read_json(self.index).get(self.table, {})
+
+    def current(self, name: str, key: str) -> dict | None:
+        """The entry ``name`` when it was made with ``key`` and its files still hash as recorded, else None."""
+        entry = self.entries().get(name)
+        if not entry or entry.get("key") != key:
+            return None
+        for rel, digest in entry["outputs"].items():
+            p = self.root / rel
+            if not p.is_file() or sha256_file(p) != digest:
+                return None
+        return entry
+
+    def record(self, name: str, key: str, outputs: list[Path], **extra) -> dict:
+        """Record that ``name`` was made with ``key`` and wrote ``outputs`` (files under the root); ``extra``
+        (JSON-able, for example ``record=`` a point's figures) is kept in the entry."""
+        index = read_json(self.index)
+        entry = index.setdefault(self.table, {})[name] = {
+            "key": key, "outputs": {str(Path(p).relative_to(self.root)): sha256_file(p) for p in outputs}, **extra}
+        write_json(self.index, index)
+        return entry
+
+    def forget(self) -> None:
+        """Drop every entry (the files stay; nothing refers to them)."""
+        index = read_json(self.index)
+        index.pop(self.table, None)
+        write_json(self.index, index)
+
+    def _value_path(self, name: str, key: str) -> Path:
+        return self.root / "values" / f"{stage_key(name, key)}.pkl"
+
+    def load(self, name: str, key: str):
+        """The Python value kept for (``name``, ``key``) by :meth:`keep`; None when there is none or it changed."""
+        import pickle
+
+        if self.current(name, key) is None:
+            return None
+        return pickle.loads(self._value_path(name, key).read_bytes())
+
+    def keep(self, name: str, key: str, value) -> None:
+        """Keep ``value`` (pickled beside the index) as the entry (``name``, ``key``)."""
+        import pickle
+
+        path = write_bytes(self._value_path(name, key), pickle.dumps(value))
+        self.record(name, key, [path])
+
+
 def record_stage(run_dir: Path, stage: str, key: str, outputs: list[Path], extra: dict | None = None) -> None:
     """Record in ``manifest.json`` that ``stage`` ran with cache ``key`` and wrote ``outputs``."""
-    path = Path(run_dir) / "manifest.json"
-    manifest = read_json(path)
-    manifest.setdefault("stages", {})[stage] = {
-        "key": key,
-        "outputs": {str(Path(p).relative_to(run_dir)): sha256_file(p) for p in outputs},
-        **(extra or {}),
-    }
-    write_json(path, manifest)
+    Cache(run_dir).record(stage, key, outputs, **(extra or {}))
 
 
 def stage_key(*parts) -> str:
@@ -202,11 +257,4 @@ def code_digest(*packages: str) -> str:
 
 def stage_is_current(run_dir: Path, stage: str, key: str) -> bool:
     """True when ``stage`` last ran with ``key`` and all its outputs still hash as recorded."""
-    entry = read_json(Path(run_dir) / "manifest.json").get("stages", {}).get(stage)
-    if not entry or entry.get("key") != key:
-        return False
-    for rel, digest in entry["outputs"].items():
-        p = Path(run_dir) / rel
-        if not p.is_file() or sha256_file(p) != digest:
-            return False
-    return True
+    return Cache(run_dir).current(stage, key) is not None

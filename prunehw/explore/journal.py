@@ -68,31 +68,19 @@ class _Table:
 
 
 class _Cache:
-    """Pruned models and contracts of the sweep, kept by the driver (``cache/<stage>/<key>.pkl``)."""
+    """The sweep's pruned models and contracts, kept in the project's cache (``core.artifacts.Cache``, index
+    ``cache/index.json``) under the sweep's fingerprint: a value whose file changed since is recomputed."""
 
     def __init__(self, folder: Path, fingerprint: str):
-        self.folder, self.fingerprint = folder, fingerprint
+        from prunehw.core.artifacts import Cache
 
-    def _path(self, stage: str, key: tuple) -> Path:
-        return self.folder / stage / f"{stage_key(self.fingerprint, key)}.pkl"
+        self.store, self.fingerprint = Cache(folder, index="index.json", table="values"), fingerprint
 
     def get(self, stage: str, key: tuple):
-        import pickle
-
-        path = self._path(stage, key)
-        if not path.is_file():
-            return None
-        try:
-            return pickle.loads(path.read_bytes())
-        except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed
-            return None
+        return self.store.load(f"{stage}:{stage_key(key)}", self.fingerprint)
 
     def put(self, stage: str, key: tuple, value) -> None:
-        import pickle
-
-        from prunehw.core.artifacts import write_bytes
-
-        write_bytes(self._path(stage, key), pickle.dumps(value))
+        self.store.keep(f"{stage}:{stage_key(key)}", self.fingerprint, value)
 
 
 def _write_failures(path: Path, failed: dict[str, str]) -> None:

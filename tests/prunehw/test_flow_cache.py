@@ -45,3 +45,35 @@ def test_replaced_entries_leave_nothing_stale(tmp_path):
     v = read_json(tmp_path / "summary.json")["variants"]["dense"]
     assert v["synth"] == {"fmax_mhz": 101.6}
     assert v["accuracy"] == {"float": 0.9, "quant": 0.8}   # everything else still merges
+
+
+def test_one_cache_for_stages_values_and_records(tmp_path):
+    """``core.artifacts.Cache``, which the flow's stages, the sweep's values and the experiments' points share:
+    a hit needs the same key and every output file unchanged; a kept value comes back equal."""
+    from prunehw.core.artifacts import Cache, record_stage, stage_is_current, write_bytes
+
+    out = write_bytes(tmp_path / "a" / "out.bin", b"first")
+    record_stage(tmp_path, "train", "k1", [out])
+    assert stage_is_current(tmp_path, "train", "k1") and not stage_is_current(tmp_path, "train", "k2")
+    write_bytes(out, b"changed by hand")
+    assert not stage_is_current(tmp_path, "train", "k1")        # an output changed since: a miss
+    record_stage(tmp_path, "train", "k1", [out])
+    out.unlink()
+    assert not stage_is_current(tmp_path, "train", "k1")        # ... or removed
+
+    values = Cache(tmp_path / "cache", index="index.json", table="values")
+    assert values.load("prune:x", "fp") is None
+    values.keep("prune:x", "fp", {"weights": [1, 2, 3]})
+    assert values.load("prune:x", "fp") == {"weights": [1, 2, 3]} and values.load("prune:x", "other") is None
+    kept = next((tmp_path / "cache" / "values").glob("*.pkl"))
+    write_bytes(kept, b"not a pickle any more")
+    assert values.load("prune:x", "fp") is None                 # a damaged value is recomputed, not unpickled
+
+    points = Cache(tmp_path, index="points.json", table="points")
+    points.record("p1", "budget1", [], record={"accuracy": 0.98})
+    assert points.current("p1", "budget1")["record"] == {"accuracy": 0.98}
+    assert points.current("p1", "budget2") is None
+    points.forget()
+    assert points.current("p1", "budget1") is None
+    assert stage_is_current(tmp_path, "train", "k1") is False and "stages" in __import__("json").loads(
+        (tmp_path / "manifest.json").read_text())               # other indexes untouched
