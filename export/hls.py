@@ -3,8 +3,9 @@
 The hls4ml config starts from ``config_from_keras_model(granularity="name")``
 and every precision is then set from the contract: weight, bias, accumulator
 and result of each conv/dense (result at full accumulator precision), the
-result of the ReLU hls4ml splits off (rounding and saturation live there),
-and pooling/flatten/input types. The Keras weights handed over are the
+result of the ReLU hls4ml splits off (rounding and saturation live there; a
+hidden conv/dense with no ReLU after it rounds and saturates in its own
+result instead), and pooling/flatten/input types. The Keras weights handed over are the
 contract's exact values (``dequantized_model``), and ``predict`` is called with
 float64 input, whose interface passes every input value exactly.
 """
@@ -50,6 +51,10 @@ def hls_config(model, contract: Contract, backend: str = "Vivado") -> dict:
             out = layer["output"]
             if out.get("name"):
                 names.setdefault(out["name"], {})["Precision"] = {"result": _fmt(out, rounding=True, saturate=True)}
+            elif (out["bits"], out["frac"]) != (layer["accum"]["bits"], layer["accum"]["frac"]):
+                # a hidden layer with no ReLU after it requantizes in its own output cast (no layer follows that
+                # would round and saturate: the next one would truncate and wrap instead)
+                entry["Precision"]["result"] = _fmt(out, rounding=True, saturate=True)
         else:
             entry["Precision"] = {"result": _fmt(layer["input"])}
     return cfg
