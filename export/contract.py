@@ -34,27 +34,13 @@ from pathlib import Path
 import numpy as np
 
 from prunehw.core.errors import ModelFileError
+from prunehw.core.geometry import conv_geometry
 
 __all__ = ["CONTRACT_VERSION", "Contract", "conv_geometry", "fixed_type", "load_contract", "save_contract"]
 
 CONTRACT_VERSION = 1
 _TYPES = ("conv2d", "dense", "maxpool2d", "avgpool2d", "flatten")
-
-
-def conv_geometry(h: int, w: int, k: int, stride: int = 1, padding: str = "valid") -> tuple[int, int, int, int]:
-    """(out_h, out_w, pad_top, pad_left) of a k x k convolution of an h x w map, as Keras computes them.
-
-    ``valid``: no padding, ``(h - k) // stride + 1`` outputs. ``same``: ``ceil(h / stride)`` outputs and
-    ``max((out - 1) * stride + k - h, 0)`` zero rows in all, the smaller half on top (the larger at the bottom),
-    likewise for columns. Zeros padded in the integer domain are zeros in the real one (every activation
-    format's zero is integer 0), so golden model, hls4ml and hardware pad alike.
-    """
-    if padding == "valid":
-        return (h - k) // stride + 1, (w - k) // stride + 1, 0, 0
-    if padding != "same":
-        raise ValueError(f"padding {padding!r} is unknown; allowed: valid, same")
-    oh, ow = -(-h // stride), -(-w // stride)
-    return oh, ow, max((oh - 1) * stride + k - h, 0) // 2, max((ow - 1) * stride + k - w, 0) // 2
+PADDINGS = ("valid", "same")
 
 
 def fixed_type(bits: int, frac: int, signed: bool = True, rounding: bool = False, saturate: bool = False) -> str:
@@ -107,6 +93,14 @@ def _check(spec: dict, where: str) -> None:
                     bad(f"layer {layer.get('name')!r} lacks a valid {k!r} format {{bits, frac}}")
                 if not 1 <= layer[k]["bits"] <= 64:
                     bad(f"layer {layer.get('name')!r} {k}.bits = {layer[k]['bits']}; allowed: 1..64")
+            if t == "conv2d":
+                stride, padding = layer.get("stride", 1), layer.get("padding", "valid")
+                if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
+                    bad(f"layer {layer.get('name')!r} stride = {stride!r}; allowed: an integer >= 1")
+                if padding not in PADDINGS:
+                    bad(f"layer {layer.get('name')!r} padding = {padding!r}; allowed: {', '.join(PADDINGS)}")
+            elif "stride" in layer or "padding" in layer:
+                bad(f"layer {layer.get('name')!r} ({t}) has stride/padding; only conv2d layers take them")
             if layer["bias"]["frac"] != layer["accum"]["frac"]:
                 bad(f"layer {layer['name']!r}: bias frac {layer['bias']['frac']} differs from accumulator frac {layer['accum']['frac']}")
         if t == "avgpool2d" and (not isinstance(layer.get("pool"), int) or layer["pool"] < 1

@@ -3,10 +3,17 @@
 The hls4ml config starts from ``config_from_keras_model(granularity="name")``
 and every precision is then set from the contract: weight, bias, accumulator
 and result of each conv/dense (result at full accumulator precision), the
-result of the ReLU hls4ml splits off (rounding and saturation live there),
-and pooling/flatten/input types. The Keras weights handed over are the
+result of the ReLU hls4ml splits off (rounding and saturation live there; a
+hidden conv/dense with no ReLU after it rounds and saturates in its own
+result instead), and pooling/flatten/input types. The Keras weights handed over are the
 contract's exact values (``dequantized_model``), and ``predict`` is called with
 float64 input, whose interface passes every input value exactly.
+
+Conv strides and ``same`` padding need nothing of ours: hls4ml reads them from
+the Keras layer, computes Keras' padding (the smaller half on top/left) and, in
+io_parallel, fills each layer's im2col buffer with zeros where a tap falls
+outside the map, as the golden model pads. What is checked here is that the
+Keras model handed over strides and pads as its contract says.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from prunehw.core.errors import ModelFileError
 from prunehw.export.contract import Contract, fixed_type
 
 __all__ = ["hls_config", "convert", "predict_ints"]
@@ -28,10 +36,26 @@ def _fmt(f: dict, **kw) -> str:
     return fixed_type(f["bits"], f["frac"], signed=f["signed"] if "signed" in f else True, **kw)
 
 
+def _check_geometry(model, contract: Contract) -> None:
+    """Refuse a Keras model whose convolutions stride or pad otherwise than the contract's (hls4ml follows the
+    model, the golden model the contract: they would differ)."""
+    by_name = {l.name: l for l in model.layers}
+    for layer in contract.layers:
+        if layer["type"] != "conv2d" or layer["name"] not in by_name:
+            continue
+        k = by_name[layer["name"]]
+        want = (layer.get("stride", 1), layer.get("padding", "valid"))
+        got = (tuple(k.strides), k.padding, tuple(getattr(k, "dilation_rate", (1, 1))))
+        if got != ((want[0], want[0]), want[1], (1, 1)):
+            raise ModelFileError(f"layer {layer['name']!r}: the Keras model has strides {got[0]}, padding {got[1]!r}, "
+                                 f"dilation {got[2]}; the contract says stride {want[0]}, padding {want[1]!r}, no dilation")
+
+
 def hls_config(model, contract: Contract, backend: str = "Vivado") -> dict:
     """The hls4ml configuration of ``model``, every precision taken from ``contract``."""
     import hls4ml
 
+    _check_geometry(model, contract)
     cfg = hls4ml.utils.config_from_keras_model(model, granularity="name", backend=backend)
     cfg["Model"].update({"Precision": _fmt({"bits": 32, "frac": 16}), "ReuseFactor": 1, "Strategy": "Latency"})
     names = cfg["LayerName"]
@@ -50,6 +74,10 @@ def hls_config(model, contract: Contract, backend: str = "Vivado") -> dict:
             out = layer["output"]
             if out.get("name"):
                 names.setdefault(out["name"], {})["Precision"] = {"result": _fmt(out, rounding=True, saturate=True)}
+            elif (out["bits"], out["frac"]) != (layer["accum"]["bits"], layer["accum"]["frac"]):
+                # a hidden layer with no ReLU after it requantizes in its own output cast (no layer follows that
+                # would round and saturate: the next one would truncate and wrap instead)
+                entry["Precision"]["result"] = _fmt(out, rounding=True, saturate=True)
         else:
             entry["Precision"] = {"result": _fmt(layer["input"])}
     return cfg

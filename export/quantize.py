@@ -55,6 +55,7 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int = 8, act_
     after checking that every other row is zero.
     """
     from prunehw.model.data import to_float
+    from prunehw.model.network import unsupported_conv
 
     if not 2 <= weight_bits <= 8 or not 2 <= act_bits <= 8:
         raise ValueError(f"weight_bits={weight_bits}, act_bits={act_bits}; allowed: 2..8 (the contract stores int8 weights)")
@@ -68,6 +69,14 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int = 8, act_
     weights, biases = {}, {}
     layers = model.layers
     weighted_idx = [i for i, l in enumerate(layers) if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
+    for i, layer in enumerate(layers):
+        refusal = unsupported_conv(layer) if isinstance(layer, keras.layers.Conv2D) else None
+        if refusal:
+            raise ModelFileError(f"layer {layer.name!r} {refusal}")
+        if isinstance(layer, keras.layers.ReLU) and not (i and isinstance(layers[i - 1], (keras.layers.Conv2D, keras.layers.Dense))):
+            # the contract has ReLU only as a weighted layer's output; another one would be left out silently
+            raise ModelFileError(f"ReLU {layer.name!r} does not follow a Conv2D or Dense directly; the contract fuses "
+                                 f"ReLU into the layer before it (put it right after the conv/dense)")
     for i, layer in enumerate(layers):
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
             k = layer.kernel.numpy()
@@ -98,6 +107,11 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int = 8, act_
             }
             if k.ndim == 4:
                 entry["kernel"] = int(k.shape[0])
+                # written only where they differ from 1 and "valid": a contract without them reads as before
+                if layer.strides[0] != 1:
+                    entry["stride"] = int(layer.strides[0])
+                if layer.padding != "valid":
+                    entry["padding"] = str(layer.padding)
             if rows_kept and layer.name in rows_kept:
                 kept = sorted(rows_kept[layer.name])
                 dropped = np.setdiff1d(np.arange(w.shape[0]), kept)

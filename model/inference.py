@@ -32,8 +32,9 @@ def sparse_forward(model: keras.Model):
             k = layer.kernel.numpy()
             wt = k.reshape(-1, k.shape[-1]).T  # (cols, rows): products are W^T @ x^T
             sp = tf.sparse.from_dense(tf.constant(wt))
-            ops.append(("conv" if isinstance(layer, keras.layers.Conv2D) else "dense",
-                        sp, tf.constant(layer.bias.numpy()), k.shape[0]))
+            conv = isinstance(layer, keras.layers.Conv2D)
+            ops.append(("conv" if conv else "dense", sp, tf.constant(layer.bias.numpy()), k.shape[0],
+                        layer.strides[0] if conv else 1, layer.padding.upper() if conv else "VALID"))
         elif isinstance(layer, keras.layers.ReLU):
             ops.append(("relu",))
         elif isinstance(layer, keras.layers.MaxPooling2D):
@@ -45,13 +46,13 @@ def sparse_forward(model: keras.Model):
     def run(x):
         for op in ops:
             if op[0] == "conv":
-                _, sp, b, k = op
-                p = tf.image.extract_patches(x, [1, k, k, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID")
+                _, sp, b, k, s, padding = op     # (TF pads SAME as Keras' Conv2D does)
+                p = tf.image.extract_patches(x, [1, k, k, 1], [1, s, s, 1], [1, 1, 1, 1], padding)
                 n, h, w, d = tf.unstack(tf.shape(p))
                 y = tf.sparse.sparse_dense_matmul(sp, tf.reshape(p, (-1, d)), adjoint_b=True)
                 x = tf.reshape(tf.transpose(y), (n, h, w, -1)) + b
             elif op[0] == "dense":
-                _, sp, b, _ = op
+                _, sp, b, *_ = op
                 x = tf.transpose(tf.sparse.sparse_dense_matmul(sp, x, adjoint_b=True)) + b
             elif op[0] == "relu":
                 x = tf.nn.relu(x)

@@ -100,7 +100,8 @@ def network_spec(model: keras.Model, maps: list[LayerMap] | None = None) -> Netw
     specs = []
     for layer in model.layers:
         if isinstance(layer, keras.layers.Conv2D):
-            specs.append(LayerSpec(type="conv2d", name=layer.name, filters=counts.get(layer.name, layer.filters), kernel=layer.kernel_size[0]))
+            specs.append(LayerSpec(type="conv2d", name=layer.name, filters=counts.get(layer.name, layer.filters), kernel=layer.kernel_size[0],
+                                   stride=layer.strides[0], padding=layer.padding))
         elif isinstance(layer, keras.layers.Dense):
             specs.append(LayerSpec(type="dense", name=layer.name, units=counts.get(layer.name, layer.units)))
         elif isinstance(layer, keras.layers.ReLU):

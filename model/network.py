@@ -1,7 +1,7 @@
 """The network as data: build a Keras model from ``NetworkConfig``, load and check saved models.
 
-Only Conv2D (valid padding, stride 1), Dense, ReLU, MaxPool2D and Flatten are
-supported, since those are what the matrix form, the numeric contract and the
+Only Conv2D (square kernels; valid or same padding; the same stride both ways; no dilation), Dense, ReLU,
+MaxPool2D and Flatten are supported, since those are what the matrix form, the numeric contract and the
 hardware implement; anything else is refused with a clear error.
 """
 
@@ -17,8 +17,9 @@ import numpy as np
 
 from prunehw.core.config import NetworkConfig
 from prunehw.core.errors import ConfigError, ModelFileError
+from prunehw.core.geometry import conv_geometry
 
-__all__ = ["build_model", "load_model", "save_model", "prunable_layers", "check_finite", "check_fits", "check_supported", "strip_training_state", "weight_counts", "set_seed"]
+__all__ = ["build_model", "load_model", "save_model", "prunable_layers", "check_finite", "check_fits", "check_supported", "unsupported_conv", "strip_training_state", "weight_counts", "set_seed"]
 
 _KERAS_TYPES = {
     "Conv2D": "conv2d",
@@ -60,10 +61,12 @@ def build_model(cfg: NetworkConfig, input_shape: tuple[int, int, int], n_classes
         if spec.type == "conv2d":
             if len(shape) != 3:
                 raise ConfigError(f"network layer {name!r} (conv2d) needs an H x W x C input, got shape {shape}")
-            if spec.kernel > min(shape[:2]):
-                raise ConfigError(f"network layer {name!r}: kernel {spec.kernel} is larger than its {shape[0]}x{shape[1]} input")
-            layers.append(keras.layers.Conv2D(spec.filters, spec.kernel, padding="valid", name=name))
-            shape = (shape[0] - spec.kernel + 1, shape[1] - spec.kernel + 1, spec.filters)
+            if spec.padding == "valid" and spec.kernel > min(shape[:2]):
+                raise ConfigError(f"network layer {name!r}: kernel {spec.kernel} is larger than its {shape[0]}x{shape[1]} input "
+                                  f"(valid padding); use a smaller kernel or padding = \"same\"")
+            layers.append(keras.layers.Conv2D(spec.filters, spec.kernel, strides=spec.stride, padding=spec.padding, name=name))
+            oh, ow, _, _ = conv_geometry(shape[0], shape[1], spec.kernel, spec.stride, spec.padding)
+            shape = (oh, ow, spec.filters)
         elif spec.type == "maxpool2d":
             if len(shape) != 3 or spec.pool > min(shape[:2]):
                 raise ConfigError(f"network layer {name!r}: pool {spec.pool} does not fit input shape {shape}")
@@ -84,6 +87,29 @@ def build_model(cfg: NetworkConfig, input_shape: tuple[int, int, int], n_classes
     return keras.Sequential(layers, name="prunehw_cnn")
 
 
+def unsupported_conv(layer) -> str | None:
+    """What of a Keras Conv2D the flow cannot carry (a phrase to follow its name), or None if it can.
+
+    Supported: square kernels, ``valid`` or ``same`` padding, the same stride both ways, no dilation, one
+    group, channels last.
+    """
+    k, s, d = tuple(layer.kernel_size), tuple(layer.strides), tuple(layer.dilation_rate)
+    supported = "supported: square kernels, padding valid or same, square strides (s, s), dilation 1"
+    if k[0] != k[1]:
+        return f"has a {k} kernel; {supported}"
+    if layer.padding not in ("valid", "same"):
+        return f"uses padding {layer.padding!r}; {supported}"
+    if s[0] != s[1]:
+        return f"uses strides {s}; {supported}"
+    if d != (1, 1):
+        return f"uses dilation_rate {d}; {supported}"
+    if getattr(layer, "groups", 1) != 1:
+        return f"uses groups={layer.groups}; {supported}, groups 1"
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return f"uses data_format {layer.data_format!r}; {supported}, channels_last"
+    return None
+
+
 def check_supported(model: keras.Model, where: str) -> None:
     for layer in model.layers:
         kind = type(layer).__name__
@@ -91,8 +117,10 @@ def check_supported(model: keras.Model, where: str) -> None:
             raise ModelFileError(
                 f"{where}: layer {layer.name!r} has unsupported type {kind}; allowed: Conv2D, Dense, ReLU, MaxPooling2D, Flatten"
             )
-        if kind == "Conv2D" and (layer.padding != "valid" or tuple(layer.strides) != (1, 1)):
-            raise ModelFileError(f"{where}: conv layer {layer.name!r} must use valid padding and stride 1")
+        if kind == "Conv2D":
+            conv_refusal = unsupported_conv(layer)
+            if conv_refusal:
+                raise ModelFileError(f"{where}: conv layer {layer.name!r} {conv_refusal}")
         if kind in ("Conv2D", "Dense") and layer.activation.__name__ != "linear":
             raise ModelFileError(f"{where}: layer {layer.name!r} fuses activation {layer.activation.__name__!r}; use a separate ReLU layer")
 

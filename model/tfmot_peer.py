@@ -75,7 +75,8 @@ def _child(job: dict) -> dict:
     for spec in job["spec"]["layers"]:
         t, name = spec["type"], spec["name"]
         layers.append({
-            "conv2d": lambda: tf_keras.layers.Conv2D(spec["filters"], spec["kernel"], name=name),
+            "conv2d": lambda: tf_keras.layers.Conv2D(spec["filters"], spec["kernel"], strides=spec.get("stride", 1),
+                                                     padding=spec.get("padding", "valid"), name=name),
             "dense": lambda: tf_keras.layers.Dense(spec["units"], name=name),
             "relu": lambda: tf_keras.layers.ReLU(name=name),
             "maxpool2d": lambda: tf_keras.layers.MaxPooling2D(spec["pool"], name=name),

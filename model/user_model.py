@@ -13,8 +13,9 @@ Dense (linear), ReLU, MaxPooling2D and Flatten:
 - ``BatchNormalization`` right after a Conv2D or Dense (before or after its fused activation's place) is
   folded into that layer's kernel and bias: ``gamma * (x - mean) / sqrt(var + eps) + beta``.
 
-Anything else (another activation, a BatchNormalization with no layer before it to fold into, padding
-``same``, strides, other layer types) is refused with one line naming the layer and what is supported.
+Conv2D keeps its padding (``valid`` or ``same``) and its stride (the same both ways). Anything else (another
+activation, a BatchNormalization with no layer before it to fold into, non-square kernels or strides, dilation,
+other layer types) is refused with one line naming the layer and what is supported.
 Each rewrite is listed in the returned notes, for the report.
 """
 
@@ -24,11 +25,12 @@ import keras
 import numpy as np
 
 from prunehw.core.errors import ModelFileError
+from prunehw.model.network import unsupported_conv
 
 __all__ = ["normalize"]
 
 _NO_OPS = ("Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "SpatialDropout1D", "SpatialDropout2D")
-_SUPPORTED = ("Conv2D", "Dense", "ReLU", "MaxPooling2D", "Flatten", "Activation (relu, linear, softmax last)",
+_SUPPORTED = ("Conv2D (padding valid/same, square strides)", "Dense", "ReLU", "MaxPooling2D", "Flatten", "Activation (relu, linear, softmax last)",
               "BatchNormalization (after Conv2D/Dense)", "Dropout")
 
 
@@ -48,19 +50,17 @@ def normalize(model: keras.Model, where: str = "model") -> tuple[keras.Model, li
         tail = all(type(l).__name__ in _NO_OPS or (type(l).__name__ == "Activation" and _activation_name(l) in
                                                   ("softmax", "linear")) for l in src[i + 1:])
         if kind in ("Conv2D", "Dense"):
-            if kind == "Conv2D" and (layer.padding != "valid" or tuple(layer.strides) != (1, 1)
-                                     or tuple(layer.dilation_rate) != (1, 1)):
-                raise ModelFileError(f"{where}: conv layer {name!r} uses padding {layer.padding!r}, strides "
-                                     f"{tuple(layer.strides)}; supported: valid padding, stride 1")
-            if kind == "Conv2D" and layer.kernel_size[0] != layer.kernel_size[1]:
-                raise ModelFileError(f"{where}: conv layer {name!r} has a {layer.kernel_size} kernel; supported: square kernels")
+            refusal = unsupported_conv(layer) if kind == "Conv2D" else None
+            if refusal:
+                raise ModelFileError(f"{where}: conv layer {name!r} {refusal}")
             act = _activation_name(layer)
             if act not in ("linear", "relu") and not (act == "softmax" and i == last_weighted and tail):
                 raise ModelFileError(f"{where}: layer {name!r} fuses activation {act!r}; supported: relu, linear, "
                                      f"and softmax on the last layer")
             cfg = {"name": name}
             if kind == "Conv2D":
-                cfg.update(filters=layer.filters, kernel_size=layer.kernel_size[0])
+                cfg.update(filters=layer.filters, kernel_size=layer.kernel_size[0], strides=layer.strides[0],
+                           padding=layer.padding)
             else:
                 cfg.update(units=layer.units)
             w = layer.get_weights()
@@ -127,7 +127,8 @@ def _build(input_shape, plan) -> keras.Model:
     layers: list = [keras.Input(shape=tuple(input_shape))]
     for kind, cfg, _ in plan:
         if kind == "Conv2D":
-            layers.append(keras.layers.Conv2D(cfg["filters"], cfg["kernel_size"], name=cfg["name"]))
+            layers.append(keras.layers.Conv2D(cfg["filters"], cfg["kernel_size"], strides=cfg["strides"],
+                                              padding=cfg["padding"], name=cfg["name"]))
         elif kind == "Dense":
             layers.append(keras.layers.Dense(cfg["units"], name=cfg["name"]))
         elif kind == "ReLU":

@@ -17,12 +17,12 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from prunehw.core.errors import ConfigError
 from prunehw.core.sections import NonNegative, Positive, PositiveFloat, Section, TupleOf, config_error, must
 
-__all__ = ["LAYER_TYPES", "Section", "config_error", "LayerSpec", "NetworkConfig", "DataConfig", "TrainConfig",
+__all__ = ["LAYER_TYPES", "PADDINGS", "Section", "config_error", "LayerSpec", "NetworkConfig", "DataConfig", "TrainConfig",
            "PruneConfig", "VariantConfig", "ArrayConfig", "QuantConfig", "SimConfig", "SynthConfig",
            "ExperimentsConfig", "RunConfig", "read_toml", "load_config"]
 
@@ -38,13 +38,19 @@ Bits = Annotated[int, must(lambda v: 2 <= v <= 8,
 PlainName = Annotated[str, must(lambda v: v and "/" not in v and not v.startswith("."), "; allowed: a plain folder name")]
 
 _LAYER_TAKES = {"conv2d": ("filters", "kernel"), "dense": ("units",), "maxpool2d": ("pool",)}
+#: keys a layer type may leave out, with the value each then takes; written out (``to_dict``, so cache keys and
+#: saved configs) only where it differs, so that a network without them hashes as it did before they existed
+_LAYER_OPTIONS = {"conv2d": {"stride": 1, "padding": "valid"}}
+PADDINGS = ("valid", "same")
 
 
 class LayerSpec(Section):
     """One layer of the network. ``type`` is one of :data:`LAYER_TYPES`.
 
-    conv2d uses ``filters`` and ``kernel`` (square, 'valid' padding, stride 1);
-    dense uses ``units``; maxpool2d uses ``pool`` (square, stride = pool).
+    conv2d uses ``filters`` and ``kernel`` (square), and optionally ``stride`` (the same both ways, default 1)
+    and ``padding`` (``valid``, the default, or ``same``: zeros around the map as Keras pads, see
+    ``prunehw.core.geometry.conv_geometry``); dense uses ``units``; maxpool2d uses ``pool`` (square,
+    stride = pool).
     """
 
     _section = "layer"
@@ -54,16 +60,34 @@ class LayerSpec(Section):
     kernel: Positive | None = None
     units: Positive | None = None
     pool: Positive | None = None
+    stride: Positive | None = None
+    padding: Literal[PADDINGS] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _option_defaults(cls, data):
+        if isinstance(data, dict) and data.get("type") in _LAYER_OPTIONS:
+            data = {**data, **{k: v for k, v in _LAYER_OPTIONS[data["type"]].items() if data.get(k) is None}}
+        return data
 
     @model_validator(mode="after")
     def _takes(self):
         need = _LAYER_TAKES.get(self.type, ())
-        for attr in ("filters", "kernel", "units", "pool"):
+        options = tuple(_LAYER_OPTIONS.get(self.type, ()))
+        for attr in ("filters", "kernel", "units", "pool", "stride", "padding"):
             if attr in need and getattr(self, attr) is None:
                 raise ValueError(f"a {self.type!r} layer needs {attr!r}")
-            if attr not in need and getattr(self, attr) is not None:
-                raise ValueError(f"a {self.type!r} layer does not take {attr!r}; it takes: {', '.join(need) or 'nothing'}")
+            if attr not in need + options and getattr(self, attr) is not None:
+                raise ValueError(f"a {self.type!r} layer does not take {attr!r}; it takes: {', '.join(need + options) or 'nothing'}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_defaults(self, handler):
+        out = handler(self)
+        for key in ("stride", "padding"):
+            if out.get(key) is None or out[key] == _LAYER_OPTIONS.get(self.type, {}).get(key):
+                out.pop(key, None)
+        return out
 
 
 def _default_layers() -> tuple[LayerSpec, ...]:

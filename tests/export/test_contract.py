@@ -19,6 +19,12 @@ def _write(tmp_path):
     return save_contract(tmp_path / "contract.json", _spec(), {"d": np.arange(8).reshape(4, 2)}, {"d": np.array([1, -1])})[0]
 
 
+def _layer0(path, **changes):
+    spec = json.loads(path.read_text())
+    spec["layers"][0].update(changes)
+    path.write_text(json.dumps(spec))
+
+
 def test_round_trip(tmp_path):
     c = load_contract(_write(tmp_path))
     np.testing.assert_array_equal(c.weights["d"], np.arange(8).reshape(4, 2))
@@ -36,6 +42,9 @@ def test_fixed_types():
     (lambda p: p.write_text("{ nope"), "is not valid JSON"),
     (lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "version": 99})), "version 99 is not supported"),
     (lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "layers": [{"type": "lstm"}]})), "type 'lstm'; allowed"),
+    (lambda p: _layer0(p, stride=2), "layer 'd' (dense) has stride/padding; only conv2d layers take them"),
+    (lambda p: _layer0(p, type="conv2d", kernel=2, padding="full"), "layer 'd' padding = 'full'; allowed: valid, same"),
+    (lambda p: _layer0(p, type="conv2d", kernel=2, stride=0), "layer 'd' stride = 0; allowed: an integer >= 1"),
     (lambda p: p.with_name("weights.npz").write_bytes(b"xx"), "weights file weights.npz has sha256"),
     (lambda p: p.with_name("weights.npz").unlink(), "weights file not found"),
 ])

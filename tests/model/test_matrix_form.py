@@ -5,7 +5,7 @@ import pytest
 
 from prunehw.core.config import ArrayConfig, LayerSpec as L, NetworkConfig
 from prunehw.model.matrix_form import expand, full_maps, geometry, matrices, shrink, zeroed_original
-from prunehw.model.matrix_prune import plan_counts, select, target_counts
+from prunehw.model.matrix_prune import select, target_counts
 from prunehw.model.network import build_model
 
 NETS = {
@@ -16,6 +16,11 @@ NETS = {
     # conv straight into flatten (no pooling), multi-channel input
     "conv_flatten": ((10, 10, 3), (L(type="conv2d", filters=6, kernel=3), L(type="relu"), L(type="flatten"),
                                    L(type="dense", units=16), L(type="relu"), L(type="dense", units=10))),
+    # same padding and stride 2 (odd sizes: padding more at the bottom/right), three input channels
+    "strided": ((11, 11, 3), (L(type="conv2d", filters=6, kernel=3, padding="same"), L(type="relu"),
+                              L(type="conv2d", filters=8, kernel=3, stride=2, padding="same"), L(type="relu"),
+                              L(type="conv2d", filters=8, kernel=2, stride=2), L(type="relu"),
+                              L(type="flatten"), L(type="dense", units=16), L(type="relu"), L(type="dense", units=10))),
     # MLP: dense after dense
     "mlp": ((8, 8, 1), (L(type="flatten"), L(type="dense", units=32), L(type="relu"), L(type="dense", units=20),
                         L(type="relu"), L(type="dense", units=10))),
@@ -72,3 +77,31 @@ def test_geometry_of_default_network():
     geo = geometry(model)
     assert [(g.n_rows, g.n_cols, g.c_in, g.n_pos, g.src) for g in geo] == [
         (9, 16, 1, 9, None), (144, 32, 16, 9, 0), (800, 128, 32, 25, 1), (128, 10, 128, 1, 2)]
+
+
+def test_geometry_and_spec_of_a_strided_padded_network():
+    """11x11 -> same, stride 1: 11x11 -> same, stride 2: 6x6 -> valid k2 stride 2: 3x3 -> flatten: 9 positions."""
+    from prunehw.model.matrix_form import network_spec
+
+    shape, layers = NETS["strided"]
+    net = NetworkConfig(layers=layers)
+    model = build_model(net, shape, 10, seed=1)
+    assert [tuple(l.output.shape[1:]) for l in model.layers if "conv" in l.name] == [(11, 11, 6), (6, 6, 8), (3, 3, 8)]
+    geo = geometry(model)
+    assert [(g.n_rows, g.n_cols, g.c_in, g.n_pos, g.src) for g in geo] == [
+        (27, 6, 3, 9, None), (54, 8, 6, 9, 0), (32, 8, 8, 4, 1), (72, 16, 8, 9, 2), (16, 10, 16, 1, 3)]
+    spec = network_spec(model)
+    assert [(s.stride, s.padding) for s in spec.layers if s.type == "conv2d"] == [(1, "same"), (2, "same"), (2, "valid")]
+    assert spec.to_dict() == NetworkConfig(layers=tuple(l.replace(name=n) for l, n in
+                                                        zip(layers, [m.name for m in model.layers]))).to_dict()
+
+
+@pytest.mark.parametrize("net", ["cnn", "strided"])
+def test_sparse_forward_equals_the_keras_model(net, rng):
+    """The sparse-format inference path (the timing experiments') extracts patches as Keras pads and strides."""
+    from prunehw.model.inference import sparse_forward
+
+    shape, layers = NETS[net]
+    model = build_model(NetworkConfig(layers=layers), shape, 10, seed=1)
+    x = rng.uniform(0, 1, (4, *shape)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(sparse_forward(model)(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-5)

@@ -46,3 +46,19 @@ def test_prune_matrix_reaches_ratio_with_full_tiles(net, tiny_data, criterion):
     assert 1 - kept / total >= 0.6
     assert [len(m.cols) % 4 for m in maps[:-1]] == [0] * (len(maps) - 1)
     assert small.layers[0].filters == len(maps[0].cols), "the model is physically smaller"
+
+
+def test_prune_matrix_keeps_strides_and_same_padding(tiny_data):
+    """Pruning a network with same padding and stride 2 keeps both in the smaller model (its matrices are the
+    same shape of rows; only the maps' positions per channel change: 7x7 after the strided conv and the pool)."""
+    strided = NetworkConfig(layers=(L(type="conv2d", filters=8, kernel=3, stride=2, padding="same"), L(type="relu"),
+                                    L(type="conv2d", filters=8, kernel=2, padding="same"), L(type="relu"),
+                                    L(type="maxpool2d", pool=2), L(type="flatten"), L(type="dense", units=10)))
+    model = build_model(strided, tiny_data.input_shape, 10, seed=2)
+    small, geo, maps = prune_matrix(model, tiny_data, PruningSchedule("iterative", 0.5, 2, 1), criterion="taylor",
+                                    array=ArrayConfig(rows=4, cols=4), learning_rate=1e-3, batch_size=64,
+                                    calibration=64, seed=0)
+    assert geo[-1].n_pos == 7 * 7
+    convs = [(tuple(l.strides), l.padding) for l in small.layers if "conv" in l.name]
+    assert convs == [((2, 2), "same"), ((1, 1), "same")]
+    assert tuple(small.layers[-2].output.shape[1:]) == (7 * 7 * len(maps[1].cols),)

@@ -18,10 +18,19 @@ def _models():
                            L.Dense(10), L.Activation("softmax")])
     mlp = keras.Sequential([keras.Input((28, 28, 1)), L.Flatten(), L.Dense(24), L.BatchNormalization(scale=False),
                             L.ReLU(), L.Dense(10, activation="linear")])
-    return {"fused": fused, "batchnorm": bn, "mlp": mlp}
+    # same padding and strides (once formerly refused): carried into the rewritten model, batch norm still folded
+    same = keras.Sequential([keras.Input((28, 28, 1)), L.Conv2D(4, 3, padding="same"), L.Flatten(), L.Dense(10)])
+    strided = keras.Sequential([keras.Input((27, 27, 3)), L.Conv2D(6, 3, padding="same", use_bias=False),
+                                L.BatchNormalization(), L.ReLU(), L.Conv2D(8, 3, strides=2, activation="relu"),
+                                L.Conv2D(8, 2, strides=(2, 2), padding="same", activation="relu"), L.MaxPooling2D(),
+                                L.Flatten(), L.Dense(10, activation="softmax")])
+    return {"fused": fused, "batchnorm": bn, "mlp": mlp, "same": same, "strided": strided}
 
 
-@pytest.mark.parametrize("name", ["fused", "batchnorm", "mlp"])
+_ENDS_IN_SOFTMAX = ("fused", "batchnorm", "strided")
+
+
+@pytest.mark.parametrize("name", ["fused", "batchnorm", "mlp", "same", "strided"])
 def test_normalized_model_computes_the_same_logits(name):
     model = _models()[name]
     rng = np.random.default_rng(0)
@@ -29,12 +38,12 @@ def test_normalized_model_computes_the_same_logits(name):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.set_weights([rng.uniform(0.5, 2.0, w.shape).astype(np.float32) if i != len(layer.get_weights()) - 1
                                else rng.uniform(0.5, 2.0, w.shape).astype(np.float32) for i, w in enumerate(layer.get_weights())])
-    x = rng.uniform(0, 1, (16, 28, 28, 1)).astype(np.float32)
+    x = rng.uniform(0, 1, (16, *model.inputs[0].shape[1:])).astype(np.float32)
     out, notes = normalize(model)
     check_supported(out, name)
     want = model(x, training=False).numpy()
     got = out(x, training=False).numpy()
-    if name != "mlp":       # (the original ends in softmax: compare with the logits' softmax, and the argmax)
+    if name in _ENDS_IN_SOFTMAX:      # (compare with the logits' softmax, and the argmax)
         got_p = keras.ops.softmax(got).numpy()
         np.testing.assert_allclose(got_p, want, rtol=1e-4, atol=1e-6)
         assert any("softmax dropped" in n for n in notes)
@@ -43,10 +52,16 @@ def test_normalized_model_computes_the_same_logits(name):
     assert (got.argmax(1) == want.argmax(1)).all()
     if name == "batchnorm":
         assert sum("folded" in n for n in notes) == 2
+    convs = [(tuple(l.strides), l.padding) for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    assert [(tuple(l.strides), l.padding) for l in out.layers if isinstance(l, keras.layers.Conv2D)] == convs
 
 
 @pytest.mark.parametrize("layers, match", [
-    (lambda L: [L.Conv2D(4, 3, padding="same"), L.Flatten(), L.Dense(10)], "padding 'same'"),
+    (lambda L: [L.Conv2D(4, 3, strides=(1, 2)), L.Flatten(), L.Dense(10)],
+     r"conv layer 'conv2d\w*' uses strides \(1, 2\); supported: square kernels, padding valid or same, square strides"),
+    (lambda L: [L.Conv2D(4, 3, dilation_rate=2, padding="same"), L.Flatten(), L.Dense(10)],
+     r"conv layer 'conv2d\w*' uses dilation_rate \(2, 2\); supported: .*dilation 1"),
+    (lambda L: [L.Conv2D(4, (3, 5)), L.Flatten(), L.Dense(10)], r"has a \(3, 5\) kernel; supported: square kernels"),
     (lambda L: [L.Conv2D(4, 3, activation="tanh"), L.Flatten(), L.Dense(10)], "fuses activation 'tanh'"),
     (lambda L: [L.BatchNormalization(), L.Flatten(), L.Dense(10)], "does not follow a Conv2D or Dense"),
     (lambda L: [L.Conv2D(4, 3, activation="relu"), L.BatchNormalization(), L.Flatten(), L.Dense(10)],

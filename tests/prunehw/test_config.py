@@ -31,7 +31,15 @@ def test_shipped_configs_load():
     ('[network]\nlayers = [{type = "dense", units = 10, kernel = 3}]',
      "network.layers[0]: a 'dense' layer does not take 'kernel'; it takes: units"),
     ('[network]\nlayers = [{type = "flatten"}, {type = "dense", unit = 10}]',
-     "[network.layers[1]] unknown key 'unit'; allowed: type, name, filters, kernel, units, pool"),
+     "[network.layers[1]] unknown key 'unit'; allowed: type, name, filters, kernel, units, pool, stride, padding"),
+    ('[network]\nlayers = [{type = "conv2d", filters = 2, kernel = 3, padding = "full"}, {type = "flatten"}, {type = "dense", units = 2}]',
+     "network.layers[0].padding = 'full' is unknown; allowed: valid, same"),
+    ('[network]\nlayers = [{type = "conv2d", filters = 2, kernel = 3, stride = 0}, {type = "flatten"}, {type = "dense", units = 2}]',
+     "network.layers[0].stride = 0 must be > 0"),
+    ('[network]\nlayers = [{type = "flatten"}, {type = "dense", units = 10, stride = 2}]',
+     "network.layers[1]: a 'dense' layer does not take 'stride'; it takes: units"),
+    ('[network]\nlayers = [{type = "maxpool2d", pool = 2, padding = "same"}, {type = "flatten"}, {type = "dense", units = 2}]',
+     "network.layers[0]: a 'maxpool2d' layer does not take 'padding'; it takes: pool"),
     ('[network]\nlayers = [{type = "flatten"}, {type = "dense", units = 0}]', "network.layers[1].units = 0 must be > 0"),
     ('[network]\nlayers = [{type = "relu"}]', "the last layer must be dense"),
     ('[hardware]\nx = 1', "unknown section 'hardware'"),
@@ -134,6 +142,28 @@ def test_default_stage_keys_are_unchanged():
     assert cfg.key("prune", "array") == "ba644ade6af6ab7e"
     quick = load_config("configs/quick.toml")
     assert (quick.key("data", "network", "train"), quick.key("prune", "quant")) == ("e93587599bee3815", "64353ace8315f266")
+
+
+def test_conv_stride_and_padding_default_and_stay_out_of_the_keys():
+    """stride 1 and valid padding are what a conv without them means: equal specs, equal cache keys, nothing written;
+    other values are written, kept through the file, and change the key."""
+    plain = LayerSpec(type="conv2d", filters=4, kernel=3)
+    explicit = LayerSpec(type="conv2d", filters=4, kernel=3, stride=1, padding="valid")
+    assert (plain.stride, plain.padding) == (1, "valid") and plain == explicit
+    assert "stride" not in plain.to_dict() and "padding" not in explicit.to_dict()
+    assert LayerSpec(type="relu").stride is None and "stride" not in LayerSpec(type="relu").to_dict()
+    strided = plain.replace(stride=2, padding="same")
+    assert strided.to_dict()["stride"] == 2 and strided.to_dict()["padding"] == "same"
+    base = load_config(None)
+    first, rest = base.network.layers[0], base.network.layers[1:]
+
+    def with_first(layer):
+        return base.replace(network=base.network.replace(layers=(layer, *rest)))
+
+    assert with_first(first.replace(stride=1, padding="valid")).key("network") == base.key("network")
+    cfg = with_first(first.replace(padding="same"))
+    assert cfg.key("network") != base.key("network") != with_first(first.replace(stride=2)).key("network")
+    assert RunConfig.from_toml_dict(cfg.to_toml_dict()) == cfg
 
 
 def test_cache_key_depends_on_section_and_seed():

@@ -1,0 +1,22 @@
+"""Shape arithmetic shared by every layer of the flow (the model builds its networks with it, the numeric
+contract's readers pad and stride with it): one definition of how Keras sizes a convolution's output."""
+
+from __future__ import annotations
+
+__all__ = ["conv_geometry"]
+
+
+def conv_geometry(h: int, w: int, k: int, stride: int = 1, padding: str = "valid") -> tuple[int, int, int, int]:
+    """(out_h, out_w, pad_top, pad_left) of a k x k convolution of an h x w map, as Keras computes them.
+
+    ``valid``: no padding, ``(h - k) // stride + 1`` outputs. ``same``: ``ceil(h / stride)`` outputs and
+    ``max((out - 1) * stride + k - h, 0)`` zero rows in all, the smaller half on top (the larger at the bottom),
+    likewise for columns. Zeros padded in the integer domain are zeros in the real one (every activation
+    format's zero is integer 0), so golden model, hls4ml and hardware pad alike.
+    """
+    if padding == "valid":
+        return (h - k) // stride + 1, (w - k) // stride + 1, 0, 0
+    if padding != "same":
+        raise ValueError(f"padding {padding!r} is unknown; allowed: valid, same")
+    oh, ow = -(-h // stride), -(-w // stride)
+    return oh, ow, max((oh - 1) * stride + k - h, 0) // 2, max((ow - 1) * stride + k - w, 0) // 2

@@ -1,0 +1,189 @@
+"""Conv strides and ``same`` padding, from the config to hls4ml: bit-exact at every step.
+
+Per configuration (kernel, padding, stride, input): a tiny network built from the config's layers, trained
+briefly on downscaled MNIST, quantized to the contract; then the golden model's logits must equal
+
+- hls4ml's C simulation (one compile per configuration, shared by its tests), and
+- Keras' own layers run on the contract's integers (requantized between layers as the contract says), which
+  checks the golden model's padding and strides against Keras' independently of hls4ml;
+
+so the golden accuracy equals the quantized Keras model's. A user's Keras model with same padding, strides and
+batch normalization goes the same way (normalized, quantized, golden == hls4ml).
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from prunehw.core.config import LayerSpec as L, NetworkConfig
+from prunehw.core.geometry import conv_geometry
+from prunehw.export.contract import load_contract, save_contract
+from prunehw.export.golden import golden, requantize
+from prunehw.export.hls import convert, predict_ints
+from prunehw.export.quantize import dequantized_model, quantize
+from prunehw.model.network import build_model
+
+# name: (input shape, kernel, padding, stride, relu after the conv, maxpool after it)
+CASES = {
+    "k3-same-s1-12x12x3": ((12, 12, 3), 3, "same", 1, True, True),
+    "k5-same-s1-9x9x1": ((9, 9, 1), 5, "same", 1, False, True),     # no ReLU: signed activations padded
+    "k3-valid-s2-9x9x1": ((9, 9, 1), 3, "valid", 2, True, False),
+    "k3-same-s2-12x12x3": ((12, 12, 3), 3, "same", 2, True, True),   # 12 -> 6: one zero row, at the bottom
+    "k2-same-s2-9x9x1": ((9, 9, 1), 2, "same", 2, True, False),     # 9 -> 5: one zero row, at the bottom
+}
+IMAGES = 48
+
+
+def _images(x: np.ndarray, shape: tuple) -> np.ndarray:
+    """MNIST digits cut down to ``shape`` (every third pixel for 9x9, every other of the centre for 12x12); three
+    channels: the digit, the digit shifted by a pixel, its negative."""
+    small = x[:, 1:27:3, 1:27:3, 0] if shape[0] == 9 else x[:, 2:26:2, 2:26:2, 0]
+    if shape[2] == 1:
+        return small[..., None]
+    return np.stack([small, np.roll(small, 1, axis=2), 255 - small], axis=-1)
+
+
+def _network(shape, kernel, padding, stride, relu, pool) -> NetworkConfig:
+    layers = [L(type="conv2d", filters=6, kernel=kernel, padding=padding, stride=stride)]
+    layers += [L(type="relu")] if relu else []
+    layers += [L(type="maxpool2d", pool=2)] if pool else []
+    return NetworkConfig(layers=(*layers, L(type="flatten"), L(type="dense", units=10)))
+
+
+def _keras_integer_logits(model: keras.Model, contract, x_uint8: np.ndarray) -> np.ndarray:
+    """The contract executed with Keras' layers doing the convolutions, pooling and flattening: every value handed
+    to a layer is a contract integer times its 2**-frac (exact in float32), every conv/dense result is taken back
+    to integers (exact while the accumulator fits float32's 24-bit mantissa, which is checked) and requantized."""
+    by_name = {l.name: l for l in model.layers}
+    a = x_uint8.astype(np.int64)
+    frac = contract.input["frac"]
+    for layer in contract.layers:
+        k = by_name[layer["name"]]
+        y = np.asarray(k(a.astype(np.float64) * 2.0 ** -frac)).astype(np.float64)
+        if layer["type"] in ("conv2d", "dense"):
+            assert layer["accum"]["bits"] <= 24, "float32 would not hold the accumulator exactly"
+            acc = y * 2.0 ** layer["accum"]["frac"]
+            assert np.array_equal(acc, np.rint(acc))
+            a, out = np.rint(acc).astype(np.int64), layer["output"]
+            if (out["bits"], out["frac"], out["relu"]) != (layer["accum"]["bits"], layer["accum"]["frac"], False):
+                a = requantize(a, layer["accum"]["frac"], out)     # (the logits stay at accumulator precision)
+            frac = out["frac"]
+        else:
+            a = np.rint(y * 2.0 ** frac).astype(np.int64)
+    return a
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def exported(request, tmp_path_factory, tiny_data):
+    """(case, contract, dequantized Keras model, compiled hls4ml model, its folder, test images, labels)."""
+    from prunehw.model.data import Dataset
+    from prunehw.model.train import fit
+
+    shape, kernel, padding, stride, relu, pool = CASES[request.param]
+    data = Dataset(_images(tiny_data.x_train, shape), tiny_data.y_train, _images(tiny_data.x_val, shape), tiny_data.y_val,
+                   _images(tiny_data.x_test, shape), tiny_data.y_test, source="mnist-small", digest="-")
+    model = build_model(_network(shape, kernel, padding, stride, relu, pool), shape, 10, seed=7)
+    fit(model, data, 2, 64, 3e-3, desc="conv geometry test")
+    d = tmp_path_factory.mktemp(request.param)
+    spec, w, b = quantize(model, data.x_train[:256])
+    save_contract(d / "contract.json", spec, w, b)
+    contract = load_contract(d / "contract.json")
+    deq = dequantized_model(model, contract)
+    hmodel = convert(deq, contract, d / "hls")
+    return request.param, contract, deq, hmodel, d / "hls", data.x_test[:IMAGES], data.y_test[:IMAGES]
+
+
+def test_contract_says_stride_and_padding_only_when_not_the_defaults(exported):
+    case, contract, *_ = exported
+    shape, kernel, padding, stride, *_ = CASES[case]
+    conv = contract.layers[0]
+    assert (conv.get("stride", 1), conv.get("padding", "valid")) == (stride, padding)
+    assert ("stride" in conv) == (stride != 1) and ("padding" in conv) == (padding != "valid")
+    oh, ow, *_ = conv_geometry(shape[0], shape[1], kernel, stride, padding)
+    assert golden(contract, exported[5][:2], return_all=True)[1][conv["name"]].shape == (2, oh, ow, 6)
+
+
+def test_golden_equals_hls4ml_csim(exported):
+    case, contract, _, hmodel, project, x, _ = exported
+    got = predict_ints(hmodel, project, contract, x, workers=1)
+    want = golden(contract, x)
+    assert got.shape == want.shape == (len(x), 10)
+    assert np.array_equal(got, want), f"{case}: {int((got != want).any(axis=1).sum())} of {len(x)} images differ"
+
+
+def test_golden_equals_keras_on_the_contract_integers(exported):
+    """Keras pads and strides its own way; the golden model's integers match it exactly, so its accuracy is the
+    quantized Keras model's, and close to the float model's."""
+    case, contract, deq, _, _, x, y = exported
+    want = golden(contract, x)
+    got = _keras_integer_logits(deq, contract, x)
+    assert np.array_equal(got, want), case
+    assert np.mean(want.argmax(1) == y) == np.mean(got.argmax(1) == y)
+    float_acc = np.mean(np.asarray(deq(x.astype(np.float32) / 256.0)).argmax(1) == y)
+    assert abs(np.mean(want.argmax(1) == y) - float_acc) <= 0.1, case
+
+
+def test_user_model_with_same_padding_strides_and_batchnorm_is_bit_exact(tmp_path):
+    """The brief's user model: normalized (batch norm folded, fused ReLU split, softmax dropped), quantized,
+    and hls4ml's C simulation equal to the golden model on a few images."""
+    from prunehw.model.network import check_supported
+    from prunehw.model.user_model import normalize
+
+    Lk = keras.layers
+    keras.utils.set_random_seed(3)
+    user = keras.Sequential([keras.Input((32, 32, 3)), Lk.Conv2D(8, 3, padding="same"), Lk.BatchNormalization(),
+                             Lk.ReLU(), Lk.MaxPooling2D(), Lk.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
+                             Lk.Flatten(), Lk.Dense(10, activation="softmax")])
+    rng = np.random.default_rng(3)
+    bn = user.layers[1]
+    bn.set_weights([rng.uniform(0.5, 2.0, 8), rng.normal(0, 0.2, 8), rng.normal(0, 0.1, 8), rng.uniform(0.2, 1.5, 8)])
+    x = rng.integers(0, 256, (72, 32, 32, 3)).astype(np.uint8)
+    model, notes = normalize(user, "user.keras")
+    check_supported(model, "user.keras")
+    assert [(tuple(l.strides), l.padding) for l in model.layers if isinstance(l, Lk.Conv2D)] == [((1, 1), "same"), ((2, 2), "same")]
+    assert tuple(model.layers[-2].output.shape[1:]) == (8 * 8 * 16,)
+    spec, w, b = quantize(model, x[:64])
+    save_contract(tmp_path / "contract.json", spec, w, b)
+    contract = load_contract(tmp_path / "contract.json")
+    assert [(l.get("stride"), l.get("padding")) for l in contract.weighted()] == [(None, "same"), (2, "same"), (None, None)]
+    deq = dequantized_model(model, contract)
+    hmodel = convert(deq, contract, tmp_path / "hls")
+    got = predict_ints(hmodel, tmp_path / "hls", contract, x[64:], workers=1)
+    assert np.array_equal(got, golden(contract, x[64:]))
+
+
+def test_what_the_contract_cannot_say_is_refused_before_export():
+    """A ReLU after pooling (the contract fuses ReLU into the layer before it), dilation, non-square strides: refused
+    at quantization in one line; a Keras model striding otherwise than its contract: refused by the hls4ml config."""
+    from prunehw.core.errors import ModelFileError
+    from prunehw.export.hls import hls_config
+
+    Lk = keras.layers
+    x = np.random.default_rng(0).integers(0, 256, (4, 9, 9, 1)).astype(np.uint8)
+    for layers, message in (
+            ([Lk.Conv2D(2, 3, name="c"), Lk.MaxPooling2D(name="p"), Lk.ReLU(name="r")], "ReLU 'r' does not follow a Conv2D or Dense"),
+            ([Lk.Conv2D(2, 3, dilation_rate=2, name="c")], r"layer 'c' uses dilation_rate \(2, 2\)"),
+            ([Lk.Conv2D(2, 3, strides=(2, 1), name="c")], r"layer 'c' uses strides \(2, 1\); supported: .*square strides")):
+        model = keras.Sequential([keras.Input((9, 9, 1)), *layers, Lk.Flatten(), Lk.Dense(3)])
+        with pytest.raises(ModelFileError, match=message) as err:
+            quantize(model, x)
+        assert "\n" not in str(err.value)
+    same = keras.Sequential([keras.Input((9, 9, 1)), Lk.Conv2D(2, 3, padding="same", strides=2, name="c"), Lk.Flatten(),
+                             Lk.Dense(3, name="d")])
+    valid = keras.Sequential([keras.Input((9, 9, 1)), Lk.Conv2D(2, 3, strides=2, name="c"), Lk.Flatten(), Lk.Dense(3, name="d")])
+    from prunehw.export.contract import Contract
+
+    spec, w, b = quantize(same, x)
+    with pytest.raises(ModelFileError, match=r"layer 'c': the Keras model has strides \(2, 2\), padding 'valid'.*"
+                                             r"the contract says stride 2, padding 'same'"):
+        hls_config(valid, Contract(spec, w, b))
+
+
+def test_kernel_larger_than_the_input_is_refused_only_for_valid_padding():
+    from prunehw.core.errors import ConfigError
+
+    layers = (L(type="conv2d", filters=2, kernel=5, padding="same"), L(type="flatten"), L(type="dense", units=3))
+    model = build_model(NetworkConfig(layers=layers), (4, 4, 1), 3, seed=1)
+    assert tuple(model.layers[0].output.shape[1:]) == (4, 4, 2)
+    with pytest.raises(ConfigError, match=r"kernel 5 is larger than its 4x4 input \(valid padding\)"):
+        build_model(NetworkConfig(layers=(layers[0].replace(padding="valid"), *layers[1:])), (4, 4, 1), 3, seed=1)
