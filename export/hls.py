@@ -83,6 +83,10 @@ def hls_config(model, contract: Contract, backend: str = "Vivado") -> dict:
     return cfg
 
 
+#: g++ optimisation level of the hls4ml C-simulation library (see ``convert``)
+HLS_CSIM_OPT = "O1"
+
+
 def convert(model, contract: Contract, out_dir: Path, backend: str = "Vivado"):
     """Convert and compile (C simulation) into ``out_dir``; returns the compiled hls4ml model."""
     import hls4ml
@@ -93,7 +97,12 @@ def convert(model, contract: Contract, out_dir: Path, backend: str = "Vivado"):
     cfg = hls_config(model, contract, backend)
     hmodel = hls4ml.converters.convert_from_keras_model(
         model, hls_config=cfg, output_dir=str(out_dir), backend=backend, io_type="io_parallel", project_name="prunehw")
-    hmodel.compile()
+    hmodel.write()
+    # the C simulation library at -O1 instead of hls4ml's -O3: measured on the quick network, 13 s to compile
+    # instead of 30 s and 5% slower to run (same integers, checked against the golden model either way)
+    script = out_dir / "build_lib.sh"
+    script.write_text(script.read_text().replace('CFLAGS="-O3 -fPIC"', f'CFLAGS="-{HLS_CSIM_OPT} -fPIC"'))
+    hmodel._compile()
     return hmodel
 
 
