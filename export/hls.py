@@ -14,6 +14,13 @@ the Keras layer, computes Keras' padding (the smaller half on top/left) and, in
 io_parallel, fills each layer's im2col buffer with zeros where a tap falls
 outside the map, as the golden model pads. What is checked here is that the
 Keras model handed over strides and pads as its contract says.
+
+Average pooling: hls4ml's ``avg()`` sums the window into the layer's ``accum_t``, divides by the window's size
+there (``y /= length``) and the result is then cast to the layer's result type. The accumulator is set to hold
+both exactly (the input's format widened by log2(pool*pool) integer bits for the sum and as many fractional bits
+for the division: a power of two, so the quotient is exact), and the result type is the input's format with
+``AP_RND`` (round half toward +inf) and ``AP_SAT``: the golden model's sum plus half, shifted right, on negative
+ties too (-2.5 -> -2). (An average never leaves its inputs' range, so the saturation never acts.)
 """
 
 from __future__ import annotations
@@ -29,21 +36,40 @@ from tqdm.auto import tqdm
 from prunehw.core.errors import ModelFileError
 from prunehw.export.contract import Contract, fixed_type
 
-__all__ = ["hls_config", "convert", "predict_ints"]
+__all__ = ["hls_config", "convert", "predict_ints", "avgpool_types"]
 
 
 def _fmt(f: dict, **kw) -> str:
     return fixed_type(f["bits"], f["frac"], signed=f["signed"] if "signed" in f else True, **kw)
 
 
+_POOLINGS = {"maxpool2d": "MaxPooling2D", "avgpool2d": "AveragePooling2D"}
+
+
+def avgpool_types(layer: dict) -> tuple[str, str]:
+    """(accum, result) hls4ml types of a contract ``avgpool2d`` layer (see the module's docstring)."""
+    f, shift = layer["input"], (layer["pool"] ** 2).bit_length() - 1
+    accum = fixed_type(f["bits"] + 2 * shift, f["frac"] + shift, signed=f["signed"])
+    return accum, _fmt(f, rounding=True, saturate=True)
+
+
 def _check_geometry(model, contract: Contract) -> None:
-    """Refuse a Keras model whose convolutions stride or pad otherwise than the contract's (hls4ml follows the
-    model, the golden model the contract: they would differ)."""
+    """Refuse a Keras model whose convolutions stride or pad, or whose poolings pool, otherwise than the contract's
+    (hls4ml follows the model, the golden model the contract: they would differ)."""
     by_name = {l.name: l for l in model.layers}
     for layer in contract.layers:
-        if layer["type"] != "conv2d" or layer["name"] not in by_name:
+        if layer["name"] not in by_name:
             continue
         k = by_name[layer["name"]]
+        if layer["type"] in _POOLINGS:
+            p = layer["pool"]
+            got = (type(k).__name__, tuple(getattr(k, "pool_size", ())), tuple(getattr(k, "strides", ())), getattr(k, "padding", None))
+            if got != (_POOLINGS[layer["type"]], (p, p), (p, p), "valid"):
+                raise ModelFileError(f"layer {layer['name']!r}: the Keras model has {got[0]} {got[1]} with strides {got[2]}, "
+                                     f"padding {got[3]!r}; the contract says {_POOLINGS[layer['type']]} {p}, strides {p}, valid")
+            continue
+        if layer["type"] != "conv2d":
+            continue
         want = (layer.get("stride", 1), layer.get("padding", "valid"))
         got = (tuple(k.strides), k.padding, tuple(getattr(k, "dilation_rate", (1, 1))))
         if got != ((want[0], want[0]), want[1], (1, 1)):
@@ -78,6 +104,9 @@ def hls_config(model, contract: Contract, backend: str = "Vivado") -> dict:
                 # a hidden layer with no ReLU after it requantizes in its own output cast (no layer follows that
                 # would round and saturate: the next one would truncate and wrap instead)
                 entry["Precision"]["result"] = _fmt(out, rounding=True, saturate=True)
+        elif layer["type"] == "avgpool2d":
+            accum, result = avgpool_types(layer)
+            entry["Precision"] = {"accum": accum, "result": result}
         else:
             entry["Precision"] = {"result": _fmt(layer["input"])}
     return cfg

@@ -6,7 +6,9 @@ fits ``weight_bits`` signed bits; biases at accumulator precision (input frac
 no input the format allows can overflow it (checked, not assumed); hidden
 outputs requantized after ReLU to ``act_bits`` unsigned bits, whose integer
 bits come from the largest activation seen on calibration images; the last
-layer's output stays at accumulator precision (the logits).
+layer's output stays at accumulator precision (the logits). Max and average
+pooling pass the activation format through unchanged: neither the maximum nor
+the (rounded) average of a window leaves its inputs' range.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int = 8, act_
     after checking that every other row is zero.
     """
     from prunehw.model.data import to_float
-    from prunehw.model.network import unsupported_conv
+    from prunehw.model.network import unsupported_conv, unsupported_pool
 
     if not 2 <= weight_bits <= 8 or not 2 <= act_bits <= 8:
         raise ValueError(f"weight_bits={weight_bits}, act_bits={act_bits}; allowed: 2..8 (the contract stores int8 weights)")
@@ -71,6 +73,8 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int = 8, act_
     weighted_idx = [i for i, l in enumerate(layers) if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
     for i, layer in enumerate(layers):
         refusal = unsupported_conv(layer) if isinstance(layer, keras.layers.Conv2D) else None
+        if isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)):
+            refusal = unsupported_pool(layer)
         if refusal:
             raise ModelFileError(f"layer {layer.name!r} {refusal}")
         if isinstance(layer, keras.layers.ReLU) and not (i and isinstance(layers[i - 1], (keras.layers.Conv2D, keras.layers.Dense))):
@@ -132,8 +136,10 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int = 8, act_
             spec["layers"].append(entry)
             weights[layer.name], biases[layer.name] = wq, bq
             fmt = {k2: entry["output"][k2] for k2 in ("bits", "frac", "signed")}
-        elif isinstance(layer, keras.layers.MaxPooling2D):
-            spec["layers"].append({"name": layer.name, "type": "maxpool2d", "pool": int(layer.pool_size[0]), "input": dict(fmt)})
+        elif isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)):
+            # (the format passes through: the golden model's average rounds half up in the input's format)
+            kind = "maxpool2d" if isinstance(layer, keras.layers.MaxPooling2D) else "avgpool2d"
+            spec["layers"].append({"name": layer.name, "type": kind, "pool": int(layer.pool_size[0]), "input": dict(fmt)})
         elif isinstance(layer, keras.layers.Flatten):
             spec["layers"].append({"name": layer.name, "type": "flatten", "input": dict(fmt)})
     return spec, weights, biases

@@ -39,6 +39,8 @@ def sparse_forward(model: keras.Model):
             ops.append(("relu",))
         elif isinstance(layer, keras.layers.MaxPooling2D):
             ops.append(("pool", layer.pool_size[0]))
+        elif isinstance(layer, keras.layers.AveragePooling2D):
+            ops.append(("avgpool", layer.pool_size[0]))
         elif isinstance(layer, keras.layers.Flatten):
             ops.append(("flatten",))
 
@@ -58,6 +60,8 @@ def sparse_forward(model: keras.Model):
                 x = tf.nn.relu(x)
             elif op[0] == "pool":
                 x = tf.nn.max_pool2d(x, op[1], op[1], "VALID")
+            elif op[0] == "avgpool":
+                x = tf.nn.avg_pool2d(x, op[1], op[1], "VALID")
             else:
                 x = tf.reshape(x, (tf.shape(x)[0], -1))
         return x

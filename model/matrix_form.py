@@ -106,8 +106,9 @@ def network_spec(model: keras.Model, maps: list[LayerMap] | None = None) -> Netw
             specs.append(LayerSpec(type="dense", name=layer.name, units=counts.get(layer.name, layer.units)))
         elif isinstance(layer, keras.layers.ReLU):
             specs.append(LayerSpec(type="relu", name=layer.name))
-        elif isinstance(layer, keras.layers.MaxPooling2D):
-            specs.append(LayerSpec(type="maxpool2d", name=layer.name, pool=layer.pool_size[0]))
+        elif isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)):
+            kind = "maxpool2d" if isinstance(layer, keras.layers.MaxPooling2D) else "avgpool2d"
+            specs.append(LayerSpec(type=kind, name=layer.name, pool=layer.pool_size[0]))
         elif isinstance(layer, keras.layers.Flatten):
             specs.append(LayerSpec(type="flatten", name=layer.name))
     return NetworkConfig(layers=tuple(specs))

@@ -1,7 +1,7 @@
 """The network as data: build a Keras model from ``NetworkConfig``, load and check saved models.
 
 Only Conv2D (square kernels; valid or same padding; the same stride both ways; no dilation), Dense, ReLU,
-MaxPool2D and Flatten are supported, since those are what the matrix form, the numeric contract and the
+MaxPooling2D, AveragePooling2D (a power-of-two window) and Flatten are supported, since those are what the matrix form, the numeric contract and the
 hardware implement; anything else is refused with a clear error.
 """
 
@@ -19,13 +19,14 @@ from prunehw.core.config import NetworkConfig
 from prunehw.core.errors import ConfigError, ModelFileError
 from prunehw.core.geometry import conv_geometry
 
-__all__ = ["build_model", "load_model", "save_model", "prunable_layers", "check_finite", "check_fits", "check_supported", "unsupported_conv", "strip_training_state", "weight_counts", "set_seed"]
+__all__ = ["build_model", "load_model", "save_model", "prunable_layers", "check_finite", "check_fits", "check_supported", "unsupported_conv", "unsupported_pool", "strip_training_state", "weight_counts", "set_seed"]
 
 _KERAS_TYPES = {
     "Conv2D": "conv2d",
     "Dense": "dense",
     "ReLU": "relu",
     "MaxPooling2D": "maxpool2d",
+    "AveragePooling2D": "avgpool2d",
     "Flatten": "flatten",
     "InputLayer": "input",
 }
@@ -42,7 +43,8 @@ def set_seed(seed: int) -> None:
 def _layer_names(cfg: NetworkConfig) -> list[str]:
     counts: dict[str, int] = {}
     names = []
-    stem = {"conv2d": "conv", "dense": "dense", "relu": "relu", "maxpool2d": "pool", "flatten": "flatten"}
+    stem = {"conv2d": "conv", "dense": "dense", "relu": "relu", "maxpool2d": "pool", "avgpool2d": "avgpool",
+            "flatten": "flatten"}
     for spec in cfg.layers:
         counts[spec.type] = counts.get(spec.type, 0) + 1
         names.append(spec.name or f"{stem[spec.type]}{counts[spec.type]}")
@@ -67,10 +69,11 @@ def build_model(cfg: NetworkConfig, input_shape: tuple[int, int, int], n_classes
             layers.append(keras.layers.Conv2D(spec.filters, spec.kernel, strides=spec.stride, padding=spec.padding, name=name))
             oh, ow, _, _ = conv_geometry(shape[0], shape[1], spec.kernel, spec.stride, spec.padding)
             shape = (oh, ow, spec.filters)
-        elif spec.type == "maxpool2d":
+        elif spec.type in ("maxpool2d", "avgpool2d"):
             if len(shape) != 3 or spec.pool > min(shape[:2]):
                 raise ConfigError(f"network layer {name!r}: pool {spec.pool} does not fit input shape {shape}")
-            layers.append(keras.layers.MaxPooling2D(spec.pool, name=name))
+            pooling = keras.layers.MaxPooling2D if spec.type == "maxpool2d" else keras.layers.AveragePooling2D
+            layers.append(pooling(spec.pool, name=name))
             shape = (shape[0] // spec.pool, shape[1] // spec.pool, shape[2])
         elif spec.type == "flatten":
             layers.append(keras.layers.Flatten(name=name))
@@ -110,17 +113,45 @@ def unsupported_conv(layer) -> str | None:
     return None
 
 
+def unsupported_pool(layer) -> str | None:
+    """What of a Keras MaxPooling2D/AveragePooling2D the flow cannot carry (a phrase to follow its name), or None.
+
+    Supported: square windows, strides equal to the window (Keras' default), ``valid`` padding, channels last;
+    an average's window a power of two (its division is a shift: 1, 2, 4, 8, ...).
+    """
+    p, s = tuple(layer.pool_size), tuple(layer.strides)
+    avg = isinstance(layer, keras.layers.AveragePooling2D)
+    supported = ("supported: square windows, strides equal to the window, padding valid"
+                 + (", a power-of-two window (1, 2, 4, 8, ...)" if avg else ""))
+    if p[0] != p[1]:
+        return f"has a {p} window; {supported}"
+    if s != p:
+        return f"is {p} with strides {s}; {supported}"
+    if layer.padding != "valid":
+        return f"uses padding {layer.padding!r}; {supported}"
+    if avg and p[0] & (p[0] - 1):
+        return f"has a {p} window, not a power of two; {supported}"
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return f"uses data_format {layer.data_format!r}; {supported}, channels_last"
+    return None
+
+
 def check_supported(model: keras.Model, where: str) -> None:
     for layer in model.layers:
         kind = type(layer).__name__
         if kind not in _KERAS_TYPES:
             raise ModelFileError(
-                f"{where}: layer {layer.name!r} has unsupported type {kind}; allowed: Conv2D, Dense, ReLU, MaxPooling2D, Flatten"
+                f"{where}: layer {layer.name!r} has unsupported type {kind}; allowed: Conv2D, Dense, ReLU, MaxPooling2D, "
+                f"AveragePooling2D, Flatten"
             )
         if kind == "Conv2D":
             conv_refusal = unsupported_conv(layer)
             if conv_refusal:
                 raise ModelFileError(f"{where}: conv layer {layer.name!r} {conv_refusal}")
+        if kind in ("MaxPooling2D", "AveragePooling2D"):
+            pool_refusal = unsupported_pool(layer)
+            if pool_refusal:
+                raise ModelFileError(f"{where}: {kind} {layer.name!r} {pool_refusal}")
         if kind in ("Conv2D", "Dense") and layer.activation.__name__ != "linear":
             raise ModelFileError(f"{where}: layer {layer.name!r} fuses activation {layer.activation.__name__!r}; use a separate ReLU layer")
 

@@ -80,6 +80,7 @@ def _child(job: dict) -> dict:
             "dense": lambda: tf_keras.layers.Dense(spec["units"], name=name),
             "relu": lambda: tf_keras.layers.ReLU(name=name),
             "maxpool2d": lambda: tf_keras.layers.MaxPooling2D(spec["pool"], name=name),
+            "avgpool2d": lambda: tf_keras.layers.AveragePooling2D(spec["pool"], name=name),
             "flatten": lambda: tf_keras.layers.Flatten(name=name),
         }[t]())
     model = tf_keras.Sequential(layers)

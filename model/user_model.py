@@ -2,7 +2,7 @@
 
 Small CNNs and MLPs are usually written with conveniences the hardware does not need as layers of their
 own. :func:`normalize` rewrites them, layer by layer, into an equivalent sequential model of Conv2D and
-Dense (linear), ReLU, MaxPooling2D and Flatten:
+Dense (linear), ReLU, MaxPooling2D, AveragePooling2D and Flatten:
 
 - an activation fused into Conv2D/Dense (``relu``; ``linear``) becomes a separate ReLU layer (or nothing);
 - ``ReLU`` and ``Activation("relu")`` layers stay ReLUs, ``Activation("linear")`` goes;
@@ -13,9 +13,11 @@ Dense (linear), ReLU, MaxPooling2D and Flatten:
 - ``BatchNormalization`` right after a Conv2D or Dense (before or after its fused activation's place) is
   folded into that layer's kernel and bias: ``gamma * (x - mean) / sqrt(var + eps) + beta``.
 
-Conv2D keeps its padding (``valid`` or ``same``) and its stride (the same both ways). Anything else (another
-activation, a BatchNormalization with no layer before it to fold into, non-square kernels or strides, dilation,
-other layer types) is refused with one line naming the layer and what is supported.
+Conv2D keeps its padding (``valid`` or ``same``) and its stride (the same both ways). MaxPooling2D and
+AveragePooling2D stay as they are where their window is square, their strides equal it (Keras' default) and their
+padding is ``valid``; an average's window must be a power of two (1, 2, 4, 8: its division is a shift). Anything
+else (another activation, a BatchNormalization with no layer before it to fold into, non-square kernels or strides,
+dilation, other poolings, other layer types) is refused with one line naming the layer and what is supported.
 Each rewrite is listed in the returned notes, for the report.
 """
 
@@ -25,12 +27,13 @@ import keras
 import numpy as np
 
 from prunehw.core.errors import ModelFileError
-from prunehw.model.network import unsupported_conv
+from prunehw.model.network import unsupported_conv, unsupported_pool
 
 __all__ = ["normalize"]
 
 _NO_OPS = ("Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "SpatialDropout1D", "SpatialDropout2D")
-_SUPPORTED = ("Conv2D (padding valid/same, square strides)", "Dense", "ReLU", "MaxPooling2D", "Flatten", "Activation (relu, linear, softmax last)",
+_SUPPORTED = ("Conv2D (padding valid/same, square strides)", "Dense", "ReLU", "MaxPooling2D",
+              "AveragePooling2D (power-of-two window)", "Flatten", "Activation (relu, linear, softmax last)",
               "BatchNormalization (after Conv2D/Dense)", "Dropout")
 
 
@@ -100,12 +103,11 @@ def normalize(model: keras.Model, where: str = "model") -> tuple[keras.Model, li
                 raise ModelFileError(f"{where}: Activation {name!r} is {act!r}; supported: relu, linear, softmax at the end")
         elif kind in _NO_OPS:
             notes.append(f"{name}: {kind} dropped (no effect at inference)")
-        elif kind == "MaxPooling2D":
-            p = layer.pool_size
-            if p[0] != p[1] or tuple(layer.strides) != tuple(p) or layer.padding != "valid":
-                raise ModelFileError(f"{where}: MaxPooling2D {name!r} is {p} with strides {tuple(layer.strides)}, padding "
-                                     f"{layer.padding!r}; supported: square windows, strides equal to the window, valid")
-            plan.append(("MaxPooling2D", {"name": name, "pool_size": p[0]}, []))
+        elif kind in ("MaxPooling2D", "AveragePooling2D"):
+            refusal = unsupported_pool(layer)
+            if refusal:
+                raise ModelFileError(f"{where}: {kind} {name!r} {refusal}")
+            plan.append((kind, {"name": name, "pool_size": layer.pool_size[0]}, []))
         elif kind == "Flatten":
             plan.append(("Flatten", {"name": name}, []))
         else:
@@ -133,8 +135,8 @@ def _build(input_shape, plan) -> keras.Model:
             layers.append(keras.layers.Dense(cfg["units"], name=cfg["name"]))
         elif kind == "ReLU":
             layers.append(keras.layers.ReLU(name=cfg["name"]))
-        elif kind == "MaxPooling2D":
-            layers.append(keras.layers.MaxPooling2D(cfg["pool_size"], name=cfg["name"]))
+        elif kind in ("MaxPooling2D", "AveragePooling2D"):
+            layers.append(getattr(keras.layers, kind)(cfg["pool_size"], name=cfg["name"]))
         else:
             layers.append(keras.layers.Flatten(name=cfg["name"]))
     out = keras.Sequential(layers, name="user_model")

@@ -26,7 +26,7 @@ __all__ = ["LAYER_TYPES", "PADDINGS", "Section", "config_error", "LayerSpec", "N
            "PruneConfig", "VariantConfig", "ArrayConfig", "QuantConfig", "SimConfig", "SynthConfig",
            "ExperimentsConfig", "RunConfig", "read_toml", "load_config"]
 
-LAYER_TYPES = ("conv2d", "dense", "relu", "maxpool2d", "flatten")
+LAYER_TYPES = ("conv2d", "dense", "relu", "maxpool2d", "avgpool2d", "flatten")
 PRUNE_METHODS = ("unstructured", "matrix")
 SCHEDULES = ("oneshot", "iterative")
 SCOPES = ("global", "per_layer")
@@ -37,7 +37,7 @@ Bits = Annotated[int, must(lambda v: 2 <= v <= 8,
                            "; allowed: integers 2..8 (the array's multipliers and activation buffers are 8-bit)")]
 PlainName = Annotated[str, must(lambda v: v and "/" not in v and not v.startswith("."), "; allowed: a plain folder name")]
 
-_LAYER_TAKES = {"conv2d": ("filters", "kernel"), "dense": ("units",), "maxpool2d": ("pool",)}
+_LAYER_TAKES = {"conv2d": ("filters", "kernel"), "dense": ("units",), "maxpool2d": ("pool",), "avgpool2d": ("pool",)}
 #: keys a layer type may leave out, with the value each then takes; written out (``to_dict``, so cache keys and
 #: saved configs) only where it differs, so that a network without them hashes as it did before they existed
 _LAYER_OPTIONS = {"conv2d": {"stride": 1, "padding": "valid"}}
@@ -50,7 +50,8 @@ class LayerSpec(Section):
     conv2d uses ``filters`` and ``kernel`` (square), and optionally ``stride`` (the same both ways, default 1)
     and ``padding`` (``valid``, the default, or ``same``: zeros around the map as Keras pads, see
     ``prunehw.core.geometry.conv_geometry``); dense uses ``units``; maxpool2d uses ``pool`` (square,
-    stride = pool).
+    stride = pool); avgpool2d too, a power of two (1, 2, 4, 8, ...: the average's division is a shift, rounded
+    half up in the input's format, see ``export/contract.py``).
     """
 
     _section = "layer"
@@ -79,6 +80,10 @@ class LayerSpec(Section):
                 raise ValueError(f"a {self.type!r} layer needs {attr!r}")
             if attr not in need + options and getattr(self, attr) is not None:
                 raise ValueError(f"a {self.type!r} layer does not take {attr!r}; it takes: {', '.join(need + options) or 'nothing'}")
+        if self.type == "avgpool2d" and self.pool & (self.pool - 1):
+            named = f" {self.name!r}" if self.name else ""
+            raise ValueError(f"avgpool2d layer{named} has pool {self.pool}, not a power of two; allowed: 1, 2, 4, 8, ... "
+                             f"(the average divides by a shift)")
         return self
 
     @model_serializer(mode="wrap")

@@ -41,6 +41,27 @@ def test_half_lsb_rounds_up():
     np.testing.assert_array_equal(requantize(np.array([10, -10, 9, 4000]), 2, out), [3, -2, 2, 127])
 
 
+@pytest.mark.parametrize("pool", [1, 2, 4, 8])
+def test_average_pooling_rounds_half_up_in_the_input_format(pool, rng):
+    """The window's sum over pool*pool, rounded half toward +inf (as hls4ml's AP_RND and the hardware), against exact
+    rational arithmetic; the crafted ties of a 2x2 window: -10/4 = -2.5 -> -2, 10/4 -> 3, -6/4 -> -1, -7/4 -> -2."""
+    import math
+    from fractions import Fraction
+
+    from prunehw.export.golden import _layer
+
+    layer = {"name": "p", "type": "avgpool2d", "pool": pool, "input": {"bits": 8, "frac": 5, "signed": True}}
+    a = rng.integers(-128, 128, (3, 2 * pool + 1, 2 * pool, 4))     # (a last row left over is dropped, as by Keras)
+    got = _layer(layer, a, None)
+    want = [[[[math.floor(Fraction(int(a[n, y * pool:(y + 1) * pool, x * pool:(x + 1) * pool, c].sum()), pool * pool)
+                          + Fraction(1, 2)) for c in range(4)] for x in range(a.shape[2] // pool)]
+             for y in range(a.shape[1] // pool)] for n in range(3)]
+    np.testing.assert_array_equal(got, want)
+    if pool == 2:
+        ties = np.array([[-3, -3, -3, -1], [5, 5, 0, 0], [-3, -3, 0, 0], [-4, -2, -1, 0]]).reshape(4, 2, 2, 1)
+        np.testing.assert_array_equal(_layer(layer, ties, None).ravel(), [-2, 3, -1, -2])
+
+
 def naive_golden(contract, img: np.ndarray) -> np.ndarray:
     """Loop-per-output reference of the contract on one image (python ints)."""
     a = img.astype(object)

@@ -21,6 +21,11 @@ NETS = {
                               L(type="conv2d", filters=8, kernel=3, stride=2, padding="same"), L(type="relu"),
                               L(type="conv2d", filters=8, kernel=2, stride=2), L(type="relu"),
                               L(type="flatten"), L(type="dense", units=16), L(type="relu"), L(type="dense", units=10))),
+    # average pooling after a ReLU (13 -> 6: the last row and column dropped) and on signed values, beside a max
+    "avgpool": ((13, 13, 2), (L(type="conv2d", filters=6, kernel=3, padding="same"), L(type="relu"),
+                              L(type="avgpool2d", pool=2), L(type="conv2d", filters=8, kernel=3),
+                              L(type="avgpool2d", pool=2), L(type="maxpool2d", pool=1), L(type="flatten"),
+                              L(type="dense", units=16), L(type="relu"), L(type="dense", units=10))),
     # MLP: dense after dense
     "mlp": ((8, 8, 1), (L(type="flatten"), L(type="dense", units=32), L(type="relu"), L(type="dense", units=20),
                         L(type="relu"), L(type="dense", units=10))),
@@ -96,7 +101,29 @@ def test_geometry_and_spec_of_a_strided_padded_network():
                                                         zip(layers, [m.name for m in model.layers]))).to_dict()
 
 
-@pytest.mark.parametrize("net", ["cnn", "strided"])
+def test_geometry_and_spec_of_a_network_with_average_pooling():
+    """13x13 -> same: 13x13 -> avg 2: 6x6 -> valid k3: 4x4 -> avg 2: 2x2 -> (max 1) -> flatten: 4 positions; the
+    spec read back from the Keras model is the config's, average and max poolings told apart."""
+    import keras
+
+    from prunehw.model.matrix_form import network_spec
+
+    shape, layers = NETS["avgpool"]
+    model = build_model(NetworkConfig(layers=layers), shape, 10, seed=1)
+    pools = [l for l in model.layers if "pool" in l.name]
+    assert [(type(l).__name__, tuple(l.output.shape[1:])) for l in pools] == [
+        ("AveragePooling2D", (6, 6, 6)), ("AveragePooling2D", (2, 2, 8)), ("MaxPooling2D", (2, 2, 8))]
+    assert [l.name for l in pools] == ["avgpool1", "avgpool2", "pool1"]
+    geo = geometry(model)
+    assert [(g.n_rows, g.n_cols, g.c_in, g.n_pos, g.src) for g in geo] == [
+        (18, 6, 2, 9, None), (54, 8, 6, 9, 0), (32, 16, 8, 4, 1), (16, 10, 16, 1, 2)]
+    spec = network_spec(model)
+    assert spec.to_dict() == NetworkConfig(layers=tuple(l.replace(name=n) for l, n in
+                                                        zip(layers, [m.name for m in model.layers]))).to_dict()
+    assert isinstance(build_model(spec, shape, 10, seed=1).layers[2], keras.layers.AveragePooling2D)
+
+
+@pytest.mark.parametrize("net", ["cnn", "strided", "avgpool"])
 def test_sparse_forward_equals_the_keras_model(net, rng):
     """The sparse-format inference path (the timing experiments') extracts patches as Keras pads and strides."""
     from prunehw.model.inference import sparse_forward

@@ -24,13 +24,17 @@ def _models():
                                 L.BatchNormalization(), L.ReLU(), L.Conv2D(8, 3, strides=2, activation="relu"),
                                 L.Conv2D(8, 2, strides=(2, 2), padding="same", activation="relu"), L.MaxPooling2D(),
                                 L.Flatten(), L.Dense(10, activation="softmax")])
-    return {"fused": fused, "batchnorm": bn, "mlp": mlp, "same": same, "strided": strided}
+    # average pooling (formerly refused), after a ReLU and on signed values (batch norm folded), windows 2 and 4
+    average = keras.Sequential([keras.Input((28, 28, 1)), L.Conv2D(6, 3, activation="relu"), L.AveragePooling2D(2),
+                                L.Conv2D(8, 3), L.BatchNormalization(), L.AveragePooling2D(4), L.Flatten(),
+                                L.Dense(10, activation="softmax")])
+    return {"fused": fused, "batchnorm": bn, "mlp": mlp, "same": same, "strided": strided, "average": average}
 
 
-_ENDS_IN_SOFTMAX = ("fused", "batchnorm", "strided")
+_ENDS_IN_SOFTMAX = ("fused", "batchnorm", "strided", "average")
 
 
-@pytest.mark.parametrize("name", ["fused", "batchnorm", "mlp", "same", "strided"])
+@pytest.mark.parametrize("name", ["fused", "batchnorm", "mlp", "same", "strided", "average"])
 def test_normalized_model_computes_the_same_logits(name):
     model = _models()[name]
     rng = np.random.default_rng(0)
@@ -54,6 +58,9 @@ def test_normalized_model_computes_the_same_logits(name):
         assert sum("folded" in n for n in notes) == 2
     convs = [(tuple(l.strides), l.padding) for l in model.layers if isinstance(l, keras.layers.Conv2D)]
     assert [(tuple(l.strides), l.padding) for l in out.layers if isinstance(l, keras.layers.Conv2D)] == convs
+    pooling = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
+    pools = [(type(l).__name__, tuple(l.pool_size)) for l in model.layers if isinstance(l, pooling)]
+    assert [(type(l).__name__, tuple(l.pool_size)) for l in out.layers if isinstance(l, pooling)] == pools
 
 
 @pytest.mark.parametrize("layers, match", [
@@ -66,7 +73,16 @@ def test_normalized_model_computes_the_same_logits(name):
     (lambda L: [L.BatchNormalization(), L.Flatten(), L.Dense(10)], "does not follow a Conv2D or Dense"),
     (lambda L: [L.Conv2D(4, 3, activation="relu"), L.BatchNormalization(), L.Flatten(), L.Dense(10)],
      "does not follow a Conv2D or Dense"),
-    (lambda L: [L.Conv2D(4, 3), L.AveragePooling2D(2), L.Flatten(), L.Dense(10)], "unsupported type AveragePooling2D"),
+    (lambda L: [L.Conv2D(4, 3), L.AveragePooling2D(3), L.Flatten(), L.Dense(10)],
+     r"AveragePooling2D 'average_pooling2d\w*' has a \(3, 3\) window, not a power of two; supported: square windows, "
+     r"strides equal to the window, padding valid, a power-of-two window \(1, 2, 4, 8, \.\.\.\)"),
+    (lambda L: [L.Conv2D(4, 3), L.AveragePooling2D(2, strides=1), L.Flatten(), L.Dense(10)],
+     r"AveragePooling2D 'average_pooling2d\w*' is \(2, 2\) with strides \(1, 1\); supported: square windows"),
+    (lambda L: [L.Conv2D(4, 3), L.AveragePooling2D(2, padding="same"), L.Flatten(), L.Dense(10)],
+     r"AveragePooling2D 'average_pooling2d\w*' uses padding 'same'; supported: .*padding valid"),
+    (lambda L: [L.Conv2D(4, 3), L.MaxPooling2D((2, 3)), L.Flatten(), L.Dense(10)],
+     r"MaxPooling2D 'max_pooling2d\w*' has a \(2, 3\) window; supported: square windows"),
+    (lambda L: [L.Conv2D(4, 3), L.GlobalAveragePooling2D(), L.Dense(10)], "unsupported type GlobalAveragePooling2D"),
     (lambda L: [L.Flatten(), L.Dense(10, activation="softmax"), L.Dense(10)], "fuses activation 'softmax'"),
 ])
 def test_unsupported_layers_are_refused_in_one_line(layers, match):

@@ -1,14 +1,19 @@
-"""Conv strides and ``same`` padding, from the config to hls4ml: bit-exact at every step.
+"""Layer configurations (conv strides and ``same`` padding, max and average pooling), from the config to hls4ml:
+bit-exact at every step.
 
-Per configuration (kernel, padding, stride, input): a tiny network built from the config's layers, trained
-briefly on downscaled MNIST, quantized to the contract; then the golden model's logits must equal
+Per configuration (kernel, padding, stride, ReLU or not, the poolings after the conv, input): a tiny network built
+from the config's layers, trained briefly on downscaled MNIST, quantized to the contract; then the golden model's
+logits must equal
 
 - hls4ml's C simulation (one compile per configuration, shared by its tests), and
-- Keras' own layers run on the contract's integers (requantized between layers as the contract says), which
-  checks the golden model's padding and strides against Keras' independently of hls4ml;
+- Keras' own layers run on the contract's integers (requantized between layers as the contract says, an average
+  rounded half up), which checks the golden model's padding, strides and pooling windows against Keras'
+  independently of hls4ml;
 
-so the golden accuracy equals the quantized Keras model's. A user's Keras model with same padding, strides and
-batch normalization goes the same way (normalized, quantized, golden == hls4ml).
+so the golden accuracy equals the quantized Keras model's. Average pooling on signed activations (a conv without
+ReLU before it) is checked value by value in hls4ml's trace too, negative ties (-2.5 -> -2) included. A user's Keras
+model with same padding, strides and batch normalization goes the same way (normalized, quantized, golden ==
+hls4ml).
 """
 
 import keras
@@ -23,13 +28,18 @@ from prunehw.export.hls import convert, predict_ints
 from prunehw.export.quantize import dequantized_model, quantize
 from prunehw.model.network import build_model
 
-# name: (input shape, kernel, padding, stride, relu after the conv, maxpool after it)
+MAX2, AVG2, AVG4 = ("maxpool2d", 2), ("avgpool2d", 2), ("avgpool2d", 4)
+# name: (input shape, kernel, padding, stride, relu after the conv, the poolings after it)
 CASES = {
-    "k3-same-s1-12x12x3": ((12, 12, 3), 3, "same", 1, True, True),
-    "k5-same-s1-9x9x1": ((9, 9, 1), 5, "same", 1, False, True),     # no ReLU: signed activations padded
-    "k3-valid-s2-9x9x1": ((9, 9, 1), 3, "valid", 2, True, False),
-    "k3-same-s2-12x12x3": ((12, 12, 3), 3, "same", 2, True, True),   # 12 -> 6: one zero row, at the bottom
-    "k2-same-s2-9x9x1": ((9, 9, 1), 2, "same", 2, True, False),     # 9 -> 5: one zero row, at the bottom
+    "k3-same-s1-12x12x3": ((12, 12, 3), 3, "same", 1, True, (MAX2,)),
+    "k5-same-s1-9x9x1": ((9, 9, 1), 5, "same", 1, False, (MAX2,)),     # no ReLU: signed activations padded
+    "k3-valid-s2-9x9x1": ((9, 9, 1), 3, "valid", 2, True, ()),
+    "k3-same-s2-12x12x3": ((12, 12, 3), 3, "same", 2, True, (MAX2,)),   # 12 -> 6: one zero row, at the bottom
+    "k2-same-s2-9x9x1": ((9, 9, 1), 2, "same", 2, True, ()),     # 9 -> 5: one zero row, at the bottom
+    "k3-same-s1-12x12x3-avg2": ((12, 12, 3), 3, "same", 1, True, (AVG2,)),
+    "k3-valid-s1-9x9x1-avg2-signed": ((9, 9, 1), 3, "valid", 1, False, (AVG2,)),   # 7 -> 3: the last row/column dropped
+    "k3-same-s1-12x12x3-avg4": ((12, 12, 3), 3, "same", 1, True, (AVG4,)),         # a 16-value window: shift by 4
+    "k3-same-s1-9x9x1-max2-avg2-signed": ((9, 9, 1), 3, "same", 1, False, (MAX2, AVG2)),   # 9 -> 4 -> 2
 }
 IMAGES = 48
 
@@ -43,17 +53,18 @@ def _images(x: np.ndarray, shape: tuple) -> np.ndarray:
     return np.stack([small, np.roll(small, 1, axis=2), 255 - small], axis=-1)
 
 
-def _network(shape, kernel, padding, stride, relu, pool) -> NetworkConfig:
+def _network(shape, kernel, padding, stride, relu, pools) -> NetworkConfig:
     layers = [L(type="conv2d", filters=6, kernel=kernel, padding=padding, stride=stride)]
     layers += [L(type="relu")] if relu else []
-    layers += [L(type="maxpool2d", pool=2)] if pool else []
+    layers += [L(type=kind, pool=p) for kind, p in pools]
     return NetworkConfig(layers=(*layers, L(type="flatten"), L(type="dense", units=10)))
 
 
 def _keras_integer_logits(model: keras.Model, contract, x_uint8: np.ndarray) -> np.ndarray:
     """The contract executed with Keras' layers doing the convolutions, pooling and flattening: every value handed
     to a layer is a contract integer times its 2**-frac (exact in float32), every conv/dense result is taken back
-    to integers (exact while the accumulator fits float32's 24-bit mantissa, which is checked) and requantized."""
+    to integers (exact while the accumulator fits float32's 24-bit mantissa, which is checked) and requantized,
+    every average (exact in float32: a power-of-two division of a small sum) rounded half up to the input's LSB."""
     by_name = {l.name: l for l in model.layers}
     a = x_uint8.astype(np.int64)
     frac = contract.input["frac"]
@@ -68,6 +79,10 @@ def _keras_integer_logits(model: keras.Model, contract, x_uint8: np.ndarray) -> 
             if (out["bits"], out["frac"], out["relu"]) != (layer["accum"]["bits"], layer["accum"]["frac"], False):
                 a = requantize(a, layer["accum"]["frac"], out)     # (the logits stay at accumulator precision)
             frac = out["frac"]
+        elif layer["type"] == "avgpool2d":
+            total = y * 2.0 ** frac * layer["pool"] ** 2      # (the window's integer sum)
+            assert np.array_equal(total, np.rint(total))
+            a = np.floor(y * 2.0 ** frac + 0.5).astype(np.int64)
         else:
             a = np.rint(y * 2.0 ** frac).astype(np.int64)
     return a
@@ -79,10 +94,10 @@ def exported(request, tmp_path_factory, tiny_data):
     from prunehw.model.data import Dataset
     from prunehw.model.train import fit
 
-    shape, kernel, padding, stride, relu, pool = CASES[request.param]
+    shape, kernel, padding, stride, relu, pools = CASES[request.param]
     data = Dataset(_images(tiny_data.x_train, shape), tiny_data.y_train, _images(tiny_data.x_val, shape), tiny_data.y_val,
                    _images(tiny_data.x_test, shape), tiny_data.y_test, source="mnist-small", digest="-")
-    model = build_model(_network(shape, kernel, padding, stride, relu, pool), shape, 10, seed=7)
+    model = build_model(_network(shape, kernel, padding, stride, relu, pools), shape, 10, seed=7)
     fit(model, data, 2, 64, 3e-3, desc="conv geometry test")
     d = tmp_path_factory.mktemp(request.param)
     spec, w, b = quantize(model, data.x_train[:256])
@@ -123,6 +138,27 @@ def test_golden_equals_keras_on_the_contract_integers(exported):
     assert abs(np.mean(want.argmax(1) == y) - float_acc) <= 0.1, case
 
 
+def test_poolings_pass_the_format_through_and_set_their_hls4ml_types(exported):
+    """Each pooling's input is the conv's output format (signed without a ReLU); an average's hls4ml accumulator
+    holds the window's sum and its division exactly, its result rounds half up (AP_RND) in that format."""
+    case, contract, _, _, project, *_ = exported
+    relu, pools = CASES[case][4:]
+    layers = contract.layers
+    assert [(l["type"], l["pool"]) for l in layers if "pool" in l] == list(pools)
+    conv_out = {k: layers[0]["output"][k] for k in ("bits", "frac", "signed")}
+    assert conv_out["signed"] == (not relu)
+    defines = (project / "firmware" / "defines.h").read_text()
+    for layer in layers[1:1 + len(pools)]:
+        assert layer["input"] == conv_out
+        if layer["type"] == "avgpool2d":
+            f, shift = layer["input"], {2: 2, 4: 4}[layer["pool"]]
+            fixed = "ap_fixed" if f["signed"] else "ap_ufixed"
+            accum = f"{fixed}<{f['bits'] + 2 * shift},{f['bits'] - f['frac'] + shift}>"
+            result = f"{fixed}<{f['bits']},{f['bits'] - f['frac']},AP_RND,AP_SAT"
+            assert f"typedef {accum} {layer['name']}_accum_t;" in defines, case
+            assert result in defines, case
+
+
 def test_user_model_with_same_padding_strides_and_batchnorm_is_bit_exact(tmp_path):
     """The brief's user model: normalized (batch norm folded, fused ReLU split, softmax dropped), quantized,
     and hls4ml's C simulation equal to the golden model on a few images."""
@@ -153,8 +189,9 @@ def test_user_model_with_same_padding_strides_and_batchnorm_is_bit_exact(tmp_pat
 
 
 def test_what_the_contract_cannot_say_is_refused_before_export():
-    """A ReLU after pooling (the contract fuses ReLU into the layer before it), dilation, non-square strides: refused
-    at quantization in one line; a Keras model striding otherwise than its contract: refused by the hls4ml config."""
+    """A ReLU after pooling (the contract fuses ReLU into the layer before it), dilation, non-square strides, an
+    average over a window that is not a power of two or that overlaps: refused at quantization in one line; a Keras
+    model striding or pooling otherwise than its contract: refused by the hls4ml config."""
     from prunehw.core.errors import ModelFileError
     from prunehw.export.hls import hls_config
 
@@ -163,7 +200,11 @@ def test_what_the_contract_cannot_say_is_refused_before_export():
     for layers, message in (
             ([Lk.Conv2D(2, 3, name="c"), Lk.MaxPooling2D(name="p"), Lk.ReLU(name="r")], "ReLU 'r' does not follow a Conv2D or Dense"),
             ([Lk.Conv2D(2, 3, dilation_rate=2, name="c")], r"layer 'c' uses dilation_rate \(2, 2\)"),
-            ([Lk.Conv2D(2, 3, strides=(2, 1), name="c")], r"layer 'c' uses strides \(2, 1\); supported: .*square strides")):
+            ([Lk.Conv2D(2, 3, strides=(2, 1), name="c")], r"layer 'c' uses strides \(2, 1\); supported: .*square strides"),
+            ([Lk.Conv2D(2, 3, name="c"), Lk.AveragePooling2D(3, name="ap")],
+             r"layer 'ap' has a \(3, 3\) window, not a power of two; supported: .*power-of-two window"),
+            ([Lk.Conv2D(2, 3, name="c"), Lk.AveragePooling2D(2, strides=1, name="ap")],
+             r"layer 'ap' is \(2, 2\) with strides \(1, 1\); supported: square windows, strides equal to the window")):
         model = keras.Sequential([keras.Input((9, 9, 1)), *layers, Lk.Flatten(), Lk.Dense(3)])
         with pytest.raises(ModelFileError, match=message) as err:
             quantize(model, x)
@@ -177,6 +218,15 @@ def test_what_the_contract_cannot_say_is_refused_before_export():
     with pytest.raises(ModelFileError, match=r"layer 'c': the Keras model has strides \(2, 2\), padding 'valid'.*"
                                              r"the contract says stride 2, padding 'same'"):
         hls_config(valid, Contract(spec, w, b))
+    averaged = keras.Sequential([keras.Input((9, 9, 1)), Lk.Conv2D(2, 3, name="c"), Lk.AveragePooling2D(2, name="pl"),
+                                 Lk.Flatten(), Lk.Dense(3, name="d")])
+    maxed = keras.Sequential([keras.Input((9, 9, 1)), Lk.Conv2D(2, 3, name="c"), Lk.MaxPooling2D(name="pl"), Lk.Flatten(),
+                              Lk.Dense(3, name="d")])
+    spec, w, b = quantize(averaged, x)
+    assert [l["type"] for l in spec["layers"]] == ["conv2d", "avgpool2d", "flatten", "dense"]
+    with pytest.raises(ModelFileError, match=r"layer 'pl': the Keras model has MaxPooling2D \(2, 2\) with strides \(2, 2\), "
+                                             r"padding 'valid'; the contract says AveragePooling2D 2, strides 2, valid"):
+        hls_config(maxed, Contract(spec, w, b))
 
 
 def test_kernel_larger_than_the_input_is_refused_only_for_valid_padding():
@@ -187,3 +237,28 @@ def test_kernel_larger_than_the_input_is_refused_only_for_valid_padding():
     assert tuple(model.layers[0].output.shape[1:]) == (4, 4, 2)
     with pytest.raises(ConfigError, match=r"kernel 5 is larger than its 4x4 input \(valid padding\)"):
         build_model(NetworkConfig(layers=(layers[0].replace(padding="valid"), *layers[1:])), (4, 4, 1), 3, seed=1)
+
+
+@pytest.mark.parametrize("exported", [c for c, (*_, relu, pools) in CASES.items() if not relu and AVG2 in pools],
+                         indirect=True)
+def test_signed_average_pooling_equals_golden_value_by_value_negative_ties_included(exported):
+    """The poolings' own outputs in hls4ml's trace equal the golden model's, on signed inputs whose windows hold
+    negative and positive ties (sum -10 over 4: -2.5 -> -2, as the hardware rounds). (Last of the module's tests
+    on a configuration: tracing recompiles its shared hls4ml model.)"""
+    case, contract, _, hmodel, _, x, _ = exported
+    _, outs = golden(contract, x, return_all=True)
+    names = [l["name"] for l in contract.layers if "pool" in l]
+    before = contract.layers[contract.layers.index(next(l for l in contract.layers if l["type"] == "avgpool2d")) - 1]
+    a, p = outs[before["name"]], 2
+    n, h, w, c = a.shape
+    sums = a[:, :h // p * p, :w // p * p].reshape(n, h // p, p, w // p, p, c).sum(axis=(2, 4))
+    ties = sums % 4 == 2
+    assert (ties & (sums < 0)).sum() >= 20 and (ties & (sums > 0)).sum() >= 20, case
+    for layer in hmodel.get_layers():
+        if layer.name in names:
+            layer.set_attr("trace", True)
+    _, trace = hmodel.trace(x.astype(np.float64) / 256.0)
+    for layer in (l for l in contract.layers if l["name"] in names):
+        got = np.asarray(trace[layer["name"]]).reshape(outs[layer["name"]].shape) * 2.0 ** layer["input"]["frac"]
+        assert np.array_equal(got, np.rint(got))
+        assert np.array_equal(got.astype(np.int64), outs[layer["name"]]), f"{case}: {layer['name']}"
