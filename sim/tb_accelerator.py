@@ -14,7 +14,9 @@ the design's constant outputs. No per-cycle Python: the accelerator runs from
 ``start`` to ``done`` by itself.
 
 Environment: ``PRUNEHW_EXPECTED`` (npz with ``logits``), ``PRUNEHW_RESULTS``
-(JSON written at the end), ``PRUNEHW_MAX_CYCLES`` (the timeout), and for the
+(JSON written at the end; rows numbered from the run's first image),
+``PRUNEHW_FIRST``/``PRUNEHW_STOP`` (the harness's images this run checks),
+``PRUNEHW_MAX_CYCLES`` (the timeout), and for the
 mutation campaign's shared build ``PRUNEHW_FAULT_SELECT`` (the fault to switch on).
 """
 
@@ -118,18 +120,22 @@ async def accelerator_matches_golden(dut):
     await driver.reset()  # constant outputs settle after time 0 in event-driven simulators
     reader = Reader(dut)
     checker = InOrderChecker(expected)
-    n = int(dut.n_images.value)
-    assert expected.shape == (n, reader.n_logits), f"expected logits {expected.shape} do not fit the design ({n}, {reader.n_logits})"
+    # the images this run checks: first .. stop - 1 of those the harness holds (a shard of a longer regression)
+    held = int(dut.n_images.value)
+    first, stop = int(os.environ.get("PRUNEHW_FIRST", 0)), int(os.environ.get("PRUNEHW_STOP", held))
+    n = stop - first
+    assert 0 <= first < stop <= held, f"images {first}..{stop - 1} are not all in the harness's {held}"
+    assert expected.shape == (n, reader.n_logits), f"expected logits {expected.shape} do not fit the run ({n}, {reader.n_logits})"
     loading = None
     for i in range(n):
         if loading is None:
-            await driver.load(i)
+            await driver.load(first + i)
         else:
             await loading          # (loaded during the previous inference)
         start_ns = int(get_sim_time("ns"))
         await driver.start()
         # from the second image on, the next one loads into the free slot while this one runs
-        loading = cocotb.start_soon(driver.load(i + 1)) if 0 < i < n - 1 else None
+        loading = cocotb.start_soon(driver.load(first + i + 1)) if 0 < i < n - 1 else None
         if not await done.wait():
             checker.timeout(i)
             break  # the design is stuck: later images cannot run
