@@ -2,16 +2,20 @@
 happen (``export.golden.layer_events``), so that a fault in the logic handling an event cannot hide.
 
 Test images are taken first (the first ``base`` test images, then, greedily, the test image that covers most
-of what is still missing); an event no test image reaches is searched for: a hill climb from the test image
-that comes closest, changing a few pixels at a time and keeping a change when the golden model gets closer to
-the event. What is still not reached is reported, never counted as covered.
+of what is still missing); an event no test image reaches is searched for: gradient ascent on a float mirror
+of the contract's network (TensorFlow; the integer weights at their scales, the same convolutions, poolings and
+ReLUs) driving the layer's largest accumulator up from the test images that come closest, each result rounded
+to pixels and checked with the golden model; then a hill climb from the closest test image, changing a few
+pixels at a time and keeping a change when the golden model gets closer to the event. What is still not
+reached is reported, never counted as covered.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from prunehw.export.golden import _im2col, _layer, _matmul, layer_events
+from prunehw.core.geometry import conv_geometry
+from prunehw.export.golden import _conv_cols, _layer, _matmul, layer_events
 
 __all__ = ["choose_stimulus"]
 
@@ -23,7 +27,7 @@ def _closeness(contract, x: np.ndarray, target: str) -> np.ndarray:
     for layer in contract.layers:
         if layer["name"] == name:
             w, b = contract.weights[name], contract.biases[name]
-            cols = _im2col(a, layer["kernel"]) if layer["type"] == "conv2d" else a
+            cols = _conv_cols(layer, a) if layer["type"] == "conv2d" else a
             acc = (_matmul(cols, w, layer["accum"]["bits"]) + b).reshape(len(a), -1)
             o = layer["output"]
             if event == "accumulator_top":
@@ -37,6 +41,56 @@ def _closeness(contract, x: np.ndarray, target: str) -> np.ndarray:
             return np.zeros(len(a))     # (rounding ties: no gradient to climb; they are common anyway)
         a = _layer(layer, a, contract)
     raise ValueError(f"no layer {name!r}")
+
+
+def _ascend(contract, starts: np.ndarray, target: str, steps: int = 150) -> np.ndarray | None:
+    """Gradient ascent towards ``target`` (``layer:saturation`` or ``layer:accumulator_top``) on a float mirror of
+    the contract's network, from each of ``starts``: the pixels (kept in [0, 255]) are moved to drive the layer's
+    largest accumulator (its largest magnitude for ``accumulator_top``) up. Returns an image where the golden
+    model shows the event, or None."""
+    import tensorflow as tf
+
+    name, event = target.split(":")
+    if event not in ("saturation", "accumulator_top"):
+        return None
+
+    def forward(x):
+        a = x                                           # pixels / 256: the input's real values
+        for layer in contract.layers:
+            t = layer["type"]
+            if t in ("conv2d", "dense"):
+                w = contract.weights[layer["name"]] * 2.0 ** -layer["weight"]["frac"]
+                b = contract.biases[layer["name"]] * 2.0 ** -layer["accum"]["frac"]
+                if t == "conv2d":
+                    k, c = layer["kernel"], int(a.shape[-1])
+                    acc = tf.nn.conv2d(a, tf.constant(w.reshape(k, k, c, -1), tf.float32), layer.get("stride", 1),
+                                       layer.get("padding", "valid").upper()) + tf.constant(b, tf.float32)
+                else:
+                    acc = tf.matmul(a, tf.constant(w, tf.float32)) + tf.constant(b, tf.float32)
+                if layer["name"] == name:
+                    flat = tf.reshape(acc, (tf.shape(acc)[0], -1))
+                    return tf.reduce_max(tf.abs(flat) if event == "accumulator_top" else flat, axis=1)
+                a = tf.nn.relu(acc) if layer["output"]["relu"] else acc
+            elif t in ("maxpool2d", "avgpool2d"):
+                pool = tf.nn.max_pool2d if t == "maxpool2d" else tf.nn.avg_pool2d
+                a = pool(a, layer["pool"], layer["pool"], "VALID")
+            else:
+                a = tf.reshape(a, (tf.shape(a)[0], -1))
+        raise ValueError(f"no layer {name!r}")
+
+    x = tf.Variable(starts.astype(np.float32) / 256.0)
+    opt = tf.keras.optimizers.Adam(0.02)
+    for step in range(steps):
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_sum(forward(x))
+        opt.apply_gradients([(tape.gradient(loss, x), x)])
+        x.assign(tf.clip_by_value(x, 0.0, 255.0 / 256.0))
+        if step % 25 == 24 or step == steps - 1:
+            imgs = np.clip(np.rint(x.numpy() * 256.0), 0, 255).astype(np.uint8)
+            hit = layer_events(contract, imgs)[target]
+            if hit.any():
+                return imgs[int(hit.argmax())]
+    return None
 
 
 def _climb(contract, start: np.ndarray, target: str, rng, steps: int = 60, width: int = 48) -> np.ndarray | None:
@@ -72,8 +126,11 @@ def _first_layer_extremes(contract, shape) -> np.ndarray:
         img = np.zeros((h, wd, c), np.uint8)
         patch = np.where(w[:, j] > 0, 255, 0).astype(np.uint8)
         if layer["type"] == "conv2d":
-            k = layer["kernel"]
-            img[:k, :k, :] = patch.reshape(k, k, c)
+            # the window of the first output position that lies wholly on the image (padding reads zeros)
+            k, st = layer["kernel"], layer.get("stride", 1)
+            _, _, pt, pl = conv_geometry(h, wd, k, st, layer.get("padding", "valid"))
+            y0, x0 = -(-pt // st) * st - pt, -(-pl // st) * st - pl
+            img[y0:y0 + k, x0:x0 + k, :] = patch.reshape(k, k, c)
         else:
             img.reshape(-1)[:len(patch)] = patch
         out.append(img)
@@ -102,7 +159,8 @@ def choose_stimulus(contract, x_test: np.ndarray, base: int, pool: int = 2000, s
     source = {k: f"test image {c}" for k, c in covered.items() if c is not None}
     # the first layer's exact extremes: what they reach is covered, what they do not is unreachable
     first = contract.weighted()[0]["name"]
-    extremes = _first_layer_extremes(contract, x_test.shape[1:] if x_test.ndim == 4 else (*x_test.shape[1:], 1))
+    shape = x_test.shape[1:] if x_test.ndim == 4 else (*x_test.shape[1:], 1)
+    extremes = _first_layer_extremes(contract, shape)
     hit = layer_events(contract, extremes)
     for k, v in hit.items():
         if k.startswith(f"{first}:") and k not in source:
@@ -114,16 +172,20 @@ def choose_stimulus(contract, x_test: np.ndarray, base: int, pool: int = 2000, s
     for k in [k for k, c in covered.items() if c is None]:
         if k in source:          # covered meanwhile by an image searched for another event
             continue
-        start = cand[int(_closeness(contract, cand, k).argmax())]
-        found = _climb(contract, start, k, rng)
+        near = np.argsort(-_closeness(contract, cand, k))[:8]
+        found = _ascend(contract, cand[near].reshape(len(near), *shape), k)
+        how = "searched (gradient ascent)"
+        if found is None:
+            found, how = _climb(contract, cand[near[0]], k, rng), "searched (hill climb)"
         if found is None:
             source[k] = "not reached"
             continue
+        found = found.reshape(cand[0].shape)
         images.append(found)
         hit = layer_events(contract, found[None])
         for k2, v in hit.items():
             if v[0] and k2 not in source:
-                source[k2] = "searched"
-        source.setdefault(k, "searched")
+                source[k2] = how
+        source.setdefault(k, how)
     rows = [{"event": k, "covered_by": source[k]} for k in ev]
     return np.stack(images), rows
