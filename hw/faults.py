@@ -30,12 +30,28 @@ def _at(row, col):
     return lambda w: (w["row"], w["col"]) == (row(w["rows"]), col(w["cols"]))
 
 
+def _everywhere(program) -> str | None:
+    return None
+
+
 @dataclass(frozen=True)
 class Fault:
     description: str
     point: str                                      # the tap (see the blocks' ``taps(...)`` calls)
     change: Callable                                # (value, where) -> the faulty value
     applies: Callable[[dict], bool] = _always       # which instances of the point
+    #: (program) -> None when the design has what the fault breaks, else why it cannot matter there (the fault
+    #: is then equivalent to the design by construction: no stimulus can tell them apart)
+    absent: Callable = _everywhere
+
+
+def _no_idle_gather_rows(program) -> str | None:
+    """The feeder's per-row read enables only differ from "every row" where a beat reads a replicated buffer
+    (one port per row) with rows that are invalid (a short last row tile) or fall on padding."""
+    for op in program.matmuls():
+        if program.copies[op.in_buf] > 1 and (op.padded or any(not v for row in op.row_table for _, _, v in row)):
+            return None
+    return "no beat reads a replicated buffer with an idle row (every such row tile is full and on the map)"
 
 
 def _swap01(rows):
@@ -91,7 +107,7 @@ FAULTS: dict[str, Fault] = {
                                     "overwrites the one being computed", "top.next_load_slot", lambda v, w: w["held"]),
     "feed_read_ignores_row_valid": Fault("the feeder reads the input buffer for every row of a beat, valid or not "
                                          "(results unchanged; the extra reads cost energy)", "feed.read_enable",
-                                         lambda v, w: w["beat"]),
+                                         lambda v, w: w["beat"], absent=_no_idle_gather_rows),
     "logits_swapped": Fault("logits 0 and 1 swapped on the output", "bottom.logit_index",
                             lambda v, w: 1 - v if v < 2 else v),
 }

@@ -99,10 +99,31 @@ def check_counters_fit(activity: dict[str, int], bits: int = 32) -> None:
                           f"counters; allowed: networks whose counts stay below {1 << bits}")
 
 
+#: The LFE5U-85F's block RAM: 208 DP16KD of 18 kbit (Lattice's ECP5 family data sheet; nextpnr's report agrees).
+DEVICE_RAM_BITS = 208 * 18 * 1024
+
+
+def check_memory_fits(program: Program, where: str = "the network", device_bits: int = DEVICE_RAM_BITS) -> None:
+    """Refuse (one line, before any Verilog) a network whose accelerator memories (weight tiles, row tables,
+    biases, partial sums, every copy of the activation buffers) hold more bits than the device's block RAM,
+    naming the layer with the most weight bits and the limit."""
+    accel = Accelerator(program)
+    accel._MustUse__silence = True     # only its memory shapes are read
+    bits = sum(w * d for w, d in accel.memory_shapes().values())
+    if bits > device_bits:
+        R, C = program.rows, program.cols
+        big = max(program.matmuls(), key=lambda o: o.n_rt * o.n_ct)
+        raise ConfigError(f"{where}: its accelerator on the {R}x{C} array needs {bits / 1e6:.2f} Mbit of memory "
+                          f"(layer {big.name!r} alone {big.n_rt * big.n_ct * R * C * 8 / 1e6:.2f} Mbit of weight tiles), "
+                          f"more than the LFE5U-85F's {device_bits / 1e6:.2f} Mbit of block RAM; allowed: networks "
+                          f"whose memories fit it (fewer or pruned weights, smaller maps)")
+
+
 def generate_verilog(contract, array: ArrayConfig, out_dir: Path) -> tuple[Path, Path, dict]:
     """Write ``<out_dir>/prunehw_top.v`` and ``accelerator.json``; returns their paths and the description."""
     program = program_for(contract, array)
     check_counters_fit(activity_model(program))
+    check_memory_fits(program)
     top = Accelerator(program)
     out_dir = Path(out_dir)
     v = write_verilog(top, out_dir)

@@ -163,6 +163,17 @@ class Flow(VerifyStages):
 
             raise ConfigError(f"{src}: the input has {channels} channels but the {self.cfg.array.rows}x{cols} array "
                               f"holds at most {cols}; allowed: array.cols >= {channels}")
+        # ... and what its memories or counters cannot hold: the dense model's accelerator (always built) is laid
+        # out from a contract quantized on a few images (the flow's own contract comes later, after pruning)
+        from prunehw.export.contract import Contract
+        from prunehw.export.quantize import quantize
+        from prunehw.hw.cycle_model import activity_model
+        from prunehw.hw.generate import check_counters_fit, check_memory_fits, program_for
+
+        program = program_for(Contract(*quantize(model, data.x_train[:32], self.cfg.quant.weight_bits,
+                                                 self.cfg.quant.act_bits)), self.cfg.array)
+        check_counters_fit(activity_model(program))
+        check_memory_fits(program, str(src))
         acc = evaluate(model, data.x_test, data.y_test)
         total, kept = weight_counts(model)
         save_model(model, out)

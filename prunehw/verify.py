@@ -191,7 +191,8 @@ class VerifyStages:
         rows = run_campaign(program, contract_path, img_path, len(x), self.run_dir / "mutate" / variant,
                             workers=workers, faults=faults, log=self.log)
         update_summary(self.run_dir, {"mutation": {variant: {
-            "caught": sum(r["caught"] for r in rows), "total": len(rows), "images": len(x),
+            "caught": sum(r["caught"] is True for r in rows), "total": sum(r["caught"] != "n/a" for r in rows),
+            "not_applicable": [r["fault"] for r in rows if r["caught"] == "n/a"], "images": len(x),
             "coverage": {"events": len(coverage), "covered": len(reached), "not_reached": missing,
                          "unreachable": unreachable}}}})
         return rows

@@ -53,6 +53,9 @@ def run_campaign(program, contract_path: Path, images_npz: Path, n_images: int, 
 
         raise ConfigError(f"fault {unknown[0]!r} is unknown; allowed: {', '.join(FAULTS)}")
     out_dir = Path(out_dir)
+    # a fault whose target the design does not have is equivalent to it by construction: reported, not run
+    absent = {f: why for f in names if (why := FAULTS[f].absent(program))}
+    names = [f for f in names if f not in absent]
     model, activity = cycle_model(program), activity_model(program)
     expected = [activity[k] for k in COUNTERS] + [model.per_op[o.name] for o in program.ops]
     common = {"simulator": simulator, "start": 0, "stop": n_images, "n_build": n_images, "images": str(images_npz),
@@ -96,12 +99,16 @@ def run_campaign(program, contract_path: Path, images_npz: Path, n_images: int, 
         rows.append({"fault": f, "description": FAULTS[f].description, "caught": bool(by), "caught_by": "+".join(by) or "-",
                      "first_image": min(firsts) if firsts else "-", "images_bit_exact": f"{r['match']}/{r['total']}",
                      "build": "own" if f in alone else "shared"})
+    rows += [{"fault": f, "description": FAULTS[f].description, "caught": "n/a", "caught_by": f"not applicable: {why}",
+              "first_image": "-", "images_bit_exact": "-", "build": "-"} for f, why in absent.items()]
     write_csv(out_dir / "mutations.csv", rows)
-    caught = sum(r["caught"] for r in rows)
+    caught = sum(r["caught"] is True for r in rows)
     width = max(len(r["fault"]) for r in rows)
-    log(f"mutation campaign ({simulator}, {n_images} images per mutant): caught {caught}/{len(rows)}; the shared build "
+    log(f"mutation campaign ({simulator}, {n_images} images per mutant): caught {caught}/{len(rows) - len(absent)}"
+        + (f" ({len(absent)} not applicable to this design)" if absent else "") + "; the shared build "
         f"with no fault: {control['match']}/{control['total']} bit-exact, counters equal to the model")
     for r in rows:
-        log(f"  {r['fault']:<{width}}  {'caught' if r['caught'] else 'MISSED':<7} by {r['caught_by']:<13} "
+        status = "n/a" if r["caught"] == "n/a" else "caught" if r["caught"] else "MISSED"
+        log(f"  {r['fault']:<{width}}  {status:<7} by {r['caught_by']:<13} "
             f"first image {r['first_image']!s:<4} bit-exact {r['images_bit_exact']:<7} {r['description']}")
     return rows

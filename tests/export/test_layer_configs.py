@@ -1,11 +1,13 @@
-"""Layer configurations (conv strides and ``same`` padding, max and average pooling), from the config to hls4ml:
-bit-exact at every step.
+"""Layer configurations (conv strides and ``same`` padding, max and average pooling), from the config to hls4ml
+and the RTL: bit-exact at every step.
 
 Per configuration (kernel, padding, stride, ReLU or not, the poolings after the conv, input): a tiny network built
 from the config's layers, trained briefly on downscaled MNIST, quantized to the contract; then the golden model's
 logits must equal
 
-- hls4ml's C simulation (one compile per configuration, shared by its tests), and
+- hls4ml's C simulation (one compile per configuration, shared by its tests),
+- the generated accelerator on a 4x4 and an 8x8 array (Amaranth's simulator; cycles and counters equal to the
+  analytic model), and
 - Keras' own layers run on the contract's integers (requantized between layers as the contract says, an average
   rounded half up), which checks the golden model's padding, strides and pooling windows against Keras'
   independently of hls4ml;
@@ -124,6 +126,28 @@ def test_golden_equals_hls4ml_csim(exported):
     want = golden(contract, x)
     assert got.shape == want.shape == (len(x), 10)
     assert np.array_equal(got, want), f"{case}: {int((got != want).any(axis=1).sum())} of {len(x)} images differ"
+
+
+@pytest.mark.parametrize("rows, cols", [(4, 4), (8, 8)])
+def test_rtl_equals_golden_and_hls4ml(exported, rows, cols):
+    """The same networks through the generated accelerator (Amaranth's simulator, the design that becomes the
+    Verilog), on a 4x4 and an 8x8 array: logits equal the golden model's and hls4ml's, cycles and every activity
+    counter equal the analytic model's."""
+    from amaranth_run import run_images
+
+    from prunehw.core.config import ArrayConfig
+    from prunehw.hw.accelerator import COUNTERS
+    from prunehw.hw.cycle_model import activity_model, cycle_model
+    from prunehw.hw.program import build_program
+
+    case, contract, _, hmodel, project, x, _ = exported
+    x = x[:2]
+    program = build_program(contract, ArrayConfig(rows=rows, cols=cols))
+    want, hls = golden(contract, x), predict_ints(hmodel, project, contract, x, workers=1)
+    model, activity = cycle_model(program), activity_model(program)
+    for (logits, counters), g, h in zip(run_images(program, x), want, hls):
+        assert list(logits) == list(g) == list(h), case
+        assert counters["total_cycles"] == model.total and {k: counters[k] for k in COUNTERS} == activity, case
 
 
 def test_golden_equals_keras_on_the_contract_integers(exported):

@@ -169,3 +169,16 @@ def test_padded_and_strided_rows_equal_im2col(h, w, c, k, s, padding, cols, rng)
                 got.append(words[a // P, a % P] if P > 1 else words[a, lane])
         np.testing.assert_array_equal(got, ref[pos])
     assert conv.padded == (masked > 0)       # (``same`` with nothing to pad, e.g. 8x8 under 2x2 stride 2: plain)
+
+
+def test_a_fault_the_design_cannot_have_is_not_applicable(rng):
+    """The feeder's per-row read enables matter only where a beat reads a replicated buffer with an idle row: with
+    full row tiles over one-copy buffers that fault is equivalent to the design, and the campaign says so."""
+    from prunehw.hw.faults import FAULTS
+
+    fault = FAULTS["feed_read_ignores_row_valid"]
+    short = build_program(_contract(rng), ArrayConfig(rows=4, cols=4))          # 27 rows: a last tile of 3
+    assert short.copies[IMAGE] == 4 and fault.absent(short) is None
+    full = build_program(_contract(rng, c=4, k=2), ArrayConfig(rows=4, cols=4))  # 16 rows over one-copy buffers
+    assert all(v for op in full.matmuls() for row in op.row_table for _, _, v in row if full.copies[op.in_buf] > 1)
+    assert "no beat reads a replicated buffer" in fault.absent(full)

@@ -126,3 +126,19 @@ def test_same_config_gives_same_bits_and_cache_skips(tmp_path):
     assert v["weights_kept"] == round(v["weights_total"] * 0.2)
     again = run_cli("prune", "--config", str(tmp_path / "c0.toml"), "--method", "unstructured", "--ratio", "0.8", cwd=tmp_path)
     assert "train: up to date" in again.stdout and "prune unstructured-0.80: up to date" in again.stdout
+
+
+def test_model_too_big_for_the_device_is_refused_at_import(tmp_path):
+    """A user model whose accelerator memories exceed the LFE5U-85F's block RAM is refused when it is imported
+    (one line naming the layer and the limit), not after pruning and quantizing; nothing is written."""
+    import keras
+
+    L = keras.layers
+    path = tmp_path / "big.keras"
+    keras.Sequential([keras.Input((28, 28, 1)), L.Flatten(), L.Dense(2048, activation="relu"),
+                      L.Dense(10)]).save(path)
+    build = tmp_path / "build"
+    cfg = write_config(tmp_path / "c.toml", build)
+    line = _one_error_line(run_cli("train", "--config", str(cfg), "--model", str(path), cwd=tmp_path))
+    assert "Mbit" in line and "LFE5U-85F" in line and "layer 'dense" in line, line
+    assert not list(build.rglob("*.keras"))
