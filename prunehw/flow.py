@@ -48,8 +48,17 @@ def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: 
     return small, save_maps(out_dir / "index_maps.json", geo, maps)
 
 
-def quantize_variant(model, data, cfg: RunConfig, maps_path: Path | None = None, dense_path: Path | None = None):
-    """The numeric contract (spec, weights, biases) of a float ``model``, calibrated on ``cfg.quant`` training images.
+def calibration_images(data, cfg: RunConfig) -> np.ndarray:
+    """The ``cfg.quant.calibration_images`` training images (chosen by the run's seed) that set activation formats."""
+    rng = np.random.default_rng(cfg.seed)
+    n = min(cfg.quant.calibration_images, len(data.x_train))
+    return data.x_train[np.sort(rng.choice(len(data.x_train), size=n, replace=False))]
+
+
+def quantize_variant(model, data, cfg: RunConfig, maps_path: Path | None = None, dense_path: Path | None = None,
+                     bits: tuple[int, int] | None = None):
+    """The numeric contract (spec, weights, biases) of a float ``model``, calibrated on ``cfg.quant`` training images,
+    at ``bits`` (weight, activation; default ``cfg.quant``'s).
 
     ``maps_path`` and ``dense_path``: the index maps of a matrix-pruned model
     and the unpruned model they refer to, so rows it dropped are recorded as
@@ -58,15 +67,14 @@ def quantize_variant(model, data, cfg: RunConfig, maps_path: Path | None = None,
     from prunehw.export.quantize import quantize
 
     q = cfg.quant
-    rng = np.random.default_rng(cfg.seed)
-    calib = np.sort(rng.choice(len(data.x_train), size=min(q.calibration_images, len(data.x_train)), replace=False))
     rows_kept = None
     if maps_path is not None:
         from prunehw.model.matrix_form import geometry, kept_small_rows, load_maps
         from prunehw.model.network import load_model
 
         rows_kept = kept_small_rows(geometry(load_model(dense_path)), load_maps(maps_path))
-    return quantize(model, data.x_train[calib], q.weight_bits, q.act_bits, rows_kept)
+    wb, ab = bits or (q.weight_bits, q.act_bits)
+    return quantize(model, calibration_images(data, cfg), wb, ab, rows_kept)
 
 
 class Flow(VerifyStages):
@@ -254,9 +262,15 @@ class Flow(VerifyStages):
         src = self._float_model(variant)
         out = self.run_dir / variant / "contract.json"
         q = self.cfg.quant
+        v = None if variant == "dense" else self.cfg.variant(variant)
+        wb, ab = (v and v.weight_bits) or q.weight_bits, (v and v.act_bits) or q.act_bits
+        qat = v is not None and v.quant == "qat"
         maps_path = src.with_name("index_maps.json")
         # only what the contract depends on: not how many processes or images the hls4ml check uses
-        contract_keys = {k: getattr(q, k) for k in ("weight_bits", "act_bits", "calibration_images")}
+        contract_keys = {"weight_bits": wb, "act_bits": ab, "calibration_images": q.calibration_images}
+        if qat:
+            contract_keys.update(qat_epochs=v.qat_epochs, qat_learning_rate=v.qat_learning_rate,
+                                 batch_size=self.cfg.prune.batch_size)
         key = _key(self.cfg.key("data"), contract_keys, sha256_file(src), maps_path.is_file() and sha256_file(maps_path),
                    _code("model", "export"))
         stage = f"quantize:{variant}"
@@ -264,15 +278,30 @@ class Flow(VerifyStages):
             return out
         data = self.data
         maps = maps_path if variant != "dense" and maps_path.is_file() else None
-        spec, w, b = quantize_variant(load_model(src), data, self.cfg, maps, self.train())
+        model = load_model(src)
+        outputs = []
+        if qat:
+            from prunehw.export.qat import qat_finetune
+            from prunehw.model.network import save_model, set_seed
+
+            set_seed(self.cfg.seed)
+            history = qat_finetune(model, data.x_train, data.y_train, calibration_images(data, self.cfg), wb, ab,
+                                   v.qat_epochs, self.cfg.prune.batch_size, v.qat_learning_rate, self.cfg.seed,
+                                   desc=f"QAT {variant}")
+            outputs.append(save_model(model, out.with_name("model_qat.keras")))
+            self.log(f"quantize {variant}: quantization-aware fine-tuning, {v.qat_epochs} epochs at {wb}-bit weights "
+                     f"and {ab}-bit activations, loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}")
+        spec, w, b = quantize_variant(model, data, self.cfg, maps, self.train(), (wb, ab))
         _, npz = save_contract(out, spec, w, b)
         contract = load_contract(out)
         acc = float(np.mean(golden(contract, data.x_test).argmax(axis=1) == data.y_test))
+        widths = {l["name"]: {"weight": l["weight"]["bits"], "act": l["output"]["bits"]} for l in contract.weighted()}
         update_variant(self.run_dir, variant, {"accuracy": {"quant": acc, "images": {"quant": int(len(data.y_test))}},
-                                               "quant": {"weight_bits": q.weight_bits, "act_bits": q.act_bits}})
-        record_stage(self.run_dir, stage, key, [out, npz])
-        self.log(f"quantize {variant}: golden integer model test accuracy {acc:.4f} ({q.weight_bits}-bit weights, "
-                 f"{q.act_bits}-bit activations); wrote {out}")
+                                               "quant": "qat" if qat else "ptq", "weight_bits": wb, "act_bits": ab,
+                                               "bits": widths}, replace=("quant",))
+        record_stage(self.run_dir, stage, key, [out, npz, *outputs])
+        self.log(f"quantize {variant}: golden integer model test accuracy {acc:.4f} ({wb}-bit weights, "
+                 f"{ab}-bit activations, {'QAT' if qat else 'PTQ'}); wrote {out}")
         return out
 
     # -- export (hls4ml) ------------------------------------------------------------------

@@ -160,8 +160,19 @@ class PruneConfig(Section):
         return self.steps * self.finetune_epochs
 
 
+#: a variant's quantization options and their defaults (left out of its dict at the default, so a variant
+#: without them keeps its name and cache keys)
+_VARIANT_QUANT = {"quant": "ptq", "weight_bits": None, "act_bits": None, "qat_epochs": 2, "qat_learning_rate": 1e-4}
+
+
 class VariantConfig(Section):
-    """A pruned variant: ``method`` unstructured (magnitude) or matrix (rows/columns)."""
+    """A pruned variant: ``method`` unstructured (magnitude) or matrix (rows/columns).
+
+    ``quant``: ``ptq`` (post-training quantization, the default) or ``qat`` (quantization-aware fine-tuning of
+    the pruned model through the contract's arithmetic, ``qat_epochs`` at ``qat_learning_rate``, then the same
+    quantization); ``weight_bits``/``act_bits`` override ``[quant]``'s for this variant (2..8). The name says
+    what differs: ``matrix-0.80-w4-qat``.
+    """
 
     _section = "variant"
     method: Literal[PRUNE_METHODS]
@@ -169,6 +180,11 @@ class VariantConfig(Section):
     schedule: Literal[SCHEDULES] = "iterative"
     criterion: Literal[CRITERIA] = "l1"
     tile_aware: bool = True
+    quant: Literal["ptq", "qat"] = "ptq"
+    weight_bits: Bits | None = None
+    act_bits: Bits | None = None
+    qat_epochs: Positive = 2
+    qat_learning_rate: PositiveFloat = 1e-4
 
     @model_validator(mode="after")
     def _magnitude_only(self):
@@ -176,9 +192,18 @@ class VariantConfig(Section):
             raise ValueError(f"criterion {self.criterion!r} is for matrix pruning; unstructured allows: l1, l2")
         return self
 
+    @model_serializer(mode="wrap")
+    def _without_defaults(self, handler):
+        out = handler(self)
+        for key, default in _VARIANT_QUANT.items():
+            if out.get(key) == default or (key.startswith("qat_") and out.get("quant") != "qat"):
+                out.pop(key, None)
+        return out
+
     @property
     def name(self) -> str:
-        return f"{self.method}-{self.ratio:.2f}"
+        bits = (f"-w{self.weight_bits}" if self.weight_bits else "") + (f"-a{self.act_bits}" if self.act_bits else "")
+        return f"{self.method}-{self.ratio:.2f}{bits}{'-qat' if self.quant == 'qat' else ''}"
 
 
 def _default_variants() -> tuple[VariantConfig, ...]:

@@ -1,0 +1,110 @@
+"""Quantization-aware fine-tuning: train a float model through the numeric contract's own arithmetic.
+
+The forward pass is the contract's (``export.quantize`` chooses the formats from the current weights and the
+calibration images, again at every epoch): each weight is rounded to its layer's power-of-two grid, ties to
+even, and clipped to ``weight_bits`` signed bits; each bias to the accumulator's grid; each hidden output goes
+through its ReLU, is rounded half up to its activation format and saturated to ``act_bits``; an average pooling
+rounds half up in its input's format; the logits stay at accumulator precision. Rounding passes the gradient
+straight through (the straight-through estimator), saturation passes none outside the range. Pruned weights
+(exact zeros on entry) stay zero. Afterwards the ordinary post-training quantization writes the contract from
+the fine-tuned weights, with the formats the last epoch trained with, so the integers the hardware computes are
+the ones the fine-tuning saw (up to float32 sums in training).
+
+Written for this contract rather than taken from hgq2 or QKeras: those learn per-layer bit widths and use
+their own quantizers, which would need forcing onto the contract's power-of-two scales and rounding rules.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from prunehw.export.quantize import quantize
+
+__all__ = ["qat_finetune"]
+
+
+def _fake(x, frac: int, lo: float | None, hi: float | None, half_up: bool):
+    """``x`` on the grid 2**-frac (round half up, or to even), clipped to integers lo..hi; the gradient passes
+    straight through the rounding and is zero outside the range."""
+    import tensorflow as tf
+
+    scale = 2.0 ** frac
+    if lo is not None:
+        x = tf.clip_by_value(x, lo / scale, hi / scale)
+    q = tf.floor(x * scale + 0.5) if half_up else tf.round(x * scale)
+    return x + tf.stop_gradient(q / scale - x)
+
+
+def _forward(model: keras.Model, formats: dict, masks: dict, weight_bits: int, x):
+    """The contract's arithmetic on float images ``x`` (pixels / 256), differentiable in the model's weights."""
+    import tensorflow as tf
+
+    a, skip_relu, frac = x, False, 8      # (frac: the current activations' format, for an average pooling)
+    lim = 2 ** (weight_bits - 1)
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            f = formats[layer.name]
+            k = _fake(layer.kernel, f["weight"]["frac"], -lim, lim - 1, half_up=False) * masks[layer.name]
+            b = _fake(layer.bias, f["accum"]["frac"], None, None, half_up=False)
+            if isinstance(layer, keras.layers.Conv2D):
+                y = tf.nn.conv2d(a, k, layer.strides[0], layer.padding.upper()) + b
+            else:
+                y = tf.matmul(a, k) + b
+            out = f["output"]
+            frac = out["frac"]
+            if out.get("rounding") is None:          # the logits: accumulator precision
+                a = tf.nn.relu(y) if out["relu"] else y
+            elif out["relu"]:
+                a = _fake(tf.nn.relu(y), out["frac"], 0, 2 ** out["bits"] - 1, half_up=True)
+            else:
+                a = _fake(y, out["frac"], -2 ** (out["bits"] - 1), 2 ** (out["bits"] - 1) - 1, half_up=True)
+            skip_relu = out["relu"]
+        elif isinstance(layer, keras.layers.ReLU):
+            if not skip_relu:
+                a = tf.nn.relu(a)
+            skip_relu = False
+        elif isinstance(layer, keras.layers.AveragePooling2D):
+            a = _fake(layer(a), frac, None, None, half_up=True)
+        else:                                       # max pooling, flatten
+            a = layer(a)
+    return a
+
+
+def qat_finetune(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, calib_x: np.ndarray, weight_bits: int,
+                 act_bits: int, epochs: int, batch_size: int, learning_rate: float, seed: int,
+                 desc: str = "QAT epoch") -> list[dict]:
+    """Fine-tune ``model`` (in place) through the contract's arithmetic at ``weight_bits``/``act_bits``; returns per
+    epoch the training loss. ``x_train``: uint8 images; ``calib_x``: the calibration images of ``quantize``."""
+    import tensorflow as tf
+    from tqdm.auto import tqdm
+
+    from prunehw.model.data import to_float
+
+    weighted = [l for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
+    masks = {l.name: tf.constant((l.kernel.numpy() != 0).astype(np.float32)) for l in weighted}
+    variables = [v for l in weighted for v in (l.kernel, l.bias)]
+    opt = keras.optimizers.Adam(learning_rate)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    rng = np.random.default_rng(seed)
+    history = []
+    for epoch in range(epochs):
+        spec, _, _ = quantize(model, calib_x, weight_bits, act_bits)
+        formats = {l["name"]: l for l in spec["layers"] if l["type"] in ("conv2d", "dense")}
+
+        @tf.function
+        def step(xb, yb, formats=formats):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(yb, _forward(model, formats, masks, weight_bits, xb))
+            opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            return loss
+
+        order = rng.permutation(len(x_train))
+        losses = []
+        for s in tqdm(range(0, len(order), batch_size), desc=f"{desc} {epoch + 1}/{epochs}", unit="batch", leave=False):
+            idx = order[s:s + batch_size]
+            losses.append(float(step(tf.constant(to_float(x_train[idx])), tf.constant(y_train[idx]))))
+        for layer in weighted:                       # (pruned weights stay exactly zero)
+            layer.kernel.assign(layer.kernel * masks[layer.name])
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses))})
+    return history
