@@ -53,7 +53,7 @@ def prune_task(run: dict, dense: bytes, method: str, ratio: float, criterion: st
     """Prune the dense model (``.keras`` bytes); returns the pruned model, its index maps and float accuracy."""
     _single_thread()
     from prunehw.core.config import VariantConfig
-    from prunehw.flow import prune_variant
+    from prunehw.variants import prune_variant
     from prunehw.model.network import load_model, save_model, weight_counts
     from prunehw.model.train import evaluate
 
@@ -81,7 +81,7 @@ def quant_task(run: dict, dense: bytes, pruned: dict, weight_bits: int) -> dict:
     import numpy as np
 
     from prunehw.export.contract import load_contract, save_contract
-    from prunehw.flow import quantize_variant
+    from prunehw.variants import quantize_variant
     from prunehw.export.golden import golden
     from prunehw.model.network import load_model
 
