@@ -194,32 +194,55 @@ def _budget(pts, log) -> list[Path]:
     return [write_csv(pts.dir / "oneshot_vs_iterative.csv", rows)]
 
 
+#: the bit widths of the ``bits`` figure (weights and activations alike)
+BIT_WIDTHS = (2, 3, 4, 5, 6, 7, 8)
+
+
 def _bits(pts, log) -> list[Path]:
-    """Golden-model accuracy of each configured variant quantized to 4, 6 and 8 bits (weights and activations)."""
+    """Golden-model accuracy of each configured variant at 2..8-bit weights and activations: post-training
+    quantization (PTQ) and quantization-aware fine-tuning through the contract (QAT, ``experiments.finetune_epochs``
+    epochs, at least one) of the same pruned weights."""
+    import keras
+    from tqdm.auto import tqdm
+
     from prunehw.export.contract import Contract
     from prunehw.export.golden import golden
-    from prunehw.model.network import load_model
+    from prunehw.export.qat import qat_finetune
     from prunehw.export.quantize import quantize
+    from prunehw.model.network import load_model, set_seed
+    from prunehw.model.train import evaluate
+    from prunehw.variants import calibration_images
 
-    data = pts.flow.data
-    rng = np.random.default_rng(pts.cfg.seed)
-    calib = np.sort(rng.choice(len(data.x_train), size=min(pts.cfg.quant.calibration_images, len(data.x_train)), replace=False))
+    data, cfg = pts.flow.data, pts.cfg
+    calib = calibration_images(data, cfg)
+
+    def accuracy(model, bits):
+        c = Contract(*quantize(model, calib, bits, bits))
+        return float(np.mean(golden(c, data.x_test).argmax(axis=1) == data.y_test))
+
     rows = []
-    for v in pts.flow.variant_names():
-        path = pts.flow.train() if v == "dense" else pts.flow.prune(pts.cfg.variant(v))
+    jobs = [(v, b) for v in pts.flow.variant_names() for b in BIT_WIDTHS]
+    for v, bits in tqdm(jobs, desc="bits: PTQ and QAT", unit="point"):
+        path = pts.flow.train() if v == "dense" else pts.flow.prune(cfg.variant(v))
         model = load_model(path)
-        from prunehw.model.train import evaluate
-
         float_acc = evaluate(model, data.x_test, data.y_test)
-        for bits in (4, 6, 8):
-            spec, w, b = quantize(model, data.x_train[calib], bits, bits)
-            acc = float(np.mean(golden(Contract(spec, w, b), data.x_test).argmax(axis=1) == data.y_test))
-            rows.append({"variant": v, "weight_bits": bits, "act_bits": bits, "float_accuracy": float_acc,
-                         "int_accuracy": acc, "loss_points": round(100 * (float_acc - acc), 3)})
+        ptq = accuracy(model, bits)
+        set_seed(cfg.seed)
+        tuned = keras.models.clone_model(model)
+        tuned.set_weights(model.get_weights())
+        qat_finetune(tuned, data.x_train, data.y_train, calib, bits, bits, max(1, cfg.experiments.finetune_epochs),
+                     cfg.prune.batch_size, 1e-4, cfg.seed, desc=f"QAT {v} {bits}-bit")
+        qat = accuracy(tuned, bits)
+        rows.append({"variant": v, "weight_bits": bits, "act_bits": bits, "float_accuracy": float_acc,
+                     "int_accuracy": ptq, "loss_points": round(100 * (float_acc - ptq), 3),
+                     "qat_int_accuracy": qat, "qat_loss_points": round(100 * (float_acc - qat), 3)})
     path = write_csv(pts.dir / "bits.csv", rows)
-    series = {v: ([r["weight_bits"] for r in rows if r["variant"] == v], [100 * r["int_accuracy"] for r in rows if r["variant"] == v])
-              for v in pts.flow.variant_names()}
-    return [path, _plot(pts.dir / "bits.png", "Post-training quantization: accuracy vs bit width", "bits (weights and activations)",
+    series = {}
+    for v in pts.flow.variant_names():
+        mine = [r for r in rows if r["variant"] == v]
+        series[f"{v} PTQ"] = ([r["weight_bits"] for r in mine], [100 * r["int_accuracy"] for r in mine])
+        series[f"{v} QAT"] = ([r["weight_bits"] for r in mine], [100 * r["qat_int_accuracy"] for r in mine])
+    return [path, _plot(pts.dir / "bits.png", "PTQ and QAT: accuracy vs bit width", "bits (weights and activations)",
                         "golden-model test accuracy (%)", series)]
 
 
