@@ -25,6 +25,8 @@ from prunehw.sim.wrapper import CLOCK_NS, HARNESS, write_harness, write_images_h
 __all__ = ["SIMULATORS", "Build", "SimulatorMissing", "SimResult", "build_rtl", "run_built", "run_rtl", "simulator_missing"]
 
 SIMULATORS = ("verilator", "icarus")
+#: the harness's time unit and precision (Icarus needs one; the harness declares the same)
+TIMESCALE = ("1ns", "1ps")
 
 
 class SimulatorMissing(RuntimeError):
@@ -157,7 +159,7 @@ def build_rtl(rtl_dir: Path, desc: dict, images: np.ndarray, sim: str, work_dir:
         try:
             # the compilers' output goes to the log file; a failing build shows its last lines and the log's path
             _runner(sim).build(sources=sources, hdl_toplevel=HARNESS, build_args=build_args, build_dir=build_dir,
-                               timescale=("1ns", "1ps"), waves=waves, always=False, log_file=build_log)
+                               timescale=TIMESCALE, waves=waves, always=False, log_file=build_log)
         except (RuntimeError, SystemExit) as exc:
             raise RuntimeError(f"the {sim} build failed ({exc}); its last lines:\n{_tail(build_log)}\n"
                                f"(whole log: {build_log})") from None
@@ -170,9 +172,11 @@ def run_built(build: Build, expected: np.ndarray, test_dir: Path, first: int = 0
     ``expected``; ``select``: the value on the design's ``fault_select`` input (the mutation campaign's builds)."""
     import time
 
+    n = len(expected)
+    if not 0 <= first <= first + n <= build.n_images:
+        raise ValueError(f"images {first}..{first + n - 1} are not all in the build's {build.n_images}")
     test_dir = Path(test_dir).resolve()
     test_dir.mkdir(parents=True, exist_ok=True)
-    n = len(expected)
     np.savez(test_dir / "expected.npz", logits=np.asarray(expected, dtype=np.int64))
     results, log = test_dir / "results.json", test_dir / f"sim_{build.sim}.log"
     results.unlink(missing_ok=True)
@@ -187,7 +191,8 @@ def run_built(build: Build, expected: np.ndarray, test_dir: Path, first: int = 0
         try:
             _runner(build.sim).test(test_module="prunehw.sim.tb_accelerator", hdl_toplevel=HARNESS, hdl_toplevel_lang="verilog",
                                     build_dir=build.build_dir, test_dir=test_dir, extra_env=extra,
-                                    results_xml=str(test_dir / "results.xml"), waves=waves, log_file=log)
+                                    results_xml=str(test_dir / "results.xml"), waves=waves, log_file=log,
+                                    timescale=TIMESCALE)
         except SystemExit:
             # Under pytest, cocotb's runner exits when a cocotb test fails; our results.json
             # (written before the testbench's final assertion) says what happened either way.
