@@ -202,14 +202,12 @@ def _bits(pts, log) -> list[Path]:
     """Golden-model accuracy of each configured variant at 2..8-bit weights and activations: post-training
     quantization (PTQ) and quantization-aware fine-tuning through the contract (QAT, ``experiments.finetune_epochs``
     epochs, at least one) of the same pruned weights."""
-    import keras
     from tqdm.auto import tqdm
 
     from prunehw.export.contract import Contract
     from prunehw.export.golden import golden
-    from prunehw.export.qat import qat_finetune
     from prunehw.export.quantize import quantize
-    from prunehw.model.network import load_model, set_seed
+    from prunehw.model.network import load_model
     from prunehw.model.train import evaluate
     from prunehw.variants import calibration_images
 
@@ -221,21 +219,14 @@ def _bits(pts, log) -> list[Path]:
         return float(np.mean(golden(c, data.x_test).argmax(axis=1) == data.y_test))
 
     rows = []
-    jobs = [(v, b) for v in pts.flow.variant_names() for b in BIT_WIDTHS]
-    for v, bits in tqdm(jobs, desc="bits: PTQ and QAT", unit="point"):
-        path = pts.flow.train() if v == "dense" else pts.flow.prune(cfg.variant(v))
-        model = load_model(path)
+    bar = tqdm(total=len(pts.flow.variant_names()) * len(BIT_WIDTHS), desc="bits: PTQ and QAT", unit="point")
+    for v in pts.flow.variant_names():
+        model = load_model(pts.flow.train() if v == "dense" else pts.flow.prune(cfg.variant(v)))
         float_acc = evaluate(model, data.x_test, data.y_test)
-        ptq = accuracy(model, bits)
-        set_seed(cfg.seed)
-        tuned = keras.models.clone_model(model)
-        tuned.set_weights(model.get_weights())
-        qat_finetune(tuned, data.x_train, data.y_train, calib, bits, bits, max(1, cfg.experiments.finetune_epochs),
-                     cfg.prune.batch_size, 1e-4, cfg.seed, desc=f"QAT {v} {bits}-bit")
-        qat = accuracy(tuned, bits)
-        rows.append({"variant": v, "weight_bits": bits, "act_bits": bits, "float_accuracy": float_acc,
-                     "int_accuracy": ptq, "loss_points": round(100 * (float_acc - ptq), 3),
-                     "qat_int_accuracy": qat, "qat_loss_points": round(100 * (float_acc - qat), 3)})
+        for bits in BIT_WIDTHS:
+            rows.append(_bits_point(model, v, bits, float_acc, accuracy, data, calib, cfg))
+            bar.update(1)
+    bar.close()
     path = write_csv(pts.dir / "bits.csv", rows)
     series = {}
     for v in pts.flow.variant_names():
@@ -244,6 +235,26 @@ def _bits(pts, log) -> list[Path]:
         series[f"{v} QAT"] = ([r["weight_bits"] for r in mine], [100 * r["qat_int_accuracy"] for r in mine])
     return [path, _plot(pts.dir / "bits.png", "PTQ and QAT: accuracy vs bit width", "bits (weights and activations)",
                         "golden-model test accuracy (%)", series)]
+
+
+def _bits_point(model, variant: str, bits: int, float_acc: float, accuracy, data, calib, cfg) -> dict:
+    """One row of ``bits.csv``: ``model`` quantized after training (PTQ) and after fine-tuning a copy through the
+    contract (QAT) at ``bits``-bit weights and activations."""
+    import keras
+
+    from prunehw.export.qat import qat_finetune
+    from prunehw.model.network import set_seed
+
+    ptq = accuracy(model, bits)
+    set_seed(cfg.seed)
+    tuned = keras.models.clone_model(model)
+    tuned.set_weights(model.get_weights())
+    qat_finetune(tuned, data.x_train, data.y_train, calib, bits, bits, max(1, cfg.experiments.finetune_epochs),
+                 cfg.prune.batch_size, 1e-4, cfg.seed, desc=f"QAT {variant} {bits}-bit")
+    qat = accuracy(tuned, bits)
+    return {"variant": variant, "weight_bits": bits, "act_bits": bits, "float_accuracy": float_acc,
+            "int_accuracy": ptq, "loss_points": round(100 * (float_acc - ptq), 3),
+            "qat_int_accuracy": qat, "qat_loss_points": round(100 * (float_acc - qat), 3)}
 
 
 #: The experiments by name, in the order they run (``claims`` last: it reads the points the figures measured).
