@@ -36,15 +36,15 @@ def _fake(x, frac: int, lo: float | None, hi: float | None, half_up: bool):
     return x + tf.stop_gradient(q / scale - x)
 
 
-def _forward(model: keras.Model, formats: dict, masks: dict, weight_bits: int, x):
+def _forward(model: keras.Model, formats: dict, masks: dict, x):
     """The contract's arithmetic on float images ``x`` (pixels / 256), differentiable in the model's weights."""
     import tensorflow as tf
 
     a, skip_relu, frac = x, False, 8      # (frac: the current activations' format, for an average pooling)
-    lim = 2 ** (weight_bits - 1)
     for layer in model.layers:
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
             f = formats[layer.name]
+            lim = 2 ** (f["weight"]["bits"] - 1)
             k = _fake(layer.kernel, f["weight"]["frac"], -lim, lim - 1, half_up=False) * masks[layer.name]
             b = _fake(layer.bias, f["accum"]["frac"], None, None, half_up=False)
             if isinstance(layer, keras.layers.Conv2D):
@@ -71,10 +71,12 @@ def _forward(model: keras.Model, formats: dict, masks: dict, weight_bits: int, x
     return a
 
 
-def qat_finetune(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, calib_x: np.ndarray, weight_bits: int,
+def qat_finetune(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, calib_x: np.ndarray,
+                 weight_bits: int | dict[str, int],
                  act_bits: int, epochs: int, batch_size: int, learning_rate: float, seed: int,
                  desc: str = "QAT epoch") -> list[dict]:
-    """Fine-tune ``model`` (in place) through the contract's arithmetic at ``weight_bits``/``act_bits``; returns per
+    """Fine-tune ``model`` (in place) through the contract's arithmetic at ``weight_bits`` (one width, or one per
+    layer name) and ``act_bits``; returns per
     epoch the training loss. ``x_train``: uint8 images; ``calib_x``: the calibration images of ``quantize``."""
     import tensorflow as tf
     from tqdm.auto import tqdm
@@ -95,7 +97,7 @@ def qat_finetune(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, c
         @tf.function
         def step(xb, yb, formats=formats):
             with tf.GradientTape() as tape:
-                loss = loss_fn(yb, _forward(model, formats, masks, weight_bits, xb))
+                loss = loss_fn(yb, _forward(model, formats, masks, xb))
             opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
             return loss
 

@@ -47,7 +47,7 @@ def _input_magnitude(fmt: dict) -> int:
     return 2 ** fmt["bits"] - 1 if not fmt["signed"] else 2 ** (fmt["bits"] - 1)
 
 
-def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int = 8, act_bits: int = 8,
+def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int | dict[str, int] = 8, act_bits: int = 8,
              rows_kept: dict[str, list[int]] | None = None) -> tuple[dict, dict, dict]:
     """(contract spec without version/hash, int weight matrices, int biases) of ``model``.
 
@@ -59,8 +59,18 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int = 8, act_
     from prunehw.model.data import to_float
     from prunehw.model.network import unsupported_conv, unsupported_pool
 
-    if not 2 <= weight_bits <= 8 or not 2 <= act_bits <= 8:
-        raise ValueError(f"weight_bits={weight_bits}, act_bits={act_bits}; allowed: 2..8 (the contract stores int8 weights)")
+    weighted_names = [l.name for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
+    if isinstance(weight_bits, dict):            # per-layer widths (a bit allocation): every weighted layer named
+        unknown, missing = set(weight_bits) - set(weighted_names), set(weighted_names) - set(weight_bits)
+        if unknown or missing:
+            raise ValueError(f"weight_bits names layers {sorted(unknown)} not in the model and misses {sorted(missing)}; "
+                             f"allowed: a width for each of {weighted_names}")
+        layer_bits = dict(weight_bits)
+    else:
+        layer_bits = dict.fromkeys(weighted_names, weight_bits)
+    if not all(isinstance(b, int) and 2 <= b <= 8 for b in layer_bits.values()) or not 2 <= act_bits <= 8:
+        raise ValueError(f"weight_bits={weight_bits}, act_bits={act_bits}; allowed: 2..8 (the hardware's widest weight "
+                         f"and activation lanes are 8 bits)")
     # float activations after every layer on the calibration set
     acts, x = {}, to_float(calib_x)
     for layer in model.layers:
@@ -88,8 +98,9 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int = 8, act_
             b = layer.bias.numpy().astype(np.float64)
             if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
                 raise ModelFileError(f"layer {layer.name!r} has NaN or inf weights; cannot quantize")
-            fw = _weight_frac(w, weight_bits)
-            lim = 2 ** (weight_bits - 1)
+            wbits = layer_bits[layer.name]
+            fw = _weight_frac(w, wbits)
+            lim = 2 ** (wbits - 1)
             wq = np.clip(np.rint(w * 2.0 ** fw), -lim, lim - 1).astype(np.int64)
             facc = fmt["frac"] + fw
             bq = np.rint(b * 2.0 ** facc).astype(np.int64)
@@ -105,7 +116,7 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int = 8, act_
                 "input": dict(fmt),
                 # weights and biases are rounded to nearest, ties to even (np.rint); requantized activations
                 # round half up (their ``rounding``): both rules are recorded, the golden model reads integers
-                "weight": {"bits": weight_bits, "frac": fw, "rounding": "half_even"},
+                "weight": {"bits": wbits, "frac": fw, "rounding": "half_even"},
                 "bias": {"bits": max(bias_bits, 2), "frac": facc, "rounding": "half_even"},
                 "accum": {"bits": acc_bits, "frac": facc},
             }

@@ -114,7 +114,9 @@ class Accelerator(wiring.Component):
         """
         plan, R, C = self.plan, self.R, self.C
         # (named as synthesis names them: by the block that holds each)
-        shapes = {"feeder.wrom": (R * C * 8, len(plan.wimg)), "feeder.rtrom": (R * plan.entry, len(plan.rimg)),
+        several = len(plan.wwidths) > 1
+        shapes = {f"feeder.wrom_w{b}" if several else "feeder.wrom": (R * C * b, len(plan.wimgs[b])) for b in plan.wwidths}
+        shapes |= {"feeder.rtrom": (R * plan.entry, len(plan.rimg)),
                   "writeback.brom": (C * self.ACC, len(plan.bimg))}
         for name, (width, depth, granularity) in self._ram_specs().items():
             for sub, shape in BlockRAM.split(width, depth, granularity).items():
@@ -128,7 +130,7 @@ class Accelerator(wiring.Component):
         specs = {"writeback.psum": (C * self.ACC, self.plan.psum_words, C * self.ACC)}
         for b in range(2):
             for k in range(p.copies[b]):
-                specs[f"act{b}_bank{k}"] = (C * 8, p.buf_depth[b], 8)
+                specs[f"act{b}_bank{k}"] = (C * self.plan.abits, p.buf_depth[b], self.plan.abits)
         for k in range(p.copies[IMAGE]):
             specs[f"img_bank{k}"] = (C * 8, 2 * p.image_stride, 8)
         return specs
@@ -140,7 +142,7 @@ class Accelerator(wiring.Component):
 
         m.submodules.ctrl = ctrl = Controller(plan, mm_drain=self.mm_drain, pool_drain=self.pool_drain, taps=taps)
         m.submodules.feeder = feeder = Feeder(plan, taps=taps)
-        m.submodules.array = arr = SystolicArray(rows=R, cols=C, x_width=9, w_width=8, acc_width=self.ACC, taps=taps)
+        m.submodules.array = arr = SystolicArray(rows=R, cols=C, x_width=9, w_width=plan.wbits, acc_width=self.ACC, taps=taps)
         m.submodules.writeback = wb = WriteBack(plan, latency=arr.latency, taps=taps)
         m.submodules.pooling = pool = Pooling(plan, ctrl.pool_layout, taps=taps)
         k = ctrl.k
@@ -173,9 +175,25 @@ class Accelerator(wiring.Component):
                 addr = Mux(pr.v, pr.addr, feeder.r_addr[i]) if i == 0 else feeder.r_addr[i]
                 en = (feeder.r_en[i] | (pr.v if i == 0 else 0)) & (k.in_buf == b)
                 m.d.comb += [bank.r_addr.eq(Cat(addr[:plan.slot_bits], cslot) if b == IMAGE else addr), bank.r_en.eq(en)]
+        ab = plan.abits
+        bank_names, widened = {id(ram): name for name, ram in rams.items()}, {}
+
+        def word(bank, b):
+            """A bank's word as the datapath carries it: a ping-pong buffer narrower than a byte a lane has its lanes
+            sign-extended (a signed layer's) or zero-extended to bytes."""
+            if b == IMAGE or ab == 8:
+                return bank.r_data
+            if id(bank) in widened:
+                return widened[id(bank)]
+            wide = widened[id(bank)] = Signal(plan.word, name=f"{bank_names[id(bank)]}_word")
+            for j in range(C):
+                lane = bank.r_data[j * ab:(j + 1) * ab]
+                m.d.comb += wide[j].eq(Mux(k.in_signed, lane.as_signed(), lane))   # (.eq extends a signed value by its sign)
+            return wide
+
         for i in range(R):   # (a buffer kept in one copy gives every row the same word; each row picks its lane)
-            m.d.comb += feeder.words[i].eq(Array(banks[b][min(i, len(banks[b]) - 1)].r_data for b in range(3))[k.in_buf])
-        m.d.comb += pool.data.eq(Array(banks[b][0].r_data for b in range(3))[k.in_buf])
+            m.d.comb += feeder.words[i].eq(Array(word(banks[b][min(i, len(banks[b]) - 1)], b) for b in range(3))[k.in_buf])
+        m.d.comb += pool.data.eq(Array(word(banks[b][0], b) for b in range(3))[k.in_buf])
 
         # writes: one registered write request drives every copy of the output buffer straight from
         # flip-flops (whole words)
@@ -187,7 +205,9 @@ class Accelerator(wiring.Component):
             m.d.sync += [w_q.en0.eq(0), w_q.en1.eq(0)]
         for b in range(2):
             for bank in banks[b]:
-                m.d.comb += [bank.w_addr.eq(w_q.addr), bank.w_data.eq(w_q.data),
+                # (a narrower buffer keeps each lane's low bits: the value was saturated to the layer's width)
+                m.d.comb += [bank.w_addr.eq(w_q.addr),
+                             bank.w_data.eq(w_q.data if ab == 8 else Cat(*(w_q.data[j][:ab] for j in range(C)))),
                              bank.w_en.eq(Mux(w_q.en1 if b else w_q.en0, -1, 0))]
         # the image load writes one lane of the load slot (registered: it lands a cycle after ``img_we``),
         # whether or not an inference is running on the other slot
@@ -206,13 +226,14 @@ class Accelerator(wiring.Component):
         # -- counters and the host port ------------------------------------------------------------
         # memory activity counted at the ports, every read and write enable (while busy; the image load
         # is the host's transfer, not part of an inference, and may run during the previous one)
-        every = banks[0] + banks[1] + banks[IMAGE]
-        events = {"weight_reads": [feeder.weight_read], "act_reads": [bank.r_en for bank in every],
+        # (reads of the ping-pong buffers and of the image buffer apart: their words differ in width and size)
+        events = {"weight_reads": [feeder.weight_read], "weight_bits_read": [feeder.weight_bits_read], "act_reads": [bank.r_en for bank in banks[0] + banks[1]],
+                  "image_reads": [bank.r_en for bank in banks[IMAGE]],
                   "act_writes": [bank.w_en.any() for bank in banks[0] + banks[1]],
                   "psum_reads": [wb.psum_read], "psum_writes": [wb.psum_write], "bias_reads": [wb.bias_read],
                   "table_reads": [feeder.table_read]}
         widths = {n: ceil_log2(len(v) + 1) for n, v in events.items()}
-        widths.update(mults=len(arr.mults), mults_gated=len(arr.gated), wreg_writes=len(arr.wreg_writes))
+        widths.update(weight_bits_read=len(feeder.weight_bits_read), mults=len(arr.mults), mults_gated=len(arr.gated), wreg_writes=len(arr.wreg_writes))
         m.submodules.counters = cnt = Counters(n_ops=self.n_ops, macs_width=plan.aw, event_widths=widths,
                                                logits_layout=wb.logits.shape())
         m.d.comb += [cnt.busy.eq(ctrl.busy), cnt.clear.eq(accepted), cnt.op.eq(ctrl.op), cnt.beat.eq(ctrl.issued.beat),

@@ -88,11 +88,12 @@ def activity_model(program: Program) -> dict[str, int]:
     registers instead). Pooling reads one word per window
     element and writes one per output pixel. Counted as the RTL counts them, at
     the memory ports: a word is written to every copy of the output buffer,
-    a beat reads one word of an input buffer kept in one copy and one word
+    a beat reads (``act_reads``, or ``image_reads`` from
+    the image buffer) one word of an input buffer kept in one copy and one word
     per valid row of a replicated one (whether a buffer is replicated is
     decided here from the row tables, independently of the program's own
     decision, which the RTL follows), a row table entry and a weight tile
-    are read once per fold. In
+    (R x C weights of the layer's width: ``weight_bits_read``) are read once per fold. In
     the array every PE sees every beat and multiplies unless its weight is 0
     (then it holds its operand: ``mults_gated``); each fold's load writes the
     PEs' weight registers and the weight skew and delay registers once. The
@@ -101,8 +102,8 @@ def activity_model(program: Program) -> dict[str, int]:
     """
     rep = cycle_model(program)
     R, C = program.rows, program.cols
-    act = {"total_cycles": rep.total, "beats": rep.beats, "macs": rep.macs, "weight_reads": 0, "act_reads": 0,
-           "act_writes": 0, "psum_reads": 0, "psum_writes": 0, "bias_reads": 0, "table_reads": 0,
+    act = {"total_cycles": rep.total, "beats": rep.beats, "macs": rep.macs, "weight_reads": 0, "weight_bits_read": 0, "act_reads": 0,
+           "image_reads": 0, "act_writes": 0, "psum_reads": 0, "psum_writes": 0, "bias_reads": 0, "table_reads": 0,
            "mults": 0, "mults_gated": 0, "wreg_writes": 0}
     # loading one fold's weight tile writes every PE's weight register and, in row i, i skew stages
     # of C bytes and the delay stages of lanes 1 .. C-1 (lane j has j of them)
@@ -119,6 +120,7 @@ def activity_model(program: Program) -> dict[str, int]:
         if isinstance(op, MatmulOp):
             M = op.positions
             act["weight_reads"] += op.n_ct * op.n_rt
+            act["weight_bits_read"] += op.n_ct * op.n_rt * R * C * op.weight_bits   # a tile at the layer's width
             act["table_reads"] += op.n_ct * op.n_rt
             act["wreg_writes"] += op.n_ct * op.n_rt * wreg_per_fold
             # every PE sees every beat: it multiplies when its weight is not zero, else holds its operand
@@ -131,13 +133,13 @@ def activity_model(program: Program) -> dict[str, int]:
             rows = [(rt, i) for rt, t in enumerate(op.row_table) for i, (_, _, v) in enumerate(t) if v]
             if not multi[op.in_buf]:
                 rows = [(rt, i) for rt, i in rows if i == 0]
-            act["act_reads"] += op.n_ct * sum(_on_map(op, *op.row_taps[rt][i]) if op.kind == "conv2d" else M
+            act["image_reads" if op.in_buf == 2 else "act_reads"] += op.n_ct * sum(_on_map(op, *op.row_taps[rt][i]) if op.kind == "conv2d" else M
                                               for rt, i in rows)
             act["bias_reads"] += op.n_ct * M
             act["psum_reads"] += op.n_ct * (op.n_rt - 1) * M
             act["psum_writes"] += op.n_ct * (op.n_rt - 1) * M
             act["act_writes"] += 0 if op.last else op.n_ct * op.out_pix * (R if multi[op.out_buf] else 1)
         else:
-            act["act_reads"] += op.out_pix * op.n_ct * op.pool * op.pool
+            act["image_reads" if op.in_buf == 2 else "act_reads"] += op.out_pix * op.n_ct * op.pool * op.pool
             act["act_writes"] += op.out_pix * op.n_ct * (R if multi[op.out_buf] else 1)
     return act

@@ -49,7 +49,9 @@ class Feeder(wiring.Component):
     x : Out(ArrayLayout(signed(9), R)), w : Out(plan.tile), w_nz : Out(plan.tile_nz), entry : Out(plan.beat)
         Stage 8: the array's inputs and the beat's metadata.
     weight_read, table_read : Out(1)
-        Read enables of the weight and row table ROMs (activity).
+        Read enables of the weight ROMs (the running layer's) and the row table ROM (activity).
+    weight_bits_read : Out(range(R * C * 8 + 1))
+        The bits the weight ROM read this cycle moves (its word width; 0 when none is read).
     """
 
     def __init__(self, plan: Plan, taps=PASS):
@@ -61,6 +63,7 @@ class Feeder(wiring.Component):
             "words": In(data.ArrayLayout(plan.word, R)),
             "x": Out(data.ArrayLayout(signed(9), R)), "w": Out(plan.tile), "w_nz": Out(plan.tile_nz),
             "entry": Out(plan.beat), "weight_read": Out(1), "table_read": Out(1),
+            "weight_bits_read": Out(range(R * plan.C * 8 + 1)),
         })
 
     def elaborate(self, platform):
@@ -68,11 +71,16 @@ class Feeder(wiring.Component):
         plan, taps, k = self.plan, self.taps, self.k
         R, C, p = plan.R, plan.C, plan.program
         where = {"rows": R, "cols": C}
-        m.submodules.wrom = wrom = Memory(shape=R * C * 8, depth=len(plan.wimg), init=plan.wimg)
+        # one weight ROM per weight width (``wrom``, or ``wrom_w<bits>`` when the layers' widths differ)
+        several = len(plan.wwidths) > 1
+        wroms = {}
+        for b in plan.wwidths:
+            wroms[b] = Memory(shape=R * C * b, depth=len(plan.wimgs[b]), init=plan.wimgs[b])
+            m.submodules[f"wrom_w{b}" if several else "wrom"] = wroms[b]
         # (the row table is read once per fold: logic, not a block RAM of its own)
         m.submodules.rtrom = rtrom = Memory(shape=R * plan.entry, depth=len(plan.rimg), init=plan.rimg,
                                             attrs={"rom_style": "logic"})
-        w_rd, rt_rd = wrom.read_port(), rtrom.read_port()
+        w_rds, rt_rd = {b: rom.read_port() for b, rom in wroms.items()}, rtrom.read_port()
 
         feed = [self.beat]
         for d in range(1, FEED_STAGES + 1):
@@ -121,14 +129,34 @@ class Feeder(wiring.Component):
         # the weight tile: read two stages ahead of the array on the fold's first beat, registered twice;
         # which weights are not zero is registered beside it (the PEs gate on it)
         rd = feed[FEED_STAGES - 3]
-        m.d.comb += [w_rd.addr.eq(rd.waddr), w_rd.en.eq(rd.v & rd.first), self.weight_read.eq(w_rd.en)]
-        w_near, w_q = Signal(plan.tile, reset_less=True), Signal(plan.tile, reset_less=True)
-        nz_q = Signal(plan.tile_nz)
-        m.d.sync += [w_near.eq(w_rd.data), w_q.eq(w_near)]
-        m.d.sync += [nz_q[i][j].eq(w_near[i][j] != 0) for i in range(R) for j in range(C)]
+        fetch = rd.v & rd.first
+        w_q, nz_q = Signal(plan.tile, reset_less=True), Signal(plan.tile_nz)
+        if not several:
+            (w_rd,) = w_rds.values()
+            m.d.comb += [w_rd.addr.eq(rd.waddr), w_rd.en.eq(fetch), self.weight_read.eq(w_rd.en)]
+            w_near = Signal(plan.tile, reset_less=True)
+            m.d.sync += [w_near.eq(w_rd.data), w_q.eq(w_near)]
+            m.d.sync += [nz_q[i][j].eq(w_near[i][j] != 0) for i in range(R) for j in range(C)]
+        else:
+            # only the running layer's ROM is read; each lands in its own register beside the RAM, then the one
+            # read is picked and its weights sign-extended to the array's width
+            sel = Signal(range(len(plan.wwidths)))
+            m.d.sync += sel.eq(k.wsel)
+            w_pick = Signal(plan.tile)
+            for idx, (b, w_rd) in enumerate(w_rds.items()):
+                m.d.comb += [w_rd.addr.eq(rd.waddr), w_rd.en.eq(fetch & (k.wsel == idx))]
+                near = Signal(data.ArrayLayout(data.ArrayLayout(signed(b), C), R), name=f"w_near_w{b}", reset_less=True)
+                m.d.sync += near.eq(w_rd.data)
+                with m.If(sel == idx):
+                    m.d.comb += [w_pick[i][j].eq(near[i][j]) for i in range(R) for j in range(C)]
+            m.d.comb += self.weight_read.eq(fetch)
+            m.d.sync += [w_q.eq(w_pick)]
+            m.d.sync += [nz_q[i][j].eq(w_pick[i][j] != 0) for i in range(R) for j in range(C)]
         w_rows = taps("feed.weight_rows", [w_q[i] for i in range(R)], **where)
         nz_rows = taps("feed.weight_rows", [nz_q[i] for i in range(R)], **where)
         m.d.comb += [self.w[i].eq(w_rows[i]) for i in range(R)]
         m.d.comb += [self.w_nz[i].eq(nz_rows[i]) for i in range(R)]
         m.d.comb += self.entry.eq(feed[FEED_STAGES])
+        m.d.comb += self.weight_bits_read.eq(Mux(fetch, Array(R * C * b for b in plan.wwidths)[k.wsel] if several
+                                                 else R * C * plan.wbits, 0))
         return m

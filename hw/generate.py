@@ -47,23 +47,31 @@ def describe(program: Program, accel: Accelerator | None = None) -> dict:
         else:
             entry.update(pool=op.pool, channel_tiles=op.n_ct)
         ops.append(entry)
-    acc = program.acc_bits + 2
+    acc, wb = program.acc_bits + 2, program.weight_bits
     n_tiles = sum(len(o.tiles) for o in program.matmuls())
+    roms = {b: sum(len(o.tiles) for o in program.matmuls() if o.weight_bits == b)
+            for b in sorted({o.weight_bits for o in program.matmuls()})}
+    wbits = sum(R * C * b * n for b, n in roms.items())
     n_rt = sum(o.n_rt for o in program.matmuls())
     n_ct = sum(o.n_ct for o in program.matmuls())
     return {
         "top": TOP_NAME,
         "sim_models": [MODELS_FILE],
-        "array": {"rows": R, "cols": C, "dataflow": "ws", "acc_bits": acc},
+        "array": {"rows": R, "cols": C, "dataflow": "ws", "acc_bits": acc, "weight_bits": wb, "x_bits": 9},
         "pipeline": {"matmul_drain_cycles": accel.mm_drain, "pool_drain_cycles": accel.pool_drain},
         "ops": ops,
         "memories": {
-            "weights": {"words": n_tiles, "bits_per_word": R * C * 8, "bytes": n_tiles * R * C},
-            "row_table": {"words": n_rt, "bits_per_word": R * (accel.offw + accel.lanew + 1)},
+            # weights packed at their layer's width, R x C of them a word, one ROM per width
+            "weights": {"words": n_tiles, "bytes": -(-wbits // 8), "bits": wbits, "weight_bits": wb,
+                        "roms": [{"weight_bits": b, "bits_per_word": R * C * b, "words": n} for b, n in roms.items()]},
+            "row_table": {"words": n_rt, "bits_per_word": R * accel.plan.entry},
             "bias": {"words": n_ct, "bits_per_word": C * acc},
             "psum": {"words": max((o.positions for o in program.matmuls()), default=1), "bits_per_word": C * acc},
             # ping-pong buffers 0 and 1, and the image buffer's two slots; each in ``copies`` copies
-            "activations": {"buffers": [*program.buf_depth[:2], 2 * program.image_stride], "bits_per_word": C * 8,
+            # (the ping-pong buffers' lanes hold the hidden layers' widths; the image's lanes are bytes)
+            "activations": {"buffers": [*program.buf_depth[:2], 2 * program.image_stride],
+                            "bits_per_word": C * program.act_bits, "lane_bits": program.act_bits,
+                            "image_bits_per_word": C * 8,
                             "copies": list(program.copies), "image_slots": 2},
         },
         "memory_shapes": {n: {"bits": w, "words": d} for n, (w, d) in accel.memory_shapes().items()},
@@ -114,7 +122,7 @@ def check_memory_fits(program: Program, where: str = "the network", device_bits:
         R, C = program.rows, program.cols
         big = max(program.matmuls(), key=lambda o: o.n_rt * o.n_ct)
         raise ConfigError(f"{where}: its accelerator on the {R}x{C} array needs {bits / 1e6:.2f} Mbit of memory "
-                          f"(layer {big.name!r} alone {big.n_rt * big.n_ct * R * C * 8 / 1e6:.2f} Mbit of weight tiles), "
+                          f"(layer {big.name!r} alone {big.n_rt * big.n_ct * R * C * program.weight_bits / 1e6:.2f} Mbit of weight tiles), "
                           f"more than the LFE5U-85F's {device_bits / 1e6:.2f} Mbit of block RAM; allowed: networks "
                           f"whose memories fit it (fewer or pruned weights, smaller maps)")
 

@@ -51,12 +51,16 @@ class Plan:
         them takes (one past the end of a buffer, of the weight tiles, ...), so nothing wraps.
     offw, lanew : int
         Widths of a row table entry's word offset and lane.
-    wimg, rimg, bimg : list of int
-        Weight tile, row table and bias ROM images (one word per tile / row tile / column tile).
+    wwidths, wimgs : list of int, dict
+        The weight widths the layers use, and per width its weight ROM's image (one word per tile).
+    rimg, bimg : list of int
+        Row table and bias ROM images (one word per row tile / column tile).
     op_values : list of dict
         Per op, the values of :attr:`op_layout`'s fields.
+    wbits, abits : int
+        The widest layer's weight width (the array's weight operand) and a ping-pong activation buffer's lane width.
     word, sums, tile, tile_nz, beat, op_layout : Layout
-        An activation word (C bytes), a row of C sums, a weight tile and its non-zero flags, a matmul
+        An activation word as the datapath carries it (C bytes; a narrower buffer's lanes are widened on the way), a row of C sums, a weight tile and its non-zero flags, a matmul
         beat's metadata (:attr:`beat`), the per-op constants.
     """
 
@@ -69,21 +73,28 @@ class Plan:
         if self.ACC > 32:
             raise ValueError(f"logits of {self.ACC} bits do not fit the host port's 32-bit words (accumulators up to 30 bits)")
         self.n_ops = len(p.ops)
-        tiles, table, bias = [], [], []
-        wbase, rtbase, bbase = [], [], []
+        #: one weight ROM per weight width the layers use (narrowest first), R x C weights of that width a word
+        #: (two 4-bit weights a byte); a layer's tiles sit in the ROM of its width, ``wsel`` picks it
+        self.wwidths = sorted({o.weight_bits for o in p.matmuls()}) or [8]
+        wb = self.wbits = max(self.wwidths)
+        tiles = {b: [] for b in self.wwidths}
+        table, bias = [], []
+        wbase, rtbase, bbase, wsel = [], [], [], []
         for op in p.ops:
-            wbase.append(len(tiles))
+            b = op.weight_bits if isinstance(op, MatmulOp) else wb
+            wbase.append(len(tiles[b]))
+            wsel.append(self.wwidths.index(b))
             rtbase.append(len(table))
             bbase.append(len(bias))
             if isinstance(op, MatmulOp):
-                tiles += op.tiles
+                tiles[b] += op.tiles
                 table += op.row_table
                 bias += op.bias
         # a row's word offset (a packed image's: pixel offset), negative for a tap on top or left padding: wide
         # enough for every offset of the program, with a sign bit
         reach = max((abs(off) for o in p.matmuls() for row in o.row_table for off, _, _ in row), default=0)
         self.offw = max(ceil_log2(max(max(p.buf_depth), 2)) + 1, reach.bit_length() + 1)
-        largest = max(*p.buf_depth, 2 * p.image_stride, len(tiles), len(table), len(bias), R * C, R * max(p.buf_depth),
+        largest = max(*p.buf_depth, 2 * p.image_stride, *map(len, tiles.values()), len(table), len(bias), R * C, R * max(p.buf_depth),
                       *(o.positions * o.n_rt * o.n_ct for o in p.matmuls()))
         self.aw = ceil_log2(largest + 2)
         self.lanew = max(1, ceil_log2(C))
@@ -107,14 +118,16 @@ class Plan:
             return word | (ky << (self.offw + self.lanew + 1)) | (kx << (self.offw + self.lanew + 1 + self.kb)) \
                 if self.padded else word
 
-        self.wimg = [_pack([_pack(t[i], 8) for i in range(R)], 8 * C) for t in tiles] or [0]
+        #: the ping-pong buffers' lane width (the image's lanes are bytes); the datapath carries bytes
+        self.abits = p.act_bits
+        self.wimgs = {b: [_pack([_pack(t[i], b) for i in range(R)], b * C) for t in ts] or [0] for b, ts in tiles.items()}
         self.rimg = [_pack([entry(e, tap) for e, tap in zip(row, row_taps)], self.entry)
                      for row, row_taps in zip(table, taps)] or [0]
         self.bimg = [_pack(b, self.ACC) for b in bias] or [0]
 
         self.word = data.ArrayLayout(unsigned(8), C)
         self.sums = data.ArrayLayout(signed(self.ACC), C)
-        self.tile = data.ArrayLayout(data.ArrayLayout(signed(8), C), R)
+        self.tile = data.ArrayLayout(data.ArrayLayout(signed(wb), C), R)
         self.tile_nz = data.ArrayLayout(data.ArrayLayout(1, C), R)
         tap = {"ky": self.kb, "kx": self.kb} if self.padded else {}
         self.table_row = data.ArrayLayout(data.StructLayout({"off": self.offw, "lane": self.lanew, "valid": 1, **tap}), R)
@@ -128,11 +141,14 @@ class Plan:
         self.averaged = any(o.pool_avg if isinstance(o, MatmulOp) else o.avg for o in p.ops)
         self.avg_shifts = sorted({(o.pool * o.pool).bit_length() - 1 for o in p.ops
                                   if (o.pool_avg if isinstance(o, MatmulOp) else o.avg)})
-        self.op_fields = OP_FIELDS + (STRIDE_FIELDS if self.strided else ()) + (PAD_FIELDS if self.padded else ()) \
+        self.op_fields = OP_FIELDS + (("wsel",) if len(self.wwidths) > 1 else ()) + (STRIDE_FIELDS if self.strided else ()) + (PAD_FIELDS if self.padded else ()) \
             + (AVG_FIELDS if self.averaged else ())
         self.op_layout = data.StructLayout({**{n: aw for n in self.op_fields}, "in_buf": 2, "out_buf": 1, "in_signed": 1,
                                             "out_signed": 1, "packed": 1, "is_last": 1, "is_pool": 1})
         self.op_values = [self._op_values(i, o, wbase[i], rtbase[i], bbase[i]) for i, o in enumerate(p.ops)]
+        if len(self.wwidths) > 1:
+            for vals, sel in zip(self.op_values, wsel):
+                vals["wsel"] = sel
 
     def _op_values(self, i, o, wbase, rtbase, bbase) -> dict:
         p, R, C = self.program, self.R, self.C

@@ -111,6 +111,7 @@ class MatmulOp(_Shapes):
     pad: tuple[int, int] = (0, 0)                    # zero rows on top, zero columns on the left ("same")
     row_taps: list[list[tuple[int, int]]] = field(default_factory=list)   # per rt: R x (ky, kx) of each row
     kernel: int = 1
+    weight_bits: int = 8      # this layer's weight width (the ROM of that width holds its tiles)
 
     @property
     def padded(self) -> bool:
@@ -167,6 +168,8 @@ class Program:
     logit_frac: int
     image_pack: int = 1       # input pixels per activation word (1: one pixel per word)
     copies: tuple[int, int, int] = (1, 1, 1)   # copies of each buffer (1, or R when rows gather from several words)
+    weight_bits: int = 8      # the widest layer's weights (each width has a weight ROM of R x C weights a word)
+    act_bits: int = 8         # the widest value written to the ping-pong buffers (their lane width)
 
     def matmuls(self) -> list[MatmulOp]:
         return [o for o in self.ops if isinstance(o, MatmulOp)]
@@ -282,7 +285,7 @@ def build_program(contract, array: ArrayConfig) -> Program:
             ops.append(MatmulOp(layer["name"], t, buf, _next(buf), shape, out, out[0] * out[1], K, n, n_rt, n_ct, table,
                                 tiles, bias, layer["input"]["signed"], layer["accum"]["frac"], layer["output"],
                                 layer is weighted[-1], macs, stride=stride, pad=pad, row_taps=row_taps,
-                                kernel=layer.get("kernel", 1)))
+                                kernel=layer.get("kernel", 1), weight_bits=layer["weight"]["bits"]))
         buf = _next(buf)
         shape = ops[-1].out_shape
     for op in ops:
@@ -291,9 +294,14 @@ def build_program(contract, array: ArrayConfig) -> Program:
         raise ValueError("the network must end with a conv or dense layer (the logits)")
     last = ops[-1]
     in_shape = tuple(contract.input["shape"])
+    # lane width of the ping-pong buffers: every hidden layer's output (a pooling pass keeps its input's format)
+    by_name = {l["name"]: l for l in contract.layers}
+    written = [by_name[o.name]["input"]["bits"] if isinstance(o, PoolOp) else o.out["bits"] for o in ops
+               if not (isinstance(o, MatmulOp) and o.last)]
     return Program(R, C, acc_bits, ops, tuple(max(d, 1) for d in depth),
                    in_shape if len(in_shape) == 3 else (1, 1, in_shape[0]), last.cols, last.acc_frac, pack,
-                   _copies(ops, R, pack > 1))
+                   _copies(ops, R, pack > 1), weight_bits=max(l["weight"]["bits"] for l in weighted),
+                   act_bits=max(written, default=8))
 
 
 def _next(buf: int) -> int:

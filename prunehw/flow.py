@@ -157,10 +157,11 @@ class Flow(VerifyStages):
             from prunehw.core.errors import ModelFileError
 
             raise ModelFileError(f"model file not found: {dense}")
-        key = _key(self.cfg.key("data", "prune"), variant.to_dict(), sha256_file(dense), _code("model"),
+        # (what pruning depends on: a variant that differs only in its quantization has the same key)
+        key = _key(self.cfg.key("data", "prune"), variant.pruning().to_dict(), sha256_file(dense), _code("model"),
                    self.cfg.array.to_dict() if variant.method == "matrix" and variant.tile_aware else None)
         stage = f"prune:{variant.name}"
-        if self._up_to_date(stage, key, out, force):
+        if self._up_to_date(stage, key, out, force) or self._share_pruning(variant, key, force):
             return out
         model = load_model(dense)
         check_fits(model, self.data, str(dense))
@@ -187,6 +188,19 @@ class Flow(VerifyStages):
                      f"(tile_aware = false in the variant, or --no-tile-aware, gives the ratio asked for)")
         return out
 
+    def _share_pruning(self, variant: VariantConfig, key: str, force: bool) -> bool:
+        """A variant that differs from one already pruned only in its quantization takes that one's pruned model
+        (pruning is deterministic: the same key gives the same bits) instead of pruning again."""
+        base = variant.pruning()
+        if force or base.name == variant.name or not stage_is_current(self.run_dir, f"prune:{base.name}", key):
+            return False
+        from prunehw.variants import copy_pruned
+
+        outputs = copy_pruned(self.run_dir, base.name, variant.name)
+        record_stage(self.run_dir, f"prune:{variant.name}", key, outputs)
+        self.log(f"prune {variant.name}: the pruned model of {base.name} (same pruning), {outputs[0]}")
+        return True
+
     def variant_names(self) -> list[str]:
         return ["dense"] + [v.name for v in self.cfg.variants]
 
@@ -197,6 +211,19 @@ class Flow(VerifyStages):
     def quantize(self, variant: str, force: bool = False) -> Path:
         """Quantize a variant to the numeric contract; writes ``contract.json`` + ``weights.npz`` and golden accuracy."""
         return self._once(f"quantize:{variant}", self._quantize, variant, force=force)
+
+    def _allocate(self, variant: str, v: VariantConfig, model, maps, outputs: list) -> dict[str, int]:
+        """``weight_bits = "auto"``: each layer's width, searched on the validation images against the dense float
+        model's validation accuracy (``prunehw.variants.allocate_bits``); the result under ``bit_allocation``."""
+        from prunehw.model.network import load_model
+        from prunehw.model.train import evaluate
+        from prunehw.variants import allocate_bits
+
+        reference = evaluate(load_model(self.train()), self.data.x_val, self.data.y_val)
+        bits, paths, said = allocate_bits(model, self.data, self.cfg, v, reference, maps, self.train(), self.run_dir)
+        outputs += paths
+        self.log(f"quantize {variant}: {said}")
+        return bits
 
     def _quantize(self, variant: str, force: bool = False) -> Path:
         from prunehw.export.contract import load_contract, save_contract
@@ -215,6 +242,8 @@ class Flow(VerifyStages):
         if qat:
             contract_keys.update(qat_epochs=v.qat_epochs, qat_learning_rate=v.qat_learning_rate,
                                  batch_size=self.cfg.prune.batch_size)
+        if wb == "auto":        # (judged against the dense float model on the array's tiles)
+            contract_keys.update(max_loss=v.max_loss, array=self.cfg.key("array"), dense=sha256_file(self.train()))
         key = _key(self.cfg.key("data"), contract_keys, sha256_file(src), maps_path.is_file() and sha256_file(maps_path),
                    _code("model", "export"))
         stage = f"quantize:{variant}"
@@ -224,6 +253,8 @@ class Flow(VerifyStages):
         maps = maps_path if variant != "dense" and maps_path.is_file() else None
         model = load_model(src)
         outputs = []
+        if wb == "auto":
+            wb = self._allocate(variant, v, model, maps, outputs)
         if qat:
             from prunehw.export.qat import qat_finetune
             from prunehw.model.network import save_model, set_seed
@@ -241,8 +272,9 @@ class Flow(VerifyStages):
         acc = float(np.mean(golden(contract, data.x_test).argmax(axis=1) == data.y_test))
         widths = {l["name"]: {"weight": l["weight"]["bits"], "act": l["output"]["bits"]} for l in contract.weighted()}
         update_variant(self.run_dir, variant, {"accuracy": {"quant": acc, "images": {"quant": int(len(data.y_test))}},
-                                               "quant": "qat" if qat else "ptq", "weight_bits": wb, "act_bits": ab,
-                                               "bits": widths}, replace=("quant",))
+                                               "quant": "qat" if qat else "ptq",
+                                               "weight_bits": max(wb.values()) if isinstance(wb, dict) else wb,
+                                               "act_bits": ab, "bits": widths}, replace=("quant",))
         record_stage(self.run_dir, stage, key, [out, npz, *outputs])
         self.log(f"quantize {variant}: golden integer model test accuracy {acc:.4f} ({wb}-bit weights, "
                  f"{ab}-bit activations, {'QAT' if qat else 'PTQ'}); wrote {out}")
@@ -366,3 +398,4 @@ class Flow(VerifyStages):
         if "data" in self.__dict__:
             flow.__dict__["data"] = self.data
         return flow
+

@@ -92,8 +92,10 @@ def savings_ratios(summary: dict, base: str = "dense") -> dict[str, dict[str, fl
         if e:
             r["energy"] = e
         for kind, size in v.get("storage_bytes", {}).items():
-            # against the dense float model's file of the same kind; CSR/packed against the dense Keras file
-            ref_size = ref.get("storage_bytes", {}).get(kind if kind in ("keras", "savedmodel", "gzip") else "keras")
+            # against the dense float model's file of the same kind; CSR/packed against the dense Keras file; the
+            # weight ROMs against the dense model's float32 weights
+            same = kind if kind in ("keras", "savedmodel", "gzip", "weights_float32") else "keras"
+            ref_size = ref.get("storage_bytes", {}).get("weights_float32" if kind == "packed_weights" else same)
             s = _ratio(ref_size, size)
             if s:
                 r[f"storage_{kind}"] = s

@@ -2,18 +2,21 @@
 
 Storage: the Keras file, a TensorFlow SavedModel (the seed report's measure),
 the Keras file gzip'd, a CSR encoding of the kernels (float32 values, int32
-column indices and row pointers: the index overhead counted), and the packed
-image the RTL loads (weight tiles, biases and row tables, as stored in its ROMs).
+column indices and row pointers: the index overhead counted), the kernels and
+biases as float32 (``weights_float32``), the weight ROMs at their layers' widths
+(``packed_weights``), and the packed image the RTL loads (weight tiles, biases
+and row tables, as stored in its ROMs: ``packed``).
 
 Energy per inference: every counter of the RTL times the per-operation energy
 of a table that states its source (``hw/energy_horowitz45.json`` by default):
 each multiply the PEs did (zero weights are gated and not multiplied) is an
-8-bit multiply, each PE beat an accumulator add; an SRAM access is charged
+8-bit multiply (scaled by the weight width, see :func:`energy`), each PE beat an accumulator add; an SRAM access is charged
 per bit moved at the 64-bit access energy of the smallest SRAM size in the
 table that holds that memory (:func:`sram_pj_per_bit`), with the word widths
-of this accelerator (a weight read is a whole R x C tile; an activation
-word is written to each of the R replicated banks, each its own memory and
-each write counted).
+of this accelerator (a weight read is a whole R x C tile at the packed weight
+width; an activation word has the hidden layers' lane width, an image word
+bytes; a word is written to each of the R replicated banks, each its own
+memory and each write counted).
 """
 
 from __future__ import annotations
@@ -51,9 +54,15 @@ def storage(model_path: Path, desc: dict | None) -> dict[str, int]:
     out = saved_sizes(model)
     kernels = [l.kernel.numpy() for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
     out["csr"] = csr_bytes(kernels)
+    # the kernels and biases as float32 (the dense model's: what "x times smaller" is counted against)
+    out["weights_float32"] = 4 * sum(int(np.prod(l.kernel.shape)) + int(np.prod(l.bias.shape))
+                                     for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense)))
     if desc:
         mem = desc["memories"]
-        bits = sum(mem[k]["words"] * mem[k]["bits_per_word"] for k in ("weights", "bias", "row_table"))
+        # the weight ROMs alone (tiles at their layer's width, zero-padded to whole tiles), and with the biases
+        # and row tables the accelerator also stores
+        out["packed_weights"] = (mem["weights"]["bits"] + 7) // 8
+        bits = mem["weights"]["bits"] + sum(mem[k]["words"] * mem[k]["bits_per_word"] for k in ("bias", "row_table"))
         out["packed"] = (bits + 7) // 8
     return out
 
@@ -82,26 +91,34 @@ def sram_pj_per_bit(table: dict, size_bytes: int) -> float:
 def memory_bytes(desc: dict) -> dict[str, int]:
     """Bytes of one physical memory of each kind (one activation bank, not all of them), from the description."""
     mem = desc["memories"]
-    C = desc["array"]["cols"]
     bits = lambda m: m["words"] * m["bits_per_word"] // 8  # noqa: E731
-    return {"weights": mem["weights"]["bytes"], "activations": max(mem["activations"]["buffers"]) * C,
+    act = mem["activations"]
+    return {"weights": mem["weights"]["bytes"], "activations": max(act["buffers"][:2]) * act["bits_per_word"] // 8,
+            "image": act["buffers"][2] * act["image_bits_per_word"] // 8,
             "psum": bits(mem["psum"]), "bias": bits(mem["bias"]), "row_table": bits(mem["row_table"])}
 
 
 def energy(activity: dict[str, int], desc: dict, table: dict) -> dict[str, float]:
     """pJ per inference by component, and ``total``, from RTL counters and the accelerator's word widths."""
-    R, C = desc["array"]["rows"], desc["array"]["cols"]
-    acc = desc["array"]["acc_bits"]
+    arr, mem = desc["array"], desc["memories"]
+    acc, C = arr["acc_bits"], arr["cols"]
+    act = mem["activations"]
     per_bit = {k: sram_pj_per_bit(table, b) for k, b in memory_bytes(desc).items()}
     # every PE adds on every beat; it multiplies only when its weight is not zero (counted at the PEs;
-    # counters from before gating have only ``macs``)
+    # counters from before gating have only ``macs``). A multiplier narrower than 8 x 8 bits is charged the
+    # 8-bit figure scaled by its partial-product bits (w x x over 8 x 8: the table's own 8- and 32-bit
+    # multiplies, 0.2 and 3.1 pJ, scale so); the activation operand is 9 bits (a byte and its sign) and
+    # counted as 8
+    scale = min(arr.get("weight_bits", 8), 8) * min(arr.get("x_bits", 9) - 1, 8) / 64
     mults = activity.get("mults", activity["macs"])
     parts = {
-        "multiply": mults * table["mult_int8_pj"],
+        "multiply": mults * table["mult_int8_pj"] * scale,
         "accumulate": (mults + activity.get("mults_gated", 0)) * table["add_int32_pj"],
-        "weight_sram": activity["weight_reads"] * R * C * 8 * per_bit["weights"],
-        "activation_sram_read": activity["act_reads"] * C * 8 * per_bit["activations"],
-        "activation_sram_write": activity["act_writes"] * C * 8 * per_bit["activations"],
+        # (the bits the weight ROMs' reads moved, counted at their ports; all ROMs charged as one memory of their size)
+        "weight_sram": activity["weight_bits_read"] * per_bit["weights"],
+        "activation_sram_read": activity["act_reads"] * act["bits_per_word"] * per_bit["activations"]
+        + activity.get("image_reads", 0) * act["image_bits_per_word"] * per_bit["image"],
+        "activation_sram_write": activity["act_writes"] * act["bits_per_word"] * per_bit["activations"],
         "psum_sram": (activity["psum_reads"] + activity["psum_writes"]) * C * acc * per_bit["psum"],
         "bias_sram": activity["bias_reads"] * C * acc * per_bit["bias"],
         "row_table_sram": activity.get("table_reads", 0) * desc["memories"]["row_table"]["bits_per_word"] * per_bit["row_table"],

@@ -9,7 +9,7 @@ import numpy as np
 
 from prunehw.core.config import RunConfig, VariantConfig
 
-__all__ = ["calibration_images", "prune_variant", "quantize_variant"]
+__all__ = ["allocate_bits", "calibration_images", "copy_pruned", "prune_variant", "quantize_variant", "rows_kept"]
 
 
 def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: Path):
@@ -40,6 +40,24 @@ def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: 
     return small, save_maps(out_dir / "index_maps.json", geo, maps)
 
 
+def copy_pruned(run_dir: Path, base: str, name: str) -> list[Path]:
+    """Copy variant ``base``'s pruned model (and index maps) to variant ``name`` with its summary's pruning
+    figures (``pruned_as`` says whose); returns the files written, the model first."""
+    import shutil
+
+    from prunehw.core.artifacts import read_json, update_variant
+
+    src, dst = Path(run_dir) / base, Path(run_dir) / name
+    dst.mkdir(parents=True, exist_ok=True)
+    outputs = [Path(shutil.copyfile(src / f, dst / f)) for f in ("model.keras", "index_maps.json") if (src / f).is_file()]
+    entry = read_json(Path(run_dir) / "summary.json").get("variants", {}).get(base, {})
+    keep = ("method", "schedule", "criterion", "ratio_requested", "ratio_measured", "weights_total", "weights_kept")
+    acc = entry.get("accuracy", {})
+    update_variant(run_dir, name, {**{k: entry[k] for k in keep if k in entry}, "pruned_as": base,
+                                   "accuracy": {"float": acc.get("float"), "images": {"float": acc.get("images", {}).get("float")}}})
+    return outputs
+
+
 def calibration_images(data, cfg: RunConfig) -> np.ndarray:
     """The ``cfg.quant.calibration_images`` training images (chosen by the run's seed) that set activation formats."""
     rng = np.random.default_rng(cfg.seed)
@@ -59,11 +77,60 @@ def quantize_variant(model, data, cfg: RunConfig, maps_path: Path | None = None,
     from prunehw.export.quantize import quantize
 
     q = cfg.quant
-    rows_kept = None
-    if maps_path is not None:
-        from prunehw.model.matrix_form import geometry, kept_small_rows, load_maps
-        from prunehw.model.network import load_model
-
-        rows_kept = kept_small_rows(geometry(load_model(dense_path)), load_maps(maps_path))
     wb, ab = bits or (q.weight_bits, q.act_bits)
-    return quantize(model, calibration_images(data, cfg), wb, ab, rows_kept)
+    return quantize(model, calibration_images(data, cfg), wb, ab, rows_kept(maps_path, dense_path))
+
+
+def rows_kept(maps_path: Path | None, dense_path: Path | None) -> dict[str, list[int]] | None:
+    """The rows of each layer's matrix a matrix-pruned model kept (from its index maps), None for another model."""
+    if maps_path is None:
+        return None
+    from prunehw.model.matrix_form import geometry, kept_small_rows, load_maps
+    from prunehw.model.network import load_model
+
+    return kept_small_rows(geometry(load_model(dense_path)), load_maps(maps_path))
+
+
+def allocate_bits(model, data, cfg: RunConfig, variant: VariantConfig, reference: float, maps_path: Path | None,
+                  dense_path: Path | None, run_dir: Path):
+    """Per-layer weight widths of ``model`` for ``weight_bits = "auto"`` (:mod:`prunehw.export.bit_allocation`),
+    judged on the validation images against ``reference`` (the dense float model's validation accuracy).
+
+    Returns the widths ({layer: bits}), the files written to the variant's folder (every trial in
+    ``bit_allocation.csv``; ``bit_allocation.png``: accuracy against packed size, the budget line) and a line
+    saying what was found; the result goes to the variant's summary under ``bit_allocation``.
+    """
+    from prunehw.core.artifacts import update_variant
+
+    from tqdm.auto import tqdm
+
+    from prunehw.core.artifacts import pyplot, write_csv, write_png
+    from prunehw.export.bit_allocation import allocate_weight_bits
+
+    ab = variant.act_bits or cfg.quant.act_bits
+    with tqdm(desc=f"bit allocation {variant.name}", unit="trial", leave=False) as bar:
+        alloc = allocate_weight_bits(model, calibration_images(data, cfg), data.x_val, data.y_val, act_bits=ab,
+                                     reference=reference, max_loss=variant.max_loss, rows=cfg.array.rows,
+                                     cols=cfg.array.cols, rows_kept=rows_kept(maps_path, dense_path),
+                                     progress=lambda row: bar.update(1))
+    folder = Path(run_dir) / variant.name
+    paths = [write_csv(folder / "bit_allocation.csv", alloc.trials)]
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.scatter([t["packed_bits"] / 8192 for t in alloc.trials], [100 * t["accuracy"] for t in alloc.trials], s=12,
+               c=["tab:blue" if t["within"] else "tab:gray" for t in alloc.trials], label="trials (grey: over budget)")
+    ax.axhline(100 * reference - variant.max_loss, color="tab:red", lw=1,
+               label=f"budget: dense float - {variant.max_loss} points")
+    ax.scatter([alloc.packed_bits / 8192], [100 * alloc.accuracy], marker="*", s=120, color="tab:green", label="chosen")
+    ax.set(title=f"Bit allocation search, {variant.name} (validation images)", xlabel="packed weight ROMs (KiB)",
+           ylabel="integer model accuracy (%)")
+    ax.legend(fontsize=7)
+    paths.append(write_png(fig, folder / "bit_allocation.png"))
+    update_variant(run_dir, variant.name, {"bit_allocation": {
+        "weight_bits": alloc.bits, "packed_weight_bytes": -(-alloc.packed_bits // 8), "val_accuracy": alloc.accuracy,
+        "val_reference_float": reference, "max_loss_points": variant.max_loss, "met": alloc.met,
+        "trials": len(alloc.trials), "images": int(len(data.y_val))}}, replace=("bit_allocation",))
+    said = (f"bit allocation {' / '.join(f'{n} {b}' for n, b in alloc.bits.items())}-bit in {len(alloc.trials)} trials: "
+            f"{alloc.packed_bits / 8192:.1f} KiB of weight ROMs, validation accuracy {alloc.accuracy:.4f} against dense "
+            f"float {reference:.4f} (budget {variant.max_loss} points{'' if alloc.met else ': NOT met even at 8 bits'})")
+    return alloc.bits, paths, said

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_serializer, model_validator
 
@@ -35,6 +35,9 @@ CRITERIA = ("l1", "l2", "taylor", "fisher")
 Ratio = Annotated[float, must(lambda v: 0.0 <= v < 1.0, "is out of range; allowed: 0 <= ratio < 1")]
 Bits = Annotated[int, must(lambda v: 2 <= v <= 8,
                            "; allowed: integers 2..8 (the array's multipliers and activation buffers are 8-bit)")]
+#: a variant's weight width: 2..8, or "auto" (searched per layer)
+WeightBits = Annotated[Union[int, str], must(lambda v: v == "auto" or (type(v) is int and 2 <= v <= 8),
+                                             "; allowed: integers 2..8, or \"auto\" (a width per layer, searched)")]
 PlainName = Annotated[str, must(lambda v: v and "/" not in v and not v.startswith("."), "; allowed: a plain folder name")]
 
 _LAYER_TAKES = {"conv2d": ("filters", "kernel"), "dense": ("units",), "maxpool2d": ("pool",), "avgpool2d": ("pool",)}
@@ -162,7 +165,8 @@ class PruneConfig(Section):
 
 #: a variant's quantization options and their defaults (left out of its dict at the default, so a variant
 #: without them keeps its name and cache keys)
-_VARIANT_QUANT = {"quant": "ptq", "weight_bits": None, "act_bits": None, "qat_epochs": 2, "qat_learning_rate": 1e-4}
+_VARIANT_QUANT = {"quant": "ptq", "weight_bits": None, "act_bits": None, "max_loss": 0.5, "qat_epochs": 2,
+                  "qat_learning_rate": 1e-4}
 
 
 class VariantConfig(Section):
@@ -170,8 +174,10 @@ class VariantConfig(Section):
 
     ``quant``: ``ptq`` (post-training quantization, the default) or ``qat`` (quantization-aware fine-tuning of
     the pruned model through the contract's arithmetic, ``qat_epochs`` at ``qat_learning_rate``, then the same
-    quantization); ``weight_bits``/``act_bits`` override ``[quant]``'s for this variant (2..8). The name says
-    what differs: ``matrix-0.80-w4-qat``.
+    quantization); ``weight_bits``/``act_bits`` override ``[quant]``'s for this variant (2..8). ``weight_bits =
+    "auto"``: each layer's width is searched (``export.bit_allocation``) for the smallest packed weight store
+    whose integer model loses at most ``max_loss`` points of validation accuracy against the dense float
+    model. The name says what differs: ``matrix-0.80-w4-qat``, ``matrix-0.80-wauto-qat``.
     """
 
     _section = "variant"
@@ -181,8 +187,9 @@ class VariantConfig(Section):
     criterion: Literal[CRITERIA] = "l1"
     tile_aware: bool = True
     quant: Literal["ptq", "qat"] = "ptq"
-    weight_bits: Bits | None = None
+    weight_bits: WeightBits | None = None
     act_bits: Bits | None = None
+    max_loss: PositiveFloat = 0.5
     qat_epochs: Positive = 2
     qat_learning_rate: PositiveFloat = 1e-4
 
@@ -192,17 +199,30 @@ class VariantConfig(Section):
             raise ValueError(f"criterion {self.criterion!r} is for matrix pruning; unstructured allows: l1, l2")
         return self
 
+    @model_validator(mode="after")
+    def _budget_for_auto(self):
+        if self.max_loss != _VARIANT_QUANT["max_loss"] and self.weight_bits != "auto":
+            raise ValueError("max_loss is the budget of weight_bits = \"auto\"; allowed only with it")
+        return self
+
     @model_serializer(mode="wrap")
     def _without_defaults(self, handler):
         out = handler(self)
         for key, default in _VARIANT_QUANT.items():
-            if out.get(key) == default or (key.startswith("qat_") and out.get("quant") != "qat"):
+            if out.get(key) == default or (key.startswith("qat_") and out.get("quant") != "qat") or \
+                    (key == "max_loss" and out.get("weight_bits") != "auto"):
                 out.pop(key, None)
         return out
 
+    def pruning(self) -> "VariantConfig":
+        """The variant with only its pruning (quantization at the defaults): variants that differ only in how they
+        are quantized share this one's pruned model."""
+        return VariantConfig(**{k: v for k, v in self.to_dict().items() if k not in _VARIANT_QUANT})
+
     @property
     def name(self) -> str:
-        bits = (f"-w{self.weight_bits}" if self.weight_bits else "") + (f"-a{self.act_bits}" if self.act_bits else "")
+        budget = f"{self.max_loss:g}" if self.max_loss != _VARIANT_QUANT["max_loss"] else ""   # (wauto1: 1 point)
+        bits = (f"-w{self.weight_bits}{budget}" if self.weight_bits else "") + (f"-a{self.act_bits}" if self.act_bits else "")
         return f"{self.method}-{self.ratio:.2f}{bits}{'-qat' if self.quant == 'qat' else ''}"
 
 

@@ -24,7 +24,9 @@ def trained(tiny_data):
     return model
 
 
-@pytest.mark.parametrize("weight_bits, act_bits", [(8, 8), (4, 8), (4, 4)])
+@pytest.mark.parametrize("weight_bits, act_bits", [(8, 8), (4, 8), (4, 4),
+                                                   ({"conv1": 6, "conv2": 3, "dense1": 2, "dense2": 5}, 5)],
+                         ids=["w8a8", "w4a8", "w4a4", "per-layer"])
 def test_forward_is_the_contracts_arithmetic(trained, tiny_data, weight_bits, act_bits):
     """The fine-tuning's forward pass, on the formats ``quantize`` chooses, gives the golden model's integer logits
     exactly (every value on its grid, float32 sums exact at these sizes): it trains what the hardware computes."""
@@ -35,9 +37,11 @@ def test_forward_is_the_contracts_arithmetic(trained, tiny_data, weight_bits, ac
     calib, x = tiny_data.x_train[:64], tiny_data.x_test[:16]
     spec, w, b = quantize(trained, calib, weight_bits, act_bits)
     contract = Contract(spec, w, b)
+    assert [l["weight"]["bits"] for l in contract.weighted()] == list(
+        weight_bits.values() if isinstance(weight_bits, dict) else [weight_bits] * 4)
     formats = {l["name"]: l for l in spec["layers"] if l["type"] in ("conv2d", "dense")}
     masks = {n: tf.ones_like(trained.get_layer(n).kernel) for n in formats}
-    y = _forward(trained, formats, masks, weight_bits, tf.constant(to_float(x))).numpy()
+    y = _forward(trained, formats, masks, tf.constant(to_float(x))).numpy()
     frac = contract.weighted()[-1]["accum"]["frac"]
     np.testing.assert_array_equal(np.rint(y * 2.0 ** frac).astype(np.int64), golden(contract, x))
 
@@ -87,3 +91,6 @@ def test_qat_variant_through_the_flow(quick_flow):
     hls = entry["bitexact"]["hls"]
     assert hls["match"] == hls["total"] > 0
     assert (contract_path.parent / "model_qat.keras").is_file()
+    # it differs from matrix-0.80 only in its quantization: it took that variant's pruned model, not pruned again
+    assert entry["pruned_as"] == "matrix-0.80" and entry["weights_kept"] == \
+        json.loads((flow.run_dir / "summary.json").read_text())["variants"]["matrix-0.80"]["weights_kept"]

@@ -128,6 +128,43 @@ def test_overlap_needs_the_slot_swap(small_contract, tiny_data):
     assert not all(np.array_equal(l, w) for (l, _), w in zip(streamed, want))
 
 
+#: Hidden layers with and without ReLU: narrow signed activations are stored and sign-extended on the way back.
+SIGNED_HIDDEN = NetworkConfig(layers=(L(type="conv2d", filters=3, kernel=3), L(type="maxpool2d", pool=2),
+                                      L(type="conv2d", filters=5, kernel=3), L(type="relu"), L(type="maxpool2d", pool=3),
+                                      L(type="flatten"), L(type="dense", units=7), L(type="dense", units=10)))
+
+
+@pytest.mark.parametrize("weight_bits, act_bits", [(4, 4), (3, 6), (2, 2), (8, 5), ((6, 3, 2, 6), 4)],
+                         ids=["w4a4", "w3a6", "w2a2", "w8a5", "per-layer-w6326-a4"])
+def test_narrow_weights_and_activations_are_stored_at_their_width(weight_bits, act_bits, tmp_path, tiny_data):
+    """Weights packed at their layer's width into one ROM per width (R x C x bits a word), the multipliers'
+    weight operand at the widest, the ping-pong buffers' lanes at the hidden layers' width (the image stays
+    bytes): bit-exact, and every counter (the weight bits read among them) equal to the model."""
+    model = build_model(SIGNED_HIDDEN, (28, 28, 1), 10, seed=8)
+    names = [l.name for l in model.layers if l.name.startswith(("conv", "dense"))]
+    per_layer = dict(zip(names, weight_bits)) if isinstance(weight_bits, tuple) else dict.fromkeys(names, weight_bits)
+    spec, w, b = quantize(model, tiny_data.x_train[:64], weight_bits=per_layer, act_bits=act_bits)
+    save_contract(tmp_path / "c.json", spec, w, b)
+    contract = load_contract(tmp_path / "c.json")
+    array = ArrayConfig(rows=4, cols=4)
+    program = build_program(contract, array)
+    assert (program.weight_bits, program.act_bits) == (max(per_layer.values()), act_bits)
+    from prunehw.hw.accelerator import Accelerator
+
+    accel = Accelerator(program)
+    accel._MustUse__silence = True     # only its memory shapes are read here; check() simulates another
+    shapes = accel.memory_shapes()
+    tiles = {bits: sum(len(o.tiles) for o in program.matmuls() if o.weight_bits == bits) for bits in per_layer.values()}
+    roms = {n: s for n, s in shapes.items() if n.startswith("feeder.wrom")}
+    if len(tiles) == 1:
+        assert roms == {"feeder.wrom": (4 * 4 * per_layer[names[0]], *tiles.values())}
+    else:
+        assert roms == {f"feeder.wrom_w{bits}": (4 * 4 * bits, n) for bits, n in tiles.items()}
+    assert all(bits == 4 * act_bits for name, (bits, _) in shapes.items() if name.startswith("act"))
+    assert all(bits == 4 * 8 for name, (bits, _) in shapes.items() if name.startswith("img"))
+    check(contract, array, tiny_data.x_test[:2])
+
+
 @pytest.mark.parametrize("case, rows, cols", [
     (dict(h=9, w=7, c=3, convs=[(3, 1, "same", 5)]), 4, 4),
     (dict(h=9, w=7, c=1, convs=[(5, 1, "same", 4), (3, 2, "same", 8)], pool=2), 8, 8),     # packed image, gathered rows

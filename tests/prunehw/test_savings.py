@@ -9,10 +9,13 @@ from prunehw.report import savings_ratios
 from prunehw.savings import csr_bytes, energy, gating_saved_pj, load_energy_table, sram_pj_per_bit
 
 DESC = {"array": {"rows": 8, "cols": 8, "acc_bits": 24},
-        "memories": {"weights": {"bytes": 40000}, "activations": {"buffers": [900, 400]},
+        "memories": {"weights": {"bytes": 40000, "bits_per_word": 512},
+                     "activations": {"buffers": [900, 400, 256], "bits_per_word": 64, "image_bits_per_word": 64},
                      "psum": {"words": 100, "bits_per_word": 192}, "bias": {"words": 20, "bits_per_word": 192},
                      "row_table": {"words": 30, "bits_per_word": 120}}}
-ACT = {"macs": 1000, "mults": 600, "mults_gated": 400, "weight_reads": 10, "act_reads": 500, "act_writes": 40, "psum_reads": 30, "psum_writes": 30,
+ACT = {"macs": 1000, "mults": 600, "mults_gated": 400, "weight_reads": 10, "weight_bits_read": 10 * 512,
+       "act_reads": 500, "image_reads": 50,
+       "act_writes": 40, "psum_reads": 30, "psum_writes": 30,
        "bias_reads": 20, "table_reads": 10, "beats": 100, "total_cycles": 200}
 
 
@@ -22,7 +25,7 @@ def test_energy_follows_every_counter():
     assert base["total"] == pytest.approx(sum(v for k, v in base.items() if k != "total"))
     assert base["multiply"] == pytest.approx(600 * table["mult_int8_pj"])
     assert base["accumulate"] == pytest.approx(1000 * table["add_int32_pj"])
-    for key in ("mults", "mults_gated", "weight_reads", "act_reads", "act_writes", "psum_reads", "bias_reads", "table_reads"):
+    for key in ("mults", "mults_gated", "weight_bits_read", "act_reads", "image_reads", "act_writes", "psum_reads", "bias_reads", "table_reads"):
         changed = energy({**ACT, key: ACT[key] + 1}, DESC, table)
         assert changed["total"] > base["total"], key
 
@@ -35,7 +38,23 @@ def test_sram_energy_follows_horowitz_by_size():
     # the weight ROM here (40,000 B) is charged at the 1 MB figure, one 7,200 B activation bank at the 8 KB one
     parts = energy(ACT, DESC, table)
     assert parts["weight_sram"] == pytest.approx(10 * 8 * 8 * 8 * 100.0 / 64)
-    assert parts["activation_sram_read"] == pytest.approx(500 * 8 * 8 * 10.0 / 64)
+    assert parts["activation_sram_read"] == pytest.approx((500 + 50) * 8 * 8 * 10.0 / 64)
+
+
+def test_energy_follows_the_widths():
+    """4-bit weights halve the weight ROM's bits moved and the multiplier's partial products; 4-bit hidden
+    activations halve the ping-pong buffers' words, not the image's bytes."""
+    table = load_energy_table()
+    base = energy(ACT, DESC, table)
+    narrow = copy.deepcopy(DESC)
+    narrow["array"].update(weight_bits=4, x_bits=9)
+    narrow["memories"]["weights"].update(bits_per_word=256, bytes=20000)
+    narrow["memories"]["activations"]["bits_per_word"] = 32
+    parts = energy({**ACT, "weight_bits_read": 10 * 256}, narrow, table)
+    assert parts["multiply"] == pytest.approx(base["multiply"] / 2)
+    assert parts["weight_sram"] == pytest.approx(10 * 256 * 20.0 / 64)      # (and now a 32 KB memory, not 1 MB)
+    assert parts["activation_sram_read"] == pytest.approx((500 * 32 + 50 * 64) * 10.0 / 64)
+    assert parts["activation_sram_write"] == pytest.approx(base["activation_sram_write"] / 2)
 
 
 def test_energy_table_is_data(tmp_path):
@@ -68,14 +87,17 @@ def test_csr_counts_index_overhead():
 
 def _summary():
     return {"variants": {
-        "dense": {"cycles": {"rtl": 1000}, "energy_pj": {"total": 50.0}, "storage_bytes": {"keras": 400, "savedmodel": 800}},
-        "matrix-0.80": {"cycles": {"rtl": 250}, "energy_pj": {"total": 10.0}, "storage_bytes": {"keras": 100, "savedmodel": 200, "packed": 40}},
+        "dense": {"cycles": {"rtl": 1000}, "energy_pj": {"total": 50.0}, "storage_bytes": {"keras": 400, "savedmodel": 800,
+                                                                                      "weights_float32": 1200}},
+        "matrix-0.80": {"cycles": {"rtl": 250}, "energy_pj": {"total": 10.0}, "storage_bytes": {"keras": 100, "savedmodel": 200, "packed": 40,
+                                                                                             "packed_weights": 30}},
     }}
 
 
 def test_ratios_follow_the_measured_figures():
     r = savings_ratios(_summary())["matrix-0.80"]
-    assert r == {"cycles": 4.0, "energy": 5.0, "storage_keras": 4.0, "storage_savedmodel": 4.0, "storage_packed": 10.0}
+    assert r == {"cycles": 4.0, "energy": 5.0, "storage_keras": 4.0, "storage_savedmodel": 4.0, "storage_packed": 10.0,
+                 "storage_packed_weights": 40.0}
     for path, value in ((("cycles", "rtl"), 500), (("energy_pj", "total"), 25.0), (("storage_bytes", "keras"), 200)):
         s = copy.deepcopy(_summary())
         s["variants"]["matrix-0.80"][path[0]][path[1]] = value
