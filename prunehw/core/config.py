@@ -227,7 +227,8 @@ class VariantConfig(Section):
 
 
 def _default_variants() -> tuple[VariantConfig, ...]:
-    return (VariantConfig(method="unstructured", ratio=0.9), VariantConfig(method="matrix", ratio=0.8))
+    return (VariantConfig(method="unstructured", ratio=0.9), VariantConfig(method="matrix", ratio=0.8),
+            VariantConfig(method="matrix", ratio=0.8, quant="qat", weight_bits=4))
 
 
 class ArrayConfig(Section):

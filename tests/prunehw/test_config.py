@@ -7,13 +7,15 @@ from prunehw.core.errors import ConfigError
 def test_defaults_round_trip():
     cfg = load_config(None)
     assert RunConfig.from_toml_dict(cfg.to_toml_dict()) == cfg
-    assert [v.name for v in cfg.variants] == ["unstructured-0.90", "matrix-0.80"]
+    assert [v.name for v in cfg.variants] == ["unstructured-0.90", "matrix-0.80", "matrix-0.80-w4-qat"]
 
 
 def test_shipped_configs_load():
     for name in ("default", "quick"):
         cfg = load_config(f"configs/{name}.toml")
         assert cfg.name == name
+    # the default run's variants are the built-in ones
+    assert load_config("configs/default.toml").variants == load_config(None).variants
 
 
 @pytest.mark.parametrize("toml, message", [
@@ -137,7 +139,7 @@ DEFAULT_KEYS = {
     "data": "fb1f023927de161e", "network": "bc1bd2e1d0c10846", "train": "4a02303305e25667",
     "prune": "285adfa770fd534e", "array": "3f88d14ea0e9fad0", "quant": "0ee76cb128b4352c",
     "sim": "905fe472462bfa01", "synth": "ff60a977ff33d145", "experiments": "59a02dc943e9d608",
-    "variants": "2486670ae1a425b7",
+    "variants": "32e3e8d1a6fdb269",
 }
 
 
