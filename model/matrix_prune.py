@@ -32,7 +32,7 @@ from prunehw.model.prune import keep_masks
 from prunehw.model.pruning_schedule import PruningSchedule
 from prunehw.model.train import fit
 
-__all__ = ["structure_scores", "plan_counts", "target_counts", "select", "prune_matrix"]
+__all__ = ["structure_scores", "plan_counts", "target_counts", "cost_counts", "select", "prune_matrix"]
 
 _WEIGHTED = (keras.layers.Conv2D, keras.layers.Dense)
 
@@ -125,9 +125,7 @@ def plan_counts(geo: list[Geometry], maps: list[LayerMap], q: float, array: Arra
         if floor is not None:
             want = max(want, floor[i][1])
         if array is not None:
-            feeds_dense_rows = any(h.src == i and h.n_pos == 1 for h in geo)
-            tile = math.lcm(array.cols, array.rows) if feeds_dense_rows else array.cols
-            want = _round_tile(want, tile, len(m.cols))
+            want = _round_tile(want, _col_tile(geo, i, array), len(m.cols))
         cols.append(want)
     counts = []
     for i, (g, m) in enumerate(zip(geo, maps)):
@@ -155,6 +153,76 @@ def target_counts(geo: list[Geometry], maps: list[LayerMap], ratio: float, array
     return counts
 
 
+def _col_tile(geo: list[Geometry], i: int, array: ArrayConfig) -> int:
+    """Columns of layer ``i`` go a whole array tile at a time (a layer feeding a dense layer's rows directly: a
+    tile that also fills whole row tiles there)."""
+    feeds_dense_rows = any(h.src == i and h.n_pos == 1 for h in geo)
+    return math.lcm(array.cols, array.rows) if feeds_dense_rows else array.cols
+
+
+def cost_counts(geo: list[Geometry], maps: list[LayerMap], col_scores, row_scores, array: ArrayConfig,
+                cost, target: float) -> tuple[list[tuple[int, int]], float]:
+    """(kept rows, kept cols) of every layer whose ``cost`` (cycles or energy, of counts) is at most ``target``,
+    removing the least salient structures per unit of cost saved: returns the counts and their cost.
+
+    From the current maps, each round tries every structure that can go: a column tile of a non-final layer (its
+    columns, and the rows they feed in the next layer, go with it) and a row tile of a convolution; each is
+    scored by the saliency it removes (the lowest scores of that layer, as a share of the layer's total score
+    times its weight count: scores of different layers are compared as weight-equivalents) over the cost it
+    saves; the cheapest goes. It stops at the first counts within ``target`` (or when nothing can go: the
+    caller reports the target missed). Tile-aware by construction: columns go a tile at a time, and a
+    convolution's rows are whole row tiles.
+    """
+    R = array.rows
+    n = len(geo)
+    cols = [len(m.cols) for m in maps]
+    drop = [0] * n                        # row tiles removed from each convolution beyond what its source's columns take
+    csort = [np.sort(np.asarray(s, dtype=np.float64)) for s in col_scores]
+    rsort = [np.sort(np.asarray(s, dtype=np.float64)) for s in row_scores]
+    weights = [len(m.rows) * len(m.cols) for m in maps]
+
+    def counts_of(cols, drop):
+        out = []
+        for i, (g, m) in enumerate(zip(geo, maps)):
+            rows = len(m.rows) if g.src is None else int(round(len(m.rows) * cols[g.src] / len(maps[g.src].cols)))
+            if g.n_pos > 1 and rows > R:
+                rows = max(R, (rows // R) * R - drop[i] * R)
+            out.append((rows, cols[i]))
+        return out
+
+    def share(sorted_scores, k, i):
+        total = sorted_scores.sum()
+        return float(sorted_scores[:max(k, 0)].sum() / total * weights[i]) if total > 0 else 0.0
+
+    def lost(counts) -> float:
+        """Saliency the counts remove from the current maps: the lowest-scoring columns and rows of each layer."""
+        return sum(share(csort[i], len(m.cols) - c, i) + share(rsort[i], len(m.rows) - r, i)
+                   for i, (m, (r, c)) in enumerate(zip(maps, counts)))
+
+    counts = counts_of(cols, drop)
+    now, gone = cost(counts), lost(counts)
+    while now > target:
+        best = None
+        for i, g in enumerate(geo):
+            options = []
+            tile = _col_tile(geo, i, array)
+            if i < n - 1 and cols[i] > tile:
+                options.append(([*cols[:i], ((cols[i] - 1) // tile) * tile, *cols[i + 1:]], drop))
+            if g.n_pos > 1 and counts[i][0] > R:
+                options.append((cols, [*drop[:i], drop[i] + 1, *drop[i + 1:]]))
+            for c, d in options:
+                trial = counts_of(c, d)
+                saved = now - cost(trial)
+                price = (lost(trial) - gone) / saved if saved > 0 else None
+                if price is not None and (best is None or price < best[0]):
+                    best = (price, c, d, trial)
+        if best is None:
+            break
+        _, cols, drop, counts = best
+        now, gone = cost(counts), lost(counts)
+    return counts, now
+
+
 def select(geo: list[Geometry], maps: list[LayerMap], col_scores, row_scores,
            counts: list[tuple[int, int]]) -> list[LayerMap]:
     """New index maps keeping the highest-scoring ``counts`` columns, then rows, of every layer."""
@@ -176,12 +244,22 @@ def select(geo: list[Geometry], maps: list[LayerMap], col_scores, row_scores,
 
 def prune_matrix(model: keras.Model, data: Dataset, schedule: PruningSchedule, *, criterion: str,
                  array: ArrayConfig | None, learning_rate: float, batch_size: int, calibration: int,
-                 seed: int, desc: str = "matrix") -> tuple[keras.Model, list[Geometry], list[LayerMap]]:
+                 seed: int, desc: str = "matrix", cost=None,
+                 target: float | None = None) -> tuple[keras.Model, list[Geometry], list[LayerMap]]:
     """Prune ``model`` by rows and columns following ``schedule``; returns the smaller model and its maps.
 
     The final, tile-rounded (``array``) counts are computed first; earlier
     steps approach them without going below them.
+
+    With ``cost`` (a function of the counts, e.g. the accelerator's exact cycles) and ``target``, the counts
+    come from :func:`cost_counts` instead, step by step: step k aims at the dense cost minus the share of the
+    way to ``target`` that the schedule's ratio at step k is of its final ratio, the last at ``target``
+    itself; what each step keeps is chosen from the scores of the model it has then.
     """
+    if cost is not None:
+        return _prune_to_cost(model, data, schedule, criterion=criterion, array=array, learning_rate=learning_rate,
+                              batch_size=batch_size, calibration=calibration, seed=seed, desc=desc, cost=cost,
+                              target=target)
     geo = geometry(model)
     maps = full_maps(geo)
     full = matrices(model)
@@ -198,6 +276,29 @@ def prune_matrix(model: keras.Model, data: Dataset, schedule: PruningSchedule, *
         small = shrink(full, geo, maps, model, seed)
         if epochs:
             # dropped single rows are zeros inside the smaller Keras layers; keep them zero
+            with keep_masks(small, row_masks(small, geo, maps)):
+                fit(small, data, epochs, batch_size, learning_rate, desc=f"{desc} step {step + 1}/{len(plan)} epoch")
+        full = expand(small, geo, maps)
+    return small, geo, maps
+
+
+def _prune_to_cost(model, data, schedule, *, criterion, array, learning_rate, batch_size, calibration, seed, desc,
+                   cost, target):
+    geo = geometry(model)
+    maps = full_maps(geo)
+    full = matrices(model)
+    small = model
+    rng = np.random.default_rng(seed)
+    calib = rng.choice(len(data.x_train), size=min(calibration, len(data.x_train)), replace=False)
+    plan = schedule.plan()
+    start = cost([(len(m.rows), len(m.cols)) for m in maps])
+    for step, (ratio, epochs) in enumerate(tqdm(plan, desc=f"{desc} steps", unit="step", leave=False)):
+        aim = target if step == len(plan) - 1 else start - (start - target) * ratio / plan[-1][0]
+        cols, rows = structure_scores(small, geo, maps, criterion, data.x_train[calib], data.y_train[calib])
+        counts, _ = cost_counts(geo, maps, cols, rows, array, cost, aim)
+        maps = select(geo, maps, cols, rows, counts)
+        small = shrink(full, geo, maps, model, seed)
+        if epochs:
             with keep_masks(small, row_masks(small, geo, maps)):
                 fit(small, data, epochs, batch_size, learning_rate, desc=f"{desc} step {step + 1}/{len(plan)} epoch")
         full = expand(small, geo, maps)

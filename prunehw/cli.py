@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     p = stage("prune", "prune the trained network: every configured variant, or the one given by --method/--ratio")
     p.add_argument("--method", choices=("unstructured", "matrix"), help="pruning method of a single variant")
     p.add_argument("--ratio", type=float, help="fraction of weights to remove, 0 <= ratio < 1")
+    p.add_argument("--target-cycles", type=int, help="matrix pruning to at most this many cycles per image on the "
+                   "configured array (instead of --ratio): structures go by saliency lost per cycle saved")
     p.add_argument("--model", help="prune this .keras file instead of the run's trained dense model")
     p.add_argument("--schedule", choices=("oneshot", "iterative"), default="iterative", help="pruning schedule (default iterative)")
     p.add_argument("--criterion", choices=("l1", "l2", "taylor", "fisher"), default="l1", help="ranking criterion (default l1)")
@@ -161,14 +163,16 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "train":
         flow.train(force=args.force)
     elif args.command == "prune":
-        if (args.method is None) != (args.ratio is None):
-            raise PrunehwError("prune: give --method and --ratio together, or neither (to prune every configured variant)")
+        amount = [a for a in (args.ratio, args.target_cycles) if a is not None]
+        if (args.method is None) != (not amount) or len(amount) > 1:
+            raise PrunehwError("prune: give --method with --ratio or --target-cycles (one of them), or none of these "
+                               "(to prune every configured variant)")
         if args.method is None:
             for variant in cfg.variants:
                 flow.prune(variant, force=args.force, source=args.model)
         else:
-            variant = VariantConfig(method=args.method, ratio=args.ratio, schedule=args.schedule, criterion=args.criterion,
-                                    tile_aware=not args.no_tile_aware)
+            variant = VariantConfig(method=args.method, ratio=args.ratio, target_cycles=args.target_cycles,
+                                    schedule=args.schedule, criterion=args.criterion, tile_aware=not args.no_tile_aware)
             flow.with_variant(variant).prune(variant, force=args.force, source=args.model)
     elif args.command in ("quantize", "export", "rtl"):
         for name in _variant_names(args, flow):

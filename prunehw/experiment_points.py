@@ -133,6 +133,30 @@ class Points:
                                       calibration=p.calibration_images, seed=self.cfg.seed, desc=f"matrix {criterion} {ratio:.2f}")
         return small, {**self._basics(small, total), "kept_shapes": [[len(m.rows), len(m.cols)] for m in maps]}
 
+    def cycles(self, counts) -> int:
+        """Cycles per image on the run's array of the dense model pruned to ``counts`` (the accelerator's exact
+        cycle model, ``prunehw.variants.cycle_cost``)."""
+        if not hasattr(self, "_cost"):
+            from prunehw.variants import cycle_cost
+
+            self._cost = cycle_cost(self.dense(), self.flow.data, self.cfg)
+        return self._cost([tuple(c) for c in counts])
+
+    def _matrix_cost(self, target: int, criterion: str):
+        """Matrix pruning to ``target`` cycles per image, structures ranked by saliency per cycle saved."""
+        from prunehw.model.matrix_prune import prune_matrix
+        from prunehw.model.network import set_seed, weight_counts
+
+        model = self.dense()
+        total, _ = weight_counts(model)
+        set_seed(self.cfg.seed)
+        p = self.cfg.prune
+        small, _, maps = prune_matrix(model, self.flow.data, self._schedule("iterative", 0.5), criterion=criterion,
+                                      array=self.cfg.array, learning_rate=p.learning_rate, batch_size=p.batch_size,
+                                      calibration=p.calibration_images, seed=self.cfg.seed,
+                                      desc=f"matrix {criterion} to {target} cycles", cost=self.cycles, target=target)
+        return small, {**self._basics(small, total), "kept_shapes": [[len(m.rows), len(m.cols)] for m in maps]}
+
     def _sensitivity(self, layer: str, ratio: float) -> dict:
         from prunehw.model.network import prunable_layers
         from prunehw.model.prune import apply_masks, magnitude_masks

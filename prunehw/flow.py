@@ -171,9 +171,10 @@ class Flow(VerifyStages):
         acc = evaluate(model, self.data.x_test, self.data.y_test)
         _, kept = weight_counts(model)
         save_model(model, out)
+        asked = {"ratio_requested": variant.ratio} if variant.ratio is not None else {"target_cycles": variant.target_cycles}
         update_variant(self.run_dir, variant.name, {
             "method": variant.method, "schedule": variant.schedule, "criterion": variant.criterion,
-            "ratio_requested": variant.ratio, "ratio_measured": (total_dense - kept) / total_dense,
+            **asked, "ratio_measured": (total_dense - kept) / total_dense,
             "weights_total": total_dense, "weights_kept": kept,
             "accuracy": {"float": acc, "images": {"float": int(len(self.data.y_test))}},
         })
@@ -181,7 +182,8 @@ class Flow(VerifyStages):
         measured = (total_dense - kept) / total_dense
         self.log(f"prune {variant.name}: {variant.schedule}, removed {measured:.4f} of "
                  f"{total_dense} weights, test accuracy {acc:.4f}; wrote {out}")
-        if variant.method == "matrix" and variant.tile_aware and abs(measured - variant.ratio) > 0.01:
+        if variant.ratio is not None and variant.method == "matrix" and variant.tile_aware and \
+                abs(measured - variant.ratio) > 0.01:
             # say it: whole array tiles move the removed fraction away from the one asked for
             self.log(f"prune {variant.name}: asked to remove {variant.ratio:.2f}, removed {measured:.4f}: kept rows and "
                      f"columns are rounded to whole {self.cfg.array.rows}x{self.cfg.array.cols} array tiles "

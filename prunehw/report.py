@@ -39,6 +39,13 @@ def format_report(run_dir: Path) -> str:
         if any("scalesim" in p for p in per):
             lines.append(f"  {name} cycles per layer, RTL / analytic / SCALE-Sim: " + ", ".join(
                 f"{p['layer']} {p.get('rtl', '-')}/{p['analytic']}/{p.get('scalesim', '-')}" for p in per))
+    for name, v in variants.items():
+        if "target_cycles" in v:     # pruned to a cycle target: asked, predicted, measured
+            t, cyc = v["target_cycles"], v.get("cycles", {})
+            rtl = cyc.get("rtl")
+            lines.append(f"  {name}: target {t} cycles per image; analytic {cyc.get('analytic', '-')}, RTL "
+                         f"{rtl if rtl is not None else 'not simulated'}"
+                         + (f": {'met' if rtl <= t else 'NOT met'}" if rtl is not None else ""))
     dense = variants.get("dense", {}).get("cycles", {}).get("rtl")
     for name, v in variants.items():
         c = v.get("cycles", {}).get("rtl")

@@ -9,7 +9,7 @@ import numpy as np
 
 from prunehw.core.config import RunConfig, VariantConfig
 
-__all__ = ["allocate_bits", "calibration_images", "copy_pruned", "prune_variant", "quantize_variant", "rows_kept"]
+__all__ = ["allocate_bits", "calibration_images", "copy_pruned", "cycle_cost", "prune_variant", "quantize_variant", "rows_kept"]
 
 
 def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: Path):
@@ -23,7 +23,9 @@ def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: 
 
     p = cfg.prune
     set_seed(cfg.seed)
-    schedule = PruningSchedule(variant.schedule, variant.ratio, p.steps, p.finetune_epochs)
+    # (to a cycle target, the schedule gives each step's share of the way there: its ratio over the final one)
+    schedule = PruningSchedule(variant.schedule, variant.ratio if variant.ratio is not None else 0.5, p.steps,
+                               p.finetune_epochs)
     if variant.method == "unstructured":
         prune_unstructured(model, data, schedule, scope=p.scope, layer_ratios=p.layer_ratios,
                            learning_rate=p.learning_rate, batch_size=p.batch_size, norm=variant.criterion,
@@ -33,11 +35,42 @@ def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: 
     from prunehw.model.matrix_prune import prune_matrix
 
     # matrix-based: prune, then write the index maps beside the model
+    cost = cycle_cost(model, data, cfg) if variant.target_cycles is not None else None
     small, geo, maps = prune_matrix(
         model, data, schedule, criterion=variant.criterion, array=cfg.array if variant.tile_aware else None,
         learning_rate=p.learning_rate, batch_size=p.batch_size, calibration=p.calibration_images,
-        seed=cfg.seed, desc=variant.name)
+        seed=cfg.seed, desc=variant.name, cost=cost, target=variant.target_cycles)
     return small, save_maps(out_dir / "index_maps.json", geo, maps)
+
+
+def cycle_cost(model, data, cfg: RunConfig):
+    """Cycles per image on ``cfg.array`` of ``model`` pruned to given (kept rows, kept columns) per weighted layer: the
+    accelerator's exact cycle model (``hw.cycle_model``) on the unpruned model's program with each layer's row and
+    column tiles (and the pooling passes' channel tiles) recounted, which is what pruning changes."""
+    import dataclasses
+    import math
+
+    from prunehw.export.contract import Contract
+    from prunehw.export.quantize import quantize
+    from prunehw.hw.cycle_model import op_cycles
+    from prunehw.hw.generate import program_for
+    from prunehw.hw.program import MatmulOp
+
+    R, C = cfg.array.rows, cfg.array.cols
+    program = program_for(Contract(*quantize(model, data.x_train[:32])), cfg.array)
+
+    def cost(counts) -> int:
+        kept, total, cols = iter(counts), 0, None
+        for op in program.ops:
+            if isinstance(op, MatmulOp):
+                rows, cols = next(kept)
+                op = dataclasses.replace(op, n_rt=max(1, math.ceil(rows / R)), n_ct=max(1, math.ceil(cols / C)))
+            else:
+                op = dataclasses.replace(op, n_ct=max(1, math.ceil(cols / C)))
+            total += op_cycles(op, R, C)
+        return total
+
+    return cost
 
 
 def copy_pruned(run_dir: Path, base: str, name: str) -> list[Path]:
@@ -51,7 +84,8 @@ def copy_pruned(run_dir: Path, base: str, name: str) -> list[Path]:
     dst.mkdir(parents=True, exist_ok=True)
     outputs = [Path(shutil.copyfile(src / f, dst / f)) for f in ("model.keras", "index_maps.json") if (src / f).is_file()]
     entry = read_json(Path(run_dir) / "summary.json").get("variants", {}).get(base, {})
-    keep = ("method", "schedule", "criterion", "ratio_requested", "ratio_measured", "weights_total", "weights_kept")
+    keep = ("method", "schedule", "criterion", "ratio_requested", "target_cycles", "ratio_measured", "weights_total",
+            "weights_kept")
     acc = entry.get("accuracy", {})
     update_variant(run_dir, name, {**{k: entry[k] for k in keep if k in entry}, "pruned_as": base,
                                    "accuracy": {"float": acc.get("float"), "images": {"float": acc.get("images", {}).get("float")}}})

@@ -170,7 +170,9 @@ _VARIANT_QUANT = {"quant": "ptq", "weight_bits": None, "act_bits": None, "max_lo
 
 
 class VariantConfig(Section):
-    """A pruned variant: ``method`` unstructured (magnitude) or matrix (rows/columns).
+    """A pruned variant: ``method`` unstructured (magnitude) or matrix (rows/columns), to a ``ratio`` of the weights
+    removed or (matrix) to ``target_cycles`` per image on the configured array: then the structures go in order
+    of saliency lost per cycle saved, with the accelerator's exact cycle model as the cost (``matrix-c2900``).
 
     ``quant``: ``ptq`` (post-training quantization, the default) or ``qat`` (quantization-aware fine-tuning of
     the pruned model through the contract's arithmetic, ``qat_epochs`` at ``qat_learning_rate``, then the same
@@ -182,7 +184,8 @@ class VariantConfig(Section):
 
     _section = "variant"
     method: Literal[PRUNE_METHODS]
-    ratio: Ratio
+    ratio: Ratio | None = None
+    target_cycles: Positive | None = None
     schedule: Literal[SCHEDULES] = "iterative"
     criterion: Literal[CRITERIA] = "l1"
     tile_aware: bool = True
@@ -200,6 +203,15 @@ class VariantConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _ratio_or_target(self):
+        if (self.ratio is None) == (self.target_cycles is None):
+            raise ValueError("give ratio (the fraction of weights to remove) or target_cycles (cycles per image on the "
+                             "array), one of them")
+        if self.target_cycles is not None and self.method != "matrix":
+            raise ValueError(f"target_cycles prunes whole array tiles; allowed with method \"matrix\", not {self.method!r}")
+        return self
+
+    @model_validator(mode="after")
     def _budget_for_auto(self):
         if self.max_loss != _VARIANT_QUANT["max_loss"] and self.weight_bits != "auto":
             raise ValueError("max_loss is the budget of weight_bits = \"auto\"; allowed only with it")
@@ -208,6 +220,9 @@ class VariantConfig(Section):
     @model_serializer(mode="wrap")
     def _without_defaults(self, handler):
         out = handler(self)
+        for key in ("ratio", "target_cycles"):    # (the one not given)
+            if out.get(key) is None:
+                out.pop(key, None)
         for key, default in _VARIANT_QUANT.items():
             if out.get(key) == default or (key.startswith("qat_") and out.get("quant") != "qat") or \
                     (key == "max_loss" and out.get("weight_bits") != "auto"):
@@ -223,7 +238,8 @@ class VariantConfig(Section):
     def name(self) -> str:
         budget = f"{self.max_loss:g}" if self.max_loss != _VARIANT_QUANT["max_loss"] else ""   # (wauto1: 1 point)
         bits = (f"-w{self.weight_bits}{budget}" if self.weight_bits else "") + (f"-a{self.act_bits}" if self.act_bits else "")
-        return f"{self.method}-{self.ratio:.2f}{bits}{'-qat' if self.quant == 'qat' else ''}"
+        amount = f"{self.ratio:.2f}" if self.target_cycles is None else f"c{self.target_cycles}"
+        return f"{self.method}-{amount}{bits}{'-qat' if self.quant == 'qat' else ''}"
 
 
 def _default_variants() -> tuple[VariantConfig, ...]:

@@ -62,3 +62,50 @@ def test_prune_matrix_keeps_strides_and_same_padding(tiny_data):
     convs = [(tuple(l.strides), l.padding) for l in small.layers if "conv" in l.name]
     assert convs == [((2, 2), "same"), ((1, 1), "same")]
     assert tuple(small.layers[-2].output.shape[1:]) == (7 * 7 * len(maps[1].cols),)
+
+
+def test_cost_counts_meet_the_target_tile_by_tile(net, tiny_data):
+    """The greedy stops at the first counts within the target, removing whole tiles, and never keeps less than a
+    tile of a layer; a target nothing can reach leaves it where nothing more can go."""
+    from prunehw.model.matrix_prune import cost_counts
+
+    geo = geometry(net)
+    maps = full_maps(geo)
+    cols, rows = structure_scores(net, geo, maps, "l1", tiny_data.x_train[:8], tiny_data.y_train[:8])
+    array = ArrayConfig(rows=4, cols=4)
+    # a made-up cost: each layer's folds times its (fixed) positions, as the accelerator's cycle model counts
+    positions = [26 * 26, 11 * 11, 1, 1]
+
+    def cost(counts):
+        return sum(-(-r // 4) * -(-c // 4) * m for (r, c), m in zip(counts, positions))
+
+    full = cost([(len(m.rows), len(m.cols)) for m in maps])
+    counts, reached = cost_counts(geo, maps, cols, rows, array, cost, 0.5 * full)
+    assert reached == cost(counts) <= 0.5 * full
+    assert all(c % 4 == 0 and c >= 4 for _, c in counts[:-1]) and counts[-1][1] == 10
+    floor, low = cost_counts(geo, maps, cols, rows, array, cost, 1)
+    assert low > 1 and all(c == 4 for _, c in floor[:-1])
+
+
+def test_prune_to_a_cycle_target_meets_it_in_the_cycle_model(net, tiny_data):
+    """Pruning to a cycle target with the accelerator's exact cycle model as the cost: the pruned model's program
+    takes at most the target, as the cycle model of the generated accelerator counts it."""
+    from prunehw.core.config import RunConfig
+    from prunehw.export.contract import Contract
+    from prunehw.export.quantize import quantize
+    from prunehw.hw.cycle_model import cycle_model
+    from prunehw.hw.generate import program_for
+    from prunehw.model.matrix_form import kept_small_rows
+    from prunehw.variants import cycle_cost
+
+    array = ArrayConfig(rows=4, cols=4)
+    cfg = RunConfig(array=array)
+    cost = cycle_cost(net, tiny_data, cfg)
+    dense = cycle_model(program_for(Contract(*quantize(net, tiny_data.x_train[:32])), array)).total
+    assert cost([(g.n_rows, g.n_cols) for g in geometry(net)]) == dense
+    target = int(0.4 * dense)
+    small, geo, maps = prune_matrix(net, tiny_data, PruningSchedule("iterative", 0.5, 2, 1), criterion="l1",
+                                    array=array, learning_rate=1e-3, batch_size=64, calibration=64, seed=0,
+                                    cost=cost, target=target)
+    program = program_for(Contract(*quantize(small, tiny_data.x_train[:32], rows_kept=kept_small_rows(geo, maps))), array)
+    assert cycle_model(program).total == cost([(len(m.rows), len(m.cols)) for m in maps]) <= target
