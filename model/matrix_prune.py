@@ -161,15 +161,16 @@ def _col_tile(geo: list[Geometry], i: int, array: ArrayConfig) -> int:
 
 
 def cost_counts(geo: list[Geometry], maps: list[LayerMap], col_scores, row_scores, array: ArrayConfig,
-                cost, target: float) -> tuple[list[tuple[int, int]], float]:
+                cost, target: float, judge=None) -> tuple[list[tuple[int, int]], float]:
     """(kept rows, kept cols) of every layer whose ``cost`` (cycles or energy, of counts) is at most ``target``,
     removing the least salient structures per unit of cost saved: returns the counts and their cost.
 
     From the current maps, each round tries every structure that can go: a column tile of a non-final layer (its
-    columns, and the rows they feed in the next layer, go with it) and a row tile of a convolution; each is
-    scored by the saliency it removes (the lowest scores of that layer, as a share of the layer's total score
-    times its weight count: scores of different layers are compared as weight-equivalents) over the cost it
-    saves; the cheapest goes. It stops at the first counts within ``target`` (or when nothing can go: the
+    columns, and the rows they feed in the next layer, go with it) and a row tile of a convolution (which
+    columns and rows: the lowest-scoring of that layer); each is priced by what it costs the network over the
+    cost it saves, and the cheapest goes. What it costs the network: ``judge(counts)`` (the loss of the model
+    with those structures zeroed, on calibration images: comparable across layers), or without a judge the
+    scores removed as a share of the layer's total score times its weight count. It stops at the first counts within ``target`` (or when nothing can go: the
     caller reports the target missed). Tile-aware by construction: columns go a tile at a time, and a
     convolution's rows are whole row tiles.
     """
@@ -195,7 +196,9 @@ def cost_counts(geo: list[Geometry], maps: list[LayerMap], col_scores, row_score
         return float(sorted_scores[:max(k, 0)].sum() / total * weights[i]) if total > 0 else 0.0
 
     def lost(counts) -> float:
-        """Saliency the counts remove from the current maps: the lowest-scoring columns and rows of each layer."""
+        """What the counts cost the network: the judge's loss, or the lowest-scoring columns' and rows' share."""
+        if judge is not None:
+            return judge(counts)
         return sum(share(csort[i], len(m.cols) - c, i) + share(rsort[i], len(m.rows) - r, i)
                    for i, (m, (r, c)) in enumerate(zip(maps, counts)))
 
@@ -292,10 +295,12 @@ def _prune_to_cost(model, data, schedule, *, criterion, array, learning_rate, ba
     calib = rng.choice(len(data.x_train), size=min(calibration, len(data.x_train)), replace=False)
     plan = schedule.plan()
     start = cost([(len(m.rows), len(m.cols)) for m in maps])
+    probe = keras.models.clone_model(model)      # the original architecture, for the candidates' losses
     for step, (ratio, epochs) in enumerate(tqdm(plan, desc=f"{desc} steps", unit="step", leave=False)):
         aim = target if step == len(plan) - 1 else start - (start - target) * ratio / plan[-1][0]
         cols, rows = structure_scores(small, geo, maps, criterion, data.x_train[calib], data.y_train[calib])
-        counts, _ = cost_counts(geo, maps, cols, rows, array, cost, aim)
+        judge = _masked_loss(probe, geo, maps, full, cols, rows, data.x_train[calib[:512]], data.y_train[calib[:512]])
+        counts, _ = cost_counts(geo, maps, cols, rows, array, cost, aim, judge=judge)
         maps = select(geo, maps, cols, rows, counts)
         small = shrink(full, geo, maps, model, seed)
         if epochs:
@@ -303,3 +308,24 @@ def _prune_to_cost(model, data, schedule, *, criterion, array, learning_rate, ba
                 fit(small, data, epochs, batch_size, learning_rate, desc=f"{desc} step {step + 1}/{len(plan)} epoch")
         full = expand(small, geo, maps)
     return small, geo, maps
+
+
+def _masked_loss(probe: keras.Model, geo, maps, full, col_scores, row_scores, x: np.ndarray, y: np.ndarray):
+    """A judge for :func:`cost_counts`: the cross-entropy on ``x`` of the network whose weights are ``full`` with
+    everything outside the maps ``select`` makes of the counts set to zero (run on ``probe``, a model of the
+    original architecture)."""
+    xf = tf.convert_to_tensor(to_float(x))
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    weighted = _weighted(probe)
+
+    def judge(counts) -> float:
+        for layer, (_, w, b), g, m in zip(weighted, full, geo, select(geo, maps, col_scores, row_scores, counts)):
+            keep = np.zeros_like(w)
+            keep[np.ix_(m.rows, m.cols)] = w[np.ix_(m.rows, m.cols)]
+            bias = np.zeros_like(b)
+            bias[m.cols] = b[m.cols]
+            layer.kernel.assign(keep.reshape(g.kernel_shape))
+            layer.bias.assign(bias)
+        return float(loss_fn(y, probe(xf, training=False)))
+
+    return judge
