@@ -259,10 +259,6 @@ def prune_matrix(model: keras.Model, data: Dataset, schedule: PruningSchedule, *
     way to ``target`` that the schedule's ratio at step k is of its final ratio, the last at ``target``
     itself; what each step keeps is chosen from the scores of the model it has then.
     """
-    if cost is not None:
-        return _prune_to_cost(model, data, schedule, criterion=criterion, array=array, learning_rate=learning_rate,
-                              batch_size=batch_size, calibration=calibration, seed=seed, desc=desc, cost=cost,
-                              target=target)
     geo = geometry(model)
     maps = full_maps(geo)
     full = matrices(model)
@@ -270,40 +266,24 @@ def prune_matrix(model: keras.Model, data: Dataset, schedule: PruningSchedule, *
     rng = np.random.default_rng(seed)
     calib = rng.choice(len(data.x_train), size=min(calibration, len(data.x_train)), replace=False)
     plan = schedule.plan()
-    final = target_counts(geo, maps, schedule.ratio, array)
+    if cost is None:
+        final = target_counts(geo, maps, schedule.ratio, array)
+    else:
+        start = cost([(len(m.rows), len(m.cols)) for m in maps])
+        probe = keras.models.clone_model(model)      # the original architecture, for the candidates' losses
     for step, (ratio, epochs) in enumerate(tqdm(plan, desc=f"{desc} steps", unit="step", leave=False)):
         last = step == len(plan) - 1
-        counts = final if last else target_counts(geo, maps, ratio, None, floor=final)
         cols, rows = structure_scores(small, geo, maps, criterion, data.x_train[calib], data.y_train[calib])
+        if cost is None:
+            counts = final if last else target_counts(geo, maps, ratio, None, floor=final)
+        else:
+            aim = target if last else start - (start - target) * ratio / plan[-1][0]
+            judge = _masked_loss(probe, geo, maps, full, cols, rows, data.x_train[calib[:512]], data.y_train[calib[:512]])
+            counts, _ = cost_counts(geo, maps, cols, rows, array, cost, aim, judge=judge)
         maps = select(geo, maps, cols, rows, counts)
         small = shrink(full, geo, maps, model, seed)
         if epochs:
             # dropped single rows are zeros inside the smaller Keras layers; keep them zero
-            with keep_masks(small, row_masks(small, geo, maps)):
-                fit(small, data, epochs, batch_size, learning_rate, desc=f"{desc} step {step + 1}/{len(plan)} epoch")
-        full = expand(small, geo, maps)
-    return small, geo, maps
-
-
-def _prune_to_cost(model, data, schedule, *, criterion, array, learning_rate, batch_size, calibration, seed, desc,
-                   cost, target):
-    geo = geometry(model)
-    maps = full_maps(geo)
-    full = matrices(model)
-    small = model
-    rng = np.random.default_rng(seed)
-    calib = rng.choice(len(data.x_train), size=min(calibration, len(data.x_train)), replace=False)
-    plan = schedule.plan()
-    start = cost([(len(m.rows), len(m.cols)) for m in maps])
-    probe = keras.models.clone_model(model)      # the original architecture, for the candidates' losses
-    for step, (ratio, epochs) in enumerate(tqdm(plan, desc=f"{desc} steps", unit="step", leave=False)):
-        aim = target if step == len(plan) - 1 else start - (start - target) * ratio / plan[-1][0]
-        cols, rows = structure_scores(small, geo, maps, criterion, data.x_train[calib], data.y_train[calib])
-        judge = _masked_loss(probe, geo, maps, full, cols, rows, data.x_train[calib[:512]], data.y_train[calib[:512]])
-        counts, _ = cost_counts(geo, maps, cols, rows, array, cost, aim, judge=judge)
-        maps = select(geo, maps, cols, rows, counts)
-        small = shrink(full, geo, maps, model, seed)
-        if epochs:
             with keep_masks(small, row_masks(small, geo, maps)):
                 fit(small, data, epochs, batch_size, learning_rate, desc=f"{desc} step {step + 1}/{len(plan)} epoch")
         full = expand(small, geo, maps)
