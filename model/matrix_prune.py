@@ -171,7 +171,8 @@ def cost_counts(geo: list[Geometry], maps: list[LayerMap], col_scores, row_score
     cost it saves, and the cheapest goes. What it costs the network: ``judge(counts)`` (the loss of the model
     with those structures zeroed, on calibration images: comparable across layers), or without a judge the
     scores removed as a share of the layer's total score times its weight count. It stops at the first counts within ``target`` (or when nothing can go: the
-    caller reports the target missed). Tile-aware by construction: columns go a tile at a time, and a
+    caller reports the target missed), then gives back, one at a time, the tiles that lower the loss most while
+    the cost stays within ``target`` (the last tile removed may have saved more than was needed). Tile-aware by construction: columns go a tile at a time, and a
     convolution's rows are whole row tiles.
     """
     R = array.rows
@@ -219,6 +220,27 @@ def cost_counts(geo: list[Geometry], maps: list[LayerMap], col_scores, row_score
                 price = (lost(trial) - gone) / saved if saved > 0 else None
                 if price is not None and (best is None or price < best[0]):
                     best = (price, c, d, trial)
+        if best is None:
+            break
+        _, cols, drop, counts = best
+        now, gone = cost(counts), lost(counts)
+    # the last structure removed may have saved more than was needed: give back, while the cost stays within the
+    # target, what lowers the loss most (a column tile of a layer, a row tile of a convolution)
+    while now <= target:
+        best = None
+        for i, g in enumerate(geo):
+            options = []
+            tile = _col_tile(geo, i, array)
+            if i < n - 1 and cols[i] < len(maps[i].cols):
+                options.append(([*cols[:i], min(len(maps[i].cols), (cols[i] // tile + 1) * tile), *cols[i + 1:]], drop))
+            if drop[i] > 0:
+                options.append((cols, [*drop[:i], drop[i] - 1, *drop[i + 1:]]))
+            for c, d in options:
+                trial = counts_of(c, d)
+                if trial != counts and cost(trial) <= target:
+                    loss = lost(trial)
+                    if best is None or loss < best[0]:
+                        best = (loss, c, d, trial)
         if best is None:
             break
         _, cols, drop, counts = best
