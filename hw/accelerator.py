@@ -114,8 +114,7 @@ class Accelerator(wiring.Component):
         """
         plan, R, C = self.plan, self.R, self.C
         # (named as synthesis names them: by the block that holds each)
-        several = len(plan.wwidths) > 1
-        shapes = {f"feeder.wrom_w{b}" if several else "feeder.wrom": (R * C * b, len(plan.wimgs[b])) for b in plan.wwidths}
+        shapes = {f"feeder.{plan.wrom_names[b]}": (R * C * b, len(plan.wimgs[b])) for b in plan.wwidths}
         shapes |= {"feeder.rtrom": (R * plan.entry, len(plan.rimg)),
                   "writeback.brom": (C * self.ACC, len(plan.bimg))}
         for name, (width, depth, granularity) in self._ram_specs().items():
@@ -227,13 +226,14 @@ class Accelerator(wiring.Component):
         # memory activity counted at the ports, every read and write enable (while busy; the image load
         # is the host's transfer, not part of an inference, and may run during the previous one)
         # (reads of the ping-pong buffers and of the image buffer apart: their words differ in width and size)
-        events = {"weight_reads": [feeder.weight_read], "weight_bits_read": [feeder.weight_bits_read], "act_reads": [bank.r_en for bank in banks[0] + banks[1]],
-                  "image_reads": [bank.r_en for bank in banks[IMAGE]],
+        events = {"weight_reads": [feeder.weight_read], "weight_bits_read": [feeder.weight_bits_read],
+                  "act_reads": [bank.r_en for bank in banks[0] + banks[1]], "image_reads": [bank.r_en for bank in banks[IMAGE]],
                   "act_writes": [bank.w_en.any() for bank in banks[0] + banks[1]],
                   "psum_reads": [wb.psum_read], "psum_writes": [wb.psum_write], "bias_reads": [wb.bias_read],
                   "table_reads": [feeder.table_read]}
         widths = {n: ceil_log2(len(v) + 1) for n, v in events.items()}
-        widths.update(weight_bits_read=len(feeder.weight_bits_read), mults=len(arr.mults), mults_gated=len(arr.gated), wreg_writes=len(arr.wreg_writes))
+        widths.update(weight_bits_read=len(feeder.weight_bits_read), mults=len(arr.mults), mults_gated=len(arr.gated),
+                      wreg_writes=len(arr.wreg_writes))
         m.submodules.counters = cnt = Counters(n_ops=self.n_ops, macs_width=plan.aw, event_widths=widths,
                                                logits_layout=wb.logits.shape())
         m.d.comb += [cnt.busy.eq(ctrl.busy), cnt.clear.eq(accepted), cnt.op.eq(ctrl.op), cnt.beat.eq(ctrl.issued.beat),

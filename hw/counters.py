@@ -9,8 +9,8 @@ from amaranth.lib.wiring import In, Out
 __all__ = ["COUNTERS", "Counters"]
 
 #: Performance counters, in host-port order; one cycle count per op follows.
-COUNTERS = ("total_cycles", "beats", "macs", "weight_reads", "weight_bits_read", "act_reads", "image_reads", "act_writes", "psum_reads", "psum_writes",
-            "bias_reads", "table_reads", "mults", "mults_gated", "wreg_writes")
+COUNTERS = ("total_cycles", "beats", "macs", "weight_reads", "weight_bits_read", "act_reads", "image_reads", "act_writes",
+            "psum_reads", "psum_writes", "bias_reads", "table_reads", "mults", "mults_gated", "wreg_writes")
 #: The counters that add an event count each cycle (``events``); the others are counted from the controller.
 EVENTS = COUNTERS[3:]
 

@@ -102,9 +102,9 @@ def activity_model(program: Program) -> dict[str, int]:
     """
     rep = cycle_model(program)
     R, C = program.rows, program.cols
-    act = {"total_cycles": rep.total, "beats": rep.beats, "macs": rep.macs, "weight_reads": 0, "weight_bits_read": 0, "act_reads": 0,
-           "image_reads": 0, "act_writes": 0, "psum_reads": 0, "psum_writes": 0, "bias_reads": 0, "table_reads": 0,
-           "mults": 0, "mults_gated": 0, "wreg_writes": 0}
+    act = {"total_cycles": rep.total, "beats": rep.beats, "macs": rep.macs, "weight_reads": 0, "weight_bits_read": 0,
+           "act_reads": 0, "image_reads": 0, "act_writes": 0, "psum_reads": 0, "psum_writes": 0, "bias_reads": 0,
+           "table_reads": 0, "mults": 0, "mults_gated": 0, "wreg_writes": 0}
     # loading one fold's weight tile writes every PE's weight register and, in row i, i skew stages
     # of C bytes and the delay stages of lanes 1 .. C-1 (lane j has j of them)
     wreg_per_fold = R * C + sum(i * C for i in range(R)) + R * sum(range(C))
@@ -133,8 +133,8 @@ def activity_model(program: Program) -> dict[str, int]:
             rows = [(rt, i) for rt, t in enumerate(op.row_table) for i, (_, _, v) in enumerate(t) if v]
             if not multi[op.in_buf]:
                 rows = [(rt, i) for rt, i in rows if i == 0]
-            act["image_reads" if op.in_buf == 2 else "act_reads"] += op.n_ct * sum(_on_map(op, *op.row_taps[rt][i]) if op.kind == "conv2d" else M
-                                              for rt, i in rows)
+            reads = "image_reads" if op.in_buf == 2 else "act_reads"
+            act[reads] += op.n_ct * sum(_on_map(op, *op.row_taps[rt][i]) if op.kind == "conv2d" else M for rt, i in rows)
             act["bias_reads"] += op.n_ct * M
             act["psum_reads"] += op.n_ct * (op.n_rt - 1) * M
             act["psum_writes"] += op.n_ct * (op.n_rt - 1) * M

@@ -71,12 +71,12 @@ class Feeder(wiring.Component):
         plan, taps, k = self.plan, self.taps, self.k
         R, C, p = plan.R, plan.C, plan.program
         where = {"rows": R, "cols": C}
-        # one weight ROM per weight width (``wrom``, or ``wrom_w<bits>`` when the layers' widths differ)
+        # one weight ROM per weight width (``plan.wrom_names``)
         several = len(plan.wwidths) > 1
         wroms = {}
         for b in plan.wwidths:
             wroms[b] = Memory(shape=R * C * b, depth=len(plan.wimgs[b]), init=plan.wimgs[b])
-            m.submodules[f"wrom_w{b}" if several else "wrom"] = wroms[b]
+            m.submodules[plan.wrom_names[b]] = wroms[b]
         # (the row table is read once per fold: logic, not a block RAM of its own)
         m.submodules.rtrom = rtrom = Memory(shape=R * plan.entry, depth=len(plan.rimg), init=plan.rimg,
                                             attrs={"rom_style": "logic"})

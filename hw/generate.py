@@ -49,8 +49,7 @@ def describe(program: Program, accel: Accelerator | None = None) -> dict:
         ops.append(entry)
     acc, wb = program.acc_bits + 2, program.weight_bits
     n_tiles = sum(len(o.tiles) for o in program.matmuls())
-    roms = {b: sum(len(o.tiles) for o in program.matmuls() if o.weight_bits == b)
-            for b in sorted({o.weight_bits for o in program.matmuls()})}
+    roms = {b: len(accel.plan.wimgs[b]) for b in accel.plan.wwidths}     # (tiles in each width's ROM)
     wbits = sum(R * C * b * n for b, n in roms.items())
     n_rt = sum(o.n_rt for o in program.matmuls())
     n_ct = sum(o.n_ct for o in program.matmuls())

@@ -51,8 +51,8 @@ class Plan:
         them takes (one past the end of a buffer, of the weight tiles, ...), so nothing wraps.
     offw, lanew : int
         Widths of a row table entry's word offset and lane.
-    wwidths, wimgs : list of int, dict
-        The weight widths the layers use, and per width its weight ROM's image (one word per tile).
+    wwidths, wimgs, wrom_names : list of int, dict, dict
+        The weight widths the layers use, and per width its weight ROM's image (one word per tile) and name.
     rimg, bimg : list of int
         Row table and bias ROM images (one word per row tile / column tile).
     op_values : list of dict
@@ -60,8 +60,9 @@ class Plan:
     wbits, abits : int
         The widest layer's weight width (the array's weight operand) and a ping-pong activation buffer's lane width.
     word, sums, tile, tile_nz, beat, op_layout : Layout
-        An activation word as the datapath carries it (C bytes; a narrower buffer's lanes are widened on the way), a row of C sums, a weight tile and its non-zero flags, a matmul
-        beat's metadata (:attr:`beat`), the per-op constants.
+        An activation word as the datapath carries it (C bytes; a narrower buffer's lanes are widened on the
+        way), a row of C sums, a weight tile and its non-zero flags, a matmul beat's metadata (:attr:`beat`),
+        the per-op constants.
     """
 
     def __init__(self, program: Program):
@@ -77,6 +78,8 @@ class Plan:
         #: (two 4-bit weights a byte); a layer's tiles sit in the ROM of its width, ``wsel`` picks it
         self.wwidths = sorted({o.weight_bits for o in p.matmuls()}) or [8]
         wb = self.wbits = max(self.wwidths)
+        #: each weight ROM's name in the feeder (``wrom``, or ``wrom_w<bits>`` when the layers' widths differ)
+        self.wrom_names = {b: f"wrom_w{b}" if len(self.wwidths) > 1 else "wrom" for b in self.wwidths}
         tiles = {b: [] for b in self.wwidths}
         table, bias = [], []
         wbase, rtbase, bbase, wsel = [], [], [], []
@@ -94,8 +97,8 @@ class Plan:
         # enough for every offset of the program, with a sign bit
         reach = max((abs(off) for o in p.matmuls() for row in o.row_table for off, _, _ in row), default=0)
         self.offw = max(ceil_log2(max(max(p.buf_depth), 2)) + 1, reach.bit_length() + 1)
-        largest = max(*p.buf_depth, 2 * p.image_stride, *map(len, tiles.values()), len(table), len(bias), R * C, R * max(p.buf_depth),
-                      *(o.positions * o.n_rt * o.n_ct for o in p.matmuls()))
+        largest = max(*p.buf_depth, 2 * p.image_stride, *map(len, tiles.values()), len(table), len(bias), R * C,
+                      R * max(p.buf_depth), *(o.positions * o.n_rt * o.n_ct for o in p.matmuls()))
         self.aw = ceil_log2(largest + 2)
         self.lanew = max(1, ceil_log2(C))
         self.slot_bits = ceil_log2(p.image_stride)
@@ -141,8 +144,8 @@ class Plan:
         self.averaged = any(o.pool_avg if isinstance(o, MatmulOp) else o.avg for o in p.ops)
         self.avg_shifts = sorted({(o.pool * o.pool).bit_length() - 1 for o in p.ops
                                   if (o.pool_avg if isinstance(o, MatmulOp) else o.avg)})
-        self.op_fields = OP_FIELDS + (("wsel",) if len(self.wwidths) > 1 else ()) + (STRIDE_FIELDS if self.strided else ()) + (PAD_FIELDS if self.padded else ()) \
-            + (AVG_FIELDS if self.averaged else ())
+        self.op_fields = OP_FIELDS + (("wsel",) if len(self.wwidths) > 1 else ()) + (STRIDE_FIELDS if self.strided else ()) \
+            + (PAD_FIELDS if self.padded else ()) + (AVG_FIELDS if self.averaged else ())
         self.op_layout = data.StructLayout({**{n: aw for n in self.op_fields}, "in_buf": 2, "out_buf": 1, "in_signed": 1,
                                             "out_signed": 1, "packed": 1, "is_last": 1, "is_pool": 1})
         self.op_values = [self._op_values(i, o, wbase[i], rtbase[i], bbase[i]) for i, o in enumerate(p.ops)]
