@@ -171,7 +171,8 @@ class Flow(VerifyStages):
         acc = evaluate(model, self.data.x_test, self.data.y_test)
         _, kept = weight_counts(model)
         save_model(model, out)
-        asked = {"ratio_requested": variant.ratio} if variant.ratio is not None else {"target_cycles": variant.target_cycles}
+        asked = {"ratio_requested": variant.ratio} if variant.ratio is not None else \
+            {"target_cycles": variant.target_cycles}
         update_variant(self.run_dir, variant.name, {
             "method": variant.method, "schedule": variant.schedule, "criterion": variant.criterion,
             **asked, "ratio_measured": (total_dense - kept) / total_dense,
@@ -278,7 +279,8 @@ class Flow(VerifyStages):
                                                "weight_bits": max(wb.values()) if isinstance(wb, dict) else wb,
                                                "act_bits": ab, "bits": widths}, replace=("quant",))
         record_stage(self.run_dir, stage, key, [out, npz, *outputs])
-        self.log(f"quantize {variant}: golden integer model test accuracy {acc:.4f} ({wb}-bit weights, "
+        wdesc = "/".join(map(str, wb.values())) if isinstance(wb, dict) else wb     # (per layer: 8/5/4/6)
+        self.log(f"quantize {variant}: golden integer model test accuracy {acc:.4f} ({wdesc}-bit weights, "
                  f"{ab}-bit activations, {'QAT' if qat else 'PTQ'}); wrote {out}")
         return out
 
@@ -400,4 +402,3 @@ class Flow(VerifyStages):
         if "data" in self.__dict__:
             flow.__dict__["data"] = self.data
         return flow
-

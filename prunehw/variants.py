@@ -9,7 +9,8 @@ import numpy as np
 
 from prunehw.core.config import RunConfig, VariantConfig
 
-__all__ = ["allocate_bits", "calibration_images", "copy_pruned", "cycle_cost", "prune_variant", "quantize_variant", "rows_kept"]
+__all__ = ["allocate_bits", "calibration_images", "copy_pruned", "cycle_cost", "prune_variant", "quantize_variant",
+           "rows_kept"]
 
 
 def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: Path):
@@ -88,7 +89,8 @@ def copy_pruned(run_dir: Path, base: str, name: str) -> list[Path]:
             "weights_kept")
     acc = entry.get("accuracy", {})
     update_variant(run_dir, name, {**{k: entry[k] for k in keep if k in entry}, "pruned_as": base,
-                                   "accuracy": {"float": acc.get("float"), "images": {"float": acc.get("images", {}).get("float")}}})
+                                   "accuracy": {"float": acc.get("float"),
+                                                "images": {"float": acc.get("images", {}).get("float")}}})
     return outputs
 
 
@@ -134,11 +136,9 @@ def allocate_bits(model, data, cfg: RunConfig, variant: VariantConfig, reference
     ``bit_allocation.csv``; ``bit_allocation.png``: accuracy against packed size, the budget line) and a line
     saying what was found; the result goes to the variant's summary under ``bit_allocation``.
     """
-    from prunehw.core.artifacts import update_variant
-
     from tqdm.auto import tqdm
 
-    from prunehw.core.artifacts import pyplot, write_csv, write_png
+    from prunehw.core.artifacts import pyplot, update_variant, write_csv, write_png
     from prunehw.export.bit_allocation import allocate_weight_bits
 
     ab = variant.act_bits or cfg.quant.act_bits

@@ -94,3 +94,28 @@ def test_qat_variant_through_the_flow(quick_flow):
     # it differs from matrix-0.80 only in its quantization: it took that variant's pruned model, not pruned again
     assert entry["pruned_as"] == "matrix-0.80" and entry["weights_kept"] == \
         json.loads((flow.run_dir / "summary.json").read_text())["variants"]["matrix-0.80"]["weights_kept"]
+
+
+def test_bit_allocation_variant_through_the_flow(quick_flow):
+    """``weight_bits = "auto"``: the widths searched per layer land in the contract (one weight ROM per width in
+    the accelerator), the search in the summary and beside the variant, and hls4ml agrees bit for bit."""
+    import json
+
+    from prunehw.core.config import VariantConfig
+
+    # (the quick flow's briefly trained matrix-0.80 is some points below its dense model even at 8 bits)
+    variant = VariantConfig(method="matrix", ratio=0.8, weight_bits="auto", max_loss=5.0)
+    flow = quick_flow.with_variant(variant)
+    contract_path = flow.quantize(variant.name)
+    flow.export(variant.name)
+    entry = json.loads((flow.run_dir / "summary.json").read_text())["variants"][variant.name]
+    alloc = entry["bit_allocation"]
+    contract = json.loads(contract_path.read_text())
+    assert {l["name"]: l["weight"]["bits"] for l in contract["layers"] if l["type"] in ("conv2d", "dense")} == \
+        alloc["weight_bits"]
+    assert alloc["met"] and alloc["val_reference_float"] - alloc["val_accuracy"] <= 0.05 + 1e-9
+    assert min(alloc["weight_bits"].values()) < 8, "the search narrowed nothing"
+    assert entry["weight_bits"] == max(alloc["weight_bits"].values())
+    assert (contract_path.parent / "bit_allocation.csv").is_file() and (contract_path.parent / "bit_allocation.png").is_file()
+    hls = entry["bitexact"]["hls"]
+    assert hls["match"] == hls["total"] > 0
