@@ -170,9 +170,10 @@ def cost_counts(geo: list[Geometry], maps: list[LayerMap], col_scores, row_score
     columns and rows: the lowest-scoring of that layer); each is priced by what it costs the network over the
     cost it saves, and the cheapest goes. What it costs the network: ``judge(counts)`` (the loss of the model
     with those structures zeroed, on calibration images: comparable across layers), or without a judge the
-    scores removed as a share of the layer's total score times its weight count. It stops at the first counts within ``target`` (or when nothing can go: the
-    caller reports the target missed), then gives back, one at a time, the tiles that lower the loss most while
-    the cost stays within ``target`` (the last tile removed may have saved more than was needed). Tile-aware by construction: columns go a tile at a time, and a
+    scores removed as a share of the layer's total score times its weight count. It stops at the first counts
+    within ``target`` (or when nothing can go: the caller reports the target missed), then gives back, one at
+    a time, the tiles that lower the loss most while the cost stays within ``target`` (the last tile removed
+    may have saved more than was needed). Tile-aware by construction: columns go a tile at a time, and a
     convolution's rows are whole row tiles.
     """
     R = array.rows
@@ -203,44 +204,43 @@ def cost_counts(geo: list[Geometry], maps: list[LayerMap], col_scores, row_score
         return sum(share(csort[i], len(m.cols) - c, i) + share(rsort[i], len(m.rows) - r, i)
                    for i, (m, (r, c)) in enumerate(zip(maps, counts)))
 
+    def moves(give_back: bool):
+        """(columns, row tiles dropped) one tile away: a column tile of a non-final layer and a row tile of a
+        convolution, removed, or (``give_back``) restored."""
+        out = []
+        for i, g in enumerate(geo):
+            tile = _col_tile(geo, i, array)
+            if i < n - 1 and (cols[i] < len(maps[i].cols) if give_back else cols[i] > tile):
+                new = min(len(maps[i].cols), (cols[i] // tile + 1) * tile) if give_back else ((cols[i] - 1) // tile) * tile
+                out.append(([*cols[:i], new, *cols[i + 1:]], drop))
+            if drop[i] > 0 if give_back else g.n_pos > 1 and counts[i][0] > R:
+                out.append((cols, [*drop[:i], drop[i] + (-1 if give_back else 1), *drop[i + 1:]]))
+        return out
+
     counts = counts_of(cols, drop)
     now, gone = cost(counts), lost(counts)
     while now > target:
         best = None
-        for i, g in enumerate(geo):
-            options = []
-            tile = _col_tile(geo, i, array)
-            if i < n - 1 and cols[i] > tile:
-                options.append(([*cols[:i], ((cols[i] - 1) // tile) * tile, *cols[i + 1:]], drop))
-            if g.n_pos > 1 and counts[i][0] > R:
-                options.append((cols, [*drop[:i], drop[i] + 1, *drop[i + 1:]]))
-            for c, d in options:
-                trial = counts_of(c, d)
-                saved = now - cost(trial)
-                price = (lost(trial) - gone) / saved if saved > 0 else None
-                if price is not None and (best is None or price < best[0]):
-                    best = (price, c, d, trial)
+        for c, d in moves(give_back=False):
+            trial = counts_of(c, d)
+            saved = now - cost(trial)
+            price = (lost(trial) - gone) / saved if saved > 0 else None
+            if price is not None and (best is None or price < best[0]):
+                best = (price, c, d, trial)
         if best is None:
             break
         _, cols, drop, counts = best
         now, gone = cost(counts), lost(counts)
     # the last structure removed may have saved more than was needed: give back, while the cost stays within the
-    # target, what lowers the loss most (a column tile of a layer, a row tile of a convolution)
+    # target, what lowers the loss most
     while now <= target:
         best = None
-        for i, g in enumerate(geo):
-            options = []
-            tile = _col_tile(geo, i, array)
-            if i < n - 1 and cols[i] < len(maps[i].cols):
-                options.append(([*cols[:i], min(len(maps[i].cols), (cols[i] // tile + 1) * tile), *cols[i + 1:]], drop))
-            if drop[i] > 0:
-                options.append((cols, [*drop[:i], drop[i] - 1, *drop[i + 1:]]))
-            for c, d in options:
-                trial = counts_of(c, d)
-                if trial != counts and cost(trial) <= target:
-                    loss = lost(trial)
-                    if best is None or loss < best[0]:
-                        best = (loss, c, d, trial)
+        for c, d in moves(give_back=True):
+            trial = counts_of(c, d)
+            if trial != counts and cost(trial) <= target:
+                loss = lost(trial)
+                if best is None or loss < best[0]:
+                    best = (loss, c, d, trial)
         if best is None:
             break
         _, cols, drop, counts = best

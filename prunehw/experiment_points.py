@@ -121,6 +121,15 @@ class Points:
         return model, self._basics(model, total)
 
     def _matrix(self, ratio: float, criterion: str):
+        return self._pruned_matrix(ratio, criterion, f"matrix {criterion} {ratio:.2f}")
+
+    def _matrix_cost(self, target: int, criterion: str):
+        """Matrix pruning to ``target`` cycles per image, structures ranked by loss per cycle saved (the schedule's
+        ratio only shapes the steps)."""
+        return self._pruned_matrix(0.5, criterion, f"matrix {criterion} to {target} cycles", cost=self.cycles,
+                                   target=target)
+
+    def _pruned_matrix(self, ratio: float, criterion: str, desc: str, **to_cost):
         from prunehw.model.matrix_prune import prune_matrix
         from prunehw.model.network import set_seed, weight_counts
 
@@ -130,7 +139,7 @@ class Points:
         p = self.cfg.prune
         small, _, maps = prune_matrix(model, self.flow.data, self._schedule("iterative", ratio), criterion=criterion,
                                       array=self.cfg.array, learning_rate=p.learning_rate, batch_size=p.batch_size,
-                                      calibration=p.calibration_images, seed=self.cfg.seed, desc=f"matrix {criterion} {ratio:.2f}")
+                                      calibration=p.calibration_images, seed=self.cfg.seed, desc=desc, **to_cost)
         return small, {**self._basics(small, total), "kept_shapes": [[len(m.rows), len(m.cols)] for m in maps]}
 
     def cycles(self, counts) -> int:
@@ -141,21 +150,6 @@ class Points:
 
             self._cost = cycle_cost(self.dense(), self.flow.data, self.cfg)
         return self._cost([tuple(c) for c in counts])
-
-    def _matrix_cost(self, target: int, criterion: str):
-        """Matrix pruning to ``target`` cycles per image, structures ranked by saliency per cycle saved."""
-        from prunehw.model.matrix_prune import prune_matrix
-        from prunehw.model.network import set_seed, weight_counts
-
-        model = self.dense()
-        total, _ = weight_counts(model)
-        set_seed(self.cfg.seed)
-        p = self.cfg.prune
-        small, _, maps = prune_matrix(model, self.flow.data, self._schedule("iterative", 0.5), criterion=criterion,
-                                      array=self.cfg.array, learning_rate=p.learning_rate, batch_size=p.batch_size,
-                                      calibration=p.calibration_images, seed=self.cfg.seed,
-                                      desc=f"matrix {criterion} to {target} cycles", cost=self.cycles, target=target)
-        return small, {**self._basics(small, total), "kept_shapes": [[len(m.rows), len(m.cols)] for m in maps]}
 
     def _sensitivity(self, layer: str, ratio: float) -> dict:
         from prunehw.model.network import prunable_layers
