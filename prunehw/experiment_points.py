@@ -26,6 +26,7 @@ class Points:
         self.dir = flow.run_dir / "experiments"
         self.dense_path = flow.train()
         self.cache = Cache(self.dir, index="points.json", table="points")
+        self._cost_fns: dict = {}     # the hardware cost functions of the dense model, built once
         self.key = stage_key(sha256_file(self.dense_path), self._budget())
         if force:
             self.cache.forget()
@@ -129,6 +130,11 @@ class Points:
         return self._pruned_matrix(0.5, criterion, f"matrix {criterion} to {target} cycles", cost=self.cycles,
                                    target=target)
 
+    def _matrix_energy(self, target_pj: float, criterion: str):
+        """Matrix pruning to ``target_pj`` per inference, structures ranked by loss per pJ saved."""
+        return self._pruned_matrix(0.5, criterion, f"matrix {criterion} to {target_pj / 1e6:.3f} uJ",
+                                   cost=self.energy, target=target_pj)
+
     def _pruned_matrix(self, ratio: float, criterion: str, desc: str, **to_cost):
         from prunehw.model.matrix_prune import prune_matrix
         from prunehw.model.network import set_seed, weight_counts
@@ -145,11 +151,18 @@ class Points:
     def cycles(self, counts) -> int:
         """Cycles per image on the run's array of the dense model pruned to ``counts`` (the accelerator's exact
         cycle model, ``prunehw.variants.cycle_cost``)."""
-        if not hasattr(self, "_cost"):
-            from prunehw.variants import cycle_cost
+        return self._costs("cycle_cost")([tuple(c) for c in counts])
 
-            self._cost = cycle_cost(self.dense(), self.flow.data, self.cfg)
-        return self._cost([tuple(c) for c in counts])
+    def energy(self, counts) -> float:
+        """pJ per inference of the dense model pruned to ``counts`` (``prunehw.variants.energy_cost``)."""
+        return self._costs("energy_cost")([tuple(c) for c in counts])
+
+    def _costs(self, which: str):
+        if which not in self._cost_fns:
+            from prunehw import variants
+
+            self._cost_fns[which] = getattr(variants, which)(self.dense(), self.flow.data, self.cfg)
+        return self._cost_fns[which]
 
     def _sensitivity(self, layer: str, ratio: float) -> dict:
         from prunehw.model.network import prunable_layers

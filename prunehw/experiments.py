@@ -258,36 +258,51 @@ def _bits_point(model, variant: str, bits: int, float_acc: float, accuracy, data
 
 
 def _budget_aware(pts, log) -> list[Path]:
-    """Matrix pruning to a cycle target (structures by saliency per cycle saved) against ratio-based matrix pruning
-    at the same cycles, and unstructured pruning at the same ratio, on the run's network and array.
+    """Matrix pruning to a cycle or energy target (structures by saliency per cycle or pJ saved) against
+    ratio-based matrix pruning at the same cycles or energy, and unstructured pruning at the same ratio, on the
+    run's network and array.
 
     For each ratio of ``[experiments] ratios``, the ratio-based matrix point's cycles (the accelerator's exact
-    cycle model of its kept shapes) are the cost-aware point's target; unstructured pruning leaves every tile in
-    place, so its cycles are the dense model's (zero-weight gating saves energy, not cycles)."""
+    cycle model of its kept shapes) and energy (the activity model of its kept tiles, priced by the energy table:
+    ``prunehw.variants.energy_cost``) are the cost-aware points' targets; unstructured pruning leaves every tile
+    in place, so its cycles are the dense model's (zero-weight gating saves energy, not cycles)."""
     rows = []
-    dense_cycles = pts.cycles([(g.n_rows, g.n_cols) for g in _geometry(pts)])
-    for r in pts.cfg.experiments.ratios:
+    dense = [(g.n_rows, g.n_cols) for g in _geometry(pts)]
+    dense_cycles, dense_uj = pts.cycles(dense), pts.energy(dense) / 1e6
+    for r in tqdm(pts.cfg.experiments.ratios, desc="budget_aware targets", unit="ratio", leave=False):
         m = pts.get("matrix", ratio=r, criterion="l1")
-        target = pts.cycles(m["kept_shapes"])
+        target, target_pj = pts.cycles(m["kept_shapes"]), round(pts.energy(m["kept_shapes"]), 3)
         c = pts.get("matrix_cost", target=target, criterion="l1")
+        e = pts.get("matrix_energy", target_pj=target_pj, criterion="l1")
         u = pts.get("unstructured", schedule="iterative", ratio=r, scope="all")
-        rows.append({"ratio": r, "target_cycles": target, "dense_cycles": dense_cycles,
-                     "ratio_matrix_cycles": target, "ratio_matrix_accuracy": m["accuracy"],
-                     "ratio_matrix_weights_kept": m["weights_kept"],
+        rows.append({"ratio": r, "target_cycles": target, "target_energy_uj": target_pj / 1e6,
+                     "dense_cycles": dense_cycles, "dense_energy_uj": dense_uj,
+                     "ratio_matrix_cycles": target, "ratio_matrix_energy_uj": target_pj / 1e6,
+                     "ratio_matrix_accuracy": m["accuracy"], "ratio_matrix_weights_kept": m["weights_kept"],
                      "cost_matrix_cycles": pts.cycles(c["kept_shapes"]), "cost_matrix_accuracy": c["accuracy"],
                      "cost_matrix_weights_kept": c["weights_kept"], "cost_matrix_kept_shapes": json.dumps(c["kept_shapes"]),
+                     "energy_matrix_energy_uj": pts.energy(e["kept_shapes"]) / 1e6,
+                     "energy_matrix_cycles": pts.cycles(e["kept_shapes"]), "energy_matrix_accuracy": e["accuracy"],
+                     "energy_matrix_kept_shapes": json.dumps(e["kept_shapes"]),
                      "ratio_matrix_kept_shapes": json.dumps(m["kept_shapes"]),
                      "unstructured_cycles": dense_cycles, "unstructured_accuracy": u["accuracy"]})
     d = pts.dir
-    series = {"matrix, to a cycle target (cost-aware)": ([r["cost_matrix_cycles"] for r in rows],
-                                                         [100 * r["cost_matrix_accuracy"] for r in rows]),
-              "matrix, to a weight ratio": ([r["ratio_matrix_cycles"] for r in rows],
-                                            [100 * r["ratio_matrix_accuracy"] for r in rows]),
-              "unstructured (same ratios; cycles stay dense)": ([r["unstructured_cycles"] for r in rows],
-                                                                [100 * r["unstructured_accuracy"] for r in rows])}
+    acc = lambda key: [100 * r[key] for r in rows]  # noqa: E731
+    by_cycles = {"matrix, to a cycle target (cost-aware)": ([r["cost_matrix_cycles"] for r in rows],
+                                                            acc("cost_matrix_accuracy")),
+                 "matrix, to a weight ratio": ([r["ratio_matrix_cycles"] for r in rows], acc("ratio_matrix_accuracy")),
+                 "unstructured (same ratios; cycles stay dense)": ([r["unstructured_cycles"] for r in rows],
+                                                                   acc("unstructured_accuracy"))}
+    by_energy = {"matrix, to an energy target (cost-aware)": ([r["energy_matrix_energy_uj"] for r in rows],
+                                                              acc("energy_matrix_accuracy")),
+                 "matrix, to a weight ratio": ([r["ratio_matrix_energy_uj"] for r in rows], acc("ratio_matrix_accuracy"))}
+    where = f"{pts.cfg.array.rows}x{pts.cfg.array.cols} array"
     return [write_csv(d / "budget_aware.csv", rows),
-            _plot(d / "budget_aware.png", f"Accuracy vs cycles per image ({pts.cfg.array.rows}x{pts.cfg.array.cols} array)",
-                  "cycles per image (analytic = RTL counters)", "test accuracy (%)", series,
+            _plot(d / "budget_aware.png", f"Accuracy vs cycles per image ({where})",
+                  "cycles per image (analytic = RTL counters)", "test accuracy (%)", by_cycles,
+                  baseline=("dense", 100 * _dense_acc(pts))),
+            _plot(d / "budget_aware_energy.png", f"Accuracy vs energy per inference ({where})",
+                  "uJ per inference (activity model x energy table)", "test accuracy (%)", by_energy,
                   baseline=("dense", 100 * _dense_acc(pts)))]
 
 

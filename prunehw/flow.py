@@ -171,8 +171,7 @@ class Flow(VerifyStages):
         acc = evaluate(model, self.data.x_test, self.data.y_test)
         _, kept = weight_counts(model)
         save_model(model, out)
-        asked = {"ratio_requested": variant.ratio} if variant.ratio is not None else \
-            {"target_cycles": variant.target_cycles}
+        asked = {"ratio_requested": variant.ratio} if variant.ratio is not None else dict([variant.target])
         update_variant(self.run_dir, variant.name, {
             "method": variant.method, "schedule": variant.schedule, "criterion": variant.criterion,
             **asked, "ratio_measured": (total_dense - kept) / total_dense,

@@ -46,6 +46,11 @@ def format_report(run_dir: Path) -> str:
             lines.append(f"  {name}: target {t} cycles per image; analytic {cyc.get('analytic', '-')}, RTL "
                          f"{rtl if rtl is not None else 'not simulated'}"
                          + (f": {'met' if rtl <= t else 'NOT met'}" if rtl is not None else ""))
+        if "target_energy_uj" in v:  # pruned to an energy target: asked, and the RTL counters' energy
+            t, e = v["target_energy_uj"], v.get("energy_pj", {}).get("total")
+            lines.append(f"  {name}: target {t:g} uJ per inference; from the RTL counters "
+                         + (f"{e / 1e6:.3f} uJ: {'met' if e <= t * 1e6 else 'NOT met'}" if e is not None
+                            else "not simulated"))
     dense = variants.get("dense", {}).get("cycles", {}).get("rtl")
     for name, v in variants.items():
         c = v.get("cycles", {}).get("rtl")

@@ -3,13 +3,15 @@ run's budget, the calibration images, and quantization to the numeric contract a
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
 
 from prunehw.core.config import RunConfig, VariantConfig
 
-__all__ = ["allocate_bits", "calibration_images", "copy_pruned", "cycle_cost", "prune_variant", "quantize_variant",
+__all__ = ["allocate_bits", "calibration_images", "copy_pruned", "cycle_cost", "energy_cost", "prune_variant", "quantize_variant",
            "rows_kept"]
 
 
@@ -36,11 +38,15 @@ def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: 
     from prunehw.model.matrix_prune import prune_matrix
 
     # matrix-based: prune, then write the index maps beside the model
-    cost = cycle_cost(model, data, cfg) if variant.target_cycles is not None else None
+    to_cost = {}
+    if variant.target is not None:   # pruned to cycles (per image) or energy (pJ per inference, given in uJ)
+        kind, value = variant.target
+        to_cost = ({"cost": cycle_cost(model, data, cfg), "target": value} if kind == "target_cycles" else
+                   {"cost": energy_cost(model, data, cfg), "target": value * 1e6})
     small, geo, maps = prune_matrix(
         model, data, schedule, criterion=variant.criterion, array=cfg.array if variant.tile_aware else None,
         learning_rate=p.learning_rate, batch_size=p.batch_size, calibration=p.calibration_images,
-        seed=cfg.seed, desc=variant.name, cost=cost, target=variant.target_cycles)
+        seed=cfg.seed, desc=variant.name, **to_cost)
     return small, save_maps(out_dir / "index_maps.json", geo, maps)
 
 
@@ -48,30 +54,84 @@ def cycle_cost(model, data, cfg: RunConfig):
     """Cycles per image on ``cfg.array`` of ``model`` pruned to given (kept rows, kept columns) per weighted layer: the
     accelerator's exact cycle model (``hw.cycle_model``) on the unpruned model's program with each layer's row and
     column tiles (and the pooling passes' channel tiles) recounted, which is what pruning changes."""
-    import dataclasses
-    import math
+    from prunehw.hw.cycle_model import op_cycles
 
+    program, recount = _recounted(model, data, cfg)
+    R, C = program.rows, program.cols
+    return lambda counts: sum(op_cycles(op, R, C) for op in recount(counts, tiles=False))
+
+
+def energy_cost(model, data, cfg: RunConfig):
+    """pJ per inference on ``cfg.array`` of ``model`` pruned to given (kept rows, kept columns) per layer: the
+    activity model (``hw.cycle_model.activity_model``) of the unpruned model's program cut to the kept tiles (the
+    weights of the rows and columns beyond the kept counts zeroed, their rows marked invalid), priced by
+    ``savings.energy`` at the memory sizes of those tiles. An estimate for the search (the multiplies a zero
+    weight gates depend on which rows and columns the pruning keeps); the run reports the energy of the pruned
+    design's own RTL counters."""
+    from prunehw.hw.cycle_model import activity_model
+    from prunehw.hw.generate import describe
+    from prunehw.hw.program import MatmulOp
+    from prunehw.savings import energy, load_energy_table
+
+    program, recount = _recounted(model, data, cfg)
+    desc, table = describe(program), load_energy_table()
+    R, C = program.rows, program.cols
+
+    def cost(counts) -> float:
+        ops = recount(counts)
+        mm = [o for o in ops if isinstance(o, MatmulOp)]
+        # the memories shrink with the tiles: weight ROM bits, row table and bias words, ping-pong buffer depths
+        depth = [max([o.out_pix * o.n_ct for o in ops if o.out_buf == b], default=1) for b in (0, 1)]
+        was = desc["memories"]
+        mem = {**was, "weights": {"bytes": -(-sum(len(o.tiles) * R * C * o.weight_bits for o in mm) // 8)},
+               "row_table": {**was["row_table"], "words": sum(o.n_rt for o in mm)},
+               "bias": {**was["bias"], "words": sum(o.n_ct for o in mm)},
+               "activations": {**was["activations"], "buffers": [*depth, was["activations"]["buffers"][2]]}}
+        return energy(activity_model(dataclasses.replace(program, ops=ops)), {**desc, "memories": mem}, table)["total"]
+
+    return cost
+
+
+def _recounted(model, data, cfg: RunConfig):
+    """The unpruned ``model``'s program on ``cfg.array`` and a function giving its ops recounted for (kept rows,
+    kept cols) per weighted layer: each layer's row and column tiles and the pooling passes' channel tiles; with
+    ``tiles``, also the weight tiles, biases and row tables cut to them."""
     from prunehw.export.contract import Contract
     from prunehw.export.quantize import quantize
-    from prunehw.hw.cycle_model import op_cycles
     from prunehw.hw.generate import program_for
     from prunehw.hw.program import MatmulOp
 
     R, C = cfg.array.rows, cfg.array.cols
     program = program_for(Contract(*quantize(model, data.x_train[:32])), cfg.array)
 
-    def cost(counts) -> int:
-        kept, total, cols = iter(counts), 0, None
+    def cut(op, rows: int, cols: int):
+        n_rt, n_ct = max(1, math.ceil(rows / R)), max(1, math.ceil(cols / C))
+        tiles = []
+        for ct in range(n_ct):
+            for rt in range(n_rt):
+                t = op.tiles[ct * op.n_rt + rt].copy()
+                t[max(0, rows - rt * R):, :] = 0
+                t[:, max(0, cols - ct * C):] = 0
+                tiles.append(t)
+        table = [[(o, l, v if rt * R + i < rows else 0) for i, (o, l, v) in enumerate(op.row_table[rt])]
+                 for rt in range(n_rt)]
+        return dict(tiles=tiles, bias=op.bias[:n_ct], row_table=table, row_taps=op.row_taps[:n_rt],
+                    macs_per_fold=[min(R, rows - rt * R) * min(C, cols - ct * C) for ct in range(n_ct)
+                                   for rt in range(n_rt)], rows=rows, cols=cols, n_rt=n_rt, n_ct=n_ct)
+
+    def recount(counts, tiles: bool = True) -> list:
+        kept, ops, cols = iter(counts), [], None
         for op in program.ops:
             if isinstance(op, MatmulOp):
                 rows, cols = next(kept)
-                op = dataclasses.replace(op, n_rt=max(1, math.ceil(rows / R)), n_ct=max(1, math.ceil(cols / C)))
+                change = cut(op, rows, cols) if tiles else dict(n_rt=max(1, math.ceil(rows / R)),
+                                                                n_ct=max(1, math.ceil(cols / C)))
             else:
-                op = dataclasses.replace(op, n_ct=max(1, math.ceil(cols / C)))
-            total += op_cycles(op, R, C)
-        return total
+                change = dict(n_ct=max(1, math.ceil(cols / C)))
+            ops.append(dataclasses.replace(op, **change))
+        return ops
 
-    return cost
+    return program, recount
 
 
 def copy_pruned(run_dir: Path, base: str, name: str) -> list[Path]:
@@ -85,7 +145,7 @@ def copy_pruned(run_dir: Path, base: str, name: str) -> list[Path]:
     dst.mkdir(parents=True, exist_ok=True)
     outputs = [Path(shutil.copyfile(src / f, dst / f)) for f in ("model.keras", "index_maps.json") if (src / f).is_file()]
     entry = read_json(Path(run_dir) / "summary.json").get("variants", {}).get(base, {})
-    keep = ("method", "schedule", "criterion", "ratio_requested", "target_cycles", "ratio_measured", "weights_total",
+    keep = ("method", "schedule", "criterion", "ratio_requested", "target_cycles", "target_energy_uj", "ratio_measured", "weights_total",
             "weights_kept")
     acc = entry.get("accuracy", {})
     update_variant(run_dir, name, {**{k: entry[k] for k in keep if k in entry}, "pruned_as": base,

@@ -165,14 +165,19 @@ class PruneConfig(Section):
 
 #: a variant's quantization options and their defaults (left out of its dict at the default, so a variant
 #: without them keeps its name and cache keys)
+#: the hardware targets a matrix variant may be pruned to instead of a ratio
+TARGETS = ("target_cycles", "target_energy_uj")
+
 _VARIANT_QUANT = {"quant": "ptq", "weight_bits": None, "act_bits": None, "max_loss": 0.5, "qat_epochs": 2,
                   "qat_learning_rate": 1e-4}
 
 
 class VariantConfig(Section):
     """A pruned variant: ``method`` unstructured (magnitude) or matrix (rows/columns), to a ``ratio`` of the weights
-    removed or (matrix) to ``target_cycles`` per image on the configured array: then the structures go in order
-    of saliency lost per cycle saved, with the accelerator's exact cycle model as the cost (``matrix-c2900``).
+    removed or (matrix) to ``target_cycles`` per image on the configured array (``matrix-c2900``) or to
+    ``target_energy_uj`` per inference (``matrix-e0.40``): then the structures go in order of saliency lost per
+    cycle (or pJ) saved, with the accelerator's exact cycle model (or its activity model priced by the energy
+    table) as the cost.
 
     ``quant``: ``ptq`` (post-training quantization, the default) or ``qat`` (quantization-aware fine-tuning of
     the pruned model through the contract's arithmetic, ``qat_epochs`` at ``qat_learning_rate``, then the same
@@ -186,6 +191,7 @@ class VariantConfig(Section):
     method: Literal[PRUNE_METHODS]
     ratio: Ratio | None = None
     target_cycles: Positive | None = None
+    target_energy_uj: PositiveFloat | None = None
     schedule: Literal[SCHEDULES] = "iterative"
     criterion: Literal[CRITERIA] = "l1"
     tile_aware: bool = True
@@ -204,12 +210,19 @@ class VariantConfig(Section):
 
     @model_validator(mode="after")
     def _ratio_or_target(self):
-        if (self.ratio is None) == (self.target_cycles is None):
-            raise ValueError("give ratio (the fraction of weights to remove) or target_cycles (cycles per image on the "
-                             "array), one of them")
-        if self.target_cycles is not None and self.method != "matrix":
-            raise ValueError(f"target_cycles prunes whole array tiles; allowed with method \"matrix\", not {self.method!r}")
+        given = [k for k in ("ratio", *TARGETS) if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give one of ratio (the fraction of weights to remove), target_cycles (cycles per image "
+                             "on the array) or target_energy_uj (uJ per inference)" + (f", not {' and '.join(given)}"
+                                                                                       if given else ""))
+        if given[0] in TARGETS and self.method != "matrix":
+            raise ValueError(f"{given[0]} prunes whole array tiles; allowed with method \"matrix\", not {self.method!r}")
         return self
+
+    @property
+    def target(self) -> tuple[str, float] | None:
+        """The hardware target the variant is pruned to, (``target_cycles`` or ``target_energy_uj``, value), or None."""
+        return next(((k, getattr(self, k)) for k in TARGETS if getattr(self, k) is not None), None)
 
     @model_validator(mode="after")
     def _budget_for_auto(self):
@@ -220,7 +233,7 @@ class VariantConfig(Section):
     @model_serializer(mode="wrap")
     def _without_defaults(self, handler):
         out = handler(self)
-        for key in ("ratio", "target_cycles"):    # (the one not given)
+        for key in ("ratio", *TARGETS):    # (those not given)
             if out.get(key) is None:
                 out.pop(key, None)
         for key, default in _VARIANT_QUANT.items():
@@ -238,7 +251,8 @@ class VariantConfig(Section):
     def name(self) -> str:
         budget = f"{self.max_loss:g}" if self.max_loss != _VARIANT_QUANT["max_loss"] else ""   # (wauto1: 1 point)
         bits = (f"-w{self.weight_bits}{budget}" if self.weight_bits else "") + (f"-a{self.act_bits}" if self.act_bits else "")
-        amount = f"{self.ratio:.2f}" if self.target_cycles is None else f"c{self.target_cycles}"
+        amount = (f"{self.ratio:.2f}" if self.ratio is not None else f"c{self.target_cycles}"
+                  if self.target_cycles is not None else f"e{self.target_energy_uj:g}")
         return f"{self.method}-{amount}{bits}{'-qat' if self.quant == 'qat' else ''}"
 
 

@@ -109,3 +109,46 @@ def test_prune_to_a_cycle_target_meets_it_in_the_cycle_model(net, tiny_data):
                                     cost=cost, target=target)
     program = program_for(Contract(*quantize(small, tiny_data.x_train[:32], rows_kept=kept_small_rows(geo, maps))), array)
     assert cycle_model(program).total == cost([(len(m.rows), len(m.cols)) for m in maps]) <= target
+
+
+def test_energy_cost_is_the_activity_model_of_the_kept_tiles(net, tiny_data):
+    """The energy cost of the search: for the unpruned counts, the energy of the generated program's activity
+    model; for a pruned model, every counter of the cut program equals the pruned program's own (the multiplies
+    split differently between done and gated: the cut keeps the unpruned weights of the first rows and columns)
+    and its memories are priced at the pruned design's sizes."""
+    import dataclasses
+
+    from prunehw.core.config import RunConfig
+    from prunehw.export.contract import Contract
+    from prunehw.export.quantize import quantize
+    from prunehw.hw.cycle_model import activity_model
+    from prunehw.hw.generate import describe, program_for
+    from prunehw.model.matrix_form import kept_small_rows
+    from prunehw.savings import energy, load_energy_table
+    from prunehw.variants import _recounted, energy_cost
+
+    array = ArrayConfig(rows=4, cols=4)
+    cfg = RunConfig(array=array)
+    program = program_for(Contract(*quantize(net, tiny_data.x_train[:32])), array)
+    full = [(g.n_rows, g.n_cols) for g in geometry(net)]
+    assert energy_cost(net, tiny_data, cfg)(full) == pytest.approx(
+        energy(activity_model(program), describe(program), load_energy_table())["total"], rel=1e-12)
+    small, geo, maps = prune_matrix(net, tiny_data, PruningSchedule("iterative", 0.6, 1, 1), criterion="l1",
+                                    array=array, learning_rate=1e-3, batch_size=64, calibration=64, seed=0)
+    pruned = program_for(Contract(*quantize(small, tiny_data.x_train[:32], rows_kept=kept_small_rows(geo, maps))), array)
+    _, recount = _recounted(net, tiny_data, cfg)
+    cut = activity_model(dataclasses.replace(program, ops=recount([(len(m.rows), len(m.cols)) for m in maps])))
+    real = activity_model(pruned)
+    assert {k: v for k, v in cut.items() if not k.startswith("mults")} == \
+        {k: v for k, v in real.items() if not k.startswith("mults")}
+    assert cut["mults"] + cut["mults_gated"] == real["mults"] + real["mults_gated"]
+    # and the memories it prices are the pruned design's: with the cut's multiplies and the unpruned design's
+    # widths (the pruned network's quantization may narrow the accumulators, its smaller buffers the row table's
+    # addresses), the same energy
+    kept = [(len(m.rows), len(m.cols)) for m in maps]
+    want, was = describe(pruned), describe(program)
+    want["array"]["acc_bits"] = was["array"]["acc_bits"]
+    for m in ("psum", "bias", "row_table"):
+        want["memories"][m]["bits_per_word"] = was["memories"][m]["bits_per_word"]
+    assert energy_cost(net, tiny_data, cfg)(kept) == pytest.approx(energy(
+        {**real, "mults": cut["mults"], "mults_gated": cut["mults_gated"]}, want, load_energy_table())["total"], rel=1e-12)

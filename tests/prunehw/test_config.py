@@ -87,6 +87,24 @@ def test_variant_names_and_duplicates():
                             VariantConfig(method="matrix", ratio=0.8, criterion="l2")))
 
 
+def test_hardware_targets_name_the_variant_and_exclude_a_ratio():
+    """A matrix variant is pruned to a ratio, a cycle target or an energy target: exactly one, named in its name
+    and kept in its dict; unstructured pruning removes no tiles, so it takes no hardware target."""
+    c = VariantConfig(method="matrix", target_cycles=2900)
+    e = VariantConfig(method="matrix", target_energy_uj=0.4)
+    assert (c.name, c.target, e.name, e.target) == ("matrix-c2900", ("target_cycles", 2900), "matrix-e0.4",
+                                                    ("target_energy_uj", 0.4))
+    assert e.to_dict() == {**{k: v for k, v in e.to_dict().items() if k != "target_energy_uj"}, "target_energy_uj": 0.4}
+    assert "ratio" not in e.to_dict() and "target_cycles" not in e.to_dict()
+    assert VariantConfig(method="matrix", ratio=0.8).target is None
+    with pytest.raises(ConfigError, match="give one of ratio .* not ratio and target_energy_uj"):
+        VariantConfig(method="matrix", ratio=0.8, target_energy_uj=0.4)
+    with pytest.raises(ConfigError, match="give one of ratio"):
+        VariantConfig(method="matrix")
+    with pytest.raises(ConfigError, match="target_energy_uj prunes whole array tiles; allowed with method \"matrix\""):
+        VariantConfig(method="unstructured", target_energy_uj=0.4)
+
+
 def test_unstructured_refuses_structure_criteria():
     with pytest.raises(ConfigError, match="criterion 'taylor' is for matrix pruning; unstructured allows: l1, l2"):
         VariantConfig(method="unstructured", ratio=0.5, criterion="taylor")
