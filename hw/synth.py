@@ -33,7 +33,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["DEVICE", "SynthFailed", "SynthResult", "tools_missing", "tool_versions", "synthesize", "place_and_route",
+__all__ = ["DEVICE", "SynthFailed", "SynthResult", "tool_path", "tools_missing", "tool_versions", "synthesize", "place_and_route",
            "absorb_bram_output_registers",
            "parse_stat", "parse_memories", "parse_report", "no_fit_problem", "run_synthesis"]
 
@@ -87,8 +87,14 @@ class SynthResult:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+def tool_path(name: str) -> str | None:
+    """Where a tool's command is: on PATH, or beside this Python (a virtual environment's ``bin/`` when the
+    environment is not activated, as under ``make``)."""
+    return shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+
+
 def _nextpnr_cmd() -> list[str] | None:
-    exe = shutil.which(NEXTPNR) or shutil.which(NEXTPNR, path=str(Path(sys.executable).parent))
+    exe = tool_path(NEXTPNR)
     return [exe] if exe else None
 
 
