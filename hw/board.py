@@ -23,7 +23,7 @@ from prunehw.hw.program import Program
 from prunehw.hw.protocol import BoardInfo
 from prunehw.hw.uart import UARTRx, UARTTx, check_divisor
 
-__all__ = ["BOARD_TOP", "BoardCore", "Ulx3sTop", "design_id", "pll_parameters"]
+__all__ = ["BOARD_TOP", "BoardCore", "Ulx3sTop", "design_id", "pll_parameters", "write_board_verilog"]
 
 #: The Verilog module name of the board core (simulation) and of the board top (bitstream).
 BOARD_TOP = "prunehw_board"
@@ -80,6 +80,19 @@ class BoardCore(wiring.Component):
                      accel.img_chan.eq(link.img_chan), accel.img_data.eq(link.img_data),
                      accel.csr_addr.eq(link.csr_addr), link.csr_data.eq(accel.csr_data)]
         return m
+
+
+def write_board_verilog(core: BoardCore, out_dir: Path) -> Path:
+    """Write the board core's ECP5 flavour as ``<out_dir>/prunehw_board.v``, the primitives' simulation models
+    beside it (what the cocotb testbench simulates)."""
+    from amaranth.back import verilog
+
+    from prunehw.core.artifacts import write_bytes
+    from prunehw.hw.ecp5 import ECP5, write_sim_models
+
+    text = verilog.convert(core, name=BOARD_TOP, emit_src=False, platform=ECP5())
+    write_sim_models(out_dir)
+    return write_bytes(Path(out_dir) / f"{BOARD_TOP}.v", text.encode())
 
 
 def pll_parameters(in_mhz: float, out_mhz: float) -> dict:

@@ -22,7 +22,8 @@ import numpy as np
 from prunehw.core.artifacts import write_bytes
 from prunehw.sim.wrapper import CLOCK_NS, HARNESS, write_harness, write_images_hex
 
-__all__ = ["SIMULATORS", "Build", "SimulatorMissing", "SimResult", "build_rtl", "run_built", "run_rtl", "simulator_missing"]
+__all__ = ["SIMULATORS", "Build", "SimulatorMissing", "SimResult", "build_rtl", "run_board", "run_built", "run_rtl",
+           "simulator_missing"]
 
 SIMULATORS = ("verilator", "icarus")
 #: the harness's time unit and precision (Icarus needs one; the harness declares the same)
@@ -224,3 +225,43 @@ def _result(sim: str, results: Path, log: Path, expected: np.ndarray, n: int, im
     # images never run (after a timeout) count as not matching
     return SimResult(sim, ids[:len(done)], match, n, np.array([r["logits"] for r in done]), [r["counters"] for r in done],
                      first, seconds, {"serial": gaps[:1], "overlapped": gaps[1:]})
+
+
+def run_board(rtl_dir: Path, top: str, sim: str, work_dir: Path, reference: Path, divisor: int, timeout: int,
+              sources: list[str]) -> dict:
+    """Build the board core ``top`` (``sources`` in ``rtl_dir``, primitives' models first) and run
+    ``tb_board`` on it: a host on its serial pins, checked against ``reference`` (npz: images, logits, counters,
+    info). Returns the testbench's results (``images``: per image the replies' codes, logits, counters and
+    whether they match; ``errors``: the code each framing error was answered with)."""
+    reason = simulator_missing(sim)
+    if reason:
+        raise SimulatorMissing(reason)
+    work_dir = Path(work_dir).resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    files = [Path(rtl_dir).resolve() / f for f in sources]
+    build_args: list[str] = []
+    if sim == "verilator":
+        # only the top's ports are made public (what the testbench drives and samples)
+        files.insert(0, write_bytes(work_dir / "ports.vlt", f'`verilator_config\npublic_flat_rw -module "{top}" -var "*"\n'.encode()))
+        build_args = ["--x-assign", "fast", "--x-initial", "fast", "-O3", "-Wno-fatal", "-Wno-lint", "-Wno-style"]
+    build_dir, build_log = work_dir / f"build_{sim}", work_dir / f"build_{sim}.log"
+    results, log = work_dir / "results.json", work_dir / f"sim_{sim}.log"
+    results.unlink(missing_ok=True)
+    with _sim_env(sim):
+        try:
+            _runner(sim).build(sources=files, hdl_toplevel=top, build_args=build_args, build_dir=build_dir,
+                               timescale=TIMESCALE, always=False, log_file=build_log)
+        except (RuntimeError, SystemExit) as exc:
+            raise RuntimeError(f"the {sim} build failed ({exc}); its last lines:\n{_tail(build_log)}\n"
+                               f"(whole log: {build_log})") from None
+        try:
+            _runner(sim).test(test_module="prunehw.sim.tb_board", hdl_toplevel=top, hdl_toplevel_lang="verilog",
+                              build_dir=build_dir, test_dir=work_dir, log_file=log, timescale=TIMESCALE,
+                              results_xml=str(work_dir / "results.xml"),
+                              extra_env={"PRUNEHW_BOARD": str(Path(reference).resolve()), "PRUNEHW_RESULTS": str(results),
+                                         "PRUNEHW_DIVISOR": str(divisor), "PRUNEHW_TIMEOUT": str(timeout)})
+        except SystemExit:
+            pass     # (a failing cocotb test exits the runner; the results file says what happened)
+    if not results.is_file():
+        raise RuntimeError(f"the {sim} board simulation wrote no results; its last lines:\n{_tail(log)}\n(whole log: {log})")
+    return json.loads(results.read_text())

@@ -23,7 +23,7 @@ from prunehw.core.errors import ConfigError
 from prunehw.core.sections import NonNegative, Positive, PositiveFloat, Section, TupleOf, config_error, must
 
 __all__ = ["LAYER_TYPES", "PADDINGS", "Section", "config_error", "LayerSpec", "NetworkConfig", "DataConfig", "TrainConfig",
-           "PruneConfig", "VariantConfig", "ArrayConfig", "QuantConfig", "SimConfig", "SynthConfig",
+           "PruneConfig", "VariantConfig", "ArrayConfig", "QuantConfig", "SimConfig", "SynthConfig", "BoardConfig",
            "ExperimentsConfig", "RunConfig", "read_toml", "load_config"]
 
 LAYER_TYPES = ("conv2d", "dense", "relu", "maxpool2d", "avgpool2d", "flatten")
@@ -309,6 +309,44 @@ class SynthConfig(Section):
     seed: Positive = 1
 
 
+class BoardConfig(Section):
+    """The accelerator on a ULX3S-85F (``prunehw board``, ``make bitstream``, ``prunehw board-run``).
+
+    ``clock_mhz``: the design's clock, made by the board's PLL from its 25 MHz oscillator (a frequency Project
+    Trellis' ecppll reaches exactly); ``baud``: the serial port's rate, a whole number of clock cycles per bit
+    (at least 4); ``timeout_ms``: how long a frame may stall before the board abandons it. ``sim_images``: test
+    images the simulated host-to-board run checks; ``sim_divisor``: clock cycles per serial bit in that
+    simulation (the board's own divisor would make each image's transfer hundreds of thousands of cycles; the
+    link and the UART are the same design at any divisor).
+    """
+
+    _section = "board"
+    clock_mhz: PositiveFloat = 50.0
+    baud: Positive = 1_000_000
+    timeout_ms: PositiveFloat = 20.0
+    sim_images: Positive = 4
+    sim_divisor: Positive = 8
+
+    @model_validator(mode="after")
+    def _whole_divisor(self):
+        cycles = self.clock_mhz * 1e6 / self.baud
+        if abs(cycles - round(cycles)) > 1e-9 * cycles or round(cycles) < 4:
+            raise ValueError(f"baud {self.baud} at {self.clock_mhz:g} MHz is {cycles:g} clock cycles per bit; "
+                             f"allowed: a whole number of at least 4 (e.g. 1000000 or 500000 at 50 MHz)")
+        if self.sim_divisor < 4:
+            raise ValueError(f"sim_divisor = {self.sim_divisor}; allowed: at least 4 clock cycles per bit")
+        return self
+
+    @property
+    def divisor(self) -> int:
+        """Clock cycles per serial bit on the board."""
+        return round(self.clock_mhz * 1e6 / self.baud)
+
+    @property
+    def timeout_cycles(self) -> int:
+        return round(self.timeout_ms * 1e-3 * self.clock_mhz * 1e6)
+
+
 Ratios = Annotated[TupleOf[Ratio], Field(min_length=1)]
 
 
@@ -346,6 +384,7 @@ class RunConfig(Section):
     quant: QuantConfig = Field(default_factory=QuantConfig)
     sim: SimConfig = Field(default_factory=SimConfig)
     synth: SynthConfig = Field(default_factory=SynthConfig)
+    board: BoardConfig = Field(default_factory=BoardConfig)
     experiments: ExperimentsConfig = Field(default_factory=ExperimentsConfig)
     variants: TupleOf[VariantConfig] = Field(default_factory=_default_variants)
 
