@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 __all__ = ["BAD_CHECKSUM", "BAD_COMMAND", "BAD_LENGTH", "COMMANDS", "ERRORS", "INFO_FORMAT", "MAGIC", "NOT_READY",
            "REPLY_SYNC", "REQUEST_SYNC", "TIMEOUT", "BoardInfo", "ProtocolError", "Reply", "ReplyParser",
-           "checksum", "reply", "request"]
+           "checksum", "framing_errors", "reply", "request"]
 
 REQUEST_SYNC = 0xA5
 REPLY_SYNC = 0x5A
@@ -44,6 +44,16 @@ ERRORS = {BAD_COMMAND: "bad command", BAD_LENGTH: "bad length", BAD_CHECKSUM: "b
 MAGIC = b"PHW1"
 #: INFO's payload: magic, design id, logits, counters (with the per-op cycles), image h, w, c, clock cycles per bit
 INFO_FORMAT = "<4sIHHHHHH"
+
+
+def framing_errors(image: bytes) -> dict[str, tuple[bytes, int]]:
+    """The malformed requests a host-side test sends (``image``: a valid LOAD payload to cut short), each with the
+    code the board must answer it with."""
+    start = request("START")
+    return {"bad_command": (bytes([REQUEST_SYNC, ord("X"), 0, 0, 0]), BAD_COMMAND),
+            "bad_length": (request("LOAD", image[:5]), BAD_LENGTH),
+            "bad_checksum": (start[:-1] + bytes([start[-1] ^ 0xFF]), BAD_CHECKSUM),
+            "timeout": (request("INFO")[:3], TIMEOUT)}
 
 
 class ProtocolError(RuntimeError):

@@ -17,21 +17,27 @@ from prunehw.core.artifacts import read_json, record_stage, sha256_file, stage_i
 from prunehw.core.artifacts import code_digest, stage_key
 from prunehw.core.errors import PrunehwError
 
-__all__ = ["BoardError", "board_core", "simulate_board", "build_bitstream", "board_run"]
+__all__ = ["BoardError", "SerialHost", "board_core", "simulate_board", "build_bitstream", "board_run"]
 
 
 class BoardError(PrunehwError):
     """No board answers, or it answers what it should not; the message says which and what to do."""
 
 
-def board_core(flow, variant: str, *, divisor: int, timeout: int):
-    """(the variant's :class:`~prunehw.hw.board.BoardCore`, its program, its contract's path)."""
+def _program(flow, variant: str):
+    """(the variant's accelerator program, its contract's path)."""
     from prunehw.export.contract import load_contract
-    from prunehw.hw.board import BoardCore, design_id
     from prunehw.hw.generate import program_for
 
     contract = flow.quantize(variant)
-    program = program_for(load_contract(contract), flow.cfg.array)
+    return program_for(load_contract(contract), flow.cfg.array), contract
+
+
+def board_core(flow, variant: str, *, divisor: int, timeout: int):
+    """(the variant's :class:`~prunehw.hw.board.BoardCore`, its program, its contract's path)."""
+    from prunehw.hw.board import BoardCore, design_id
+
+    program, contract = _program(flow, variant)
     core = BoardCore(program, design=design_id(contract.read_bytes()), divisor=divisor, timeout=timeout)
     return core, program, contract
 
@@ -81,12 +87,17 @@ def simulate_board(flow, variant: str, simulator: str = "verilator", force: bool
     imgs = res["images"]
     entry = {"simulator": simulator, "images": len(imgs), "match": sum(r["match"] for r in imgs),
              "counters_equal": sum(r["counters_equal"] for r in imgs), "info_equal": res["info_equal"],
-             "errors_answered": res["errors"], "divisor": b.sim_divisor, "timeout_cycles": timeout,
+             "errors_answered": res["errors"], "errors_as_expected": res["errors_as_expected"], "divisor": b.sim_divisor, "timeout_cycles": timeout,
              "seconds": round(time.perf_counter() - t0, 1)}
     from prunehw.core.artifacts import write_json
 
     path = write_json(out / "board_sim.json", entry)
     update_variant(flow.run_dir, variant, {"board": {f"sim_{simulator}": entry}})
+    ok = entry["match"] == entry["counters_equal"] == entry["images"] and res["info_equal"] and res["errors_as_expected"]
+    if not ok:
+        raise BoardError(f"board sim {variant}: {entry['match']}/{entry['images']} images bit-exact, counters "
+                         f"{entry['counters_equal']}/{entry['images']}, INFO {'right' if res['info_equal'] else 'WRONG'}, "
+                         f"framing errors answered {res['errors']}; see {out}")
     record_stage(flow.run_dir, stage, key, [path])
     flow.log(f"board sim {variant}: {simulator}, a host on the serial pins: {entry['match']}/{entry['images']} images "
              f"bit-exact, counters equal to the model on {entry['counters_equal']}/{entry['images']}, framing errors "
@@ -121,7 +132,7 @@ def build_bitstream(flow, variant: str, force: bool = False) -> dict:
     pll = None if b.clock_mhz == 25 else pll_parameters(25, b.clock_mhz)
     from tqdm.auto import tqdm
 
-    with tqdm(total=None, desc=f"bitstream {variant}", bar_format="{desc}: {elapsed} {postfix}") as bar:
+    with tqdm(total=None, desc=f"bitstream {variant}", bar_format="{desc}: {elapsed}{postfix}") as bar:
         try:
             res, bit = build(Ulx3sTop(core, clock_mhz=b.clock_mhz, pll=pll), out, seed,
                              progress=lambda step, s: bar.set_postfix_str(f"{step} {s:.0f}s", refresh=True))
@@ -137,4 +148,89 @@ def build_bitstream(flow, variant: str, force: bool = False) -> dict:
     record_stage(flow.run_dir, stage, key, [path, bit])
     flow.log(f"bitstream {variant}: ULX3S-85F at {b.clock_mhz:g} MHz (PLL from 25 MHz; routed Fmax {res.fmax_mhz:g} MHz), "
              f"{res.lut} LUT4, {res.ff} FF, {res.dsp} DSP, {res.bram} EBR; serial {b.baud} baud; wrote {bit}")
+    return entry
+
+
+class SerialHost:
+    """The host's end of the link over a byte port (pyserial's ``Serial``, or anything with ``write`` and a
+    ``read`` that returns what arrived within its timeout): one request at a time, framed and parsed by
+    :mod:`prunehw.hw.protocol`."""
+
+    def __init__(self, port, timeout_s: float):
+        from prunehw.hw.protocol import ReplyParser
+
+        self.port, self.timeout_s, self.parser = port, timeout_s, ReplyParser()
+
+    def ask(self, command: str, payload: bytes = b"", expect_error: bool = False):
+        from prunehw.hw.protocol import COMMANDS, ProtocolError, request
+
+        self.port.write(request(command, payload))
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            data = self.port.read(64)
+            try:
+                replies = self.parser.feed(data) if data else []
+            except ProtocolError as exc:
+                raise BoardError(f"{command}: {exc}") from None
+            if replies:
+                reply = replies[0]
+                if reply.code != COMMANDS[command] and not expect_error:
+                    raise BoardError(f"{command}: the board answered {reply.error or f'code {reply.code:#04x}'}")
+                return reply
+        raise BoardError(f"no reply to {command} within {self.timeout_s:g} s: is the bitstream loaded "
+                         f"(openFPGALoader --board ulx3s <prunehw_board.bit>) and is the baud rate the bitstream's?")
+
+
+def board_run(flow, variant: str, port: str, images: int, baud: int | None = None, timeout_s: float = 2.0,
+              open_port=None) -> dict:
+    """Run the first ``images`` test images through a board holding ``variant``'s bitstream on serial ``port``:
+    checks INFO (the design id is the variant's contract's), then per image LOAD, START, LOGITS against the golden
+    model, and the first image's counters against the analytic model. Returns the figures (also in the summary's
+    ``board.run``). ``open_port(port, baud)``: how to open it (default pyserial)."""
+    from prunehw.hw.board import design_id
+    from prunehw.hw.protocol import BoardInfo
+
+    baud = baud or flow.cfg.board.baud
+    if images < 1:
+        raise BoardError(f"--images {images}; allowed: at least 1")
+    if open_port is None:
+        import serial
+
+        def open_port(name, rate):
+            try:
+                return serial.serial_for_url(name, baudrate=rate, timeout=0.05)
+            except (serial.SerialException, OSError, ValueError) as exc:
+                raise BoardError(f"no board at {name}: {str(exc).splitlines()[0]}; plug the ULX3S's USB port (US1) "
+                                 f"in and give its serial device (e.g. --port /dev/ttyUSB0)") from None
+    link = open_port(port, baud)     # (first: no board is the likeliest error)
+    program, contract = _program(flow, variant)
+    n = min(images, len(flow.data.x_test))
+    ref = _expected(flow, variant, program, contract, n)
+    try:
+        host = SerialHost(link, timeout_s)
+        info = BoardInfo.unpack(host.ask("INFO").payload)
+        if info.design_id != design_id(contract.read_bytes()):
+            raise BoardError(f"the board holds design {info.design_id:#010x}, not {variant}'s "
+                             f"{design_id(contract.read_bytes()):#010x}: load {variant}'s bitstream (prunehw board "
+                             f"--variant {variant})")
+        from tqdm.auto import tqdm
+
+        wrong, t0 = [], time.perf_counter()
+        for i in tqdm(range(n), desc=f"board-run {variant}", unit="image"):
+            host.ask("LOAD", ref["images"][i].tobytes())
+            host.ask("START")
+            logits = host.ask("LOGITS").words()
+            if logits != [int(v) for v in ref["logits"][i]]:
+                wrong.append(i)
+            if i == 0:
+                counters_equal = host.ask("COUNTERS").words() == [int(v) for v in ref["counters"][0]]
+        seconds = time.perf_counter() - t0
+    finally:
+        link.close()
+    entry = {"port": port, "baud": baud, "images": n, "match": n - len(wrong), "mismatched_images": wrong[:20],
+             "counters_equal": counters_equal, "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 1)}
+    update_variant(flow.run_dir, variant, {"board": {"run": entry}})
+    flow.log(f"board-run {variant}: {entry['match']}/{n} images bit-exact on the board at {port}, "
+             f"{entry['images_per_s']} images/s ({baud} baud); counters of image 0 "
+             f"{'equal to' if counters_equal else 'DIFFERENT from'} the model")
     return entry

@@ -68,6 +68,18 @@ def _parser() -> argparse.ArgumentParser:
     p = stage("synth", "synthesise and place-and-route each variant's accelerator (yosys + nextpnr-ecp5, LFE5U-85F); "
                        "resources, Fmax, images/s, ratios against dense")
     p.add_argument("--variant", action="append", help="only this variant (repeatable; default: dense and every configured variant)")
+    p = stage("board", "the accelerator on a ULX3S-85F: its board core simulated with a host on its serial pins, "
+                       "then a bitstream (yosys, nextpnr-ecp5 on the board's pins, ecppack)")
+    p.add_argument("--variant", action="append", help="only this variant (repeatable; default: dense and every configured variant)")
+    p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator",
+                   help="the simulator of the host-to-board run (default verilator)")
+    p.add_argument("--no-bitstream", action="store_true", help="only the simulated host-to-board run")
+    p = stage("board-run", "run test images through a ULX3S holding a variant's bitstream, over its serial port; "
+                           "every logit checked against the golden model")
+    p.add_argument("--port", required=True, help="the board's serial device (e.g. /dev/ttyUSB0) or a pyserial URL")
+    p.add_argument("--variant", required=True, help="the variant whose bitstream the board holds")
+    p.add_argument("--images", type=int, default=100, help="first N test images (default 100)")
+    p.add_argument("--baud", type=int, help="serial rate (default: the config's [board] baud, the bitstream's)")
     stage("report", "storage, energy and savings of each variant from this run's files and RTL counters; report.md + PNGs")
     stage("run", "every stage of the flow, cached")
     return parser
@@ -210,6 +222,27 @@ def _run(args: argparse.Namespace) -> None:
             _missing_tool("synth", exc)
         else:
             flow.report()
+    elif args.command == "board":
+        from prunehw.board import build_bitstream, simulate_board
+        from prunehw.sim.runner import SimulatorMissing
+        from prunehw.synth_report import ToolMissing
+
+        for name in _variant_names(args, flow):
+            try:
+                simulate_board(flow, name, args.simulator, force=args.force)
+            except SimulatorMissing as exc:
+                _missing_tool(f"board sim {args.simulator}", exc)
+            if not args.no_bitstream:
+                try:
+                    build_bitstream(flow, name, force=args.force)
+                except ToolMissing as exc:
+                    _missing_tool("bitstream", exc)
+        flow.report()
+    elif args.command == "board-run":
+        from prunehw.board import board_run
+
+        flow.cfg.variant(args.variant) if args.variant != "dense" else None
+        board_run(flow, args.variant, args.port, args.images, args.baud)
     elif args.command == "report":
         flow.report()
     elif args.command == "experiments":

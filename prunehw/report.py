@@ -74,11 +74,11 @@ def format_report(run_dir: Path) -> str:
         for tag, d in v.get("bitexact", {}).items():
             if d.get("first_mismatch"):
                 lines.append(f"  MISMATCH {name} {tag}: {d['first_mismatch']}")
-    from prunehw.synth_report import format_synth_table
+    from prunehw.synth_report import format_board_table, format_synth_table
 
-    synth = format_synth_table(s)
-    if synth:
-        lines += ["", synth]
+    for table in (format_synth_table(s), format_board_table(s)):
+        if table:
+            lines += ["", table]
     lines += ["", f"files: {run_dir}/summary.json, manifest.json; per variant: model.keras, contract.json, weights.npz, "
               f"hls/ (hls4ml project), rtl/ (Verilog, accelerator.json), sim_<simulator>/, synth/ (tool logs, synth.json)"]
     return "\n".join(lines)

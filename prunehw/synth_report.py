@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prunehw.core.artifacts import read_json, record_stage, sha256_file, stage_is_current, update_variant
 
-__all__ = ["ToolMissing", "synth_variants", "synth_rows", "format_synth_table", "write_synth_files"]
+__all__ = ["ToolMissing", "synth_variants", "synth_rows", "format_board_table", "format_synth_table", "write_synth_files"]
 
 RESOURCES = ("lut", "ff", "carry", "dsp", "bram")
 LABELS = {"lut": "LUT4", "ff": "FF", "carry": "CCU2C", "dsp": "DSP", "bram": "EBR"}
@@ -179,6 +179,32 @@ def format_synth_table(summary: dict) -> str:
     for name, v in summary["variants"].items():
         if v.get("synth", {}).get("problem"):
             lines.append(f"  {name}: {v['synth']['problem']}")
+    return "\n".join(lines)
+
+
+def format_board_table(summary: dict) -> str:
+    """The variants' board figures: the bitstream's resources and Fmax on the ULX3S-85F's pins at its PLL clock,
+    the simulated host-to-board run, and a run on a real board when there was one."""
+    variants = {n: v["board"] for n, v in summary.get("variants", {}).items() if v.get("board")}
+    if not variants:
+        return ""
+    lines = ["board: ULX3S-85F (yosys synth_ecp5 + nextpnr-ecp5 on the board's pins + ecppack), serial host link"]
+    head = (f"{'variant':<18}{'clock':>7}{'Fmax':>8}" + "".join(f"{LABELS[k]:>14}" for k in RESOURCES) +
+            f"{'bitstream':>11}  simulated host run")
+    lines += [head, "-" * len(head)]
+    for name, b in variants.items():
+        bit, sim = b.get("bitstream", {}), next((b[k] for k in sorted(b) if k.startswith("sim_")), None)
+        cap = bit.get("capacity", {})
+        cells = "".join(f"{bit[k]:>7} {100 * bit[k] / cap[k]:>5.1f}%" if k in bit and cap.get(k) else f"{'-':>14}"
+                        for k in RESOURCES)
+        ran = (f"{sim['simulator']}: {sim['match']}/{sim['images']} bit-exact, counters {sim['counters_equal']}/"
+               f"{sim['images']}, framing errors answered" if sim else "-")
+        lines.append(f"{name:<18}{bit.get('clock_mhz', '-'):>7}{bit.get('fmax_mhz', '-'):>8}{cells}"
+                     f"{'written' if bit.get('bitstream') else '-':>11}  {ran}")
+        if "run" in b:
+            r = b["run"]
+            lines.append(f"  {name} on a board at {r['port']}: {r['match']}/{r['images']} bit-exact, "
+                         f"{r['images_per_s']} images/s")
     return "\n".join(lines)
 
 

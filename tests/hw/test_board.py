@@ -185,17 +185,15 @@ def test_host_link_answers_framing_errors_and_recovers(board):
     got = []
 
     async def script(ctx, host):
-        for data in (bytes([P.REQUEST_SYNC, ord("X"), 0, 0, 0]),                # unknown command
-                     P.request("LOAD", images[0].tobytes()[:5]),                 # wrong length
-                     P.request("START")[:-1] + bytes([0x00]),                    # wrong checksum
-                     P.request("INFO")[:3]):                                     # stalls mid-frame
+        for data, _ in P.framing_errors(images[0].tobytes()).values():
             got.append(await host.ask(ctx, data))
             await ticks(ctx, 2 * TIMEOUT)       # the refused frame's rest is dropped until the line is quiet
             got.append(await host.ask(ctx, P.request("INFO")))
 
     run_host(program, script)
     codes = [r.code for r in got]
-    assert codes[0::2] == [P.BAD_COMMAND, P.BAD_LENGTH, P.BAD_CHECKSUM, P.TIMEOUT]
+    assert codes[0::2] == [code for _, code in P.framing_errors(images[0].tobytes()).values()] == \
+        [P.BAD_COMMAND, P.BAD_LENGTH, P.BAD_CHECKSUM, P.TIMEOUT]
     assert codes[1::2] == [P.COMMANDS["INFO"]] * 4 and all(r.payload == got[1].payload for r in got[1::2])
     assert [got[i].error for i in (0, 2, 4, 6)] == ["bad command", "bad length", "bad checksum", "timeout inside a frame"]
 

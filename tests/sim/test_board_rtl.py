@@ -1,0 +1,41 @@
+"""The board core (the accelerator behind its serial host link) in Verilator, a host on its serial pins: a few test
+images bit-exact with the counters of the model and every framing error answered (``make test``); the board
+top's bitstream for the ULX3S-85F (regression: synthesis and place-and-route take minutes)."""
+
+import pytest
+from cli_helpers import need_tool
+
+from prunehw.sim.runner import simulator_missing
+
+
+def test_board_core_serves_a_host_through_its_serial_pins(quick_flow):
+    from prunehw.board import simulate_board
+    from prunehw.core.artifacts import read_json
+    from prunehw.flow import Flow
+
+    need_tool(simulator_missing("verilator"))
+    entry = simulate_board(quick_flow, "matrix-0.80", "verilator")
+    n = quick_flow.cfg.board.sim_images
+    assert (entry["images"], entry["match"], entry["counters_equal"]) == (n, n, n)
+    assert entry["info_equal"] and entry["errors_as_expected"]
+    assert set(entry["errors_answered"]) >= {"bad_command", "bad_length", "bad_checksum", "timeout"}
+    summary = read_json(quick_flow.run_dir / "summary.json")["variants"]["matrix-0.80"]
+    assert summary["board"]["sim_verilator"] == entry
+    lines = []     # run again: up to date, not simulated again
+    assert simulate_board(Flow(quick_flow.cfg, log=lines.append), "matrix-0.80", "verilator") == entry
+    assert lines[-1] == f"board sim matrix-0.80: up to date, {quick_flow.run_dir / 'matrix-0.80' / 'board' / 'sim_verilator'}"
+
+
+@pytest.mark.regression
+def test_bitstream_for_the_ulx3s_closes_at_its_clock(quick_flow):
+    from prunehw.board import build_bitstream
+    from prunehw.hw.synth import tools_missing
+
+    need_tool(tools_missing())
+    entry = build_bitstream(quick_flow, "matrix-0.80")
+    b = quick_flow.cfg.board
+    assert entry["fits"] and entry["meets_timing"] and entry["fmax_mhz"] >= b.clock_mhz == entry["clock_mhz"]
+    assert entry["pll"]["mhz"] == b.clock_mhz and entry["divisor"] == b.divisor
+    bit = open(entry["bitstream"], "rb").read()
+    assert len(bit) == entry["bitstream_bytes"] > 100_000
+    assert entry["dsp"] > 0 and entry["bram"] > 0 and entry["lut"] > 0
