@@ -11,7 +11,7 @@ endif
 # pytest options passed through, e.g. `make test PYTEST_ARGS="-k prune -x"`
 PYTEST_ARGS ?=
 
-.PHONY: setup sim test test-regression experiments explore explore-bench synth-report mutate clean
+.PHONY: setup sim test test-regression experiments explore explore-bench synth-report bitstream mutate clean
 
 setup: $(STAMP)
 
@@ -43,6 +43,12 @@ explore-bench: setup
 # every variant's accelerator through yosys synth_ecp5 and nextpnr-ecp5 (LFE5U-85F), running the stages it needs first
 synth-report: setup
 	$(BIN)/prunehw synth --config $(CONFIG)
+
+# the ULX3S-85F: the board core simulated with a host on its serial pins, then the bitstream
+# (build/<run>/<variant>/board/bitstream/prunehw_board.bit), for dense and matrix-0.80 (VARIANTS=... for others)
+VARIANTS ?= dense matrix-0.80
+bitstream: setup
+	$(BIN)/prunehw board --config $(CONFIG) $(foreach v,$(VARIANTS),--variant $(v))
 
 mutate: setup
 	$(BIN)/prunehw mutate --config $(CONFIG)
