@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
                    "configured array (instead of --ratio): structures go by saliency lost per cycle saved")
     p.add_argument("--target-energy-uj", type=float, help="matrix pruning to at most this many uJ per inference "
                    "(the activity model priced by the energy table) instead of --ratio: by saliency lost per pJ saved")
+    p.add_argument("--target-images-per-s", type=float, help="matrix pruning to at least this many images/s at the "
+                   "clock the design is built for ([synth] target_mhz): a cycle target")
     p.add_argument("--model", help="prune this .keras file instead of the run's trained dense model")
     p.add_argument("--schedule", choices=("oneshot", "iterative"), default="iterative", help="pruning schedule (default iterative)")
     p.add_argument("--criterion", choices=("l1", "l2", "taylor", "fisher"), default="l1", help="ranking criterion (default l1)")
@@ -177,16 +179,19 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "train":
         flow.train(force=args.force)
     elif args.command == "prune":
-        amount = [a for a in (args.ratio, args.target_cycles, args.target_energy_uj) if a is not None]
+        amount = [a for a in (args.ratio, args.target_cycles, args.target_energy_uj, args.target_images_per_s)
+                  if a is not None]
         if (args.method is None) != (not amount) or len(amount) > 1:
-            raise PrunehwError("prune: give --method with --ratio, --target-cycles or --target-energy-uj (one of "
-                               "them), or none of these (to prune every configured variant)")
+            raise PrunehwError("prune: give --method with --ratio, --target-cycles, --target-energy-uj or "
+                               "--target-images-per-s (one of them), or none of these (to prune every configured "
+                               "variant)")
         if args.method is None:
             for variant in cfg.variants:
                 flow.prune(variant, force=args.force, source=args.model)
         else:
             variant = VariantConfig(method=args.method, ratio=args.ratio, target_cycles=args.target_cycles,
                                     target_energy_uj=args.target_energy_uj,
+                                    target_images_per_s=args.target_images_per_s,
                                     schedule=args.schedule, criterion=args.criterion, tile_aware=not args.no_tile_aware)
             flow.with_variant(variant).prune(variant, force=args.force, source=args.model)
     elif args.command in ("quantize", "export", "rtl"):

@@ -172,6 +172,11 @@ class Flow(VerifyStages):
         _, kept = weight_counts(model)
         save_model(model, out)
         asked = {"ratio_requested": variant.ratio} if variant.ratio is not None else dict([variant.target])
+        if variant.target_images_per_s is not None:     # (the cycle target it is, at the clock it is built for)
+            from prunehw.variants import cycles_for_rate
+
+            asked.update(target_cycles_for_rate=cycles_for_rate(variant.target_images_per_s, self.cfg),
+                         target_clock_mhz=self.cfg.synth.target_mhz)
         update_variant(self.run_dir, variant.name, {
             "method": variant.method, "schedule": variant.schedule, "criterion": variant.criterion,
             **asked, "ratio_measured": (total_dense - kept) / total_dense,

@@ -46,6 +46,15 @@ def format_report(run_dir: Path) -> str:
             lines.append(f"  {name}: target {t} cycles per image; analytic {cyc.get('analytic', '-')}, RTL "
                          f"{rtl if rtl is not None else 'not simulated'}"
                          + (f": {'met' if rtl <= t else 'NOT met'}" if rtl is not None else ""))
+        if "target_images_per_s" in v:   # pruned to a rate: at the clock it was built for, and at the routed Fmax
+            t, rtl, clock = v["target_images_per_s"], v.get("cycles", {}).get("rtl"), v.get("target_clock_mhz")
+            fmax = v.get("synth", {}).get("fmax_mhz")
+            at = [f"{clock * 1e6 / rtl:,.0f} images/s at {clock:g} MHz: {'met' if clock * 1e6 / rtl >= t else 'NOT met'}"
+                  ] if rtl and clock else ["RTL not simulated"]
+            if rtl and fmax:
+                at.append(f"{fmax * 1e6 / rtl:,.0f} at the routed Fmax {fmax:g} MHz")
+            lines.append(f"  {name}: target {t:,.0f} images/s ({v.get('target_cycles_for_rate', '-')} cycles per image "
+                         f"at {clock:g} MHz); RTL {rtl if rtl else '-'} cycles, " + ", ".join(at))
         if "target_energy_uj" in v:  # pruned to an energy target: asked, and the RTL counters' energy
             t, e = v["target_energy_uj"], v.get("energy_pj", {}).get("total")
             lines.append(f"  {name}: target {t:g} uJ per inference; from the RTL counters "

@@ -11,7 +11,7 @@ import numpy as np
 
 from prunehw.core.config import RunConfig, VariantConfig
 
-__all__ = ["allocate_bits", "calibration_images", "copy_pruned", "cycle_cost", "energy_cost", "prune_variant", "quantize_variant",
+__all__ = ["allocate_bits", "calibration_images", "copy_pruned", "cycle_cost", "cycles_for_rate", "energy_cost", "prune_variant", "quantize_variant",
            "rows_kept"]
 
 
@@ -41,13 +41,22 @@ def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: 
     to_cost = {}
     if variant.target is not None:   # pruned to cycles (per image) or energy (pJ per inference, given in uJ)
         kind, value = variant.target
-        to_cost = ({"cost": cycle_cost(model, data, cfg), "target": value} if kind == "target_cycles" else
-                   {"cost": energy_cost(model, data, cfg), "target": value * 1e6})
+        if kind == "target_energy_uj":
+            to_cost = {"cost": energy_cost(model, data, cfg), "target": value * 1e6}
+        else:                        # (images/s at the clock the design is built for: a cycle target)
+            cycles = value if kind == "target_cycles" else cycles_for_rate(value, cfg)
+            to_cost = {"cost": cycle_cost(model, data, cfg), "target": cycles}
     small, geo, maps = prune_matrix(
         model, data, schedule, criterion=variant.criterion, array=cfg.array if variant.tile_aware else None,
         learning_rate=p.learning_rate, batch_size=p.batch_size, calibration=p.calibration_images,
         seed=cfg.seed, desc=variant.name, **to_cost)
     return small, save_maps(out_dir / "index_maps.json", geo, maps)
+
+
+def cycles_for_rate(images_per_s: float, cfg: RunConfig) -> int:
+    """The most cycles per image that reach ``images_per_s`` at the clock the design is built for
+    (``[synth] target_mhz``, which synthesis checks it closes)."""
+    return math.floor(cfg.synth.target_mhz * 1e6 / images_per_s)
 
 
 def cycle_cost(model, data, cfg: RunConfig):
@@ -145,7 +154,8 @@ def copy_pruned(run_dir: Path, base: str, name: str) -> list[Path]:
     dst.mkdir(parents=True, exist_ok=True)
     outputs = [Path(shutil.copyfile(src / f, dst / f)) for f in ("model.keras", "index_maps.json") if (src / f).is_file()]
     entry = read_json(Path(run_dir) / "summary.json").get("variants", {}).get(base, {})
-    keep = ("method", "schedule", "criterion", "ratio_requested", "target_cycles", "target_energy_uj", "ratio_measured", "weights_total",
+    keep = ("method", "schedule", "criterion", "ratio_requested", "target_cycles", "target_energy_uj",
+            "target_images_per_s", "target_cycles_for_rate", "ratio_measured", "weights_total",
             "weights_kept")
     acc = entry.get("accuracy", {})
     update_variant(run_dir, name, {**{k: entry[k] for k in keep if k in entry}, "pruned_as": base,

@@ -166,7 +166,7 @@ class PruneConfig(Section):
 #: a variant's quantization options and their defaults (left out of its dict at the default, so a variant
 #: without them keeps its name and cache keys)
 #: the hardware targets a matrix variant may be pruned to instead of a ratio
-TARGETS = ("target_cycles", "target_energy_uj")
+TARGETS = ("target_cycles", "target_energy_uj", "target_images_per_s")
 
 _VARIANT_QUANT = {"quant": "ptq", "weight_bits": None, "act_bits": None, "max_loss": 0.5, "qat_epochs": 2,
                   "qat_learning_rate": 1e-4}
@@ -175,9 +175,10 @@ _VARIANT_QUANT = {"quant": "ptq", "weight_bits": None, "act_bits": None, "max_lo
 class VariantConfig(Section):
     """A pruned variant: ``method`` unstructured (magnitude) or matrix (rows/columns), to a ``ratio`` of the weights
     removed or (matrix) to ``target_cycles`` per image on the configured array (``matrix-c2900``) or to
-    ``target_energy_uj`` per inference (``matrix-e0.40``): then the structures go in order of saliency lost per
-    cycle (or pJ) saved, with the accelerator's exact cycle model (or its activity model priced by the energy
-    table) as the cost.
+    ``target_energy_uj`` per inference (``matrix-e0.40``) or to ``target_images_per_s`` at the clock the
+    design is built for (``[synth] target_mhz``: a cycle target, ``matrix-ips40000``): then the structures go
+    in order of saliency lost per cycle (or pJ) saved, with the accelerator's exact cycle model (or its
+    activity model priced by the energy table) as the cost.
 
     ``quant``: ``ptq`` (post-training quantization, the default) or ``qat`` (quantization-aware fine-tuning of
     the pruned model through the contract's arithmetic, ``qat_epochs`` at ``qat_learning_rate``, then the same
@@ -192,6 +193,7 @@ class VariantConfig(Section):
     ratio: Ratio | None = None
     target_cycles: Positive | None = None
     target_energy_uj: PositiveFloat | None = None
+    target_images_per_s: PositiveFloat | None = None
     schedule: Literal[SCHEDULES] = "iterative"
     criterion: Literal[CRITERIA] = "l1"
     tile_aware: bool = True
@@ -213,7 +215,8 @@ class VariantConfig(Section):
         given = [k for k in ("ratio", *TARGETS) if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give one of ratio (the fraction of weights to remove), target_cycles (cycles per image "
-                             "on the array) or target_energy_uj (uJ per inference)" + (f", not {' and '.join(given)}"
+                             "on the array), target_energy_uj (uJ per inference) or target_images_per_s"
+                             + (f", not {' and '.join(given)}"
                                                                                        if given else ""))
         if given[0] in TARGETS and self.method != "matrix":
             raise ValueError(f"{given[0]} prunes whole array tiles; allowed with method \"matrix\", not {self.method!r}")
@@ -221,7 +224,7 @@ class VariantConfig(Section):
 
     @property
     def target(self) -> tuple[str, float] | None:
-        """The hardware target the variant is pruned to, (``target_cycles`` or ``target_energy_uj``, value), or None."""
+        """The hardware target the variant is pruned to, (a name of :data:`TARGETS`, value), or None."""
         return next(((k, getattr(self, k)) for k in TARGETS if getattr(self, k) is not None), None)
 
     @model_validator(mode="after")
@@ -251,8 +254,10 @@ class VariantConfig(Section):
     def name(self) -> str:
         budget = f"{self.max_loss:g}" if self.max_loss != _VARIANT_QUANT["max_loss"] else ""   # (wauto1: 1 point)
         bits = (f"-w{self.weight_bits}{budget}" if self.weight_bits else "") + (f"-a{self.act_bits}" if self.act_bits else "")
-        amount = (f"{self.ratio:.2f}" if self.ratio is not None else f"c{self.target_cycles}"
-                  if self.target_cycles is not None else f"e{self.target_energy_uj:g}")
+        short = {"target_cycles": "c", "target_energy_uj": "e", "target_images_per_s": "ips"}
+        value = None if self.target is None else self.target[1]
+        amount = f"{self.ratio:.2f}" if self.ratio is not None else \
+            f"{short[self.target[0]]}{value if isinstance(value, int) else f'{value:g}'}"
         return f"{self.method}-{amount}{bits}{'-qat' if self.quant == 'qat' else ''}"
 
 

@@ -97,6 +97,8 @@ def test_hardware_targets_name_the_variant_and_exclude_a_ratio():
     assert e.to_dict() == {**{k: v for k, v in e.to_dict().items() if k != "target_energy_uj"}, "target_energy_uj": 0.4}
     assert "ratio" not in e.to_dict() and "target_cycles" not in e.to_dict()
     assert VariantConfig(method="matrix", ratio=0.8).target is None
+    assert VariantConfig(method="matrix", target_images_per_s=40000).name == "matrix-ips40000"
+    assert VariantConfig(method="matrix", target_cycles=1234567).name == "matrix-c1234567"
     with pytest.raises(ConfigError, match="give one of ratio .* not ratio and target_energy_uj"):
         VariantConfig(method="matrix", ratio=0.8, target_energy_uj=0.4)
     with pytest.raises(ConfigError, match="give one of ratio"):
@@ -208,3 +210,12 @@ def test_timing_verdicts_need_every_run_beyond_the_tolerance():
     assert timing_verdict(dense, [0.30, 0.31, 0.43], 0.10) == "same"     # one slow run overlaps dense
     assert timing_verdict(dense, [0.37, 0.37, 0.37], 0.10) == "same"     # faster, but within the tolerance
     assert timing_verdict(dense, [0.50, 0.55, 0.60], 0.10) == "slower"
+
+
+def test_a_rate_target_is_a_cycle_target_at_the_clock_the_design_is_built_for():
+    from prunehw.variants import cycles_for_rate
+
+    cfg = RunConfig()
+    assert cfg.synth.target_mhz == 100.0
+    assert cycles_for_rate(40000, cfg) == 2500 and cycles_for_rate(30000, cfg) == 3333
+    assert cycles_for_rate(30000, cfg.replace(synth={"target_mhz": 50.0})) == 1666
