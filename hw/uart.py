@@ -34,8 +34,8 @@ class UARTRx(wiring.Component):
     rx : In(1)
         The line (idle high); asynchronous to the clock.
     data : Out(stream.Signature(8, always_ready=True))
-        One byte per stream transfer, ``valid`` for one cycle, the stop bit's middle plus three cycles (the
-        synchronizer and the sampling register) after the line's start bit fell: the consumer cannot stall it.
+        One byte per stream transfer, ``valid`` for one cycle at about the middle of its stop bit (the
+        synchronizer's two cycles and one register later); the consumer cannot stall it.
     """
 
     def __init__(self, *, divisor: int):
