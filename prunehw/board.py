@@ -1,8 +1,8 @@
 """A variant on the ULX3S-85F: the board core proven in simulation through its serial pins, the bitstream, and
 the host that runs test images through a real board (``prunehw board``, ``make bitstream``, ``prunehw board-run``).
 
-Files under ``<run>/<variant>/board/``: ``sim/`` (the board core's Verilog and the cocotb run: a host on its
-serial pins), ``bitstream/`` (the board top's Verilog and constraints, the tools' logs, ``prunehw_board.bit``).
+Files under ``<run>/<variant>/board/``: ``sim_<simulator>/`` (the board core's Verilog and the cocotb run: a
+host on its serial pins), ``bitstream/`` (the board top's Verilog and constraints, the tools' logs, ``prunehw_board.bit``).
 Figures go to ``summary.json`` under the variant's ``board``.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from prunehw.core.artifacts import read_json, record_stage, sha256_file, stage_is_current, update_variant
-from prunehw.core.artifacts import code_digest, stage_key
+from prunehw.core.artifacts import (code_digest, read_json, record_stage, sha256_file, stage_is_current, stage_key,
+                                    update_variant, write_json)
 from prunehw.core.errors import PrunehwError
 
 __all__ = ["BoardError", "SerialHost", "board_core", "simulate_board", "build_bitstream", "board_run"]
@@ -42,7 +42,7 @@ def board_core(flow, variant: str, *, divisor: int, timeout: int):
     return core, program, contract
 
 
-def _expected(flow, variant: str, program, contract_path: Path, n: int) -> dict:
+def _expected(flow, program, contract_path: Path, n: int) -> dict:
     """The host's references for the first ``n`` test images: golden logits and the analytic counters (the
     counters, then one cycle count per op, in host-port order)."""
     from prunehw.export.contract import load_contract
@@ -77,7 +77,7 @@ def simulate_board(flow, variant: str, simulator: str = "verilator", force: bool
     timeout = 64 * 10 * b.sim_divisor            # cycles: 64 bytes' time on the line
     core, program, contract = board_core(flow, variant, divisor=b.sim_divisor, timeout=timeout)
     n = min(b.sim_images, len(flow.data.x_test))
-    ref = _expected(flow, variant, program, contract, n)
+    ref = _expected(flow, program, contract, n)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "reference.npz", **ref, info=np.frombuffer(core.info.pack(), dtype=np.uint8))
     write_board_verilog(core, out)
@@ -87,10 +87,8 @@ def simulate_board(flow, variant: str, simulator: str = "verilator", force: bool
     imgs = res["images"]
     entry = {"simulator": simulator, "images": len(imgs), "match": sum(r["match"] for r in imgs),
              "counters_equal": sum(r["counters_equal"] for r in imgs), "info_equal": res["info_equal"],
-             "errors_answered": res["errors"], "errors_as_expected": res["errors_as_expected"], "divisor": b.sim_divisor, "timeout_cycles": timeout,
-             "seconds": round(time.perf_counter() - t0, 1)}
-    from prunehw.core.artifacts import write_json
-
+             "errors_answered": res["errors"], "errors_as_expected": res["errors_as_expected"],
+             "divisor": b.sim_divisor, "timeout_cycles": timeout, "seconds": round(time.perf_counter() - t0, 1)}
     path = write_json(out / "board_sim.json", entry)
     update_variant(flow.run_dir, variant, {"board": {f"sim_{simulator}": entry}})
     ok = entry["match"] == entry["counters_equal"] == entry["images"] and res["info_equal"] and res["errors_as_expected"]
@@ -100,8 +98,8 @@ def simulate_board(flow, variant: str, simulator: str = "verilator", force: bool
                          f"framing errors answered {res['errors']}; see {out}")
     record_stage(flow.run_dir, stage, key, [path])
     flow.log(f"board sim {variant}: {simulator}, a host on the serial pins: {entry['match']}/{entry['images']} images "
-             f"bit-exact, counters equal to the model on {entry['counters_equal']}/{entry['images']}, framing errors "
-             f"answered: {', '.join(f'{k} {v:#04x}' for k, v in res['errors'].items() if isinstance(v, int) and not isinstance(v, bool))}")
+             f"bit-exact, counters equal to the model on {entry['counters_equal']}/{entry['images']}, every framing "
+             f"error answered as the protocol says ({entry['seconds']:.0f} s); {out}")
     return entry
 
 
@@ -129,7 +127,10 @@ def build_bitstream(flow, variant: str, force: bool = False) -> dict:
         flow.log(f"bitstream {variant}: up to date, {out / (BOARD_TOP + '.bit')}")
         return read_json(out / "bitstream.json")
     core, program, _ = board_core(flow, variant, divisor=b.divisor, timeout=b.timeout_cycles)
-    pll = None if b.clock_mhz == 25 else pll_parameters(25, b.clock_mhz)
+    try:
+        pll = None if b.clock_mhz == 25 else pll_parameters(25, b.clock_mhz)
+    except ValueError as exc:
+        raise BoardError(f"board.clock_mhz = {b.clock_mhz:g}: {exc}") from None
     from tqdm.auto import tqdm
 
     with tqdm(total=None, desc=f"bitstream {variant}", bar_format="{desc}: {elapsed}{postfix}") as bar:
@@ -138,8 +139,6 @@ def build_bitstream(flow, variant: str, force: bool = False) -> dict:
                              progress=lambda step, s: bar.set_postfix_str(f"{step} {s:.0f}s", refresh=True))
         except BitstreamFailed as exc:
             raise BoardError(f"bitstream {variant}: {exc}") from None
-    from prunehw.core.artifacts import write_json
-
     entry = {**{k: v for k, v in res.to_dict().items() if k not in ("cells", "memories")},
              "board": "ULX3S-85F", "clock_mhz": b.clock_mhz, "pll": pll, "baud": b.baud, "divisor": b.divisor,
              "bitstream": str(bit), "bitstream_bytes": bit.stat().st_size, "cycles_per_image": cycle_model(program).total}
@@ -205,7 +204,7 @@ def board_run(flow, variant: str, port: str, images: int, baud: int | None = Non
     link = open_port(port, baud)     # (first: no board is the likeliest error)
     program, contract = _program(flow, variant)
     n = min(images, len(flow.data.x_test))
-    ref = _expected(flow, variant, program, contract, n)
+    ref = _expected(flow, program, contract, n)
     try:
         host = SerialHost(link, timeout_s)
         info = BoardInfo.unpack(host.ask("INFO").payload)

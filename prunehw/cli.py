@@ -246,7 +246,8 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "board-run":
         from prunehw.board import board_run
 
-        flow.cfg.variant(args.variant) if args.variant != "dense" else None
+        if args.variant != "dense":
+            flow.cfg.variant(args.variant)      # (an unknown name stops here, in one line)
         board_run(flow, args.variant, args.port, args.images, args.baud)
     elif args.command == "report":
         flow.report()
