@@ -211,3 +211,36 @@ def test_protocol_frames_round_trip_and_bad_values_are_refused():
         P.request("RUN")
     with pytest.raises(ValueError, match="divisor must be an integer >= 4"):
         check_divisor(2)
+
+
+@pytest.mark.regression
+def test_a_board_top_that_misses_its_clock_gets_no_bitstream(board, tmp_path):
+    """The small board top asked for 250 MHz: placed and routed on the ULX3S's pins, it stops before ecppack
+    with one line naming the clock and the critical path."""
+    from cli_helpers import need_tool
+
+    from prunehw.hw.bitstream import BitstreamFailed, build_bitstream
+    from prunehw.hw.board import Ulx3sTop, pll_parameters
+    from prunehw.hw.synth import tools_missing
+
+    need_tool(tools_missing())
+    _, program, _ = board
+    top = Ulx3sTop(BoardCore(program, design=1, divisor=50, timeout=1000), clock_mhz=250,
+                   pll=pll_parameters(25, 250))
+    with pytest.raises(BitstreamFailed) as exc:
+        build_bitstream(top, tmp_path)
+    msg = str(exc.value)
+    assert "\n" not in msg and "fails timing at 250 MHz: achieved" in msg and "critical path" in msg
+    assert not (tmp_path / "prunehw_board.bit").exists() and (tmp_path / "nextpnr.log").is_file()
+
+
+def test_pll_settings_come_from_ecppll_and_an_unreachable_clock_is_refused():
+    from prunehw.hw.board import pll_parameters
+
+    p = pll_parameters(25, 50)
+    assert p["mhz"] == 50.0 and p["params"]["CLKI_DIV"] == 1
+    # the output is the input times the feedback divider over the input divider, the VCO within 400..800 MHz
+    assert 25 * p["params"]["CLKFB_DIV"] / p["params"]["CLKI_DIV"] == 50
+    assert 400 <= 50 * p["params"]["CLKOP_DIV"] <= 800
+    with pytest.raises(ValueError, match="the PLL reaches 65.625 MHz, not 66, from 25 MHz"):
+        pll_parameters(25, 66)
