@@ -73,7 +73,9 @@ def cycle_cost(model, data, cfg: RunConfig):
 def energy_cost(model, data, cfg: RunConfig):
     """pJ per inference on ``cfg.array`` of ``model`` pruned to given (kept rows, kept columns) per layer: the
     activity model (``hw.cycle_model.activity_model``) of the unpruned model's program cut to the kept tiles (the
-    weights of the rows and columns beyond the kept counts zeroed, their rows marked invalid), priced by
+    weights of the rows and columns beyond the kept counts zeroed, their rows marked invalid; a convolution with
+    fewer rows than its kept input channels times its taps gathers its row tiles from several words, as the
+    pruned program's does), priced by
     ``savings.energy`` at the memory sizes of those tiles. An estimate for the search (the multiplies a zero
     weight gates depend on which rows and columns the pruning keeps); the run reports the energy of the pruned
     design's own RTL counters."""
@@ -113,7 +115,7 @@ def _recounted(model, data, cfg: RunConfig):
     R, C = cfg.array.rows, cfg.array.cols
     program = program_for(Contract(*quantize(model, data.x_train[:32])), cfg.array)
 
-    def cut(op, rows: int, cols: int):
+    def cut(op, rows: int, cols: int, gather: bool):
         n_rt, n_ct = max(1, math.ceil(rows / R)), max(1, math.ceil(cols / C))
         tiles = []
         for ct in range(n_ct):
@@ -122,7 +124,9 @@ def _recounted(model, data, cfg: RunConfig):
                 t[max(0, rows - rt * R):, :] = 0
                 t[:, max(0, cols - ct * C):] = 0
                 tiles.append(t)
-        table = [[(o, l, v if rt * R + i < rows else 0) for i, (o, l, v) in enumerate(op.row_table[rt])]
+        # (a convolution whose row tiles were cut below whole taps keeps rows of several taps in one row tile:
+        # they read different words, so its input buffer is kept in R copies; the offsets say so)
+        table = [[(i if gather else o, l, v if rt * R + i < rows else 0) for i, (o, l, v) in enumerate(op.row_table[rt])]
                  for rt in range(n_rt)]
         return dict(tiles=tiles, bias=op.bias[:n_ct], row_table=table, row_taps=op.row_taps[:n_rt],
                     macs_per_fold=[min(R, rows - rt * R) * min(C, cols - ct * C) for ct in range(n_ct)
@@ -132,9 +136,10 @@ def _recounted(model, data, cfg: RunConfig):
         kept, ops, cols = iter(counts), [], None
         for op in program.ops:
             if isinstance(op, MatmulOp):
+                fed = op.kernel * op.kernel * cols if op.kind == "conv2d" and cols is not None else None
                 rows, cols = next(kept)
-                change = cut(op, rows, cols) if tiles else dict(n_rt=max(1, math.ceil(rows / R)),
-                                                                n_ct=max(1, math.ceil(cols / C)))
+                change = cut(op, rows, cols, gather=fed is not None and rows < fed) if tiles else \
+                    dict(n_rt=max(1, math.ceil(rows / R)), n_ct=max(1, math.ceil(cols / C)))
             else:
                 change = dict(n_ct=max(1, math.ceil(cols / C)))
             ops.append(dataclasses.replace(op, **change))

@@ -152,3 +152,35 @@ def test_energy_cost_is_the_activity_model_of_the_kept_tiles(net, tiny_data):
         want["memories"][m]["bits_per_word"] = was["memories"][m]["bits_per_word"]
     assert energy_cost(net, tiny_data, cfg)(kept) == pytest.approx(energy(
         {**real, "mults": cut["mults"], "mults_gated": cut["mults_gated"]}, want, load_energy_table())["total"], rel=1e-12)
+
+
+def test_energy_cost_counts_the_copies_a_cut_convolution_reads(net, tiny_data):
+    """A convolution's row tile dropped (rows below its taps times its input channels): the kept rows of one tile
+    come from several taps, so the pruned design keeps that input buffer in R copies; the cut program's counters
+    say the same."""
+    import dataclasses
+
+    from prunehw.core.config import RunConfig
+    from prunehw.export.contract import Contract
+    from prunehw.export.quantize import quantize
+    from prunehw.hw.cycle_model import activity_model
+    from prunehw.hw.generate import program_for
+    from prunehw.model.matrix_form import kept_small_rows, matrices, shrink
+    from prunehw.model.matrix_prune import select
+    from prunehw.variants import _recounted
+
+    array = ArrayConfig(rows=4, cols=4)
+    geo = geometry(net)
+    rng = np.random.default_rng(5)
+    cols = [rng.random(g.n_cols) for g in geo]
+    rows = [rng.random(g.n_rows) for g in geo]
+    counts = [(9, 8), (68, 8), (geo[2].n_rows, 32), (32, 10)]      # conv2: 72 rows less one row tile
+    maps = select(geo, full_maps(geo), cols, rows, counts)
+    small = shrink(matrices(net), geo, maps, net, 0)
+    pruned = program_for(Contract(*quantize(small, tiny_data.x_train[:32], rows_kept=kept_small_rows(geo, maps))), array)
+    program, recount = _recounted(net, tiny_data, RunConfig(array=array))
+    cut = activity_model(dataclasses.replace(program, ops=recount(counts)))
+    real = activity_model(pruned)
+    assert pruned.copies[0] == 4
+    assert {k: v for k, v in cut.items() if not k.startswith("mults")} == \
+        {k: v for k, v in real.items() if not k.startswith("mults")}
