@@ -272,8 +272,8 @@ def _budget_aware(pts, log) -> list[Path]:
     for r in tqdm(pts.cfg.experiments.ratios, desc="budget_aware targets", unit="ratio", leave=False):
         m = pts.get("matrix", ratio=r, criterion="l1")
         target, target_pj = pts.cycles(m["kept_shapes"]), round(pts.energy(m["kept_shapes"]), 3)
-        c = pts.get("matrix_cost", target=target, criterion="l1")
-        e = pts.get("matrix_energy", target_pj=target_pj, criterion="l1")
+        c = pts.get("matrix_cost", target=target, criterion="l1", cost_code=pts.cost_code())
+        e = pts.get("matrix_energy", target_pj=target_pj, criterion="l1", cost_code=pts.cost_code())
         u = pts.get("unstructured", schedule="iterative", ratio=r, scope="all")
         rows.append({"ratio": r, "target_cycles": target, "target_energy_uj": target_pj / 1e6,
                      "dense_cycles": dense_cycles, "dense_energy_uj": dense_uj,
