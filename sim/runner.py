@@ -136,34 +136,50 @@ class Build:
     cycles: int
 
 
-def build_rtl(rtl_dir: Path, desc: dict, images: np.ndarray, sim: str, work_dir: Path, waves: bool = False) -> Build:
-    """Build the accelerator in ``rtl_dir`` with the harness holding ``images`` in ``work_dir`` (the build log beside
-    it; a failing build raises ``RuntimeError`` with its last lines and the log's path)."""
+def _work_dir(sim: str, work_dir: Path) -> Path:
+    """``work_dir`` made and absolute (the simulator runs with its own working directory); a simulator that is
+    not installed raises ``SimulatorMissing`` first."""
     reason = simulator_missing(sim)
     if reason:
         raise SimulatorMissing(reason)
-    work_dir = Path(work_dir).resolve()  # the simulator runs with its own working directory
+    work_dir = Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
+    return work_dir
+
+
+def _build(sim: str, sources: list[Path], top: str, work_dir: Path, extra_args: list[str], waves: bool = False) -> Path:
+    """Build ``top`` from ``sources`` in ``work_dir/build_<sim>``, the compilers' output in ``build_<sim>.log``
+    beside it (a failing build raises ``RuntimeError`` with its last lines and the log's path). In Verilator only
+    ``top``'s signals are made public (what a testbench drives and samples)."""
+    build_args: list[str] = []
+    if sim == "verilator":
+        vlt = write_bytes(work_dir / "ports.vlt", f'`verilator_config\npublic_flat_rw -module "{top}" -var "*"\n'.encode())
+        sources = [vlt, *sources]
+        build_args = [*extra_args, "--x-assign", "fast", "--x-initial", "fast", "-O3", "-Wno-fatal", "-Wno-lint",
+                      "-Wno-style"]
+    build_dir, build_log = work_dir / f"build_{sim}", work_dir / f"build_{sim}.log"
+    with _sim_env(sim):
+        try:
+            _runner(sim).build(sources=sources, hdl_toplevel=top, build_args=build_args, build_dir=build_dir,
+                               timescale=TIMESCALE, waves=waves, always=False, log_file=build_log)
+        except (RuntimeError, SystemExit) as exc:
+            raise RuntimeError(f"the {sim} build failed ({exc}); its last lines:\n{_tail(build_log)}\n"
+                               f"(whole log: {build_log})") from None
+    return build_dir
+
+
+def build_rtl(rtl_dir: Path, desc: dict, images: np.ndarray, sim: str, work_dir: Path, waves: bool = False) -> Build:
+    """Build the accelerator in ``rtl_dir`` with the harness holding ``images`` in ``work_dir`` (the build log beside
+    it; a failing build raises ``RuntimeError`` with its last lines and the log's path)."""
+    work_dir = _work_dir(sim, work_dir)
     hex_path = write_images_hex(work_dir / "images.hex", images)
     harness = write_harness(work_dir / f"{HARNESS}.sv", desc, len(images), hex_path)
     # the primitives' simulation models first, then the top and the harness (the runner takes the last
     # source as the top's language)
     sources = [Path(rtl_dir).resolve() / f for f in desc.get("sim_models", [])]
     sources += [Path(rtl_dir).resolve() / f"{desc['top']}.v", harness]
-    build_args: list[str] = []
-    if sim == "verilator":
-        vlt = write_bytes(work_dir / "ports.vlt", f'`verilator_config\npublic_flat_rw -module "{HARNESS}" -var "*"\n'.encode())
-        sources.insert(0, vlt)
-        build_args = ["--timing", "--x-assign", "fast", "--x-initial", "fast", "-O3", "-Wno-fatal", "-Wno-lint", "-Wno-style"]
-    build_dir, build_log = work_dir / f"build_{sim}", work_dir / f"build_{sim}.log"
-    with _sim_env(sim):
-        try:
-            # the compilers' output goes to the log file; a failing build shows its last lines and the log's path
-            _runner(sim).build(sources=sources, hdl_toplevel=HARNESS, build_args=build_args, build_dir=build_dir,
-                               timescale=TIMESCALE, waves=waves, always=False, log_file=build_log)
-        except (RuntimeError, SystemExit) as exc:
-            raise RuntimeError(f"the {sim} build failed ({exc}); its last lines:\n{_tail(build_log)}\n"
-                               f"(whole log: {build_log})") from None
+    # (the harness makes its own clock: Verilator's --timing)
+    build_dir = _build(sim, sources, HARNESS, work_dir, ["--timing"] if sim == "verilator" else [], waves)
     return Build(sim, build_dir, len(images), int(np.prod(images.shape[1:])), desc["cycles_analytic"]["total"])
 
 
@@ -233,27 +249,11 @@ def run_board(rtl_dir: Path, top: str, sim: str, work_dir: Path, reference: Path
     ``tb_board`` on it: a host on its serial pins, checked against ``reference`` (npz: images, logits, counters,
     info). Returns the testbench's results (``images``: per image the replies' codes, logits, counters and
     whether they match; ``errors``: the code each framing error was answered with)."""
-    reason = simulator_missing(sim)
-    if reason:
-        raise SimulatorMissing(reason)
-    work_dir = Path(work_dir).resolve()
-    work_dir.mkdir(parents=True, exist_ok=True)
-    files = [Path(rtl_dir).resolve() / f for f in sources]
-    build_args: list[str] = []
-    if sim == "verilator":
-        # only the top's ports are made public (what the testbench drives and samples)
-        files.insert(0, write_bytes(work_dir / "ports.vlt", f'`verilator_config\npublic_flat_rw -module "{top}" -var "*"\n'.encode()))
-        build_args = ["--x-assign", "fast", "--x-initial", "fast", "-O3", "-Wno-fatal", "-Wno-lint", "-Wno-style"]
-    build_dir, build_log = work_dir / f"build_{sim}", work_dir / f"build_{sim}.log"
+    work_dir = _work_dir(sim, work_dir)
+    build_dir = _build(sim, [Path(rtl_dir).resolve() / f for f in sources], top, work_dir, [])
     results, log = work_dir / "results.json", work_dir / f"sim_{sim}.log"
     results.unlink(missing_ok=True)
     with _sim_env(sim):
-        try:
-            _runner(sim).build(sources=files, hdl_toplevel=top, build_args=build_args, build_dir=build_dir,
-                               timescale=TIMESCALE, always=False, log_file=build_log)
-        except (RuntimeError, SystemExit) as exc:
-            raise RuntimeError(f"the {sim} build failed ({exc}); its last lines:\n{_tail(build_log)}\n"
-                               f"(whole log: {build_log})") from None
         try:
             _runner(sim).test(test_module="prunehw.sim.tb_board", hdl_toplevel=top, hdl_toplevel_lang="verilog",
                               build_dir=build_dir, test_dir=work_dir, log_file=log, timescale=TIMESCALE,
