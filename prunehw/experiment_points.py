@@ -125,16 +125,9 @@ class Points:
     def _matrix(self, ratio: float, criterion: str):
         return self._pruned_matrix(ratio, criterion, f"matrix {criterion} {ratio:.2f}")
 
-    def cost_code(self) -> str:
-        """The digest of the cost functions (``prunehw.variants``), in the names of the points pruned to a target:
-        a changed cost prunes them again."""
-        from prunehw import variants
-
-        return sha256_file(variants.__file__)[:16]
-
     def _matrix_cost(self, target: int, criterion: str, cost_code: str):
         """Matrix pruning to ``target`` cycles per image, structures ranked by loss per cycle saved (the schedule's
-        ratio only shapes the steps)."""
+        ratio only shapes the steps; ``cost_code`` only names the point)."""
         return self._pruned_matrix(0.5, criterion, f"matrix {criterion} to {target} cycles", cost=self.cycles,
                                    target=target)
 

@@ -266,14 +266,17 @@ def _budget_aware(pts, log) -> list[Path]:
     cycle model of its kept shapes) and energy (the activity model of its kept tiles, priced by the energy table:
     ``prunehw.variants.energy_cost``) are the cost-aware points' targets; unstructured pruning leaves every tile
     in place, so its cycles are the dense model's (zero-weight gating saves energy, not cycles)."""
+    from prunehw.variants import cost_code
+
     rows = []
     dense = [(g.n_rows, g.n_cols) for g in _geometry(pts)]
     dense_cycles, dense_uj = pts.cycles(dense), pts.energy(dense) / 1e6
     for r in tqdm(pts.cfg.experiments.ratios, desc="budget_aware targets", unit="ratio", leave=False):
         m = pts.get("matrix", ratio=r, criterion="l1")
         target, target_pj = pts.cycles(m["kept_shapes"]), round(pts.energy(m["kept_shapes"]), 3)
-        c = pts.get("matrix_cost", target=target, criterion="l1", cost_code=pts.cost_code())
-        e = pts.get("matrix_energy", target_pj=target_pj, criterion="l1", cost_code=pts.cost_code())
+        # (named with the cost functions' digest: a changed cost prunes them again)
+        c = pts.get("matrix_cost", target=target, criterion="l1", cost_code=cost_code())
+        e = pts.get("matrix_energy", target_pj=target_pj, criterion="l1", cost_code=cost_code())
         u = pts.get("unstructured", schedule="iterative", ratio=r, scope="all")
         rows.append({"ratio": r, "target_cycles": target, "target_energy_uj": target_pj / 1e6,
                      "dense_cycles": dense_cycles, "dense_energy_uj": dense_uj,

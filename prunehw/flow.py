@@ -15,8 +15,7 @@ from prunehw.core.artifacts import code_digest as _code
 from prunehw.core.artifacts import record_stage, sha256_file, stage_is_current, stage_key as _key, update_variant, update_summary
 from prunehw.core.config import RunConfig, VariantConfig
 from prunehw.manifest import write_run_manifest
-import prunehw.variants as variants_module
-from prunehw.variants import calibration_images, prune_variant, quantize_variant
+from prunehw.variants import calibration_images, cost_code, prune_variant, quantize_variant
 from prunehw.verify import VerifyStages
 
 __all__ = ["Flow", "prune_variant", "quantize_variant"]
@@ -162,8 +161,7 @@ class Flow(VerifyStages):
         key = _key(self.cfg.key("data", "prune"), variant.pruning().to_dict(), sha256_file(dense), _code("model"),
                    self.cfg.array.to_dict() if variant.method == "matrix" and variant.tile_aware else None,
                    # (pruned to a hardware target: its cost functions and the models they are built on)
-                   *([sha256_file(Path(variants_module.__file__)), _code("hw"), self.cfg.synth.target_mhz]
-                     if variant.target is not None else []))
+                   *([cost_code(), self.cfg.synth.target_mhz] if variant.target is not None else []))
         stage = f"prune:{variant.name}"
         if self._up_to_date(stage, key, out, force) or self._share_pruning(variant, key, force):
             return out

@@ -11,8 +11,8 @@ import numpy as np
 
 from prunehw.core.config import RunConfig, VariantConfig
 
-__all__ = ["allocate_bits", "calibration_images", "copy_pruned", "cycle_cost", "cycles_for_rate", "energy_cost", "prune_variant", "quantize_variant",
-           "rows_kept"]
+__all__ = ["allocate_bits", "calibration_images", "copy_pruned", "cost_code", "cycle_cost", "cycles_for_rate",
+           "energy_cost", "prune_variant", "quantize_variant", "rows_kept"]
 
 
 def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: Path):
@@ -53,6 +53,14 @@ def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: 
     return small, save_maps(out_dir / "index_maps.json", geo, maps)
 
 
+def cost_code() -> str:
+    """A digest of what pruning to a hardware target depends on beyond the pruning code: the cost functions here
+    and the hardware models they call (in the cache keys of such prunings)."""
+    from prunehw.core.artifacts import code_digest, sha256_file, stage_key
+
+    return stage_key(sha256_file(Path(__file__)), code_digest("hw"))
+
+
 def cycles_for_rate(images_per_s: float, cfg: RunConfig) -> int:
     """The most cycles per image that reach ``images_per_s`` at the clock the design is built for
     (``[synth] target_mhz``, which synthesis checks it closes)."""
@@ -75,10 +83,9 @@ def energy_cost(model, data, cfg: RunConfig):
     activity model (``hw.cycle_model.activity_model``) of the unpruned model's program cut to the kept tiles (the
     weights of the rows and columns beyond the kept counts zeroed, their rows marked invalid; a convolution with
     fewer rows than its kept input channels times its taps gathers its row tiles from several words, as the
-    pruned program's does), priced by
-    ``savings.energy`` at the memory sizes of those tiles. An estimate for the search (the multiplies a zero
-    weight gates depend on which rows and columns the pruning keeps); the run reports the energy of the pruned
-    design's own RTL counters."""
+    pruned program's does), priced by ``savings.energy`` at the memory sizes of those tiles. An estimate for the
+    search (the multiplies a zero weight gates depend on which rows and columns the pruning keeps); the run
+    reports the energy of the pruned design's own RTL counters."""
     from prunehw.hw.cycle_model import activity_model
     from prunehw.hw.generate import describe
     from prunehw.hw.program import MatmulOp
@@ -126,8 +133,8 @@ def _recounted(model, data, cfg: RunConfig):
                 tiles.append(t)
         # (a convolution whose row tiles were cut below whole taps keeps rows of several taps in one row tile:
         # they read different words, so its input buffer is kept in R copies; the offsets say so)
-        table = [[(i if gather else o, l, v if rt * R + i < rows else 0) for i, (o, l, v) in enumerate(op.row_table[rt])]
-                 for rt in range(n_rt)]
+        table = [[(i if gather else o, lane, v if rt * R + i < rows else 0)
+                  for i, (o, lane, v) in enumerate(op.row_table[rt])] for rt in range(n_rt)]
         return dict(tiles=tiles, bias=op.bias[:n_ct], row_table=table, row_taps=op.row_taps[:n_rt],
                     macs_per_fold=[min(R, rows - rt * R) * min(C, cols - ct * C) for ct in range(n_ct)
                                    for rt in range(n_rt)], rows=rows, cols=cols, n_rt=n_rt, n_ct=n_ct)
