@@ -19,22 +19,38 @@ padding is ``valid``; an average's window must be a power of two (1, 2, 4, 8: it
 else (another activation, a BatchNormalization with no layer before it to fold into, non-square kernels or strides,
 dilation, other poolings, other layer types) is refused with one line naming the layer and what is supported.
 Each rewrite is listed in the returned notes, for the report.
+
+Nothing is trusted. Before rewriting, :func:`normalize` walks the model's graph from its output back to its input
+and refuses, in one line, what is not one chain of layers: several inputs or outputs, a layer taking several inputs
+(a branch or merge), a layer applied more than once (shared weights), a nested model, a bare ``keras.ops`` call.
+The chain is then taken in data-flow order, not in ``model.layers`` order. After rewriting, :func:`verify` runs
+both models on random inputs and on data images and refuses a rewrite whose outputs differ beyond float rounding;
+:func:`import_user_model` does all of it for a ``.keras`` file, the one way every stage imports a user's model.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import keras
 import numpy as np
 
 from prunehw.core.errors import ModelFileError
-from prunehw.model.network import unsupported_conv, unsupported_pool
+from prunehw.model.data import to_float
+from prunehw.model.network import check_fits, check_supported, load_model, unsupported_conv, unsupported_pool
 
-__all__ = ["normalize"]
+__all__ = ["normalize", "verify", "import_user_model"]
 
 _NO_OPS = ("Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "SpatialDropout1D", "SpatialDropout2D")
 _SUPPORTED = ("Conv2D (padding valid/same, square strides)", "Dense", "ReLU", "MaxPooling2D",
               "AveragePooling2D (power-of-two window)", "Flatten", "Activation (relu, linear, softmax last)",
               "BatchNormalization (after Conv2D/Dense)", "Dropout")
+_RANDOM_INPUTS = 16     # random inputs verify runs both models on (besides the data images it is given)
+_DATA_IMAGES = 64       # training images import_user_model verifies on: a few batches' worth, a fraction of a second
+# float32 tolerance of verify: a folded batch norm and a reordered sum change the last bits of each output; the
+# absolute part scales with the outputs' magnitude (1e-4 of the largest, at least 1e-4): wrong rewrites differ by
+# a sizeable fraction of it
+_RTOL, _ATOL = 1e-4, 1e-4
 
 
 def _activation_name(layer) -> str:
@@ -42,16 +58,86 @@ def _activation_name(layer) -> str:
     return getattr(act, "__name__", str(act)) if act is not None else "linear"
 
 
+def _chain(model: keras.Model, where: str) -> list:
+    """The model's layers in data-flow order, input to output (the input layer left out); ``ModelFileError``
+    unless the graph is one chain: one input, one output, each layer called once on one input.
+
+    Keras 3 has no public node API: each tensor's ``_keras_history`` names the operation and the call (node, in
+    the operation's ``_inbound_nodes``) that made it, as ``keras.src.ops.function.map_graph`` walks them.
+    """
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except AttributeError:    # (a subclassed keras.Model, or a Sequential never built: no graph to read)
+        raise ModelFileError(f"{where}: model {model.name!r} has no layer graph (a subclassed keras.Model, or never "
+                             f"built); allowed: a Sequential or functional model with an Input") from None
+    one = "(a chain of layers)"
+    if len(inputs) != 1:
+        raise ModelFileError(f"{where}: model has {len(inputs)} inputs ({_names(inputs)}); allowed: one input {one}")
+    if len(outputs) != 1:
+        raise ModelFileError(f"{where}: model has {len(outputs)} outputs ({_names(outputs)}); allowed: one output {one}")
+    chain, tensor = [], outputs[0]
+    while True:
+        op, node = _producer(tensor)
+        if node.is_input:
+            break
+        if isinstance(op, keras.Model):
+            raise ModelFileError(f"{where}: layer {op.name!r} is a nested model ({type(op).__name__}); allowed: its "
+                                 f"layers, directly in one chain")
+        if not isinstance(op, keras.layers.Layer):
+            raise ModelFileError(f"{where}: operation {op.name!r} is a keras.ops call ({type(op).__name__}), not a "
+                                 f"layer; allowed: layers only ({', '.join(_SUPPORTED)})")
+        if len(node.input_tensors) != 1:
+            raise ModelFileError(f"{where}: layer {op.name!r} takes {len(node.input_tensors)} inputs (a branch or "
+                                 f"merge); allowed: a chain, each layer with one input")
+        chain.append(op)
+        tensor = node.input_tensors[0]
+    chain.reverse()
+    for op in chain:
+        times = sum(o is op for o in chain)
+        if times > 1:
+            raise ModelFileError(f"{where}: layer {op.name!r} is applied {times} times (shared weights); allowed: "
+                                 f"each layer once, in a chain")
+    return chain
+
+
+def _names(tensors) -> str:
+    """The layers that make (or, for inputs, are) ``tensors``, by name."""
+    return ", ".join(t._keras_history.operation.name for t in tensors)
+
+
+def _producer(tensor):
+    """(the operation, its call) that made ``tensor``."""
+    op, node_index, _ = tensor._keras_history
+    return op, op._inbound_nodes[node_index]
+
+
+def _ends_in_softmax(model: keras.Model) -> bool:
+    """Whether the last layer before the output that computes anything is a softmax (fused, or an Activation of
+    its own). Walks back from the output only as far as that layer, so it holds for any model, chain or not."""
+    op, node = _producer(model.outputs[0])
+    while not node.is_input:
+        kind, act = type(op).__name__, _activation_name(op)
+        if not (kind in _NO_OPS or (kind == "Activation" and act == "linear")):
+            return kind in ("Activation", "Conv2D", "Dense") and act == "softmax"
+        op, node = _producer(node.input_tensors[0])
+    return False
+
+
 def normalize(model: keras.Model, where: str = "model") -> tuple[keras.Model, list[str]]:
-    """(an equivalent model in the supported layers, notes on each rewrite); ``ModelFileError`` if it cannot be."""
-    src = [l for l in model.layers if type(l).__name__ != "InputLayer"]
+    """(an equivalent model in the supported layers, notes on each rewrite); ``ModelFileError`` if it cannot be.
+
+    The model must be one chain of layers (see :func:`_chain`); it is read in data-flow order.
+    """
+    src = _chain(model, where)
     plan: list[tuple[str, dict, list]] = []    # (kind, config, weights) of the rewritten layers
     notes: list[str] = []
     last_weighted = max((i for i, l in enumerate(src) if type(l).__name__ in ("Conv2D", "Dense")), default=-1)
     for i, layer in enumerate(src):
         kind, name = type(layer).__name__, layer.name
-        tail = all(type(l).__name__ in _NO_OPS or (type(l).__name__ == "Activation" and _activation_name(l) in
-                                                  ("softmax", "linear")) for l in src[i + 1:])
+        # (only identities may follow a softmax that is dropped: a second softmax would be dropped too, and
+        # softmax(softmax(x)) is not softmax(x))
+        tail = all(type(l).__name__ in _NO_OPS or (type(l).__name__ == "Activation" and _activation_name(l) == "linear")
+                   for l in src[i + 1:])
         if kind in ("Conv2D", "Dense"):
             refusal = unsupported_conv(layer) if kind == "Conv2D" else None
             if refusal:
@@ -113,6 +199,90 @@ def normalize(model: keras.Model, where: str = "model") -> tuple[keras.Model, li
         else:
             raise ModelFileError(f"{where}: layer {name!r} has unsupported type {kind}; supported: {', '.join(_SUPPORTED)}")
     return _build(model.inputs[0].shape[1:], plan), notes
+
+
+def verify(model: keras.Model, rewritten: keras.Model, images: np.ndarray | None = None, where: str = "model",
+           rng: np.random.Generator | None = None) -> float:
+    """The largest absolute difference between ``rewritten``'s outputs and ``model``'s; ``ModelFileError`` unless
+    they agree to float32 rounding.
+
+    Parameters
+    ----------
+    model, rewritten
+        The user's model and :func:`normalize`'s rewrite of it. Where ``model`` ends in a softmax (which the
+        rewrite drops), ``softmax(rewritten)`` is compared with it.
+    images
+        Data images, run through both besides the random inputs: float as the network sees them
+        (``uint8 / 256``), or uint8 (converted so). A few dozen are plenty.
+    where
+        What the error names (the model file).
+    rng
+        Draws the random inputs (uniform in [0, 1), the model's input shape); default seed 0.
+
+    Returns
+    -------
+    float
+        The largest absolute difference seen, over every output of every input (probabilities where the model
+        ends in a softmax).
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
+    shape = tuple(model.inputs[0].shape[1:])
+    batches = [("random input", rng.random((_RANDOM_INPUTS, *shape), dtype=np.float32))]
+    if images is not None and len(images):
+        images = to_float(images) if np.issubdtype(images.dtype, np.integer) else np.asarray(images, np.float32)
+        if tuple(images.shape[1:]) != shape:
+            raise ModelFileError(f"{where}: model input shape {shape} does not match the data's images "
+                                 f"{tuple(images.shape[1:])}")
+        batches.append(("data image", images))
+    softmax = _ends_in_softmax(model)
+    largest = 0.0
+    for what, x in batches:
+        want = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)), np.float64)
+        got = rewritten(x, training=False)
+        got = np.asarray(keras.ops.convert_to_numpy(keras.ops.softmax(got) if softmax else got), np.float64)
+        if got.shape != want.shape:
+            raise ModelFileError(f"{where}: the rewritten model's outputs have shape {got.shape[1:]}, yours "
+                                 f"{want.shape[1:]}; refusing a rewrite that does not compute the same function")
+        got, want = got.reshape(len(x), -1), want.reshape(len(x), -1)    # (output j: flat index, as for logits)
+        diff = np.abs(got - want)
+        atol = _ATOL * max(1.0, float(np.max(np.abs(want))))
+        over = diff - (atol + _RTOL * np.abs(want))
+        if not np.all(over <= 0):     # (NaN counts as a difference)
+            n, j = np.unravel_index(np.argmax(np.where(np.isnan(over), np.inf, over)), over.shape)
+            raise ModelFileError(f"{where}: the rewritten model differs from yours by {diff[n, j]:.3g} at output {j} "
+                                 f"on {what} {n} (tolerance {atol:.2g} + {_RTOL:g}*|value|); refusing a rewrite "
+                                 f"that does not compute the same function")
+        largest = max(largest, float(diff.max()))
+    return largest
+
+
+def import_user_model(path: Path | str, data) -> tuple[keras.Model, list[str], float]:
+    """A user's ``.keras`` file, as every stage imports it (``run.model``, ``prunehw prune --model``).
+
+    Loaded (corrupt files and weights that are not finite refused), rewritten into the supported layers
+    (:func:`normalize`: a chain, or refused), checked (``check_supported``), checked against the data set
+    (``check_fits``: input shape, one logit per class) and verified against the file's own model on random
+    inputs and the first training images (:func:`verify`). Each refusal is one ``ModelFileError`` line.
+
+    Parameters
+    ----------
+    path
+        The ``.keras`` file; errors name it.
+    data
+        The ``Dataset`` the model is to run on.
+
+    Returns
+    -------
+    (model, notes, largest difference)
+        The rewritten model, its rewrites (for the report) and the largest absolute difference :func:`verify` saw
+        between its outputs and the file's model's.
+    """
+    where = str(path)
+    raw = load_model(path, supported=False)
+    model, notes = normalize(raw, where)
+    check_supported(model, where)
+    check_fits(model, data, where)
+    return model, notes, verify(raw, model, data.x_train[:_DATA_IMAGES], where)
 
 
 def _bn_weights(layer) -> tuple:

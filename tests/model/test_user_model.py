@@ -6,7 +6,7 @@ import pytest
 
 from prunehw.core.errors import ModelFileError
 from prunehw.model.network import check_supported
-from prunehw.model.user_model import normalize
+from prunehw.model.user_model import import_user_model, normalize, verify
 
 
 def _models():
@@ -38,10 +38,7 @@ _ENDS_IN_SOFTMAX = ("fused", "batchnorm", "strided", "average")
 def test_normalized_model_computes_the_same_logits(name):
     model = _models()[name]
     rng = np.random.default_rng(0)
-    for layer in model.layers:   # make batch normalization do something
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.set_weights([rng.uniform(0.5, 2.0, w.shape).astype(np.float32) if i != len(layer.get_weights()) - 1
-                               else rng.uniform(0.5, 2.0, w.shape).astype(np.float32) for i, w in enumerate(layer.get_weights())])
+    _randomize_batch_norm(model, rng)
     x = rng.uniform(0, 1, (16, *model.inputs[0].shape[1:])).astype(np.float32)
     out, notes = normalize(model)
     check_supported(out, name)
@@ -89,6 +86,167 @@ def test_unsupported_layers_are_refused_in_one_line(layers, match):
     model = keras.Sequential([keras.Input((28, 28, 1)), *layers(keras.layers)])
     with pytest.raises(ModelFileError, match=match) as err:
         normalize(model, "user.keras")
+    assert "\n" not in str(err.value)
+
+
+def _randomize_batch_norm(model, rng):
+    """Batch normalization that does something (its defaults are the identity), so folding it is tested."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([rng.uniform(0.5, 2.0, w.shape).astype(np.float32) for w in layer.get_weights()])
+
+
+def _two_heads():
+    """Two outputs off one Dense: once accepted as the chain flatten, a, head_b, head_c."""
+    L = keras.layers
+    x = keras.Input((8, 8, 1))
+    a = L.Dense(6, name="a")(L.Flatten()(x))
+    return keras.Model(x, [L.Dense(3, name="head_b")(a), L.Dense(3, name="head_c")(a)])
+
+
+def _shared_conv():
+    """One Conv2D called twice (filters == input channels): once rewritten with the layer applied once."""
+    L = keras.layers
+    x = keras.Input((8, 8, 2))
+    conv = L.Conv2D(2, 3, padding="same", name="conv")
+    return keras.Model(x, L.Dense(3)(L.Flatten()(conv(conv(x)))))
+
+
+def _merge(join):
+    L = keras.layers
+    x = keras.Input((8, 8, 1))
+    y = join([L.Conv2D(2, 3, name="left")(x), L.Conv2D(2, 3, name="right")(x)])
+    return keras.Model(x, L.Dense(3)(L.Flatten()(y)))
+
+
+def _two_inputs():
+    L = keras.layers
+    a, b = keras.Input((4,), name="image_a"), keras.Input((4,), name="image_b")
+    return keras.Model([a, b], L.Dense(3)(L.Concatenate()([a, b])))
+
+
+def _nested():
+    L = keras.layers
+    inner = keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(2, 3)], name="inner")
+    return keras.Sequential([keras.Input((8, 8, 1)), inner, L.Flatten(), L.Dense(3)])
+
+
+def _ops_call():
+    """A keras.ops call between layers: not in ``model.layers``, so once silently left out."""
+    L = keras.layers
+    x = keras.Input((4,))
+    return keras.Model(x, L.Dense(3)(keras.ops.relu(L.Dense(4)(x))))
+
+
+@pytest.mark.parametrize("build, match", [
+    (_two_heads, r"^user.keras: model has 2 outputs \(head_b, head_c\); allowed: one output \(a chain of layers\)$"),
+    (_shared_conv, r"^user.keras: layer 'conv' is applied 2 times \(shared weights\); allowed: each layer once, in a chain$"),
+    (lambda: _merge(keras.layers.Add(name="add")),
+     r"^user.keras: layer 'add' takes 2 inputs \(a branch or merge\); allowed: a chain, each layer with one input$"),
+    (lambda: _merge(keras.layers.Concatenate(name="cat")), r"layer 'cat' takes 2 inputs \(a branch or merge\)"),
+    (_two_inputs, r"^user.keras: model has 2 inputs \(image_a, image_b\); allowed: one input \(a chain of layers\)$"),
+    (_nested, r"layer 'inner' is a nested model \(Sequential\); allowed: its layers, directly in one chain"),
+    (_ops_call, r"operation 'relu' is a keras.ops call \(Relu\), not a layer; allowed: layers only"),
+    (lambda: keras.Sequential([keras.layers.Dense(3)], name="unbuilt"),
+     r"model 'unbuilt' has no layer graph \(a subclassed keras.Model, or never built\); allowed: a Sequential or "
+     r"functional model with an Input"),
+    # a second softmax after the dropped one: softmax(softmax(x)) is not softmax(x)
+    (lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax"),
+                               keras.layers.Activation("softmax")]), "fuses activation 'softmax'"),
+])
+def test_a_model_that_is_not_one_chain_is_refused_in_one_line(build, match):
+    with pytest.raises(ModelFileError, match=match) as err:
+        normalize(build(), "user.keras")
+    assert "\n" not in str(err.value)
+
+
+def test_the_chain_is_taken_in_data_flow_order():
+    """Layers created (so listed in ``model.layers``) in another order than they are called."""
+    L = keras.layers
+    dense, flatten, conv = L.Dense(3, name="dense"), L.Flatten(name="flatten"), L.Conv2D(2, 3, name="conv")
+    x = keras.Input((8, 8, 1))
+    model = keras.Model(x, dense(flatten(conv(x))))
+    out, _ = normalize(model)
+    assert [l.name for l in out.layers] == ["conv", "flatten", "dense"]
+    assert verify(model, out) < 1e-4
+
+
+@pytest.mark.parametrize("name", ["fused", "batchnorm", "mlp", "same", "strided", "average"])
+def test_every_rewrite_is_verified_on_random_inputs_and_images(name):
+    model = _models()[name]
+    rng = np.random.default_rng(0)
+    _randomize_batch_norm(model, rng)
+    images = rng.integers(0, 256, (8, *model.inputs[0].shape[1:])).astype(np.uint8)
+    out, _ = normalize(model, name)
+    assert verify(model, out, images, name) < 1e-4
+    assert verify(model, out, images.astype(np.float32) / 256, name, np.random.default_rng(1)) < 1e-4
+
+
+def test_a_rewrite_that_computes_another_function_is_refused():
+    model = _models()["batchnorm"]
+    _randomize_batch_norm(model, np.random.default_rng(0))
+    out, _ = normalize(model, "user.keras")
+    kernel, bias = out.layers[0].get_weights()
+    out.layers[0].set_weights([kernel, bias + 0.5])       # (a batch norm folded wrongly, say)
+    with pytest.raises(ModelFileError, match=r"^user.keras: the rewritten model differs from yours by [0-9.e+-]+ at "
+                       r"output \d+ on random input \d+ \(tolerance 0.0001 \+ 0.0001\*\|value\|\); refusing a "
+                       r"rewrite that does not compute the same function$") as err:
+        verify(model, out, where="user.keras")
+    assert "\n" not in str(err.value)
+
+
+def test_verify_catches_the_shared_layer_applied_once():
+    """What the rewrite once was (the shared conv applied once): refused by the numbers too, on data images."""
+    model = _shared_conv()
+    L = keras.layers
+    once = keras.Sequential([keras.Input((8, 8, 2)), L.Conv2D(2, 3, padding="same"), L.Flatten(), L.Dense(3)])
+    conv, dense = (l for l in model.layers if isinstance(l, (L.Conv2D, L.Dense)))
+    once.layers[0].set_weights(conv.get_weights())
+    once.layers[2].set_weights(dense.get_weights())
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 2)).astype(np.uint8)
+    with pytest.raises(ModelFileError, match=r"differs from yours by .* on random input \d+"):
+        verify(model, once, images, "user.keras")
+    with pytest.raises(ModelFileError, match=r"differs from yours by .* on data image \d+"):
+        verify(model, once, images, "user.keras", rng=_NoRandom())
+    with pytest.raises(ModelFileError, match=r"^user.keras: model input shape \(8, 8, 2\) does not match the data's "
+                                             r"images \(8, 8, 1\)$"):
+        verify(model, once, images[..., :1], "user.keras")
+
+
+class _NoRandom:
+    """An rng whose random inputs are all zero (where both models agree: biases only), so the images decide."""
+
+    def random(self, shape, dtype):
+        return np.zeros(shape, dtype)
+
+
+def _dataset(shape, n_classes):
+    from prunehw.model.data import Dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (12, *shape)).astype(np.uint8)
+    y = np.arange(12) % n_classes
+    return Dataset(x[:8], y[:8], x[8:10], y[8:10], x[10:], y[10:], source="test", digest="0")
+
+
+def test_import_user_model_imports_a_file_as_every_stage_does(tmp_path):
+    """Fused relu and softmax (refused by a plain ``load_model``) rewritten, checked and verified; a file that is
+    not a chain, or does not fit the data, refused in one line."""
+    from prunehw.model.network import load_model
+
+    model = _models()["fused"]
+    model.save(tmp_path / "fused.keras")
+    with pytest.raises(ModelFileError, match="fuses activation 'relu'; use a separate ReLU layer"):
+        load_model(tmp_path / "fused.keras")
+    out, notes, diff = import_user_model(tmp_path / "fused.keras", _dataset((28, 28, 1), 10))
+    check_supported(out, "fused")
+    assert any("softmax dropped" in n for n in notes) and any("fused relu split" in n for n in notes)
+    assert 0 <= diff < 1e-4
+    with pytest.raises(ModelFileError, match=r"fused.keras: model has 10 outputs but the data set has 4 classes"):
+        import_user_model(tmp_path / "fused.keras", _dataset((28, 28, 1), 4))
+    _shared_conv().save(tmp_path / "shared.keras")
+    with pytest.raises(ModelFileError, match=r"^\S*shared.keras: layer 'conv' is applied 2 times") as err:
+        import_user_model(tmp_path / "shared.keras", _dataset((8, 8, 2), 3))
     assert "\n" not in str(err.value)
 
 
