@@ -18,8 +18,6 @@ TOP_NAME = "prunehw_top"
 
 
 def program_for(contract, array: ArrayConfig) -> Program:
-    if array.dataflow != "ws":
-        raise ConfigError(f"array.dataflow = {array.dataflow!r} is not built yet; allowed now: ws")
     try:
         return build_program(contract, array)
     except ValueError as exc:

@@ -119,6 +119,8 @@ def load_npz(path: Path | str, val_fraction: float = 0.1) -> Dataset:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
+    if not zipfile.is_zipfile(path):    # (numpy would take it for a pickle and advise loading it unsafely)
+        raise DataError(f"data file {path} is not a readable .npz (not a zip archive; np.savez writes one)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in NPZ_KEYS if k not in npz.files]

@@ -8,11 +8,13 @@ hardware implement; anything else is refused with a clear error.
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
+
 import numpy as np
 
 from prunehw.core.config import NetworkConfig
@@ -169,7 +171,11 @@ def check_fits(model: keras.Model, data, where: str) -> None:
     got = tuple(model.inputs[0].shape[1:])
     if got != tuple(data.input_shape):
         raise ModelFileError(f"{where}: model input shape {got} does not match the data's images {tuple(data.input_shape)}")
-    units = model.layers[-1].units if isinstance(model.layers[-1], keras.layers.Dense) else None
+    last = model.layers[-1]
+    if not isinstance(last, keras.layers.Dense):
+        raise ModelFileError(f"{where}: the last layer {last.name!r} is {type(last).__name__}; allowed: a Dense layer "
+                             f"giving the logits (one per class)")
+    units = last.units
     if units != data.n_classes:
         raise ModelFileError(f"{where}: model has {units} outputs but the data set has {data.n_classes} classes")
 
@@ -180,6 +186,9 @@ def load_model(path: Path | str, supported: bool = True, what: str = "model file
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{what} not found: {path}")
+    if not zipfile.is_zipfile(path):     # (Keras would say "File not found" of a file that is there)
+        raise ModelFileError(f"model file {path} is corrupt or not a Keras model (not a zip archive; a .keras file "
+                             f"is one, as model.save('m.keras') writes it)")
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types (zipfile, h5py, ValueError) for a damaged file

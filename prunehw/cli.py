@@ -4,86 +4,134 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from prunehw.core.errors import PrunehwError
 
 __all__ = ["main"]
 
 
+DESCRIPTION = """\
+Take a small CNN from training to verified hardware: prune it so its matrices stay dense (matrix-based
+pruning), quantize it to fixed point, export it through hls4ml and as a generated systolic-array accelerator,
+check the hardware bit for bit against the model in Verilator and Icarus, and report the cycles, storage and
+energy that pruning saves.
+
+Every command reads a TOML run config (--config; without one, the built-in defaults, which are
+configs/default.toml), checks its inputs before it writes anything, and caches its stages under
+build/<run>/. `prunehw run` is the whole flow (what `make sim` runs)."""
+
+#: what --images, --workers, --variant and --force say on every command that takes them
+_IMAGES = "first N test images, 0 = all ({})"
+_WORKERS = "simulator processes (default: the config's [sim] workers)"
+_VARIANT = ("dense or a configured variant's name, e.g. matrix-0.80 (repeatable; default: dense and every "
+            "configured variant)")
+_FORCE = "redo the stage even when its artifacts are up to date"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("prunehw")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prunehw", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="prunehw", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"prunehw {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def stage(name: str, help: str) -> argparse.ArgumentParser:
+    def stage(name: str, help: str, force: bool = True, model: bool = True, data: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("--config", help="TOML run config (default: built-in defaults, see configs/default.toml)")
-        p.add_argument("--force", action="store_true", help="redo the stage even when its artifacts are up to date")
-        if name not in ("prune", "explore"):   # (prune: --model is that variant's source; explore: a sweep file)
-            p.add_argument("--model", help="start from this trained .keras model instead of training [network] "
-                                           "(the config key run.model)")
-        if name != "explore":
-            p.add_argument("--data", help="a data set .npz (x_train, y_train, x_test, y_test) instead of MNIST "
-                                          "(the config key data.source)")
+        p.add_argument("--config", metavar="FILE", help="TOML run config; paths in it are taken from its folder "
+                       "(default: the built-in defaults, the same as configs/default.toml)")
+        if force:
+            p.add_argument("--force", action="store_true", help=_FORCE)
+        if model:
+            p.add_argument("--model", metavar="FILE.keras", help="start from this trained Keras model instead of "
+                           "training [network] (the config key run.model); checked against it before use")
+        if data:
+            p.add_argument("--data", metavar="FILE.npz", help="a data set (x_train, y_train, x_test, y_test) "
+                           "instead of MNIST (the config key data.source)")
         return p
 
-    stage("train", "train the float network and save it as build/<run>/dense/model.keras")
-    p = stage("prune", "prune the trained network: every configured variant, or the one given by --method/--ratio")
+    def variants(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--variant", action="append", metavar="NAME", help=_VARIANT)
+
+    stage("train", "train the float network (or import --model) and save it as build/<run>/dense/model.keras")
+    p = stage("prune", "prune the trained network: every configured variant, or the one given by --method and "
+                       "--ratio (or a target)", model=False)
     p.add_argument("--method", choices=("unstructured", "matrix"), help="pruning method of a single variant")
     p.add_argument("--ratio", type=float, help="fraction of weights to remove, 0 <= ratio < 1")
-    p.add_argument("--target-cycles", type=int, help="matrix pruning to at most this many cycles per image on the "
-                   "configured array (instead of --ratio): structures go by saliency lost per cycle saved")
-    p.add_argument("--target-energy-uj", type=float, help="matrix pruning to at most this many uJ per inference "
-                   "(the activity model priced by the energy table) instead of --ratio: by saliency lost per pJ saved")
-    p.add_argument("--target-images-per-s", type=float, help="matrix pruning to at least this many images/s at the "
-                   "clock the design is built for ([synth] target_mhz): a cycle target")
-    p.add_argument("--model", help="prune this .keras file instead of the run's trained dense model")
-    p.add_argument("--schedule", choices=("oneshot", "iterative"), default="iterative", help="pruning schedule (default iterative)")
-    p.add_argument("--criterion", choices=("l1", "l2", "taylor", "fisher"), default="l1", help="ranking criterion (default l1)")
+    p.add_argument("--target-cycles", type=int, metavar="N", help="matrix pruning to at most N cycles per image "
+                   "on the configured array (instead of --ratio)")
+    p.add_argument("--target-energy-uj", type=float, metavar="X", help="matrix pruning to at most X uJ per "
+                   "inference (the activity model priced by the energy table) instead of --ratio")
+    p.add_argument("--target-images-per-s", type=float, metavar="N", help="matrix pruning to at least N images/s "
+                   "at the clock the design is built for ([synth] target_mhz): a cycle target")
+    p.add_argument("--model", metavar="FILE.keras", help="prune this Keras model instead of the run's trained "
+                   "network (imported and checked as train --model is)")
+    p.add_argument("--schedule", choices=("oneshot", "iterative"), default="iterative",
+                   help="pruning schedule (default iterative)")
+    p.add_argument("--criterion", choices=("l1", "l2", "taylor", "fisher"), default="l1",
+                   help="ranking criterion (default l1; taylor and fisher are for matrix pruning)")
     p.add_argument("--no-tile-aware", action="store_true",
                    help="matrix pruning: remove the fraction asked for, not rounded to whole array tiles")
-    for name, help in (("quantize", "quantize each variant to the numeric contract (contract.json + weights.npz) and run the golden model"),
-                       ("export", "write the numeric contract and the hls4ml project of each variant; check hls4ml C-sim bit for bit"),
+    for name, help in (("quantize", "quantize each variant to the numeric contract (contract.json + weights.npz) "
+                                    "and run the golden model"),
+                       ("export", "write each variant's hls4ml project and check its C simulation bit for bit "
+                                  "against the golden model"),
                        ("rtl", "generate each variant's accelerator Verilog (Amaranth) and its analytic cycle model")):
-        p = stage(name, help)
-        p.add_argument("--variant", action="append", help="only this variant (repeatable; default: dense and every configured variant)")
-    p = stage("sim", "run each variant's RTL under cocotb and check it bit for bit against the golden model")
-    p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
-    p.add_argument("--images", type=int, default=None, help="first N test images (default: all on Verilator, 100 on Icarus)")
-    p.add_argument("--variant", action="append", help="only this variant (repeatable)")
-    p.add_argument("--workers", type=int, default=2, help="simulator processes (default 2)")
+        variants(stage(name, help))
+    p = stage("sim", "run each variant's accelerator under cocotb and check it bit for bit against the golden model")
+    p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator",
+                   help="the simulator (default verilator)")
+    p.add_argument("--images", type=int, metavar="N",
+                   help=_IMAGES.format("default: the config's [sim] verilator_images or icarus_images"))
+    variants(p)
+    p.add_argument("--workers", type=int, metavar="N", help=_WORKERS)
     p.add_argument("--waves", action="store_true", help="dump waveforms (slow)")
-    p = stage("mutate", "mutation campaign: single faults built into copies of the RTL, each run through cocotb")
-    p.add_argument("--variant", action="append",
-                   help="variant whose RTL is mutated (repeatable; default: dense and every configured variant)")
-    p.add_argument("--images", type=int, default=10, help="fixed test images per mutant (default 10)")
-    p.add_argument("--fault", action="append", help="only this fault (repeatable; default all)")
-    p.add_argument("--workers", type=int, default=2)
-    p = stage("experiments", "the seed report's sweeps and figures, CSV + PNG under build/<run>/experiments/")
-    p.add_argument("--only", action="append", help="run only this experiment (repeatable)")
-    p = stage("explore", "design-space sweep (pruning x bits x array) on Ray: points.csv, Pareto fronts, PNGs")
+    p = stage("mutate", "mutation campaign: single faults built into copies of the accelerator, each run through "
+                        "cocotb; fails when a fault is not caught", force=False)
+    variants(p)
+    p.add_argument("--images", type=int, default=10, metavar="N",
+                   help=_IMAGES.format("default 10") + ", before the searched stimulus")
+    p.add_argument("--fault", action="append", metavar="NAME", help="only this fault (repeatable; default all)")
+    p.add_argument("--workers", type=int, metavar="N", help=_WORKERS)
+    p = stage("experiments", "the reference report's sweeps and figures: CSV + PNG under build/<run>/experiments/")
+    p.add_argument("--only", action="append", metavar="NAME", help="run only this experiment (repeatable)")
+    p = stage("explore", "design-space sweep (pruning x bits x array) on Ray: points.csv, Pareto fronts, PNGs "
+                         "(--config is the sweep file, e.g. configs/explore.toml)", model=False, data=False)
     p.add_argument("--address", help="a running Ray cluster (default: a local Ray instance on all cores)")
-    p.add_argument("--workers", type=int, help="CPUs of the local Ray instance (default: all)")
+    p.add_argument("--workers", type=int, metavar="N", help="CPUs of the local Ray instance (default: all)")
     p.add_argument("--serial", action="store_true", help="run the points one after another in this process, without Ray")
     p.add_argument("--verify", choices=("none", "pareto"), help="RTL-simulate the Pareto points (default: the sweep file's)")
     p.add_argument("--benchmark", action="store_true",
                    help="run the sweep from scratch serially and on Ray, print both times and the speedup")
     p = stage("synth", "synthesise and place-and-route each variant's accelerator (yosys + nextpnr-ecp5, LFE5U-85F); "
                        "resources, Fmax, images/s, ratios against dense")
-    p.add_argument("--variant", action="append", help="only this variant (repeatable; default: dense and every configured variant)")
+    variants(p)
     p = stage("board", "the accelerator on a ULX3S-85F: its board core simulated with a host on its serial pins, "
                        "then a bitstream (yosys, nextpnr-ecp5 on the board's pins, ecppack)")
-    p.add_argument("--variant", action="append", help="only this variant (repeatable; default: dense and every configured variant)")
+    variants(p)
     p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator",
                    help="the simulator of the host-to-board run (default verilator)")
     p.add_argument("--no-bitstream", action="store_true", help="only the simulated host-to-board run")
     p = stage("board-run", "run test images through a ULX3S holding a variant's bitstream, over its serial port; "
-                           "every logit checked against the golden model")
+                           "every logit checked against the golden model", force=False)
     p.add_argument("--port", required=True, help="the board's serial device (e.g. /dev/ttyUSB0) or a pyserial URL")
-    p.add_argument("--variant", required=True, help="the variant whose bitstream the board holds")
-    p.add_argument("--images", type=int, default=100, help="first N test images (default 100)")
+    p.add_argument("--variant", required=True, metavar="NAME", help="the variant whose bitstream the board holds: "
+                   "dense or a configured variant's name")
+    p.add_argument("--images", type=int, default=100, metavar="N", help=_IMAGES.format("default 100"))
     p.add_argument("--baud", type=int, help="serial rate (default: the config's [board] baud, the bitstream's)")
-    stage("report", "storage, energy and savings of each variant from this run's files and RTL counters; report.md + PNGs")
-    stage("run", "every stage of the flow, cached")
+    stage("report", "storage, energy and savings of each variant from this run's files and RTL counters; "
+                    "report.md + PNGs", force=False)
+    stage("run", "the flow of `make sim`: train, prune, quantize, export (hls4ml check), rtl, sim (Verilator and "
+                 "Icarus on the config's [sim] images) and report, each cached; synth, board and mutate are "
+                 "commands of their own")
     return parser
 
 
@@ -152,75 +200,89 @@ def _missing_tool(what: str, exc: Exception) -> None:
     print(f"{what}: SKIPPED, {exc}")
 
 
-def _variant_names(args: argparse.Namespace, flow) -> list[str]:
-    """The variants named by ``--variant`` (each checked against the config), or all of them."""
-    names = args.variant or flow.variant_names()
-    for name in names:
-        if name != "dense":
-            flow.cfg.variant(name)
-    return names
-
-
-def _run(args: argparse.Namespace) -> None:
-    if args.command == "explore":
-        return _explore(args)
-    from prunehw.core.config import VariantConfig, load_config
-    from prunehw.tf_quiet import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
-    from prunehw.flow import Flow
-
-    cfg = load_config(args.config)
-    if getattr(args, "model", None) and args.command != "prune":
-        cfg = cfg.replace(model=args.model)
-    if getattr(args, "data", None):
-        cfg = cfg.replace(data=cfg.data.replace(source=args.data))
-    flow = Flow(cfg)
-    if args.command == "train":
-        flow.train(force=args.force)
-    elif args.command == "prune":
+def _check_args(args: argparse.Namespace, cfg) -> list[str]:
+    """The command line's values checked against the config before anything runs; the variants it names."""
+    for flag in ("images", "workers"):
+        value = getattr(args, flag, None)
+        if value is not None and value < (0 if flag == "images" else 1):
+            raise PrunehwError(f"--{flag} {value}: allowed: " + ("N >= 0 (0 = all test images)" if flag == "images"
+                                                                 else "N >= 1"))
+    if args.command == "board-run":
+        return [cfg.check_variant_name(args.variant)]
+    if args.command == "prune":
         amount = [a for a in (args.ratio, args.target_cycles, args.target_energy_uj, args.target_images_per_s)
                   if a is not None]
         if (args.method is None) != (not amount) or len(amount) > 1:
             raise PrunehwError("prune: give --method with --ratio, --target-cycles, --target-energy-uj or "
                                "--target-images-per-s (one of them), or none of these (to prune every configured "
                                "variant)")
-        if args.method is None:
-            for variant in cfg.variants:
-                flow.prune(variant, force=args.force, source=args.model)
-        else:
-            variant = VariantConfig(method=args.method, ratio=args.ratio, target_cycles=args.target_cycles,
-                                    target_energy_uj=args.target_energy_uj,
-                                    target_images_per_s=args.target_images_per_s,
-                                    schedule=args.schedule, criterion=args.criterion, tile_aware=not args.no_tile_aware)
-            flow.with_variant(variant).prune(variant, force=args.force, source=args.model)
+    return [cfg.check_variant_name(n) for n in getattr(args, "variant", None) or cfg.variant_names]
+
+
+def _single_variant(args: argparse.Namespace):
+    from prunehw.core.config import VariantConfig
+
+    return VariantConfig(method=args.method, ratio=args.ratio, target_cycles=args.target_cycles,
+                         target_energy_uj=args.target_energy_uj, target_images_per_s=args.target_images_per_s,
+                         schedule=args.schedule, criterion=args.criterion, tile_aware=not args.no_tile_aware)
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.command == "explore":
+        return _explore(args)
+    # the config and the command line first (no TensorFlow yet: a bad value is refused in a fraction of a second)
+    from prunehw.core.config import load_config
+
+    cfg = load_config(args.config)
+    if getattr(args, "model", None) and args.command != "prune":
+        cfg = cfg.replace(model=args.model)
+    if getattr(args, "data", None):
+        cfg = cfg.replace(data=cfg.data.replace(source=args.data))
+    names = _check_args(args, cfg)
+    single = _single_variant(args) if args.command == "prune" and args.method is not None else None
+    from prunehw.flow import Flow
+
+    flow = Flow(cfg)
+    if single is not None:
+        flow = flow.with_variant(single)
+    # then every input (build folder, data, models), still before anything is written
+    if args.command == "report":
+        from prunehw.core.artifacts import check_writable
+
+        from prunehw.tf_quiet import import_tensorflow_quietly
+
+        check_writable(cfg.run_dir)
+        import_tensorflow_quietly()
+    else:
+        flow.check_inputs(sources=(Path(args.model),) if args.command == "prune" and args.model else ())
+    workers = getattr(args, "workers", None) or cfg.sim.workers
+    if args.command == "train":
+        flow.train(force=args.force)
+    elif args.command == "prune":
+        for variant in (single,) if single is not None else cfg.variants:
+            flow.prune(variant, force=args.force, source=args.model)
     elif args.command in ("quantize", "export", "rtl"):
-        for name in _variant_names(args, flow):
+        for name in names:
             getattr(flow, args.command)(name, force=args.force)
     elif args.command == "sim":
         from prunehw.sim.runner import SimulatorMissing
 
-        names = _variant_names(args, flow)
-        n = args.images if args.images is not None else (0 if args.simulator == "verilator" else 100)
-        if n < 0 or args.workers < 1:
-            raise PrunehwError(f"--images {n} / --workers {args.workers}: allowed: images >= 0 (0 = all), workers >= 1")
+        n = args.images if args.images is not None else getattr(cfg.sim, f"{args.simulator}_images")
         try:
-            flow.sim(names, args.simulator, n, workers=args.workers, waves=args.waves, force=args.force)
+            flow.sim(names, args.simulator, n, workers=workers, waves=args.waves, force=args.force)
         except SimulatorMissing as exc:
             _missing_tool(f"sim {args.simulator}", exc)
     elif args.command == "mutate":
-        if args.images < 1 or args.workers < 1:
-            raise PrunehwError(f"--images {args.images} / --workers {args.workers}: allowed: both >= 1")
+        n = args.images or len(flow.dataset.x_test)
         missed = {}
-        for name in _variant_names(args, flow):
-            rows = flow.mutate(name, args.images, workers=args.workers, faults=args.fault)
+        for name in names:
+            rows = flow.mutate(name, n, workers=workers, faults=args.fault)
             missed.update({f"{name}:{r['fault']}": r for r in rows if not r["caught"]})
         if missed:
             raise PrunehwError(f"{len(missed)} fault(s) were not caught ({', '.join(missed)}): the test set has a hole")
     elif args.command == "synth":
         from prunehw.synth_report import ToolMissing, synth_variants
 
-        names = _variant_names(args, flow)
         try:
             synth_variants(flow, names, force=args.force)
         except ToolMissing as exc:
@@ -232,7 +294,7 @@ def _run(args: argparse.Namespace) -> None:
         from prunehw.sim.runner import SimulatorMissing
         from prunehw.synth_report import ToolMissing
 
-        for name in _variant_names(args, flow):
+        for name in names:
             try:
                 simulate_board(flow, name, args.simulator, force=args.force)
             except SimulatorMissing as exc:
@@ -246,9 +308,7 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "board-run":
         from prunehw.board import board_run
 
-        if args.variant != "dense":
-            flow.cfg.variant(args.variant)      # (an unknown name stops here, in one line)
-        board_run(flow, args.variant, args.port, args.images, args.baud)
+        board_run(flow, names[0], args.port, args.images or len(flow.dataset.x_test), args.baud)
     elif args.command == "report":
         flow.report()
     elif args.command == "experiments":
@@ -258,7 +318,6 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "run":
         from prunehw.sim.runner import SimulatorMissing
 
-        names = flow.variant_names()
         for name in names:
             flow.export(name, force=args.force)
             flow.rtl(name, force=args.force)
@@ -279,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
         _run(args)
     except PrunehwError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:      # (a folder that cannot be written, a full disk: the system's reason, in one line)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

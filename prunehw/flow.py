@@ -45,12 +45,39 @@ class Flow(VerifyStages):
         return self._done[stage]
 
     @cached_property
-    def data(self):
+    def dataset(self):
+        """The configured data set, loaded and checked; nothing is written."""
         from prunehw.model.data import load_dataset
 
-        data = load_dataset(self.cfg.data)
+        return load_dataset(self.cfg.data)
+
+    @cached_property
+    def data(self):
+        """The data set of a run that writes: its source and hash go into the manifest first."""
+        data = self.dataset
         write_run_manifest(self.cfg, data.source, data.digest)
         return data
+
+    def check_inputs(self, sources: tuple[Path, ...] = ()) -> None:
+        """Everything the run reads, checked before anything is written: the build folder, the data set, the
+        network it trains or imports (against the data, the array and the device, unless it is already trained)
+        and each model given to prune (``sources``). A refusal is a one-line error and leaves no file."""
+        from prunehw.core.artifacts import check_writable
+        from prunehw.tf_quiet import import_tensorflow_quietly
+
+        check_writable(self.run_dir)
+        data = self.dataset
+        import_tensorflow_quietly()
+        if not stage_is_current(self.run_dir, "train", self._train_key()):
+            if self.cfg.model:
+                self._check_fits_hardware(self._user_model[0], self.cfg.model)
+            else:
+                from prunehw.model.network import build_model
+
+                self._check_fits_hardware(build_model(self.cfg.network, data.input_shape, data.n_classes,
+                                                      self.cfg.seed), "network")
+        for src in sources:
+            self._prune_source(src)
 
     @property
     def run_dir(self) -> Path:
@@ -71,7 +98,7 @@ class Flow(VerifyStages):
         from prunehw.model.train import evaluate, train_float
 
         out = self.model_path("dense")
-        key = _key(self.cfg.key("data", "network", "train"), _code("model"))
+        key = self._train_key()
         if self._up_to_date("train", key, out, force):
             return out
         data, t = self.data, self.cfg.train
@@ -90,42 +117,58 @@ class Flow(VerifyStages):
         self.log(f"train: test accuracy {acc:.4f} on {len(data.y_test)} images, trained in {seconds:.1f} s; wrote {out}")
         return out
 
-    def _import_model(self, force: bool = False) -> Path:
-        """The user's model (``run.model``) in place of training: rewritten into the supported layers
-        (``model.user_model.normalize``), checked against the data, saved as ``dense/model.keras``."""
-        from prunehw.model.network import check_fits, check_supported, load_model, save_model, weight_counts
-        from prunehw.model.train import evaluate
-        from prunehw.model.user_model import normalize
-
-        src, out = Path(self.cfg.model), self.model_path("dense")
+    def _train_key(self) -> str:
+        """The train stage's cache key: the config's network and training, or the imported file's hash."""
+        if not self.cfg.model:
+            return _key(self.cfg.key("data", "network", "train"), _code("model"))
+        src = Path(self.cfg.model)
         if not src.is_file():
-            load_model(src, what="run.model: model file")        # (raises: not found)
-        key = _key(self.cfg.key("data"), sha256_file(src), _code("model"))
-        if self._up_to_date("train", key, out, force):
-            return out
-        raw = load_model(src, supported=False)    # (corrupt files and non-finite weights refused here)
-        model, notes = normalize(raw, str(src))
-        check_supported(model, str(src))
-        data = self.data
-        check_fits(model, data, str(src))
-        # what the array cannot hold is said now, not after pruning and quantizing (the rtl stage would)
+            from prunehw.core.errors import ModelFileError
+
+            raise ModelFileError(f"run.model: model file not found: {src}")
+        return _key(self.cfg.key("data"), sha256_file(src), _code("model"))
+
+    @cached_property
+    def _user_model(self):
+        """The user's model (``run.model``) rewritten into the supported layers and checked against the data and
+        against the user's own model: (model, rewrite notes, largest difference from the user's outputs)."""
+        from prunehw.model.user_model import import_user_model
+
+        return import_user_model(Path(self.cfg.model), self.dataset)
+
+    def _check_fits_hardware(self, model, where: str) -> None:
+        """What the array, its memories or its counters cannot hold, said before anything is trained or written
+        (the rtl stage would say it after pruning and quantizing). The dense model's accelerator is laid out from
+        a contract quantized on a few images (the flow's own contract comes later, after pruning)."""
         channels, cols = model.inputs[0].shape[-1], self.cfg.array.cols
         if channels > cols:
             from prunehw.core.errors import ConfigError
 
-            raise ConfigError(f"{src}: the input has {channels} channels but the {self.cfg.array.rows}x{cols} array "
+            raise ConfigError(f"{where}: the input has {channels} channels but the {self.cfg.array.rows}x{cols} array "
                               f"holds at most {cols}; allowed: array.cols >= {channels}")
-        # ... and what its memories or counters cannot hold: the dense model's accelerator (always built) is laid
-        # out from a contract quantized on a few images (the flow's own contract comes later, after pruning)
         from prunehw.export.contract import Contract
         from prunehw.export.quantize import quantize
         from prunehw.hw.cycle_model import activity_model
         from prunehw.hw.generate import check_counters_fit, check_memory_fits, program_for
 
-        program = program_for(Contract(*quantize(model, data.x_train[:32], self.cfg.quant.weight_bits,
+        program = program_for(Contract(*quantize(model, self.dataset.x_train[:32], self.cfg.quant.weight_bits,
                                                  self.cfg.quant.act_bits)), self.cfg.array)
         check_counters_fit(activity_model(program))
-        check_memory_fits(program, str(src))
+        check_memory_fits(program, where)
+
+    def _import_model(self, force: bool = False) -> Path:
+        """The user's model (``run.model``) in place of training: rewritten into the supported layers, checked
+        against the user's model, the data and the hardware, saved as ``dense/model.keras``."""
+        from prunehw.model.network import save_model, weight_counts
+        from prunehw.model.train import evaluate
+
+        src, out = Path(self.cfg.model), self.model_path("dense")
+        key = self._train_key()
+        if self._up_to_date("train", key, out, force):
+            return out
+        model, notes, diff = self._user_model
+        self._check_fits_hardware(model, str(src))
+        data = self.data
         acc = evaluate(model, data.x_test, data.y_test)
         total, kept = weight_counts(model)
         save_model(model, out)
@@ -138,8 +181,8 @@ class Flow(VerifyStages):
         record_stage(self.run_dir, "train", key, [out])
         for note in notes:
             self.log(f"train: {note}")
-        self.log(f"train: imported {src} ({len(notes)} rewrites), test accuracy {acc:.4f} on {len(data.y_test)} "
-                 f"images; wrote {out}")
+        self.log(f"train: imported {src} ({len(notes)} rewrites; outputs within {diff:.2g} of yours), test accuracy "
+                 f"{acc:.4f} on {len(data.y_test)} images; wrote {out}")
         return out
 
     # -- prune ------------------------------------------------------------------------
@@ -165,8 +208,11 @@ class Flow(VerifyStages):
         stage = f"prune:{variant.name}"
         if self._up_to_date(stage, key, out, force) or self._share_pruning(variant, key, force):
             return out
-        model = load_model(dense)
-        check_fits(model, self.data, str(dense))
+        if source is not None:
+            model = self._prune_source(dense)
+        else:
+            model = load_model(dense)
+            check_fits(model, self.data, str(dense))
         total_dense, _ = weight_counts(model)
         model, index_path = prune_variant(model, self.data, self.cfg, variant, out.parent)
         outputs = [out] + ([index_path] if index_path else [])
@@ -197,6 +243,16 @@ class Flow(VerifyStages):
                      f"(tile_aware = false in the variant, or --no-tile-aware, gives the ratio asked for)")
         return out
 
+    def _prune_source(self, path: Path):
+        """A model file given to prune (``prunehw prune --model``), imported as ``run.model`` is: rewritten into
+        the supported layers and checked against the user's model and the data (once per file)."""
+        from prunehw.model.user_model import import_user_model
+
+        cache = self.__dict__.setdefault("_prune_sources", {})
+        if path not in cache:
+            cache[path] = import_user_model(Path(path), self.dataset)[0]
+        return cache[path]
+
     def _share_pruning(self, variant: VariantConfig, key: str, force: bool) -> bool:
         """A variant that differs from one already pruned only in its quantization takes that one's pruned model
         (pruning is deterministic: the same key gives the same bits) instead of pruning again."""
@@ -211,7 +267,7 @@ class Flow(VerifyStages):
         return True
 
     def variant_names(self) -> list[str]:
-        return ["dense"] + [v.name for v in self.cfg.variants]
+        return list(self.cfg.variant_names)
 
     def _float_model(self, variant: str) -> Path:
         return self.train() if variant == "dense" else self.prune(self.cfg.variant(variant))
@@ -405,6 +461,7 @@ class Flow(VerifyStages):
         """This flow with ``variant`` added to (or replacing its namesake in) the config."""
         others = tuple(v for v in self.cfg.variants if v.name != variant.name)
         flow = Flow(self.cfg.replace(variants=others + (variant,)), self.log)
-        if "data" in self.__dict__:
-            flow.__dict__["data"] = self.data
+        for loaded in ("dataset", "data"):
+            if loaded in self.__dict__:
+                flow.__dict__[loaded] = self.__dict__[loaded]
         return flow

@@ -15,11 +15,14 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from prunehw.core.errors import ConfigError
+
 #: Temporary files start with this; a killed stage can leave one behind, never a half-written final file.
 TMP_PREFIX = ".prunehw-tmp-"
 
 __all__ = [
     "TMP_PREFIX",
+    "check_writable",
     "remove_stale_temporaries",
     "atomic_path",
     "write_bytes",
@@ -88,6 +91,20 @@ def write_png(fig, path: Path | str) -> Path:
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return Path(path)
+
+
+def check_writable(folder: Path | str, what: str = "run.build_dir") -> None:
+    """Refuse, in one line and without creating anything, a ``folder`` that could not be made or written: a part
+    of its path that is a file, or a folder that is not writable (``what`` names the setting it comes from)."""
+    folder = Path(folder)
+    for part in (folder, *folder.parents):
+        if part.exists():
+            break
+    if not part.is_dir():
+        raise ConfigError(f"{what}: {folder} cannot be made: {part} is not a folder; allowed: a folder that can be "
+                          f"created or written")
+    if not os.access(part, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what}: {folder} cannot be written: no write permission on {part}")
 
 
 def remove_stale_temporaries(folder: Path) -> int:

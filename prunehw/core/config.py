@@ -13,6 +13,7 @@ layout and ``to_toml_dict`` writes it; ``key(section)`` hashes sections for stag
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal, Union
@@ -24,7 +25,7 @@ from prunehw.core.sections import NonNegative, Positive, PositiveFloat, Section,
 
 __all__ = ["LAYER_TYPES", "PADDINGS", "Section", "config_error", "LayerSpec", "NetworkConfig", "DataConfig", "TrainConfig",
            "PruneConfig", "VariantConfig", "ArrayConfig", "QuantConfig", "SimConfig", "SynthConfig", "BoardConfig",
-           "ExperimentsConfig", "RunConfig", "read_toml", "load_config"]
+           "ExperimentsConfig", "RunConfig", "read_toml", "resolve_paths", "load_config"]
 
 LAYER_TYPES = ("conv2d", "dense", "relu", "maxpool2d", "avgpool2d", "flatten")
 PRUNE_METHODS = ("unstructured", "matrix")
@@ -137,7 +138,7 @@ class DataConfig(Section):
 
 class TrainConfig(Section):
     _section = "train"
-    epochs: Positive = 8
+    epochs: Positive = 15
     batch_size: Positive = 128
     learning_rate: PositiveFloat = 1e-3
 
@@ -150,9 +151,9 @@ class PruneConfig(Section):
     """
 
     _section = "prune"
-    steps: Positive = 3
-    finetune_epochs: NonNegative = 2
-    learning_rate: PositiveFloat = 3e-4
+    steps: Positive = 4
+    finetune_epochs: NonNegative = 3
+    learning_rate: PositiveFloat = 5e-4
     batch_size: Positive = 128
     scope: Literal[SCOPES] = "global"
     layer_ratios: dict[str, Ratio] = Field(default_factory=dict)
@@ -266,13 +267,18 @@ def _default_variants() -> tuple[VariantConfig, ...]:
             VariantConfig(method="matrix", ratio=0.8, quant="qat", weight_bits=4))
 
 
+#: dataflows the generator builds (output-stationary is not built: no RTL, so nothing to verify)
+DATAFLOWS = ("ws",)
+
+
 class ArrayConfig(Section):
-    """The systolic array: ``rows`` x ``cols`` PEs and its dataflow."""
+    """The systolic array: ``rows`` x ``cols`` PEs and its dataflow (``ws``, weight-stationary)."""
 
     _section = "array"
     rows: Positive = 8
     cols: Positive = 8
-    dataflow: Literal["ws", "os"] = "ws"
+    dataflow: Annotated[str, must(lambda v: v in DATAFLOWS, f"is not built; allowed: {', '.join(DATAFLOWS)} "
+                                                             f"(weight-stationary)")] = "ws"
 
 
 class QuantConfig(Section):
@@ -431,11 +437,30 @@ class RunConfig(Section):
     def run_dir(self) -> Path:
         return Path(self.build_dir) / self.name
 
+    @property
+    def variant_names(self) -> tuple[str, ...]:
+        """Every variant of the run: ``dense`` (the trained network), then the configured ones."""
+        return ("dense", *(v.name for v in self.variants))
+
+    def check_variant_name(self, name: str) -> str:
+        """``name`` if the run has that variant (``dense`` included); else a one-line ``ConfigError`` listing them,
+        with the closest name when one is close (``matrix-0.8`` -> ``matrix-0.80``)."""
+        if name in self.variant_names:
+            return name
+        import difflib
+
+        close = difflib.get_close_matches(name, self.variant_names, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"variant {name!r} is not in the config; {hint}allowed: {', '.join(self.variant_names)}")
+
     def variant(self, name: str) -> VariantConfig:
+        """The configured (pruned) variant called ``name``."""
+        self.check_variant_name(name)
         for v in self.variants:
             if v.name == name:
                 return v
-        raise ConfigError(f"variant {name!r} is not in the config; configured: {', '.join(v.name for v in self.variants)}")
+        raise ConfigError(f"variant {name!r} is the trained network, not a pruned variant; allowed: "
+                          f"{', '.join(v.name for v in self.variants)}")
 
     def key(self, *sections: str) -> str:
         """A stable hash of the named sections plus the seed, for stage caching."""
@@ -457,9 +482,27 @@ def read_toml(path: Path | str, what: str = "config file") -> dict:
         raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
 
 
+#: the keys that name files or folders, as (table, key) of the TOML layout
+_PATH_KEYS = (("run", "build_dir"), ("run", "model"), ("data", "source"))
+
+
+def resolve_paths(raw: dict, folder: Path | str) -> dict:
+    """``raw`` (the TOML layout) with its relative paths (``run.build_dir``, ``run.model``, ``data.source`` other
+    than ``"mnist"``) taken from ``folder``, the config file's folder: a config means the same wherever it is run
+    from. Values that are not strings are left for validation to refuse."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for table, key in _PATH_KEYS:
+        value = out.get(table, {}).get(key) if isinstance(out.get(table), dict) else None
+        if not isinstance(value, str) or not value or (table, value) == ("data", "mnist") or Path(value).is_absolute():
+            continue
+        out[table][key] = os.path.normpath(Path(folder) / value)
+    return out
+
+
 def load_config(path: Path | str | None, overrides: dict | None = None) -> RunConfig:
-    """Load a TOML config (defaults when ``path`` is None), then apply ``overrides`` on [run]."""
-    raw = read_toml(path) if path is not None else {}
+    """Load a TOML config (defaults when ``path`` is None; its relative paths from its own folder), then apply
+    ``overrides`` on [run] (paths in them as given: from the working directory)."""
+    raw = resolve_paths(read_toml(path), Path(path).parent) if path is not None else {}
     cfg = RunConfig.from_toml_dict(raw)
     if overrides:
         cfg = cfg.replace(**overrides)

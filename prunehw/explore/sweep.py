@@ -10,7 +10,8 @@ from typing import Annotated, Literal, TypeVar
 from pydantic import AfterValidator, Field
 
 from prunehw.core.artifacts import deep_merge
-from prunehw.core.config import CRITERIA, PRUNE_METHODS, Bits, PlainName, Ratio, RunConfig, VariantConfig, read_toml
+from prunehw.core.config import (CRITERIA, PRUNE_METHODS, Bits, PlainName, Ratio, RunConfig, VariantConfig, read_toml,
+                                 resolve_paths)
 from prunehw.core.errors import ConfigError
 from prunehw.core.sections import NonNegative, Positive, Section, must
 
@@ -130,10 +131,11 @@ def load_sweep(path: Path | str) -> SweepConfig:
     sweep = _SweepTable.from_dict({"name": path.stem, **table} if isinstance(table, dict) else table)
     base_raw: dict = {}
     if sweep.base is not None:
-        base_raw = read_toml((path.parent / sweep.base).resolve(), "sweep.base: run config")
-    for section in OVERRIDABLE:
-        if section in raw:
-            base_raw = deep_merge(base_raw, {section: raw[section]})
+        base = path.parent / sweep.base
+        base_raw = resolve_paths(read_toml(base, "sweep.base: run config"), base.parent)
+    overrides = resolve_paths({s: raw[s] for s in OVERRIDABLE if s in raw}, path.parent)
+    for section, table in overrides.items():
+        base_raw = deep_merge(base_raw, {section: table})
     run = RunConfig.from_toml_dict(base_raw)
 
     axes_raw = raw.get("axes")

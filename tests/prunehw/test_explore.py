@@ -103,7 +103,7 @@ finetune_epochs = 1
 @pytest.fixture
 def tiny_sweep(quick_flow, tmp_path):
     """A 16-point sweep (8 pruned models) whose base is the QUICK flow, sharing its trained model."""
-    base = (ROOT / "configs" / "quick.toml").read_text().replace('build_dir = "build"',
+    base = (ROOT / "configs" / "quick.toml").read_text().replace('build_dir = "../build"',
                                                                  f'build_dir = "{quick_flow.cfg.build_dir}"')
     (tmp_path / "base.toml").write_text(base)
     name = f"tiny-{tmp_path.name}"

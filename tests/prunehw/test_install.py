@@ -47,7 +47,7 @@ def test_plain_install_reports_an_existing_run(quick_flow, tmp_path):
     hw_file, table_ok = where.stdout.split()
     assert hw_file.startswith(str(venv)) and table_ok == "True", where.stdout
     cfg = tmp_path / "run.toml"
-    cfg.write_text((root / "configs" / "quick.toml").read_text().replace('build_dir = "build"',
+    cfg.write_text((root / "configs" / "quick.toml").read_text().replace('build_dir = "../build"',
                                                                        f'build_dir = "{quick_flow.cfg.build_dir}"'))
     res = subprocess.run([str(py), "-m", "prunehw.cli", "report", "--config", str(cfg)], capture_output=True, text=True,
                          cwd=tmp_path)
