@@ -142,3 +142,50 @@ def test_model_too_big_for_the_device_is_refused_at_import(tmp_path):
     line = _one_error_line(run_cli("train", "--config", str(cfg), "--model", str(path), cwd=tmp_path))
     assert "Mbit" in line and "LFE5U-85F" in line and "layer 'dense" in line, line
     assert not list(build.rglob("*.keras"))
+
+
+def test_every_flag_is_explained_and_the_tool_says_what_it_is():
+    """--version, a description of the tool at the top, help on every flag of every command, and the shared
+    flags (--images, --workers, --variant) worded alike wherever they appear."""
+    import argparse
+
+    from prunehw.cli import _parser
+
+    parser = _parser()
+    assert "verified hardware" in parser.description
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    wording = {}
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"{name} {action.option_strings} has no help"
+            flag = action.option_strings[0]
+            if flag in ("--images", "--variant") or (flag == "--workers" and name != "explore"):
+                wording.setdefault(flag, set()).add(action.help.split(" (")[0].split(", 0 = all")[0])
+    assert all(len(texts) <= 2 for texts in wording.values()), wording
+    assert "--force" not in {a.option_strings[0] for a in sub.choices["report"]._actions if a.option_strings}
+
+
+def test_version(tmp_path):
+    res = run_cli("--version", cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout.startswith("prunehw ")
+
+
+def test_prune_imports_its_model_as_train_does(tmp_path):
+    """``prune --model`` takes the file through the same import as ``train --model``: a fused relu (refused by
+    prune before) is rewritten, checked against the user's model, and pruned."""
+    import keras
+
+    L = keras.layers
+    path = tmp_path / "fused.keras"
+    keras.Sequential([keras.Input((28, 28, 1)), L.Conv2D(8, 3, activation="relu"), L.MaxPooling2D(), L.Flatten(),
+                      L.Dense(10, activation="softmax")]).save(path)
+    cfg = write_config(tmp_path / "c.toml", tmp_path / "build")
+    res = run_cli("prune", "--config", str(cfg), "--method", "unstructured", "--ratio", "0.5", "--model", str(path),
+                  cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    from prunehw.model.network import load_model
+
+    pruned = load_model(tmp_path / "build" / "t" / "unstructured-0.50" / "model.keras")
+    assert [type(l).__name__ for l in pruned.layers] == ["Conv2D", "ReLU", "MaxPooling2D", "Flatten", "Dense"]
