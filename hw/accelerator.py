@@ -43,7 +43,6 @@ from __future__ import annotations
 from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
 
 from prunehw.hw.block_ram import BlockRAM
 from prunehw.hw.controller import Controller
@@ -146,7 +145,7 @@ class Accelerator(wiring.Component):
         m.submodules.pooling = pool = Pooling(plan, ctrl.pool_layout, taps=taps)
         k = ctrl.k
         accepted = self.start & ~ctrl.busy
-        m.d.comb += [ctrl.start.eq(self.start), self.busy.eq(ctrl.busy), self.done.eq(ctrl.done)]
+        m.d.comb += [ctrl.start.eq(self.start), self.busy.eq(ctrl.busy)]
         m.d.comb += [feeder.k.eq(k), feeder.beat.eq(ctrl.beat), feeder.table_addr.eq(ctrl.table_addr),
                      feeder.table_en.eq(ctrl.table_en)]
         m.d.comb += [arr.x.eq(feeder.x), arr.w.eq(feeder.w), arr.w_nz.eq(feeder.w_nz),
@@ -231,15 +230,18 @@ class Accelerator(wiring.Component):
                   "act_writes": [bank.w_en.any() for bank in banks[0] + banks[1]],
                   "psum_reads": [wb.psum_read], "psum_writes": [wb.psum_write], "bias_reads": [wb.bias_read],
                   "table_reads": [feeder.table_read]}
-        widths = {n: ceil_log2(len(v) + 1) for n, v in events.items()}
-        widths.update(weight_bits_read=len(feeder.weight_bits_read), mults=len(arr.mults), mults_gated=len(arr.gated),
-                      wreg_writes=len(arr.wreg_writes))
-        m.submodules.counters = cnt = Counters(n_ops=self.n_ops, macs_width=plan.aw, event_widths=widths,
+        flags = {n: v for n, v in events.items() if n != "weight_bits_read"}    # (1-bit enables, counted)
+        values = {"weight_bits_read": feeder.weight_bits_read, "mults": arr.mults, "mults_gated": arr.gated,
+                  "wreg_writes": arr.wreg_writes}                              # (counts, added)
+        m.submodules.counters = cnt = Counters(n_ops=self.n_ops, macs_width=plan.aw,
+                                               flag_widths={n: len(v) for n, v in flags.items()},
+                                               value_widths={n: len(v) for n, v in values.items()},
                                                logits_layout=wb.logits.shape())
         m.d.comb += [cnt.busy.eq(ctrl.busy), cnt.clear.eq(accepted), cnt.op.eq(ctrl.op), cnt.beat.eq(ctrl.issued.beat),
                      cnt.macs.eq(ctrl.issued.macs), cnt.logits.eq(wb.logits),
                      cnt.csr_addr.eq(self.csr_addr), self.csr_data.eq(cnt.csr_data)]
-        m.d.comb += [cnt.events[n].eq(sum((e.as_unsigned() for e in v), Const(0, 1))) for n, v in events.items()]
-        m.d.comb += [cnt.events.mults.eq(arr.mults), cnt.events.mults_gated.eq(arr.gated),
-                     cnt.events.wreg_writes.eq(arr.wreg_writes)]
+        m.d.comb += [cnt.flags[n].eq(Cat(*v)) for n, v in flags.items()]
+        m.d.comb += [cnt.values[n].eq(v) for n, v in values.items()]
+        # (done waits for the counters: the host may read them as soon as it sees done)
+        m.d.comb += self.done.eq(ctrl.done & cnt.settled)
         return m
