@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -136,8 +137,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _explore(args: argparse.Namespace) -> None:
-    import os
-
     from prunehw.explore import SINGLE_THREAD_ENV, benchmark, load_sweep, run_sweep
 
     if args.config is None:
@@ -193,8 +192,6 @@ def _train_in_child(cfg) -> None:
 
 def _missing_tool(what: str, exc: Exception) -> None:
     """A missing simulator or synthesis tool: a clear skip for a user, a failure in CI (``CI=true``)."""
-    import os
-
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         raise PrunehwError(f"{what}: {exc} (CI=true: a missing tool fails the run)")
     print(f"{what}: SKIPPED, {exc}")
@@ -334,6 +331,8 @@ def _run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if not sys.stderr.isatty():     # progress bars on a terminal, not in logs or pipes (tqdm reads TQDM_*)
+        os.environ.setdefault("TQDM_DISABLE", "1")
     try:
         _run(args)
     except PrunehwError as exc:

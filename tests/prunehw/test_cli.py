@@ -117,6 +117,7 @@ def test_same_config_gives_same_bits_and_cache_skips(tmp_path):
         cfg = write_config(tmp_path / f"c{i}.toml", tmp_path / f"build{i}")
         res = run_cli("prune", "--config", str(cfg), "--method", "unstructured", "--ratio", "0.8", cwd=tmp_path)
         assert res.returncode == 0, res.stderr
+        assert "%|" not in res.stderr + res.stdout, "progress bars belong on a terminal, not in a pipe"
         run = tmp_path / f"build{i}" / "t"
         hashes.append((_weights_hash(run / "dense" / "model.keras"), _weights_hash(run / "unstructured-0.80" / "model.keras")))
     assert hashes[0] == hashes[1]
