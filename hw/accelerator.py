@@ -144,8 +144,11 @@ class Accelerator(wiring.Component):
         m.submodules.writeback = wb = WriteBack(plan, latency=arr.latency, taps=taps)
         m.submodules.pooling = pool = Pooling(plan, ctrl.pool_layout, taps=taps)
         k = ctrl.k
-        accepted = self.start & ~ctrl.busy
-        m.d.comb += [ctrl.start.eq(self.start), self.busy.eq(ctrl.busy)]
+        # the run ends when its last events are counted (``Counters.settled``, two cycles after the controller's
+        # last): busy until then, done from then, and a start taken only then
+        settled = Signal()
+        accepted = self.start & ~ctrl.busy & settled
+        m.d.comb += [ctrl.start.eq(self.start & settled), self.busy.eq(ctrl.busy | ~settled)]
         m.d.comb += [feeder.k.eq(k), feeder.beat.eq(ctrl.beat), feeder.table_addr.eq(ctrl.table_addr),
                      feeder.table_en.eq(ctrl.table_en)]
         m.d.comb += [arr.x.eq(feeder.x), arr.w.eq(feeder.w), arr.w_nz.eq(feeder.w_nz),
@@ -242,6 +245,5 @@ class Accelerator(wiring.Component):
                      cnt.csr_addr.eq(self.csr_addr), self.csr_data.eq(cnt.csr_data)]
         m.d.comb += [cnt.flags[n].eq(Cat(*v)) for n, v in flags.items()]
         m.d.comb += [cnt.values[n].eq(v) for n, v in values.items()]
-        # (done waits for the counters: the host may read them as soon as it sees done)
-        m.d.comb += self.done.eq(ctrl.done & cnt.settled)
+        m.d.comb += [settled.eq(cnt.settled), self.done.eq(ctrl.done & cnt.settled)]
         return m
