@@ -80,10 +80,11 @@ def test_user_model_runs_the_whole_flow(tmp_path, mnist, name):
     user.save(model)
 
     text = (ROOT / "configs" / "quick.toml").read_text()
-    text = text.replace('build_dir = "build"', f'build_dir = "{tmp_path / "build"}"')
-    text = text.replace("test_limit = 500", "test_limit = 0")
-    text = text.replace("hls_images = 200", "hls_images = 0").replace("verilator_images = 200", "verilator_images = 0")
-    text = text.replace("icarus_images = 2 ", "icarus_images = 0 ")
+    for old, new in [('build_dir = "../build"', f'build_dir = "{tmp_path / "build"}"'),
+                     ("test_limit = 500", "test_limit = 0"), ("hls_images = 200", "hls_images = 0"),
+                     ("verilator_images = 200", "verilator_images = 0"), ("icarus_images = 2 ", "icarus_images = 0 ")]:
+        assert old in text, f"configs/quick.toml no longer says {old!r}: update this test"
+        text = text.replace(old, new)
     text = text[:text.index("[[variants]]")] + '[[variants]]\nmethod = "matrix"\nratio = 0.50\n' + \
         text[text.index("[experiments]"):]
     config = tmp_path / "run.toml"
