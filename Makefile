@@ -11,7 +11,7 @@ endif
 # pytest options passed through, e.g. `make test PYTEST_ARGS="-k prune -x"`
 PYTEST_ARGS ?=
 
-.PHONY: setup sim test test-regression experiments explore explore-bench synth-report bitstream mutate clean
+.PHONY: setup sim sim-bench test test-regression experiments explore explore-bench synth-report bitstream mutate clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,12 @@ $(STAMP): pyproject.toml Makefile
 
 sim: setup
 	$(BIN)/prunehw run --config $(CONFIG)
+
+# simulation speed: cycles per second of each design in Verilator (cocotb, and a bare C++ loop as the ceiling)
+# and Icarus, for the flow's Verilog and Amaranth's own (the baseline); BENCH_VARIANTS=... for other designs
+BENCH_VARIANTS ?= dense matrix-0.80
+sim-bench: setup
+	$(BIN)/prunehw sim --benchmark --config $(CONFIG) $(foreach v,$(BENCH_VARIANTS),--variant $(v))
 
 experiments: setup
 	$(BIN)/prunehw experiments --config $(CONFIG)

@@ -85,12 +85,11 @@ class BoardCore(wiring.Component):
 def write_board_verilog(core: BoardCore, out_dir: Path) -> Path:
     """Write the board core's ECP5 flavour as ``<out_dir>/prunehw_board.v``, the primitives' simulation models
     beside it (what the cocotb testbench simulates)."""
-    from amaranth.back import verilog
-
     from prunehw.core.artifacts import write_bytes
     from prunehw.hw.ecp5 import ECP5, write_sim_models
+    from prunehw.hw.generate import to_verilog
 
-    text = verilog.convert(core, name=BOARD_TOP, emit_src=False, platform=ECP5())
+    text = to_verilog(core, BOARD_TOP, ECP5())
     write_sim_models(out_dir)
     return write_bytes(Path(out_dir) / f"{BOARD_TOP}.v", text.encode())
 

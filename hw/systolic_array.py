@@ -75,6 +75,10 @@ class SystolicArray(wiring.Component):
         R, C = self.rows, self.cols
         return R * C + C * R * (R - 1) // 2 + R * C * (C - 1) // 2
 
+    def _lanes(self, n: int) -> data.StructLayout:
+        """``n`` lanes of weights and their non-zero flags, one register."""
+        return data.StructLayout({"w": data.ArrayLayout(signed(self.w_width), n), "nz": data.ArrayLayout(1, n)})
+
     @property
     def latency(self) -> int:
         return self.rows + self.cols - 1 + PSUM_DELAY
@@ -93,18 +97,32 @@ class SystolicArray(wiring.Component):
             # input skew: row i sees its beat i cycles late; weights W[i][j] are delayed j more
             # (one per PE passed), riding with the load beat; a weight register is written only
             # when the load beat passes it
+            # (each stage's weights and flags are one register of their own, a stage's lanes sharing its
+            # enable: the same flip-flops, and far fewer processes for a simulator to evaluate)
             x, v, ld = self.x[i], self.valid, self.load
             wrow = [self.w[i][j] for j in range(C)]
             nzrow = [self.w_nz[i][j] for j in range(C)]
             for d in range(self.taps("array.skew_depth", i, row=i, rows=R, cols=C)):
                 x2, v2, ld2 = Signal.like(pes[i][0].x_in, name=f"skew_x_{i}_{d}"), Signal(name=f"skew_v_{i}_{d}"), Signal(name=f"skew_l_{i}_{d}")
-                w2 = [Signal(signed(self.w_width), name=f"skew_w_{i}_{d}_{j}") for j in range(C)]
-                nz2 = [Signal(name=f"skew_nz_{i}_{d}_{j}") for j in range(C)]
+                stage = Signal(self._lanes(C), name=f"skew_w_{i}_{d}")
                 m.d.sync += [x2.eq(x), v2.eq(v), ld2.eq(ld)]
                 with m.If(v & ld):
-                    m.d.sync += [a.eq(b) for a, b in zip(w2 + nz2, wrow + nzrow)]
+                    m.d.sync += [stage.w[j].eq(wrow[j]) for j in range(C)] + [stage.nz[j].eq(nzrow[j]) for j in range(C)]
                 writes.append((v & ld, C))
-                x, v, ld, wrow, nzrow = x2, v2, ld2, w2, nz2
+                x, v, ld = x2, v2, ld2
+                wrow, nzrow = [stage.w[j] for j in range(C)], [stage.nz[j] for j in range(C)]
+            # weight for column j arrives j cycles after column 0's: lane j passes j delay stages; stage d
+            # holds lanes d + 1 .. C - 1 of what entered the row d + 1 cycles ago, written when the load
+            # beat that carried it reaches PE (i, d)
+            lanes_w, lanes_nz = [[w] for w in wrow], [[nz] for nz in nzrow]   # lane j: its value after 0, 1, .. stages
+            for d in range(C - 1):
+                stage = Signal(self._lanes(C - 1 - d), name=f"wdel_{i}_{d}")
+                with m.If(pes[i][d].valid_in & pes[i][d].load_in):
+                    m.d.sync += [stage.w[j - d - 1].eq(lanes_w[j][-1]) for j in range(d + 1, C)]
+                    m.d.sync += [stage.nz[j - d - 1].eq(lanes_nz[j][-1]) for j in range(d + 1, C)]
+                for j in range(d + 1, C):
+                    lanes_w[j].append(stage.w[j - d - 1])
+                    lanes_nz[j].append(stage.nz[j - d - 1])
             for j in range(C):
                 pe = pes[i][j]
                 if j == 0:
@@ -112,16 +130,7 @@ class SystolicArray(wiring.Component):
                 else:
                     left = pes[i][j - 1]
                     m.d.comb += [pe.x_in.eq(left.x_out), pe.valid_in.eq(left.valid_out), pe.load_in.eq(left.load_out)]
-                # weight for column j arrives j cycles after column 0's: delay the row's lane j by j
-                wj, nzj = wrow[j], nzrow[j]
-                for d in range(j):
-                    # stage d of lane j holds what entered the row d + 1 cycles ago: written when
-                    # the load beat that carried it reaches PE (i, d)
-                    w3, nz3 = Signal(signed(self.w_width), name=f"wdel_{i}_{j}_{d}"), Signal(name=f"nzdel_{i}_{j}_{d}")
-                    with m.If(pes[i][d].valid_in & pes[i][d].load_in):
-                        m.d.sync += [w3.eq(wj), nz3.eq(nzj)]
-                    wj, nzj = w3, nz3
-                m.d.comb += [pe.w_in.eq(wj), pe.w_nz_in.eq(nzj)]
+                m.d.comb += [pe.w_in.eq(lanes_w[j][j]), pe.w_nz_in.eq(lanes_nz[j][j])]
                 m.d.comb += pe.psum_in.eq(0 if i == 0 else pes[i - 1][j].psum_out)
         # deskew: column j leaves the bottom at R-1+j+PSUM_DELAY+1; delay by C-1-j to align all columns
         for j in range(C):

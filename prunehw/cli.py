@@ -95,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     variants(p)
     p.add_argument("--workers", type=int, metavar="N", help=_WORKERS)
     p.add_argument("--waves", action="store_true", help="dump waveforms (slow)")
+    p.add_argument("--benchmark", action="store_true",
+                   help="measure simulation speed instead: cycles per second of each variant's design in Verilator "
+                        "(under cocotb and as a bare C++ loop, the ceiling) and in Icarus (1 image), for the flow's "
+                        "Verilog and for Amaranth's own (the baseline); --images sets the Verilator images "
+                        "(default 100); writes <run>/sim_bench/")
     p = stage("mutate", "mutation campaign: single faults built into copies of the accelerator, each run through "
                         "cocotb; fails when a fault is not caught", force=False)
     variants(p)
@@ -266,7 +271,10 @@ def _run(args: argparse.Namespace) -> None:
 
         n = args.images if args.images is not None else getattr(cfg.sim, f"{args.simulator}_images")
         try:
-            flow.sim(names, args.simulator, n, workers=workers, waves=args.waves, force=args.force)
+            if args.benchmark:
+                flow.sim_benchmark(names, verilator_images=args.images or 100, icarus_images=1)
+            else:
+                flow.sim(names, args.simulator, n, workers=workers, waves=args.waves, force=args.force)
         except SimulatorMissing as exc:
             _missing_tool(f"sim {args.simulator}", exc)
     elif args.command == "mutate":

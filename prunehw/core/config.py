@@ -332,7 +332,7 @@ class BoardConfig(Section):
     """
 
     _section = "board"
-    clock_mhz: PositiveFloat = 50.0
+    clock_mhz: PositiveFloat = 100.0
     baud: Positive = 1_000_000
     timeout_ms: PositiveFloat = 20.0
     sim_images: Positive = 4
