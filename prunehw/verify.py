@@ -88,9 +88,7 @@ class VerifyStages:
         ceiling) and in Icarus, for the Verilog the flow writes and for Amaranth's own (the baseline), every run
         checked against the golden model; writes ``sim_bench/bench.csv``, ``bench.json`` and ``bench.png``.
         Nothing is cached: a benchmark measures now."""
-        import json
-
-        from prunehw.core.artifacts import write_csv, write_json
+        from prunehw.core.artifacts import read_json, write_csv, write_json
         from prunehw.export.contract import load_contract
         from prunehw.export.golden import golden
         from prunehw.hw.generate import EMITTERS, generate_verilog
@@ -101,15 +99,15 @@ class VerifyStages:
         images = self.data.x_test[:n]
         rows = []
         for v in variants:
-            rtl_dir, contract = self.rtl(v), self.quantize(v)
-            expected = golden(load_contract(contract), images)
+            rtl_dir, contract = self.rtl(v), load_contract(self.quantize(v))
+            expected = golden(contract, images)
             for emitter in EMITTERS:
                 if emitter == "prunehw":
                     design_dir = rtl_dir      # the flow's own files, as `prunehw sim` runs them
                 else:
                     design_dir = out / v / emitter / "rtl"
-                    generate_verilog(load_contract(contract), self.cfg.array, design_dir, emitter=emitter)
-                desc = json.loads((design_dir / "accelerator.json").read_text())
+                    generate_verilog(contract, self.cfg.array, design_dir, emitter=emitter)
+                desc = read_json(design_dir / "accelerator.json")
                 try:
                     rows += bench_design(v, emitter, design_dir, desc, images, expected, out, verilator_images,
                                          icarus_images, say=self.log)

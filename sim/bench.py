@@ -15,6 +15,7 @@ not one). Rates are simulated clock cycles over the seconds the run itself took:
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -22,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from prunehw.sim.runner import (HARNESS, VERILATOR_FLAGS, build_rtl, harness_sources, run_built, simulator_missing,
-                                verilator_env)
-from prunehw.sim.wrapper import CLOCK_NS
+from prunehw.sim.runner import (HARNESS, VERILATOR_FLAGS, build_rtl, harness_sources, log_tail, run_built,
+                                simulator_missing, verilator_env)
+from prunehw.sim.wrapper import CLOCK_NS, unpack_signed
 
 __all__ = ["BenchRow", "bare_verilator", "bench_design", "KINDS"]
 
@@ -52,15 +53,6 @@ class BenchRow:
         return {**asdict(self), "cycles_per_s": round(self.cycles_per_s, 1)}
 
 
-def _tail(path: Path, lines: int = 15) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.is_file() else "(no log)"
-
-
-def _unpack_logits(raw: int, count: int, bits: int) -> list[int]:
-    vals = [(raw >> (i * bits)) & ((1 << bits) - 1) for i in range(count)]
-    return [v - (1 << bits) if v >> (bits - 1) else v for v in vals]
-
-
 def bare_verilator(sources: list[Path], desc: dict, expected: np.ndarray, work_dir: Path) -> tuple[int, float, float, int]:
     """Build ``bare_loop.cpp`` over ``sources`` (models, design, harness) in ``work_dir`` and run the first
     ``len(expected)`` images; returns (cycles, seconds, build seconds, images whose logits equal ``expected``).
@@ -74,13 +66,13 @@ def bare_verilator(sources: list[Path], desc: dict, expected: np.ndarray, work_d
     cmd = [str(exe), "--cc", "--exe", "--build", "--timing", "-j", "2", *VERILATOR_FLAGS, "--top-module", HARNESS,
            "--prefix", "Vtb_top", "-Mdir", str(obj), "-o", "bare_loop", str(BARE_SOURCE),
            *(str(Path(s).resolve()) for s in sources)]
-    env = {**__import__("os").environ, **verilator_env()}
+    env = {**os.environ, **verilator_env()}
     t0 = time.perf_counter()
     with open(log, "w") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=work_dir)
     build_s = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise RuntimeError(f"the bare Verilator loop's build failed; its last lines:\n{_tail(log)}\n(whole log: {log})")
+        raise RuntimeError(f"the bare Verilator loop's build failed; its last lines:\n{log_tail(log)}\n(whole log: {log})")
     n = len(expected)
     run = subprocess.run([str(obj / "bare_loop"), str(n)], capture_output=True, text=True, cwd=work_dir, env=env)
     (work_dir / "run.log").write_text(run.stdout + run.stderr)
@@ -96,7 +88,7 @@ def bare_verilator(sources: list[Path], desc: dict, expected: np.ndarray, work_d
         if ln.startswith("logits "):
             _, i, hexbytes = ln.split()
             raw = int.from_bytes(bytes.fromhex(hexbytes), "little")
-            match += _unpack_logits(raw, count, acc) == [int(v) for v in expected[int(i)]]
+            match += unpack_signed(raw, count, acc) == [int(v) for v in expected[int(i)]]
     cycles = int(fields["time_ps"]) // (CLOCK_NS * 1000)
     return cycles, float(fields["seconds"]), build_s, match
 

@@ -22,7 +22,7 @@ import numpy as np
 from prunehw.core.artifacts import write_bytes
 from prunehw.sim.wrapper import CLOCK_NS, HARNESS, write_harness, write_images_hex
 
-__all__ = ["SIMULATORS", "TIMESCALE", "VERILATOR_FLAGS", "Build", "harness_sources", "verilator_env", "SimulatorMissing", "SimResult", "build_rtl", "run_board", "run_built", "run_rtl",
+__all__ = ["SIMULATORS", "TIMESCALE", "VERILATOR_FLAGS", "Build", "harness_sources", "log_tail", "verilator_env", "SimulatorMissing", "SimResult", "build_rtl", "run_board", "run_built", "run_rtl",
            "simulator_missing"]
 
 SIMULATORS = ("verilator", "icarus")
@@ -94,7 +94,7 @@ def simulator_missing(sim: str) -> str | None:
     return f"unknown simulator {sim!r}; allowed: {', '.join(SIMULATORS)}"
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def log_tail(path: Path, lines: int = 15) -> str:
     """The last ``lines`` lines of a log file (or a note that there is none)."""
     if not Path(path).is_file():
         return "(no log was written)"
@@ -169,7 +169,7 @@ def _build(sim: str, sources: list[Path], top: str, work_dir: Path, extra_args: 
             _runner(sim).build(sources=sources, hdl_toplevel=top, build_args=build_args, build_dir=build_dir,
                                timescale=TIMESCALE, waves=waves, always=False, log_file=build_log)
         except (RuntimeError, SystemExit) as exc:
-            raise RuntimeError(f"the {sim} build failed ({exc}); its last lines:\n{_tail(build_log)}\n"
+            raise RuntimeError(f"the {sim} build failed ({exc}); its last lines:\n{log_tail(build_log)}\n"
                                f"(whole log: {build_log})") from None
     return build_dir
 
@@ -240,7 +240,7 @@ def _result(sim: str, results: Path, log: Path, expected: np.ndarray, n: int, im
             seconds: float) -> SimResult:
     """The testbench's ``results`` file (rows numbered from the run's first image) compared with ``expected``."""
     if not results.is_file():
-        raise RuntimeError(f"the {sim} simulation wrote no results; its last lines:\n{_tail(log)}\n(whole log: {log})")
+        raise RuntimeError(f"the {sim} simulation wrote no results; its last lines:\n{log_tail(log)}\n(whole log: {log})")
     rows = json.loads(results.read_text())
     ids = image_ids if image_ids is not None else list(range(n))
     match = sum(r["match"] for r in rows)
@@ -291,5 +291,5 @@ def run_board(rtl_dir: Path, top: str, sim: str, work_dir: Path, reference: Path
         except SystemExit:
             pass     # (a failing cocotb test exits the runner; the results file says what happened)
     if not results.is_file():
-        raise RuntimeError(f"the {sim} board simulation wrote no results; its last lines:\n{_tail(log)}\n(whole log: {log})")
+        raise RuntimeError(f"the {sim} board simulation wrote no results; its last lines:\n{log_tail(log)}\n(whole log: {log})")
     return json.loads(results.read_text())

@@ -31,6 +31,8 @@ import numpy as np
 from cocotb.triggers import RisingEdge, Timer, with_timeout
 from cocotb.utils import get_sim_time
 
+from prunehw.sim.wrapper import unpack_signed
+
 
 class ImageDriver:
     def __init__(self, dut):
@@ -84,12 +86,7 @@ class Reader:
         self.acc = int(dut.acc_bits.value)
 
     def logits(self) -> list[int]:
-        raw = int(self.dut.logits.value)
-        out = []
-        for i in range(self.n_logits):
-            v = (raw >> (i * self.acc)) & ((1 << self.acc) - 1)
-            out.append(v - (1 << self.acc) if v >> (self.acc - 1) else v)
-        return out
+        return unpack_signed(int(self.dut.logits.value), self.n_logits, self.acc)
 
     def counters(self) -> list[int]:
         raw = int(self.dut.counters.value)

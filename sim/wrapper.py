@@ -16,11 +16,18 @@ import numpy as np
 
 from prunehw.core.artifacts import write_bytes
 
-__all__ = ["CLOCK_NS", "HARNESS", "write_harness", "write_images_hex"]
+__all__ = ["CLOCK_NS", "HARNESS", "unpack_signed", "write_harness", "write_images_hex"]
 
 HARNESS = "tb_top"
 #: The harness's clock period (generated in HDL).
 CLOCK_NS = 10
+
+
+def unpack_signed(raw: int, count: int, bits: int) -> list[int]:
+    """``count`` two's-complement ``bits``-bit values packed in ``raw``, the first in the lowest bits (how the
+    harness packs its ``logits`` output)."""
+    vals = [(raw >> (i * bits)) & ((1 << bits) - 1) for i in range(count)]
+    return [v - (1 << bits) if v >> (bits - 1) else v for v in vals]
 
 
 def write_images_hex(path: Path, images: np.ndarray) -> Path:
