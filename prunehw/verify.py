@@ -241,11 +241,13 @@ class VerifyStages:
         x = np.concatenate([x, white, np.broadcast_to(checker, white.shape)])
         write_csv(self.run_dir / "mutate" / variant / "coverage.csv", coverage)
         reached = [r for r in coverage if not r["covered_by"].startswith(("not reached", "unreachable"))]
-        missing = [r["event"] for r in coverage if r["covered_by"] == "not reached"]
+        holes = [r for r in coverage if r["covered_by"] == "not reached"]
+        missing = [r["event"] for r in holes]
         unreachable = [r["event"] for r in coverage if r["covered_by"].startswith("unreachable")]
         self.log(f"mutate {variant}: {len(x)} stimulus images cover {len(reached)}/{len(coverage)} layer events"
-                 + (f"; unreachable by any image: {', '.join(unreachable)}" if unreachable else "")
-                 + (f"; not reached: {', '.join(missing)}" if missing else "")
+                 + (f"; unreachable by any image (interval bound): {', '.join(unreachable)}" if unreachable else "")
+                 + (f"; NOT REACHED, undecided (closest image / interval bound, of the threshold): "
+                    + ", ".join(f"{r['event']} ({r['closest']} / {r['interval_bound']})" for r in holes) if holes else "")
                  + f" ({self.run_dir / 'mutate' / variant / 'coverage.csv'})")
         img_path = self.run_dir / "mutate" / "images.npz"
         with atomic_path(img_path) as tmp, open(tmp, "wb") as fh:

@@ -43,16 +43,14 @@ def _closeness(contract, x: np.ndarray, target: str) -> np.ndarray:
     raise ValueError(f"no layer {name!r}")
 
 
-def _ascend(contract, starts: np.ndarray, target: str, steps: int = 150) -> np.ndarray | None:
-    """Gradient ascent towards ``target`` (``layer:saturation`` or ``layer:accumulator_top``) on a float mirror of
-    the contract's network, from each of ``starts``: the pixels (kept in [0, 255]) are moved to drive the layer's
-    largest accumulator (its largest magnitude for ``accumulator_top``) up. Returns an image where the golden
-    model shows the event, or None."""
+def _mirror(contract, target: str):
+    """A float mirror of the contract's network up to ``target``'s layer (``layer:saturation`` or
+    ``layer:accumulator_top``), in TensorFlow: the integer weights at their scales, the same convolutions, poolings
+    and ReLUs; returns ``f(x)``, per image (pixels / 256) the layer's largest accumulator (its largest magnitude
+    for ``accumulator_top``), to climb by gradient."""
     import tensorflow as tf
 
     name, event = target.split(":")
-    if event not in ("saturation", "accumulator_top"):
-        return None
 
     def forward(x):
         a = x                                           # pixels / 256: the input's real values
@@ -78,8 +76,20 @@ def _ascend(contract, starts: np.ndarray, target: str, steps: int = 150) -> np.n
                 a = tf.reshape(a, (tf.shape(a)[0], -1))
         raise ValueError(f"no layer {name!r}")
 
+    return forward
+
+
+def _ascend(contract, starts: np.ndarray, target: str, steps: int = 150) -> tuple[np.ndarray | None, np.ndarray]:
+    """Gradient ascent towards ``target`` (``layer:saturation`` or ``layer:accumulator_top``) on the float mirror
+    of the contract's network, from each of ``starts``: the pixels (kept in [0, 255]) are moved to drive the
+    layer's largest accumulator up. Returns (an image where the golden model shows the event, or None; the
+    rounded image that came closest)."""
+    import tensorflow as tf
+
+    forward = _mirror(contract, target)
     x = tf.Variable(starts.astype(np.float32) / 256.0)
     opt = tf.keras.optimizers.Adam(0.02)
+    best, best_score = starts[0], -np.inf
     for step in range(steps):
         with tf.GradientTape() as tape:
             loss = -tf.reduce_sum(forward(x))
@@ -89,8 +99,69 @@ def _ascend(contract, starts: np.ndarray, target: str, steps: int = 150) -> np.n
             imgs = np.clip(np.rint(x.numpy() * 256.0), 0, 255).astype(np.uint8)
             hit = layer_events(contract, imgs)[target]
             if hit.any():
-                return imgs[int(hit.argmax())]
-    return None
+                return imgs[int(hit.argmax())], imgs[int(hit.argmax())]
+            scores = _closeness(contract, imgs, target)
+            if scores.max() > best_score:
+                best, best_score = imgs[int(scores.argmax())], scores.max()
+    return None, best
+
+
+def _polish(contract, start: np.ndarray, target: str, seconds: float = 10.0, width: int = 96) -> np.ndarray | None:
+    """Coordinate ascent on the golden model itself, guided by the mirror's gradient: each round ranks the pixels
+    by the gain the gradient promises for moving one to 0 or 255, tries the ``width`` best one at a time and the
+    best 2, 4, ... together, each exactly (integer arithmetic, rounding and saturation as the hardware has them),
+    and keeps the best image; where none of those helps, every pixel to a few values. Stops at the event, at a
+    local maximum of the exact model or after about ``seconds``. Returns an image where the event happens, or
+    None. Gradient ascent stops short where the float mirror's smooth landscape and the rounding part ways;
+    this is what closes that last gap."""
+    import time
+
+    import tensorflow as tf
+
+    forward = _mirror(contract, target)
+    best = start.astype(np.uint8).copy()
+    score = _closeness(contract, best[None], target)[0]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if score > 0:
+            return best
+        x = tf.Variable(best[None].astype(np.float32) / 256.0)
+        with tf.GradientTape() as tape:
+            val = tf.reduce_sum(forward(x))
+        g = tape.gradient(val, x).numpy().reshape(-1)
+        flat = best.reshape(-1).astype(np.int64)
+        want = np.where(g > 0, 255, 0)
+        gain = g * (want - flat)
+        order = [int(i) for i in np.argsort(-gain)[:width] if gain[i] > 0]
+        cands = []
+        for i in order:
+            c = flat.copy()
+            c[i] = want[i]
+            cands.append(c)
+        k = 2
+        while k <= len(order):
+            c = flat.copy()
+            c[order[:k]] = want[order[:k]]
+            cands.append(c)
+            k *= 2
+        scores = _closeness(contract, np.stack(cands).astype(np.uint8).reshape(-1, *best.shape), target) \
+            if cands else np.array([-np.inf])
+        if scores.max() <= score:
+            # the gradient's picks do not help (rounding, a ReLU or a max pool switching): every pixel, each to a
+            # few values, exactly
+            cands = []
+            for i in range(flat.size):
+                for v in {0, 255, flat[i] - 32, flat[i] + 32}:
+                    if 0 <= v <= 255 and v != flat[i]:
+                        c = flat.copy()
+                        c[i] = v
+                        cands.append(c)
+            scores = _closeness(contract, np.stack(cands).astype(np.uint8).reshape(-1, *best.shape), target)
+            if scores.max() <= score:
+                return None                 # a local maximum of the exact model
+        score = scores.max()
+        best = np.asarray(cands[int(scores.argmax())]).astype(np.uint8).reshape(best.shape)
+    return best if score > 0 else None
 
 
 def _climb(contract, start: np.ndarray, target: str, rng, steps: int = 60, width: int = 48) -> np.ndarray | None:
@@ -112,6 +183,55 @@ def _climb(contract, start: np.ndarray, target: str, rng, steps: int = 60, width
         if scores.max() > score:
             score, best = scores.max(), cands[int(scores.argmax())]
     return best if score > 0 else None
+
+
+def _accumulator_bounds(contract) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per weighted layer, the lowest and highest accumulator each output channel can reach, by interval arithmetic
+    from the pixels' range [0, 255] through the golden model's steps (each input at whichever end of its range
+    its weight prefers; requantization, ReLU and saturation applied to the ends; a pool keeps its channel's
+    range). Sound: no image gets outside them; exact for the first layer, an over-estimate after it (the inputs
+    cannot all be at their ends together)."""
+    from prunehw.export.golden import requantize
+
+    lo = np.zeros(contract.input["shape"][-1], np.int64)
+    hi = np.full_like(lo, (1 << contract.input["bits"]) - 1)
+    out = {}
+    for layer in contract.weighted():
+        w, b = contract.weights[layer["name"]], contract.biases[layer["name"]]
+        # a matrix's rows repeat the channels: (ky, kx, c) for a convolution, (h, w, c) after a flatten
+        l_in, h_in = np.tile(lo, w.shape[0] // len(lo)), np.tile(hi, w.shape[0] // len(lo))
+        if layer["type"] == "conv2d" and layer.get("padding", "valid") != "valid":
+            l_in, h_in = np.minimum(l_in, 0), np.maximum(h_in, 0)      # a padded tap reads 0
+        acc_lo = b + np.where(w > 0, w * l_in[:, None], w * h_in[:, None]).sum(axis=0)
+        acc_hi = b + np.where(w > 0, w * h_in[:, None], w * l_in[:, None]).sum(axis=0)
+        out[layer["name"]] = (acc_lo, acc_hi)
+        lo, hi = (requantize(v, layer["accum"]["frac"], layer["output"]) for v in (acc_lo, acc_hi))
+    return out
+
+
+def _bound_reach(contract) -> dict[str, float]:
+    """For ``layer:saturation`` and ``layer:accumulator_top``, how far the accumulator's interval bounds
+    (:func:`_accumulator_bounds`) reach towards the event, as a fraction of its threshold: below 1, no image can
+    make it happen."""
+    out = {}
+    last = contract.weighted()[-1]["name"]
+    for name, (lo, hi) in _accumulator_bounds(contract).items():
+        layer = next(l for l in contract.layers if l["name"] == name)
+        top = 2 ** (layer["accum"]["bits"] - 4)
+        out[f"{name}:accumulator_top"] = max(-lo.min(), hi.max()) / top
+        if name != last:
+            o = layer["output"]
+            shift = layer["accum"]["frac"] - o["frac"]
+            qmax = (1 << (o["bits"] - 1)) - 1 if o["signed"] else (1 << o["bits"]) - 1
+            # the accumulator at which the rounded value first exceeds qmax (round half up: q = (acc + half) >> shift)
+            need = (qmax + 1) * 2 ** shift - (1 << (shift - 1)) if shift > 0 else (qmax + 1) / 2 ** (-shift)
+            up = hi.max() / need
+            if o["signed"] and not o["relu"]:
+                qmin = -(1 << (o["bits"] - 1))
+                floor_ = qmin * 2 ** shift - (1 << (shift - 1)) - 1 if shift > 0 else (qmin - 1) / 2 ** (-shift)
+                up = max(up, lo.min() / floor_)
+            out[f"{name}:saturation"] = float(up)
+    return out
 
 
 def _first_layer_extremes(contract, shape) -> np.ndarray:
@@ -157,28 +277,35 @@ def choose_stimulus(contract, x_test: np.ndarray, base: int, pool: int = 2000, s
                 covered[k] = i
     images = [cand[i] for i in chosen]
     source = {k: f"test image {c}" for k, c in covered.items() if c is not None}
-    # the first layer's exact extremes: what they reach is covered, what they do not is unreachable
+    # the first layer's exact extremes: the images that reach what the first layer can reach
     first = contract.weighted()[0]["name"]
     shape = x_test.shape[1:] if x_test.ndim == 4 else (*x_test.shape[1:], 1)
     extremes = _first_layer_extremes(contract, shape)
     hit = layer_events(contract, extremes)
     for k, v in hit.items():
-        if k.startswith(f"{first}:") and k not in source:
-            if v.any():
-                images.append(extremes[int(v.argmax())].reshape(cand[0].shape))
-                source[k] = "constructed (first layer's extreme input)"
-            elif not k.endswith(":relu_clamp"):
-                source[k] = "unreachable (beyond any image's reach: the first layer's exact extreme misses it)"
+        if k.startswith(f"{first}:") and k not in source and v.any():
+            images.append(extremes[int(v.argmax())].reshape(cand[0].shape))
+            source[k] = "constructed (first layer's extreme input)"
+    # what no image can reach: the accumulator's interval bounds (exact for the first layer) fall short of it
+    reach = _bound_reach(contract)
+    for k, r in reach.items():
+        if k not in source and r < 1:
+            source[k] = f"unreachable (interval bound: the accumulator reaches at most {r:.0%} of the event's threshold)"
+    closest: dict[str, float] = {}
     for k in [k for k, c in covered.items() if c is None]:
         if k in source:          # covered meanwhile by an image searched for another event
             continue
         near = np.argsort(-_closeness(contract, cand, k))[:8]
-        found = _ascend(contract, cand[near].reshape(len(near), *shape), k)
+        found, nearest = _ascend(contract, cand[near].reshape(len(near), *shape), k)
         how = "searched (gradient ascent)"
+        for origin in (nearest, cand[near[0]].reshape(shape)):
+            if found is None:
+                found, how = _polish(contract, origin, k), "searched (exact coordinate ascent)"
         if found is None:
             found, how = _climb(contract, cand[near[0]], k, rng), "searched (hill climb)"
         if found is None:
             source[k] = "not reached"
+            closest[k] = float(max(_closeness(contract, cand, k).max(), _closeness(contract, nearest[None], k)[0]))
             continue
         found = found.reshape(cand[0].shape)
         images.append(found)
@@ -187,5 +314,13 @@ def choose_stimulus(contract, x_test: np.ndarray, base: int, pool: int = 2000, s
             if v[0] and k2 not in source:
                 source[k2] = how
         source.setdefault(k, how)
-    rows = [{"event": k, "covered_by": source[k]} for k in ev]
-    return np.stack(images), rows
+    stim = np.stack(images)
+    hits = layer_events(contract, stim)
+    rows = []
+    for k in ev:
+        row = {"event": k, "covered_by": source[k], "first_stimulus_image": int(hits[k].argmax()) if hits[k].any() else "-",
+               "closest": "-", "interval_bound": f"{reach[k]:.0%}" if k in reach else "-"}
+        if k in closest:
+            row["closest"] = f"{1 + closest[k]:.1%}"
+        rows.append(row)
+    return stim, rows

@@ -173,7 +173,7 @@ def test_stimulus_covers_every_reachable_layer_event(small_contract, tiny_data):
     hit = layer_events(small_contract, images)
     for r in rows:
         if r["covered_by"].startswith(("test image", "searched", "constructed")):
-            assert hit[r["event"]].any(), r
+            assert hit[r["event"]][r["first_stimulus_image"]] and not hit[r["event"]][:r["first_stimulus_image"]].any(), r
         else:
             assert r["covered_by"].startswith(("not reached", "unreachable")), r
     # an event called unreachable never happens, whatever the image
@@ -183,3 +183,27 @@ def test_stimulus_covers_every_reachable_layer_event(small_contract, tiny_data):
     for r in rows:
         if r["covered_by"].startswith("unreachable"):
             assert not wild[r["event"]].any(), r
+
+
+def test_accumulator_bounds_hold_every_image_and_are_exact_for_the_first_layer(small_contract, tiny_data):
+    """The interval bounds that prove events unreachable: no image (test images, noise, all white, the first
+    layer's constructed extremes) gets outside them, and the first layer's are attained."""
+    from prunehw.export.golden import _conv_cols, _layer, _matmul
+    from prunehw.sim.stimulus import _accumulator_bounds, _first_layer_extremes
+
+    rng = np.random.default_rng(1)
+    extremes = _first_layer_extremes(small_contract, (28, 28, 1))
+    x = np.concatenate([tiny_data.x_test[:100].reshape(-1, 28, 28, 1), rng.integers(0, 256, (100, 28, 28, 1)),
+                        np.full((1, 28, 28, 1), 255), extremes]).astype(np.int64)
+    bounds = _accumulator_bounds(small_contract)
+    a = x
+    for layer in small_contract.layers:
+        if layer["type"] in ("conv2d", "dense"):
+            w, b = small_contract.weights[layer["name"]], small_contract.biases[layer["name"]]
+            cols = _conv_cols(layer, a) if layer["type"] == "conv2d" else a
+            acc = (_matmul(cols, w, layer["accum"]["bits"]) + b).reshape(-1, w.shape[1])
+            lo, hi = bounds[layer["name"]]
+            assert (acc >= lo).all() and (acc <= hi).all(), layer["name"]
+            if layer is small_contract.weighted()[0]:
+                assert (acc.max(axis=0) == hi).all(), "the first layer's upper bound is attained by its extremes"
+        a = _layer(layer, a, small_contract)
