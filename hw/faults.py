@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from amaranth import Const, Mux, Value, ValueCastable
+from amaranth import Cat, Const, Mux, Value, ValueCastable
 from amaranth.lib import data
 
 from prunehw.hw.taps import Taps
@@ -63,8 +63,10 @@ FAULTS: dict[str, Fault] = {
                                  lambda v, w: v & ~(1 << 3), _at(lambda R: 0, lambda C: 0)),
     "pe_psum_stuck1_bit0": Fault("PE(R-1,C-1) partial-sum output bit 0 stuck at 1", "pe.psum",
                                  lambda v, w: v | 1, _at(lambda R: R - 1, lambda C: C - 1)),
-    "pe_weight_stuck0_bit7": Fault("PE(1,1) weight register sign bit stuck at 0", "pe.weight_in",
-                                   lambda v, w: (v & 0x7F).as_signed(), _at(lambda R: min(1, R - 1), lambda C: min(1, C - 1))),
+    # (the sign bit is the register's top bit: bit 7 of an 8-bit weight, bit 3 of a 4-bit one)
+    "pe_weight_sign_stuck0": Fault("PE(1,1) weight register sign bit stuck at 0", "pe.weight_in",
+                                   lambda v, w: Cat(v[:-1], Const(0, 1)).as_signed(),
+                                   _at(lambda R: min(1, R - 1), lambda C: min(1, C - 1))),
     "pe_gate_stale": Fault("every PE gates a load beat on the old weight's zero flag instead of the new weight's", "pe.gate",
                            lambda v, w: w["held"]),
     "pe_mult_flag_stuck0": Fault("PE(R-1,C-1) never reports a multiply to the activity counters", "pe.mult",
