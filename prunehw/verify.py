@@ -247,7 +247,7 @@ class VerifyStages:
         self.log(f"mutate {variant}: {len(x)} stimulus images cover {len(reached)}/{len(coverage)} layer events"
                  + (f"; unreachable by any image (interval bound): {', '.join(unreachable)}" if unreachable else "")
                  + (f"; NOT REACHED, undecided (closest image / interval bound, of the threshold): "
-                    + ", ".join(f"{r['event']} ({r['closest']} / {r['interval_bound']})" for r in holes) if holes else "")
+                    + ", ".join(f"{r['event']} ({r['closest']:.1%} / {r['interval_bound']:.0%})" for r in holes) if holes else "")
                  + f" ({self.run_dir / 'mutate' / variant / 'coverage.csv'})")
         img_path = self.run_dir / "mutate" / "images.npz"
         with atomic_path(img_path) as tmp, open(tmp, "wb") as fh:
@@ -258,7 +258,10 @@ class VerifyStages:
             "caught": sum(r["caught"] is True for r in rows), "total": sum(r["caught"] != "n/a" for r in rows),
             "not_applicable": [r["fault"] for r in rows if r["caught"] == "n/a"], "images": len(x),
             "coverage": {"events": len(coverage), "covered": len(reached), "not_reached": missing,
-                         "unreachable": unreachable}}}})
+                         "unreachable": unreachable,
+                         # for each event not reached: the closest image and the interval bound, of its threshold
+                         "not_reached_closest": {r["event"]: r["closest"] for r in holes},
+                         "not_reached_bound": {r["event"]: r["interval_bound"] for r in holes}}}}})
         return rows
 
 

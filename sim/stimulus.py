@@ -318,9 +318,9 @@ def choose_stimulus(contract, x_test: np.ndarray, base: int, pool: int = 2000, s
     hits = layer_events(contract, stim)
     rows = []
     for k in ev:
-        row = {"event": k, "covered_by": source[k], "first_stimulus_image": int(hits[k].argmax()) if hits[k].any() else "-",
-               "closest": "-", "interval_bound": f"{reach[k]:.0%}" if k in reach else "-"}
-        if k in closest:
-            row["closest"] = f"{1 + closest[k]:.1%}"
-        rows.append(row)
+        # (closest, interval_bound: fractions of the event's threshold; the closest only for an event not reached)
+        rows.append({"event": k, "covered_by": source[k],
+                     "first_stimulus_image": int(hits[k].argmax()) if hits[k].any() else "-",
+                     "closest": round(1 + closest[k], 4) if k in closest else "-",
+                     "interval_bound": round(float(reach[k]), 4) if k in reach else "-"})
     return stim, rows
