@@ -2,12 +2,14 @@
 happen (``export.golden.layer_events``), so that a fault in the logic handling an event cannot hide.
 
 Test images are taken first (the first ``base`` test images, then, greedily, the test image that covers most
-of what is still missing); an event no test image reaches is searched for: gradient ascent on a float mirror
-of the contract's network (TensorFlow; the integer weights at their scales, the same convolutions, poolings and
-ReLUs) driving the layer's largest accumulator up from the test images that come closest, each result rounded
-to pixels and checked with the golden model; then a hill climb from the closest test image, changing a few
-pixels at a time and keeping a change when the golden model gets closer to the event. What is still not
-reached is reported, never counted as covered.
+of what is still missing). An event no image can reach is proven so: interval bounds from the pixels' range
+through every layer (exact for the first layer) fall short of its threshold. An event still missing is
+searched for: gradient ascent on a float mirror of the contract's network (TensorFlow; the integer weights at
+their scales, the same convolutions, poolings and ReLUs) from the test images that come closest; then
+coordinate ascent on the golden model itself from the closest image found (pixels moved one at a time, each
+move scored with the exact integer arithmetic, within a fixed number of scored images, so the same start gives
+the same image anywhere); then a hill climb. What is still not reached is reported with how close the closest
+image came and how far the interval bound reaches, never counted as covered.
 """
 
 from __future__ import annotations
@@ -106,23 +108,22 @@ def _ascend(contract, starts: np.ndarray, target: str, steps: int = 150) -> tupl
     return None, best
 
 
-def _polish(contract, start: np.ndarray, target: str, seconds: float = 10.0, width: int = 96) -> np.ndarray | None:
+def _polish(contract, start: np.ndarray, target: str, budget: int = 8000, width: int = 96) -> np.ndarray | None:
     """Coordinate ascent on the golden model itself, guided by the mirror's gradient: each round ranks the pixels
     by the gain the gradient promises for moving one to 0 or 255, tries the ``width`` best one at a time and the
     best 2, 4, ... together, each exactly (integer arithmetic, rounding and saturation as the hardware has them),
     and keeps the best image; where none of those helps, every pixel to a few values. Stops at the event, at a
-    local maximum of the exact model or after about ``seconds``. Returns an image where the event happens, or
-    None. Gradient ascent stops short where the float mirror's smooth landscape and the rounding part ways;
-    this is what closes that last gap."""
-    import time
-
+    local maximum of the exact model or once ``budget`` candidate images have been scored (a count, not a time:
+    the same start gives the same image on any machine). Returns an image where the event happens, or None.
+    Gradient ascent stops short where the float mirror's smooth landscape and the rounding part ways; this is
+    what closes that last gap."""
     import tensorflow as tf
 
     forward = _mirror(contract, target)
     best = start.astype(np.uint8).copy()
     score = _closeness(contract, best[None], target)[0]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    scored = 0
+    while scored < budget:
         if score > 0:
             return best
         x = tf.Variable(best[None].astype(np.float32) / 256.0)
@@ -146,17 +147,19 @@ def _polish(contract, start: np.ndarray, target: str, seconds: float = 10.0, wid
             k *= 2
         scores = _closeness(contract, np.stack(cands).astype(np.uint8).reshape(-1, *best.shape), target) \
             if cands else np.array([-np.inf])
+        scored += len(cands)
         if scores.max() <= score:
             # the gradient's picks do not help (rounding, a ReLU or a max pool switching): every pixel, each to a
             # few values, exactly
             cands = []
             for i in range(flat.size):
-                for v in {0, 255, flat[i] - 32, flat[i] + 32}:
+                for v in dict.fromkeys((0, 255, flat[i] - 32, flat[i] + 32)):
                     if 0 <= v <= 255 and v != flat[i]:
                         c = flat.copy()
                         c[i] = v
                         cands.append(c)
             scores = _closeness(contract, np.stack(cands).astype(np.uint8).reshape(-1, *best.shape), target)
+            scored += len(cands)
             if scores.max() <= score:
                 return None                 # a local maximum of the exact model
         score = scores.max()

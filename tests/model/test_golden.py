@@ -170,6 +170,8 @@ def test_stimulus_covers_every_reachable_layer_event(small_contract, tiny_data):
 
     images, rows = choose_stimulus(small_contract, tiny_data.x_test, 2)
     assert len(images) >= 2 and {r["event"] for r in rows} == set(layer_events(small_contract, tiny_data.x_test[:1]))
+    again, rows_again = choose_stimulus(small_contract, tiny_data.x_test, 2)
+    assert np.array_equal(again, images) and rows_again == rows, "the search is bounded by work, not time: same images"
     hit = layer_events(small_contract, images)
     for r in rows:
         if r["covered_by"].startswith(("test image", "searched", "constructed")):
