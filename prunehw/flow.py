@@ -15,7 +15,7 @@ from prunehw.core.artifacts import code_digest as _code
 from prunehw.core.artifacts import record_stage, sha256_file, stage_is_current, stage_key as _key, update_variant, update_summary
 from prunehw.core.config import RunConfig, VariantConfig
 from prunehw.manifest import write_run_manifest
-from prunehw.variants import calibration_images, cost_code, prune_variant, quantize_variant
+from prunehw.variants import calibration_images, cost_code, prune_variant, quantize_variant, variants_code
 from prunehw.verify import VerifyStages
 
 __all__ = ["Flow", "prune_variant", "quantize_variant"]
@@ -202,6 +202,7 @@ class Flow(VerifyStages):
             raise ModelFileError(f"model file not found: {dense}")
         # (what pruning depends on: a variant that differs only in its quantization has the same key)
         key = _key(self.cfg.key("data", "prune"), variant.pruning().to_dict(), sha256_file(dense), _code("model"),
+                   variants_code(),
                    self.cfg.array.to_dict() if variant.method == "matrix" and variant.tile_aware else None,
                    # (pruned to a hardware target: its cost functions and the models they are built on)
                    *([cost_code(), self.cfg.synth.target_mhz] if variant.target is not None else []))
@@ -310,7 +311,7 @@ class Flow(VerifyStages):
         if wb == "auto":        # (judged against the dense float model on the array's tiles)
             contract_keys.update(max_loss=v.max_loss, array=self.cfg.key("array"), dense=sha256_file(self.train()))
         key = _key(self.cfg.key("data"), contract_keys, sha256_file(src), maps_path.is_file() and sha256_file(maps_path),
-                   _code("model", "export"))
+                   _code("model", "export"), variants_code())
         stage = f"quantize:{variant}"
         if self._up_to_date(stage, key, out, force):
             return out
