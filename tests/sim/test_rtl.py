@@ -105,7 +105,10 @@ def test_regression_icarus_subset(full_test_set_flow):
 
 
 @pytest.mark.regression
-@pytest.mark.parametrize("variant", ["unstructured-0.90", "matrix-0.80"])
+# (matrix-0.80: the pruned design with gathered rows and an uneven map; dense runs on the default network below.
+# The unstructured variant's design is the dense one's structure with zero weights; its campaign is left to
+# `prunehw mutate`, which keeps .ci/run within its time)
+@pytest.mark.parametrize("variant", ["matrix-0.80"])
 def test_mutation_campaign_catches_every_fault(quick_flow, variant):
     """Every single fault of ``hw.faults`` built into the variant's RTL must be caught; most share one build."""
     from prunehw.hw.faults import FAULTS
