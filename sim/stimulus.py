@@ -17,9 +17,20 @@ from __future__ import annotations
 import numpy as np
 
 from prunehw.core.geometry import conv_geometry
-from prunehw.export.golden import _conv_cols, _layer, _matmul, layer_events
+from prunehw.export.golden import _conv_cols, _layer, _matmul, layer_events, requantize
 
 __all__ = ["choose_stimulus"]
+
+
+def _threshold(layer: dict, event: str) -> float:
+    """The accumulator value at which ``event`` (``saturation`` or ``accumulator_top``) happens on the upper side:
+    ``|acc| >= 2**(bits - 4)`` for the top bits; for saturation, where the rounded value passes the output's
+    largest code (round half up: halfway between it and the next)."""
+    if event == "accumulator_top":
+        return 2 ** (layer["accum"]["bits"] - 4)
+    o = layer["output"]
+    top = ((1 << (o["bits"] - 1)) if o["signed"] else (1 << o["bits"])) - 0.5
+    return top * 2.0 ** (layer["accum"]["frac"] - o["frac"])
 
 
 def _closeness(contract, x: np.ndarray, target: str) -> np.ndarray:
@@ -31,13 +42,10 @@ def _closeness(contract, x: np.ndarray, target: str) -> np.ndarray:
             w, b = contract.weights[name], contract.biases[name]
             cols = _conv_cols(layer, a) if layer["type"] == "conv2d" else a
             acc = (_matmul(cols, w, layer["accum"]["bits"]) + b).reshape(len(a), -1)
-            o = layer["output"]
             if event == "accumulator_top":
-                return np.abs(acc).max(axis=1) / 2 ** (layer["accum"]["bits"] - 4) - 1
+                return np.abs(acc).max(axis=1) / _threshold(layer, event) - 1
             if event == "saturation":
-                shift = layer["accum"]["frac"] - o["frac"]
-                top = ((1 << (o["bits"] - 1)) if o["signed"] else (1 << o["bits"])) - 0.5
-                return acc.max(axis=1) / 2.0 ** shift / top - 1
+                return acc.max(axis=1) / _threshold(layer, event) - 1
             if event == "relu_clamp":
                 return -acc.min(axis=1).astype(float)
             return np.zeros(len(a))     # (rounding ties: no gradient to climb; they are common anyway)
@@ -194,8 +202,6 @@ def _accumulator_bounds(contract) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     its weight prefers; requantization, ReLU and saturation applied to the ends; a pool keeps its channel's
     range). Sound: no image gets outside them; exact for the first layer, an over-estimate after it (the inputs
     cannot all be at their ends together)."""
-    from prunehw.export.golden import requantize
-
     lo = np.zeros(contract.input["shape"][-1], np.int64)
     hi = np.full_like(lo, (1 << contract.input["bits"]) - 1)
     out = {}
@@ -220,15 +226,11 @@ def _bound_reach(contract) -> dict[str, float]:
     last = contract.weighted()[-1]["name"]
     for name, (lo, hi) in _accumulator_bounds(contract).items():
         layer = next(l for l in contract.layers if l["name"] == name)
-        top = 2 ** (layer["accum"]["bits"] - 4)
-        out[f"{name}:accumulator_top"] = max(-lo.min(), hi.max()) / top
+        out[f"{name}:accumulator_top"] = max(-lo.min(), hi.max()) / _threshold(layer, "accumulator_top")
         if name != last:
             o = layer["output"]
             shift = layer["accum"]["frac"] - o["frac"]
-            qmax = (1 << (o["bits"] - 1)) - 1 if o["signed"] else (1 << o["bits"]) - 1
-            # the accumulator at which the rounded value first exceeds qmax (round half up: q = (acc + half) >> shift)
-            need = (qmax + 1) * 2 ** shift - (1 << (shift - 1)) if shift > 0 else (qmax + 1) / 2 ** (-shift)
-            up = hi.max() / need
+            up = hi.max() / _threshold(layer, "saturation")
             if o["signed"] and not o["relu"]:
                 qmin = -(1 << (o["bits"] - 1))
                 floor_ = qmin * 2 ** shift - (1 << (shift - 1)) - 1 if shift > 0 else (qmin - 1) / 2 ** (-shift)
@@ -298,7 +300,8 @@ def choose_stimulus(contract, x_test: np.ndarray, base: int, pool: int = 2000, s
     for k in [k for k, c in covered.items() if c is None]:
         if k in source:          # covered meanwhile by an image searched for another event
             continue
-        near = np.argsort(-_closeness(contract, cand, k))[:8]
+        cand_closeness = _closeness(contract, cand, k)
+        near = np.argsort(-cand_closeness)[:8]
         found, nearest = _ascend(contract, cand[near].reshape(len(near), *shape), k)
         how = "searched (gradient ascent)"
         for origin in (nearest, cand[near[0]].reshape(shape)):
@@ -308,7 +311,7 @@ def choose_stimulus(contract, x_test: np.ndarray, base: int, pool: int = 2000, s
             found, how = _climb(contract, cand[near[0]], k, rng), "searched (hill climb)"
         if found is None:
             source[k] = "not reached"
-            closest[k] = float(max(_closeness(contract, cand, k).max(), _closeness(contract, nearest[None], k)[0]))
+            closest[k] = float(max(cand_closeness.max(), _closeness(contract, nearest[None], k)[0]))
             continue
         found = found.reshape(cand[0].shape)
         images.append(found)
