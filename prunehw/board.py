@@ -34,8 +34,8 @@ def _program(flow, variant: str):
 
 
 def board_core(flow, variant: str, *, divisor: int, timeout: int):
-    """(the variant's :class:`~prunehw.hw.board.BoardCore`, its program, its contract's path)."""
-    from prunehw.hw.board import BoardCore, design_id
+    """(the variant's :class:`~prunehw.hw.gateware.board_core.BoardCore`, its program, its contract's path)."""
+    from prunehw.hw.gateware.board_core import BoardCore, design_id
 
     program, contract = _program(flow, variant)
     core = BoardCore(program, design=design_id(contract.read_bytes()), divisor=divisor, timeout=timeout)
@@ -47,8 +47,8 @@ def _expected(flow, program, contract_path: Path, n: int) -> dict:
     counters, then one cycle count per op, in host-port order)."""
     from prunehw.export.contract import load_contract
     from prunehw.export.golden import golden
-    from prunehw.hw.accelerator import COUNTERS
-    from prunehw.hw.cycle_model import activity_model, cycle_model
+    from prunehw.hw.gateware.accelerator import COUNTERS
+    from prunehw.hw.models.cycle_model import activity_model, cycle_model
 
     images = flow.data.x_test[:n]
     images = images[..., None] if images.ndim == 3 else images
@@ -61,8 +61,8 @@ def _expected(flow, program, contract_path: Path, n: int) -> dict:
 def simulate_board(flow, variant: str, simulator: str = "verilator", force: bool = False) -> dict:
     """The board core of ``variant`` in ``simulator`` with a host on its serial pins (``sim.tb_board``): the first
     ``[board] sim_images`` test images bit-exact, counters equal to the model, framing errors answered. Cached."""
-    from prunehw.hw.board import BOARD_TOP, write_board_verilog
-    from prunehw.hw.ecp5 import MODELS_FILE
+    from prunehw.hw.target.ulx3s import BOARD_TOP, write_board_verilog
+    from prunehw.hw.target.ecp5 import MODELS_FILE
     from prunehw.sim.runner import run_board
 
     b = flow.cfg.board
@@ -107,10 +107,10 @@ def build_bitstream(flow, variant: str, force: bool = False) -> dict:
     """The variant's board top (``[board]`` clock and baud) through yosys, nextpnr on the ULX3S-85F's pins and
     ecppack: ``<variant>/board/bitstream/prunehw_board.bit``. Cached; returns the summary's ``board.bitstream``
     entry. A missing tool, a design that does not fit or misses its clock stops with one line."""
-    from prunehw.hw.bitstream import BitstreamFailed, build_bitstream as build
-    from prunehw.hw.board import BOARD_TOP, Ulx3sTop, pll_parameters
-    from prunehw.hw.cycle_model import cycle_model
-    from prunehw.hw.synth import tool_versions, tools_missing
+    from prunehw.hw.target.bitstream import BitstreamFailed, build_bitstream as build
+    from prunehw.hw.target.ulx3s import BOARD_TOP, Ulx3sTop, pll_parameters
+    from prunehw.hw.models.cycle_model import cycle_model
+    from prunehw.hw.target.synth import tool_versions, tools_missing
 
     reason = tools_missing()
     if reason:
@@ -153,15 +153,15 @@ def build_bitstream(flow, variant: str, force: bool = False) -> dict:
 class SerialHost:
     """The host's end of the link over a byte port (pyserial's ``Serial``, or anything with ``write`` and a
     ``read`` that returns what arrived within its timeout): one request at a time, framed and parsed by
-    :mod:`prunehw.hw.protocol`."""
+    :mod:`prunehw.hw.host.protocol`."""
 
     def __init__(self, port, timeout_s: float):
-        from prunehw.hw.protocol import ReplyParser
+        from prunehw.hw.host.protocol import ReplyParser
 
         self.port, self.timeout_s, self.parser = port, timeout_s, ReplyParser()
 
     def ask(self, command: str, payload: bytes = b"", expect_error: bool = False):
-        from prunehw.hw.protocol import COMMANDS, ProtocolError, request
+        from prunehw.hw.host.protocol import COMMANDS, ProtocolError, request
 
         self.port.write(request(command, payload))
         deadline = time.monotonic() + self.timeout_s
@@ -186,8 +186,8 @@ def board_run(flow, variant: str, port: str, images: int, baud: int | None = Non
     checks INFO (the design id is the variant's contract's), then per image LOAD, START, LOGITS against the golden
     model, and the first image's counters against the analytic model. Returns the figures (also in the summary's
     ``board.run``). ``open_port(port, baud)``: how to open it (default pyserial)."""
-    from prunehw.hw.board import design_id
-    from prunehw.hw.protocol import BoardInfo
+    from prunehw.hw.gateware.board_core import design_id
+    from prunehw.hw.host.protocol import BoardInfo
 
     baud = baud or flow.cfg.board.baud
     if images < 1:

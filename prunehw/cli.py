@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", choices=("none", "pareto"), help="RTL-simulate the Pareto points (default: the sweep file's)")
     p.add_argument("--benchmark", action="store_true",
                    help="run the sweep from scratch serially and on Ray, print both times and the speedup")
-    p = stage("synth", "synthesise and place-and-route each variant's accelerator (yosys + nextpnr-ecp5, LFE5U-85F); "
+    p = stage("synth", "synthesise and place-and-route each variant's accelerator (yosys + nextpnr-ecp5 on [synth] device, the LFE5U-85F by default); "
                        "resources, Fmax, images/s, ratios against dense")
     variants(p)
     p = stage("board", "the accelerator on a ULX3S-85F: its board core simulated with a host on its serial pins, "

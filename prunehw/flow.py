@@ -29,6 +29,9 @@ class Flow(VerifyStages):
         self.log = log
         self._done: dict[str, Path] = {}  # stages already run or checked by this Flow
         from prunehw.core.artifacts import remove_stale_temporaries
+        from prunehw.hw.target.devices import device
+
+        device(cfg.synth.device)   # an unknown device is refused now, not after training
 
         remove_stale_temporaries(cfg.run_dir)
 
@@ -148,7 +151,7 @@ class Flow(VerifyStages):
                               f"holds at most {cols}; allowed: array.cols >= {channels}")
         from prunehw.export.contract import Contract
         from prunehw.export.quantize import quantize
-        from prunehw.hw.cycle_model import activity_model
+        from prunehw.hw.models.cycle_model import activity_model
         from prunehw.hw.generate import check_counters_fit, check_memory_fits, program_for
 
         program = program_for(Contract(*quantize(model, self.dataset.x_train[:32], self.cfg.quant.weight_bits,
@@ -400,7 +403,7 @@ class Flow(VerifyStages):
 
     def _rtl(self, variant: str, force: bool = False) -> Path:
         from prunehw.export.contract import load_contract
-        from prunehw.hw.ecp5 import MODELS_FILE
+        from prunehw.hw.target.ecp5 import MODELS_FILE
         from prunehw.hw.generate import generate_verilog
 
         contract_path = self.quantize(variant)
@@ -412,7 +415,7 @@ class Flow(VerifyStages):
             return out
         v, j, desc = generate_verilog(load_contract(contract_path), self.cfg.array, out)
         cyc = desc["cycles_analytic"]
-        from prunehw.hw.scalesim_compare import scalesim_cycles
+        from prunehw.hw.models.scalesim_compare import scalesim_cycles
 
         # SCALE-Sim's estimate for the same matrix products on the same array (pooling is not a GEMM)
         gemms = [(o["name"], o["positions"], o["rows"], o["cols"]) for o in desc["ops"] if "positions" in o]

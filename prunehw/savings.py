@@ -8,7 +8,7 @@ biases as float32 (``weights_float32``), the weight ROMs at their layers' widths
 and row tables, as stored in its ROMs: ``packed``).
 
 Energy per inference: every counter of the RTL times the per-operation energy
-of a table that states its source (``hw/energy_horowitz45.json`` by default):
+of a table that states its source (``hw/models/energy_horowitz45.json`` by default):
 each multiply the PEs did (zero weights are gated and not multiplied) is an
 8-bit multiply (scaled by the weight width, see :func:`energy`), each PE beat an accumulator add; an SRAM access is charged
 per bit moved at the 64-bit access energy of the smallest SRAM size in the
@@ -30,7 +30,7 @@ import numpy as np
 __all__ = ["DEFAULT_ENERGY_TABLE", "csr_bytes", "storage", "energy", "gating_saved_pj", "sram_pj_per_bit", "memory_bytes"]
 
 # package data of prunehw.hw, found through the import system (an installed copy has no source tree)
-DEFAULT_ENERGY_TABLE = Path(str(importlib.resources.files("prunehw.hw") / "energy_horowitz45.json"))
+DEFAULT_ENERGY_TABLE = Path(str(importlib.resources.files("prunehw.hw.models") / "energy_horowitz45.json"))
 
 
 def csr_bytes(kernels: list[np.ndarray], value_bytes: int = 4, index_bytes: int = 4) -> int:

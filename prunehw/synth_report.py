@@ -45,17 +45,26 @@ def synth_variants(flow, variants: list[str], force: bool = False) -> dict[str, 
     """
     from prunehw.core.artifacts import code_digest, stage_key
     from prunehw.hw.generate import TOP_NAME
-    from prunehw.hw.synth import SynthFailed, run_synthesis, tool_versions, tools_missing
+    from prunehw.hw.target.devices import device, fit_problem
+    from prunehw.hw.target.synth import SynthFailed, run_synthesis, tool_versions, tools_missing
 
     reason = tools_missing()
     if reason:
         raise ToolMissing(reason)
     cfg, run_dir = flow.cfg.synth, flow.run_dir
+    dev = device(cfg.device)
     versions = tool_versions()
-    jobs, keys, results = [], {}, {}
+    jobs, keys, results, refused = [], {}, {}, {}
     for v in variants:
         rtl_dir = flow.rtl(v)
-        keys[v] = stage_key(sha256_file(rtl_dir / f"{TOP_NAME}.v"), versions, cfg.target_mhz, cfg.seed, code_digest("hw"))
+        desc = read_json(rtl_dir / "accelerator.json")
+        # what the device lacks, said before any tool runs (no figures: none were measured)
+        problem = fit_problem(dev, desc["memory_shapes"], desc["array"]["rows"] * desc["array"]["cols"])
+        if problem:
+            refused[v] = {"device": dev.name, "target_mhz": cfg.target_mhz, "fits": False, "problem": problem}
+            continue
+        keys[v] = stage_key(sha256_file(rtl_dir / f"{TOP_NAME}.v"), versions, cfg.target_mhz, cfg.seed, dev.name,
+                            code_digest("hw"))
         out = run_dir / v / "synth" / "synth.json"
         if not force and stage_is_current(run_dir, f"synth:{v}", keys[v]):
             results[v] = read_json(out)
@@ -79,7 +88,7 @@ def synth_variants(flow, variants: list[str], force: bool = False) -> dict[str, 
 
     def one(v):
         res = run_synthesis(run_dir / v / "rtl" / f"{TOP_NAME}.v", TOP_NAME, run_dir / v / "synth", cfg.target_mhz,
-                            seed=cfg.seed, progress=progress(v))
+                            seed=cfg.seed, progress=progress(v), device=dev.name)
         with lock:
             status.pop(v, None)
             bar.update(1)
@@ -101,6 +110,11 @@ def synth_variants(flow, variants: list[str], force: bool = False) -> dict[str, 
     entries = {}
     summary = read_json(run_dir / "summary.json").get("variants", {})
     for v in variants:
+        if v in refused:
+            entries[v] = refused[v]
+            update_variant(run_dir, v, {"synth": entries[v]}, replace=("synth",))
+            flow.log(f"synth {v}: {refused[v]['problem']} (nothing synthesised)")
+            continue
         if v not in results:
             continue
         desc = read_json(run_dir / v / "rtl" / "accelerator.json")
@@ -133,7 +147,7 @@ def synth_rows(summary: dict) -> list[dict]:
     rows = []
     for name, v in variants.items():
         e = v.get("synth")
-        if not e:
+        if not e or "lut" not in e:    # (refused before synthesis: its problem is listed under the table)
             continue
         row = {"variant": name, **{k: e[k] for k in RESOURCES}}
         row.update({f"{k}_pct": round(100 * e["utilization"][k], 2) for k in RESOURCES if k in e.get("utilization", {})})
@@ -156,9 +170,11 @@ def synth_rows(summary: dict) -> list[dict]:
 
 def format_synth_table(summary: dict) -> str:
     rows = synth_rows(summary)
+    refused = [f"  {name}: {v['synth']['problem']}" for name, v in summary.get("variants", {}).items()
+               if v.get("synth") and "lut" not in v["synth"]]
     if not rows:
-        return ""
-    dev = next(iter(v["synth"] for v in summary["variants"].values() if "synth" in v))
+        return "\n".join(["synthesis: no variant synthesised", *refused]) if refused else ""
+    dev = next(iter(v["synth"] for v in summary["variants"].values() if "lut" in v.get("synth", {})))
     lines = [f"synthesis: yosys synth_ecp5 + nextpnr-ecp5, {dev['device']} out of context, target {dev['target_mhz']:g} MHz"]
     head = (f"{'variant':<18}" + "".join(f"{LABELS[k]:>14}" for k in RESOURCES) +
             f"{'Fmax MHz':>10}{'cycles':>8}{'images/s':>10}  limit  critical path")
@@ -226,7 +242,8 @@ def write_synth_files(run_dir: Path) -> list[Path]:
         ax1.bar(np.arange(len(RESOURCES)) + i * width, [r.get(f"{k}_pct", 0) for k in RESOURCES], width,
                 label=r["variant"])
     ax1.set_xticks(np.arange(len(RESOURCES)) + width * (len(rows) - 1) / 2, [LABELS[k] for k in RESOURCES])
-    ax1.set_ylabel("% of the LFE5U-85F")
+    first = read_json(run_dir / "summary.json")["variants"][rows[0]["variant"]]["synth"]
+    ax1.set_ylabel(f"% of the {first['device']}")
     ax1.set_title("Resources after synthesis (yosys synth_ecp5)")
     ax1.legend(fontsize=8)
     ax2.bar([r["variant"] for r in rows], [r.get("fmax_mhz", 0) for r in rows], color="tab:gray")

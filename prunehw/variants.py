@@ -80,7 +80,7 @@ def cycle_cost(model, data, cfg: RunConfig):
     """Cycles per image on ``cfg.array`` of ``model`` pruned to given (kept rows, kept columns) per weighted layer: the
     accelerator's exact cycle model (``hw.cycle_model``) on the unpruned model's program with each layer's row and
     column tiles (and the pooling passes' channel tiles) recounted, which is what pruning changes."""
-    from prunehw.hw.cycle_model import op_cycles
+    from prunehw.hw.models.cycle_model import op_cycles
 
     program, recount = _recounted(model, data, cfg)
     R, C = program.rows, program.cols
@@ -95,9 +95,9 @@ def energy_cost(model, data, cfg: RunConfig):
     pruned program's does), priced by ``savings.energy`` at the memory sizes of those tiles. An estimate for the
     search (the multiplies a zero weight gates depend on which rows and columns the pruning keeps); the run
     reports the energy of the pruned design's own RTL counters."""
-    from prunehw.hw.cycle_model import activity_model
+    from prunehw.hw.models.cycle_model import activity_model
     from prunehw.hw.generate import describe
-    from prunehw.hw.program import MatmulOp
+    from prunehw.hw.compile.program import MatmulOp
     from prunehw.savings import energy, load_energy_table
 
     program, recount = _recounted(model, data, cfg)
@@ -126,7 +126,7 @@ def _recounted(model, data, cfg: RunConfig):
     from prunehw.export.contract import Contract
     from prunehw.export.quantize import quantize
     from prunehw.hw.generate import program_for
-    from prunehw.hw.program import MatmulOp
+    from prunehw.hw.compile.program import MatmulOp
 
     R, C = cfg.array.rows, cfg.array.cols
     program = program_for(Contract(*quantize(model, data.x_train[:32])), cfg.array)

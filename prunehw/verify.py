@@ -29,7 +29,7 @@ class VerifyStages:
         {variant: merged result}; a missing simulator raises ``SimulatorMissing``.
         """
         from prunehw.core.artifacts import write_json
-        from prunehw.hw.accelerator import COUNTERS
+        from prunehw.hw.gateware.accelerator import COUNTERS
         from prunehw.sim.regression import Job, merge, run_jobs
         from prunehw.sim.runner import SimulatorMissing, simulator_missing
 
@@ -91,7 +91,8 @@ class VerifyStages:
         from prunehw.core.artifacts import read_json, write_csv, write_json
         from prunehw.export.contract import load_contract
         from prunehw.export.golden import golden
-        from prunehw.hw.generate import EMITTERS, generate_verilog
+        from prunehw.hw.compile.verilog import EMITTERS
+        from prunehw.hw.generate import generate_verilog
         from prunehw.sim.bench import bench_design
 
         out = self.run_dir / "sim_bench"

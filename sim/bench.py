@@ -1,7 +1,7 @@
 """Simulation speed: clock cycles per second of one design in each simulator, with the ceiling beside it.
 
 For each Verilog emitter (the flow's, and Amaranth's own ``verilog.convert`` as the baseline; see
-``hw.generate.EMITTERS``) the same design, in the same harness holding the same images, is run
+``hw.compile.verilog.EMITTERS``) the same design, in the same harness holding the same images, is run
 
 - under cocotb in Verilator (the regression's way: :func:`~prunehw.sim.runner.run_built`),
 - as a bare C++ loop over the same Verilator model (``bare_loop.cpp``: no testbench in between, the ceiling

@@ -8,10 +8,10 @@ not shows a hole in the test set.
 
 Builds: most faults change a value the design computes, and these all go
 into ONE shared build behind a ``fault_select`` input
-(:class:`~prunehw.hw.faults.SelectTaps`), run once per fault, plus once with
+(:class:`~prunehw.sim.faults.SelectTaps`), run once per fault, plus once with
 no fault as the control (which must be bit-exact, else the campaign is void).
 A fault that changes the design's structure (a register chain's depth, a
-constant index) gets a build of its own (:class:`~prunehw.hw.faults.FaultTaps`).
+constant index) gets a build of its own (:class:`~prunehw.sim.faults.FaultTaps`).
 One Verilator build per variant instead of one per fault is what lets the
 campaign run on every variant.
 """
@@ -21,9 +21,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from prunehw.core.artifacts import write_csv, write_json
-from prunehw.hw.accelerator import COUNTERS, Accelerator
-from prunehw.hw.cycle_model import activity_model, cycle_model
-from prunehw.hw.faults import FAULTS, FaultTaps, SelectTaps
+from prunehw.hw.gateware.accelerator import COUNTERS, Accelerator
+from prunehw.hw.models.cycle_model import activity_model, cycle_model
+from prunehw.sim.faults import FAULTS, FaultTaps, SelectTaps
 from prunehw.hw.generate import describe, write_verilog
 from prunehw.sim.regression import Job, run_jobs
 

@@ -2,7 +2,7 @@
 
 The simulated serial line is two small parts: :class:`LineDriver` puts request bytes on ``rx`` bit by bit (8N1,
 ``divisor`` clock cycles a bit) and :class:`LineMonitor` samples ``tx`` in the middle of each bit and feeds
-the bytes to :class:`prunehw.hw.protocol.ReplyParser` (the parser ``prunehw board-run`` uses on a real port). The
+the bytes to :class:`prunehw.hw.host.protocol.ReplyParser` (the parser ``prunehw board-run`` uses on a real port). The
 host asks INFO and checks it, then per image LOAD, START, LOGITS, COUNTERS, comparing the logits with the golden
 model's and the counters with the analytic model's; then it sends the framing errors the protocol answers (an
 unknown command, a wrong length, a wrong checksum, a frame that stalls) and checks each answer and that the link
@@ -24,7 +24,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
 
-from prunehw.hw import protocol as P
+from prunehw.hw.host import protocol as P
 
 CLOCK_NS = 10
 

@@ -3,7 +3,7 @@
 import numpy as np
 from amaranth.sim import Simulator
 
-from prunehw.hw.accelerator import COUNTERS, Accelerator
+from prunehw.hw.gateware.accelerator import COUNTERS, Accelerator
 
 
 def run_images(program, images: np.ndarray, *, overlap: bool = False, fault: str | None = None, taps=None,
@@ -14,9 +14,13 @@ def run_images(program, images: np.ndarray, *, overlap: bool = False, fault: str
     computed (the image buffer's other slot), as a streaming host would;
     otherwise each image is loaded, then started. Each result also has
     ``start_cycle``, the cycle its ``start`` was given. ``taps`` with ``select``: a build holding many faults
-    (``hw.faults.SelectTaps``) with fault number ``select`` switched on.
+    (``sim.faults.SelectTaps``) with fault number ``select`` switched on.
     """
-    dut = Accelerator(program, fault=fault, taps=taps)
+    if fault is not None:
+        from prunehw.sim.faults import FaultTaps
+
+        taps = FaultTaps(fault)
+    dut = Accelerator(program, taps=taps)
     names = list(COUNTERS) + [op.name for op in program.ops]
     results = []
     cycle = [0]
@@ -37,7 +41,7 @@ def run_images(program, images: np.ndarray, *, overlap: bool = False, fault: str
         ctx.set(dut.img_we, 0)
 
     async def bench(ctx):
-        if taps is not None:   # a shared mutant build (``SelectTaps``): switch one fault on, or none (0)
+        if hasattr(dut, "fault_select"):   # a shared mutant build (``SelectTaps``): switch one fault on, or none (0)
             ctx.set(dut.fault_select, select)
         if overlap:
             await load(ctx, images[0])

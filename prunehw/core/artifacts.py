@@ -267,8 +267,8 @@ def code_digest(*packages: str) -> str:
     h = hashlib.sha256()
     for name in packages:
         folder = Path(importlib.import_module(f"prunehw.{name}").__file__).parent
-        for path in sorted(folder.glob("*.py")):
-            h.update(path.name.encode() + path.read_bytes())
+        for path in sorted(folder.rglob("*.py")):     # (its subpackages too)
+            h.update(path.relative_to(folder).as_posix().encode() + path.read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -309,12 +309,16 @@ class SimConfig(Section):
 class SynthConfig(Section):
     """Synthesis and place-and-route (``prunehw synth``, ``make synth-report``).
 
-    ``target_mhz``: the clock nextpnr is asked to close (a lower achieved
-    Fmax is reported as a timing failure); ``workers``: variants synthesised
-    at once (each tool run is single-threaded); ``seed``: nextpnr's placer seed.
+    ``device``: the part each variant is synthesised and placed on
+    (``LFE5U-25F``, ``LFE5U-45F`` or ``LFE5U-85F``; a variant that cannot fit
+    it is said so in one line, before any tool runs); ``target_mhz``: the
+    clock nextpnr is asked to close (a lower achieved Fmax is reported as a
+    timing failure); ``workers``: variants synthesised at once (each tool run
+    is single-threaded); ``seed``: nextpnr's placer seed.
     """
 
     _section = "synth"
+    device: str = "LFE5U-85F"
     target_mhz: PositiveFloat = 100.0
     workers: Positive = 2
     seed: Positive = 1

@@ -117,7 +117,7 @@ def hw_task(quant: dict, rows: int, cols: int, dataflow: str, inject: str | None
     import numpy as np
 
     from prunehw.core.config import ArrayConfig
-    from prunehw.hw.cycle_model import activity_model
+    from prunehw.hw.models.cycle_model import activity_model
     from prunehw.hw.generate import describe, program_for
     from prunehw.savings import energy, load_energy_table
 
@@ -152,8 +152,8 @@ def verify_task(quant: dict, rows: int, cols: int, images, simulator: str = "ver
     import numpy as np
 
     from prunehw.core.config import ArrayConfig
-    from prunehw.hw.accelerator import COUNTERS
-    from prunehw.hw.cycle_model import activity_model
+    from prunehw.hw.gateware.accelerator import COUNTERS
+    from prunehw.hw.models.cycle_model import activity_model
     from prunehw.hw.generate import generate_verilog, program_for
     from prunehw.export.golden import golden
     from prunehw.sim.runner import run_rtl

@@ -136,9 +136,9 @@ def test_rtl_equals_golden_and_hls4ml(exported, rows, cols):
     from amaranth_run import run_images
 
     from prunehw.core.config import ArrayConfig
-    from prunehw.hw.accelerator import COUNTERS
-    from prunehw.hw.cycle_model import activity_model, cycle_model
-    from prunehw.hw.program import build_program
+    from prunehw.hw.gateware.accelerator import COUNTERS
+    from prunehw.hw.models.cycle_model import activity_model, cycle_model
+    from prunehw.hw.compile.program import build_program
 
     case, contract, _, hmodel, project, x, _ = exported
     x = x[:2]

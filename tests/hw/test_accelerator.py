@@ -5,9 +5,9 @@ import pytest
 
 from prunehw.core.config import ArrayConfig, LayerSpec as L, NetworkConfig
 from prunehw.export.contract import load_contract, save_contract
-from prunehw.hw.accelerator import COUNTERS
-from prunehw.hw.cycle_model import activity_model, cycle_model
-from prunehw.hw.program import build_program
+from prunehw.hw.gateware.accelerator import COUNTERS
+from prunehw.hw.models.cycle_model import activity_model, cycle_model
+from prunehw.hw.compile.program import build_program
 from prunehw.export.golden import golden
 from prunehw.model.network import build_model
 from prunehw.export.quantize import quantize
@@ -82,7 +82,7 @@ def test_back_to_back_folds_with_new_biases(tmp_path, tiny_data):
 
 
 def test_pooling_fused_into_convolutions_and_standalone(tmp_path, tiny_data):
-    from prunehw.hw.program import MatmulOp, PoolOp
+    from prunehw.hw.compile.program import MatmulOp, PoolOp
 
     contract = _contract(STANDALONE_POOL, tmp_path, tiny_data)
     program = build_program(contract, ArrayConfig(rows=4, cols=4))
@@ -149,7 +149,7 @@ def test_narrow_weights_and_activations_are_stored_at_their_width(weight_bits, a
     array = ArrayConfig(rows=4, cols=4)
     program = build_program(contract, array)
     assert (program.weight_bits, program.act_bits) == (max(per_layer.values()), act_bits)
-    from prunehw.hw.accelerator import Accelerator
+    from prunehw.hw.gateware.accelerator import Accelerator
 
     accel = Accelerator(program)
     accel._MustUse__silence = True     # only its memory shapes are read here; check() simulates another
@@ -193,7 +193,7 @@ def test_padding_strides_and_average_pooling(case, rows, cols, rng):
 def test_shared_mutant_build_switches_one_fault_at_a_time(small_contract, tiny_data):
     """The mutation campaign's shared build: with fault_select 0 it is the production design (same logits and
     counters); with a fault's number it behaves as that fault built alone."""
-    from prunehw.hw.faults import FAULTS, SelectTaps
+    from prunehw.sim.faults import FAULTS, SelectTaps
 
     program, images = build_program(small_contract, ArrayConfig(rows=4, cols=4)), tiny_data.x_test[:3]
     names = ["image_slot_not_swapped", "skew_row1_short", "pe_mult_flag_stuck0"]

@@ -5,9 +5,9 @@ import pytest
 from amaranth import Module, Signal, signed
 from amaranth.sim import Simulator
 
-from prunehw.hw.pe import ProcessingElement
-from prunehw.hw.systolic_array import SystolicArray
-from prunehw.hw.writeback import requantize as requant_logic
+from prunehw.hw.gateware.pe import ProcessingElement
+from prunehw.hw.gateware.systolic_array import SystolicArray
+from prunehw.hw.gateware.writeback import requantize as requant_logic
 from prunehw.export.golden import requantize
 from stimulus import folds, int8_matrix
 
@@ -146,7 +146,7 @@ def test_requant_logic_equals_golden(acc_frac, out, rng):
 @pytest.mark.parametrize("width, depth", [(16, 5), (16, 512), (16, 1300), (64, 1300)])
 def test_block_ram_reads_what_was_written_read_latency_later(width, depth, rng):
     """Random writes (per byte lane) and reads across sub-memory boundaries (in depth and width) against a list."""
-    from prunehw.hw.block_ram import READ_LATENCY, BlockRAM
+    from prunehw.hw.gateware.block_ram import READ_LATENCY, BlockRAM
 
     def word():
         return int.from_bytes(rng.integers(0, 256, width // 8).astype("uint8").tobytes(), "little")

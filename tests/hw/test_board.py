@@ -9,12 +9,12 @@ from amaranth.sim import Simulator
 from contracts import conv_contract
 from prunehw.core.config import ArrayConfig
 from prunehw.export.golden import golden
-from prunehw.hw import protocol as P
-from prunehw.hw.accelerator import COUNTERS
-from prunehw.hw.board import BoardCore
-from prunehw.hw.cycle_model import activity_model, cycle_model
-from prunehw.hw.program import build_program
-from prunehw.hw.uart import UARTRx, UARTTx, check_divisor
+from prunehw.hw.host import protocol as P
+from prunehw.hw.gateware.accelerator import COUNTERS
+from prunehw.hw.gateware.board_core import BoardCore
+from prunehw.hw.models.cycle_model import activity_model, cycle_model
+from prunehw.hw.compile.program import build_program
+from prunehw.hw.gateware.uart import UARTRx, UARTTx, check_divisor
 
 DIV = 4          # clock cycles per bit
 TIMEOUT = 200    # cycles a frame may stall
@@ -219,9 +219,9 @@ def test_a_board_top_that_misses_its_clock_gets_no_bitstream(board, tmp_path):
     with one line naming the clock and the critical path."""
     from cli_helpers import need_tool
 
-    from prunehw.hw.bitstream import BitstreamFailed, build_bitstream
-    from prunehw.hw.board import Ulx3sTop, pll_parameters
-    from prunehw.hw.synth import tools_missing
+    from prunehw.hw.target.bitstream import BitstreamFailed, build_bitstream
+    from prunehw.hw.target.ulx3s import Ulx3sTop, pll_parameters
+    from prunehw.hw.target.synth import tools_missing
 
     need_tool(tools_missing())
     _, program, _ = board
@@ -235,7 +235,7 @@ def test_a_board_top_that_misses_its_clock_gets_no_bitstream(board, tmp_path):
 
 
 def test_pll_settings_come_from_ecppll_and_an_unreachable_clock_is_refused():
-    from prunehw.hw.board import pll_parameters
+    from prunehw.hw.target.ulx3s import pll_parameters
 
     p = pll_parameters(25, 50)
     assert p["mhz"] == 50.0 and p["params"]["CLKI_DIV"] == 1

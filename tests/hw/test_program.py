@@ -5,8 +5,8 @@ import pytest
 
 from prunehw.core.config import ArrayConfig
 from prunehw.export.contract import Contract
-from prunehw.hw.cycle_model import cycle_model, drain_cycles
-from prunehw.hw.program import IMAGE, build_program
+from prunehw.hw.models.cycle_model import cycle_model, drain_cycles
+from prunehw.hw.compile.program import IMAGE, build_program
 from prunehw.export.golden import _im2col
 from contracts import conv_contract
 
@@ -174,7 +174,7 @@ def test_padded_and_strided_rows_equal_im2col(h, w, c, k, s, padding, cols, rng)
 def test_a_fault_the_design_cannot_have_is_not_applicable(rng):
     """The feeder's per-row read enables matter only where a beat reads a replicated buffer with an idle row: with
     full row tiles over one-copy buffers that fault is equivalent to the design, and the campaign says so."""
-    from prunehw.hw.faults import FAULTS
+    from prunehw.sim.faults import FAULTS
 
     fault = FAULTS["feed_read_ignores_row_valid"]
     short = build_program(_contract(rng), ArrayConfig(rows=4, cols=4))          # 27 rows: a last tile of 3

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from prunehw.hw.scalesim_compare import DATAFLOWS, scalesim_cycles
+from prunehw.hw.models.scalesim_compare import DATAFLOWS, scalesim_cycles
 
 LAYERS = [("conv", 676, 9, 16), ("dense", 1, 800, 128)]
 

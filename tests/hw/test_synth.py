@@ -18,7 +18,7 @@ from cli_helpers import need_tool
 from prunehw.core.config import ArrayConfig, LayerSpec as L, NetworkConfig
 from prunehw.export.contract import load_contract, save_contract
 from prunehw.hw.generate import TOP_NAME, generate_verilog
-from prunehw.hw.synth import no_fit_problem, parse_report, run_synthesis, tools_missing
+from prunehw.hw.target.synth import no_fit_problem, parse_report, run_synthesis, tools_missing
 from prunehw.model.network import build_model
 from prunehw.export.quantize import quantize
 
@@ -81,6 +81,16 @@ def test_tiny_design_routes_and_reports_its_clock(tiny_synth):
     assert saved["lut"] == res.lut and saved["fmax_mhz"] == res.fmax_mhz
     for log in ("yosys.log", "nextpnr.log"):
         assert (folder / log).stat().st_size > 0
+
+
+def test_the_same_design_places_on_the_part_chosen(tiny_synth):
+    """``device`` reaches both tools: the same netlist placed on the LFE5U-25F, whose capacity nextpnr reports."""
+    res85, _, _, folder = tiny_synth
+    res = run_synthesis(folder.parent / "rtl" / f"{TOP_NAME}.v", TOP_NAME, folder.parent / "synth_25f",
+                        target_mhz=100.0, device="LFE5U-25F")
+    assert res.fits and res.device == "LFE5U-25F"
+    assert res.capacity == {"lut": 24288, "ff": 24288, "carry": 12144, "dsp": 28, "bram": 56}
+    assert (res.lut, res.ff, res.dsp, res.bram) == (res85.lut, res85.ff, res85.dsp, res85.bram)
 
 
 def test_report_parser_picks_the_slowest_clock_and_its_path():

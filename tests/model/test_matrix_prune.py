@@ -93,7 +93,7 @@ def test_prune_to_a_cycle_target_meets_it_in_the_cycle_model(net, tiny_data):
     from prunehw.core.config import RunConfig
     from prunehw.export.contract import Contract
     from prunehw.export.quantize import quantize
-    from prunehw.hw.cycle_model import cycle_model
+    from prunehw.hw.models.cycle_model import cycle_model
     from prunehw.hw.generate import program_for
     from prunehw.model.matrix_form import kept_small_rows
     from prunehw.variants import cycle_cost
@@ -121,7 +121,7 @@ def test_energy_cost_is_the_activity_model_of_the_kept_tiles(net, tiny_data):
     from prunehw.core.config import RunConfig
     from prunehw.export.contract import Contract
     from prunehw.export.quantize import quantize
-    from prunehw.hw.cycle_model import activity_model
+    from prunehw.hw.models.cycle_model import activity_model
     from prunehw.hw.generate import describe, program_for
     from prunehw.model.matrix_form import kept_small_rows
     from prunehw.savings import energy, load_energy_table
@@ -163,7 +163,7 @@ def test_energy_cost_counts_the_copies_a_cut_convolution_reads(net, tiny_data):
     from prunehw.core.config import RunConfig
     from prunehw.export.contract import Contract
     from prunehw.export.quantize import quantize
-    from prunehw.hw.cycle_model import activity_model
+    from prunehw.hw.models.cycle_model import activity_model
     from prunehw.hw.generate import program_for
     from prunehw.model.matrix_form import kept_small_rows, matrices, shrink
     from prunehw.model.matrix_prune import select

@@ -4,7 +4,7 @@ each stop with one line saying what to do."""
 import pytest
 
 from prunehw.board import BoardError, board_run
-from prunehw.hw import protocol as P
+from prunehw.hw.host import protocol as P
 
 
 class FakePort:

@@ -7,8 +7,8 @@ from cli_helpers import need_tool
 
 from prunehw.core.config import ArrayConfig, LayerSpec as L, NetworkConfig
 from prunehw.export.contract import load_contract, save_contract
-from prunehw.hw.accelerator import COUNTERS
-from prunehw.hw.cycle_model import activity_model
+from prunehw.hw.gateware.accelerator import COUNTERS
+from prunehw.hw.models.cycle_model import activity_model
 from prunehw.hw.generate import generate_verilog, program_for
 from prunehw.export.golden import golden
 from prunehw.model.network import build_model
@@ -71,7 +71,7 @@ def test_benchmark_runs_the_design_every_way_bit_exact(contract, tiny_data, tmp_
     """``prunehw sim --benchmark``'s runs on a 4x4 design, in the flow's Verilog and in Amaranth's own: cocotb in
     Verilator, the bare C++ loop and cocotb in Icarus each compute the golden logits, over at least the analytic
     cycles of the images they ran (the bare loop's logits are parsed from its output, not trusted)."""
-    from prunehw.hw.generate import EMITTERS
+    from prunehw.hw.compile.verilog import EMITTERS
     from prunehw.sim.bench import KINDS, bench_design
 
     for sim in ("verilator", "icarus"):

@@ -29,7 +29,7 @@ def test_board_core_serves_a_host_through_its_serial_pins(quick_flow):
 @pytest.mark.regression
 def test_bitstream_for_the_ulx3s_closes_at_its_clock(quick_flow):
     from prunehw.board import build_bitstream
-    from prunehw.hw.synth import tools_missing
+    from prunehw.hw.target.synth import tools_missing
 
     need_tool(tools_missing())
     entry = build_bitstream(quick_flow, "matrix-0.80")

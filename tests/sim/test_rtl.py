@@ -111,7 +111,7 @@ def test_regression_icarus_subset(full_test_set_flow):
 @pytest.mark.parametrize("variant", ["matrix-0.80"])
 def test_mutation_campaign_catches_every_fault(quick_flow, variant):
     """Every single fault of ``hw.faults`` built into the variant's RTL must be caught; most share one build."""
-    from prunehw.hw.faults import FAULTS
+    from prunehw.sim.faults import FAULTS
 
     _need("verilator")
     rows = quick_flow.mutate(variant, 5, workers=2)
@@ -135,7 +135,7 @@ def test_mutation_campaign_on_the_default_dense_network(tmp_path):
     from prunehw.core.artifacts import read_json
     from prunehw.core.config import load_config
     from prunehw.flow import Flow
-    from prunehw.hw.faults import FAULTS
+    from prunehw.sim.faults import FAULTS
 
     _need("verilator")
     from pathlib import Path

@@ -5,8 +5,8 @@ from amaranth.utils import ceil_log2
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from prunehw.hw.pe import PSUM_DELAY, ProcessingElement
-from prunehw.hw.taps import PASS
+from prunehw.hw.gateware.pe import PSUM_DELAY, ProcessingElement
+from prunehw.hw.gateware.taps import PASS
 
 __all__ = ["SystolicArray"]
 
@@ -56,7 +56,7 @@ class SystolicArray(wiring.Component):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
         self.rows, self.cols = rows, cols
-        self.taps = taps   # the mutation campaign's hook (hw/taps.py)
+        self.taps = taps   # the mutation campaign's hook (hw/gateware/taps.py)
         self.x_width, self.w_width, self.acc_width = x_width, w_width, acc_width
         super().__init__({
             "valid": In(1), "load": In(1),

@@ -1,6 +1,6 @@
 """The whole-network accelerator: its blocks wired together, with the activation buffers and the image slots.
 
-Generated from a :class:`~prunehw.hw.program.Program` (itself built from the
+Generated from a :class:`~prunehw.hw.compile.program.Program` (itself built from the
 numeric contract), it runs every layer from ``start`` to ``done`` by itself.
 
 Interface (all synchronous to ``clk``):
@@ -23,19 +23,19 @@ Interface (all synchronous to ``clk``):
   valid while ``done``; the counters are reset by ``start``.
 
 The blocks, each an Amaranth component with its own documented signature:
-:class:`~prunehw.hw.controller.Controller` (the schedule, one beat or pooling
-read a cycle), :class:`~prunehw.hw.feeder.Feeder` (im2col reads in place and
-weight tiles), :class:`~prunehw.hw.systolic_array.SystolicArray`,
-:class:`~prunehw.hw.writeback.WriteBack` (accumulation, requantization,
-fused pooling), :class:`~prunehw.hw.pooling.Pooling` (a pooling pass of its
-own) and :class:`~prunehw.hw.counters.Counters` (counters and the host
+:class:`~prunehw.hw.gateware.controller.Controller` (the schedule, one beat or pooling
+read a cycle), :class:`~prunehw.hw.gateware.feeder.Feeder` (im2col reads in place and
+weight tiles), :class:`~prunehw.hw.gateware.systolic_array.SystolicArray`,
+:class:`~prunehw.hw.gateware.writeback.WriteBack` (accumulation, requantization,
+fused pooling), :class:`~prunehw.hw.gateware.pooling.Pooling` (a pooling pass of its
+own) and :class:`~prunehw.hw.gateware.counters.Counters` (counters and the host
 port). This module holds the memories they share: the two ping-pong
 activation buffers and the two-slot image buffer, each in one copy or R
-(see :mod:`~prunehw.hw.program`), read by the feeder or the pooling pass
+(see :mod:`~prunehw.hw.compile.program`), read by the feeder or the pooling pass
 and written from one registered write request. Every block RAM read takes
-:data:`~prunehw.hw.block_ram.READ_LATENCY` (3) cycles; every design
+:data:`~prunehw.hw.gateware.block_ram.READ_LATENCY` (3) cycles; every design
 error the mutation campaign builds in goes through the blocks' ``taps``
-(:mod:`~prunehw.hw.taps`), never through code in the production path.
+(:mod:`~prunehw.hw.gateware.taps`), never through code in the production path.
 """
 
 from __future__ import annotations
@@ -44,17 +44,17 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from prunehw.hw.block_ram import BlockRAM
-from prunehw.hw.controller import Controller
-from prunehw.hw.counters import COUNTERS, Counters
-from prunehw.hw.feeder import FEED_STAGES, Feeder
-from prunehw.hw.pe import PSUM_DELAY
-from prunehw.hw.plan import PSUM_FORWARD, Plan
-from prunehw.hw.pooling import POOL_WRITE, Pooling
-from prunehw.hw.program import IMAGE, Program
-from prunehw.hw.systolic_array import SystolicArray
-from prunehw.hw.taps import PASS
-from prunehw.hw.writeback import BOTTOM_STAGES, WriteBack
+from prunehw.hw.gateware.block_ram import BlockRAM
+from prunehw.hw.gateware.controller import Controller
+from prunehw.hw.gateware.counters import COUNTERS, Counters
+from prunehw.hw.gateware.feeder import FEED_STAGES, Feeder
+from prunehw.hw.gateware.pe import PSUM_DELAY
+from prunehw.hw.gateware.plan import PSUM_FORWARD, Plan
+from prunehw.hw.gateware.pooling import POOL_WRITE, Pooling
+from prunehw.hw.compile.program import IMAGE, Program
+from prunehw.hw.gateware.systolic_array import SystolicArray
+from prunehw.hw.gateware.taps import PASS
+from prunehw.hw.gateware.writeback import BOTTOM_STAGES, WriteBack
 
 __all__ = ["Accelerator", "BOTTOM_STAGES", "COUNTERS", "FEED_STAGES", "POOL_WRITE", "PSUM_FORWARD"]
 
@@ -62,18 +62,14 @@ __all__ = ["Accelerator", "BOTTOM_STAGES", "COUNTERS", "FEED_STAGES", "POOL_WRIT
 class Accelerator(wiring.Component):
     """See the module docstring. ``program`` fixes every size and ROM image.
 
-    ``fault`` (a name from :data:`~prunehw.hw.faults.FAULTS`) builds that single design error in, for the
-    mutation campaign; ``taps`` is the general hook (:mod:`~prunehw.hw.taps`); a hook that chooses its fault at
-    run time (``SelectTaps``) adds a ``fault_select`` input. Real designs use none of these.
+    ``taps`` is the mutation campaign's hook (:mod:`~prunehw.hw.gateware.taps`; the faults themselves live
+    with the verification code, :mod:`prunehw.sim.faults`); a hook that chooses its fault at run time
+    (``SelectTaps``) adds a ``fault_select`` input. Real designs use none.
     """
 
-    def __init__(self, program: Program, *, fault: str | None = None, taps=None):
+    def __init__(self, program: Program, *, taps=None):
         if not isinstance(program, Program):
             raise TypeError(f"program must be a Program, not {program!r}")
-        if fault is not None:
-            from prunehw.hw.faults import FaultTaps
-
-            taps = FaultTaps(fault)
         self.taps = taps or PASS
         self.plan = plan = Plan(program)
         self.program = program
@@ -93,7 +89,7 @@ class Accelerator(wiring.Component):
             "img_we": In(1), "img_pixel": In(range(max(2, h * w))), "img_chan": In(range(max(2, self.C))),
             "img_data": In(8),
             "csr_addr": In(range(max(2, program.n_logits + self.n_counters))), "csr_data": Out(32),
-            # the mutation campaign's shared build only (``hw.faults.SelectTaps``): which built-in fault is on
+            # the mutation campaign's shared build only (``sim.faults.SelectTaps``): which built-in fault is on
             **({"fault_select": In(range(len(self.taps.names) + 1))} if hasattr(self.taps, "bind") else {}),
         })
         if hasattr(self.taps, "bind"):

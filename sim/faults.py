@@ -3,7 +3,7 @@
 Each is a deliberate, realistic design error; the verification must catch
 every one (a logit differing from the golden model, or a counter differing
 from the analytic model, on the campaign's images). A fault changes the
-value at one named point of the datapath (:mod:`~prunehw.hw.taps`), at the
+value at one named point of the datapath (:mod:`~prunehw.hw.gateware.taps`), at the
 instances its ``applies`` selects; the production design passes every point
 through unchanged, so it holds no fault logic.
 """
@@ -16,7 +16,7 @@ from typing import Callable
 from amaranth import Cat, Const, Mux, Value, ValueCastable
 from amaranth.lib import data
 
-from prunehw.hw.taps import Taps
+from prunehw.hw.gateware.taps import Taps
 
 __all__ = ["FAULTS", "Fault", "FaultTaps", "SelectTaps"]
 

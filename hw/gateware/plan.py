@@ -11,8 +11,8 @@ from amaranth import signed, unsigned
 from amaranth.lib import data
 from amaranth.utils import ceil_log2
 
-from prunehw.hw.block_ram import READ_LATENCY
-from prunehw.hw.program import IMAGE, MatmulOp, PoolOp, Program
+from prunehw.hw.gateware.block_ram import READ_LATENCY
+from prunehw.hw.compile.program import IMAGE, MatmulOp, PoolOp, Program
 
 __all__ = ["Plan", "PSUM_FORWARD"]
 

@@ -7,9 +7,9 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from prunehw.hw.block_ram import READ_LATENCY
-from prunehw.hw.plan import Plan
-from prunehw.hw.taps import PASS
+from prunehw.hw.gateware.block_ram import READ_LATENCY
+from prunehw.hw.gateware.plan import Plan
+from prunehw.hw.gateware.taps import PASS
 
 __all__ = ["Feeder", "FEED_STAGES", "READ_STAGE"]
 

@@ -4,8 +4,8 @@ Each block passes the values the campaign may alter through its ``taps``
 object, ``taps(point, value, **where)``, where ``where`` names the instance
 (row, column, lane) and carries the array size (``rows``, ``cols``). The
 production hook, :data:`PASS`, returns every value unchanged, so a real
-design contains no fault logic at all; :class:`~prunehw.hw.faults.FaultTaps`
-changes the one value its fault names (``hw/faults.py`` lists the points).
+design contains no fault logic at all; :class:`~prunehw.sim.faults.FaultTaps`
+changes the one value its fault names (``sim/faults.py`` lists the points).
 """
 
 from __future__ import annotations

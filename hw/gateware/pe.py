@@ -1,10 +1,10 @@
 """The int8 multiply-accumulate processing element of the weight-stationary systolic array."""
 
-from amaranth import ClockSignal, Instance, Module, Mux, ResetSignal, Signal, signed
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from prunehw.hw.taps import PASS
+from prunehw.hw.gateware.taps import PASS
 
 __all__ = ["ProcessingElement", "PSUM_DELAY"]
 
@@ -23,8 +23,8 @@ class ProcessingElement(wiring.Component):
     Pipelined for the clock: the activation and the weight it meets are
     registered, the product is registered, then added to the partial sum, so
     the multiplier has a register on each side and the adder its own cycle.
-    For the ECP5 (``platform`` :class:`~prunehw.hw.ecp5.ECP5`) the product
-    register is the ``MULT18X18D``'s own output register (the operand
+    Where the ``platform`` has a multiplier primitive (``registered_multiply``; for the ECP5,
+    :class:`~prunehw.hw.target.ecp5.ECP5`) the product register is the primitive's own output register (the operand
     registers, which have clock enables, stay in the fabric); the
     behaviour, cycle for cycle, is the same.
     A beat entering at cycle t (``x_in``) meets ``psum_in`` at cycle t + 2
@@ -67,7 +67,7 @@ class ProcessingElement(wiring.Component):
             if not isinstance(v, int) or v < 2:
                 raise ValueError(f"{name} must be an integer >= 2, not {v!r}")
         self.x_width, self.w_width, self.acc_width = x_width, w_width, acc_width
-        self.taps, self.where = taps, where or {}   # the mutation campaign's hook (hw/taps.py) and this PE's place
+        self.taps, self.where = taps, where or {}   # the mutation campaign's hook (hw/gateware/taps.py) and this PE's place
         super().__init__({
             "x_in": In(signed(x_width)), "valid_in": In(1), "load_in": In(1), "w_in": In(signed(w_width)),
             "w_nz_in": In(1),
@@ -97,14 +97,11 @@ class ProcessingElement(wiring.Component):
             m.d.sync += weight.eq(w_new)
         with m.If(take):
             m.d.sync += x.eq(self.x_in)
-        if getattr(platform, "dsp", None) == "MULT18X18D":
-            if max(self.x_width, self.w_width) > 18:
-                raise ValueError(f"operands of {self.x_width} and {self.w_width} bits do not fit an 18x18 MULT18X18D")
-            a, b, p = Signal(signed(18)), Signal(signed(18)), Signal(signed(36))
-            m.d.comb += [a.eq(weight), b.eq(x), product.eq(p)]
-            from prunehw.hw.ecp5 import mult18x18d_ports
-
-            m.submodules.dsp = Instance("MULT18X18D", **mult18x18d_ports(a, b, p, clk=ClockSignal(), rst=ResetSignal()))
+        # a target with a multiplier primitive builds it (its own output register holding the product);
+        # otherwise plain arithmetic, the same cycle for cycle
+        registered_multiply = getattr(platform, "registered_multiply", None)
+        if registered_multiply is not None:
+            registered_multiply(m, weight, x, product)
         else:
             m.d.sync += product.eq(x * weight)
         psum = taps("pe.psum", self.psum_in + product, **where)

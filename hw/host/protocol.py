@@ -1,6 +1,6 @@
 """The host link's framed protocol over the serial port: its constants, and the host's side as pure functions.
 
-One source for both ends: the board's link (:mod:`prunehw.hw.host_link`) is generated from these constants, and
+One source for both ends: the board's link (:mod:`prunehw.hw.gateware.host_link`) is generated from these constants, and
 every host (``prunehw board-run`` over pyserial, the cocotb testbench over the simulated line) frames requests
 with :func:`request` and parses replies with :class:`ReplyParser`. No I/O here.
 

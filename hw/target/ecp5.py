@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["ECP5", "MODELS_FILE", "mult18x18d_ports", "sim_models", "write_sim_models"]
+__all__ = ["ECP5", "MODELS_FILE", "mult18x18d_ports", "registered_multiply", "sim_models", "write_sim_models"]
 
 #: The file, next to the top's Verilog, holding the simulation models of the primitives it instantiates.
 MODELS_FILE = "ecp5_models.v"
@@ -39,14 +39,28 @@ MODELS_FILE = "ecp5_models.v"
 class ECP5:
     """The ``platform`` passed to ``elaborate`` for the FPGA flavour: instantiate ECP5 primitives.
 
-    Only a marker: it carries the device name for the description and
-    nothing else Amaranth's build system would need (the design is synthesised
-    out of context, without pins).
+    Only a marker with one method: the design is synthesised out of context, without pins, so nothing of
+    Amaranth's build system is needed. ``device`` names the part (:mod:`prunehw.hw.target.devices`).
     """
 
-    device = "LFE5U-85F"
-    #: Components test ``getattr(platform, "dsp", None) == "MULT18X18D"``.
-    dsp = "MULT18X18D"
+    def __init__(self, device: str = "LFE5U-85F"):
+        self.device = device
+
+    def registered_multiply(self, m, a, b, product) -> None:
+        """Add to ``m`` a ``MULT18X18D`` computing ``product = a * b`` (both signed, at most 18 bits) one cycle
+        later, in the primitive's own output register (see the module docstring)."""
+        registered_multiply(m, a, b, product)
+
+
+def registered_multiply(m, a, b, product) -> None:
+    """``product`` (registered) = ``a`` x ``b`` on a ``MULT18X18D`` added to ``m`` as submodule ``dsp``."""
+    from amaranth import ClockSignal, Instance, ResetSignal, Signal, signed
+
+    if max(len(a), len(b)) > 18:
+        raise ValueError(f"operands of {len(a)} and {len(b)} bits do not fit an 18x18 MULT18X18D")
+    a18, b18, p = Signal(signed(18)), Signal(signed(18)), Signal(signed(36), name="p")
+    m.d.comb += [a18.eq(a), b18.eq(b), product.eq(p)]
+    m.submodules.dsp = Instance("MULT18X18D", **mult18x18d_ports(a18, b18, p, clk=ClockSignal(), rst=ResetSignal()))
 
 
 def mult18x18d_ports(a, b, p, *, clk, rst) -> dict:
@@ -84,7 +98,7 @@ def sim_models() -> str:
     params = "\n".join(f'    parameter REG_{r}_CLK = "NONE";\n    parameter REG_{r}_CE = "CE0";\n'
                        f'    parameter REG_{r}_RST = "RST0";' for r in regs)
     return f"""// Simulation model of the subset of Lattice ECP5 MULT18X18D that prunehw instantiates
-// (written by prunehw.hw.ecp5; yosys maps the instance to the real primitive).
+// (written by prunehw.hw.target.ecp5; yosys maps the instance to the real primitive).
 module MULT18X18D (
     input {_bits("A", 18)},
     input {_bits("B", 18)},

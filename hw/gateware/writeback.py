@@ -7,10 +7,10 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from prunehw.hw.block_ram import READ_LATENCY, BlockRAM
-from prunehw.hw.plan import PSUM_FORWARD, Plan
-from prunehw.hw.program import MatmulOp
-from prunehw.hw.taps import PASS
+from prunehw.hw.gateware.block_ram import READ_LATENCY, BlockRAM
+from prunehw.hw.gateware.plan import PSUM_FORWARD, Plan
+from prunehw.hw.compile.program import MatmulOp
+from prunehw.hw.gateware.taps import PASS
 
 __all__ = ["BOTTOM_STAGES", "WriteBack", "bigger", "requantize"]
 
@@ -25,9 +25,9 @@ class WriteBack(wiring.Component):
     asks for the window's word to be written; the last layer keeps its logits instead.
 
     The beat's metadata follows it through the array in a delay line of ``latency`` registers. The
-    partial sum is read :data:`~prunehw.hw.block_ram.READ_LATENCY` cycles ahead, the bias 2 (a ROM
+    partial sum is read :data:`~prunehw.hw.gateware.block_ram.READ_LATENCY` cycles ahead, the bias 2 (a ROM
     small enough for logic, then a register). A later row tile of the same position that comes back
-    within :data:`~prunehw.hw.plan.PSUM_FORWARD` beats takes the running sum from the forwarding
+    within :data:`~prunehw.hw.gateware.plan.PSUM_FORWARD` beats takes the running sum from the forwarding
     registers instead (its memory write has not landed yet). After the array: the sum is registered;
     the next cycle stores it as the partial sum, or requantizes it in two registered steps (ReLU and
     rounding half up; shift and saturation); the word is registered, and the running maximum of the

