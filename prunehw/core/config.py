@@ -323,6 +323,13 @@ class SynthConfig(Section):
     workers: Positive = 2
     seed: Positive = 1
 
+    @model_serializer(mode="wrap")
+    def _without_defaults(self, handler):
+        out = handler(self)
+        if out.get("device") == "LFE5U-85F":     # (the part every run was placed on before it could be chosen)
+            out.pop("device")
+        return out
+
 
 class BoardConfig(Section):
     """The accelerator on a ULX3S-85F (``prunehw board``, ``make bitstream``, ``prunehw board-run``).

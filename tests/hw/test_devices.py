@@ -76,3 +76,21 @@ def test_the_synthesis_stage_refuses_a_design_the_device_cannot_hold_before_any_
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["variants"]["dense"]["synth"] == entry
     assert format_synth_table(summary) == f"synthesis: no variant synthesised\n  dense: {entry['problem']}"
+
+
+def test_the_device_is_a_config_choice_checked_before_any_stage(tmp_path):
+    """``[synth] device`` travels through the config file and the synthesis key (the default leaves the key as it
+    was); an unknown part stops the flow when it is made, before anything is trained."""
+    from prunehw.core.config import RunConfig, load_config
+    from prunehw.flow import Flow
+
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'[run]\nbuild_dir = "{tmp_path / "build"}"\n\n[synth]\ndevice = "LFE5U-45F"\n')
+    chosen, default = load_config(cfg), load_config(None)
+    assert chosen.synth.device == "LFE5U-45F" and default.synth.device == "LFE5U-85F"
+    assert chosen.key("synth") != default.key("synth")
+    assert RunConfig.from_toml_dict(chosen.to_toml_dict()) == chosen
+    cfg.write_text(f'[run]\nbuild_dir = "{tmp_path / "build"}"\n\n[synth]\ndevice = "iCE40UP5K"\n')
+    with pytest.raises(ConfigError, match=r"^unknown device 'iCE40UP5K'; allowed: LFE5U-25F, LFE5U-45F, LFE5U-85F$"):
+        Flow(load_config(cfg))
+    assert not (tmp_path / "build").exists() or not any((tmp_path / "build").rglob("*.keras"))
