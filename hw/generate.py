@@ -7,7 +7,8 @@ from pathlib import Path
 from prunehw.core.artifacts import write_bytes, write_json
 from prunehw.core.config import ArrayConfig
 from prunehw.core.errors import ConfigError
-from prunehw.hw.gateware.accelerator import COUNTERS, Accelerator
+from prunehw.hw.gateware.accelerator import Accelerator
+from prunehw.hw.host.counters import COUNTER_BITS, counter_names
 from prunehw.hw.models.cycle_model import activity_model, cycle_model
 from prunehw.hw.target.devices import DEFAULT_DEVICE, device as target_device
 from prunehw.hw.target.ecp5 import MODELS_FILE, ECP5, write_sim_models
@@ -74,7 +75,7 @@ def describe(program: Program, accel: Accelerator | None = None) -> dict:
                             "copies": list(program.copies), "image_slots": 2},
         },
         "memory_shapes": {n: {"bits": w, "words": d} for n, (w, d) in accel.memory_shapes().items()},
-        "counters": list(COUNTERS) + [f"cycles_{o.name}" for o in program.ops],
+        "counters": counter_names(o.name for o in program.ops),
         "host_port": {"data_bits": 32, "read_latency": 1, "registers": accel.host_map()},
         "logits": {"count": program.n_logits, "frac": program.logit_frac},
         "input_shape": list(program.input_shape),
@@ -94,7 +95,7 @@ def write_verilog(top: Accelerator, out_dir: Path, emitter: str = "prunehw") -> 
     return write_bytes(Path(out_dir) / f"{TOP_NAME}.v", text.encode())
 
 
-def check_counters_fit(activity: dict[str, int], bits: int = 32) -> None:
+def check_counters_fit(activity: dict[str, int], bits: int = COUNTER_BITS) -> None:
     """Refuse (before any Verilog is written) a network whose per-image counts would wrap the host port's
     ``bits``-bit counters: a wrapped counter would still be compared with the model, and misread."""
     over = {k: v for k, v in activity.items() if v >= 1 << bits}

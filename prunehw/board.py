@@ -47,13 +47,11 @@ def _expected(flow, program, contract_path: Path, n: int) -> dict:
     counters, then one cycle count per op, in host-port order)."""
     from prunehw.export.contract import load_contract
     from prunehw.export.golden import golden
-    from prunehw.hw.gateware.accelerator import COUNTERS
-    from prunehw.hw.models.cycle_model import activity_model, cycle_model
+    from prunehw.hw.models.cycle_model import expected_counters
 
     images = flow.data.x_test[:n]
     images = images[..., None] if images.ndim == 3 else images
-    act, per_op = activity_model(program), cycle_model(program).per_op
-    counters = [act[k] for k in COUNTERS] + [per_op[op.name] for op in program.ops]
+    counters = expected_counters(program)
     return {"images": images.astype(np.uint8), "logits": golden(load_contract(contract_path), images),
             "counters": np.array([counters] * n, dtype=np.int64)}
 

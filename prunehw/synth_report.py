@@ -8,7 +8,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from prunehw.core.artifacts import read_json, record_stage, sha256_file, stage_is_current, update_variant
+from prunehw.core.artifacts import read_json, record_stage, sha256_file, stage_is_current, update_variant, write_json
 
 __all__ = ["ToolMissing", "synth_variants", "synth_rows", "format_board_table", "format_synth_table", "write_synth_files"]
 
@@ -112,6 +112,7 @@ def synth_variants(flow, variants: list[str], force: bool = False) -> dict[str, 
     for v in variants:
         if v in refused:
             entries[v] = refused[v]
+            write_json(run_dir / v / "synth" / "synth.json", refused[v])   # (not an earlier device's figures)
             update_variant(run_dir, v, {"synth": entries[v]}, replace=("synth",))
             flow.log(f"synth {v}: {refused[v]['problem']} (nothing synthesised)")
             continue

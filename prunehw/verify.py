@@ -29,7 +29,6 @@ class VerifyStages:
         {variant: merged result}; a missing simulator raises ``SimulatorMissing``.
         """
         from prunehw.core.artifacts import write_json
-        from prunehw.hw.gateware.accelerator import COUNTERS
         from prunehw.sim.regression import Job, merge, run_jobs
         from prunehw.sim.runner import SimulatorMissing, simulator_missing
 
@@ -80,7 +79,7 @@ class VerifyStages:
                 record_stage(self.run_dir, f"sim:{simulator}:{v}", keys[v], [out])
                 results[v] = res
         for v in variants:
-            self._record_sim(v, simulator, results[v], list(COUNTERS), cached=v in cached)
+            self._record_sim(v, simulator, results[v], cached=v in cached)
         return results
 
     def sim_benchmark(self, variants: list[str], verilator_images: int = 100, icarus_images: int = 1) -> list[dict]:
@@ -168,13 +167,13 @@ class VerifyStages:
         before = {p["layer"]: p for p in old.get("cycles", {}).get("per_layer", [])}
         return [{**before.get(p["layer"], {}), **p} for p in new]
 
-    def _record_sim(self, variant: str, simulator: str, res: dict, counter_names: list[str], cached: bool = False) -> None:
+    def _record_sim(self, variant: str, simulator: str, res: dict, cached: bool = False) -> None:
         from prunehw.core.artifacts import read_json
+        from prunehw.hw.host.counters import COUNTERS
 
         desc = read_json(self.run_dir / variant / "rtl" / "accelerator.json")
         ops = [o["name"] for o in desc["ops"]]
-        names = counter_names + ops
-        counters = [dict(zip(names, c)) for c in res["counters"]]
+        counters = [dict(zip(desc["counters"], c)) for c in res["counters"]]    # (the host port's names)
         y = self.data.y_test[res["images"]]
         acc = float(np.mean(np.argmax(np.array(res["logits"]), axis=1) == y)) if res["logits"] else None
         tag = f"rtl_{simulator}"
@@ -189,9 +188,9 @@ class VerifyStages:
             entry["cycles"] = {
                 "rtl": first["total_cycles"],
                 "rtl_equals_analytic": same and first["total_cycles"] == analytic["total"]
-                and all(first[o] == analytic["per_op"][o] for o in ops),
-                "per_layer": self._merge_layers(variant, [{"layer": o, "analytic": analytic["per_op"][o], "rtl": first[o]}
-                                                          for o in ops]),
+                and all(first[f"cycles_{o}"] == analytic["per_op"][o] for o in ops),
+                "per_layer": self._merge_layers(variant, [{"layer": o, "analytic": analytic["per_op"][o],
+                                                           "rtl": first[f"cycles_{o}"]} for o in ops]),
             }
             # clock cycles from one start to the next in the testbench: serial (load after read-out) and
             # overlapped (the next image loaded into the free slot during the inference); medians
@@ -200,10 +199,10 @@ class VerifyStages:
                 entry["cycles"]["interval"] = {k: int(np.median(gaps[k])) for k in ("serial", "overlapped")}
             R, C = desc["array"]["rows"], desc["array"]["cols"]
             entry["pe_utilization"] = first["macs"] / (first["total_cycles"] * R * C)
-            entry["activity"] = {k: first[k] for k in counter_names}
+            entry["activity"] = {k: first[k] for k in COUNTERS}
             # every image's every activity counter (memory ports, array) against the analytic model
             want = desc.get("activity_analytic", {})
-            entry["activity_equals_analytic"] = bool(want) and all(c[k] == want.get(k) for c in counters for k in counter_names)
+            entry["activity_equals_analytic"] = bool(want) and all(c[k] == want.get(k) for c in counters for k in COUNTERS)
         update_variant(self.run_dir, variant, entry, replace=("activity",))
         cyc = entry.get("cycles", {})
         acc_text = f"{acc:.4f}" if acc is not None else "not measured"

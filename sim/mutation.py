@@ -21,8 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from prunehw.core.artifacts import write_csv, write_json
-from prunehw.hw.gateware.accelerator import COUNTERS, Accelerator
-from prunehw.hw.models.cycle_model import activity_model, cycle_model
+from prunehw.hw.gateware.accelerator import Accelerator
+from prunehw.hw.models.cycle_model import expected_counters
 from prunehw.sim.faults import FAULTS, FaultTaps, SelectTaps
 from prunehw.hw.generate import describe, write_verilog
 from prunehw.sim.regression import Job, run_jobs
@@ -56,8 +56,7 @@ def run_campaign(program, contract_path: Path, images_npz: Path, n_images: int, 
     # a fault whose target the design does not have is equivalent to it by construction: reported, not run
     absent = {f: why for f in names if (why := FAULTS[f].absent(program))}
     names = [f for f in names if f not in absent]
-    model, activity = cycle_model(program), activity_model(program)
-    expected = [activity[k] for k in COUNTERS] + [model.per_op[o.name] for o in program.ops]
+    expected = expected_counters(program)
     common = {"simulator": simulator, "start": 0, "stop": n_images, "n_build": n_images, "images": str(images_npz),
               "contract": str(contract_path)}
 

@@ -47,6 +47,7 @@ from amaranth.lib.wiring import In, Out
 from prunehw.hw.gateware.block_ram import BlockRAM
 from prunehw.hw.gateware.controller import Controller
 from prunehw.hw.gateware.counters import COUNTERS, Counters
+from prunehw.hw.host.counters import counter_names
 from prunehw.hw.gateware.feeder import FEED_STAGES, Feeder
 from prunehw.hw.gateware.pe import PSUM_DELAY
 from prunehw.hw.gateware.plan import PSUM_FORWARD, Plan
@@ -97,8 +98,7 @@ class Accelerator(wiring.Component):
 
     def host_map(self) -> dict[str, int]:
         """{register name: address} of the host port: ``logit<i>``, then the counters, then ``cycles_<op>``."""
-        names = [f"logit{i}" for i in range(self.program.n_logits)] + list(COUNTERS)
-        names += [f"cycles_{op.name}" for op in self.program.ops]
+        names = [f"logit{i}" for i in range(self.program.n_logits)] + counter_names(op.name for op in self.program.ops)
         return {n: a for a, n in enumerate(names)}
 
     def memory_shapes(self) -> dict[str, tuple[int, int]]:

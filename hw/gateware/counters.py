@@ -6,17 +6,13 @@ from amaranth import Array, Cat, Const, Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["COUNTERS", "Counters"]
+from prunehw.hw.host.counters import COUNTER_BITS, COUNTERS, EVENTS
 
-#: Performance counters, in host-port order; one cycle count per op follows.
-COUNTERS = ("total_cycles", "beats", "macs", "weight_reads", "weight_bits_read", "act_reads", "image_reads", "act_writes",
-            "psum_reads", "psum_writes", "bias_reads", "table_reads", "mults", "mults_gated", "wreg_writes")
-#: The counters that add an event count each cycle (``events``); the others are counted from the controller.
-EVENTS = COUNTERS[3:]
+__all__ = ["COUNTERS", "Counters"]
 
 
 class Counters(wiring.Component):
-    """32-bit counters, cleared by ``clear`` and counting while ``busy``, read with the logits through the host port.
+    """The counters of :mod:`prunehw.hw.host.counters` (``COUNTER_BITS`` wide), cleared by ``clear`` and counting while ``busy``, read with the logits through the host port.
 
     Every input is registered twice before it is counted: once where it arises (the memory port enables, the PE
     flags) and once after each cycle's events are summed, so no counter's adder is on the path of the controller
@@ -60,7 +56,8 @@ class Counters(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        counters = [Signal(32, name=f"cnt_{n}") for n in COUNTERS] + [Signal(32, name=f"cnt_op{i}") for i in range(self.n_ops)]
+        counters = ([Signal(COUNTER_BITS, name=f"cnt_{n}") for n in COUNTERS] +
+                    [Signal(COUNTER_BITS, name=f"cnt_op{i}") for i in range(self.n_ops)])
         cnt = dict(zip(COUNTERS, counters))
         # stage 1: everything as it arose; stage 2: each cycle's events summed
         ctl = data.StructLayout({"busy": 1, "op": self.op.shape(), "beat": 1, "macs": self.macs.shape()})

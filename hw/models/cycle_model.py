@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prunehw.hw.compile.program import MatmulOp, Program
+from prunehw.hw.host.counters import COUNTERS
 
-__all__ = ["drain_cycles", "op_cycles", "cycle_model", "activity_model", "CycleReport"]
+__all__ = ["drain_cycles", "op_cycles", "cycle_model", "activity_model", "expected_counters", "CycleReport"]
 
 #: Cycles from a matmul beat's issue to its last effect, counted stage by stage from the
 #: pipeline as documented (not read from the generator). Every block RAM read takes 3 cycles
@@ -76,7 +77,7 @@ def _on_map(op: MatmulOp, ky: int, kx: int) -> int:
 
 
 def activity_model(program: Program) -> dict[str, int]:
-    """Every activity counter of the RTL (``hw.accelerator.COUNTERS``) for one image, predicted from the schedule.
+    """Every activity counter of the RTL (:data:`~prunehw.hw.host.counters.COUNTERS`) for one image, predicted from the schedule.
 
     Per matmul fold (col tile ``ct``, row tile ``rt``) the controller issues one
     beat per computed output position (with fused pooling, only the positions
@@ -102,9 +103,7 @@ def activity_model(program: Program) -> dict[str, int]:
     """
     rep = cycle_model(program)
     R, C = program.rows, program.cols
-    act = {"total_cycles": rep.total, "beats": rep.beats, "macs": rep.macs, "weight_reads": 0, "weight_bits_read": 0,
-           "act_reads": 0, "image_reads": 0, "act_writes": 0, "psum_reads": 0, "psum_writes": 0, "bias_reads": 0,
-           "table_reads": 0, "mults": 0, "mults_gated": 0, "wreg_writes": 0}
+    act = {**dict.fromkeys(COUNTERS, 0), "total_cycles": rep.total, "beats": rep.beats, "macs": rep.macs}
     # loading one fold's weight tile writes every PE's weight register and, in row i, i skew stages
     # of C bytes and the delay stages of lanes 1 .. C-1 (lane j has j of them)
     wreg_per_fold = R * C + sum(i * C for i in range(R)) + R * sum(range(C))
@@ -143,3 +142,11 @@ def activity_model(program: Program) -> dict[str, int]:
             act["image_reads" if op.in_buf == 2 else "act_reads"] += op.out_pix * op.n_ct * op.pool * op.pool
             act["act_writes"] += op.out_pix * op.n_ct * (R if multi[op.out_buf] else 1)
     return act
+
+
+def expected_counters(program: Program) -> list[int]:
+    """What the host port's counter block must read after any inference, in its order
+    (:func:`~prunehw.hw.host.counters.counter_names`): the activity counters, then each op's cycles."""
+    activity, per_op = activity_model(program), cycle_model(program).per_op
+    return [activity[k] for k in COUNTERS] + [per_op[op.name] for op in program.ops]
+

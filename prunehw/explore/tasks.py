@@ -152,8 +152,7 @@ def verify_task(quant: dict, rows: int, cols: int, images, simulator: str = "ver
     import numpy as np
 
     from prunehw.core.config import ArrayConfig
-    from prunehw.hw.gateware.accelerator import COUNTERS
-    from prunehw.hw.models.cycle_model import activity_model
+    from prunehw.hw.models.cycle_model import expected_counters
     from prunehw.hw.generate import generate_verilog, program_for
     from prunehw.export.golden import golden
     from prunehw.sim.runner import run_rtl
@@ -165,11 +164,8 @@ def verify_task(quant: dict, rows: int, cols: int, images, simulator: str = "ver
         array = ArrayConfig(rows=rows, cols=cols, dataflow="ws")
         _, _, desc = generate_verilog(contract, array, t / "rtl")
         r = run_rtl(t / "rtl", desc, images, golden(contract, images), simulator, t / "sim")
-    want = activity_model(program_for(contract, array))
-    ops = [o["name"] for o in desc["ops"]]
-    names = list(COUNTERS) + ops
-    counters = [dict(zip(names, c)) for c in r.counters]
-    equal = bool(counters) and all({k: c[k] for k in COUNTERS} == want and
-                                   all(c[o] == desc["cycles_analytic"]["per_op"][o] for o in ops) for c in counters)
-    return {"rtl_match": r.match, "rtl_total": r.total, "rtl_cycles": counters[0]["total_cycles"] if counters else None,
+    want = expected_counters(program_for(contract, array))
+    equal = bool(r.counters) and all([int(v) for v in c] == want for c in r.counters)
+    first = dict(zip(desc["counters"], r.counters[0])) if r.counters else {}
+    return {"rtl_match": r.match, "rtl_total": r.total, "rtl_cycles": first.get("total_cycles"),
             "rtl_equals_analytic": equal, "simulator": simulator}

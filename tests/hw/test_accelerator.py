@@ -213,3 +213,28 @@ def test_quick_flow_variants_on_mnist(quick_flow, mnist, variant):
     """The quick flow's trained and pruned variants, 3 MNIST test images each, on the default 8x8 array."""
     contract = load_contract(quick_flow.quantize(variant))
     check(contract, quick_flow.cfg.array, mnist.x_test[:3])
+
+
+def test_every_view_of_the_counters_follows_the_one_definition(small_contract):
+    """One definition of the counters (``hw/host/counters.py``): the RTL's host map, the description the
+    testbenches read, the activity model's keys and the expected vector all follow it, in its order."""
+    from prunehw.hw.gateware.accelerator import Accelerator
+    from prunehw.hw.generate import describe
+    from prunehw.hw.host.counters import COUNTER_SPECS, EVENTS, counter_names
+    from prunehw.hw.models.cycle_model import expected_counters
+
+    program = build_program(small_contract, ArrayConfig(rows=4, cols=4))
+    ops = [op.name for op in program.ops]
+    names = counter_names(ops)
+    assert names == [c.name for c in COUNTER_SPECS] + [f"cycles_{o}" for o in ops]
+    assert all(c.meaning and c.bits == 32 and c.source in ("controller", "event") for c in COUNTER_SPECS)
+    assert EVENTS == COUNTERS[3:] and len(set(names)) == len(names)
+    accel = Accelerator(program)
+    desc = describe(program, accel)
+    host = accel.host_map()
+    assert desc["counters"] == names
+    assert [n for n, _ in sorted(host.items(), key=lambda kv: kv[1])][program.n_logits:] == names
+    activity, per_op = activity_model(program), cycle_model(program).per_op
+    assert list(activity) == list(COUNTERS)
+    assert expected_counters(program) == [activity[k] for k in COUNTERS] + [per_op[o] for o in ops]
+    accel._MustUse__silence = True

@@ -75,6 +75,7 @@ def test_the_synthesis_stage_refuses_a_design_the_device_cannot_hold_before_any_
     assert flow.lines == [f"synth dense: {entry['problem']} (nothing synthesised)"]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["variants"]["dense"]["synth"] == entry
+    assert json.loads((run_dir / "dense" / "synth" / "synth.json").read_text()) == entry
     assert format_synth_table(summary) == f"synthesis: no variant synthesised\n  dense: {entry['problem']}"
 
 
