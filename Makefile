@@ -10,6 +10,10 @@ CONFIG := configs/quick.toml
 endif
 # pytest options passed through, e.g. `make test PYTEST_ARGS="-k prune -x"`
 PYTEST_ARGS ?=
+# tests run in parallel, one pytest-xdist worker per core (TEST_WORKERS=0: in this process, one at a time);
+# a worker that finishes its share takes tests queued for another
+TEST_WORKERS ?= auto
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)
 
 .PHONY: setup sim sim-bench test test-regression experiments explore explore-bench synth-report bitstream mutate clean
 
@@ -62,10 +66,10 @@ mutate: setup
 	$(BIN)/prunehw mutate --config $(CONFIG)
 
 test: setup
-	$(BIN)/python -m pytest -m "not regression" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not regression" $(XDIST) $(PYTEST_ARGS)
 
 test-regression: setup
-	$(BIN)/python -m pytest -m regression $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m regression $(XDIST) $(PYTEST_ARGS)
 
 clean:
 	rm -rf build

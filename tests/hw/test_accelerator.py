@@ -208,11 +208,14 @@ def test_shared_mutant_build_switches_one_fault_at_a_time(small_contract, tiny_d
     assert set(names) <= set(FAULTS)
 
 
-@pytest.mark.parametrize("variant", ["dense", "unstructured-0.90", "matrix-0.80"])
-def test_quick_flow_variants_on_mnist(quick_flow, mnist, variant):
-    """The quick flow's trained and pruned variants, 3 MNIST test images each, on the default 8x8 array."""
+# (Amaranth's simulator runs the 8x8 designs at a few hundred cycles a second: one image each for the two designs
+# of the dense structure, three for the pruned one with gathered rows; Verilator runs the same designs' Verilog on
+# every test image in the regression)
+@pytest.mark.parametrize("variant, n", [("dense", 1), ("unstructured-0.90", 1), ("matrix-0.80", 3)])
+def test_quick_flow_variants_on_mnist(quick_flow, mnist, variant, n):
+    """The quick flow's trained and pruned variants, on MNIST test images, on the default 8x8 array."""
     contract = load_contract(quick_flow.quantize(variant))
-    check(contract, quick_flow.cfg.array, mnist.x_test[:3])
+    check(contract, quick_flow.cfg.array, mnist.x_test[:n])
 
 
 def test_every_view_of_the_counters_follows_the_one_definition(small_contract):

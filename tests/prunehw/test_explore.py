@@ -91,7 +91,7 @@ def test_pareto_front_keeps_only_non_dominated_points():
 TINY_AXES = """
 [axes]
 method = ["unstructured", "matrix"]
-ratio = [0.3, 0.5, 0.7, 0.9]
+ratio = [0.5, 0.9]
 weight_bits = [8]
 array = ["4x4", "8x8"]
 [prune]
@@ -102,7 +102,7 @@ finetune_epochs = 1
 
 @pytest.fixture
 def tiny_sweep(quick_flow, tmp_path):
-    """A 16-point sweep (8 pruned models) whose base is the QUICK flow, sharing its trained model."""
+    """An 8-point sweep (4 pruned models) whose base is the QUICK flow, sharing its trained model."""
     base = (ROOT / "configs" / "quick.toml").read_text().replace('build_dir = "../build"',
                                                                  f'build_dir = "{quick_flow.cfg.build_dir}"')
     (tmp_path / "base.toml").write_text(base)

@@ -1,7 +1,7 @@
 """Users' own Keras models and data sets through the whole flow, as a user runs it:
 ``prunehw run --model FILE.keras --data FILE.npz``. Each model is trained here in plain Keras, then imported in
 place of training, pruned, quantized, and checked bit-exact with the golden model in hls4ml and in Verilator on
-1,000 test images, with cycles and activity counters equal to the analytic model.
+300 test images, with cycles and activity counters equal to the analytic model.
 
 The four models: fused activations with Dropout and a final softmax; ``same`` padding with BatchNormalization
 and separate ReLU layers; a strided convolution with ``Activation`` layers and average pooling; and a
@@ -21,7 +21,7 @@ from prunehw.sim.runner import simulator_missing
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 #: test images through hls4ml and Verilator per model and variant
-IMAGES = 1000
+IMAGES = 300
 
 
 def _models():
