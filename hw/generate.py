@@ -10,7 +10,7 @@ from prunehw.core.errors import ConfigError
 from prunehw.hw.gateware.accelerator import Accelerator
 from prunehw.hw.host.counters import COUNTER_BITS, counter_names
 from prunehw.hw.models.cycle_model import activity_model, cycle_model
-from prunehw.hw.target.devices import DEFAULT_DEVICE, device as target_device
+from prunehw.hw.target.devices import DEFAULT_DEVICE, device as target_device, memory_bits
 from prunehw.hw.target.ecp5 import MODELS_FILE, ECP5, write_sim_models
 from prunehw.hw.compile.program import MatmulOp, Program, build_program
 from prunehw.hw.compile.verilog import to_verilog
@@ -112,7 +112,7 @@ def check_memory_fits(program: Program, where: str = "the network", device: str 
     dev = target_device(device)
     accel = Accelerator(program)
     accel._MustUse__silence = True     # only its memory shapes are read
-    bits = sum(w * d for w, d in accel.memory_shapes().values())
+    bits = memory_bits(accel.memory_shapes())
     if bits > dev.ram_bits:
         R, C = program.rows, program.cols
         big = max(program.matmuls(), key=lambda o: o.n_rt * o.n_ct)

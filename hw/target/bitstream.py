@@ -14,7 +14,7 @@ from pathlib import Path
 from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
 from prunehw.hw.target.ulx3s import BOARD_TOP, Ulx3sTop
-from prunehw.hw.target.ecp5 import registered_multiply
+from prunehw.hw.target.ecp5 import ECP5Primitives
 from prunehw.hw.target.synth import TEXTCFG, SynthFailed, SynthResult, run_synthesis, run_tool, tool_path
 
 __all__ = ["BitstreamFailed", "ULX3S85F", "board_sources", "build_bitstream"]
@@ -24,12 +24,9 @@ class BitstreamFailed(RuntimeError):
     """The design does not fit or misses its clock, or a tool failed: one line naming why."""
 
 
-class ULX3S85F(ULX3S_85F_Platform):
-    """amaranth-boards' ULX3S-85F, telling the accelerator's PEs to instantiate the ECP5 multiplier
+class ULX3S85F(ECP5Primitives, ULX3S_85F_Platform):
+    """amaranth-boards' ULX3S-85F, offering the accelerator's PEs the ECP5 multiplier
     (:mod:`prunehw.hw.target.ecp5`)."""
-
-    def registered_multiply(self, m, a, b, product) -> None:
-        registered_multiply(m, a, b, product)
 
 
 def board_sources(top: Ulx3sTop, out_dir: Path) -> tuple[Path, Path]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from prunehw.core.errors import ConfigError
 
-__all__ = ["DEFAULT_DEVICE", "DEVICES", "Device", "device", "fit_problem"]
+__all__ = ["DEFAULT_DEVICE", "DEVICES", "Device", "device", "fit_problem", "memory_bits"]
 
 
 @dataclass(frozen=True)
@@ -91,10 +91,16 @@ def device(name: str) -> Device:
         raise ConfigError(f"unknown device {name!r}; allowed: {', '.join(DEVICES)}") from None
 
 
+def memory_bits(memory_shapes: dict) -> int:
+    """The bits a design's memories hold: ``memory_shapes`` is {name: [bits per word, words]} (the accelerator's
+    ``memory_shapes()``) or {name: {"bits":, "words":}} (``accelerator.json``)."""
+    return sum(s["bits"] * s["words"] if isinstance(s, dict) else s[0] * s[1] for s in memory_shapes.values())
+
+
 def fit_problem(dev: Device, memory_shapes: dict, multipliers: int) -> str | None:
-    """One line saying what ``dev`` lacks for a design with ``memory_shapes`` ({name: [bits per word, words]}
-    or {name: {"bits":, "words":}}) and ``multipliers`` PE multipliers, or None when both fit."""
-    bits = sum(s["bits"] * s["words"] if isinstance(s, dict) else s[0] * s[1] for s in memory_shapes.values())
+    """One line saying what ``dev`` lacks for a design with ``memory_shapes`` (as :func:`memory_bits` reads them)
+    and ``multipliers`` PE multipliers, or None when both fit."""
+    bits = memory_bits(memory_shapes)
     short = []
     if bits > dev.ram_bits:
         short.append(f"memory: needs {bits / 1e6:.2f} Mbit, has {dev.ram_bits / 1e6:.2f} Mbit of block RAM "

@@ -30,26 +30,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["ECP5", "MODELS_FILE", "mult18x18d_ports", "registered_multiply", "sim_models", "write_sim_models"]
+__all__ = ["ECP5", "ECP5Primitives", "MODELS_FILE", "mult18x18d_ports", "registered_multiply", "sim_models", "write_sim_models"]
 
 #: The file, next to the top's Verilog, holding the simulation models of the primitives it instantiates.
 MODELS_FILE = "ecp5_models.v"
 
 
-class ECP5:
-    """The ``platform`` passed to ``elaborate`` for the FPGA flavour: instantiate ECP5 primitives.
-
-    Only a marker with one method: the design is synthesised out of context, without pins, so nothing of
-    Amaranth's build system is needed. ``device`` names the part (:mod:`prunehw.hw.target.devices`).
-    """
-
-    def __init__(self, device: str = "LFE5U-85F"):
-        self.device = device
+class ECP5Primitives:
+    """What a ``platform`` offers the accelerator's gateware on an ECP5 part: its multiplier primitive. Mixed into
+    every ECP5 platform (the out-of-context :class:`ECP5`, the ULX3S board's), so the PEs ask for it once."""
 
     def registered_multiply(self, m, a, b, product) -> None:
         """Add to ``m`` a ``MULT18X18D`` computing ``product = a * b`` (both signed, at most 18 bits) one cycle
         later, in the primitive's own output register (see the module docstring)."""
         registered_multiply(m, a, b, product)
+
+
+class ECP5(ECP5Primitives):
+    """The ``platform`` passed to ``elaborate`` for the FPGA flavour: instantiate ECP5 primitives.
+
+    Only a marker with the primitives: the design is synthesised out of context, without pins, so nothing of
+    Amaranth's build system is needed. ``device`` names the part (:mod:`prunehw.hw.target.devices`).
+    """
+
+    def __init__(self, device: str = "LFE5U-85F"):
+        self.device = device
 
 
 def registered_multiply(m, a, b, product) -> None:
