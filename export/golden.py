@@ -14,7 +14,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from prunehw.core.errors import DataError
 from prunehw.export.contract import conv_geometry
 
-__all__ = ["requantize", "golden"]
+__all__ = ["accumulate", "apply_layer", "golden", "layer_events", "requantize"]
 
 
 def requantize(acc: np.ndarray, acc_frac: int, out: dict) -> np.ndarray:
@@ -57,12 +57,19 @@ def _conv_cols(layer: dict, a: np.ndarray) -> np.ndarray:
     return _im2col(a, layer["kernel"], layer.get("stride", 1), layer.get("padding", "valid"))
 
 
-def _layer(layer: dict, a: np.ndarray, contract) -> np.ndarray:
+def accumulate(layer: dict, a: np.ndarray, contract) -> np.ndarray:
+    """A weighted layer's accumulators for the integer input ``a``: its inputs (a convolution's windows) times its
+    integer weights, plus its bias, exact in int64, before any ReLU or requantization."""
+    w, b = contract.weights[layer["name"]], contract.biases[layer["name"]]
+    cols = _conv_cols(layer, a) if layer["type"] == "conv2d" else a
+    return _matmul(cols, w, layer["accum"]["bits"]) + b
+
+
+def apply_layer(layer: dict, a: np.ndarray, contract) -> np.ndarray:
+    """One layer of the contract on the integer input ``a`` (N, ...), as the hardware computes it."""
     t = layer["type"]
     if t in ("conv2d", "dense"):
-        w, b = contract.weights[layer["name"]], contract.biases[layer["name"]]
-        cols = _conv_cols(layer, a) if t == "conv2d" else a
-        acc = _matmul(cols, w, layer["accum"]["bits"]) + b
+        acc = accumulate(layer, a, contract)
         if layer["output"]["bits"] == layer["accum"]["bits"] and layer["output"]["frac"] == layer["accum"]["frac"] and not layer["output"]["relu"]:
             return acc
         return requantize(acc, layer["accum"]["frac"], layer["output"])
@@ -94,7 +101,7 @@ def golden(contract, x: np.ndarray, return_all: bool = False, batch: int = 1000)
     for start in range(0, len(x), batch):
         a = x[start:start + batch].astype(np.int64)
         for layer in contract.layers:
-            a = _layer(layer, a, contract)
+            a = apply_layer(layer, a, contract)
             if return_all:
                 outs.setdefault(layer["name"], []).append(a)
         logits.append(a)
@@ -121,9 +128,7 @@ def layer_events(contract, x: np.ndarray, batch: int = 500) -> dict[str, np.ndar
         a = x[start:start + batch].astype(np.int64)
         for layer in contract.layers:
             if layer["type"] in ("conv2d", "dense"):
-                w, b = contract.weights[layer["name"]], contract.biases[layer["name"]]
-                cols = _conv_cols(layer, a) if layer["type"] == "conv2d" else a
-                acc = _matmul(cols, w, layer["accum"]["bits"]) + b
+                acc = accumulate(layer, a, contract)
                 flat = acc.reshape(len(acc), -1)
                 o, name = layer["output"], layer["name"]
                 found = {"accumulator_top": (np.abs(flat) >= 2 ** (layer["accum"]["bits"] - 4)).any(axis=1)}
@@ -140,5 +145,5 @@ def layer_events(contract, x: np.ndarray, batch: int = 500) -> dict[str, np.ndar
                     found["saturation"] = ((q > hi) | (q < lo)).any(axis=1)
                 for event, hit in found.items():
                     out.setdefault(f"{name}:{event}", []).append(hit)
-            a = _layer(layer, a, contract)
+            a = apply_layer(layer, a, contract)
     return {k: np.concatenate(v) for k, v in out.items()}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from prunehw.core.geometry import conv_geometry
-from prunehw.export.golden import _conv_cols, _layer, _matmul, layer_events, requantize
+from prunehw.export.golden import accumulate, apply_layer, layer_events, requantize
 
 __all__ = ["choose_stimulus"]
 
@@ -39,9 +39,7 @@ def _closeness(contract, x: np.ndarray, target: str) -> np.ndarray:
     a = x[..., None].astype(np.int64) if x.ndim == 3 else x.astype(np.int64)
     for layer in contract.layers:
         if layer["name"] == name:
-            w, b = contract.weights[name], contract.biases[name]
-            cols = _conv_cols(layer, a) if layer["type"] == "conv2d" else a
-            acc = (_matmul(cols, w, layer["accum"]["bits"]) + b).reshape(len(a), -1)
+            acc = accumulate(layer, a, contract).reshape(len(a), -1)
             if event == "accumulator_top":
                 return np.abs(acc).max(axis=1) / _threshold(layer, event) - 1
             if event == "saturation":
@@ -49,7 +47,7 @@ def _closeness(contract, x: np.ndarray, target: str) -> np.ndarray:
             if event == "relu_clamp":
                 return -acc.min(axis=1).astype(float)
             return np.zeros(len(a))     # (rounding ties: no gradient to climb; they are common anyway)
-        a = _layer(layer, a, contract)
+        a = apply_layer(layer, a, contract)
     raise ValueError(f"no layer {name!r}")
 
 

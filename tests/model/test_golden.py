@@ -48,18 +48,18 @@ def test_average_pooling_rounds_half_up_in_the_input_format(pool, rng):
     import math
     from fractions import Fraction
 
-    from prunehw.export.golden import _layer
+    from prunehw.export.golden import apply_layer
 
     layer = {"name": "p", "type": "avgpool2d", "pool": pool, "input": {"bits": 8, "frac": 5, "signed": True}}
     a = rng.integers(-128, 128, (3, 2 * pool + 1, 2 * pool, 4))     # (a last row left over is dropped, as by Keras)
-    got = _layer(layer, a, None)
+    got = apply_layer(layer, a, None)
     want = [[[[math.floor(Fraction(int(a[n, y * pool:(y + 1) * pool, x * pool:(x + 1) * pool, c].sum()), pool * pool)
                           + Fraction(1, 2)) for c in range(4)] for x in range(a.shape[2] // pool)]
              for y in range(a.shape[1] // pool)] for n in range(3)]
     np.testing.assert_array_equal(got, want)
     if pool == 2:
         ties = np.array([[-3, -3, -3, -1], [5, 5, 0, 0], [-3, -3, 0, 0], [-4, -2, -1, 0]]).reshape(4, 2, 2, 1)
-        np.testing.assert_array_equal(_layer(layer, ties, None).ravel(), [-2, 3, -1, -2])
+        np.testing.assert_array_equal(apply_layer(layer, ties, None).ravel(), [-2, 3, -1, -2])
 
 
 def naive_golden(contract, img: np.ndarray) -> np.ndarray:
@@ -117,7 +117,7 @@ def test_golden_equals_naive_reference(small_contract, tiny_data, rng):
 def test_accumulator_width_cannot_overflow(small_contract):
     """The worst inputs for each output (the input format's extreme wherever it pushes that output's sum
     further), driven through the golden model's own layer arithmetic, stay inside the declared accumulator."""
-    from prunehw.export.golden import _layer
+    from prunehw.export.golden import apply_layer
 
     for layer in small_contract.weighted():
         w = small_contract.weights[layer["name"]]
@@ -126,7 +126,7 @@ def test_accumulator_width_cannot_overflow(small_contract):
         # per output column j: the inputs that maximise, then minimise, its sum (a conv's im2col row is a dense input)
         worst = np.concatenate([np.where(w.T > 0, hi, lo), np.where(w.T > 0, lo, hi)]).astype(np.int64)
         raw = {**layer, "type": "dense", "output": {**layer["accum"], "signed": True, "relu": False}}
-        acc = _layer(raw, worst, small_contract)
+        acc = apply_layer(raw, worst, small_contract)
         n = w.shape[1]
         extremes = np.concatenate([np.diag(acc[:n]), np.diag(acc[n:])])
         half = 2 ** (layer["accum"]["bits"] - 1)
@@ -190,7 +190,7 @@ def test_stimulus_covers_every_reachable_layer_event(small_contract, tiny_data):
 def test_accumulator_bounds_hold_every_image_and_are_exact_for_the_first_layer(small_contract, tiny_data):
     """The interval bounds that prove events unreachable: no image (test images, noise, all white, the first
     layer's constructed extremes) gets outside them, and the first layer's are attained."""
-    from prunehw.export.golden import _conv_cols, _layer, _matmul
+    from prunehw.export.golden import accumulate, apply_layer
     from prunehw.sim.stimulus import _accumulator_bounds, _first_layer_extremes
 
     rng = np.random.default_rng(1)
@@ -201,11 +201,10 @@ def test_accumulator_bounds_hold_every_image_and_are_exact_for_the_first_layer(s
     a = x
     for layer in small_contract.layers:
         if layer["type"] in ("conv2d", "dense"):
-            w, b = small_contract.weights[layer["name"]], small_contract.biases[layer["name"]]
-            cols = _conv_cols(layer, a) if layer["type"] == "conv2d" else a
-            acc = (_matmul(cols, w, layer["accum"]["bits"]) + b).reshape(-1, w.shape[1])
+            acc = accumulate(layer, a, small_contract)
+            acc = acc.reshape(-1, acc.shape[-1])
             lo, hi = bounds[layer["name"]]
             assert (acc >= lo).all() and (acc <= hi).all(), layer["name"]
             if layer is small_contract.weighted()[0]:
                 assert (acc.max(axis=0) == hi).all(), "the first layer's upper bound is attained by its extremes"
-        a = _layer(layer, a, small_contract)
+        a = apply_layer(layer, a, small_contract)
