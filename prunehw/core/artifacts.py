@@ -170,23 +170,37 @@ def dir_bytes(path: Path | str) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
+@contextlib.contextmanager
+def _summary_locked(run_dir: Path):
+    """Hold ``run_dir/summary.json``'s lock (an advisory ``flock`` on ``summary.json.lock``): one writer at a time,
+    across processes, reads it and writes it back, so two stages finishing together cannot lose each other's
+    figures."""
+    import fcntl
+
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(run_dir) / "summary.json.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield Path(run_dir) / "summary.json"
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def update_summary(run_dir: Path, entries: dict) -> Path:
-    """Deep-merge ``entries`` into ``run_dir/summary.json`` (atomically)."""
-    path = Path(run_dir) / "summary.json"
-    return write_json(path, deep_merge(read_json(path), entries))
+    """Deep-merge ``entries`` into ``run_dir/summary.json`` (atomically, under its lock)."""
+    with _summary_locked(run_dir) as path:
+        return write_json(path, deep_merge(read_json(path), entries))
 
 
 def update_variant(run_dir: Path, variant: str, entries: dict, replace: tuple[str, ...] = ()) -> Path:
     """Deep-merge ``entries`` into the variant's summary entry; the keys in ``replace`` are replaced whole
     (a figure a new measurement no longer has, such as a fixed timing ``problem``, must not survive it)."""
-    if replace:
-        path = Path(run_dir) / "summary.json"
+    with _summary_locked(run_dir) as path:
         summary = read_json(path)
-        old = summary.get("variants", {}).get(variant, {})
+        old = summary.setdefault("variants", {}).setdefault(variant, {})
         for key in replace:
             old.pop(key, None)
-        write_json(path, summary)
-    return update_summary(run_dir, {"variants": {variant: entries}})
+        return write_json(path, deep_merge(summary, {"variants": {variant: entries}}))
 
 
 class Cache:

@@ -47,6 +47,32 @@ def test_replaced_entries_leave_nothing_stale(tmp_path):
     assert v["accuracy"] == {"float": 0.9, "quant": 0.8}   # everything else still merges
 
 
+def _write_figures(run_dir, worker, n):
+    from prunehw.core.artifacts import update_summary, update_variant
+
+    for i in range(n):
+        update_variant(run_dir, f"v{worker}", {f"figure{i}": i})
+        update_summary(run_dir, {"shared": {f"w{worker}_{i}": i}})
+
+
+def test_summary_writers_in_parallel_processes_lose_nothing(tmp_path):
+    """summary.json is read, merged and written back under a lock: four processes writing at once keep every
+    figure (without the lock, one writer's read-modify-write overwrites another's)."""
+    import multiprocessing as mp
+
+    from prunehw.core.artifacts import read_json
+
+    procs = [mp.get_context("spawn").Process(target=_write_figures, args=(tmp_path, w, 40)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs)
+    summary = read_json(tmp_path / "summary.json")
+    assert all(summary["variants"][f"v{w}"] == {f"figure{i}": i for i in range(40)} for w in range(4))
+    assert len(summary["shared"]) == 4 * 40
+
+
 def test_one_cache_for_stages_values_and_records(tmp_path):
     """``core.artifacts.Cache``, which the flow's stages, the sweep's values and the experiments' points share:
     a hit needs the same key and every output file unchanged; a kept value comes back equal."""
