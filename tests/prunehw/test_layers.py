@@ -62,7 +62,7 @@ def test_a_face_module_on_no_floor_is_caught(installed, tmp_path):
 
 
 #: the source folders and the packages they are installed as
-FOLDERS = {"prunehw": "prunehw", "model": "prunehw.model", "export": "prunehw.export", "hw": "prunehw.hw",
+FOLDERS = {"prunehw": "prunehw", "core": "prunehw.core", "model": "prunehw.model", "export": "prunehw.export", "hw": "prunehw.hw",
            "sim": "prunehw.sim"}
 
 
