@@ -32,7 +32,7 @@ def describe(program: Program, accel: Accelerator | None = None) -> dict:
     model = cycle_model(program)
     R, C = program.rows, program.cols
     if accel is None:  # (the memory widths come from its plan; nothing is elaborated)
-        accel = Accelerator(program)
+        accel = Accelerator(program=program)
         accel._MustUse__silence = True   # only its widths are read: no "never elaborated" warning
     ops = []
     for op in program.ops:
@@ -110,7 +110,7 @@ def check_memory_fits(program: Program, where: str = "the network", device: str 
     biases, partial sums, every copy of the activation buffers) hold more bits than ``device``'s block RAM,
     naming the layer with the most weight bits and the limit."""
     dev = target_device(device)
-    accel = Accelerator(program)
+    accel = Accelerator(program=program)
     accel._MustUse__silence = True     # only its memory shapes are read
     bits = memory_bits(accel.memory_shapes())
     if bits > dev.ram_bits:
@@ -128,7 +128,7 @@ def generate_verilog(contract, array: ArrayConfig, out_dir: Path, emitter: str =
     program = program_for(contract, array)
     check_counters_fit(activity_model(program))
     check_memory_fits(program)
-    top = Accelerator(program)
+    top = Accelerator(program=program)
     out_dir = Path(out_dir)
     v = write_verilog(top, out_dir, emitter)
     desc = describe(program, top)

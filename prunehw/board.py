@@ -38,7 +38,7 @@ def board_core(flow, variant: str, *, divisor: int, timeout: int):
     from prunehw.hw.gateware.board_core import BoardCore, design_id
 
     program, contract = _program(flow, variant)
-    core = BoardCore(program, design=design_id(contract.read_bytes()), divisor=divisor, timeout=timeout)
+    core = BoardCore(program=program, design=design_id(contract.read_bytes()), divisor=divisor, timeout=timeout)
     return core, program, contract
 
 

@@ -32,7 +32,7 @@ __all__ = ["run_campaign"]
 
 def _build(program, taps, out_dir: Path) -> dict:
     """Write the design with ``taps`` into ``out_dir``; returns its description (also written beside it)."""
-    top = Accelerator(program, taps=taps)
+    top = Accelerator(program=program, taps=taps)
     write_verilog(top, out_dir)
     desc = describe(program, top)
     if isinstance(taps, SelectTaps):

@@ -20,7 +20,7 @@ def run_images(program, images: np.ndarray, *, overlap: bool = False, fault: str
         from prunehw.sim.faults import FaultTaps
 
         taps = FaultTaps(fault)
-    dut = Accelerator(program, taps=taps)
+    dut = Accelerator(program=program, taps=taps)
     names = list(COUNTERS) + [op.name for op in program.ops]
     results = []
     cycle = [0]

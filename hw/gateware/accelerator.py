@@ -61,14 +61,28 @@ __all__ = ["Accelerator", "BOTTOM_STAGES", "COUNTERS", "FEED_STAGES", "POOL_WRIT
 
 
 class Accelerator(wiring.Component):
-    """See the module docstring. ``program`` fixes every size and ROM image.
+    """See the module docstring.
 
-    ``taps`` is the mutation campaign's hook (:mod:`~prunehw.hw.gateware.taps`; the faults themselves live
-    with the verification code, :mod:`prunehw.sim.faults`); a hook that chooses its fault at run time
-    (``SelectTaps``) adds a ``fault_select`` input. Real designs use none.
+    Parameters
+    ----------
+    program : Program
+        The compiled network (:mod:`~prunehw.hw.compile.program`): it fixes every size and ROM image.
+    taps : Taps or None
+        The mutation campaign's hook (:mod:`~prunehw.hw.gateware.taps`; the faults themselves live with the
+        verification code, :mod:`prunehw.sim.faults`); a hook that chooses its fault at run time (``SelectTaps``)
+        adds a ``fault_select`` input. Real designs use none.
+
+    Members
+    -------
+    start : In(1), busy, done : Out(1)
+        Run the loaded image; busy until the logits are in, done until the next start.
+    img_we, img_pixel, img_chan, img_data : In
+        The image load port: one pixel channel a cycle, into the free image slot.
+    csr_addr : In, csr_data : Out(32)
+        The host port: the logits, then the counters (:meth:`host_map`), one cycle after the address.
     """
 
-    def __init__(self, program: Program, *, taps=None):
+    def __init__(self, *, program: Program, taps=None):
         if not isinstance(program, Program):
             raise TypeError(f"program must be a Program, not {program!r}")
         self.taps = taps or PASS
@@ -134,11 +148,11 @@ class Accelerator(wiring.Component):
         plan, taps, p = self.plan, self.taps, self.program
         R, C = self.R, self.C
 
-        m.submodules.ctrl = ctrl = Controller(plan, mm_drain=self.mm_drain, pool_drain=self.pool_drain, taps=taps)
-        m.submodules.feeder = feeder = Feeder(plan, taps=taps)
+        m.submodules.ctrl = ctrl = Controller(plan=plan, mm_drain=self.mm_drain, pool_drain=self.pool_drain, taps=taps)
+        m.submodules.feeder = feeder = Feeder(plan=plan, taps=taps)
         m.submodules.array = arr = SystolicArray(rows=R, cols=C, x_width=9, w_width=plan.wbits, acc_width=self.ACC, taps=taps)
-        m.submodules.writeback = wb = WriteBack(plan, latency=arr.latency, taps=taps)
-        m.submodules.pooling = pool = Pooling(plan, ctrl.pool_layout, taps=taps)
+        m.submodules.writeback = wb = WriteBack(plan=plan, latency=arr.latency, taps=taps)
+        m.submodules.pooling = pool = Pooling(plan=plan, read_layout=ctrl.pool_layout, taps=taps)
         k = ctrl.k
         # the run ends when its last events are counted (``Counters.settled``, two cycles after the controller's
         # last): busy until then, done from then, and a start taken only then

@@ -54,7 +54,7 @@ class BoardCore(wiring.Component):
         The accelerator's (for LEDs).
     """
 
-    def __init__(self, program: Program, *, design: int, divisor: int, timeout: int):
+    def __init__(self, *, program: Program, design: int, divisor: int, timeout: int):
         self.program, self.divisor, self.timeout = program, check_divisor(divisor), timeout
         self.n_counters = len(COUNTERS) + len(program.ops)
         self.info = BoardInfo(design, program.n_logits, self.n_counters, tuple(program.input_shape), divisor)
@@ -62,7 +62,7 @@ class BoardCore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.accel = accel = Accelerator(self.program)
+        m.submodules.accel = accel = Accelerator(program=self.program)
         m.submodules.uart_rx = rx = UARTRx(divisor=self.divisor)
         m.submodules.uart_tx = tx = UARTTx(divisor=self.divisor)
         m.submodules.link = link = HostLink(shape=self.info.shape, n_logits=self.info.n_logits,

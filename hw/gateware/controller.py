@@ -20,6 +20,16 @@ class Controller(wiring.Component):
     (``mm_drain`` or ``pool_drain`` cycles after the last issue, until the op's last write has landed)
     and goes on to the next op.
 
+    Parameters
+    ----------
+    plan : Plan
+        The program's schedule and sizes (:mod:`~prunehw.hw.gateware.plan`).
+    mm_drain, pool_drain : int
+        Cycles waited after a matmul's or a pooling op's last issue before the next op starts (the op's last
+        write has landed by then).
+    taps : Taps
+        The mutation campaign's hook (:mod:`~prunehw.hw.gateware.taps`); ``PASS`` (no fault) in real designs.
+
     Members
     -------
     start : In(1)
@@ -41,7 +51,7 @@ class Controller(wiring.Component):
         first / last element, and the output word's address.
     """
 
-    def __init__(self, plan: Plan, *, mm_drain: int, pool_drain: int, taps=PASS):
+    def __init__(self, *, plan: Plan, mm_drain: int, pool_drain: int, taps=PASS):
         self.plan, self.taps = plan, taps
         self.mm_drain, self.pool_drain = mm_drain, pool_drain
         aw = plan.aw

@@ -18,6 +18,20 @@ class Counters(wiring.Component):
     flags) and once after each cycle's events are summed, so no counter's adder is on the path of the controller
     or of a memory (the counts lag their events by two cycles; ``settled`` says when they are final).
 
+    Parameters
+    ----------
+    n_ops : int
+        The program's ops, each with its own cycle counter.
+    macs_width : int
+        Width of the controller's per-beat count of useful MACs.
+    flag_widths : dict[str, int]
+        Per event counter counted from one-bit sources: how many sources.
+    value_widths : dict[str, int]
+        Per event counter counted from a per-cycle value: that value's width. With ``flag_widths``, every event
+        of :data:`~prunehw.hw.host.counters.EVENTS` exactly once.
+    logits_layout : ArrayLayout
+        The logits read through the host port before the counters.
+
     Members
     -------
     busy, clear : In(1)

@@ -36,6 +36,13 @@ class Feeder(wiring.Component):
     output goes straight into a register: the ECP5's DP16KD has a slow
     clock-to-output, so no logic may follow it in the same cycle.
 
+    Parameters
+    ----------
+    plan : Plan
+        The program's schedule and sizes: rows, word width, the weight ROMs' images and the row tables.
+    taps : Taps
+        The mutation campaign's hook (:mod:`~prunehw.hw.gateware.taps`); ``PASS`` (no fault) in real designs.
+
     Members
     -------
     k : In(plan.op_layout)
@@ -54,7 +61,7 @@ class Feeder(wiring.Component):
         The bits the weight ROM read this cycle moves (its word width; 0 when none is read).
     """
 
-    def __init__(self, plan: Plan, taps=PASS):
+    def __init__(self, *, plan: Plan, taps=PASS):
         self.plan, self.taps = plan, taps
         R, aw = plan.R, plan.aw
         super().__init__({

@@ -23,6 +23,15 @@ class Pooling(wiring.Component):
     """Keeps the running maximum of each window's words, read one a cycle, and asks for the window's word
     to be written with its last element.
 
+    Parameters
+    ----------
+    plan : Plan
+        The program's sizes (word and address widths, lanes per word).
+    read_layout : StructLayout
+        The controller's pooling read (``Controller.pool_layout``).
+    taps : Taps
+        The mutation campaign's hook (:mod:`~prunehw.hw.gateware.taps`); ``PASS`` (no fault) in real designs.
+
     Members
     -------
     k : In(plan.op_layout)
@@ -36,7 +45,7 @@ class Pooling(wiring.Component):
         A finished window: its word and output address.
     """
 
-    def __init__(self, plan: Plan, read_layout: data.StructLayout, taps=PASS):
+    def __init__(self, *, plan: Plan, read_layout: data.StructLayout, taps=PASS):
         self.plan, self.taps = plan, taps
         super().__init__({"k": In(plan.op_layout), "read": In(read_layout), "data": In(plan.word),
                           "fire": Out(1), "addr": Out(plan.aw), "word": Out(plan.word)})

@@ -34,6 +34,15 @@ class WriteBack(wiring.Component):
     pooling window (a plain convolution's window is one position) is kept, the window's word written
     with its last position (:data:`BOTTOM_STAGES`).
 
+    Parameters
+    ----------
+    plan : Plan
+        The program's sizes, biases and requantization constants.
+    latency : int
+        Cycles from a beat's entry into the array to its column sums at ``y`` (the array's latency).
+    taps : Taps
+        The mutation campaign's hook (:mod:`~prunehw.hw.gateware.taps`); ``PASS`` (no fault) in real designs.
+
     Members
     -------
     k : In(plan.op_layout), op : In(range(n_ops))
@@ -50,7 +59,7 @@ class WriteBack(wiring.Component):
         Memory port enables (activity).
     """
 
-    def __init__(self, plan: Plan, *, latency: int, taps=PASS):
+    def __init__(self, *, plan: Plan, latency: int, taps=PASS):
         self.plan, self.latency, self.taps = plan, latency, taps
         super().__init__({
             "k": In(plan.op_layout), "op": In(range(max(2, plan.n_ops))), "entry": In(plan.beat), "y": In(plan.sums),

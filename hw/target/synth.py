@@ -309,23 +309,43 @@ def no_fit_problem(log_text: str, device_name: str = DEFAULT_DEVICE) -> str | No
 
 
 def run_synthesis(verilog: Path, top: str, out_dir: Path, target_mhz: float = 100.0, seed: int = 1,
-                  progress=None, lpf: str | None = None, device: str = DEFAULT_DEVICE) -> SynthResult:
+                  progress=None, lpf: str | None = None, device: str = DEFAULT_DEVICE,
+                  netlist_from: Path | None = None) -> SynthResult:
     """yosys then nextpnr on ``verilog`` for ``device`` (a name from :data:`~prunehw.hw.target.devices.DEVICES`) (out of context, or on the pins of ``lpf`` in ``out_dir``); the measured
     figures, also written to ``out_dir/synth.json``.
 
     A design that does not fit the device keeps its synthesis figures with
     ``fits`` false and a ``problem`` naming the resource; one that routes below
     ``target_mhz`` has ``meets_timing`` false and names its critical path.
+
+    ``netlist_from``: a folder where this function synthesised the same Verilog for another part of the same
+    family; its netlist is placed on ``device`` without running yosys again (synthesis does not depend on the
+    part within a family, only place and route does).
     """
-    from prunehw.core.artifacts import write_json
+    import shutil
+
+    from prunehw.core.artifacts import read_json, write_json
 
     out_dir = Path(out_dir)
     tools = tool_versions()
     say = (lambda step: (lambda s: progress(step, s))) if progress else (lambda step: None)
     dev = _device(device)
-    cells, memories, t_syn = synthesize(verilog, top, out_dir, say(f"yosys {dev.synth_command}"), dev)
-    absorbed, ports = absorb_bram_output_registers(out_dir / "top.json", out_dir / "top_outreg.json", top)
-    cells = {**cells, "TRELLIS_FF": cells.get("TRELLIS_FF", 0) - absorbed}
+    if netlist_from is not None:
+        done = read_json(Path(netlist_from) / "synth.json")
+        if not done or not (Path(netlist_from) / "top_outreg.json").is_file():
+            raise ValueError(f"{netlist_from} holds no synthesised netlist (synth.json, top_outreg.json); "
+                             f"allowed: a folder run_synthesis wrote")
+        if _device(done["device"]).family != dev.family:
+            raise ValueError(f"the netlist in {netlist_from} was synthesised for the {done['device']} "
+                             f"({_device(done['device']).family}); allowed: a part of the {dev.family} family")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(netlist_from) / "top_outreg.json", out_dir / "top_outreg.json")
+        cells, memories, absorbed = done["cells"], done["memories"], done["bram_output_registers"]
+        t_syn = done["seconds"].get("yosys", 0.0)
+    else:
+        cells, memories, t_syn = synthesize(verilog, top, out_dir, say(f"yosys {dev.synth_command}"), dev)
+        absorbed, ports = absorb_bram_output_registers(out_dir / "top.json", out_dir / "top_outreg.json", top)
+        cells = {**cells, "TRELLIS_FF": cells.get("TRELLIS_FF", 0) - absorbed}
     counts = {name: cells.get(cell, 0) for cell, name in CELLS.items()}
     result = SynthResult(**counts, cells=cells, memories=memories, device=dev.name, target_mhz=target_mhz, fits=True, tools=tools,
                          bram_output_registers=absorbed, seconds={"yosys": round(t_syn, 1)})

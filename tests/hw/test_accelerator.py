@@ -151,7 +151,7 @@ def test_narrow_weights_and_activations_are_stored_at_their_width(weight_bits, a
     assert (program.weight_bits, program.act_bits) == (max(per_layer.values()), act_bits)
     from prunehw.hw.gateware.accelerator import Accelerator
 
-    accel = Accelerator(program)
+    accel = Accelerator(program=program)
     accel._MustUse__silence = True     # only its memory shapes are read here; check() simulates another
     shapes = accel.memory_shapes()
     tiles = {bits: sum(len(o.tiles) for o in program.matmuls() if o.weight_bits == bits) for bits in per_layer.values()}
@@ -232,7 +232,7 @@ def test_every_view_of_the_counters_follows_the_one_definition(small_contract):
     assert names == [c.name for c in COUNTER_SPECS] + [f"cycles_{o}" for o in ops]
     assert all(c.meaning and c.bits == 32 and c.source in ("controller", "event") for c in COUNTER_SPECS)
     assert EVENTS == COUNTERS[3:] and len(set(names)) == len(names)
-    accel = Accelerator(program)
+    accel = Accelerator(program=program)
     desc = describe(program, accel)
     host = accel.host_map()
     assert desc["counters"] == names

@@ -133,7 +133,7 @@ def board():
 
 
 def run_host(program, script):
-    dut = BoardCore(program, design=0x1234ABCD, divisor=DIV, timeout=TIMEOUT)
+    dut = BoardCore(program=program, design=0x1234ABCD, divisor=DIV, timeout=TIMEOUT)
     host = SerialHost(dut)
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -225,7 +225,7 @@ def test_a_board_top_that_misses_its_clock_gets_no_bitstream(board, tmp_path):
 
     need_tool(tools_missing())
     _, program, _ = board
-    top = Ulx3sTop(BoardCore(program, design=1, divisor=50, timeout=1000), clock_mhz=250,
+    top = Ulx3sTop(BoardCore(program=program, design=1, divisor=50, timeout=1000), clock_mhz=250,
                    pll=pll_parameters(25, 250))
     with pytest.raises(BitstreamFailed) as exc:
         build_bitstream(top, tmp_path)

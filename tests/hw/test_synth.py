@@ -84,11 +84,16 @@ def test_tiny_design_routes_and_reports_its_clock(tiny_synth):
 
 
 def test_the_same_design_places_on_the_part_chosen(tiny_synth):
-    """``device`` reaches both tools: the same netlist placed on the LFE5U-25F, whose capacity nextpnr reports."""
+    """``device`` reaches place and route: the netlist synthesised for the 85F placed on the LFE5U-25F (yosys not
+    run again: synthesis is the same for every part of a family), whose capacity nextpnr reports."""
     res85, _, _, folder = tiny_synth
     res = run_synthesis(folder.parent / "rtl" / f"{TOP_NAME}.v", TOP_NAME, folder.parent / "synth_25f",
-                        target_mhz=100.0, device="LFE5U-25F")
-    assert res.fits and res.device == "LFE5U-25F"
+                        target_mhz=100.0, device="LFE5U-25F", netlist_from=folder)
+    assert res.fits and res.device == "LFE5U-25F" and not (folder.parent / "synth_25f" / "yosys.log").exists()
+    assert res.cells == res85.cells and res.memories == res85.memories and res.seconds["nextpnr"] > 0
+    with pytest.raises(ValueError, match="holds no synthesised netlist"):
+        run_synthesis(folder.parent / "rtl" / f"{TOP_NAME}.v", TOP_NAME, folder.parent / "synth_x",
+                      device="LFE5U-25F", netlist_from=folder.parent / "rtl")
     assert res.capacity == {"lut": 24288, "ff": 24288, "carry": 12144, "dsp": 28, "bram": 56}
     assert (res.lut, res.ff, res.dsp, res.bram) == (res85.lut, res85.ff, res85.dsp, res85.bram)
 
