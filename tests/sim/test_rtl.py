@@ -124,7 +124,7 @@ def test_mutation_campaign_catches_every_fault(quick_flow, variant):
     assert sum(r["build"] == "shared" for r in rows) >= 20, "the shared build (fault_select) should hold most faults"
 
 
-@pytest.mark.regression
+@pytest.mark.campaign
 def test_mutation_campaign_on_the_default_dense_network(tmp_path):
     # (the quick network's dense variant is not run as well: this one is the same kind of design, larger, and
     # harder to saturate)
