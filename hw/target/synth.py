@@ -341,14 +341,14 @@ def run_synthesis(verilog: Path, top: str, out_dir: Path, target_mhz: float = 10
         out_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(netlist_from) / "top_outreg.json", out_dir / "top_outreg.json")
         cells, memories, absorbed = done["cells"], done["memories"], done["bram_output_registers"]
-        t_syn = done["seconds"].get("yosys", 0.0)
+        t_syn = None         # (yosys did not run here: its time belongs to the folder it ran in)
     else:
         cells, memories, t_syn = synthesize(verilog, top, out_dir, say(f"yosys {dev.synth_command}"), dev)
         absorbed, ports = absorb_bram_output_registers(out_dir / "top.json", out_dir / "top_outreg.json", top)
         cells = {**cells, "TRELLIS_FF": cells.get("TRELLIS_FF", 0) - absorbed}
     counts = {name: cells.get(cell, 0) for cell, name in CELLS.items()}
     result = SynthResult(**counts, cells=cells, memories=memories, device=dev.name, target_mhz=target_mhz, fits=True, tools=tools,
-                         bram_output_registers=absorbed, seconds={"yosys": round(t_syn, 1)})
+                         bram_output_registers=absorbed, seconds={} if t_syn is None else {"yosys": round(t_syn, 1)})
     try:
         report, t_pnr = place_and_route(out_dir, target_mhz, seed, progress=say("nextpnr-ecp5 place and route"),
                                         netlist="top_outreg.json", lpf=lpf, dev=dev)
