@@ -8,6 +8,7 @@ so a stage killed midway leaves the previous good state behind.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -37,6 +38,7 @@ __all__ = [
     "stage_is_current",
     "stage_key",
     "code_digest",
+    "code_closure",
     "pyplot",
     "write_png",
 ]
@@ -284,6 +286,74 @@ def code_digest(*packages: str) -> str:
         for path in sorted(folder.rglob("*.py")):     # (its subpackages too)
             h.update(path.relative_to(folder).as_posix().encode() + path.read_bytes())
     return h.hexdigest()[:16]
+
+
+def code_closure(*modules: str) -> str:
+    """Hash of the source of ``modules`` and of every ``prunehw`` module they import, directly or through others
+    (function-local imports included): a stage keyed on its own module's closure runs again when any code it
+    runs is edited, the face's included."""
+    h = hashlib.sha256()
+    for name, path in sorted(_closure(tuple(sorted(modules)))):    # (by name: the same code anywhere on disk)
+        h.update(name.encode() + b"\0" + Path(path).read_bytes())
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def _closure(roots: tuple[str, ...]) -> frozenset[tuple[str, str]]:
+    """(module name, source file) of ``roots`` and of every ``prunehw`` module they import, transitively."""
+    seen: dict[str, str] = {}
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = _module_file(name)
+        if path is None:
+            continue
+        seen[name] = path
+        todo += _imports(name, path)
+    return frozenset(seen.items())
+
+
+def _module_file(name: str) -> str | None:
+    """The source file of the ``prunehw`` module ``name`` (a package's ``__init__.py``), or None. Found on disk
+    below its top-level package (``prunehw.hw`` and the like), so no module below those is imported for it."""
+    import importlib.util
+
+    parts = name.split(".")
+    if parts[0] != "prunehw":
+        return None
+    try:
+        spec = importlib.util.find_spec(".".join(parts[:2]))
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin:
+        return None
+    path = Path(spec.origin)
+    for part in parts[2:]:
+        if path.name != "__init__.py":
+            return None
+        path = path.parent / part / "__init__.py" if (path.parent / part).is_dir() else path.parent / f"{part}.py"
+    return str(path) if path.suffix == ".py" and path.is_file() else None
+
+
+def _imports(name: str, path: str) -> list[str]:
+    """The ``prunehw`` modules that the source ``path`` of module ``name`` imports, anywhere in its body."""
+    import ast
+
+    package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(Path(path).read_bytes(), path)):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            found.append(base)
+            found += [f"{base}.{a.name}" for a in node.names]     # (a submodule, when it is one)
+    return [f for f in found if f == "prunehw" or f.startswith("prunehw.")]
 
 
 def stage_is_current(run_dir: Path, stage: str, key: str) -> bool:

@@ -53,15 +53,6 @@ def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: 
     return small, save_maps(out_dir / "index_maps.json", geo, maps)
 
 
-def variants_code() -> str:
-    """A digest of this module's source: it prunes and quantizes the variants (``prune_variant``,
-    ``quantize_variant``), so a change here must invalidate those stages like a change in ``model/`` or
-    ``export/`` does."""
-    from prunehw.core.artifacts import sha256_file
-
-    return sha256_file(Path(__file__))
-
-
 def cost_code() -> str:
     """A digest of what pruning to a hardware target depends on beyond the pruning code: the cost functions here
     and the hardware models they call (in the cache keys of such prunings)."""

@@ -1,0 +1,56 @@
+"""The ``rtl`` stage: the accelerator's Verilog for a variant (``<variant>/rtl/``), its analytic cycles and
+SCALE-Sim's estimate for the same matrix products."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prunehw.core.artifacts import code_digest, record_stage, sha256_file, stage_key, update_variant
+from prunehw.stages import code_key, up_to_date
+
+__all__ = ["rtl", "merge_layers"]
+
+
+def rtl(flow, variant: str, force: bool = False) -> Path:
+    """Generate the accelerator's Verilog for a variant (``<variant>/rtl/``) and its analytic cycles."""
+    from prunehw.export.contract import load_contract
+    from prunehw.hw.generate import generate_verilog
+    from prunehw.hw.models.scalesim_compare import scalesim_cycles
+    from prunehw.hw.target.ecp5 import MODELS_FILE
+
+    cfg = flow.cfg
+    contract_path = flow.quantize(variant)
+    out = flow.run_dir / variant / "rtl"
+    # (all of hw/ beside the imported code: its data files, such as the primitives' simulation models)
+    key = stage_key(cfg.key("array"), sha256_file(contract_path), sha256_file(contract_path.with_name("weights.npz")),
+                    code_digest("hw"), code_key(__name__))
+    stage = f"rtl:{variant}"
+    if up_to_date(flow, stage, key, out, force):
+        return out
+    v, j, desc = generate_verilog(load_contract(contract_path), cfg.array, out)
+    cyc = desc["cycles_analytic"]
+    # SCALE-Sim's estimate for the same matrix products on the same array (pooling is not a GEMM)
+    gemms = [(o["name"], o["positions"], o["rows"], o["cols"]) for o in desc["ops"] if "positions" in o]
+    ss = scalesim_cycles(gemms, cfg.array.rows, cfg.array.cols, out / "scalesim", cfg.array.dataflow)
+    update_variant(flow.run_dir, variant, {
+        "cycles": {"analytic": cyc["total"], "scalesim": sum(ss.values()),
+                   "analytic_matmul_layers": sum(cyc["per_op"][n] for n in ss),
+                   "per_layer": merge_layers(flow, variant, [
+                       {"layer": k, "analytic": c, **({"scalesim": ss[k]} if k in ss else {})}
+                       for k, c in cyc["per_op"].items()])},
+        "array": desc["array"],
+    })
+    record_stage(flow.run_dir, stage, key, [v, j, out / MODELS_FILE])
+    flow.log(f"rtl {variant}: {cfg.array.rows}x{cfg.array.cols} array, {cyc['total']} cycles per image "
+             f"(analytic), {cyc['macs']} MACs; SCALE-Sim estimates {sum(ss.values())} cycles for its conv/dense "
+             f"layers (ours {sum(cyc['per_op'][n] for n in ss)}); wrote {v}")
+    return out
+
+
+def merge_layers(flow, variant: str, new: list[dict]) -> list[dict]:
+    """Per-layer cycle entries with ``new`` figures laid over those already in summary.json (same layers)."""
+    from prunehw.core.artifacts import read_json
+
+    old = read_json(flow.run_dir / "summary.json").get("variants", {}).get(variant, {})
+    before = {p["layer"]: p for p in old.get("cycles", {}).get("per_layer", [])}
+    return [{**before.get(p["layer"], {}), **p} for p in new]

@@ -1,0 +1,140 @@
+"""The ``sim`` stage: each variant's accelerator RTL under cocotb (Verilator or Icarus) on the run's test images,
+every image's logits against the golden model and every counter against the analytic model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from prunehw.core.artifacts import code_digest, record_stage, sha256_file, stage_is_current, stage_key, update_variant
+from prunehw.stages import code_key
+from prunehw.stages.rtl import merge_layers
+
+__all__ = ["sim", "sim_images"]
+
+
+def sim(flow, variants: list[str], simulator: str, images: int, workers: int = 2, waves: bool = False,
+        force: bool = False) -> dict[str, dict]:
+    """Run each variant's RTL under cocotb in ``simulator`` on the first ``images`` test images (0 = all).
+
+    Jobs (variant x shard) run in ``workers`` simulator processes. Returns
+    {variant: merged result}; a missing simulator raises ``SimulatorMissing``.
+    """
+    from prunehw.core.artifacts import write_json
+    from prunehw.sim.regression import Job, merge, run_jobs
+    from prunehw.sim.runner import SimulatorMissing, simulator_missing
+
+    reason = simulator_missing(simulator)
+    if reason:
+        raise SimulatorMissing(reason)
+    data = flow.data
+    n = images or len(data.x_test)
+    if n > len(data.x_test):
+        from prunehw.core.errors import ConfigError
+
+        raise ConfigError(f"--images {n}: the test set has {len(data.x_test)} images")
+    img_path = sim_images(flow)
+    images_digest = sha256_file(img_path)
+    jobs, keys, results, cached = [], {}, {}, set()
+    # every variant split into ``workers`` equal shards (sharing the variant's build), so the
+    # processes stay balanced even when one variant is much slower than another
+    shards = max(1, min(workers, n // 50))
+    for v in variants:
+        rtl_dir = flow.rtl(v)
+        contract = flow.quantize(v)
+        key = stage_key(sha256_file(rtl_dir / "prunehw_top.v"), sha256_file(contract), n, simulator, code_digest("sim"),
+                        code_key(__name__), images_digest)
+        keys[v] = key
+        stage = f"sim:{simulator}:{v}"
+        if not force and stage_is_current(flow.run_dir, stage, key):
+            from prunehw.core.artifacts import read_json
+
+            results[v] = read_json(flow.run_dir / v / f"sim_{simulator}" / "result.json")
+            cached.add(v)
+            continue
+        bounds = np.linspace(0, n, shards + 1).astype(int)
+        for s in range(shards):
+            folder = flow.run_dir / v / f"sim_{simulator}"
+            jobs.append(Job(variant=v, simulator=simulator, start=int(bounds[s]), stop=int(bounds[s + 1]),
+                            images=str(img_path), contract=str(contract), desc=str(rtl_dir / "accelerator.json"),
+                            rtl_dir=str(rtl_dir), build_dir=str(folder / "build"), n_build=n,
+                            work_dir=str(folder / f"shard{s}"), waves=waves))
+    if jobs:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(jobs), desc=f"{simulator} jobs", unit="job")
+        parts = run_jobs(jobs, workers, progress=lambda r: bar.update(1))
+        bar.close()
+        for v in {j["variant"] for j in jobs}:
+            res = merge([p for p in parts if p["variant"] == v])
+            out = write_json(flow.run_dir / v / f"sim_{simulator}" / "result.json", res)
+            record_stage(flow.run_dir, f"sim:{simulator}:{v}", keys[v], [out])
+            results[v] = res
+    for v in variants:
+        _record_sim(flow, v, simulator, results[v], cached=v in cached)
+    return results
+
+
+def sim_images(flow) -> Path:
+    """``sim_images.npz``: the run's current test images, which the RTL simulations read.
+
+    Rewritten whenever it differs from the current test set, so a changed
+    data config never leaves the RTL running on the old images.
+    """
+    img_path = flow.run_dir / "sim_images.npz"
+    if not img_path.is_file() or not np.array_equal(np.load(img_path)["x"], flow.data.x_test):
+        from prunehw.core.artifacts import atomic_path
+
+        with atomic_path(img_path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, x=flow.data.x_test)
+    return img_path
+
+
+def _record_sim(flow, variant: str, simulator: str, res: dict, cached: bool = False) -> None:
+    from prunehw.core.artifacts import read_json
+    from prunehw.hw.host.counters import COUNTERS
+
+    desc = read_json(flow.run_dir / variant / "rtl" / "accelerator.json")
+    ops = [o["name"] for o in desc["ops"]]
+    counters = [dict(zip(desc["counters"], c)) for c in res["counters"]]    # (the host port's names)
+    y = flow.data.y_test[res["images"]]
+    acc = float(np.mean(np.argmax(np.array(res["logits"]), axis=1) == y)) if res["logits"] else None
+    tag = f"rtl_{simulator}"
+    entry: dict = {"bitexact": {tag: {"match": res["match"], "total": res["total"]}},
+                   "accuracy": {tag: acc, "images": {tag: len(res["images"])}}}
+    if res["first_mismatch"]:
+        entry["bitexact"][tag]["first_mismatch"] = res["first_mismatch"]
+    if counters:
+        first = counters[0]
+        same = all(c == first for c in counters)
+        analytic = desc["cycles_analytic"]
+        entry["cycles"] = {
+            "rtl": first["total_cycles"],
+            "rtl_equals_analytic": same and first["total_cycles"] == analytic["total"]
+            and all(first[f"cycles_{o}"] == analytic["per_op"][o] for o in ops),
+            "per_layer": merge_layers(flow, variant, [{"layer": o, "analytic": analytic["per_op"][o],
+                                                       "rtl": first[f"cycles_{o}"]} for o in ops]),
+        }
+        # clock cycles from one start to the next in the testbench: serial (load after read-out) and
+        # overlapped (the next image loaded into the free slot during the inference); medians
+        gaps = res.get("intervals", {})
+        if gaps.get("serial") and gaps.get("overlapped"):
+            entry["cycles"]["interval"] = {k: int(np.median(gaps[k])) for k in ("serial", "overlapped")}
+        R, C = desc["array"]["rows"], desc["array"]["cols"]
+        entry["pe_utilization"] = first["macs"] / (first["total_cycles"] * R * C)
+        entry["activity"] = {k: first[k] for k in COUNTERS}
+        # every image's every activity counter (memory ports, array) against the analytic model
+        want = desc.get("activity_analytic", {})
+        entry["activity_equals_analytic"] = bool(want) and all(c[k] == want.get(k) for c in counters for k in COUNTERS)
+    update_variant(flow.run_dir, variant, entry, replace=("activity",))
+    cyc = entry.get("cycles", {})
+    acc_text = f"{acc:.4f}" if acc is not None else "not measured"
+    flow.log(f"sim {simulator} {variant}: {'up to date, ' if cached else ''}{res['match']}/{res['total']} images "
+             f"bit-exact with the golden model, "
+             f"RTL accuracy {acc_text}, {cyc.get('rtl')} cycles/image "
+             f"({'equal to' if cyc.get('rtl_equals_analytic') else 'DIFFERENT from'} the analytic model; activity "
+             f"counters {'equal to' if entry.get('activity_equals_analytic') else 'DIFFERENT from'} it on every image)")
+    if res["first_mismatch"]:
+        flow.log(f"sim {simulator} {variant}: first mismatch: {res['first_mismatch']}")
+
