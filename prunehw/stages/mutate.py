@@ -39,7 +39,7 @@ def mutate(flow, variant: str, images: int, workers: int = 2, faults: list[str] 
     unreachable = [r["event"] for r in coverage if r["covered_by"].startswith("unreachable")]
     flow.log(f"mutate {variant}: {len(x)} stimulus images cover {len(reached)}/{len(coverage)} layer events"
              + (f"; unreachable by any image (interval bound): {', '.join(unreachable)}" if unreachable else "")
-             + (f"; NOT REACHED, undecided (closest image / interval bound, of the threshold): "
+             + ("; NOT REACHED, undecided (closest image / interval bound, of the threshold): "
                 + ", ".join(f"{r['event']} ({r['closest']:.1%} / {r['interval_bound']:.0%})" for r in holes) if holes else "")
              + f" ({flow.run_dir / 'mutate' / variant / 'coverage.csv'})")
     img_path = flow.run_dir / "mutate" / "images.npz"
