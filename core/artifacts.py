@@ -179,11 +179,14 @@ def _summary_locked(run_dir: Path):
     figures."""
     import fcntl
 
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    with open(Path(run_dir) / "summary.json.lock", "a") as fh:
+    from prunehw.core.layout import RunLayout
+
+    summary = RunLayout(run_dir).summary
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    with open(summary.with_name(summary.name + ".lock"), "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            yield Path(run_dir) / "summary.json"
+            yield summary
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 

@@ -216,6 +216,13 @@ class RunConfig(Section):
         return Path(self.build_dir) / self.name
 
     @property
+    def layout(self):
+        """The run folder's paths (:class:`~prunehw.core.layout.RunLayout`)."""
+        from prunehw.core.layout import RunLayout
+
+        return RunLayout(self.run_dir)
+
+    @property
     def variant_names(self) -> tuple[str, ...]:
         """Every variant of the run: ``dense`` (the trained network), then the configured ones."""
         return ("dense", *(v.name for v in self.variants))

@@ -64,7 +64,7 @@ def simulate_board(flow, variant: str, simulator: str = "verilator", force: bool
     from prunehw.sim.runner import run_board
 
     b = flow.cfg.board
-    out = flow.run_dir / variant / "board" / f"sim_{simulator}"
+    out = flow.layout.board(variant) / f"sim_{simulator}"
     contract = flow.quantize(variant)
     key = stage_key(sha256_file(contract), sha256_file(contract.with_name("weights.npz")), flow.cfg.key("array", "board"),
                     simulator, code_digest("hw"), code_digest("sim"), sha256_file(flow.sim_images()))
@@ -116,7 +116,7 @@ def build_bitstream(flow, variant: str, force: bool = False) -> dict:
 
         raise ToolMissing(reason)
     b, seed = flow.cfg.board, flow.cfg.synth.seed
-    out = flow.run_dir / variant / "board" / "bitstream"
+    out = flow.layout.board(variant) / "bitstream"
     contract = flow.quantize(variant)
     key = stage_key(sha256_file(contract), sha256_file(contract.with_name("weights.npz")), flow.cfg.key("array", "board"),
                     seed, tool_versions(), code_digest("hw"))

@@ -60,7 +60,7 @@ def run_experiments(flow, only: list[str] | None = None, force: bool = False, lo
 
 
 def _dense_acc(pts) -> float:
-    return read_json(pts.flow.run_dir / "summary.json")["variants"]["dense"]["accuracy"]["float"]
+    return read_json(pts.flow.layout.summary)["variants"]["dense"]["accuracy"]["float"]
 
 
 def _fig11(pts, log) -> list[Path]:

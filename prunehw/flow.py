@@ -40,6 +40,11 @@ class Flow:
     def run_dir(self) -> Path:
         return self.cfg.run_dir
 
+    @property
+    def layout(self):
+        """The run folder's paths (:class:`~prunehw.core.layout.RunLayout`)."""
+        return self.cfg.layout
+
     @cached_property
     def dataset(self):
         """The configured data set, loaded and checked; nothing is written."""
@@ -76,7 +81,7 @@ class Flow:
             prune.prune_source(self, src)
 
     def model_path(self, variant: str) -> Path:
-        return self.run_dir / variant / "model.keras"
+        return self.layout.model(variant)
 
     def variant_names(self) -> list[str]:
         return list(self.cfg.variant_names)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from prunehw.core.artifacts import read_json
+from prunehw.core.layout import RunLayout
 
 __all__ = ["format_report", "savings_ratios", "write_savings"]
 
@@ -20,7 +21,7 @@ def _count(d: dict | None) -> str:
 
 
 def format_report(run_dir: Path) -> str:
-    s = read_json(Path(run_dir) / "summary.json")
+    s = read_json(RunLayout(run_dir).summary)
     variants = s.get("variants", {})
     lines = [f"prunehw report: {run_dir}", ""]
     head = f"{'variant':<18} {'removed':>8} {'weights':>8} {'float':>7} {'int8':>7} {'hls4ml':>7} {'RTL':>7} " \
@@ -131,7 +132,7 @@ def write_savings(run_dir: Path) -> list[Path]:
     plt = pyplot()
 
     run_dir = Path(run_dir)
-    s = read_json(run_dir / "summary.json")
+    s = read_json(RunLayout(run_dir).summary)
     variants = s.get("variants", {})
     ratios = savings_ratios(s)
     update_summary(run_dir, {"savings_vs_dense": ratios})

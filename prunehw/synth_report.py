@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from prunehw.core.artifacts import read_json, record_stage, sha256_file, stage_is_current, update_variant, write_json
+from prunehw.core.layout import RunLayout
 
 __all__ = ["ToolMissing", "synth_variants", "synth_rows", "format_board_table", "format_synth_table", "write_synth_files"]
 
@@ -51,13 +52,13 @@ def synth_variants(flow, variants: list[str], force: bool = False) -> dict[str, 
     reason = tools_missing()
     if reason:
         raise ToolMissing(reason)
-    cfg, run_dir = flow.cfg.synth, flow.run_dir
+    cfg, run_dir, layout = flow.cfg.synth, flow.run_dir, flow.layout
     dev = device(cfg.device)
     versions = tool_versions()
     jobs, keys, results, refused = [], {}, {}, {}
     for v in variants:
         rtl_dir = flow.rtl(v)
-        desc = read_json(rtl_dir / "accelerator.json")
+        desc = read_json(layout.accelerator(v))
         # what the device lacks, said before any tool runs (no figures: none were measured)
         problem = fit_problem(dev, desc["memory_shapes"], desc["array"]["rows"] * desc["array"]["cols"])
         if problem:
@@ -65,7 +66,7 @@ def synth_variants(flow, variants: list[str], force: bool = False) -> dict[str, 
             continue
         keys[v] = stage_key(sha256_file(rtl_dir / f"{TOP_NAME}.v"), versions, cfg.target_mhz, cfg.seed, dev.name,
                             code_digest("hw"))
-        out = run_dir / v / "synth" / "synth.json"
+        out = layout.synth(v) / "synth.json"
         if not force and stage_is_current(run_dir, f"synth:{v}", keys[v]):
             results[v] = read_json(out)
         else:
@@ -87,7 +88,7 @@ def synth_variants(flow, variants: list[str], force: bool = False) -> dict[str, 
         return report
 
     def one(v):
-        res = run_synthesis(run_dir / v / "rtl" / f"{TOP_NAME}.v", TOP_NAME, run_dir / v / "synth", cfg.target_mhz,
+        res = run_synthesis(layout.rtl(v) / f"{TOP_NAME}.v", TOP_NAME, layout.synth(v), cfg.target_mhz,
                             seed=cfg.seed, progress=progress(v), device=dev.name)
         with lock:
             status.pop(v, None)
@@ -104,24 +105,24 @@ def synth_variants(flow, variants: list[str], force: bool = False) -> dict[str, 
                 errors[v] = exc
                 continue
             results[v] = res.to_dict()
-            record_stage(run_dir, f"synth:{v}", keys[v], [run_dir / v / "synth" / "synth.json"])
+            record_stage(run_dir, f"synth:{v}", keys[v], [layout.synth(v) / "synth.json"])
     if bar is not None:
         bar.close()
     entries = {}
-    summary = read_json(run_dir / "summary.json").get("variants", {})
+    summary = read_json(layout.summary).get("variants", {})
     for v in variants:
         if v in refused:
             entries[v] = refused[v]
-            write_json(run_dir / v / "synth" / "synth.json", refused[v])   # (not an earlier device's figures)
+            write_json(layout.synth(v) / "synth.json", refused[v])   # (not an earlier device's figures)
             update_variant(run_dir, v, {"synth": entries[v]}, replace=("synth",))
             flow.log(f"synth {v}: {refused[v]['problem']} (nothing synthesised)")
             continue
         if v not in results:
             continue
-        desc = read_json(run_dir / v / "rtl" / "accelerator.json")
+        desc = read_json(layout.accelerator(v))
         entries[v] = _summary_entry(results[v], desc, summary.get(v, {}).get("cycles", {}).get("rtl"))
         update_variant(run_dir, v, {"synth": entries[v]}, replace=("synth",))
-        flow.log(_line(v, entries[v], run_dir / v / "synth", cached=v not in jobs))
+        flow.log(_line(v, entries[v], layout.synth(v), cached=v not in jobs))
     for v, exc in errors.items():
         flow.log(f"synth {v}: FAILED: {exc}")
     if errors:
@@ -231,11 +232,12 @@ def write_synth_files(run_dir: Path) -> list[Path]:
 
     from prunehw.core.artifacts import pyplot, write_csv, write_png
 
-    run_dir = Path(run_dir)
-    rows = synth_rows(read_json(run_dir / "summary.json"))
+    layout = RunLayout(run_dir)
+    summary = read_json(layout.summary)
+    rows = synth_rows(summary)
     if not rows:
         return []
-    out = [write_csv(run_dir / "synth" / "synth.csv", rows)]
+    out = [write_csv(layout.synth() / "synth.csv", rows)]
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), dpi=120, gridspec_kw={"width_ratios": [3, 1]})
     width = 0.8 / len(rows)
@@ -243,16 +245,16 @@ def write_synth_files(run_dir: Path) -> list[Path]:
         ax1.bar(np.arange(len(RESOURCES)) + i * width, [r.get(f"{k}_pct", 0) for k in RESOURCES], width,
                 label=r["variant"])
     ax1.set_xticks(np.arange(len(RESOURCES)) + width * (len(rows) - 1) / 2, [LABELS[k] for k in RESOURCES])
-    first = read_json(run_dir / "summary.json")["variants"][rows[0]["variant"]]["synth"]
+    first = summary["variants"][rows[0]["variant"]]["synth"]
     ax1.set_ylabel(f"% of the {first['device']}")
     ax1.set_title("Resources after synthesis (yosys synth_ecp5)")
     ax1.legend(fontsize=8)
     ax2.bar([r["variant"] for r in rows], [r.get("fmax_mhz", 0) for r in rows], color="tab:gray")
-    target = read_json(run_dir / "summary.json")["variants"][rows[0]["variant"]]["synth"]["target_mhz"]
+    target = first["target_mhz"]
     ax2.axhline(target, color="tab:red", linestyle="--", label=f"target {target:g} MHz")
     ax2.set_ylabel("Fmax after routing (MHz)")
     ax2.set_title("nextpnr-ecp5 Fmax")
     ax2.tick_params(axis="x", labelrotation=30)
     ax2.legend(fontsize=8)
-    out.append(write_png(fig, run_dir / "synth" / "synth.png"))
+    out.append(write_png(fig, layout.synth() / "synth.png"))
     return out

@@ -162,10 +162,13 @@ def copy_pruned(run_dir: Path, base: str, name: str) -> list[Path]:
 
     from prunehw.core.artifacts import read_json, update_variant
 
-    src, dst = Path(run_dir) / base, Path(run_dir) / name
-    dst.mkdir(parents=True, exist_ok=True)
-    outputs = [Path(shutil.copyfile(src / f, dst / f)) for f in ("model.keras", "index_maps.json") if (src / f).is_file()]
-    entry = read_json(Path(run_dir) / "summary.json").get("variants", {}).get(base, {})
+    from prunehw.core.layout import RunLayout
+
+    layout = RunLayout(run_dir)
+    layout.variant(name).mkdir(parents=True, exist_ok=True)
+    outputs = [Path(shutil.copyfile(path(base), path(name))) for path in (layout.model, layout.index_maps)
+               if path(base).is_file()]
+    entry = read_json(layout.summary).get("variants", {}).get(base, {})
     keep = ("method", "schedule", "criterion", "ratio_requested", "target_cycles", "target_energy_uj",
             "target_images_per_s", "target_cycles_for_rate", "ratio_measured", "weights_total",
             "weights_kept")

@@ -21,7 +21,7 @@ def sim_benchmark(flow, variants: list[str], verilator_images: int = 100, icarus
     from prunehw.hw.generate import generate_verilog
     from prunehw.sim.bench import bench_design
 
-    out = flow.run_dir / "sim_bench"
+    out = flow.layout.sim_bench
     n = max(verilator_images, icarus_images)
     images = flow.data.x_test[:n]
     rows = []

@@ -23,7 +23,7 @@ def export(flow, variant: str, force: bool = False) -> Path:
     from prunehw.model.network import load_model
 
     contract_path = flow.quantize(variant)
-    out = flow.run_dir / variant / "hls"
+    out = flow.layout.hls(variant)
     q = flow.cfg.quant
     key = stage_key(flow.cfg.key("data", "quant"), sha256_file(contract_path),
                     sha256_file(contract_path.with_name("weights.npz")), code_key(__name__))

@@ -32,7 +32,7 @@ def mutate(flow, variant: str, images: int, workers: int = 2, faults: list[str] 
     white = np.full_like(x[:1], 255)
     checker = (np.indices(x.shape[1:3]).sum(axis=0) % 2 * 255).astype(np.uint8).reshape(1, *x.shape[1:3], 1)
     x = np.concatenate([x, white, np.broadcast_to(checker, white.shape)])
-    write_csv(flow.run_dir / "mutate" / variant / "coverage.csv", coverage)
+    write_csv(flow.layout.mutate(variant) / "coverage.csv", coverage)
     reached = [r for r in coverage if not r["covered_by"].startswith(("not reached", "unreachable"))]
     holes = [r for r in coverage if r["covered_by"] == "not reached"]
     missing = [r["event"] for r in holes]
@@ -41,11 +41,11 @@ def mutate(flow, variant: str, images: int, workers: int = 2, faults: list[str] 
              + (f"; unreachable by any image (interval bound): {', '.join(unreachable)}" if unreachable else "")
              + ("; NOT REACHED, undecided (closest image / interval bound, of the threshold): "
                 + ", ".join(f"{r['event']} ({r['closest']:.1%} / {r['interval_bound']:.0%})" for r in holes) if holes else "")
-             + f" ({flow.run_dir / 'mutate' / variant / 'coverage.csv'})")
-    img_path = flow.run_dir / "mutate" / "images.npz"
+             + f" ({flow.layout.mutate(variant) / 'coverage.csv'})")
+    img_path = flow.layout.mutate() / "images.npz"
     with atomic_path(img_path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, x=x)
-    rows = run_campaign(program, contract_path, img_path, len(x), flow.run_dir / "mutate" / variant,
+    rows = run_campaign(program, contract_path, img_path, len(x), flow.layout.mutate(variant),
                         workers=workers, faults=faults, log=flow.log)
     update_summary(flow.run_dir, {"mutation": {variant: {
         "caught": sum(r["caught"] is True for r in rows), "total": sum(r["caught"] != "n/a" for r in rows),

@@ -23,7 +23,7 @@ def quantize(flow, variant: str, force: bool = False) -> Path:
 
     cfg = flow.cfg
     src = flow.float_model(variant)
-    out = flow.run_dir / variant / "contract.json"
+    out = flow.layout.contract(variant)
     q = cfg.quant
     v = None if variant == "dense" else cfg.variant(variant)
     wb, ab = (v and v.weight_bits) or q.weight_bits, (v and v.act_bits) or q.act_bits

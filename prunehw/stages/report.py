@@ -16,13 +16,13 @@ def report(flow, energy_table: Path | None = None) -> Path:
     from prunehw.savings import energy, gating_saved_pj, load_energy_table, storage
     from prunehw.synth_report import write_synth_files
 
-    run_dir = flow.run_dir
+    run_dir, layout = flow.run_dir, flow.layout
     table = load_energy_table(energy_table)
     for v in flow.variant_names():
-        desc_path = run_dir / v / "rtl" / "accelerator.json"
+        desc_path = layout.accelerator(v)
         desc = read_json(desc_path) if desc_path.is_file() else None
         entry: dict = {"storage_bytes": storage(flow.model_path(v), desc)}
-        activity = read_json(run_dir / "summary.json").get("variants", {}).get(v, {}).get("activity")
+        activity = read_json(layout.summary).get("variants", {}).get(v, {}).get("activity")
         if activity and desc:
             entry["energy_pj"] = energy(activity, desc, table)
             entry["energy_table"] = table["source"]
@@ -32,7 +32,7 @@ def report(flow, energy_table: Path | None = None) -> Path:
         update_variant(run_dir, v, entry, replace=("energy_pj", "energy_gating_saved_pj"))
     paths = write_savings(run_dir) + write_synth_files(run_dir)
     text = format_report(run_dir)
-    write_bytes(run_dir / "report.md", ("```\n" + text + "\n```\n\n" + "\n".join(
+    write_bytes(layout.report, ("```\n" + text + "\n```\n\n" + "\n".join(
         f"![{p.stem}]({p.relative_to(run_dir)})" for p in paths if p.suffix == ".png") + "\n").encode())
     flow.log(text)
-    return run_dir / "report.md"
+    return layout.report

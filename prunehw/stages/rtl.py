@@ -20,7 +20,7 @@ def rtl(flow, variant: str, force: bool = False) -> Path:
 
     cfg = flow.cfg
     contract_path = flow.quantize(variant)
-    out = flow.run_dir / variant / "rtl"
+    out = flow.layout.rtl(variant)
     # (all of hw/ beside the imported code: its data files, such as the primitives' simulation models)
     key = stage_key(cfg.key("array"), sha256_file(contract_path), sha256_file(contract_path.with_name("weights.npz")),
                     code_digest("hw"), code_key(__name__))
@@ -51,6 +51,6 @@ def merge_layers(flow, variant: str, new: list[dict]) -> list[dict]:
     """Per-layer cycle entries with ``new`` figures laid over those already in summary.json (same layers)."""
     from prunehw.core.artifacts import read_json
 
-    old = read_json(flow.run_dir / "summary.json").get("variants", {}).get(variant, {})
+    old = read_json(flow.layout.summary).get("variants", {}).get(variant, {})
     before = {p["layer"]: p for p in old.get("cycles", {}).get("per_layer", [])}
     return [{**before.get(p["layer"], {}), **p} for p in new]

@@ -50,14 +50,14 @@ def sim(flow, variants: list[str], simulator: str, images: int, workers: int = 2
         if not force and stage_is_current(flow.run_dir, stage, key):
             from prunehw.core.artifacts import read_json
 
-            results[v] = read_json(flow.run_dir / v / f"sim_{simulator}" / "result.json")
+            results[v] = read_json(flow.layout.sim(v, simulator) / "result.json")
             cached.add(v)
             continue
         bounds = np.linspace(0, n, shards + 1).astype(int)
         for s in range(shards):
-            folder = flow.run_dir / v / f"sim_{simulator}"
+            folder = flow.layout.sim(v, simulator)
             jobs.append(Job(variant=v, simulator=simulator, start=int(bounds[s]), stop=int(bounds[s + 1]),
-                            images=str(img_path), contract=str(contract), desc=str(rtl_dir / "accelerator.json"),
+                            images=str(img_path), contract=str(contract), desc=str(flow.layout.accelerator(v)),
                             rtl_dir=str(rtl_dir), build_dir=str(folder / "build"), n_build=n,
                             work_dir=str(folder / f"shard{s}"), waves=waves))
     if jobs:
@@ -68,7 +68,7 @@ def sim(flow, variants: list[str], simulator: str, images: int, workers: int = 2
         bar.close()
         for v in {j["variant"] for j in jobs}:
             res = merge([p for p in parts if p["variant"] == v])
-            out = write_json(flow.run_dir / v / f"sim_{simulator}" / "result.json", res)
+            out = write_json(flow.layout.sim(v, simulator) / "result.json", res)
             record_stage(flow.run_dir, f"sim:{simulator}:{v}", keys[v], [out])
             results[v] = res
     for v in variants:
@@ -82,7 +82,7 @@ def sim_images(flow) -> Path:
     Rewritten whenever it differs from the current test set, so a changed
     data config never leaves the RTL running on the old images.
     """
-    img_path = flow.run_dir / "sim_images.npz"
+    img_path = flow.layout.sim_images
     if not img_path.is_file() or not np.array_equal(np.load(img_path)["x"], flow.data.x_test):
         from prunehw.core.artifacts import atomic_path
 
@@ -95,7 +95,7 @@ def _record_sim(flow, variant: str, simulator: str, res: dict, cached: bool = Fa
     from prunehw.core.artifacts import read_json
     from prunehw.hw.host.counters import COUNTERS
 
-    desc = read_json(flow.run_dir / variant / "rtl" / "accelerator.json")
+    desc = read_json(flow.layout.accelerator(variant))
     ops = [o["name"] for o in desc["ops"]]
     counters = [dict(zip(desc["counters"], c)) for c in res["counters"]]    # (the host port's names)
     y = flow.data.y_test[res["images"]]

@@ -103,3 +103,17 @@ def test_one_cache_for_stages_values_and_records(tmp_path):
     assert points.current("p1", "budget1") is None
     assert stage_is_current(tmp_path, "train", "k1") is False and "stages" in __import__("json").loads(
         (tmp_path / "manifest.json").read_text())               # other indexes untouched
+
+
+def test_the_run_layout_names_the_files_the_stages_write(quick_flow):
+    """Every file the stages wrote for the quick run is where ``RunLayout`` says, for every variant."""
+    layout = quick_flow.layout
+    assert layout.root == quick_flow.run_dir
+    assert layout.summary.is_file() and layout.manifest.is_file()
+    manifest = __import__("json").loads(layout.manifest.read_text())["stages"]
+    for v in quick_flow.variant_names():
+        assert quick_flow.float_model(v) == layout.model(v) and layout.model(v).is_file()
+        assert quick_flow.quantize(v) == layout.contract(v)
+        assert quick_flow.rtl(v) == layout.rtl(v) and layout.accelerator(v).is_file()
+        recorded = {str(p) for p in manifest[f"rtl:{v}"]["outputs"]}
+        assert str(layout.accelerator(v).relative_to(layout.root)) in recorded
