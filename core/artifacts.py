@@ -192,14 +192,22 @@ def _summary_locked(run_dir: Path):
 
 
 def update_summary(run_dir: Path, entries: dict) -> Path:
-    """Deep-merge ``entries`` into ``run_dir/summary.json`` (atomically, under its lock)."""
+    """Deep-merge ``entries`` into ``run_dir/summary.json`` (atomically, under its lock); its sections are those
+    :data:`~prunehw.core.results.SUMMARY_SECTIONS` declares."""
+    from prunehw.core.results import SUMMARY_SECTIONS, check_names
+
+    check_names(entries, SUMMARY_SECTIONS, "summary.json")
     with _summary_locked(run_dir) as path:
         return write_json(path, deep_merge(read_json(path), entries))
 
 
 def update_variant(run_dir: Path, variant: str, entries: dict, replace: tuple[str, ...] = ()) -> Path:
     """Deep-merge ``entries`` into the variant's summary entry; the keys in ``replace`` are replaced whole
-    (a figure a new measurement no longer has, such as a fixed timing ``problem``, must not survive it)."""
+    (a figure a new measurement no longer has, such as a fixed timing ``problem``, must not survive it). Its
+    names are those :data:`~prunehw.core.results.VARIANT_FIELDS` declares."""
+    from prunehw.core.results import VARIANT_FIELDS, check_names
+
+    check_names(entries, VARIANT_FIELDS, f"summary.json variants.{variant}")
     with _summary_locked(run_dir) as path:
         summary = read_json(path)
         old = summary.setdefault("variants", {}).setdefault(variant, {})

@@ -51,8 +51,8 @@ def _write_figures(run_dir, worker, n):
     from prunehw.core.artifacts import update_summary, update_variant
 
     for i in range(n):
-        update_variant(run_dir, f"v{worker}", {f"figure{i}": i})
-        update_summary(run_dir, {"shared": {f"w{worker}_{i}": i}})
+        update_variant(run_dir, f"v{worker}", {"cycles": {f"figure{i}": i}})
+        update_summary(run_dir, {"explore": {f"w{worker}_{i}": i}})
 
 
 def test_summary_writers_in_parallel_processes_lose_nothing(tmp_path):
@@ -69,8 +69,8 @@ def test_summary_writers_in_parallel_processes_lose_nothing(tmp_path):
         p.join(60)
     assert all(p.exitcode == 0 for p in procs)
     summary = read_json(tmp_path / "summary.json")
-    assert all(summary["variants"][f"v{w}"] == {f"figure{i}": i for i in range(40)} for w in range(4))
-    assert len(summary["shared"]) == 4 * 40
+    assert all(summary["variants"][f"v{w}"] == {"cycles": {f"figure{i}": i for i in range(40)}} for w in range(4))
+    assert len(summary["explore"]) == 4 * 40
 
 
 def test_one_cache_for_stages_values_and_records(tmp_path):
@@ -117,3 +117,19 @@ def test_the_run_layout_names_the_files_the_stages_write(quick_flow):
         assert quick_flow.rtl(v) == layout.rtl(v) and layout.accelerator(v).is_file()
         recorded = {str(p) for p in manifest[f"rtl:{v}"]["outputs"]}
         assert str(layout.accelerator(v).relative_to(layout.root)) in recorded
+
+
+def test_summary_names_are_declared(tmp_path):
+    """A figure under a name ``core.results`` does not declare is refused in one line, and nothing is written."""
+    import pytest
+
+    from prunehw.core.artifacts import update_summary, update_variant
+    from prunehw.core.errors import PrunehwError
+
+    with pytest.raises(PrunehwError, match=r"variants.dense: 'fmax' is not a declared summary.json name; allowed: "):
+        update_variant(tmp_path, "dense", {"fmax": 101.6})
+    with pytest.raises(PrunehwError, match=r"summary.json: 'trian' is not a declared"):
+        update_summary(tmp_path, {"trian": {"seconds": 1}})
+    assert not (tmp_path / "summary.json").exists()
+    update_variant(tmp_path, "dense", {"synth": {"fmax_mhz": 101.6}})
+    assert (tmp_path / "summary.json").is_file()
