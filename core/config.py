@@ -184,6 +184,9 @@ class RunConfig(Section):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"{dup[0]!r} is listed twice; each method/ratio pair once")
+        if "dense" in names:
+            raise ValueError("'dense' (the trained network) is every run's first variant, not listed; a listed dense "
+                             "variant is quantized otherwise (weight_bits, act_bits or quant = \"qat\")")
         return variants
 
     @classmethod
@@ -225,7 +228,12 @@ class RunConfig(Section):
     @property
     def variant_names(self) -> tuple[str, ...]:
         """Every variant of the run: ``dense`` (the trained network), then the configured ones."""
-        return ("dense", *(v.name for v in self.variants))
+        return tuple(v.name for v in self.all_variants)
+
+    @property
+    def all_variants(self) -> tuple[VariantConfig, ...]:
+        """Every variant of the run: ``dense`` (the trained network, nothing removed), then the configured ones."""
+        return (VariantConfig(method="dense"), *self.variants)
 
     def check_variant_name(self, name: str) -> str:
         """``name`` if the run has that variant (``dense`` included); else a one-line ``ConfigError`` listing them,
@@ -239,13 +247,9 @@ class RunConfig(Section):
         raise ConfigError(f"variant {name!r} is not in the config; {hint}allowed: {', '.join(self.variant_names)}")
 
     def variant(self, name: str) -> VariantConfig:
-        """The configured (pruned) variant called ``name``."""
+        """The run's variant called ``name`` (``dense`` included)."""
         self.check_variant_name(name)
-        for v in self.variants:
-            if v.name == name:
-                return v
-        raise ConfigError(f"variant {name!r} is the trained network, not a pruned variant; allowed: "
-                          f"{', '.join(v.name for v in self.variants)}")
+        return next(v for v in self.all_variants if v.name == name)
 
     def key(self, *sections: str) -> str:
         """A stable hash of the named sections plus the seed, for stage caching."""

@@ -14,12 +14,14 @@ from pydantic import Field, field_validator, model_serializer, model_validator
 
 from prunehw.core.sections import NonNegative, Positive, PositiveFloat, Section, TupleOf, must
 
-__all__ = ["LAYER_TYPES", "PADDINGS", "PRUNE_METHODS", "SCHEDULES", "SCOPES", "CRITERIA", "TARGETS", "Ratio", "Bits",
+__all__ = ["LAYER_TYPES", "PADDINGS", "PRUNE_METHODS", "SCHEDULES", "SCOPES", "CRITERIA", "TARGETS", "VARIANT_METHODS", "Ratio", "Bits",
            "WeightBits", "PlainName", "LayerSpec", "NetworkConfig", "DataConfig", "TrainConfig", "PruneConfig",
            "VariantConfig", "default_variants"]
 
 LAYER_TYPES = ("conv2d", "dense", "relu", "maxpool2d", "avgpool2d", "flatten")
 PRUNE_METHODS = ("unstructured", "matrix")
+#: a variant's methods: the pruning methods, or ``dense`` (nothing removed: the trained network, quantized its own way)
+VARIANT_METHODS = ("dense", *PRUNE_METHODS)
 SCHEDULES = ("oneshot", "iterative")
 SCOPES = ("global", "per_layer")
 CRITERIA = ("l1", "l2", "taylor", "fisher")
@@ -165,7 +167,8 @@ _VARIANT_QUANT = {"quant": "ptq", "weight_bits": None, "act_bits": None, "max_lo
 
 
 class VariantConfig(Section):
-    """A pruned variant: ``method`` unstructured (magnitude) or matrix (rows/columns), to a ``ratio`` of the weights
+    """A variant: ``method`` ``dense`` (nothing removed: the trained network; ``dense`` itself is every run's first
+    variant, and ``dense-w4``, ``dense-w4-qat`` are the same network quantized otherwise) or unstructured (magnitude) or matrix (rows/columns), to a ``ratio`` of the weights
     removed or (matrix) to ``target_cycles`` per image on the configured array (``matrix-c2900``) or to
     ``target_energy_uj`` per inference (``matrix-e0.40``) or to ``target_images_per_s`` at the clock the
     design is built for (``[synth] target_mhz``: a cycle target, ``matrix-ips40000``): then the structures go
@@ -181,7 +184,7 @@ class VariantConfig(Section):
     """
 
     _section = "variant"
-    method: Literal[PRUNE_METHODS]
+    method: Literal[VARIANT_METHODS]
     ratio: Ratio | None = None
     target_cycles: Positive | None = None
     target_energy_uj: PositiveFloat | None = None
@@ -205,6 +208,10 @@ class VariantConfig(Section):
     @model_validator(mode="after")
     def _ratio_or_target(self):
         given = [k for k in ("ratio", *TARGETS) if getattr(self, k) is not None]
+        if self.method == "dense":
+            if given:
+                raise ValueError(f"a dense variant removes nothing; allowed without ratio or a target, not {given[0]}")
+            return self
         if len(given) != 1:
             raise ValueError("give one of ratio (the fraction of weights to remove), target_cycles (cycles per image "
                              "on the array), target_energy_uj (uJ per inference) or target_images_per_s"
@@ -247,6 +254,8 @@ class VariantConfig(Section):
         budget = f"{self.max_loss:g}" if self.max_loss != _VARIANT_QUANT["max_loss"] else ""   # (wauto1: 1 point)
         bits = (f"-w{self.weight_bits}{budget}" if self.weight_bits else "") + (f"-a{self.act_bits}" if self.act_bits else "")
         short = {"target_cycles": "c", "target_energy_uj": "e", "target_images_per_s": "ips"}
+        if self.method == "dense":
+            return f"dense{bits}{'-qat' if self.quant == 'qat' else ''}"
         value = None if self.target is None else self.target[1]
         amount = f"{self.ratio:.2f}" if self.ratio is not None else \
             f"{short[self.target[0]]}{value if isinstance(value, int) else f'{value:g}'}"

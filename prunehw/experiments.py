@@ -221,7 +221,7 @@ def _bits(pts, log) -> list[Path]:
     rows = []
     bar = tqdm(total=len(pts.flow.variant_names()) * len(BIT_WIDTHS), desc="bits: PTQ and QAT", unit="point")
     for v in pts.flow.variant_names():
-        model = load_model(pts.flow.train() if v == "dense" else pts.flow.prune(cfg.variant(v)))
+        model = load_model(pts.flow.float_model(v))
         float_acc = evaluate(model, data.x_test, data.y_test)
         for bits in BIT_WIDTHS:
             rows.append(_bits_point(model, v, bits, float_acc, accuracy, data, calib, cfg))

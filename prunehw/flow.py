@@ -87,8 +87,8 @@ class Flow:
         return list(self.cfg.variant_names)
 
     def float_model(self, variant: str) -> Path:
-        """The float model a variant is quantized from: the trained (or imported) one, or its pruned one."""
-        return self.train() if variant == "dense" else self.prune(self.cfg.variant(variant))
+        """The float model a variant is quantized from: its pruned model (for a dense variant, the trained one)."""
+        return self.prune(self.cfg.variant(variant))
 
     # -- the stages, each run at most once per Flow (``force`` runs it again) ------------------------------
     def train(self, force: bool = False) -> Path:

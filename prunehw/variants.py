@@ -18,8 +18,11 @@ __all__ = ["allocate_bits", "calibration_images", "copy_pruned", "cost_code", "c
 def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: Path):
     """Prune ``model`` (in place, or a smaller copy for matrix pruning) as ``variant`` says, with ``cfg.prune``'s budget.
 
-    Returns the pruned model and, for matrix pruning, the index maps written to ``out_dir``.
+    Returns the pruned model and, for matrix pruning, the index maps written to ``out_dir``. A dense variant
+    removes nothing: the model comes back as it is.
     """
+    if variant.method == "dense":
+        return model, None
     from prunehw.model.network import set_seed
     from prunehw.model.prune import prune_unstructured
     from prunehw.model.pruning_schedule import PruningSchedule
@@ -161,7 +164,6 @@ def copy_pruned(run_dir: Path, base: str, name: str) -> list[Path]:
     import shutil
 
     from prunehw.core.artifacts import read_json, update_variant
-
     from prunehw.core.layout import RunLayout
 
     layout = RunLayout(run_dir)

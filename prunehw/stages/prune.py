@@ -19,6 +19,8 @@ def prune(flow, variant: VariantConfig, source: Path | None, force: bool = False
     from prunehw.variants import cost_code, prune_variant
 
     cfg = flow.cfg
+    if variant.method == "dense" and source is None:
+        return _dense(flow, variant, force)
     dense = Path(source) if source is not None else flow.train()
     out = flow.model_path(variant.name)
     if not dense.is_file():
@@ -77,6 +79,24 @@ def prune_source(flow, path: Path):
     if path not in cache:
         cache[path] = import_user_model(Path(path), flow.dataset)[0]
     return cache[path]
+
+
+def _dense(flow, variant: VariantConfig, force: bool) -> Path:
+    """A dense variant: nothing removed. ``dense`` is the trained (or imported) network itself; another dense
+    variant (``dense-w4-qat``: the same network quantized otherwise) takes a copy of it."""
+    trained = flow.train()
+    if variant.name == "dense":
+        return trained
+    from prunehw.variants import copy_pruned
+
+    out, stage = flow.model_path(variant.name), f"prune:{variant.name}"
+    key = stage_key(sha256_file(trained), code_key(__name__))
+    if up_to_date(flow, stage, key, out, force):
+        return out
+    outputs = copy_pruned(flow.run_dir, "dense", variant.name)
+    record_stage(flow.run_dir, stage, key, outputs)
+    flow.log(f"prune {variant.name}: nothing removed, the trained network ({trained})")
+    return out
 
 
 def _share_pruning(flow, variant: VariantConfig, key: str, force: bool) -> bool:

@@ -25,9 +25,9 @@ def quantize(flow, variant: str, force: bool = False) -> Path:
     src = flow.float_model(variant)
     out = flow.layout.contract(variant)
     q = cfg.quant
-    v = None if variant == "dense" else cfg.variant(variant)
-    wb, ab = (v and v.weight_bits) or q.weight_bits, (v and v.act_bits) or q.act_bits
-    qat = v is not None and v.quant == "qat"
+    v = cfg.variant(variant)
+    wb, ab = v.weight_bits or q.weight_bits, v.act_bits or q.act_bits
+    qat = v.quant == "qat"
     maps_path = src.with_name("index_maps.json")
     # only what the contract depends on: not how many processes or images the hls4ml check uses
     contract_keys = {"weight_bits": wb, "act_bits": ab, "calibration_images": q.calibration_images}
@@ -42,7 +42,7 @@ def quantize(flow, variant: str, force: bool = False) -> Path:
     if up_to_date(flow, stage, key, out, force):
         return out
     data = flow.data
-    maps = maps_path if variant != "dense" and maps_path.is_file() else None
+    maps = maps_path if maps_path.is_file() else None
     model = load_model(src)
     outputs = []
     if wb == "auto":

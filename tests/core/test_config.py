@@ -48,7 +48,7 @@ def test_paths_in_a_config_are_taken_from_its_folder(tmp_path, monkeypatch):
     ('[prune]\nscope = "everywhere"', "prune.scope = 'everywhere' is unknown"),
     ('[[variants]]\nmethod = "unstructured"\nratio = 1.0', "ratio = 1.0 is out of range"),
     ('[[variants]]\nmethod = "unstructured"\nratio = -0.1', "ratio = -0.1 is out of range"),
-    ('[[variants]]\nmethod = "random"\nratio = 0.5', "variants[0].method = 'random' is unknown; allowed: unstructured, matrix"),
+    ('[[variants]]\nmethod = "random"\nratio = 0.5', "variants[0].method = 'random' is unknown; allowed: dense, unstructured, matrix"),
     ('[[variants]]\nratio = 0.5', "variants[0].method is missing"),
     ('[network]\nlayers = [{type = "batchnorm"}]',
      "network.layers[0].type = 'batchnorm' is unknown; allowed: conv2d, dense, relu, maxpool2d, avgpool2d, flatten"),

@@ -55,7 +55,7 @@ CASES = [
       network='layers = [{type = "avgpool2d", pool = 3}, {type = "flatten"}, {type = "dense", units = 10}]'),
     C("ratio-above-1", "ratio = 1.2 is out of range", variants='method = "matrix"\nratio = 1.2'),
     C("ratio-negative", "ratio = -0.1 is out of range", variants='method = "matrix"\nratio = -0.1'),
-    C("unknown-method", "variants[0].method = 'random' is unknown; allowed: unstructured, matrix",
+    C("unknown-method", "variants[0].method = 'random' is unknown; allowed: dense, unstructured, matrix",
       variants='method = "random"\nratio = 0.5'),
     C("no-ratio", "give one of ratio", variants='method = "matrix"'),
     C("target-on-unstructured", 'allowed with method "matrix"', variants='method = "unstructured"\ntarget_cycles = 900'),
