@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from prunehw.core.artifacts import (code_digest, read_json, record_stage, sha256_file, stage_is_current, stage_key,
-                                    update_variant, write_json)
+from prunehw.core.artifacts import (code_closure, code_digest, read_json, record_stage, sha256_file, stage_is_current,
+                                    stage_key, update_variant, write_json)
 from prunehw.core.errors import PrunehwError
 
 __all__ = ["BoardError", "SerialHost", "board_core", "simulate_board", "build_bitstream", "board_run"]
@@ -67,7 +67,8 @@ def simulate_board(flow, variant: str, simulator: str = "verilator", force: bool
     out = flow.layout.board(variant) / f"sim_{simulator}"
     contract = flow.quantize(variant)
     key = stage_key(sha256_file(contract), sha256_file(contract.with_name("weights.npz")), flow.cfg.key("array", "board"),
-                    simulator, code_digest("hw"), code_digest("sim"), sha256_file(flow.sim_images()))
+                    simulator, code_digest("hw"), code_digest("sim"), code_closure(__name__),
+                    sha256_file(flow.sim_images()))
     stage = f"board-sim:{simulator}:{variant}"
     if not force and stage_is_current(flow.run_dir, stage, key):
         flow.log(f"board sim {variant}: up to date, {out}")
@@ -119,7 +120,7 @@ def build_bitstream(flow, variant: str, force: bool = False) -> dict:
     out = flow.layout.board(variant) / "bitstream"
     contract = flow.quantize(variant)
     key = stage_key(sha256_file(contract), sha256_file(contract.with_name("weights.npz")), flow.cfg.key("array", "board"),
-                    seed, tool_versions(), code_digest("hw"))
+                    seed, tool_versions(), code_digest("hw"), code_closure(__name__))
     stage = f"bitstream:{variant}"
     if not force and stage_is_current(flow.run_dir, stage, key):
         flow.log(f"bitstream {variant}: up to date, {out / (BOARD_TOP + '.bit')}")

@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 
-from prunehw.core.artifacts import Cache, code_digest, sha256_file, stage_key
+from prunehw.core.artifacts import Cache, code_closure, code_digest, sha256_file, stage_key
 
 __all__ = ["Points"]
 
@@ -27,8 +27,8 @@ class Points:
         self.dense_path = flow.train()
         self.cache = Cache(self.dir, index="points.json", table="points")
         self._cost_fns: dict = {}     # the hardware cost functions of the dense model, built once
-        # (the pruning code is in the key: a point pruned by older code is pruned again)
-        self.key = stage_key(sha256_file(self.dense_path), self._budget(), code_digest("model"))
+        # (the code is in the key, this module's and all it imports: a point pruned by older code is pruned again)
+        self.key = stage_key(sha256_file(self.dense_path), self._budget(), code_digest("model"), code_closure(__name__))
         if force:
             self.cache.forget()
 

@@ -44,7 +44,7 @@ def synth_variants(flow, variants: list[str], force: bool = False) -> dict[str, 
 
     Runs ``cfg.synth.workers`` variants at once; returns {variant: summary entry}.
     """
-    from prunehw.core.artifacts import code_digest, stage_key
+    from prunehw.core.artifacts import code_closure, code_digest, stage_key
     from prunehw.hw.generate import TOP_NAME
     from prunehw.hw.target.devices import device, fit_problem
     from prunehw.hw.target.synth import SynthFailed, run_synthesis, tool_versions, tools_missing
@@ -65,7 +65,7 @@ def synth_variants(flow, variants: list[str], force: bool = False) -> dict[str, 
             refused[v] = {"device": dev.name, "target_mhz": cfg.target_mhz, "fits": False, "problem": problem}
             continue
         keys[v] = stage_key(sha256_file(rtl_dir / f"{TOP_NAME}.v"), versions, cfg.target_mhz, cfg.seed, dev.name,
-                            code_digest("hw"))
+                            code_digest("hw"), code_closure(__name__))
         out = layout.synth(v) / "synth.json"
         if not force and stage_is_current(run_dir, f"synth:{v}", keys[v]):
             results[v] = read_json(out)

@@ -22,7 +22,7 @@ def run_sweep(sweep: SweepConfig, *, serial: bool = False, address: str | None =
     from tqdm.auto import tqdm
 
     from prunehw.core.artifacts import read_json, sha256_file, update_summary, write_json
-    from prunehw.core.artifacts import code_digest as _code
+    from prunehw.core.artifacts import code_closure, code_digest
     from prunehw.flow import Flow
 
     out = Path(out_dir or sweep.out_dir)
@@ -33,12 +33,12 @@ def run_sweep(sweep: SweepConfig, *, serial: bool = False, address: str | None =
     from prunehw.savings import DEFAULT_ENERGY_TABLE
 
     # what a point's figures depend on: the base run, its trained model, and the code and data that compute them
-    # (the code: prunehw.model/export/hw, every module of this package, prunehw/flow.py, variants.py and savings.py)
-    prunehw_dir = Path(__file__).resolve().parent.parent
+    # (the code: prunehw.model/export/hw with their data files, every module of this package, and every prunehw
+    # module the driver and its tasks import)
     fingerprint = stage_key(sweep.run.key("data", "network", "train", "prune"),
                           {k: v for k, v in sweep.run.quant.to_dict().items() if k in ("act_bits", "calibration_images")},
-                          sha256_file(dense_path), sweep.tile_aware, _code("model", "export", "hw"),
-                          [_code("explore")] + [sha256_file(prunehw_dir / f) for f in ("flow.py", "variants.py", "savings.py")],
+                          sha256_file(dense_path), sweep.tile_aware, code_digest("model", "export", "hw", "explore"),
+                          code_closure(__name__, "prunehw.explore.tasks"),
                           sha256_file(DEFAULT_ENERGY_TABLE))
     meta_path = out / "sweep.json"
     if force or (meta_path.is_file() and read_json(meta_path).get("fingerprint") != fingerprint):
