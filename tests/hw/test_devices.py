@@ -59,7 +59,9 @@ def test_the_synthesis_stage_refuses_a_design_the_device_cannot_hold_before_any_
 
     class FakeFlow:
         def __init__(self):
-            self.cfg, self.run_dir, self.lines = cfg, run_dir, []
+            from prunehw.core.layout import RunLayout
+
+            self.cfg, self.run_dir, self.layout, self.lines = cfg, run_dir, RunLayout(run_dir), []
 
         def rtl(self, v):
             return run_dir / v / "rtl"
