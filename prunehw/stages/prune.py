@@ -87,15 +87,9 @@ def _dense(flow, variant: VariantConfig, force: bool) -> Path:
     trained = flow.train()
     if variant.name == "dense":
         return trained
-    from prunehw.variants import copy_pruned
-
-    out, stage = flow.model_path(variant.name), f"prune:{variant.name}"
-    key = stage_key(sha256_file(trained), code_key(__name__))
-    if up_to_date(flow, stage, key, out, force):
-        return out
-    outputs = copy_pruned(flow.run_dir, "dense", variant.name)
-    record_stage(flow.run_dir, stage, key, outputs)
-    flow.log(f"prune {variant.name}: nothing removed, the trained network ({trained})")
+    out, key = flow.model_path(variant.name), stage_key(sha256_file(trained), code_key(__name__))
+    if not up_to_date(flow, f"prune:{variant.name}", key, out, force):
+        _copy_model(flow, "dense", variant.name, key, "nothing removed, the trained network")
     return out
 
 
@@ -105,9 +99,14 @@ def _share_pruning(flow, variant: VariantConfig, key: str, force: bool) -> bool:
     base = variant.pruning()
     if force or base.name == variant.name or not stage_is_current(flow.run_dir, f"prune:{base.name}", key):
         return False
+    _copy_model(flow, base.name, variant.name, key, f"the pruned model of {base.name} (same pruning)")
+    return True
+
+
+def _copy_model(flow, base: str, name: str, key: str, said: str) -> None:
+    """Variant ``name`` takes variant ``base``'s float model (``copy_pruned``), recorded as its prune stage."""
     from prunehw.variants import copy_pruned
 
-    outputs = copy_pruned(flow.run_dir, base.name, variant.name)
-    record_stage(flow.run_dir, f"prune:{variant.name}", key, outputs)
-    flow.log(f"prune {variant.name}: the pruned model of {base.name} (same pruning), {outputs[0]}")
-    return True
+    outputs = copy_pruned(flow.run_dir, base, name)
+    record_stage(flow.run_dir, f"prune:{name}", key, outputs)
+    flow.log(f"prune {name}: {said}, {outputs[0]}")
