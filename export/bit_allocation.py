@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from prunehw.export.contract import Contract
-from prunehw.export.golden import golden
+from prunehw.export.golden import golden_accuracy
 from prunehw.export.quantize import quantize
 
 __all__ = ["Allocation", "allocate_weight_bits", "packed_weight_bits"]
@@ -64,7 +64,7 @@ def allocate_weight_bits(model, calib_x: np.ndarray, x_val: np.ndarray, y_val: n
 
     def judge(bits: dict[str, int]) -> tuple[float, int]:
         spec, w, b = quantize(model, calib_x, bits, act_bits, rows_kept)
-        acc = float(np.mean(golden(Contract(spec, w, b), x_val).argmax(axis=1) == y_val))
+        acc = golden_accuracy(Contract(spec, w, b), x_val, y_val)
         size = packed_weight_bits(spec, w, bits, rows, cols)
         loss = round(100 * (reference - acc), 6)      # (rounded: 0.99 - 0.985 is a hair over 0.5 in floats)
         row = {"step": len(trials), **{f"bits_{n}": bits[n] for n in names}, "packed_bits": size, "accuracy": acc,

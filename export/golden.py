@@ -14,7 +14,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from prunehw.core.errors import DataError
 from prunehw.export.contract import conv_geometry
 
-__all__ = ["accumulate", "apply_layer", "golden", "layer_events", "requantize"]
+__all__ = ["accumulate", "apply_layer", "golden", "golden_accuracy", "layer_events", "requantize"]
 
 
 def requantize(acc: np.ndarray, acc_frac: int, out: dict) -> np.ndarray:
@@ -110,6 +110,11 @@ def golden(contract, x: np.ndarray, return_all: bool = False, batch: int = 1000)
         return out, {k: np.concatenate(v) for k, v in outs.items()}
     return out
 
+
+
+def golden_accuracy(contract, x: np.ndarray, y: np.ndarray) -> float:
+    """The fraction of images ``x`` whose golden logits' largest is at the label ``y``."""
+    return float(np.mean(golden(contract, x).argmax(axis=1) == y))
 
 
 #: Events of one layer's arithmetic that a test stimulus should make happen, so that a design error in the

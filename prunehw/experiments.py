@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from prunehw.claims import claims_table
@@ -205,7 +204,7 @@ def _bits(pts, log) -> list[Path]:
     from tqdm.auto import tqdm
 
     from prunehw.export.contract import Contract
-    from prunehw.export.golden import golden
+    from prunehw.export.golden import golden_accuracy
     from prunehw.export.quantize import quantize
     from prunehw.model.network import load_model
     from prunehw.model.train import evaluate
@@ -216,7 +215,7 @@ def _bits(pts, log) -> list[Path]:
 
     def accuracy(model, bits):
         c = Contract(*quantize(model, calib, bits, bits))
-        return float(np.mean(golden(c, data.x_test).argmax(axis=1) == data.y_test))
+        return golden_accuracy(c, data.x_test, data.y_test)
 
     rows = []
     bar = tqdm(total=len(pts.flow.variant_names()) * len(BIT_WIDTHS), desc="bits: PTQ and QAT", unit="point")

@@ -53,9 +53,8 @@ def prune_task(run: dict, dense: bytes, method: str, ratio: float, criterion: st
     """Prune the dense model (``.keras`` bytes); returns the pruned model, its index maps and float accuracy."""
     _single_thread()
     from prunehw.core.config import VariantConfig
-    from prunehw.variants import prune_variant
-    from prunehw.model.network import load_model, save_model, weight_counts
-    from prunehw.model.train import evaluate
+    from prunehw.model.network import load_model, save_model
+    from prunehw.stages.prune import prune_model
 
     cfg = _run_config(run)
     if tile is not None:
@@ -65,25 +64,18 @@ def prune_task(run: dict, dense: bytes, method: str, ratio: float, criterion: st
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "dense.keras"
         src.write_bytes(dense)
-        model = load_model(src)
-        total, _ = weight_counts(model)
-        model, maps = prune_variant(model, data, cfg, variant, Path(tmp))
-        _, kept = weight_counts(model)
+        model, maps, got = prune_model(load_model(src), data, cfg, variant, Path(tmp))
         out = save_model(model, Path(tmp) / "pruned.keras")
         return {"model": out.read_bytes(), "maps": maps.read_bytes() if maps else None,
-                "accuracy_float": evaluate(model, data.x_test, data.y_test), "weights_kept": int(kept),
-                "ratio_measured": (total - kept) / total}
+                "accuracy_float": got["accuracy"], "weights_kept": int(got["weights_kept"]),
+                "ratio_measured": got["ratio_measured"]}
 
 
 def quant_task(run: dict, dense: bytes, pruned: dict, weight_bits: int) -> dict:
     """Quantize a pruned model to the numeric contract at ``weight_bits``; golden accuracy on the test set."""
     _single_thread()
-    import numpy as np
-
-    from prunehw.export.contract import load_contract, save_contract
-    from prunehw.variants import quantize_variant
-    from prunehw.export.golden import golden
     from prunehw.model.network import load_model
+    from prunehw.stages.quantize import write_contract
 
     cfg = _run_config(run)
     cfg = cfg.replace(quant=cfg.quant.replace(weight_bits=weight_bits))
@@ -96,10 +88,8 @@ def quant_task(run: dict, dense: bytes, pruned: dict, weight_bits: int) -> dict:
         if pruned["maps"] is not None:
             maps = t / "index_maps.json"
             maps.write_bytes(pruned["maps"])
-        spec, w, b = quantize_variant(load_model(t / "pruned.keras"), data, cfg, maps, t / "dense.keras")
-        cj, npz = save_contract(t / "contract.json", spec, w, b)
-        contract = load_contract(cj)
-        acc = float(np.mean(golden(contract, data.x_test).argmax(axis=1) == data.y_test))
+        cj = t / "contract.json"
+        npz, acc = write_contract(load_model(t / "pruned.keras"), data, cfg, maps, t / "dense.keras", None, cj)
         return {"contract": cj.read_bytes(), "weights": npz.read_bytes(), "accuracy_quant": acc,
                 "test_images": int(len(data.y_test))}
 

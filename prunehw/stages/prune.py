@@ -9,14 +9,13 @@ from prunehw.core.artifacts import record_stage, sha256_file, stage_is_current, 
 from prunehw.core.config import VariantConfig
 from prunehw.stages import code_key, up_to_date
 
-__all__ = ["prune", "prune_source"]
+__all__ = ["prune", "prune_model", "prune_source"]
 
 
 def prune(flow, variant: VariantConfig, source: Path | None, force: bool = False) -> Path:
     """Prune ``source`` (default: the run's trained dense model) as ``variant`` describes (cached)."""
-    from prunehw.model.network import check_fits, load_model, save_model, weight_counts
-    from prunehw.model.train import evaluate
-    from prunehw.variants import cost_code, prune_variant
+    from prunehw.model.network import check_fits, load_model, save_model
+    from prunehw.variants import cost_code
 
     cfg = flow.cfg
     if variant.method == "dense" and source is None:
@@ -40,11 +39,8 @@ def prune(flow, variant: VariantConfig, source: Path | None, force: bool = False
     else:
         model = load_model(dense)
         check_fits(model, flow.data, str(dense))
-    total_dense, _ = weight_counts(model)
-    model, index_path = prune_variant(model, flow.data, cfg, variant, out.parent)
+    model, index_path, got = prune_model(model, flow.data, cfg, variant, out.parent)
     outputs = [out] + ([index_path] if index_path else [])
-    acc = evaluate(model, flow.data.x_test, flow.data.y_test)
-    _, kept = weight_counts(model)
     save_model(model, out)
     asked = {"ratio_requested": variant.ratio} if variant.ratio is not None else dict([variant.target])
     if variant.target_images_per_s is not None:     # (the cycle target it is, at the clock it is built for)
@@ -52,15 +48,15 @@ def prune(flow, variant: VariantConfig, source: Path | None, force: bool = False
 
         asked.update(target_cycles_for_rate=cycles_for_rate(variant.target_images_per_s, cfg),
                      target_clock_mhz=cfg.synth.target_mhz)
-    measured = (total_dense - kept) / total_dense
+    measured, acc = got["ratio_measured"], got["accuracy"]
     update_variant(flow.run_dir, variant.name, {
         "method": variant.method, "schedule": variant.schedule, "criterion": variant.criterion,
-        **asked, "ratio_measured": measured, "weights_total": total_dense, "weights_kept": kept,
+        **asked, "ratio_measured": measured, "weights_total": got["weights_total"], "weights_kept": got["weights_kept"],
         "accuracy": {"float": acc, "images": {"float": int(len(flow.data.y_test))}},
     })
     record_stage(flow.run_dir, stage, key, outputs)
     flow.log(f"prune {variant.name}: {variant.schedule}, removed {measured:.4f} of "
-             f"{total_dense} weights, test accuracy {acc:.4f}; wrote {out}")
+             f"{got['weights_total']} weights, test accuracy {acc:.4f}; wrote {out}")
     if variant.ratio is not None and variant.method == "matrix" and variant.tile_aware and \
             abs(measured - variant.ratio) > 0.01:
         # say it: whole array tiles move the removed fraction away from the one asked for
@@ -68,6 +64,22 @@ def prune(flow, variant: VariantConfig, source: Path | None, force: bool = False
                  f"columns are rounded to whole {cfg.array.rows}x{cfg.array.cols} array tiles "
                  f"(tile_aware = false in the variant, or --no-tile-aware, gives the ratio asked for)")
     return out
+
+
+def prune_model(model, data, cfg, variant: VariantConfig, folder: Path):
+    """What the stage does without its cache and records, and what a sweep's task does too: ``model`` pruned as
+    ``variant`` says (index maps, for matrix pruning, written into ``folder``); returns (the pruned model, the
+    index maps' path or None, its figures: ``weights_total``, ``weights_kept``, ``ratio_measured`` and
+    ``accuracy``, float, on the test set)."""
+    from prunehw.model.network import weight_counts
+    from prunehw.model.train import evaluate
+    from prunehw.variants import prune_variant
+
+    total, _ = weight_counts(model)
+    model, index_path = prune_variant(model, data, cfg, variant, folder)
+    _, kept = weight_counts(model)
+    return model, index_path, {"weights_total": total, "weights_kept": kept, "ratio_measured": (total - kept) / total,
+                               "accuracy": evaluate(model, data.x_test, data.y_test)}
 
 
 def prune_source(flow, path: Path):

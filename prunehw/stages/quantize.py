@@ -6,20 +6,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from prunehw.core.artifacts import record_stage, sha256_file, stage_key, update_variant
 from prunehw.stages import code_key, up_to_date
 
-__all__ = ["quantize"]
+__all__ = ["quantize", "write_contract"]
 
 
 def quantize(flow, variant: str, force: bool = False) -> Path:
     """Quantize a variant to the numeric contract; writes ``contract.json`` + ``weights.npz`` and golden accuracy."""
-    from prunehw.export.contract import load_contract, save_contract
-    from prunehw.export.golden import golden
+    from prunehw.export.contract import load_contract
     from prunehw.model.network import load_model
-    from prunehw.variants import calibration_images, quantize_variant
+    from prunehw.variants import calibration_images
 
     cfg = flow.cfg
     src = flow.float_model(variant)
@@ -58,10 +55,8 @@ def quantize(flow, variant: str, force: bool = False) -> Path:
         outputs.append(save_model(model, out.with_name("model_qat.keras")))
         flow.log(f"quantize {variant}: quantization-aware fine-tuning, {v.qat_epochs} epochs at {wb}-bit weights "
                  f"and {ab}-bit activations, loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}")
-    spec, w, b = quantize_variant(model, data, cfg, maps, flow.train(), (wb, ab))
-    _, npz = save_contract(out, spec, w, b)
+    npz, acc = write_contract(model, data, cfg, maps, flow.train(), (wb, ab), out)
     contract = load_contract(out)
-    acc = float(np.mean(golden(contract, data.x_test).argmax(axis=1) == data.y_test))
     widths = {l["name"]: {"weight": l["weight"]["bits"], "act": l["output"]["bits"]} for l in contract.weighted()}
     update_variant(flow.run_dir, variant, {"accuracy": {"quant": acc, "images": {"quant": int(len(data.y_test))}},
                                            "quant": "qat" if qat else "ptq",
@@ -72,6 +67,19 @@ def quantize(flow, variant: str, force: bool = False) -> Path:
     flow.log(f"quantize {variant}: golden integer model test accuracy {acc:.4f} ({wdesc}-bit weights, "
              f"{ab}-bit activations, {'QAT' if qat else 'PTQ'}); wrote {out}")
     return out
+
+
+def write_contract(model, data, cfg, maps: Path | None, dense: Path, bits: tuple, out: Path) -> tuple[Path, float]:
+    """What the stage does after fine-tuning, without its cache and records, and what a sweep's task does too:
+    ``model`` quantized at ``bits`` (weight, activation) to the contract ``out`` (and its ``weights.npz``);
+    returns (the weights' path, the golden integer model's test accuracy)."""
+    from prunehw.export.contract import load_contract, save_contract
+    from prunehw.export.golden import golden_accuracy
+    from prunehw.variants import quantize_variant
+
+    spec, w, b = quantize_variant(model, data, cfg, maps, dense, bits)
+    _, npz = save_contract(out, spec, w, b)
+    return npz, golden_accuracy(load_contract(out), data.x_test, data.y_test)
 
 
 def _allocate(flow, variant: str, v, model, maps, outputs: list) -> dict[str, int]:
