@@ -18,7 +18,8 @@ __all__ = ["LAYER_TYPES", "PADDINGS", "PRUNE_METHODS", "SCHEDULES", "SCOPES", "C
            "WeightBits", "PlainName", "LayerSpec", "NetworkConfig", "DataConfig", "TrainConfig", "PruneConfig",
            "VariantConfig", "default_variants"]
 
-LAYER_TYPES = ("conv2d", "dense", "relu", "maxpool2d", "avgpool2d", "flatten")
+#: ``relu6`` is a ReLU capped at 6 (``keras.layers.ReLU(max_value=6)``)
+LAYER_TYPES = ("conv2d", "dense", "relu", "relu6", "maxpool2d", "avgpool2d", "flatten")
 PRUNE_METHODS = ("unstructured", "matrix")
 #: a variant's methods: the pruning methods, or ``dense`` (nothing removed: the trained network, quantized its own way)
 VARIANT_METHODS = ("dense", *PRUNE_METHODS)

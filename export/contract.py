@@ -16,9 +16,13 @@ Layer entries (in network order):
   (``rounding``: how the float values were rounded to integers, ``half_even``),
   ``accum`` {bits, frac}, ``output`` {bits, frac, signed, relu, name} where
   ``name`` is the ReLU layer fused into the output (hls4ml's separate layer)
-  or null. The last weighted layer has ``output == accum`` (wide logits).
-  Requantization: ``relu`` (if set), then round half up (add half an LSB,
-  floor) to ``output.frac`` and saturate to ``output.bits``.
+  or null, and ``relu_max`` (present only for a capped ReLU, ``relu6``: 6,
+  a value on the output's grid). The last weighted layer has ``output ==
+  accum`` (wide logits). Requantization: ``relu`` (if set), then round half
+  up (add half an LSB, floor) to ``output.frac`` and saturate to the range
+  :func:`output_range` gives (``output.bits``, and the cap where there is one;
+  rounding before the cap gives what capping first would, the cap being on
+  the grid).
 - ``maxpool2d``: ``pool``; ``avgpool2d``: ``pool``, a power of two (the sum of the
   window's ``pool * pool`` values shifted right by log2 of that, rounded half
   up, in the input's format); ``flatten``: nothing (HWC order, as Keras).
@@ -36,7 +40,7 @@ import numpy as np
 from prunehw.core.errors import ModelFileError
 from prunehw.core.geometry import conv_geometry
 
-__all__ = ["CONTRACT_VERSION", "Contract", "conv_geometry", "fixed_type", "load_contract", "save_contract"]
+__all__ = ["CONTRACT_VERSION", "Contract", "conv_geometry", "fixed_type", "load_contract", "output_range", "save_contract"]
 
 CONTRACT_VERSION = 1
 _TYPES = ("conv2d", "dense", "maxpool2d", "avgpool2d", "flatten")
@@ -49,6 +53,16 @@ def fixed_type(bits: int, frac: int, signed: bool = True, rounding: bool = False
     if rounding or saturate:
         base += f",{'AP_RND' if rounding else 'AP_TRN'},{'AP_SAT' if saturate else 'AP_WRAP'}"
     return base + ">"
+
+
+def output_range(out: dict) -> tuple[int, int]:
+    """(lo, hi): the integers a requantized output ``out`` {bits, frac, signed, relu_max} may take: its width's
+    range, capped at ``relu_max`` (on the grid 2**-frac) where a capped ReLU (relu6) comes before it."""
+    bits = out["bits"]
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if out["signed"] else (0, (1 << bits) - 1)
+    if out.get("relu_max") is not None:
+        hi = min(hi, int(out["relu_max"] * 2 ** out["frac"]))
+    return lo, hi
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,11 @@ def _check(spec: dict, where: str) -> None:
                     bad(f"layer {layer.get('name')!r} padding = {padding!r}; allowed: {', '.join(PADDINGS)}")
             elif "stride" in layer or "padding" in layer:
                 bad(f"layer {layer.get('name')!r} ({t}) has stride/padding; only conv2d layers take them")
+            cap = layer["output"].get("relu_max")
+            if cap is not None and not (layer["output"].get("relu") and isinstance(cap, (int, float)) and cap > 0
+                                        and float(cap * 2.0 ** layer["output"]["frac"]).is_integer()):
+                bad(f"layer {layer.get('name')!r} output.relu_max = {cap!r}; allowed: a positive value on the output's "
+                    f"grid (2**-{layer['output']['frac']}), with relu set")
             if layer["bias"]["frac"] != layer["accum"]["frac"]:
                 bad(f"layer {layer['name']!r}: bias frac {layer['bias']['frac']} differs from accumulator frac {layer['accum']['frac']}")
         if t == "avgpool2d" and (not isinstance(layer.get("pool"), int) or layer["pool"] < 1

@@ -12,13 +12,14 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from prunehw.core.errors import DataError
-from prunehw.export.contract import conv_geometry
+from prunehw.export.contract import conv_geometry, output_range
 
 __all__ = ["accumulate", "apply_layer", "golden", "golden_accuracy", "layer_events", "requantize"]
 
 
 def requantize(acc: np.ndarray, acc_frac: int, out: dict) -> np.ndarray:
-    """ReLU (if ``out['relu']``), round half up to ``out['frac']`` (add half an LSB, floor), saturate to ``out['bits']``."""
+    """ReLU (if ``out['relu']``), round half up to ``out['frac']`` (add half an LSB, floor), saturate to ``out['bits']``
+    and to the ReLU's cap (relu6) if it has one (:func:`~prunehw.export.contract.output_range`)."""
     acc = np.asarray(acc, dtype=np.int64)
     if out.get("relu"):
         acc = np.maximum(acc, 0)
@@ -27,11 +28,7 @@ def requantize(acc: np.ndarray, acc_frac: int, out: dict) -> np.ndarray:
         q = (acc + (1 << (shift - 1))) >> shift
     else:
         q = acc << (-shift)
-    if out["signed"]:
-        lo, hi = -(1 << (out["bits"] - 1)), (1 << (out["bits"] - 1)) - 1
-    else:
-        lo, hi = 0, (1 << out["bits"]) - 1
-    return np.clip(q, lo, hi)
+    return np.clip(q, *output_range(out))
 
 
 def _matmul(a: np.ndarray, w: np.ndarray, acc_bits: int) -> np.ndarray:
@@ -146,7 +143,7 @@ def layer_events(contract, x: np.ndarray, batch: int = 500) -> dict[str, np.ndar
                     if shift > 0:
                         found["rounding_tie"] = ((relu & ((1 << shift) - 1)) == (1 << (shift - 1))).any(axis=1)
                     q = (relu + (1 << (shift - 1))) >> shift if shift > 0 else relu << (-shift)
-                    lo, hi = ((-(1 << (o["bits"] - 1)), (1 << (o["bits"] - 1)) - 1) if o["signed"] else (0, (1 << o["bits"]) - 1))
+                    lo, hi = output_range(o)
                     found["saturation"] = ((q > hi) | (q < lo)).any(axis=1)
                 for event, hit in found.items():
                     out.setdefault(f"{name}:{event}", []).append(hit)

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from prunehw.core.errors import ModelFileError
 from prunehw.export.contract import Contract, fixed_type
 
-__all__ = ["hls_config", "convert", "predict_ints", "avgpool_types"]
+__all__ = ["hls_config", "hls4ml_layers", "convert", "predict_ints", "avgpool_types"]
 
 
 def _fmt(f: dict, **kw) -> str:
@@ -77,10 +77,31 @@ def _check_geometry(model, contract: Contract) -> None:
                                  f"dilation {got[2]}; the contract says stride {want[0]}, padding {want[1]!r}, no dilation")
 
 
+def hls4ml_layers(model):
+    """``model`` with each relu6 (``ReLU(max_value=6)``, which hls4ml 1.3's Keras 3 converter refuses) as
+    ``Activation("relu6")``, the same function, which hls4ml converts to its ``nnet::relu6``: the accumulator clamped
+    to [0, 6] in its own type, then cast to the ReLU's result type, rounding and saturating. The contract rounds
+    first and caps after; the two agree because 6 is on the result's grid. Other layers are copied unchanged."""
+    import keras
+
+    from prunehw.model.activations import relu_kind
+
+    capped = {l.name for l in model.layers if relu_kind(l) == "relu6"}
+    if not capped:
+        return model
+    out = keras.models.clone_model(model, clone_function=lambda l: keras.layers.Activation("relu6", name=l.name)
+                                   if l.name in capped else l.__class__.from_config(l.get_config()))
+    for src, dst in zip(model.layers, out.layers):
+        dst.set_weights(src.get_weights())
+    return out
+
+
 def hls_config(model, contract: Contract, backend: str = "Vivado") -> dict:
-    """The hls4ml configuration of ``model``, every precision taken from ``contract``."""
+    """The hls4ml configuration of ``model`` (its relu6 layers as :func:`hls4ml_layers` hands them over), every
+    precision taken from ``contract``."""
     import hls4ml
 
+    model = hls4ml_layers(model)
     _check_geometry(model, contract)
     cfg = hls4ml.utils.config_from_keras_model(model, granularity="name", backend=backend)
     cfg["Model"].update({"Precision": _fmt({"bits": 32, "frac": 16}), "ReuseFactor": 1, "Strategy": "Latency"})
@@ -123,6 +144,7 @@ def convert(model, contract: Contract, out_dir: Path, backend: str = "Vivado"):
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)
+    model = hls4ml_layers(model)
     cfg = hls_config(model, contract, backend)
     hmodel = hls4ml.converters.convert_from_keras_model(
         model, hls_config=cfg, output_dir=str(out_dir), backend=backend, io_type="io_parallel", project_name="prunehw")

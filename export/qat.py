@@ -3,7 +3,7 @@
 The forward pass is the contract's (``export.quantize`` chooses the formats from the current weights and the
 calibration images, again at every epoch): each weight is rounded to its layer's power-of-two grid, ties to
 even, and clipped to ``weight_bits`` signed bits; each bias to the accumulator's grid; each hidden output goes
-through its ReLU, is rounded half up to its activation format and saturated to ``act_bits``; an average pooling
+through its ReLU (capped at 6 for relu6), is rounded half up to its activation format and saturated to ``act_bits``; an average pooling
 rounds half up in its input's format; the logits stay at accumulator precision. Rounding passes the gradient
 straight through (the straight-through estimator), saturation passes none outside the range. Pruned weights
 (exact zeros on entry) stay zero. Afterwards the ordinary post-training quantization writes the contract from
@@ -19,6 +19,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from prunehw.export.contract import output_range
 from prunehw.export.quantize import quantize
 
 __all__ = ["qat_finetune"]
@@ -55,14 +56,12 @@ def _forward(model: keras.Model, formats: dict, masks: dict, x):
             frac = out["frac"]
             if out.get("rounding") is None:          # the logits: accumulator precision
                 a = tf.nn.relu(y) if out["relu"] else y
-            elif out["relu"]:
-                a = _fake(tf.nn.relu(y), out["frac"], 0, 2 ** out["bits"] - 1, half_up=True)
-            else:
-                a = _fake(y, out["frac"], -2 ** (out["bits"] - 1), 2 ** (out["bits"] - 1) - 1, half_up=True)
+            else:                                   # (a relu6's cap is in the output's range)
+                a = _fake(tf.nn.relu(y) if out["relu"] else y, out["frac"], *output_range(out), half_up=True)
             skip_relu = out["relu"]
         elif isinstance(layer, keras.layers.ReLU):
             if not skip_relu:
-                a = tf.nn.relu(a)
+                a = layer(a)
             skip_relu = False
         elif isinstance(layer, keras.layers.AveragePooling2D):
             a = _fake(layer(a), frac, None, None, half_up=True)

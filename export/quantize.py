@@ -5,7 +5,8 @@ fits ``weight_bits`` signed bits; biases at accumulator precision (input frac
 + weight frac); an accumulator width derived from the integer weights so that
 no input the format allows can overflow it (checked, not assumed); hidden
 outputs requantized after ReLU to ``act_bits`` unsigned bits, whose integer
-bits come from the largest activation seen on calibration images; the last
+bits come from the largest activation seen on calibration images (a relu6's
+cap, 6, recorded as ``relu_max`` and applied by the saturation); the last
 layer's output stays at accumulator precision (the logits). Max and average
 pooling pass the activation format through unchanged: neither the maximum nor
 the (rounded) average of a window leaves its inputs' range.
@@ -56,6 +57,7 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int | dict[st
     that pruning kept; recorded in the contract (the hardware skips the others),
     after checking that every other row is zero.
     """
+    from prunehw.model.activations import relu_cap
     from prunehw.model.data import to_float
     from prunehw.model.network import unsupported_conv, unsupported_pool
 
@@ -144,6 +146,8 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int | dict[st
                 entry["output"] = {"bits": act_bits, "frac": act_bits - ibits, "signed": not relu_next, "relu": relu_next,
                                    "name": layers[i + 1].name if relu_next else None,
                                    "rounding": "half_up", "saturation": True, "calibration_peak": peak}
+            if relu_next and relu_cap(layers[i + 1]) is not None:
+                entry["output"]["relu_max"] = relu_cap(layers[i + 1])     # (relu6: 6 is on any grid with frac >= -1)
             spec["layers"].append(entry)
             weights[layer.name], biases[layer.name] = wq, bq
             fmt = {k2: entry["output"][k2] for k2 in ("bits", "frac", "signed")}

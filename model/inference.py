@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from prunehw.core.artifacts import dir_bytes
+from prunehw.model.activations import relu_cap
 from prunehw.model.data import to_float
 
 __all__ = ["sparse_forward", "dense_forward", "time_inference", "saved_sizes"]
@@ -36,7 +37,7 @@ def sparse_forward(model: keras.Model):
             ops.append(("conv" if conv else "dense", sp, tf.constant(layer.bias.numpy()), k.shape[0],
                         layer.strides[0] if conv else 1, layer.padding.upper() if conv else "VALID"))
         elif isinstance(layer, keras.layers.ReLU):
-            ops.append(("relu",))
+            ops.append(("relu", relu_cap(layer)))
         elif isinstance(layer, keras.layers.MaxPooling2D):
             ops.append(("pool", layer.pool_size[0]))
         elif isinstance(layer, keras.layers.AveragePooling2D):
@@ -57,7 +58,7 @@ def sparse_forward(model: keras.Model):
                 _, sp, b, *_ = op
                 x = tf.transpose(tf.sparse.sparse_dense_matmul(sp, x, adjoint_b=True)) + b
             elif op[0] == "relu":
-                x = tf.nn.relu(x)
+                x = tf.nn.relu(x) if op[1] is None else tf.clip_by_value(x, 0.0, op[1])
             elif op[0] == "pool":
                 x = tf.nn.max_pool2d(x, op[1], op[1], "VALID")
             elif op[0] == "avgpool":

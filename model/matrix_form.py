@@ -23,6 +23,7 @@ import numpy as np
 
 from prunehw.core.config import LayerSpec, NetworkConfig
 from prunehw.core.errors import ModelFileError
+from prunehw.model.activations import relu_kind
 
 __all__ = ["LayerMap", "Geometry", "geometry", "matrices", "network_spec", "shrink", "row_masks", "expand", "zeroed_original",
            "save_maps", "load_maps", "full_maps", "kept_small_rows"]
@@ -105,7 +106,7 @@ def network_spec(model: keras.Model, maps: list[LayerMap] | None = None) -> Netw
         elif isinstance(layer, keras.layers.Dense):
             specs.append(LayerSpec(type="dense", name=layer.name, units=counts.get(layer.name, layer.units)))
         elif isinstance(layer, keras.layers.ReLU):
-            specs.append(LayerSpec(type="relu", name=layer.name))
+            specs.append(LayerSpec(type=relu_kind(layer), name=layer.name))
         elif isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)):
             kind = "maxpool2d" if isinstance(layer, keras.layers.MaxPooling2D) else "avgpool2d"
             specs.append(LayerSpec(type=kind, name=layer.name, pool=layer.pool_size[0]))

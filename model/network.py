@@ -1,6 +1,7 @@
 """The network as data: build a Keras model from ``NetworkConfig``, load and check saved models.
 
-Only Conv2D (square kernels; valid or same padding; the same stride both ways; no dilation), Dense, ReLU,
+Only Conv2D (square kernels; valid or same padding; the same stride both ways; no dilation), Dense, ReLU (plain, or
+capped at 6: see ``model/activations.py``),
 MaxPooling2D, AveragePooling2D (a power-of-two window) and Flatten are supported, since those are what the matrix form, the numeric contract and the
 hardware implement; anything else is refused with a clear error.
 """
@@ -20,6 +21,7 @@ import numpy as np
 from prunehw.core.config import NetworkConfig
 from prunehw.core.errors import ConfigError, ModelFileError
 from prunehw.core.geometry import conv_geometry
+from prunehw.model.activations import relu_layer, relu_refusal
 
 __all__ = ["build_model", "load_model", "save_model", "prunable_layers", "check_finite", "check_fits", "check_supported", "unsupported_conv", "unsupported_pool", "strip_training_state", "weight_counts", "set_seed"]
 
@@ -45,7 +47,7 @@ def set_seed(seed: int) -> None:
 def _layer_names(cfg: NetworkConfig) -> list[str]:
     counts: dict[str, int] = {}
     names = []
-    stem = {"conv2d": "conv", "dense": "dense", "relu": "relu", "maxpool2d": "pool", "avgpool2d": "avgpool",
+    stem = {"conv2d": "conv", "dense": "dense", "relu": "relu", "relu6": "relu6", "maxpool2d": "pool", "avgpool2d": "avgpool",
             "flatten": "flatten"}
     for spec in cfg.layers:
         counts[spec.type] = counts.get(spec.type, 0) + 1
@@ -80,8 +82,8 @@ def build_model(cfg: NetworkConfig, input_shape: tuple[int, int, int], n_classes
         elif spec.type == "flatten":
             layers.append(keras.layers.Flatten(name=name))
             shape = (int(np.prod(shape)),)
-        elif spec.type == "relu":
-            layers.append(keras.layers.ReLU(name=name))
+        elif spec.type in ("relu", "relu6"):
+            layers.append(relu_layer(spec.type, name))
         elif spec.type == "dense":
             if len(shape) != 1:
                 raise ConfigError(f"network layer {name!r} (dense) needs a flat input, got shape {shape}; add a flatten layer before it")
@@ -154,6 +156,8 @@ def check_supported(model: keras.Model, where: str) -> None:
             pool_refusal = unsupported_pool(layer)
             if pool_refusal:
                 raise ModelFileError(f"{where}: {kind} {layer.name!r} {pool_refusal}")
+        if kind == "ReLU" and relu_refusal(layer):
+            raise ModelFileError(f"{where}: ReLU {layer.name!r} {relu_refusal(layer)}")
         if kind in ("Conv2D", "Dense") and layer.activation.__name__ != "linear":
             raise ModelFileError(f"{where}: layer {layer.name!r} fuses activation {layer.activation.__name__!r}; use a separate ReLU layer")
 

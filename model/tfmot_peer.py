@@ -66,6 +66,7 @@ def _child(job: dict) -> dict:
     import tf_keras
 
     from prunehw.core.config import DataConfig
+    from prunehw.model.activations import relu_layer
     from prunehw.model.data import load_dataset, to_float
 
     tf_keras.utils.set_random_seed(job["seed"])
@@ -78,7 +79,8 @@ def _child(job: dict) -> dict:
             "conv2d": lambda: tf_keras.layers.Conv2D(spec["filters"], spec["kernel"], strides=spec.get("stride", 1),
                                                      padding=spec.get("padding", "valid"), name=name),
             "dense": lambda: tf_keras.layers.Dense(spec["units"], name=name),
-            "relu": lambda: tf_keras.layers.ReLU(name=name),
+            "relu": lambda: relu_layer("relu", name, tf_keras.layers),
+            "relu6": lambda: relu_layer("relu6", name, tf_keras.layers),
             "maxpool2d": lambda: tf_keras.layers.MaxPooling2D(spec["pool"], name=name),
             "avgpool2d": lambda: tf_keras.layers.AveragePooling2D(spec["pool"], name=name),
             "flatten": lambda: tf_keras.layers.Flatten(name=name),

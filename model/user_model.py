@@ -4,8 +4,9 @@ Small CNNs and MLPs are usually written with conveniences the hardware does not 
 own. :func:`normalize` rewrites them, layer by layer, into an equivalent sequential model of Conv2D and
 Dense (linear), ReLU, MaxPooling2D, AveragePooling2D and Flatten:
 
-- an activation fused into Conv2D/Dense (``relu``; ``linear``) becomes a separate ReLU layer (or nothing);
-- ``ReLU`` and ``Activation("relu")`` layers stay ReLUs, ``Activation("linear")`` goes;
+- an activation fused into Conv2D/Dense (``relu``, ``relu6``; ``linear``) becomes a separate ReLU layer (or nothing);
+- ``ReLU`` (plain or ``max_value=6``) and ``Activation("relu")``/``Activation("relu6")`` layers stay ReLUs (see
+  ``model/activations.py``), ``Activation("linear")`` goes;
 - a ``softmax`` at the very end (fused or a layer of its own) is dropped: the flow works on logits, and
   softmax does not change their argmax, so accuracy is unchanged (the notes say so);
 - ``Dropout`` (and the other inference no-ops: ``GaussianNoise``, ``GaussianDropout``, ``AlphaDropout``,
@@ -36,14 +37,15 @@ import keras
 import numpy as np
 
 from prunehw.core.errors import ModelFileError
+from prunehw.model.activations import activation_kind, relu_kind, relu_layer, relu_refusal
 from prunehw.model.data import to_float
 from prunehw.model.network import check_fits, check_supported, load_model, unsupported_conv, unsupported_pool
 
 __all__ = ["normalize", "verify", "import_user_model"]
 
 _NO_OPS = ("Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "SpatialDropout1D", "SpatialDropout2D")
-_SUPPORTED = ("Conv2D (padding valid/same, square strides)", "Dense", "ReLU", "MaxPooling2D",
-              "AveragePooling2D (power-of-two window)", "Flatten", "Activation (relu, linear, softmax last)",
+_SUPPORTED = ("Conv2D (padding valid/same, square strides)", "Dense", "ReLU (plain or max_value=6)", "MaxPooling2D",
+              "AveragePooling2D (power-of-two window)", "Flatten", "Activation (relu, relu6, linear, softmax last)",
               "BatchNormalization (after Conv2D/Dense)", "Dropout")
 _RANDOM_INPUTS = 16     # random inputs verify runs both models on (besides the data images it is given)
 _DATA_IMAGES = 64       # training images import_user_model verifies on: a few batches' worth, a fraction of a second
@@ -143,8 +145,8 @@ def normalize(model: keras.Model, where: str = "model") -> tuple[keras.Model, li
             if refusal:
                 raise ModelFileError(f"{where}: conv layer {name!r} {refusal}")
             act = _activation_name(layer)
-            if act not in ("linear", "relu") and not (act == "softmax" and i == last_weighted and tail):
-                raise ModelFileError(f"{where}: layer {name!r} fuses activation {act!r}; supported: relu, linear, "
+            if act != "linear" and not activation_kind(act) and not (act == "softmax" and i == last_weighted and tail):
+                raise ModelFileError(f"{where}: layer {name!r} fuses activation {act!r}; supported: relu, relu6, linear, "
                                      f"and softmax on the last layer")
             cfg = {"name": name}
             if kind == "Conv2D":
@@ -157,9 +159,9 @@ def normalize(model: keras.Model, where: str = "model") -> tuple[keras.Model, li
             if len(w) == 1:
                 notes.append(f"{name}: no bias in the model; a zero bias added")
             plan.append((kind, cfg, [kernel, bias]))
-            if act == "relu":
-                plan.append(("ReLU", {"name": f"{name}_relu"}, []))
-                notes.append(f"{name}: fused relu split into its own ReLU layer")
+            if activation_kind(act):
+                plan.append(("ReLU", {"name": f"{name}_{act}", "kind": act}, []))
+                notes.append(f"{name}: fused {act} split into its own ReLU layer")
             elif act == "softmax":
                 notes.append(f"{name}: final softmax dropped (the flow works on logits; argmax, so accuracy, unchanged)")
         elif kind == "BatchNormalization":
@@ -173,20 +175,20 @@ def normalize(model: keras.Model, where: str = "model") -> tuple[keras.Model, li
             plan[j] = (plan[j][0], plan[j][1], [kernel * scale, (bias - mean) * scale + beta])
             notes.append(f"{name}: batch normalization folded into {plan[j][1]['name']!r}")
         elif kind == "ReLU":
-            if layer.max_value is not None or float(layer.negative_slope) != 0.0 or float(layer.threshold) != 0.0:
-                raise ModelFileError(f"{where}: ReLU {name!r} has max_value/negative_slope/threshold; supported: plain ReLU")
-            plan.append(("ReLU", {"name": name}, []))
+            if relu_refusal(layer):
+                raise ModelFileError(f"{where}: ReLU {name!r} {relu_refusal(layer)}")
+            plan.append(("ReLU", {"name": name, "kind": relu_kind(layer)}, []))
         elif kind == "Activation":
             act = _activation_name(layer)
-            if act == "relu":
-                plan.append(("ReLU", {"name": name}, []))
-                notes.append(f"{name}: Activation('relu') as a ReLU layer")
+            if activation_kind(act):
+                plan.append(("ReLU", {"name": name, "kind": act}, []))
+                notes.append(f"{name}: Activation({act!r}) as a ReLU layer")
             elif act == "linear":
                 notes.append(f"{name}: Activation('linear') dropped (identity)")
             elif act == "softmax" and tail:
                 notes.append(f"{name}: final softmax dropped (the flow works on logits; argmax, so accuracy, unchanged)")
             else:
-                raise ModelFileError(f"{where}: Activation {name!r} is {act!r}; supported: relu, linear, softmax at the end")
+                raise ModelFileError(f"{where}: Activation {name!r} is {act!r}; supported: relu, relu6, linear, softmax at the end")
         elif kind in _NO_OPS:
             notes.append(f"{name}: {kind} dropped (no effect at inference)")
         elif kind in ("MaxPooling2D", "AveragePooling2D"):
@@ -304,7 +306,7 @@ def _build(input_shape, plan) -> keras.Model:
         elif kind == "Dense":
             layers.append(keras.layers.Dense(cfg["units"], name=cfg["name"]))
         elif kind == "ReLU":
-            layers.append(keras.layers.ReLU(name=cfg["name"]))
+            layers.append(relu_layer(cfg["kind"], cfg["name"]))
         elif kind in ("MaxPooling2D", "AveragePooling2D"):
             layers.append(getattr(keras.layers, kind)(cfg["pool_size"], name=cfg["name"]))
         else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from prunehw.core.geometry import conv_geometry
+from prunehw.export.contract import output_range
 from prunehw.export.golden import accumulate, apply_layer, layer_events, requantize
 
 __all__ = ["choose_stimulus"]
@@ -25,11 +26,11 @@ __all__ = ["choose_stimulus"]
 def _threshold(layer: dict, event: str) -> float:
     """The accumulator value at which ``event`` (``saturation`` or ``accumulator_top``) happens on the upper side:
     ``|acc| >= 2**(bits - 4)`` for the top bits; for saturation, where the rounded value passes the output's
-    largest code (round half up: halfway between it and the next)."""
+    largest code (round half up: halfway between it and the next; a relu6's cap where it is lower)."""
     if event == "accumulator_top":
         return 2 ** (layer["accum"]["bits"] - 4)
     o = layer["output"]
-    top = ((1 << (o["bits"] - 1)) if o["signed"] else (1 << o["bits"])) - 0.5
+    top = output_range(o)[1] + 0.5
     return top * 2.0 ** (layer["accum"]["frac"] - o["frac"])
 
 
@@ -76,7 +77,8 @@ def _mirror(contract, target: str):
                 if layer["name"] == name:
                     flat = tf.reshape(acc, (tf.shape(acc)[0], -1))
                     return tf.reduce_max(tf.abs(flat) if event == "accumulator_top" else flat, axis=1)
-                a = tf.nn.relu(acc) if layer["output"]["relu"] else acc
+                o = layer["output"]
+                a = tf.clip_by_value(acc, 0.0, o["relu_max"]) if o.get("relu_max") else tf.nn.relu(acc) if o["relu"] else acc
             elif t in ("maxpool2d", "avgpool2d"):
                 pool = tf.nn.max_pool2d if t == "maxpool2d" else tf.nn.avg_pool2d
                 a = pool(a, layer["pool"], layer["pool"], "VALID")

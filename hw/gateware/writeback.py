@@ -9,6 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from prunehw.hw.gateware.block_ram import READ_LATENCY, BlockRAM
 from prunehw.hw.gateware.plan import PSUM_FORWARD, Plan
+from prunehw.export.contract import output_range
 from prunehw.hw.compile.program import MatmulOp
 from prunehw.hw.gateware.taps import PASS
 
@@ -172,7 +173,7 @@ def bigger(a, b, signed_, taps=PASS, where=None):
 
 def requantize(acc_frac: int, out: dict, taps=PASS, where=None):
     """The contract's requantization as two pipeline stages, ``(round, saturate)``: ReLU and half an output
-    LSB added; then the shift to ``out['frac']`` and saturation to ``out['bits']``."""
+    LSB added; then the shift to ``out['frac']`` and saturation to ``out['bits']`` (and to a relu6's cap)."""
     where = where or {}
     shift = taps("requant.shift", acc_frac - out["frac"], **where)
     signed_range = taps("requant.signed_range", bool(out["signed"]), **where)
@@ -193,6 +194,10 @@ def requantize(acc_frac: int, out: dict, taps=PASS, where=None):
         top = q[out["bits"] - (1 if lo < 0 else 0):]
         over = ~sign & top.any()
         under = sign & ~top.all() if lo < 0 else sign
+        cap = output_range(out)[1]
+        if cap < hi:      # a relu6's cap below the width's largest code: one comparator on the in-range bits
+            over = over | (~sign & (q[:out["bits"]] > cap))
+            hi = cap
         return taps("requant.saturated", Mux(over, hi, Mux(under, lo, q))[:8], unsaturated=q, **where)
 
     return round_, saturate

@@ -31,7 +31,7 @@ from prunehw.export.quantize import dequantized_model, quantize
 from prunehw.model.network import build_model
 
 MAX2, AVG2, AVG4 = ("maxpool2d", 2), ("avgpool2d", 2), ("avgpool2d", 4)
-# name: (input shape, kernel, padding, stride, relu after the conv, the poolings after it)
+# name: (input shape, kernel, padding, stride, relu after the conv (or "relu6"), the poolings after it)
 CASES = {
     "k3-same-s1-12x12x3": ((12, 12, 3), 3, "same", 1, True, (MAX2,)),
     "k5-same-s1-9x9x1": ((9, 9, 1), 5, "same", 1, False, (MAX2,)),     # no ReLU: signed activations padded
@@ -42,7 +42,10 @@ CASES = {
     "k3-valid-s1-9x9x1-avg2-signed": ((9, 9, 1), 3, "valid", 1, False, (AVG2,)),   # 7 -> 3: the last row/column dropped
     "k3-same-s1-12x12x3-avg4": ((12, 12, 3), 3, "same", 1, True, (AVG4,)),         # a 16-value window: shift by 4
     "k3-same-s1-9x9x1-max2-avg2-signed": ((9, 9, 1), 3, "same", 1, False, (MAX2, AVG2)),   # 9 -> 4 -> 2
+    "k3-same-s1-12x12x3-relu6": ((12, 12, 3), 3, "same", 1, "relu6", (MAX2,)),   # ReLU(max_value=6): a cap below 8
 }
+#: the relu6 case's conv weights are scaled up after training, so that its activations pass the cap
+RELU6_GAIN = 12.0
 IMAGES = 48
 
 
@@ -57,7 +60,7 @@ def _images(x: np.ndarray, shape: tuple) -> np.ndarray:
 
 def _network(shape, kernel, padding, stride, relu, pools) -> NetworkConfig:
     layers = [L(type="conv2d", filters=6, kernel=kernel, padding=padding, stride=stride)]
-    layers += [L(type="relu")] if relu else []
+    layers += [L(type=relu if isinstance(relu, str) else "relu")] if relu else []
     layers += [L(type=kind, pool=p) for kind, p in pools]
     return NetworkConfig(layers=(*layers, L(type="flatten"), L(type="dense", units=10)))
 
@@ -101,6 +104,10 @@ def exported(request, tmp_path_factory, tiny_data):
                    _images(tiny_data.x_test, shape), tiny_data.y_test, source="mnist-small", digest="-")
     model = build_model(_network(shape, kernel, padding, stride, relu, pools), shape, 10, seed=7)
     fit(model, data, 2, 64, 3e-3, desc="conv geometry test")
+    if relu == "relu6":
+        conv = model.layers[0]
+        conv.kernel.assign(conv.kernel * RELU6_GAIN)
+        conv.bias.assign(conv.bias * RELU6_GAIN)
     d = tmp_path_factory.mktemp(request.param)
     spec, w, b = quantize(model, data.x_train[:256])
     save_contract(d / "contract.json", spec, w, b)
@@ -160,6 +167,21 @@ def test_golden_equals_keras_on_the_contract_integers(exported):
     assert np.mean(want.argmax(1) == y) == np.mean(got.argmax(1) == y)
     float_acc = np.mean(np.asarray(deq(x.astype(np.float32) / 256.0)).argmax(1) == y)
     assert abs(np.mean(want.argmax(1) == y) - float_acc) <= 0.1, case
+
+
+def test_relu6_caps_at_six_in_the_contract_golden_and_hls4ml(exported):
+    """A relu6 is fused into its conv as a cap (``relu_max``) below the output format's largest code; the golden
+    model's outputs reach the cap and never pass it, and hls4ml computes it with its own ``nnet::relu6``."""
+    case, contract, _, _, project, x, _ = exported
+    out = contract.layers[0]["output"]
+    if CASES[case][4] != "relu6":
+        assert "relu_max" not in out
+        return
+    cap = 6 * 2 ** out["frac"]
+    assert out["relu_max"] == 6 and out["relu"] and not out["signed"] and cap < 2 ** out["bits"] - 1
+    conv = golden(contract, x, return_all=True)[1][contract.layers[0]["name"]]
+    assert conv.max() == cap and (conv == cap).sum() > 10, (conv.max(), cap)
+    assert "nnet::relu6<" in (project / "firmware" / "prunehw.cpp").read_text()
 
 
 def test_poolings_pass_the_format_through_and_set_their_hls4ml_types(exported):

@@ -28,13 +28,21 @@ def _models():
     average = keras.Sequential([keras.Input((28, 28, 1)), L.Conv2D(6, 3, activation="relu"), L.AveragePooling2D(2),
                                 L.Conv2D(8, 3), L.BatchNormalization(), L.AveragePooling2D(4), L.Flatten(),
                                 L.Dense(10, activation="softmax")])
-    return {"fused": fused, "batchnorm": bn, "mlp": mlp, "same": same, "strided": strided, "average": average}
+    # relu6 in its three spellings (fused, a capped ReLU layer, an Activation), the weights scaled so the cap acts
+    relu6 = keras.Sequential([keras.Input((28, 28, 1)), L.Conv2D(6, 3, activation="relu6"), L.MaxPooling2D(),
+                              L.Conv2D(8, 3), L.ReLU(max_value=6), L.Conv2D(8, 3), L.Activation("relu6"), L.Flatten(),
+                              L.Dense(10)])
+    for layer in relu6.layers:
+        if isinstance(layer, L.Conv2D):
+            layer.kernel.assign(layer.kernel * 30.0)
+    return {"fused": fused, "batchnorm": bn, "mlp": mlp, "same": same, "strided": strided, "average": average,
+            "relu6": relu6}
 
 
 _ENDS_IN_SOFTMAX = ("fused", "batchnorm", "strided", "average")
 
 
-@pytest.mark.parametrize("name", ["fused", "batchnorm", "mlp", "same", "strided", "average"])
+@pytest.mark.parametrize("name", ["fused", "batchnorm", "mlp", "same", "strided", "average", "relu6"])
 def test_normalized_model_computes_the_same_logits(name):
     model = _models()[name]
     rng = np.random.default_rng(0)
@@ -53,6 +61,10 @@ def test_normalized_model_computes_the_same_logits(name):
     assert (got.argmax(1) == want.argmax(1)).all()
     if name == "batchnorm":
         assert sum("folded" in n for n in notes) == 2
+    if name == "relu6":      # every spelling became a ReLU capped at 6, and the cap acts on these inputs
+        assert [l.max_value for l in out.layers if isinstance(l, keras.layers.ReLU)] == [6.0, 6.0, 6.0]
+        first = keras.Sequential(out.layers[:2])(x).numpy()
+        assert first.max() == 6.0 and (first == 6.0).mean() > 0.01
     convs = [(tuple(l.strides), l.padding) for l in model.layers if isinstance(l, keras.layers.Conv2D)]
     assert [(tuple(l.strides), l.padding) for l in out.layers if isinstance(l, keras.layers.Conv2D)] == convs
     pooling = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
@@ -81,6 +93,9 @@ def test_normalized_model_computes_the_same_logits(name):
      r"MaxPooling2D 'max_pooling2d\w*' has a \(2, 3\) window; supported: square windows"),
     (lambda L: [L.Conv2D(4, 3), L.GlobalAveragePooling2D(), L.Dense(10)], "unsupported type GlobalAveragePooling2D"),
     (lambda L: [L.Flatten(), L.Dense(10, activation="softmax"), L.Dense(10)], "fuses activation 'softmax'"),
+    (lambda L: [L.Conv2D(4, 3), L.ReLU(max_value=4), L.Flatten(), L.Dense(10)],
+     r"ReLU 're_lu\w*' has max_value=4, negative_slope=0.0, threshold=0.0; supported: ReLU\(\) and ReLU\(max_value=6\)"),
+    (lambda L: [L.Conv2D(4, 3), L.ReLU(negative_slope=0.1), L.Flatten(), L.Dense(10)], "negative_slope=0.1"),
 ])
 def test_unsupported_layers_are_refused_in_one_line(layers, match):
     model = keras.Sequential([keras.Input((28, 28, 1)), *layers(keras.layers)])

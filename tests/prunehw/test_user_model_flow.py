@@ -4,7 +4,8 @@ place of training, pruned, quantized, and checked bit-exact with the golden mode
 300 test images, with cycles and activity counters equal to the analytic model.
 
 The four models: fused activations with Dropout and a final softmax; ``same`` padding with BatchNormalization
-and separate ReLU layers; a strided convolution with ``Activation`` layers and average pooling; and a
+and separate ReLU layers; a strided convolution with a relu6 (its cap reached), an ``Activation`` layer and
+average pooling; and a
 LeNet-5-style CNN (``same`` padding, BatchNorm, average pooling, three dense layers) on 32x32x3 colour images.
 """
 
@@ -36,8 +37,10 @@ def _models():
             L.Conv2D(8, 3, padding="same"), L.BatchNormalization(momentum=0.9), L.ReLU(), L.MaxPooling2D(),
             L.Conv2D(16, 3, padding="same"), L.BatchNormalization(momentum=0.9), L.ReLU(), L.MaxPooling2D(), L.Flatten(),
             L.Dense(10)]),
-        "stride2_average_pooling": ((28, 28, 1), [
-            L.Conv2D(8, 3, strides=2, padding="same"), L.ReLU(), L.Conv2D(16, 3), L.Activation("relu"),
+        # (a relu6 whose cap acts: the first conv starts with large weights)
+        "stride2_average_pooling_relu6": ((28, 28, 1), [
+            L.Conv2D(8, 3, strides=2, padding="same", kernel_initializer=keras.initializers.RandomNormal(stddev=3.0)),
+            L.ReLU(max_value=6), L.Conv2D(16, 3), L.Activation("relu"),
             L.AveragePooling2D(2), L.Flatten(), L.Dense(10, activation="softmax")]),
         "lenet5_32x32x3": ((32, 32, 3), [
             L.Conv2D(6, 5, padding="same"), L.BatchNormalization(momentum=0.9), L.ReLU(), L.AveragePooling2D(2),
@@ -106,3 +109,13 @@ def test_user_model_runs_the_whole_flow(tmp_path, mnist, name):
         assert (rtl["match"], rtl["total"]) == (IMAGES, IMAGES), (v, rtl)
         assert entry["cycles"]["rtl_equals_analytic"] and entry["activity_equals_analytic"], v
     assert summary["variants"]["dense"]["accuracy"]["float"] > 0.8, summary["variants"]["dense"]["accuracy"]
+    if "relu6" in name:       # the cap is in the contract and the hardware's outputs reach it
+        from prunehw.export.contract import load_contract
+        from prunehw.export.golden import golden
+
+        contract = load_contract(tmp_path / "build" / "quick" / "dense" / "contract.json")
+        conv = contract.layers[0]
+        cap = 6 * 2 ** conv["output"]["frac"]
+        assert conv["output"]["relu_max"] == 6 and cap < 2 ** conv["output"]["bits"] - 1, conv["output"]
+        outs = golden(contract, x_test, return_all=True)[1][conv["name"]]
+        assert outs.max() == cap and (outs == cap).mean() > 0.001, (outs.max(), cap)
