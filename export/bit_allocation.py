@@ -21,6 +21,7 @@ import numpy as np
 
 from prunehw.export.contract import Contract
 from prunehw.export.golden import golden_accuracy
+from prunehw.export.kinds import weighted
 from prunehw.export.quantize import quantize
 
 __all__ = ["Allocation", "allocate_weight_bits", "packed_weight_bits"]
@@ -43,7 +44,7 @@ def packed_weight_bits(spec: dict, weights: dict, bits: dict[str, int], rows: in
     """Bits of the weight tiles an R x C accelerator stores for the contract ``spec``/``weights`` at ``bits``."""
     total = 0
     for layer in spec["layers"]:
-        if layer["type"] not in ("conv2d", "dense"):
+        if not weighted(layer):
             continue
         k_rows, n = weights[layer["name"]].shape
         kept = len(layer.get("rows_kept", range(k_rows)))

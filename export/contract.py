@@ -26,6 +26,8 @@ Layer entries (in network order):
 - ``maxpool2d``: ``pool``; ``avgpool2d``: ``pool``, a power of two (the sum of the
   window's ``pool * pool`` values shifted right by log2 of that, rounded half
   up, in the input's format); ``flatten``: nothing (HWC order, as Keras).
+
+Each kind's check, golden arithmetic and hls4ml types are its handler's, in :mod:`prunehw.export.kinds`.
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ from prunehw.core.geometry import conv_geometry
 __all__ = ["CONTRACT_VERSION", "Contract", "conv_geometry", "fixed_type", "load_contract", "output_range", "save_contract"]
 
 CONTRACT_VERSION = 1
-_TYPES = ("conv2d", "dense", "maxpool2d", "avgpool2d", "flatten")
 PADDINGS = ("valid", "same")
 
 
@@ -82,7 +83,10 @@ class Contract:
         return self.spec["input"]
 
     def weighted(self) -> list[dict]:
-        return [l for l in self.layers if l["type"] in ("conv2d", "dense")]
+        """The entries with a weight matrix (conv2d, dense), in order."""
+        from prunehw.export.kinds import weighted
+
+        return [l for l in self.layers if weighted(l)]
 
     def to_json(self) -> str:
         return json.dumps(self.spec, indent=2, sort_keys=True) + "\n"
@@ -97,35 +101,13 @@ def _check(spec: dict, where: str) -> None:
     for key in ("input", "layers"):
         if key not in spec:
             bad(f"lacks key {key!r}")
+    from prunehw.export.kinds import KINDS
+
     for i, layer in enumerate(spec["layers"]):
         t = layer.get("type")
-        if t not in _TYPES:
-            bad(f"layer {i} has type {t!r}; allowed: {', '.join(_TYPES)}")
-        if t in ("conv2d", "dense"):
-            for k in ("weight", "bias", "accum", "output"):
-                if not isinstance(layer.get(k), dict) or not isinstance(layer[k].get("bits"), int) or not isinstance(layer[k].get("frac"), int):
-                    bad(f"layer {layer.get('name')!r} lacks a valid {k!r} format {{bits, frac}}")
-                if not 1 <= layer[k]["bits"] <= 64:
-                    bad(f"layer {layer.get('name')!r} {k}.bits = {layer[k]['bits']}; allowed: 1..64")
-            if t == "conv2d":
-                stride, padding = layer.get("stride", 1), layer.get("padding", "valid")
-                if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
-                    bad(f"layer {layer.get('name')!r} stride = {stride!r}; allowed: an integer >= 1")
-                if padding not in PADDINGS:
-                    bad(f"layer {layer.get('name')!r} padding = {padding!r}; allowed: {', '.join(PADDINGS)}")
-            elif "stride" in layer or "padding" in layer:
-                bad(f"layer {layer.get('name')!r} ({t}) has stride/padding; only conv2d layers take them")
-            cap = layer["output"].get("relu_max")
-            if cap is not None and not (layer["output"].get("relu") and isinstance(cap, (int, float)) and cap > 0
-                                        and float(cap * 2.0 ** layer["output"]["frac"]).is_integer()):
-                bad(f"layer {layer.get('name')!r} output.relu_max = {cap!r}; allowed: a positive value on the output's "
-                    f"grid (2**-{layer['output']['frac']}), with relu set")
-            if layer["bias"]["frac"] != layer["accum"]["frac"]:
-                bad(f"layer {layer['name']!r}: bias frac {layer['bias']['frac']} differs from accumulator frac {layer['accum']['frac']}")
-        if t == "avgpool2d" and (not isinstance(layer.get("pool"), int) or layer["pool"] < 1
-                                 or layer["pool"] & (layer["pool"] - 1)):
-            bad(f"layer {layer.get('name')!r}: average pooling window {layer.get('pool')!r}; allowed: 1, 2, 4, 8 "
-                f"(a power of two, so the division is a shift)")
+        if t not in KINDS:
+            bad(f"layer {i} has type {t!r}; allowed: {', '.join(KINDS)}")
+        KINDS[t].check(layer, bad)
 
 
 def save_contract(path: Path, spec: dict, weights: dict[str, np.ndarray], biases: dict[str, np.ndarray]) -> tuple[Path, Path]:
@@ -171,11 +153,11 @@ def load_contract(path: Path | str) -> Contract:
     with np.load(npz) as data:
         weights = {k[2:]: data[k].astype(np.int64) for k in data.files if k.startswith("w:")}
         biases = {k[2:]: data[k].astype(np.int64) for k in data.files if k.startswith("b:")}
-    for layer in spec["layers"]:
-        if layer["type"] in ("conv2d", "dense"):
-            name = layer["name"]
-            if name not in weights or name not in biases:
-                raise ModelFileError(f"contract {path}: weights file lacks layer {name!r}")
-            if weights[name].shape != (layer["rows"], layer["out_channels"]):
-                raise ModelFileError(f"contract {path}: layer {name!r} weights are {weights[name].shape}, expected {(layer['rows'], layer['out_channels'])}")
-    return Contract(spec, weights, biases)
+    contract = Contract(spec, weights, biases)
+    for layer in contract.weighted():
+        name = layer["name"]
+        if name not in weights or name not in biases:
+            raise ModelFileError(f"contract {path}: weights file lacks layer {name!r}")
+        if weights[name].shape != (layer["rows"], layer["out_channels"]):
+            raise ModelFileError(f"contract {path}: layer {name!r} weights are {weights[name].shape}, expected {(layer['rows'], layer['out_channels'])}")
+    return contract

@@ -1,86 +1,32 @@
 """The golden integer model: the numeric contract executed in numpy, the reference for everything else.
 
-Integer semantics throughout. Matrix products run in float64 BLAS only when
-the contract's accumulator width (derived from the weights, so that no
-allowed input can exceed it) is at most 53 bits, which makes every product
-and partial sum an exactly representable integer; otherwise they run in int64.
+Integer semantics throughout; each layer's arithmetic is its kind's (:mod:`prunehw.export.kinds`). Matrix
+products run in float64 BLAS only when the contract's accumulator width (derived from the weights, so that no
+allowed input can exceed it) is at most 53 bits, which makes every product and partial sum an exactly
+representable integer; otherwise they run in int64.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from prunehw.core.errors import DataError
-from prunehw.export.contract import conv_geometry, output_range
+from prunehw.export.contract import output_range
+from prunehw.export.kinds import kind, requantize, weighted
 
 __all__ = ["accumulate", "apply_layer", "golden", "golden_accuracy", "layer_events", "requantize"]
-
-
-def requantize(acc: np.ndarray, acc_frac: int, out: dict) -> np.ndarray:
-    """ReLU (if ``out['relu']``), round half up to ``out['frac']`` (add half an LSB, floor), saturate to ``out['bits']``
-    and to the ReLU's cap (relu6) if it has one (:func:`~prunehw.export.contract.output_range`)."""
-    acc = np.asarray(acc, dtype=np.int64)
-    if out.get("relu"):
-        acc = np.maximum(acc, 0)
-    shift = acc_frac - out["frac"]
-    if shift > 0:
-        q = (acc + (1 << (shift - 1))) >> shift
-    else:
-        q = acc << (-shift)
-    return np.clip(q, *output_range(out))
-
-
-def _matmul(a: np.ndarray, w: np.ndarray, acc_bits: int) -> np.ndarray:
-    if acc_bits <= 53:
-        return np.rint(a.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
-    return a @ w
-
-
-def _im2col(a: np.ndarray, k: int, stride: int = 1, padding: str = "valid") -> np.ndarray:
-    """(N, H, W, C) -> (N, H', W', k*k*C), rows ordered (ky, kx, c) like the contract's matrices; ``same``
-    padding adds zeros around the map (see ``contract.conv_geometry``), ``stride`` skips positions."""
-    n, h, w, c = a.shape
-    oh, ow, top, left = conv_geometry(h, w, k, stride, padding)
-    need_h, need_w = (oh - 1) * stride + k, (ow - 1) * stride + k
-    if top or left or need_h > h or need_w > w:
-        a = np.pad(a, ((0, 0), (top, max(need_h - h - top, 0)), (left, max(need_w - w - left, 0)), (0, 0)))
-    win = sliding_window_view(a, (k, k), axis=(1, 2))[:, :need_h - k + 1:stride, :need_w - k + 1:stride]
-    win = win.transpose(0, 1, 2, 4, 5, 3)                      # N, H', W', ky, kx, C
-    return win.reshape(*win.shape[:3], -1)
-
-
-def _conv_cols(layer: dict, a: np.ndarray) -> np.ndarray:
-    return _im2col(a, layer["kernel"], layer.get("stride", 1), layer.get("padding", "valid"))
 
 
 def accumulate(layer: dict, a: np.ndarray, contract) -> np.ndarray:
     """A weighted layer's accumulators for the integer input ``a``: its inputs (a convolution's windows) times its
     integer weights, plus its bias, exact in int64, before any ReLU or requantization."""
-    w, b = contract.weights[layer["name"]], contract.biases[layer["name"]]
-    cols = _conv_cols(layer, a) if layer["type"] == "conv2d" else a
-    return _matmul(cols, w, layer["accum"]["bits"]) + b
+    return kind(layer).accumulate(layer, a, contract)
 
 
 def apply_layer(layer: dict, a: np.ndarray, contract) -> np.ndarray:
-    """One layer of the contract on the integer input ``a`` (N, ...), as the hardware computes it."""
-    t = layer["type"]
-    if t in ("conv2d", "dense"):
-        acc = accumulate(layer, a, contract)
-        if layer["output"]["bits"] == layer["accum"]["bits"] and layer["output"]["frac"] == layer["accum"]["frac"] and not layer["output"]["relu"]:
-            return acc
-        return requantize(acc, layer["accum"]["frac"], layer["output"])
-    if t in ("maxpool2d", "avgpool2d"):
-        p = layer["pool"]
-        n, h, w_, c = a.shape
-        win = a[:, : h // p * p, : w_ // p * p].reshape(n, h // p, p, w_ // p, p, c)
-        if t == "maxpool2d":
-            return win.max(axis=(2, 4))
-        # the window's sum divided by its p*p elements (a power of two: a shift), rounded half up, in the
-        # input's format
-        shift = (p * p).bit_length() - 1
-        return (win.sum(axis=(2, 4)) + (1 << shift >> 1)) >> shift
-    return a.reshape(len(a), -1)
+    """One layer of the contract on the integer input ``a`` (N, ...), as the hardware computes it (its kind's
+    arithmetic, :mod:`prunehw.export.kinds`)."""
+    return kind(layer).apply(layer, a, contract)
 
 
 def golden(contract, x: np.ndarray, return_all: bool = False, batch: int = 1000):
@@ -129,7 +75,7 @@ def layer_events(contract, x: np.ndarray, batch: int = 500) -> dict[str, np.ndar
     for start in range(0, len(x), batch):
         a = x[start:start + batch].astype(np.int64)
         for layer in contract.layers:
-            if layer["type"] in ("conv2d", "dense"):
+            if weighted(layer):
                 acc = accumulate(layer, a, contract)
                 flat = acc.reshape(len(acc), -1)
                 o, name = layer["output"], layer["name"]

@@ -15,12 +15,8 @@ io_parallel, fills each layer's im2col buffer with zeros where a tap falls
 outside the map, as the golden model pads. What is checked here is that the
 Keras model handed over strides and pads as its contract says.
 
-Average pooling: hls4ml's ``avg()`` sums the window into the layer's ``accum_t``, divides by the window's size
-there (``y /= length``) and the result is then cast to the layer's result type. The accumulator is set to hold
-both exactly (the input's format widened by log2(pool*pool) integer bits for the sum and as many fractional bits
-for the division: a power of two, so the quotient is exact), and the result type is the input's format with
-``AP_RND`` (round half toward +inf) and ``AP_SAT``: the golden model's sum plus half, shifted right, on negative
-ties too (-2.5 -> -2). (An average never leaves its inputs' range, so the saturation never acts.)
+Each layer's types are its kind's (:meth:`~prunehw.export.kinds.Kind.hls_precision`; average pooling's, which
+hls4ml divides in its accumulator, are explained at :class:`~prunehw.export.kinds.AvgPool2D`).
 """
 
 from __future__ import annotations
@@ -34,23 +30,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from prunehw.core.errors import ModelFileError
-from prunehw.export.contract import Contract, fixed_type
+from prunehw.export.contract import Contract
+from prunehw.export.kinds import fmt_type, kind, weighted
 
 __all__ = ["hls_config", "hls4ml_layers", "convert", "predict_ints", "avgpool_types"]
 
 
-def _fmt(f: dict, **kw) -> str:
-    return fixed_type(f["bits"], f["frac"], signed=f["signed"] if "signed" in f else True, **kw)
-
-
-_POOLINGS = {"maxpool2d": "MaxPooling2D", "avgpool2d": "AveragePooling2D"}
-
-
 def avgpool_types(layer: dict) -> tuple[str, str]:
-    """(accum, result) hls4ml types of a contract ``avgpool2d`` layer (see the module's docstring)."""
-    f, shift = layer["input"], (layer["pool"] ** 2).bit_length() - 1
-    accum = fixed_type(f["bits"] + 2 * shift, f["frac"] + shift, signed=f["signed"])
-    return accum, _fmt(f, rounding=True, saturate=True)
+    """(accum, result) hls4ml types of a contract ``avgpool2d`` layer (see :class:`~prunehw.export.kinds.AvgPool2D`)."""
+    p = kind(layer).hls_precision(layer)
+    return p["accum"], p["result"]
 
 
 def _check_geometry(model, contract: Contract) -> None:
@@ -58,23 +47,10 @@ def _check_geometry(model, contract: Contract) -> None:
     (hls4ml follows the model, the golden model the contract: they would differ)."""
     by_name = {l.name: l for l in model.layers}
     for layer in contract.layers:
-        if layer["name"] not in by_name:
-            continue
-        k = by_name[layer["name"]]
-        if layer["type"] in _POOLINGS:
-            p = layer["pool"]
-            got = (type(k).__name__, tuple(getattr(k, "pool_size", ())), tuple(getattr(k, "strides", ())), getattr(k, "padding", None))
-            if got != (_POOLINGS[layer["type"]], (p, p), (p, p), "valid"):
-                raise ModelFileError(f"layer {layer['name']!r}: the Keras model has {got[0]} {got[1]} with strides {got[2]}, "
-                                     f"padding {got[3]!r}; the contract says {_POOLINGS[layer['type']]} {p}, strides {p}, valid")
-            continue
-        if layer["type"] != "conv2d":
-            continue
-        want = (layer.get("stride", 1), layer.get("padding", "valid"))
-        got = (tuple(k.strides), k.padding, tuple(getattr(k, "dilation_rate", (1, 1))))
-        if got != ((want[0], want[0]), want[1], (1, 1)):
-            raise ModelFileError(f"layer {layer['name']!r}: the Keras model has strides {got[0]}, padding {got[1]!r}, "
-                                 f"dilation {got[2]}; the contract says stride {want[0]}, padding {want[1]!r}, no dilation")
+        if layer["name"] in by_name:
+            mismatch = kind(layer).keras_mismatch(layer, by_name[layer["name"]])
+            if mismatch:
+                raise ModelFileError(f"layer {layer['name']!r}: {mismatch}")
 
 
 def hls4ml_layers(model):
@@ -104,32 +80,27 @@ def hls_config(model, contract: Contract, backend: str = "Vivado") -> dict:
     model = hls4ml_layers(model)
     _check_geometry(model, contract)
     cfg = hls4ml.utils.config_from_keras_model(model, granularity="name", backend=backend)
-    cfg["Model"].update({"Precision": _fmt({"bits": 32, "frac": 16}), "ReuseFactor": 1, "Strategy": "Latency"})
+    cfg["Model"].update({"Precision": fmt_type({"bits": 32, "frac": 16}), "ReuseFactor": 1, "Strategy": "Latency"})
     names = cfg["LayerName"]
     first = model.layers[0].input.name if hasattr(model.layers[0], "input") else None
     inp = contract.input
     for name in names:
         if name not in {l["name"] for l in contract.layers} and name not in {l["output"].get("name") for l in contract.weighted()}:
             if name == first or "input" in name.lower() or name == "image":
-                names[name]["Precision"] = {"result": _fmt(inp)}
+                names[name]["Precision"] = {"result": fmt_type(inp)}
     for layer in contract.layers:
         entry = names.setdefault(layer["name"], {})
-        if layer["type"] in ("conv2d", "dense"):
-            acc = _fmt(layer["accum"])
-            entry["Precision"] = {"weight": _fmt(layer["weight"]), "bias": _fmt(layer["bias"]), "accum": acc, "result": acc}
-            entry["ReuseFactor"] = 1
-            out = layer["output"]
-            if out.get("name"):
-                names.setdefault(out["name"], {})["Precision"] = {"result": _fmt(out, rounding=True, saturate=True)}
-            elif (out["bits"], out["frac"]) != (layer["accum"]["bits"], layer["accum"]["frac"]):
-                # a hidden layer with no ReLU after it requantizes in its own output cast (no layer follows that
-                # would round and saturate: the next one would truncate and wrap instead)
-                entry["Precision"]["result"] = _fmt(out, rounding=True, saturate=True)
-        elif layer["type"] == "avgpool2d":
-            accum, result = avgpool_types(layer)
-            entry["Precision"] = {"accum": accum, "result": result}
-        else:
-            entry["Precision"] = {"result": _fmt(layer["input"])}
+        entry["Precision"] = kind(layer).hls_precision(layer)
+        if not weighted(layer):
+            continue
+        entry["ReuseFactor"] = 1
+        out = layer["output"]
+        if out.get("name"):
+            names.setdefault(out["name"], {})["Precision"] = {"result": fmt_type(out, rounding=True, saturate=True)}
+        elif (out["bits"], out["frac"]) != (layer["accum"]["bits"], layer["accum"]["frac"]):
+            # a hidden layer with no ReLU after it requantizes in its own output cast (no layer follows that
+            # would round and saturate: the next one would truncate and wrap instead)
+            entry["Precision"]["result"] = fmt_type(out, rounding=True, saturate=True)
     return cfg
 
 

@@ -20,53 +20,39 @@ import keras
 import numpy as np
 
 from prunehw.export.contract import output_range
+from prunehw.export.kinds import fake_quant, keras_kind
 from prunehw.export.quantize import quantize
 
 __all__ = ["qat_finetune"]
 
 
-def _fake(x, frac: int, lo: float | None, hi: float | None, half_up: bool):
-    """``x`` on the grid 2**-frac (round half up, or to even), clipped to integers lo..hi; the gradient passes
-    straight through the rounding and is zero outside the range."""
-    import tensorflow as tf
-
-    scale = 2.0 ** frac
-    if lo is not None:
-        x = tf.clip_by_value(x, lo / scale, hi / scale)
-    q = tf.floor(x * scale + 0.5) if half_up else tf.round(x * scale)
-    return x + tf.stop_gradient(q / scale - x)
-
-
 def _forward(model: keras.Model, formats: dict, masks: dict, x):
-    """The contract's arithmetic on float images ``x`` (pixels / 256), differentiable in the model's weights."""
+    """The contract's arithmetic on float images ``x`` (pixels / 256), differentiable in the model's weights; each
+    layer as its kind says (:mod:`prunehw.export.kinds`)."""
     import tensorflow as tf
 
     a, skip_relu, frac = x, False, 8      # (frac: the current activations' format, for an average pooling)
     for layer in model.layers:
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+        kd = keras_kind(layer)
+        if kd and kd.weighted:
             f = formats[layer.name]
             lim = 2 ** (f["weight"]["bits"] - 1)
-            k = _fake(layer.kernel, f["weight"]["frac"], -lim, lim - 1, half_up=False) * masks[layer.name]
-            b = _fake(layer.bias, f["accum"]["frac"], None, None, half_up=False)
-            if isinstance(layer, keras.layers.Conv2D):
-                y = tf.nn.conv2d(a, k, layer.strides[0], layer.padding.upper()) + b
-            else:
-                y = tf.matmul(a, k) + b
+            k = fake_quant(layer.kernel, f["weight"]["frac"], -lim, lim - 1, half_up=False) * masks[layer.name]
+            b = fake_quant(layer.bias, f["accum"]["frac"], None, None, half_up=False)
+            y = kd.qat_product(layer, a, k) + b
             out = f["output"]
             frac = out["frac"]
             if out.get("rounding") is None:          # the logits: accumulator precision
                 a = tf.nn.relu(y) if out["relu"] else y
             else:                                   # (a relu6's cap is in the output's range)
-                a = _fake(tf.nn.relu(y) if out["relu"] else y, out["frac"], *output_range(out), half_up=True)
+                a = fake_quant(tf.nn.relu(y) if out["relu"] else y, out["frac"], *output_range(out), half_up=True)
             skip_relu = out["relu"]
-        elif isinstance(layer, keras.layers.ReLU):
+        elif kd is None:                            # a ReLU: done with the layer before it, unless it follows none
             if not skip_relu:
                 a = layer(a)
             skip_relu = False
-        elif isinstance(layer, keras.layers.AveragePooling2D):
-            a = _fake(layer(a), frac, None, None, half_up=True)
-        else:                                       # max pooling, flatten
-            a = layer(a)
+        else:
+            a = kd.qat_forward(layer, a, frac)
     return a
 
 
@@ -82,7 +68,7 @@ def qat_finetune(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, c
 
     from prunehw.model.data import to_float
 
-    weighted = [l for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
+    weighted = [l for l in model.layers if (k := keras_kind(l)) and k.weighted]
     masks = {l.name: tf.constant((l.kernel.numpy() != 0).astype(np.float32)) for l in weighted}
     variables = [v for l in weighted for v in (l.kernel, l.bias)]
     opt = keras.optimizers.Adam(learning_rate)

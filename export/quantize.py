@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from prunehw.core.errors import ModelFileError
+from prunehw.export.kinds import KINDS, keras_kind
 
 __all__ = ["quantize", "dequantized_model"]
 
@@ -57,11 +58,14 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int | dict[st
     that pruning kept; recorded in the contract (the hardware skips the others),
     after checking that every other row is zero.
     """
-    from prunehw.model.activations import relu_cap
+    from prunehw.model.activations import relu_cap, relu_kind
     from prunehw.model.data import to_float
-    from prunehw.model.network import unsupported_conv, unsupported_pool
+    from prunehw.model.network import unsupported
 
-    weighted_names = [l.name for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
+    layers = model.layers
+    kinds = [keras_kind(l) for l in layers]     # (None for a ReLU: fused into the layer before it)
+    weighted_idx = [i for i, k in enumerate(kinds) if k and k.weighted]
+    weighted_names = [layers[i].name for i in weighted_idx]
     if isinstance(weight_bits, dict):            # per-layer widths (a bit allocation): every weighted layer named
         unknown, missing = set(weight_bits) - set(weighted_names), set(weighted_names) - set(weight_bits)
         if unknown or missing:
@@ -81,20 +85,19 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int | dict[st
     fmt = {"bits": 8, "frac": 8, "signed": False}
     spec = {"input": {"shape": list(model.inputs[0].shape[1:]), **fmt}, "layers": []}
     weights, biases = {}, {}
-    layers = model.layers
-    weighted_idx = [i for i, l in enumerate(layers) if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
-    for i, layer in enumerate(layers):
-        refusal = unsupported_conv(layer) if isinstance(layer, keras.layers.Conv2D) else None
-        if isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)):
-            refusal = unsupported_pool(layer)
+    for i, (layer, k) in enumerate(zip(layers, kinds)):
+        if k is None and relu_kind(layer) is None:
+            raise ModelFileError(f"layer {layer.name!r} is a {type(layer).__name__}; the contract has no such kind "
+                                 f"(allowed: {', '.join(sorted({c for kd in KINDS.values() for c in kd.keras}))}, ReLU)")
+        refusal = unsupported(layer)
         if refusal:
             raise ModelFileError(f"layer {layer.name!r} {refusal}")
-        if isinstance(layer, keras.layers.ReLU) and not (i and isinstance(layers[i - 1], (keras.layers.Conv2D, keras.layers.Dense))):
+        if k is None and not (i and kinds[i - 1] and kinds[i - 1].weighted):
             # the contract has ReLU only as a weighted layer's output; another one would be left out silently
             raise ModelFileError(f"ReLU {layer.name!r} does not follow a Conv2D or Dense directly; the contract fuses "
                                  f"ReLU into the layer before it (put it right after the conv/dense)")
-    for i, layer in enumerate(layers):
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+    for i, (layer, kd) in enumerate(zip(layers, kinds)):
+        if kd and kd.weighted:
             k = layer.kernel.numpy()
             w = k.reshape(-1, k.shape[-1]).astype(np.float64)
             b = layer.bias.numpy().astype(np.float64)
@@ -110,9 +113,9 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int | dict[st
             acc_bits = bound.bit_length() + 1
             bias_bits = max(int(np.abs(bq).max()).bit_length() + 1, 2)
             last = i == weighted_idx[-1]
-            relu_next = i + 1 < len(layers) and isinstance(layers[i + 1], keras.layers.ReLU)
+            relu_next = i + 1 < len(layers) and relu_kind(layers[i + 1]) is not None
             entry = {
-                "name": layer.name, "type": "conv2d" if isinstance(layer, keras.layers.Conv2D) else "dense",
+                "name": layer.name, "type": kd.name,
                 "rows": int(w.shape[0]), "out_channels": int(w.shape[1]),
                 "in_channels": int(k.shape[2]) if k.ndim == 4 else int(k.shape[0]),
                 "input": dict(fmt),
@@ -122,13 +125,7 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int | dict[st
                 "bias": {"bits": max(bias_bits, 2), "frac": facc, "rounding": "half_even"},
                 "accum": {"bits": acc_bits, "frac": facc},
             }
-            if k.ndim == 4:
-                entry["kernel"] = int(k.shape[0])
-                # written only where they differ from 1 and "valid": a contract without them reads as before
-                if layer.strides[0] != 1:
-                    entry["stride"] = int(layer.strides[0])
-                if layer.padding != "valid":
-                    entry["padding"] = str(layer.padding)
+            entry.update(kd.geometry(layer))
             if rows_kept and layer.name in rows_kept:
                 kept = sorted(rows_kept[layer.name])
                 dropped = np.setdiff1d(np.arange(w.shape[0]), kept)
@@ -151,12 +148,8 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int | dict[st
             spec["layers"].append(entry)
             weights[layer.name], biases[layer.name] = wq, bq
             fmt = {k2: entry["output"][k2] for k2 in ("bits", "frac", "signed")}
-        elif isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)):
-            # (the format passes through: the golden model's average rounds half up in the input's format)
-            kind = "maxpool2d" if isinstance(layer, keras.layers.MaxPooling2D) else "avgpool2d"
-            spec["layers"].append({"name": layer.name, "type": kind, "pool": int(layer.pool_size[0]), "input": dict(fmt)})
-        elif isinstance(layer, keras.layers.Flatten):
-            spec["layers"].append({"name": layer.name, "type": "flatten", "input": dict(fmt)})
+        elif kd:
+            spec["layers"].append(kd.entry(layer, fmt))
     return spec, weights, biases
 
 

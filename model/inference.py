@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from prunehw.core.artifacts import dir_bytes
-from prunehw.model.activations import relu_cap
+from prunehw.model.kinds import of_layer
 from prunehw.model.data import to_float
 
 __all__ = ["sparse_forward", "dense_forward", "time_inference", "saved_sizes"]
@@ -27,44 +27,12 @@ __all__ = ["sparse_forward", "dense_forward", "time_inference", "saved_sizes"]
 
 def sparse_forward(model: keras.Model):
     """A ``tf.function`` computing ``model``'s logits with every weight matrix as a ``tf.SparseTensor``."""
-    ops = []
-    for layer in model.layers:
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-            k = layer.kernel.numpy()
-            wt = k.reshape(-1, k.shape[-1]).T  # (cols, rows): products are W^T @ x^T
-            sp = tf.sparse.from_dense(tf.constant(wt))
-            conv = isinstance(layer, keras.layers.Conv2D)
-            ops.append(("conv" if conv else "dense", sp, tf.constant(layer.bias.numpy()), k.shape[0],
-                        layer.strides[0] if conv else 1, layer.padding.upper() if conv else "VALID"))
-        elif isinstance(layer, keras.layers.ReLU):
-            ops.append(("relu", relu_cap(layer)))
-        elif isinstance(layer, keras.layers.MaxPooling2D):
-            ops.append(("pool", layer.pool_size[0]))
-        elif isinstance(layer, keras.layers.AveragePooling2D):
-            ops.append(("avgpool", layer.pool_size[0]))
-        elif isinstance(layer, keras.layers.Flatten):
-            ops.append(("flatten",))
+    ops = [of_layer(layer).sparse_op(layer) for layer in model.layers]
 
     @tf.function(reduce_retracing=True)
     def run(x):
         for op in ops:
-            if op[0] == "conv":
-                _, sp, b, k, s, padding = op     # (TF pads SAME as Keras' Conv2D does)
-                p = tf.image.extract_patches(x, [1, k, k, 1], [1, s, s, 1], [1, 1, 1, 1], padding)
-                n, h, w, d = tf.unstack(tf.shape(p))
-                y = tf.sparse.sparse_dense_matmul(sp, tf.reshape(p, (-1, d)), adjoint_b=True)
-                x = tf.reshape(tf.transpose(y), (n, h, w, -1)) + b
-            elif op[0] == "dense":
-                _, sp, b, *_ = op
-                x = tf.transpose(tf.sparse.sparse_dense_matmul(sp, x, adjoint_b=True)) + b
-            elif op[0] == "relu":
-                x = tf.nn.relu(x) if op[1] is None else tf.clip_by_value(x, 0.0, op[1])
-            elif op[0] == "pool":
-                x = tf.nn.max_pool2d(x, op[1], op[1], "VALID")
-            elif op[0] == "avgpool":
-                x = tf.nn.avg_pool2d(x, op[1], op[1], "VALID")
-            else:
-                x = tf.reshape(x, (tf.shape(x)[0], -1))
+            x = op(x)
         return x
 
     return run

@@ -23,7 +23,7 @@ import numpy as np
 
 from prunehw.core.config import LayerSpec, NetworkConfig
 from prunehw.core.errors import ModelFileError
-from prunehw.model.activations import relu_kind
+from prunehw.model.kinds import of_layer, weighted_layers
 
 __all__ = ["LayerMap", "Geometry", "geometry", "matrices", "network_spec", "shrink", "row_masks", "expand", "zeroed_original",
            "save_maps", "load_maps", "full_maps", "kept_small_rows"]
@@ -83,10 +83,9 @@ def geometry(model: keras.Model) -> list[Geometry]:
 def matrices(model: keras.Model) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """[(name, W[rows, cols], bias), ...] of every weighted layer, in order."""
     out = []
-    for layer in model.layers:
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-            k = layer.kernel.numpy()
-            out.append((layer.name, k.reshape(-1, k.shape[-1]), layer.bias.numpy()))
+    for layer in weighted_layers(model):
+        k = layer.kernel.numpy()
+        out.append((layer.name, k.reshape(-1, k.shape[-1]), layer.bias.numpy()))
     return out
 
 
@@ -98,20 +97,7 @@ def full_maps(geo: list[Geometry]) -> list[LayerMap]:
 def network_spec(model: keras.Model, maps: list[LayerMap] | None = None) -> NetworkConfig:
     """The model's architecture as config data, with the kept column counts of ``maps``."""
     counts = {m.name: len(m.cols) for m in maps or []}
-    specs = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            specs.append(LayerSpec(type="conv2d", name=layer.name, filters=counts.get(layer.name, layer.filters), kernel=layer.kernel_size[0],
-                                   stride=layer.strides[0], padding=layer.padding))
-        elif isinstance(layer, keras.layers.Dense):
-            specs.append(LayerSpec(type="dense", name=layer.name, units=counts.get(layer.name, layer.units)))
-        elif isinstance(layer, keras.layers.ReLU):
-            specs.append(LayerSpec(type=relu_kind(layer), name=layer.name))
-        elif isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)):
-            kind = "maxpool2d" if isinstance(layer, keras.layers.MaxPooling2D) else "avgpool2d"
-            specs.append(LayerSpec(type=kind, name=layer.name, pool=layer.pool_size[0]))
-        elif isinstance(layer, keras.layers.Flatten):
-            specs.append(LayerSpec(type="flatten", name=layer.name))
+    specs = [of_layer(layer).spec(layer, counts.get(layer.name)) for layer in model.layers]
     return NetworkConfig(layers=tuple(specs))
 
 
@@ -142,8 +128,7 @@ def shrink(full: list[tuple[str, np.ndarray, np.ndarray]], geo: list[Geometry], 
     spec = network_spec(template, maps)
     in_shape = tuple(template.inputs[0].shape[1:])
     small = build_model(spec, in_shape, len(maps[-1].cols), seed)
-    weighted = [l for l in small.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
-    for i, (layer, g, m, (_, w, b)) in enumerate(zip(weighted, geo, maps, full)):
+    for i, (layer, g, m, (_, w, b)) in enumerate(zip(weighted_layers(small), geo, maps, full)):
         prev_cols = maps[g.src].cols if g.src is not None else None
         n_c = g.c_in if prev_cols is None else len(prev_cols)
         new_rows, old_rows = _small_rows(g, m, prev_cols)
@@ -157,7 +142,7 @@ def shrink(full: list[tuple[str, np.ndarray, np.ndarray]], geo: list[Geometry], 
 def row_masks(small: keras.Model, geo: list[Geometry], maps: list[LayerMap]) -> dict[str, np.ndarray]:
     """Keep-masks (kernel-shaped) of the smaller model: zero where a single tap/position row was dropped."""
     out = {}
-    for layer, g, m in zip([l for l in small.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))], geo, maps):
+    for layer, g, m in zip(weighted_layers(small), geo, maps):
         new_rows, _ = _small_rows(g, m, maps[g.src].cols if g.src is not None else None)
         mask = np.zeros(layer.kernel.shape, dtype=bool).reshape(-1, len(m.cols))
         mask[new_rows] = True
@@ -184,8 +169,7 @@ def zeroed_original(original: keras.Model, geo: list[Geometry], maps: list[Layer
     from prunehw.model.network import strip_training_state
 
     clone = strip_training_state(original)
-    weighted = [l for l in clone.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
-    for layer, g, m in zip(weighted, geo, maps):
+    for layer, g, m in zip(weighted_layers(clone), geo, maps):
         mask = np.zeros((g.n_rows, g.n_cols), dtype=np.float32)
         mask[np.ix_(m.rows, m.cols)] = 1.0
         layer.kernel.assign(layer.kernel.numpy() * mask.reshape(g.kernel_shape))

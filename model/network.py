@@ -1,9 +1,9 @@
 """The network as data: build a Keras model from ``NetworkConfig``, load and check saved models.
 
 Only Conv2D (square kernels; valid or same padding; the same stride both ways; no dilation), Dense, ReLU (plain, or
-capped at 6: see ``model/activations.py``),
-MaxPooling2D, AveragePooling2D (a power-of-two window) and Flatten are supported, since those are what the matrix form, the numeric contract and the
-hardware implement; anything else is refused with a clear error.
+capped at 6: see ``model/activations.py``), MaxPooling2D, AveragePooling2D (a power-of-two window) and Flatten are
+supported, since those are what the matrix form, the numeric contract and the hardware implement; anything else is
+refused with a clear error. Each kind's layer, config entry and refusals are its handler's (``model/kinds.py``).
 """
 
 from __future__ import annotations
@@ -20,20 +20,12 @@ import numpy as np
 
 from prunehw.core.config import NetworkConfig
 from prunehw.core.errors import ConfigError, ModelFileError
-from prunehw.core.geometry import conv_geometry
-from prunehw.model.activations import relu_layer, relu_refusal
+from prunehw.model.kinds import KINDS, of_layer, of_type, unsupported, unsupported_conv, unsupported_pool, weighted_layers
 
-__all__ = ["build_model", "load_model", "save_model", "prunable_layers", "check_finite", "check_fits", "check_supported", "unsupported_conv", "unsupported_pool", "strip_training_state", "weight_counts", "set_seed"]
+__all__ = ["build_model", "load_model", "save_model", "prunable_layers", "check_finite", "check_fits", "check_supported", "unsupported", "unsupported_conv", "unsupported_pool", "strip_training_state", "weight_counts", "set_seed"]
 
-_KERAS_TYPES = {
-    "Conv2D": "conv2d",
-    "Dense": "dense",
-    "ReLU": "relu",
-    "MaxPooling2D": "maxpool2d",
-    "AveragePooling2D": "avgpool2d",
-    "Flatten": "flatten",
-    "InputLayer": "input",
-}
+#: the Keras classes a saved model may hold
+_KERAS_TYPES = {*(k.keras for k in KINDS.values()), "InputLayer"}
 
 
 def set_seed(seed: int) -> None:
@@ -47,11 +39,9 @@ def set_seed(seed: int) -> None:
 def _layer_names(cfg: NetworkConfig) -> list[str]:
     counts: dict[str, int] = {}
     names = []
-    stem = {"conv2d": "conv", "dense": "dense", "relu": "relu", "relu6": "relu6", "maxpool2d": "pool", "avgpool2d": "avgpool",
-            "flatten": "flatten"}
     for spec in cfg.layers:
         counts[spec.type] = counts.get(spec.type, 0) + 1
-        names.append(spec.name or f"{stem[spec.type]}{counts[spec.type]}")
+        names.append(spec.name or f"{of_type(spec.type).stem or spec.type}{counts[spec.type]}")
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ConfigError(f"network.layers: layer name {dup[0]!r} is used twice")
@@ -64,80 +54,11 @@ def build_model(cfg: NetworkConfig, input_shape: tuple[int, int, int], n_classes
     shape = tuple(input_shape)
     layers: list[keras.layers.Layer] = [keras.Input(shape=shape, name="image")]
     for spec, name in zip(cfg.layers, _layer_names(cfg)):
-        if spec.type == "conv2d":
-            if len(shape) != 3:
-                raise ConfigError(f"network layer {name!r} (conv2d) needs an H x W x C input, got shape {shape}")
-            if spec.padding == "valid" and spec.kernel > min(shape[:2]):
-                raise ConfigError(f"network layer {name!r}: kernel {spec.kernel} is larger than its {shape[0]}x{shape[1]} input "
-                                  f"(valid padding); use a smaller kernel or padding = \"same\"")
-            layers.append(keras.layers.Conv2D(spec.filters, spec.kernel, strides=spec.stride, padding=spec.padding, name=name))
-            oh, ow, _, _ = conv_geometry(shape[0], shape[1], spec.kernel, spec.stride, spec.padding)
-            shape = (oh, ow, spec.filters)
-        elif spec.type in ("maxpool2d", "avgpool2d"):
-            if len(shape) != 3 or spec.pool > min(shape[:2]):
-                raise ConfigError(f"network layer {name!r}: pool {spec.pool} does not fit input shape {shape}")
-            pooling = keras.layers.MaxPooling2D if spec.type == "maxpool2d" else keras.layers.AveragePooling2D
-            layers.append(pooling(spec.pool, name=name))
-            shape = (shape[0] // spec.pool, shape[1] // spec.pool, shape[2])
-        elif spec.type == "flatten":
-            layers.append(keras.layers.Flatten(name=name))
-            shape = (int(np.prod(shape)),)
-        elif spec.type in ("relu", "relu6"):
-            layers.append(relu_layer(spec.type, name))
-        elif spec.type == "dense":
-            if len(shape) != 1:
-                raise ConfigError(f"network layer {name!r} (dense) needs a flat input, got shape {shape}; add a flatten layer before it")
-            layers.append(keras.layers.Dense(spec.units, name=name))
-            shape = (spec.units,)
+        layer, shape = of_type(spec.type).build(spec, name, shape)
+        layers.append(layer)
     if shape != (n_classes,):
         raise ConfigError(f"network: the last dense layer has {shape[0]} units but the data set has {n_classes} classes")
     return keras.Sequential(layers, name="prunehw_cnn")
-
-
-def unsupported_conv(layer) -> str | None:
-    """What of a Keras Conv2D the flow cannot carry (a phrase to follow its name), or None if it can.
-
-    Supported: square kernels, ``valid`` or ``same`` padding, the same stride both ways, no dilation, one
-    group, channels last.
-    """
-    k, s, d = tuple(layer.kernel_size), tuple(layer.strides), tuple(layer.dilation_rate)
-    supported = "supported: square kernels, padding valid or same, square strides (s, s), dilation 1"
-    if k[0] != k[1]:
-        return f"has a {k} kernel; {supported}"
-    if layer.padding not in ("valid", "same"):
-        return f"uses padding {layer.padding!r}; {supported}"
-    if s[0] != s[1]:
-        return f"uses strides {s}; {supported}"
-    if d != (1, 1):
-        return f"uses dilation_rate {d}; {supported}"
-    if getattr(layer, "groups", 1) != 1:
-        return f"uses groups={layer.groups}; {supported}, groups 1"
-    if getattr(layer, "data_format", "channels_last") != "channels_last":
-        return f"uses data_format {layer.data_format!r}; {supported}, channels_last"
-    return None
-
-
-def unsupported_pool(layer) -> str | None:
-    """What of a Keras MaxPooling2D/AveragePooling2D the flow cannot carry (a phrase to follow its name), or None.
-
-    Supported: square windows, strides equal to the window (Keras' default), ``valid`` padding, channels last;
-    an average's window a power of two (its division is a shift: 1, 2, 4, 8, ...).
-    """
-    p, s = tuple(layer.pool_size), tuple(layer.strides)
-    avg = isinstance(layer, keras.layers.AveragePooling2D)
-    supported = ("supported: square windows, strides equal to the window, padding valid"
-                 + (", a power-of-two window (1, 2, 4, 8, ...)" if avg else ""))
-    if p[0] != p[1]:
-        return f"has a {p} window; {supported}"
-    if s != p:
-        return f"is {p} with strides {s}; {supported}"
-    if layer.padding != "valid":
-        return f"uses padding {layer.padding!r}; {supported}"
-    if avg and p[0] & (p[0] - 1):
-        return f"has a {p} window, not a power of two; {supported}"
-    if getattr(layer, "data_format", "channels_last") != "channels_last":
-        return f"uses data_format {layer.data_format!r}; {supported}, channels_last"
-    return None
 
 
 def check_supported(model: keras.Model, where: str) -> None:
@@ -148,17 +69,11 @@ def check_supported(model: keras.Model, where: str) -> None:
                 f"{where}: layer {layer.name!r} has unsupported type {kind}; allowed: Conv2D, Dense, ReLU, MaxPooling2D, "
                 f"AveragePooling2D, Flatten"
             )
-        if kind == "Conv2D":
-            conv_refusal = unsupported_conv(layer)
-            if conv_refusal:
-                raise ModelFileError(f"{where}: conv layer {layer.name!r} {conv_refusal}")
-        if kind in ("MaxPooling2D", "AveragePooling2D"):
-            pool_refusal = unsupported_pool(layer)
-            if pool_refusal:
-                raise ModelFileError(f"{where}: {kind} {layer.name!r} {pool_refusal}")
-        if kind == "ReLU" and relu_refusal(layer):
-            raise ModelFileError(f"{where}: ReLU {layer.name!r} {relu_refusal(layer)}")
-        if kind in ("Conv2D", "Dense") and layer.activation.__name__ != "linear":
+        refusal = unsupported(layer)
+        if refusal:
+            what = {"Conv2D": "conv layer", "MaxPooling2D": kind, "AveragePooling2D": kind}.get(kind, kind)
+            raise ModelFileError(f"{where}: {what} {layer.name!r} {refusal}")
+        if of_layer(layer) and of_layer(layer).weighted and layer.activation.__name__ != "linear":
             raise ModelFileError(f"{where}: layer {layer.name!r} fuses activation {layer.activation.__name__!r}; use a separate ReLU layer")
 
 
@@ -223,7 +138,7 @@ def save_model(model: keras.Model, path: Path | str) -> Path:
 
 def prunable_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """The layers with a weight matrix: Conv2D and Dense, in order."""
-    return [l for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
+    return weighted_layers(model)
 
 
 def weight_counts(model: keras.Model) -> tuple[int, int]:

@@ -45,18 +45,16 @@ def csr_bytes(kernels: list[np.ndarray], value_bytes: int = 4, index_bytes: int 
 
 def storage(model_path: Path, desc: dict | None) -> dict[str, int]:
     """Storage figures of one variant (bytes); ``packed`` only when its accelerator was generated."""
-    import keras
-
     from prunehw.model.inference import saved_sizes
-    from prunehw.model.network import load_model
+    from prunehw.model.network import load_model, prunable_layers
 
     model = load_model(model_path)
     out = saved_sizes(model)
-    kernels = [l.kernel.numpy() for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
+    kernels = [l.kernel.numpy() for l in prunable_layers(model)]
     out["csr"] = csr_bytes(kernels)
     # the kernels and biases as float32 (the dense model's: what "x times smaller" is counted against)
     out["weights_float32"] = 4 * sum(int(np.prod(l.kernel.shape)) + int(np.prod(l.bias.shape))
-                                     for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense)))
+                                     for l in prunable_layers(model))
     if desc:
         mem = desc["memories"]
         # the weight ROMs alone (tiles at their layer's width, zero-padded to whole tiles), and with the biases

@@ -7,8 +7,13 @@ from prunehw.core.config import ArrayConfig
 from prunehw.export.contract import Contract
 from prunehw.hw.models.cycle_model import cycle_model, drain_cycles
 from prunehw.hw.compile.program import IMAGE, build_program
-from prunehw.export.golden import _im2col
+from prunehw.export.kinds import KINDS
 from contracts import conv_contract
+
+
+def _im2col(a, k, stride=1, padding="valid"):
+    """The golden model's windows of a convolution (its kind's ``columns``)."""
+    return KINDS["conv2d"].columns({"kernel": k, "stride": stride, "padding": padding}, a)
 
 
 def _contract(rng, h=9, w=7, c=3, k=3, n=5, rows_kept=None):

@@ -1,0 +1,299 @@
+"""The contract's layer kinds, one handler each: the export package's one home per kind.
+
+A handler knows, for its kind (the contract entry's ``type``): what a valid entry says (:meth:`Kind.check`, for
+``load_contract``/``save_contract``), the Keras layer it is read from (:attr:`Kind.keras`, :meth:`Kind.entry` for
+``quantize``; a weighted kind's formats are chosen by ``quantize`` itself), its golden integer arithmetic
+(:meth:`Kind.apply`), and its hls4ml precision entry and the Keras geometry hls4ml will follow
+(:meth:`Kind.hls_precision`, :meth:`Kind.keras_mismatch`). The modules that run a whole contract (golden,
+contract, hls, quantize) look a layer's handler up in :data:`KINDS` instead of testing its type.
+
+A new kind is one class here with ``@register`` (plus its model side in ``model/``, its program op in ``hw/``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from prunehw.export.contract import PADDINGS, conv_geometry, fixed_type, output_range
+
+__all__ = ["KINDS", "Kind", "fake_quant", "fmt_type", "keras_kind", "kind", "matmul", "register", "requantize", "weighted"]
+
+
+def fmt_type(f: dict, **kw) -> str:
+    """The hls4ml type string of a contract format ``f`` {bits, frac, signed}."""
+    return fixed_type(f["bits"], f["frac"], signed=f["signed"] if "signed" in f else True, **kw)
+
+
+def requantize(acc: np.ndarray, acc_frac: int, out: dict) -> np.ndarray:
+    """ReLU (if ``out['relu']``), round half up to ``out['frac']`` (add half an LSB, floor), saturate to ``out['bits']``
+    and to the ReLU's cap (relu6) if it has one (:func:`~prunehw.export.contract.output_range`)."""
+    acc = np.asarray(acc, dtype=np.int64)
+    if out.get("relu"):
+        acc = np.maximum(acc, 0)
+    shift = acc_frac - out["frac"]
+    if shift > 0:
+        q = (acc + (1 << (shift - 1))) >> shift
+    else:
+        q = acc << (-shift)
+    return np.clip(q, *output_range(out))
+
+
+def matmul(a: np.ndarray, w: np.ndarray, acc_bits: int) -> np.ndarray:
+    """``a @ w`` exactly: in float64 BLAS while the accumulator fits 53 bits (every product and partial sum an exact
+    integer), in int64 otherwise."""
+    if acc_bits <= 53:
+        return np.rint(a.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
+    return a @ w
+
+
+def fake_quant(x, frac: int, lo: float | None, hi: float | None, half_up: bool):
+    """QAT's quantizer: ``x`` on the grid 2**-frac (round half up, or to even), clipped to integers lo..hi; the
+    gradient passes straight through the rounding and is zero outside the range."""
+    import tensorflow as tf
+
+    scale = 2.0 ** frac
+    if lo is not None:
+        x = tf.clip_by_value(x, lo / scale, hi / scale)
+    q = tf.floor(x * scale + 0.5) if half_up else tf.round(x * scale)
+    return x + tf.stop_gradient(q / scale - x)
+
+
+class Kind:
+    """One contract kind. ``name``: the entry's ``type``; ``keras``: the Keras class names read as it;
+    ``weighted``: it has a weight matrix and a bias (and an accumulator and output format)."""
+
+    name: str = ""
+    keras: tuple[str, ...] = ()
+    weighted: bool = False
+
+    def check(self, layer: dict, bad) -> None:
+        """Call ``bad(message)`` for what a valid entry of this kind may not say."""
+
+    def entry(self, klayer, fmt: dict) -> dict:
+        """The contract entry of the (unweighted) Keras layer ``klayer`` whose input has the format ``fmt``."""
+        return {"name": klayer.name, "type": self.name, "input": dict(fmt)}
+
+    def qat_forward(self, klayer, a, frac: int):
+        """QAT's forward pass through the (unweighted) Keras layer ``klayer`` on activations ``a`` whose format has
+        ``frac`` fractional bits: the contract's arithmetic, differentiable (``export/qat.py``)."""
+        return klayer(a)
+
+    def apply(self, layer: dict, a: np.ndarray, contract) -> np.ndarray:
+        """The layer on the integer input ``a`` (N, ...), as the hardware computes it."""
+        raise NotImplementedError
+
+    def hls_precision(self, layer: dict) -> dict:
+        """The layer's hls4ml ``Precision`` entry: by default its result in its input's format."""
+        return {"result": fmt_type(layer["input"])}
+
+    def keras_mismatch(self, layer: dict, klayer) -> str | None:
+        """How the Keras layer ``klayer`` handed to hls4ml computes otherwise than ``layer`` says, or None."""
+        return None
+
+
+#: the contract's kinds by ``type``
+KINDS: dict[str, Kind] = {}
+
+
+def register(cls: type[Kind]) -> type[Kind]:
+    KINDS[cls.name] = cls()
+    return cls
+
+
+def kind(layer: dict) -> Kind:
+    """The handler of a contract entry."""
+    return KINDS[layer["type"]]
+
+
+def weighted(layer: dict) -> bool:
+    """Whether a contract entry has a weight matrix (conv2d, dense)."""
+    return KINDS[layer["type"]].weighted
+
+
+def keras_kind(klayer) -> Kind | None:
+    """The handler of the kind a Keras layer is read as, or None (ReLU is fused into the layer before it; the
+    flow's models hold nothing else)."""
+    return next((k for k in KINDS.values() if type(klayer).__name__ in k.keras), None)
+
+
+class _Weighted(Kind):
+    weighted = True
+
+    def geometry(self, klayer) -> dict:
+        """The entry's keys that say how the Keras layer ``klayer`` applies its matrix (none for dense)."""
+        return {}
+
+    def qat_product(self, klayer, a, kernel):
+        """QAT's matrix product of activations ``a`` with the fake-quantized ``kernel``, the bias left out."""
+        import tensorflow as tf
+
+        return tf.matmul(a, kernel)
+
+    def columns(self, layer: dict, a: np.ndarray) -> np.ndarray:
+        """The rows of the layer's matrix product: its input as it is (dense), its windows (conv)."""
+        return a
+
+    def accumulate(self, layer: dict, a: np.ndarray, contract) -> np.ndarray:
+        w, b = contract.weights[layer["name"]], contract.biases[layer["name"]]
+        return matmul(self.columns(layer, a), w, layer["accum"]["bits"]) + b
+
+    def apply(self, layer, a, contract):
+        acc = self.accumulate(layer, a, contract)
+        out, accum = layer["output"], layer["accum"]
+        if (out["bits"], out["frac"], out["relu"]) == (accum["bits"], accum["frac"], False):
+            return acc
+        return requantize(acc, accum["frac"], out)
+
+    def check(self, layer, bad):
+        for k in ("weight", "bias", "accum", "output"):
+            if not isinstance(layer.get(k), dict) or not isinstance(layer[k].get("bits"), int) or not isinstance(layer[k].get("frac"), int):
+                bad(f"layer {layer.get('name')!r} lacks a valid {k!r} format {{bits, frac}}")
+            if not 1 <= layer[k]["bits"] <= 64:
+                bad(f"layer {layer.get('name')!r} {k}.bits = {layer[k]['bits']}; allowed: 1..64")
+        cap = layer["output"].get("relu_max")
+        if cap is not None and not (layer["output"].get("relu") and isinstance(cap, (int, float)) and cap > 0
+                                    and float(cap * 2.0 ** layer["output"]["frac"]).is_integer()):
+            bad(f"layer {layer.get('name')!r} output.relu_max = {cap!r}; allowed: a positive value on the output's "
+                f"grid (2**-{layer['output']['frac']}), with relu set")
+        if layer["bias"]["frac"] != layer["accum"]["frac"]:
+            bad(f"layer {layer['name']!r}: bias frac {layer['bias']['frac']} differs from accumulator frac {layer['accum']['frac']}")
+
+    def hls_precision(self, layer):
+        """Weight, bias, accumulator; the result at full accumulator precision (the ReLU after it, or the next
+        layer, rounds and saturates; see ``export/hls.py``)."""
+        acc = fmt_type(layer["accum"])
+        return {"weight": fmt_type(layer["weight"]), "bias": fmt_type(layer["bias"]), "accum": acc, "result": acc}
+
+
+@register
+class Dense(_Weighted):
+    name, keras = "dense", ("Dense",)
+
+    def check(self, layer, bad):
+        super().check(layer, bad)
+        if "stride" in layer or "padding" in layer:
+            bad(f"layer {layer.get('name')!r} (dense) has stride/padding; only conv2d layers take them")
+
+
+@register
+class Conv2D(_Weighted):
+    """``kernel`` (square), ``stride`` and ``padding`` (1 and ``valid`` when absent; ``same`` pads zeros as Keras
+    does, see :func:`~prunehw.core.geometry.conv_geometry`); its matrix's rows ordered (ky, kx, c)."""
+
+    name, keras = "conv2d", ("Conv2D",)
+
+    def check(self, layer, bad):
+        super().check(layer, bad)
+        stride, padding = layer.get("stride", 1), layer.get("padding", "valid")
+        if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
+            bad(f"layer {layer.get('name')!r} stride = {stride!r}; allowed: an integer >= 1")
+        if padding not in PADDINGS:
+            bad(f"layer {layer.get('name')!r} padding = {padding!r}; allowed: {', '.join(PADDINGS)}")
+
+    def geometry(self, klayer):
+        out = {"kernel": int(klayer.kernel.shape[0])}
+        # written only where they differ from 1 and "valid": a contract without them reads as before
+        if klayer.strides[0] != 1:
+            out["stride"] = int(klayer.strides[0])
+        if klayer.padding != "valid":
+            out["padding"] = str(klayer.padding)
+        return out
+
+    def qat_product(self, klayer, a, kernel):
+        import tensorflow as tf
+
+        return tf.nn.conv2d(a, kernel, klayer.strides[0], klayer.padding.upper())
+
+    def columns(self, layer, a):
+        """(N, H, W, C) -> (N, H', W', k*k*C), rows ordered (ky, kx, c) like the contract's matrices; ``same``
+        padding adds zeros around the map, ``stride`` skips positions."""
+        k, stride = layer["kernel"], layer.get("stride", 1)
+        n, h, w, c = a.shape
+        oh, ow, top, left = conv_geometry(h, w, k, stride, layer.get("padding", "valid"))
+        need_h, need_w = (oh - 1) * stride + k, (ow - 1) * stride + k
+        if top or left or need_h > h or need_w > w:
+            a = np.pad(a, ((0, 0), (top, max(need_h - h - top, 0)), (left, max(need_w - w - left, 0)), (0, 0)))
+        win = sliding_window_view(a, (k, k), axis=(1, 2))[:, :need_h - k + 1:stride, :need_w - k + 1:stride]
+        win = win.transpose(0, 1, 2, 4, 5, 3)                      # N, H', W', ky, kx, C
+        return win.reshape(*win.shape[:3], -1)
+
+    def keras_mismatch(self, layer, klayer):
+        want = (layer.get("stride", 1), layer.get("padding", "valid"))
+        got = (tuple(klayer.strides), klayer.padding, tuple(getattr(klayer, "dilation_rate", (1, 1))))
+        if got != ((want[0], want[0]), want[1], (1, 1)):
+            return (f"the Keras model has strides {got[0]}, padding {got[1]!r}, dilation {got[2]}; the contract says "
+                    f"stride {want[0]}, padding {want[1]!r}, no dilation")
+        return None
+
+
+class _Pool(Kind):
+    def entry(self, klayer, fmt):
+        # (the format passes through: neither the maximum nor the rounded average leaves its inputs' range)
+        return {**super().entry(klayer, fmt), "pool": int(klayer.pool_size[0])}
+
+    def windows(self, layer, a):
+        p = layer["pool"]
+        n, h, w_, c = a.shape
+        return a[:, : h // p * p, : w_ // p * p].reshape(n, h // p, p, w_ // p, p, c)
+
+    def keras_mismatch(self, layer, klayer):
+        p = layer["pool"]
+        got = (type(klayer).__name__, tuple(getattr(klayer, "pool_size", ())), tuple(getattr(klayer, "strides", ())),
+               getattr(klayer, "padding", None))
+        if got != (self.keras[0], (p, p), (p, p), "valid"):
+            return (f"the Keras model has {got[0]} {got[1]} with strides {got[2]}, padding {got[3]!r}; the contract "
+                    f"says {self.keras[0]} {p}, strides {p}, valid")
+        return None
+
+
+@register
+class MaxPool2D(_Pool):
+    """``pool`` (square, strides = pool): the window's maximum."""
+
+    name, keras = "maxpool2d", ("MaxPooling2D",)
+
+    def apply(self, layer, a, contract):
+        return self.windows(layer, a).max(axis=(2, 4))
+
+
+@register
+class AvgPool2D(_Pool):
+    """``pool``, a power of two: the sum of the window's ``pool * pool`` values shifted right by log2 of that,
+    rounded half up, in the input's format.
+
+    hls4ml's ``avg()`` sums the window into the layer's ``accum_t``, divides by the window's size there and casts
+    to the result type: the accumulator holds both exactly (the input's format widened by log2(pool*pool) integer
+    bits for the sum and as many fractional bits for the quotient), the result is the input's format with
+    ``AP_RND`` (round half toward +inf) and ``AP_SAT``: the golden model's sum plus half, shifted right, on negative
+    ties too (-2.5 -> -2). (An average never leaves its inputs' range, so the saturation never acts.)"""
+
+    name, keras = "avgpool2d", ("AveragePooling2D",)
+
+    def check(self, layer, bad):
+        p = layer.get("pool")
+        if not isinstance(p, int) or p < 1 or p & (p - 1):
+            bad(f"layer {layer.get('name')!r}: average pooling window {p!r}; allowed: 1, 2, 4, 8 "
+                f"(a power of two, so the division is a shift)")
+
+    def apply(self, layer, a, contract):
+        shift = (layer["pool"] ** 2).bit_length() - 1
+        return (self.windows(layer, a).sum(axis=(2, 4)) + (1 << shift >> 1)) >> shift
+
+    def qat_forward(self, klayer, a, frac):
+        return fake_quant(klayer(a), frac, None, None, half_up=True)
+
+    def hls_precision(self, layer):
+        f, shift = layer["input"], (layer["pool"] ** 2).bit_length() - 1
+        return {"accum": fixed_type(f["bits"] + 2 * shift, f["frac"] + shift, signed=f["signed"]),
+                "result": fmt_type(f, rounding=True, saturate=True)}
+
+
+@register
+class Flatten(Kind):
+    """Nothing to say: HWC order, as Keras flattens."""
+
+    name, keras = "flatten", ("Flatten",)
+
+    def apply(self, layer, a, contract):
+        return a.reshape(len(a), -1)

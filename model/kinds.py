@@ -1,0 +1,270 @@
+"""The layer kinds of the model side, one handler each: the model package's one home per kind.
+
+A handler knows, for its kind (the config's ``type``, and the Keras class the flow's models hold for it): how to
+build its Keras layer from a config entry and the shape it receives (:meth:`Kind.build`, for
+``network.build_model``), the config entry of a Keras layer (:meth:`Kind.spec`, for the matrix form's smaller
+model), what of a Keras layer it cannot carry (:meth:`Kind.refusal`), and its step of the sparse inference path
+(:meth:`Kind.sparse_op`). The modules that walk a whole model look a layer's handler up (:func:`of_layer`,
+:func:`of_type`) instead of testing its class.
+
+A new kind is one class here with ``@register`` (and its contract side in ``export/kinds.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from prunehw.core.config import LayerSpec
+from prunehw.core.errors import ConfigError
+from prunehw.core.geometry import conv_geometry
+from prunehw.model.activations import RELU_CAPS, relu_cap, relu_kind, relu_layer, relu_refusal
+
+__all__ = ["KINDS", "Kind", "of_layer", "of_type", "register", "unsupported", "unsupported_conv", "unsupported_pool",
+           "weighted_layers"]
+
+
+class Kind:
+    """One kind. ``types``: its config types; ``keras``: the Keras class name; ``weighted``: it has a weight
+    matrix; ``stem``: the name its unnamed config layers get, numbered."""
+
+    types: tuple[str, ...] = ()
+    keras: str = ""
+    weighted: bool = False
+    stem: str = ""
+
+    def build(self, spec: LayerSpec, name: str, shape: tuple):
+        """(the Keras layer of the config entry ``spec``, the shape it gives) on input ``shape``; ``ConfigError``
+        naming the layer if it does not fit that shape."""
+        raise NotImplementedError
+
+    def spec(self, layer, kept: int | None = None) -> LayerSpec:
+        """The config entry of the Keras ``layer`` (with ``kept`` filters or units, where pruning kept fewer)."""
+        return LayerSpec(type=self.types[0], name=layer.name)
+
+    def refusal(self, layer) -> str | None:
+        """What of the Keras ``layer`` the flow cannot carry (a phrase to follow its name), or None."""
+        return None
+
+    def sparse_op(self, layer):
+        """This layer's step of the sparse inference path (``model/inference.py``): a function of the activations."""
+        return layer
+
+
+#: the kinds by config type
+KINDS: dict[str, Kind] = {}
+
+
+def register(cls: type[Kind]) -> type[Kind]:
+    handler = cls()
+    for t in cls.types:
+        KINDS[t] = handler
+    return cls
+
+
+def of_type(t: str) -> Kind:
+    """The handler of a config type."""
+    return KINDS[t]
+
+
+def of_layer(layer) -> Kind | None:
+    """The handler of a Keras layer of a supported class, or None."""
+    name = type(layer).__name__
+    return next((k for k in KINDS.values() if k.keras == name), None)
+
+
+def weighted_layers(model) -> list:
+    """The layers with a weight matrix (Conv2D and Dense), in order."""
+    return [l for l in model.layers if (k := of_layer(l)) and k.weighted]
+
+
+def unsupported(layer) -> str | None:
+    """What of a Keras layer of a supported class the flow cannot carry (a phrase to follow its name), or None."""
+    k = of_layer(layer)
+    return k.refusal(layer) if k else None
+
+
+def _sparse_matrix(layer):
+    import tensorflow as tf
+
+    k = layer.kernel.numpy()
+    # (cols, rows): products are W^T @ x^T
+    return tf.sparse.from_dense(tf.constant(k.reshape(-1, k.shape[-1]).T)), tf.constant(layer.bias.numpy())
+
+
+@register
+class Conv2D(Kind):
+    types, keras, weighted, stem = ("conv2d",), "Conv2D", True, "conv"
+
+    def build(self, spec, name, shape):
+        import keras
+
+        if len(shape) != 3:
+            raise ConfigError(f"network layer {name!r} (conv2d) needs an H x W x C input, got shape {shape}")
+        if spec.padding == "valid" and spec.kernel > min(shape[:2]):
+            raise ConfigError(f"network layer {name!r}: kernel {spec.kernel} is larger than its {shape[0]}x{shape[1]} input "
+                              f"(valid padding); use a smaller kernel or padding = \"same\"")
+        oh, ow, _, _ = conv_geometry(shape[0], shape[1], spec.kernel, spec.stride, spec.padding)
+        return (keras.layers.Conv2D(spec.filters, spec.kernel, strides=spec.stride, padding=spec.padding, name=name),
+                (oh, ow, spec.filters))
+
+    def spec(self, layer, kept=None):
+        return LayerSpec(type="conv2d", name=layer.name, filters=layer.filters if kept is None else kept, kernel=layer.kernel_size[0],
+                         stride=layer.strides[0], padding=layer.padding)
+
+    def refusal(self, layer):
+        return unsupported_conv(layer)
+
+    def sparse_op(self, layer):
+        import tensorflow as tf
+
+        sp, b = _sparse_matrix(layer)
+        k, s, padding = layer.kernel.shape[0], layer.strides[0], layer.padding.upper()
+
+        def op(x):       # (TF pads SAME as Keras' Conv2D does; its patches are ordered (ky, kx, c), as the matrix)
+            p = tf.image.extract_patches(x, [1, k, k, 1], [1, s, s, 1], [1, 1, 1, 1], padding)
+            n, h, w, d = tf.unstack(tf.shape(p))
+            y = tf.sparse.sparse_dense_matmul(sp, tf.reshape(p, (-1, d)), adjoint_b=True)
+            return tf.reshape(tf.transpose(y), (n, h, w, -1)) + b
+
+        return op
+
+
+@register
+class Dense(Kind):
+    types, keras, weighted, stem = ("dense",), "Dense", True, "dense"
+
+    def build(self, spec, name, shape):
+        import keras
+
+        if len(shape) != 1:
+            raise ConfigError(f"network layer {name!r} (dense) needs a flat input, got shape {shape}; add a flatten layer before it")
+        return keras.layers.Dense(spec.units, name=name), (spec.units,)
+
+    def spec(self, layer, kept=None):
+        return LayerSpec(type="dense", name=layer.name, units=layer.units if kept is None else kept)
+
+    def sparse_op(self, layer):
+        import tensorflow as tf
+
+        sp, b = _sparse_matrix(layer)
+        return lambda x: tf.transpose(tf.sparse.sparse_dense_matmul(sp, x, adjoint_b=True)) + b
+
+
+@register
+class ReLU(Kind):
+    """``relu`` and ``relu6`` (:mod:`prunehw.model.activations`)."""
+
+    types, keras, stem = tuple(RELU_CAPS), "ReLU", ""       # (unnamed: relu1, relu61, ...: the type's name)
+
+    def build(self, spec, name, shape):
+        return relu_layer(spec.type, name), shape
+
+    def spec(self, layer, kept=None):
+        return LayerSpec(type=relu_kind(layer), name=layer.name)
+
+    def refusal(self, layer):
+        return relu_refusal(layer)
+
+    def sparse_op(self, layer):
+        import tensorflow as tf
+
+        cap = relu_cap(layer)
+        return tf.nn.relu if cap is None else (lambda x: tf.clip_by_value(x, 0.0, cap))
+
+
+class _Pool(Kind):
+    def build(self, spec, name, shape):
+        import keras
+
+        if len(shape) != 3 or spec.pool > min(shape[:2]):
+            raise ConfigError(f"network layer {name!r}: pool {spec.pool} does not fit input shape {shape}")
+        return getattr(keras.layers, self.keras)(spec.pool, name=name), (shape[0] // spec.pool, shape[1] // spec.pool, shape[2])
+
+    def spec(self, layer, kept=None):
+        return LayerSpec(type=self.types[0], name=layer.name, pool=layer.pool_size[0])
+
+    def refusal(self, layer):
+        return unsupported_pool(layer)
+
+
+@register
+class MaxPool2D(_Pool):
+    types, keras, stem = ("maxpool2d",), "MaxPooling2D", "pool"
+
+    def sparse_op(self, layer):
+        import tensorflow as tf
+
+        p = layer.pool_size[0]
+        return lambda x: tf.nn.max_pool2d(x, p, p, "VALID")
+
+
+@register
+class AvgPool2D(_Pool):
+    types, keras, stem = ("avgpool2d",), "AveragePooling2D", "avgpool"
+
+    def sparse_op(self, layer):
+        import tensorflow as tf
+
+        p = layer.pool_size[0]
+        return lambda x: tf.nn.avg_pool2d(x, p, p, "VALID")
+
+
+@register
+class Flatten(Kind):
+    types, keras, stem = ("flatten",), "Flatten", "flatten"
+
+    def build(self, spec, name, shape):
+        import keras
+
+        return keras.layers.Flatten(name=name), (int(np.prod(shape)),)
+
+    def sparse_op(self, layer):
+        import tensorflow as tf
+
+        return lambda x: tf.reshape(x, (tf.shape(x)[0], -1))
+
+
+def unsupported_conv(layer) -> str | None:
+    """What of a Keras Conv2D the flow cannot carry (a phrase to follow its name), or None if it can.
+
+    Supported: square kernels, ``valid`` or ``same`` padding, the same stride both ways, no dilation, one
+    group, channels last.
+    """
+    k, s, d = tuple(layer.kernel_size), tuple(layer.strides), tuple(layer.dilation_rate)
+    supported = "supported: square kernels, padding valid or same, square strides (s, s), dilation 1"
+    if k[0] != k[1]:
+        return f"has a {k} kernel; {supported}"
+    if layer.padding not in ("valid", "same"):
+        return f"uses padding {layer.padding!r}; {supported}"
+    if s[0] != s[1]:
+        return f"uses strides {s}; {supported}"
+    if d != (1, 1):
+        return f"uses dilation_rate {d}; {supported}"
+    if getattr(layer, "groups", 1) != 1:
+        return f"uses groups={layer.groups}; {supported}, groups 1"
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return f"uses data_format {layer.data_format!r}; {supported}, channels_last"
+    return None
+
+
+def unsupported_pool(layer) -> str | None:
+    """What of a Keras MaxPooling2D/AveragePooling2D the flow cannot carry (a phrase to follow its name), or None.
+
+    Supported: square windows, strides equal to the window (Keras' default), ``valid`` padding, channels last;
+    an average's window a power of two (its division is a shift: 1, 2, 4, 8, ...).
+    """
+    p, s = tuple(layer.pool_size), tuple(layer.strides)
+    avg = type(layer).__name__ == "AveragePooling2D"
+    supported = ("supported: square windows, strides equal to the window, padding valid"
+                 + (", a power-of-two window (1, 2, 4, 8, ...)" if avg else ""))
+    if p[0] != p[1]:
+        return f"has a {p} window; {supported}"
+    if s != p:
+        return f"is {p} with strides {s}; {supported}"
+    if layer.padding != "valid":
+        return f"uses padding {layer.padding!r}; {supported}"
+    if avg and p[0] & (p[0] - 1):
+        return f"has a {p} window, not a power of two; {supported}"
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return f"uses data_format {layer.data_format!r}; {supported}, channels_last"
+    return None
