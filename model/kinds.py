@@ -173,6 +173,7 @@ class ReLU(Kind):
 
 
 class _Pool(Kind):
+    tf_op = ""       # the TensorFlow pooling of the sparse path
     def build(self, spec, name, shape):
         import keras
 
@@ -186,27 +187,21 @@ class _Pool(Kind):
     def refusal(self, layer):
         return unsupported_pool(layer)
 
-
-@register
-class MaxPool2D(_Pool):
-    types, keras, stem = ("maxpool2d",), "MaxPooling2D", "pool"
-
     def sparse_op(self, layer):
         import tensorflow as tf
 
-        p = layer.pool_size[0]
-        return lambda x: tf.nn.max_pool2d(x, p, p, "VALID")
+        p, pool = layer.pool_size[0], getattr(tf.nn, self.tf_op)
+        return lambda x: pool(x, p, p, "VALID")
+
+
+@register
+class MaxPool2D(_Pool):
+    types, keras, stem, tf_op = ("maxpool2d",), "MaxPooling2D", "pool", "max_pool2d"
 
 
 @register
 class AvgPool2D(_Pool):
-    types, keras, stem = ("avgpool2d",), "AveragePooling2D", "avgpool"
-
-    def sparse_op(self, layer):
-        import tensorflow as tf
-
-        p = layer.pool_size[0]
-        return lambda x: tf.nn.avg_pool2d(x, p, p, "VALID")
+    types, keras, stem, tf_op = ("avgpool2d",), "AveragePooling2D", "avgpool", "avg_pool2d"
 
 
 @register
