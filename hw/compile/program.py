@@ -202,6 +202,84 @@ def _ct(channels: int, C: int) -> int:
     return max(1, math.ceil(channels / C))
 
 
+def _conv_rows(layer: dict, kept: np.ndarray, shape: tuple, C: int):
+    """A convolution's geometry and row entries: (output shape before pooling, (pad top, left), per kept row
+    (word offset from the position's base pixel, lane), per kept row its tap (ky, kx))."""
+    h, w, c = shape
+    k, stride = layer["kernel"], layer.get("stride", 1)
+    oh, ow, pt, pl = conv_geometry(h, w, k, stride, layer.get("padding", "valid"))
+    entries, taps = [], []
+    for r in kept:
+        tap, ch = divmod(int(r), c)
+        ky, kx = divmod(tap, k)
+        # (negative for a tap on the top or left padding: such a tap is masked where it falls off the map)
+        entries.append(((ch // C) * h * w + (ky - pt) * w + kx - pl, ch % C))
+        taps.append((ky, kx))
+    return (oh, ow), (pt, pl), entries, taps
+
+
+def _dense_rows(layer: dict, kept: np.ndarray, shape: tuple, C: int):
+    """A dense layer's (one output position, no padding, per kept row its (word, lane) in the flattened input)."""
+    h, w, c = shape
+    entries = [((ch // C) * h * w + pix, ch % C) for pix, ch in (divmod(int(r), c) for r in kept)]
+    return (1, 1), (0, 0), entries, [(0, 0)] * len(kept)
+
+
+#: the matrix kinds' row geometry (a convolution's windows, a dense layer's flattened input)
+_ROWS = {"conv2d": _conv_rows, "dense": _dense_rows}
+
+
+def _matmul_op(layer: dict, contract, shape: tuple, buf: int, ops: list, R: int, C: int) -> MatmulOp:
+    W, B = contract.weights[layer["name"]], contract.biases[layer["name"]]
+    kept = np.asarray(layer.get("rows_kept", range(W.shape[0])), dtype=np.int64)
+    n = W.shape[1]
+    (oh, ow), pad, entries, taps = _ROWS[layer["type"]](layer, kept, shape, C)
+    out = (oh, ow, n)
+    K = len(kept)
+    n_rt, n_ct = max(1, math.ceil(K / R)), _ct(n, C)
+    table, row_taps = [], []
+    for rt in range(n_rt):
+        table.append([(*entries[rt * R + i], 1) if rt * R + i < K else (0, 0, 0) for i in range(R)])
+        row_taps.append([taps[rt * R + i] if rt * R + i < K else (0, 0) for i in range(R)])
+    Wk = W[kept]
+    tiles, macs = [], []
+    for ct in range(n_ct):
+        for rt in range(n_rt):
+            tile = np.zeros((R, C), dtype=np.int64)
+            blk = Wk[rt * R:(rt + 1) * R, ct * C:(ct + 1) * C]
+            tile[: blk.shape[0], : blk.shape[1]] = blk
+            tiles.append(tile)
+            macs.append(blk.shape[0] * blk.shape[1])
+    bias = []
+    for ct in range(n_ct):
+        bv = np.zeros(C, dtype=np.int64)
+        blk = B[ct * C:(ct + 1) * C]
+        bv[: len(blk)] = blk
+        bias.append(bv)
+    return MatmulOp(layer["name"], layer["type"], buf, _next(buf), shape, out, out[0] * out[1], K, n, n_rt, n_ct, table,
+                    tiles, bias, layer["input"]["signed"], layer["accum"]["frac"], layer["output"],
+                    layer is contract.weighted()[-1], macs, stride=layer.get("stride", 1), pad=pad, row_taps=row_taps,
+                    kernel=layer.get("kernel", 1), weight_bits=layer["weight"]["bits"])
+
+
+def _pool_op(layer: dict, contract, shape: tuple, buf: int, ops: list, R: int, C: int) -> PoolOp | None:
+    """A pooling's op; or None where it is fused into the convolution just before it, which then computes only
+    the positions the windows cover."""
+    h, w, c = shape
+    p, avg = layer["pool"], layer["type"] == "avgpool2d"
+    out = (h // p, w // p, c)
+    prev = ops[-1] if ops else None
+    if isinstance(prev, MatmulOp) and prev.kind == "conv2d" and prev.pool == 1 and not prev.last:
+        prev.pool, prev.pool_avg, prev.conv_shape, prev.out_shape = p, avg, prev.out_shape, out
+        prev.positions = out[0] * p * out[1] * p
+        return None
+    return PoolOp(layer["name"], buf, _next(buf), shape, out, p, _ct(c, C), layer["input"]["signed"], avg)
+
+
+#: how each contract kind compiles to an op (None: no op of its own; a flatten is only an address pattern)
+_COMPILE = {"conv2d": _matmul_op, "dense": _matmul_op, "maxpool2d": _pool_op, "avgpool2d": _pool_op, "flatten": None}
+
+
 def build_program(contract, array: ArrayConfig) -> Program:
     """Tile every layer of ``contract`` over ``array``; raises ValueError if the array cannot hold it."""
     R, C = array.rows, array.cols
@@ -211,83 +289,23 @@ def build_program(contract, array: ArrayConfig) -> Program:
     if shape[2] > C:
         raise ValueError(f"the input has {shape[2]} channels but an array with {C} columns holds at most {C}; use more array columns")
     buf = IMAGE
-    first = next((l for l in contract.layers if l["type"] != "flatten"), None)
+    first = next((l for l in contract.layers if _COMPILE[l["type"]]), None)
     pack = 1
-    if shape[2] == 1 and first is not None and first["type"] == "conv2d" and C > 1:
+    if shape[2] == 1 and first is not None and _ROWS.get(first["type"]) is _conv_rows and C > 1:
         pack = 1 << (C.bit_length() - 1)                    # the largest power of two <= C
     depth = [0, 0, -(-shape[0] * shape[1] // pack) * _ct(shape[2], C)]
     ops: list = []
     weighted = contract.weighted()
     acc_bits = max(l["accum"]["bits"] for l in weighted)
     for layer in contract.layers:
-        t = layer["type"]
-        h, w, c = shape
-        if t == "flatten":
+        compile_ = _COMPILE[layer["type"]]
+        op = compile_(layer, contract, shape, buf, ops, R, C) if compile_ else None
+        if op is None:
+            shape = ops[-1].out_shape if compile_ else shape     # (a fused pooling changed the op before it)
             continue
-        if t in ("maxpool2d", "avgpool2d"):
-            p, avg = layer["pool"], t == "avgpool2d"
-            out = (h // p, w // p, c)
-            prev = ops[-1] if ops else None
-            if isinstance(prev, MatmulOp) and prev.kind == "conv2d" and prev.pool == 1 and not prev.last:
-                # fused into the convolution: it computes only the positions the windows cover
-                prev.pool, prev.pool_avg, prev.conv_shape, prev.out_shape = p, avg, prev.out_shape, out
-                prev.positions = out[0] * p * out[1] * p
-                shape = out
-                continue
-            ops.append(PoolOp(layer["name"], buf, _next(buf), shape, out, p, _ct(c, C), layer["input"]["signed"], avg))
-        else:
-            W = contract.weights[layer["name"]]
-            B = contract.biases[layer["name"]]
-            kept = np.asarray(layer.get("rows_kept", range(W.shape[0])), dtype=np.int64)
-            n = W.shape[1]
-            stride, pad = 1, (0, 0)
-            taps = []
-            if t == "conv2d":
-                k, stride = layer["kernel"], layer.get("stride", 1)
-                oh, ow, pt, pl = conv_geometry(h, w, k, stride, layer.get("padding", "valid"))
-                out, pad = (oh, ow, n), (pt, pl)
-                entries = []
-                for r in kept:
-                    tap, ch = divmod(int(r), c)
-                    ky, kx = divmod(tap, k)
-                    # (negative for a tap on the top or left padding: such a tap is masked where it falls off the map)
-                    entries.append(((ch // C) * h * w + (ky - pt) * w + kx - pl, ch % C))
-                    taps.append((ky, kx))
-            else:
-                out = (1, 1, n)
-                entries = []
-                for r in kept:
-                    pix, ch = divmod(int(r), c)
-                    entries.append(((ch // C) * h * w + pix, ch % C))
-                    taps.append((0, 0))
-            K = len(kept)
-            n_rt, n_ct = max(1, math.ceil(K / R)), _ct(n, C)
-            table, row_taps = [], []
-            for rt in range(n_rt):
-                row = [(*entries[rt * R + i], 1) if rt * R + i < K else (0, 0, 0) for i in range(R)]
-                table.append(row)
-                row_taps.append([taps[rt * R + i] if rt * R + i < K else (0, 0) for i in range(R)])
-            Wk = W[kept]
-            tiles, macs = [], []
-            for ct in range(n_ct):
-                for rt in range(n_rt):
-                    tile = np.zeros((R, C), dtype=np.int64)
-                    blk = Wk[rt * R:(rt + 1) * R, ct * C:(ct + 1) * C]
-                    tile[: blk.shape[0], : blk.shape[1]] = blk
-                    tiles.append(tile)
-                    macs.append(blk.shape[0] * blk.shape[1])
-            bias = []
-            for ct in range(n_ct):
-                bv = np.zeros(C, dtype=np.int64)
-                blk = B[ct * C:(ct + 1) * C]
-                bv[: len(blk)] = blk
-                bias.append(bv)
-            ops.append(MatmulOp(layer["name"], t, buf, _next(buf), shape, out, out[0] * out[1], K, n, n_rt, n_ct, table,
-                                tiles, bias, layer["input"]["signed"], layer["accum"]["frac"], layer["output"],
-                                layer is weighted[-1], macs, stride=stride, pad=pad, row_taps=row_taps,
-                                kernel=layer.get("kernel", 1), weight_bits=layer["weight"]["bits"]))
+        ops.append(op)
         buf = _next(buf)
-        shape = ops[-1].out_shape
+        shape = op.out_shape
     for op in ops:
         depth[op.out_buf] = max(depth[op.out_buf], op.out_pix * _ct(op.out_shape[2], C))
     if not ops or not isinstance(ops[-1], MatmulOp) or not ops[-1].last:
