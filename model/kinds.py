@@ -25,12 +25,17 @@ __all__ = ["KINDS", "Kind", "of_layer", "of_type", "register", "unsupported", "u
 
 class Kind:
     """One kind. ``types``: its config types; ``keras``: the Keras class name; ``weighted``: it has a weight
-    matrix; ``stem``: the name its unnamed config layers get, numbered."""
+    matrix; ``stem``: the name its unnamed config layers get, numbered; ``label``: what a refusal calls it."""
 
     types: tuple[str, ...] = ()
     keras: str = ""
     weighted: bool = False
     stem: str = ""
+
+    @property
+    def label(self) -> str:
+        """What a refusal calls a layer of this kind."""
+        return self.keras
 
     def build(self, spec: LayerSpec, name: str, shape: tuple):
         """(the Keras layer of the config entry ``spec``, the shape it gives) on input ``shape``; ``ConfigError``
@@ -93,7 +98,7 @@ def _sparse_matrix(layer):
 
 @register
 class Conv2D(Kind):
-    types, keras, weighted, stem = ("conv2d",), "Conv2D", True, "conv"
+    types, keras, weighted, stem, label = ("conv2d",), "Conv2D", True, "conv", "conv layer"
 
     def build(self, spec, name, shape):
         import keras

@@ -71,8 +71,7 @@ def check_supported(model: keras.Model, where: str) -> None:
             )
         refusal = unsupported(layer)
         if refusal:
-            what = {"Conv2D": "conv layer", "MaxPooling2D": kind, "AveragePooling2D": kind}.get(kind, kind)
-            raise ModelFileError(f"{where}: {what} {layer.name!r} {refusal}")
+            raise ModelFileError(f"{where}: {of_layer(layer).label} {layer.name!r} {refusal}")
         if of_layer(layer) and of_layer(layer).weighted and layer.activation.__name__ != "linear":
             raise ModelFileError(f"{where}: layer {layer.name!r} fuses activation {layer.activation.__name__!r}; use a separate ReLU layer")
 

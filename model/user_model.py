@@ -37,9 +37,11 @@ import keras
 import numpy as np
 
 from prunehw.core.errors import ModelFileError
-from prunehw.model.activations import activation_kind, relu_kind, relu_layer, relu_refusal
+from prunehw.core.config import LayerSpec
+from prunehw.model.activations import activation_kind
 from prunehw.model.data import to_float
-from prunehw.model.network import check_fits, check_supported, load_model, unsupported_conv, unsupported_pool
+from prunehw.model.kinds import of_layer, of_type, unsupported
+from prunehw.model.network import check_fits, check_supported, load_model
 
 __all__ = ["normalize", "verify", "import_user_model"]
 
@@ -119,88 +121,120 @@ def _ends_in_softmax(model: keras.Model) -> bool:
     op, node = _producer(model.outputs[0])
     while not node.is_input:
         kind, act = type(op).__name__, _activation_name(op)
-        if not (kind in _NO_OPS or (kind == "Activation" and act == "linear")):
+        if not _identity(op):
             return kind in ("Activation", "Conv2D", "Dense") and act == "softmax"
         op, node = _producer(node.input_tensors[0])
     return False
 
 
+def _identity(layer) -> bool:
+    """Whether ``layer`` computes nothing at inference (a dropout-like no-op, ``Activation("linear")``)."""
+    return type(layer).__name__ in _NO_OPS or (type(layer).__name__ == "Activation" and _activation_name(layer) == "linear")
+
+
+class _Rewrite:
+    """The rewrite of one chain: the plan of (config entry, weights) of the supported layers it becomes, the notes,
+    and what the import handlers ask of the chain."""
+
+    def __init__(self, src: list, where: str):
+        self.src, self.where = src, where
+        self.plan: list[tuple[LayerSpec, list]] = []
+        self.notes: list[str] = []
+        self.last_weighted = max((i for i, l in enumerate(src) if (k := of_layer(l)) and k.weighted), default=-1)
+
+    def refuse(self, message: str):
+        raise ModelFileError(f"{self.where}: {message}")
+
+    def refuse_unsupported(self, layer) -> None:
+        """Refuse a layer of a supported class whose parameters the flow cannot carry (:func:`unsupported`)."""
+        refusal = unsupported(layer)
+        if refusal:
+            self.refuse(f"{of_layer(layer).label} {layer.name!r} {refusal}")
+
+    def softmax_at_end(self, i: int) -> bool:
+        """Whether only identities follow layer ``i``, so a softmax there can be dropped (a second softmax would be
+        dropped too, and softmax(softmax(x)) is not softmax(x))."""
+        return all(_identity(l) for l in self.src[i + 1:])
+
+    def drop_softmax(self, name: str) -> None:
+        self.notes.append(f"{name}: final softmax dropped (the flow works on logits; argmax, so accuracy, unchanged)")
+
+
+def _import_weighted(layer, i: int, rw: _Rewrite) -> None:
+    """Conv2D, Dense: the layer itself (a zero bias added where it has none), its fused activation split off."""
+    name = layer.name
+    rw.refuse_unsupported(layer)
+    act = _activation_name(layer)
+    if act != "linear" and not activation_kind(act) and not (act == "softmax" and i == rw.last_weighted and rw.softmax_at_end(i)):
+        rw.refuse(f"layer {name!r} fuses activation {act!r}; supported: relu, relu6, linear, and softmax on the last layer")
+    w = layer.get_weights()
+    kernel, bias = w[0], (w[1] if len(w) > 1 else np.zeros(w[0].shape[-1], w[0].dtype))
+    if len(w) == 1:
+        rw.notes.append(f"{name}: no bias in the model; a zero bias added")
+    rw.plan.append((of_layer(layer).spec(layer), [kernel, bias]))
+    if activation_kind(act):
+        rw.plan.append((LayerSpec(type=act, name=f"{name}_{act}"), []))
+        rw.notes.append(f"{name}: fused {act} split into its own ReLU layer")
+    elif act == "softmax":
+        rw.drop_softmax(name)
+
+
+def _import_batchnorm(layer, i: int, rw: _Rewrite) -> None:
+    """BatchNormalization right after a Conv2D or Dense: folded into its kernel and bias."""
+    # (after a ReLU it cannot be folded: relu and the affine map do not commute)
+    if not rw.plan or not of_type(rw.plan[-1][0].type).weighted:
+        rw.refuse(f"BatchNormalization {layer.name!r} does not follow a Conv2D or Dense directly; "
+                  f"supported: BatchNormalization right after Conv2D/Dense (it is folded into it)")
+    gamma, beta, mean, var = (layer.get_weights() if layer.scale and layer.center else _bn_weights(layer))
+    scale = gamma / np.sqrt(var + layer.epsilon)
+    spec, (kernel, bias) = rw.plan[-1]
+    rw.plan[-1] = (spec, [kernel * scale, (bias - mean) * scale + beta])
+    rw.notes.append(f"{layer.name}: batch normalization folded into {spec.name!r}")
+
+
+def _import_activation(layer, i: int, rw: _Rewrite) -> None:
+    """``Activation``: relu and relu6 as ReLU layers, linear dropped, a softmax at the end dropped."""
+    act, name = _activation_name(layer), layer.name
+    if activation_kind(act):
+        rw.plan.append((LayerSpec(type=act, name=name), []))
+        rw.notes.append(f"{name}: Activation({act!r}) as a ReLU layer")
+    elif act == "linear":
+        rw.notes.append(f"{name}: Activation('linear') dropped (identity)")
+    elif act == "softmax" and rw.softmax_at_end(i):
+        rw.drop_softmax(name)
+    else:
+        rw.refuse(f"Activation {name!r} is {act!r}; supported: relu, relu6, linear, softmax at the end")
+
+
+def _import_as_is(layer, i: int, rw: _Rewrite) -> None:
+    """A supported layer (ReLU, the poolings, Flatten) kept as it is, once its parameters are checked."""
+    rw.refuse_unsupported(layer)
+    rw.plan.append((of_layer(layer).spec(layer), []))
+
+
+def _import_no_op(layer, i: int, rw: _Rewrite) -> None:
+    rw.notes.append(f"{layer.name}: {type(layer).__name__} dropped (no effect at inference)")
+
+
+#: how each Keras class is imported (any other is refused)
+_IMPORT = {"Conv2D": _import_weighted, "Dense": _import_weighted, "BatchNormalization": _import_batchnorm,
+           "Activation": _import_activation, "ReLU": _import_as_is, "MaxPooling2D": _import_as_is,
+           "AveragePooling2D": _import_as_is, "Flatten": _import_as_is, **dict.fromkeys(_NO_OPS, _import_no_op)}
+
+
 def normalize(model: keras.Model, where: str = "model") -> tuple[keras.Model, list[str]]:
     """(an equivalent model in the supported layers, notes on each rewrite); ``ModelFileError`` if it cannot be.
 
-    The model must be one chain of layers (see :func:`_chain`); it is read in data-flow order.
+    The model must be one chain of layers (see :func:`_chain`); it is read in data-flow order, each layer by its
+    class's import handler (:data:`_IMPORT`).
     """
-    src = _chain(model, where)
-    plan: list[tuple[str, dict, list]] = []    # (kind, config, weights) of the rewritten layers
-    notes: list[str] = []
-    last_weighted = max((i for i, l in enumerate(src) if type(l).__name__ in ("Conv2D", "Dense")), default=-1)
-    for i, layer in enumerate(src):
-        kind, name = type(layer).__name__, layer.name
-        # (only identities may follow a softmax that is dropped: a second softmax would be dropped too, and
-        # softmax(softmax(x)) is not softmax(x))
-        tail = all(type(l).__name__ in _NO_OPS or (type(l).__name__ == "Activation" and _activation_name(l) == "linear")
-                   for l in src[i + 1:])
-        if kind in ("Conv2D", "Dense"):
-            refusal = unsupported_conv(layer) if kind == "Conv2D" else None
-            if refusal:
-                raise ModelFileError(f"{where}: conv layer {name!r} {refusal}")
-            act = _activation_name(layer)
-            if act != "linear" and not activation_kind(act) and not (act == "softmax" and i == last_weighted and tail):
-                raise ModelFileError(f"{where}: layer {name!r} fuses activation {act!r}; supported: relu, relu6, linear, "
-                                     f"and softmax on the last layer")
-            cfg = {"name": name}
-            if kind == "Conv2D":
-                cfg.update(filters=layer.filters, kernel_size=layer.kernel_size[0], strides=layer.strides[0],
-                           padding=layer.padding)
-            else:
-                cfg.update(units=layer.units)
-            w = layer.get_weights()
-            kernel, bias = w[0], (w[1] if len(w) > 1 else np.zeros(w[0].shape[-1], w[0].dtype))
-            if len(w) == 1:
-                notes.append(f"{name}: no bias in the model; a zero bias added")
-            plan.append((kind, cfg, [kernel, bias]))
-            if activation_kind(act):
-                plan.append(("ReLU", {"name": f"{name}_{act}", "kind": act}, []))
-                notes.append(f"{name}: fused {act} split into its own ReLU layer")
-            elif act == "softmax":
-                notes.append(f"{name}: final softmax dropped (the flow works on logits; argmax, so accuracy, unchanged)")
-        elif kind == "BatchNormalization":
-            j = len(plan) - 1     # (after a ReLU it cannot be folded: relu and the affine map do not commute)
-            if j < 0 or plan[j][0] not in ("Conv2D", "Dense"):
-                raise ModelFileError(f"{where}: BatchNormalization {name!r} does not follow a Conv2D or Dense directly; "
-                                     f"supported: BatchNormalization right after Conv2D/Dense (it is folded into it)")
-            gamma, beta, mean, var = (layer.get_weights() if layer.scale and layer.center else _bn_weights(layer))
-            scale = gamma / np.sqrt(var + layer.epsilon)
-            kernel, bias = plan[j][2]
-            plan[j] = (plan[j][0], plan[j][1], [kernel * scale, (bias - mean) * scale + beta])
-            notes.append(f"{name}: batch normalization folded into {plan[j][1]['name']!r}")
-        elif kind == "ReLU":
-            if relu_refusal(layer):
-                raise ModelFileError(f"{where}: ReLU {name!r} {relu_refusal(layer)}")
-            plan.append(("ReLU", {"name": name, "kind": relu_kind(layer)}, []))
-        elif kind == "Activation":
-            act = _activation_name(layer)
-            if activation_kind(act):
-                plan.append(("ReLU", {"name": name, "kind": act}, []))
-                notes.append(f"{name}: Activation({act!r}) as a ReLU layer")
-            elif act == "linear":
-                notes.append(f"{name}: Activation('linear') dropped (identity)")
-            elif act == "softmax" and tail:
-                notes.append(f"{name}: final softmax dropped (the flow works on logits; argmax, so accuracy, unchanged)")
-            else:
-                raise ModelFileError(f"{where}: Activation {name!r} is {act!r}; supported: relu, relu6, linear, softmax at the end")
-        elif kind in _NO_OPS:
-            notes.append(f"{name}: {kind} dropped (no effect at inference)")
-        elif kind in ("MaxPooling2D", "AveragePooling2D"):
-            refusal = unsupported_pool(layer)
-            if refusal:
-                raise ModelFileError(f"{where}: {kind} {name!r} {refusal}")
-            plan.append((kind, {"name": name, "pool_size": layer.pool_size[0]}, []))
-        elif kind == "Flatten":
-            plan.append(("Flatten", {"name": name}, []))
-        else:
-            raise ModelFileError(f"{where}: layer {name!r} has unsupported type {kind}; supported: {', '.join(_SUPPORTED)}")
-    return _build(model.inputs[0].shape[1:], plan), notes
+    rw = _Rewrite(_chain(model, where), where)
+    for i, layer in enumerate(rw.src):
+        handler = _IMPORT.get(type(layer).__name__)
+        if handler is None:
+            rw.refuse(f"layer {layer.name!r} has unsupported type {type(layer).__name__}; supported: {', '.join(_SUPPORTED)}")
+        handler(layer, i, rw)
+    return _build(model.inputs[0].shape[1:], rw.plan), rw.notes
 
 
 def verify(model: keras.Model, rewritten: keras.Model, images: np.ndarray | None = None, where: str = "model",
@@ -298,21 +332,15 @@ def _bn_weights(layer) -> tuple:
 
 
 def _build(input_shape, plan) -> keras.Model:
-    layers: list = [keras.Input(shape=tuple(input_shape))]
-    for kind, cfg, _ in plan:
-        if kind == "Conv2D":
-            layers.append(keras.layers.Conv2D(cfg["filters"], cfg["kernel_size"], strides=cfg["strides"],
-                                              padding=cfg["padding"], name=cfg["name"]))
-        elif kind == "Dense":
-            layers.append(keras.layers.Dense(cfg["units"], name=cfg["name"]))
-        elif kind == "ReLU":
-            layers.append(relu_layer(cfg["kind"], cfg["name"]))
-        elif kind in ("MaxPooling2D", "AveragePooling2D"):
-            layers.append(getattr(keras.layers, kind)(cfg["pool_size"], name=cfg["name"]))
-        else:
-            layers.append(keras.layers.Flatten(name=cfg["name"]))
+    """The Sequential model of the plan's config entries (each built by its kind, ``model/kinds.py``), holding the
+    plan's weights."""
+    shape = tuple(input_shape)
+    layers: list = [keras.Input(shape=shape)]
+    for spec, _ in plan:
+        layer, shape = of_type(spec.type).build(spec, spec.name, shape)
+        layers.append(layer)
     out = keras.Sequential(layers, name="user_model")
-    for (kind, cfg, weights), layer in zip(plan, out.layers):
+    for (_, weights), layer in zip(plan, out.layers):
         if weights:
             layer.set_weights([np.asarray(w, dtype=np.float32) for w in weights])
     return out
