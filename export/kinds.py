@@ -83,6 +83,11 @@ class Kind:
         """The layer on the integer input ``a`` (N, ...), as the hardware computes it."""
         raise NotImplementedError
 
+    def float_apply(self, layer: dict, a, contract):
+        """The layer on real-valued activations ``a`` in TensorFlow, without rounding (the stimulus search's
+        differentiable mirror of the contract, ``sim/stimulus.py``)."""
+        raise NotImplementedError
+
     def hls_precision(self, layer: dict) -> dict:
         """The layer's hls4ml ``Precision`` entry: by default its result in its input's format."""
         return {"result": fmt_type(layer["input"])}
@@ -133,6 +138,28 @@ class _Weighted(Kind):
     def columns(self, layer: dict, a: np.ndarray) -> np.ndarray:
         """The rows of the layer's matrix product: its input as it is (dense), its windows (conv)."""
         return a
+
+    def float_accumulate(self, layer: dict, a, contract):
+        """The accumulators on real-valued activations ``a`` in TensorFlow: the integer weights at their scale."""
+        import tensorflow as tf
+
+        w = contract.weights[layer["name"]] * 2.0 ** -layer["weight"]["frac"]
+        b = contract.biases[layer["name"]] * 2.0 ** -layer["accum"]["frac"]
+        return self.float_product(layer, a, w) + tf.constant(b, tf.float32)
+
+    def float_product(self, layer: dict, a, w: np.ndarray):
+        import tensorflow as tf
+
+        return tf.matmul(a, tf.constant(w, tf.float32))
+
+    def float_apply(self, layer, a, contract):
+        """The accumulators, through the output's ReLU (capped for relu6); no rounding or saturation."""
+        import tensorflow as tf
+
+        acc, o = self.float_accumulate(layer, a, contract), layer["output"]
+        if o.get("relu_max"):
+            return tf.clip_by_value(acc, 0.0, o["relu_max"])
+        return tf.nn.relu(acc) if o["relu"] else acc
 
     def accumulate(self, layer: dict, a: np.ndarray, contract) -> np.ndarray:
         w, b = contract.weights[layer["name"]], contract.biases[layer["name"]]
@@ -205,6 +232,13 @@ class Conv2D(_Weighted):
 
         return tf.nn.conv2d(a, kernel, klayer.strides[0], klayer.padding.upper())
 
+    def float_product(self, layer, a, w):
+        import tensorflow as tf
+
+        k, c = layer["kernel"], int(a.shape[-1])
+        return tf.nn.conv2d(a, tf.constant(w.reshape(k, k, c, -1), tf.float32), layer.get("stride", 1),
+                            layer.get("padding", "valid").upper())
+
     def columns(self, layer, a):
         """(N, H, W, C) -> (N, H', W', k*k*C), rows ordered (ky, kx, c) like the contract's matrices; ``same``
         padding adds zeros around the map, ``stride`` skips positions."""
@@ -228,9 +262,15 @@ class Conv2D(_Weighted):
 
 
 class _Pool(Kind):
+    tf_op = ""       # the TensorFlow pooling of the float mirror
     def entry(self, klayer, fmt):
         # (the format passes through: neither the maximum nor the rounded average leaves its inputs' range)
         return {**super().entry(klayer, fmt), "pool": int(klayer.pool_size[0])}
+
+    def float_apply(self, layer, a, contract):
+        import tensorflow as tf
+
+        return getattr(tf.nn, self.tf_op)(a, layer["pool"], layer["pool"], "VALID")
 
     def windows(self, layer, a):
         p = layer["pool"]
@@ -251,7 +291,7 @@ class _Pool(Kind):
 class MaxPool2D(_Pool):
     """``pool`` (square, strides = pool): the window's maximum."""
 
-    name, keras = "maxpool2d", ("MaxPooling2D",)
+    name, keras, tf_op = "maxpool2d", ("MaxPooling2D",), "max_pool2d"
 
     def apply(self, layer, a, contract):
         return self.windows(layer, a).max(axis=(2, 4))
@@ -268,7 +308,7 @@ class AvgPool2D(_Pool):
     ``AP_RND`` (round half toward +inf) and ``AP_SAT``: the golden model's sum plus half, shifted right, on negative
     ties too (-2.5 -> -2). (An average never leaves its inputs' range, so the saturation never acts.)"""
 
-    name, keras = "avgpool2d", ("AveragePooling2D",)
+    name, keras, tf_op = "avgpool2d", ("AveragePooling2D",), "avg_pool2d"
 
     def check(self, layer, bad):
         p = layer.get("pool")
@@ -297,3 +337,8 @@ class Flatten(Kind):
 
     def apply(self, layer, a, contract):
         return a.reshape(len(a), -1)
+
+    def float_apply(self, layer, a, contract):
+        import tensorflow as tf
+
+        return tf.reshape(a, (tf.shape(a)[0], -1))

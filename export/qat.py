@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from prunehw.export.contract import output_range
-from prunehw.export.kinds import fake_quant, keras_kind
+from prunehw.export.kinds import fake_quant, keras_kind, weighted
 from prunehw.export.quantize import quantize
 
 __all__ = ["qat_finetune"]
@@ -68,16 +68,16 @@ def qat_finetune(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, c
 
     from prunehw.model.data import to_float
 
-    weighted = [l for l in model.layers if (k := keras_kind(l)) and k.weighted]
-    masks = {l.name: tf.constant((l.kernel.numpy() != 0).astype(np.float32)) for l in weighted}
-    variables = [v for l in weighted for v in (l.kernel, l.bias)]
+    matrices = [l for l in model.layers if (k := keras_kind(l)) and k.weighted]
+    masks = {l.name: tf.constant((l.kernel.numpy() != 0).astype(np.float32)) for l in matrices}
+    variables = [v for l in matrices for v in (l.kernel, l.bias)]
     opt = keras.optimizers.Adam(learning_rate)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     rng = np.random.default_rng(seed)
     history = []
     for epoch in range(epochs):
         spec, _, _ = quantize(model, calib_x, weight_bits, act_bits)
-        formats = {l["name"]: l for l in spec["layers"] if l["type"] in ("conv2d", "dense")}
+        formats = {l["name"]: l for l in spec["layers"] if weighted(l)}
 
         @tf.function
         def step(xb, yb, formats=formats):
@@ -91,7 +91,7 @@ def qat_finetune(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, c
         for s in tqdm(range(0, len(order), batch_size), desc=f"{desc} {epoch + 1}/{epochs}", unit="batch", leave=False):
             idx = order[s:s + batch_size]
             losses.append(float(step(tf.constant(to_float(x_train[idx])), tf.constant(y_train[idx]))))
-        for layer in weighted:                       # (pruned weights stay exactly zero)
+        for layer in matrices:                       # (pruned weights stay exactly zero)
             layer.kernel.assign(layer.kernel * masks[layer.name])
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses))})
     return history

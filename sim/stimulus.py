@@ -19,6 +19,7 @@ import numpy as np
 from prunehw.core.geometry import conv_geometry
 from prunehw.export.contract import output_range
 from prunehw.export.golden import accumulate, apply_layer, layer_events, requantize
+from prunehw.export.kinds import kind
 
 __all__ = ["choose_stimulus"]
 
@@ -64,26 +65,11 @@ def _mirror(contract, target: str):
     def forward(x):
         a = x                                           # pixels / 256: the input's real values
         for layer in contract.layers:
-            t = layer["type"]
-            if t in ("conv2d", "dense"):
-                w = contract.weights[layer["name"]] * 2.0 ** -layer["weight"]["frac"]
-                b = contract.biases[layer["name"]] * 2.0 ** -layer["accum"]["frac"]
-                if t == "conv2d":
-                    k, c = layer["kernel"], int(a.shape[-1])
-                    acc = tf.nn.conv2d(a, tf.constant(w.reshape(k, k, c, -1), tf.float32), layer.get("stride", 1),
-                                       layer.get("padding", "valid").upper()) + tf.constant(b, tf.float32)
-                else:
-                    acc = tf.matmul(a, tf.constant(w, tf.float32)) + tf.constant(b, tf.float32)
-                if layer["name"] == name:
-                    flat = tf.reshape(acc, (tf.shape(acc)[0], -1))
-                    return tf.reduce_max(tf.abs(flat) if event == "accumulator_top" else flat, axis=1)
-                o = layer["output"]
-                a = tf.clip_by_value(acc, 0.0, o["relu_max"]) if o.get("relu_max") else tf.nn.relu(acc) if o["relu"] else acc
-            elif t in ("maxpool2d", "avgpool2d"):
-                pool = tf.nn.max_pool2d if t == "maxpool2d" else tf.nn.avg_pool2d
-                a = pool(a, layer["pool"], layer["pool"], "VALID")
-            else:
-                a = tf.reshape(a, (tf.shape(a)[0], -1))
+            kd = kind(layer)
+            if layer["name"] == name:
+                flat = tf.reshape(kd.float_accumulate(layer, a, contract), (tf.shape(a)[0], -1))
+                return tf.reduce_max(tf.abs(flat) if event == "accumulator_top" else flat, axis=1)
+            a = kd.float_apply(layer, a, contract)
         raise ValueError(f"no layer {name!r}")
 
     return forward
