@@ -50,6 +50,16 @@ class Kind:
         """What of the Keras ``layer`` the flow cannot carry (a phrase to follow its name), or None."""
         return None
 
+    def flat_positions(self, layer, shape: tuple, positions: int) -> int:
+        """The pruning couplings through this layer: how many rows of a later Dense's matrix each channel of its
+        source layer spans (one per flattened pixel), given ``positions`` before it and its input ``shape``. A
+        channel-wise layer (ReLU, pooling) keeps it, a weighted layer starts anew (1)."""
+        return 1 if self.weighted else positions
+
+    def row_positions(self, layer, positions: int) -> int:
+        """A weighted layer's rows per input channel: its kernel's taps, or the flattened positions it reads."""
+        raise NotImplementedError
+
     def sparse_op(self, layer):
         """This layer's step of the sparse inference path (``model/inference.py``): a function of the activations."""
         return layer
@@ -119,6 +129,9 @@ class Conv2D(Kind):
     def refusal(self, layer):
         return unsupported_conv(layer)
 
+    def row_positions(self, layer, positions):
+        return int(layer.kernel.shape[0] * layer.kernel.shape[1])
+
     def sparse_op(self, layer):
         import tensorflow as tf
 
@@ -147,6 +160,9 @@ class Dense(Kind):
 
     def spec(self, layer, kept=None):
         return LayerSpec(type="dense", name=layer.name, units=layer.units if kept is None else kept)
+
+    def row_positions(self, layer, positions):
+        return positions
 
     def sparse_op(self, layer):
         import tensorflow as tf
@@ -217,6 +233,9 @@ class Flatten(Kind):
         import keras
 
         return keras.layers.Flatten(name=name), (int(np.prod(shape)),)
+
+    def flat_positions(self, layer, shape, positions):
+        return int(np.prod(shape[:-1])) if len(shape) == 3 else 1
 
     def sparse_op(self, layer):
         import tensorflow as tf

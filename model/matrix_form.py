@@ -60,22 +60,16 @@ def geometry(model: keras.Model) -> list[Geometry]:
     """Matrix geometry of every Conv2D/Dense layer of a Sequential model of supported layers."""
     out: list[Geometry] = []
     shape = tuple(model.inputs[0].shape[1:])
-    pos_after_flatten = 1
+    positions = 1          # rows per channel of the source layer in a later Dense (a flatten's pixels)
     last_weighted: int | None = None
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            k = layer.kernel.shape
-            out.append(Geometry(layer.name, "conv2d", k[0] * k[1] * k[2], k[3], k[2], k[0] * k[1], last_weighted, tuple(k)))
+        kd = of_layer(layer)
+        if kd.weighted:
+            k = tuple(layer.kernel.shape)
+            n_rows, n_pos = int(np.prod(k[:-1])), kd.row_positions(layer, positions)
+            out.append(Geometry(layer.name, kd.types[0], n_rows, k[-1], n_rows // n_pos, n_pos, last_weighted, k))
             last_weighted = len(out) - 1
-            pos_after_flatten = 1
-        elif isinstance(layer, keras.layers.Dense):
-            k = layer.kernel.shape
-            c_in = k[0] // pos_after_flatten
-            out.append(Geometry(layer.name, "dense", k[0], k[1], c_in, pos_after_flatten, last_weighted, tuple(k)))
-            last_weighted = len(out) - 1
-            pos_after_flatten = 1
-        elif isinstance(layer, keras.layers.Flatten):
-            pos_after_flatten = int(np.prod(shape[:-1])) if len(shape) == 3 else 1
+        positions = kd.flat_positions(layer, shape, positions)
         shape = tuple(layer.compute_output_shape((1, *shape))[1:])
     return out
 
