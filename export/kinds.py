@@ -3,11 +3,14 @@
 A handler knows, for its kind (the contract entry's ``type``): what a valid entry says (:meth:`Kind.check`, for
 ``load_contract``/``save_contract``), the Keras layer it is read from (:attr:`Kind.keras`, :meth:`Kind.entry` for
 ``quantize``; a weighted kind's formats are chosen by ``quantize`` itself), its golden integer arithmetic
-(:meth:`Kind.apply`), and its hls4ml precision entry and the Keras geometry hls4ml will follow
+(:meth:`Kind.apply`), QAT's forward step (:meth:`Kind.qat_forward`), the float mirror the stimulus search climbs
+(:meth:`Kind.float_apply`), and its hls4ml precision entry and the Keras geometry hls4ml will follow
 (:meth:`Kind.hls_precision`, :meth:`Kind.keras_mismatch`). The modules that run a whole contract (golden,
-contract, hls, quantize) look a layer's handler up in :data:`KINDS` instead of testing its type.
+contract, hls, quantize, qat, the stimulus search) look a layer's handler up in :data:`KINDS` instead of testing
+its type.
 
-A new kind is one class here with ``@register`` (plus its model side in ``model/``, its program op in ``hw/``).
+A new kind is one class here with ``@register`` (plus its model side in ``model/kinds.py``, its program op in
+``hw/compile/program.py``).
 """
 
 from __future__ import annotations
