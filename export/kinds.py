@@ -266,6 +266,7 @@ class Conv2D(_Weighted):
 
 class _Pool(Kind):
     tf_op = ""       # the TensorFlow pooling of the float mirror
+
     def entry(self, klayer, fmt):
         # (the format passes through: neither the maximum nor the rounded average leaves its inputs' range)
         return {**super().entry(klayer, fmt), "pool": int(klayer.pool_size[0])}

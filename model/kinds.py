@@ -195,6 +195,7 @@ class ReLU(Kind):
 
 class _Pool(Kind):
     tf_op = ""       # the TensorFlow pooling of the sparse path
+
     def build(self, spec, name, shape):
         import keras
 

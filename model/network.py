@@ -69,10 +69,11 @@ def check_supported(model: keras.Model, where: str) -> None:
                 f"{where}: layer {layer.name!r} has unsupported type {kind}; allowed: Conv2D, Dense, ReLU, MaxPooling2D, "
                 f"AveragePooling2D, Flatten"
             )
-        refusal = unsupported(layer)
+        kd = of_layer(layer)          # (None only for the InputLayer)
+        refusal = kd.refusal(layer) if kd else None
         if refusal:
-            raise ModelFileError(f"{where}: {of_layer(layer).label} {layer.name!r} {refusal}")
-        if of_layer(layer) and of_layer(layer).weighted and layer.activation.__name__ != "linear":
+            raise ModelFileError(f"{where}: {kd.label} {layer.name!r} {refusal}")
+        if kd and kd.weighted and layer.activation.__name__ != "linear":
             raise ModelFileError(f"{where}: layer {layer.name!r} fuses activation {layer.activation.__name__!r}; use a separate ReLU layer")
 
 
