@@ -7,7 +7,12 @@ written by ``prunehw export`` (``contract.json``) beside the integer weights
 by the golden model, the hls4ml config generator and the hardware generator;
 no fixed-point number is written by hand anywhere else.
 
-Layer entries (in network order):
+Version 2 carries the network as a graph (``prunehw.core.graph``): layer entries are its nodes in topological
+order, each with ``inputs`` (the entries it reads, by name; ``"input"`` is the image) and ``shape`` (its output's,
+batch left out); the last entry is the logits. :attr:`Contract.graph` reads it. A ReLU is not an entry of its own
+but its weighted layer's output, so a layer after a ReLU reads that weighted layer.
+
+Layer entries (their kinds' fields):
 
 - ``conv2d`` / ``dense``: ``kernel`` (conv), ``stride`` and ``padding`` (conv; 1 and
   ``"valid"`` when absent; ``"same"`` pads zeros as Keras does, see
@@ -41,10 +46,11 @@ import numpy as np
 
 from prunehw.core.errors import ModelFileError
 from prunehw.core.geometry import conv_geometry
+from prunehw.core.graph import INPUT, Graph
 
-__all__ = ["CONTRACT_VERSION", "Contract", "conv_geometry", "fixed_type", "load_contract", "output_range", "save_contract"]
+__all__ = ["CONTRACT_VERSION", "Contract", "chain_layers", "conv_geometry", "fixed_type", "load_contract", "output_range", "save_contract"]
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
 PADDINGS = ("valid", "same")
 
 
@@ -82,6 +88,11 @@ class Contract:
     def input(self) -> dict:
         return self.spec["input"]
 
+    @property
+    def graph(self) -> Graph:
+        """The network's graph: a node per layer entry (its attributes the entry's other fields)."""
+        return Graph.from_entries(self.input["shape"], self.layers)
+
     def weighted(self) -> list[dict]:
         """The entries with a weight matrix (conv2d, dense), in order."""
         from prunehw.export.kinds import weighted
@@ -97,7 +108,10 @@ def _check(spec: dict, where: str) -> None:
         raise ModelFileError(f"contract {where}: {msg}")
 
     if not isinstance(spec, dict) or spec.get("version") != CONTRACT_VERSION:
-        bad(f"version {spec.get('version') if isinstance(spec, dict) else None!r} is not supported; allowed: {CONTRACT_VERSION}")
+        version = spec.get("version") if isinstance(spec, dict) else None
+        older = " (written by an older prunehw: run prunehw export again)" if isinstance(version, int) and \
+            version < CONTRACT_VERSION else ""
+        bad(f"version {version!r} is not supported; allowed: {CONTRACT_VERSION}{older}")
     for key in ("input", "layers"):
         if key not in spec:
             bad(f"lacks key {key!r}")
@@ -108,6 +122,25 @@ def _check(spec: dict, where: str) -> None:
         if t not in KINDS:
             bad(f"layer {i} has type {t!r}; allowed: {', '.join(KINDS)}")
         KINDS[t].check(layer, bad)
+    graph = Graph.from_entries(spec["input"]["shape"], spec["layers"], f"contract {where}")
+    for node in graph:
+        want = tuple(KINDS[node.kind].out_shape(node.attrs, graph.input_shapes(node)))
+        if node.shape != want:
+            bad(f"layer {node.name!r} declares shape {list(node.shape)}; its kind gives {list(want)} from its inputs")
+
+
+def chain_layers(input_shape, layers: list[dict]) -> list[dict]:
+    """Contract layer entries of a chain, each given the edges of a version-2 contract: ``inputs`` (the entry before
+    it, the first the input) and its output's ``shape`` (its kind's, :mod:`prunehw.export.kinds`). For contracts
+    written by hand (tests, examples); ``quantize`` writes the edges of any graph itself."""
+    from prunehw.export.kinds import KINDS
+
+    out, prev, shape = [], INPUT, tuple(input_shape)
+    for layer in layers:
+        shape = tuple(KINDS[layer["type"]].out_shape(layer, [shape]))
+        out.append({**layer, "inputs": [prev], "shape": list(shape)})
+        prev = layer["name"]
+    return out
 
 
 def save_contract(path: Path, spec: dict, weights: dict[str, np.ndarray], biases: dict[str, np.ndarray]) -> tuple[Path, Path]:

@@ -29,6 +29,20 @@ def apply_layer(layer: dict, a: np.ndarray, contract) -> np.ndarray:
     return kind(layer).apply(layer, a, contract)
 
 
+def _steps(contract, before=None):
+    """(the contract's graph, the step that computes one node of it: its entry's arithmetic on its inputs' values);
+    ``before(layer, inputs)`` is called first, where given."""
+    by_name = {l["name"]: l for l in contract.layers}
+
+    def step(node, args):
+        layer = by_name[node.name]
+        if before is not None:
+            before(layer, args)
+        return apply_layer(layer, args[0], contract)     # (every kind so far reads one input)
+
+    return contract.graph, step
+
+
 def golden(contract, x: np.ndarray, return_all: bool = False, batch: int = 1000):
     """Logits (int64, at the last accumulator's frac) of uint8 images ``x``; with ``return_all``
     also {layer name: integer outputs} of every layer."""
@@ -41,12 +55,15 @@ def golden(contract, x: np.ndarray, return_all: bool = False, batch: int = 1000)
         raise DataError(f"golden model input images are {tuple(x.shape[1:])}; the contract expects {shape}")
     outs: dict[str, list] = {}
     logits = []
+    graph, step = _steps(contract)
     for start in range(0, len(x), batch):
         a = x[start:start + batch].astype(np.int64)
-        for layer in contract.layers:
-            a = apply_layer(layer, a, contract)
-            if return_all:
-                outs.setdefault(layer["name"], []).append(a)
+        if return_all:
+            a, every = graph.evaluate(a, step, keep=True)
+            for name, v in every.items():
+                outs.setdefault(name, []).append(v)
+        else:
+            a = graph.evaluate(a, step)
         logits.append(a)
     out = np.concatenate(logits) if logits else np.zeros((0, contract.weighted()[-1]["out_channels"]), np.int64)
     if return_all:
@@ -72,26 +89,30 @@ def layer_events(contract, x: np.ndarray, batch: int = 500) -> dict[str, np.ndar
     arithmetic can have (no rounding or saturation at the logits), computed with the golden model's own steps."""
     x = x[..., None] if x.ndim == 3 else x
     out: dict[str, list] = {}
+    last_name = contract.weighted()[-1]["name"]
+
+    def events(layer, args):
+        if not weighted(layer):
+            return
+        acc = accumulate(layer, args[0], contract)
+        flat = acc.reshape(len(acc), -1)
+        o, name = layer["output"], layer["name"]
+        found = {"accumulator_top": (np.abs(flat) >= 2 ** (layer["accum"]["bits"] - 4)).any(axis=1)}
+        last = name == last_name
+        if not last:
+            relu = np.maximum(flat, 0) if o["relu"] else flat
+            shift = layer["accum"]["frac"] - o["frac"]
+            if o["relu"]:
+                found["relu_clamp"] = (flat < 0).any(axis=1)
+            if shift > 0:
+                found["rounding_tie"] = ((relu & ((1 << shift) - 1)) == (1 << (shift - 1))).any(axis=1)
+            q = (relu + (1 << (shift - 1))) >> shift if shift > 0 else relu << (-shift)
+            lo, hi = output_range(o)
+            found["saturation"] = ((q > hi) | (q < lo)).any(axis=1)
+        for event, hit in found.items():
+            out.setdefault(f"{name}:{event}", []).append(hit)
+
+    graph, step = _steps(contract, before=events)
     for start in range(0, len(x), batch):
-        a = x[start:start + batch].astype(np.int64)
-        for layer in contract.layers:
-            if weighted(layer):
-                acc = accumulate(layer, a, contract)
-                flat = acc.reshape(len(acc), -1)
-                o, name = layer["output"], layer["name"]
-                found = {"accumulator_top": (np.abs(flat) >= 2 ** (layer["accum"]["bits"] - 4)).any(axis=1)}
-                last = layer is contract.weighted()[-1]
-                if not last:
-                    relu = np.maximum(flat, 0) if o["relu"] else flat
-                    shift = layer["accum"]["frac"] - o["frac"]
-                    if o["relu"]:
-                        found["relu_clamp"] = (flat < 0).any(axis=1)
-                    if shift > 0:
-                        found["rounding_tie"] = ((relu & ((1 << shift) - 1)) == (1 << (shift - 1))).any(axis=1)
-                    q = (relu + (1 << (shift - 1))) >> shift if shift > 0 else relu << (-shift)
-                    lo, hi = output_range(o)
-                    found["saturation"] = ((q > hi) | (q < lo)).any(axis=1)
-                for event, hit in found.items():
-                    out.setdefault(f"{name}:{event}", []).append(hit)
-            a = apply_layer(layer, a, contract)
+        graph.evaluate(x[start:start + batch].astype(np.int64), step)
     return {k: np.concatenate(v) for k, v in out.items()}

@@ -82,6 +82,11 @@ class Kind:
         ``frac`` fractional bits: the contract's arithmetic, differentiable (``export/qat.py``)."""
         return klayer(a)
 
+    def out_shape(self, layer: dict, in_shapes: list[tuple]) -> tuple:
+        """The shape of the layer's output (batch left out) on inputs of ``in_shapes``: what its entry's ``shape``
+        must say."""
+        raise NotImplementedError
+
     def apply(self, layer: dict, a: np.ndarray, contract) -> np.ndarray:
         """The layer on the integer input ``a`` (N, ...), as the hardware computes it."""
         raise NotImplementedError
@@ -127,6 +132,9 @@ def keras_kind(klayer) -> Kind | None:
 
 class _Weighted(Kind):
     weighted = True
+
+    def out_shape(self, layer, in_shapes):
+        return (layer["out_channels"],)
 
     def geometry(self, klayer) -> dict:
         """The entry's keys that say how the Keras layer ``klayer`` applies its matrix (none for dense)."""
@@ -221,6 +229,11 @@ class Conv2D(_Weighted):
         if padding not in PADDINGS:
             bad(f"layer {layer.get('name')!r} padding = {padding!r}; allowed: {', '.join(PADDINGS)}")
 
+    def out_shape(self, layer, in_shapes):
+        h, w, _ = in_shapes[0]
+        oh, ow, _, _ = conv_geometry(h, w, layer["kernel"], layer.get("stride", 1), layer.get("padding", "valid"))
+        return (oh, ow, layer["out_channels"])
+
     def geometry(self, klayer):
         out = {"kernel": int(klayer.kernel.shape[0])}
         # written only where they differ from 1 and "valid": a contract without them reads as before
@@ -270,6 +283,10 @@ class _Pool(Kind):
     def entry(self, klayer, fmt):
         # (the format passes through: neither the maximum nor the rounded average leaves its inputs' range)
         return {**super().entry(klayer, fmt), "pool": int(klayer.pool_size[0])}
+
+    def out_shape(self, layer, in_shapes):
+        h, w, c = in_shapes[0]
+        return (h // layer["pool"], w // layer["pool"], c)
 
     def float_apply(self, layer, a, contract):
         import tensorflow as tf
@@ -338,6 +355,9 @@ class Flatten(Kind):
     """Nothing to say: HWC order, as Keras flattens."""
 
     name, keras = "flatten", ("Flatten",)
+
+    def out_shape(self, layer, in_shapes):
+        return (int(np.prod(in_shapes[0])),)
 
     def apply(self, layer, a, contract):
         return a.reshape(len(a), -1)

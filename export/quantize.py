@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from prunehw.core.errors import ModelFileError
+from prunehw.core.graph import INPUT
 from prunehw.export.kinds import KINDS, keras_kind
 
 __all__ = ["quantize", "dequantized_model"]
@@ -60,9 +61,11 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int | dict[st
     """
     from prunehw.model.activations import relu_cap, relu_kind
     from prunehw.model.data import to_float
+    from prunehw.model.graph import keras_graph
     from prunehw.model.network import unsupported
 
-    layers = model.layers
+    graph = keras_graph(model).require_chain("the numeric contract")
+    layers = [node.attrs["layer"] for node in graph]
     kinds = [keras_kind(l) for l in layers]     # (None for a ReLU: fused into the layer before it)
     weighted_idx = [i for i, k in enumerate(kinds) if k and k.weighted]
     weighted_names = [layers[i].name for i in weighted_idx]
@@ -79,7 +82,7 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int | dict[st
                          f"and activation lanes are 8 bits)")
     # float activations after every layer on the calibration set
     acts, x = {}, to_float(calib_x)
-    for layer in model.layers:
+    for layer in layers:
         x = np.asarray(layer(x))
         acts[layer.name] = x
     fmt = {"bits": 8, "frac": 8, "signed": False}
@@ -96,7 +99,12 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int | dict[st
             # the contract has ReLU only as a weighted layer's output; another one would be left out silently
             raise ModelFileError(f"ReLU {layer.name!r} does not follow a Conv2D or Dense directly; the contract fuses "
                                  f"ReLU into the layer before it (put it right after the conv/dense)")
-    for i, (layer, kd) in enumerate(zip(layers, kinds)):
+    # the graph's edges between contract entries: a fused ReLU is its weighted layer's output, so what reads the
+    # ReLU reads that layer
+    entry_of = {INPUT: INPUT}
+    for i, (node, layer, kd) in enumerate(zip(graph, layers, kinds)):
+        entry_of[node.name] = node.name if kd else entry_of[node.inputs[0]]
+        edges = {"inputs": [entry_of[s] for s in node.inputs], "shape": list(node.shape)}
         if kd and kd.weighted:
             k = layer.kernel.numpy()
             w = k.reshape(-1, k.shape[-1]).astype(np.float64)
@@ -145,11 +153,11 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int | dict[st
                                    "rounding": "half_up", "saturation": True, "calibration_peak": peak}
             if relu_next and relu_cap(layers[i + 1]) is not None:
                 entry["output"]["relu_max"] = relu_cap(layers[i + 1])     # (relu6: 6 is on any grid with frac >= -1)
-            spec["layers"].append(entry)
+            spec["layers"].append({**entry, **edges})
             weights[layer.name], biases[layer.name] = wq, bq
             fmt = {k2: entry["output"][k2] for k2 in ("bits", "frac", "signed")}
         elif kd:
-            spec["layers"].append(kd.entry(layer, fmt))
+            spec["layers"].append({**kd.entry(layer, fmt), **edges})
     return spec, weights, biases
 
 

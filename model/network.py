@@ -22,7 +22,7 @@ from prunehw.core.config import NetworkConfig
 from prunehw.core.errors import ConfigError, ModelFileError
 from prunehw.model.kinds import KINDS, of_layer, of_type, unsupported, unsupported_conv, unsupported_pool, weighted_layers
 
-__all__ = ["build_model", "load_model", "save_model", "prunable_layers", "check_finite", "check_fits", "check_supported", "unsupported", "unsupported_conv", "unsupported_pool", "strip_training_state", "weight_counts", "set_seed"]
+__all__ = ["build_model", "network_graph", "load_model", "save_model", "prunable_layers", "check_finite", "check_fits", "check_supported", "unsupported", "unsupported_conv", "unsupported_pool", "strip_training_state", "weight_counts", "set_seed"]
 
 #: the Keras classes a saved model may hold
 _KERAS_TYPES = {*(k.keras for k in KINDS.values()), "InputLayer"}
@@ -50,15 +50,23 @@ def _layer_names(cfg: NetworkConfig) -> list[str]:
 
 def build_model(cfg: NetworkConfig, input_shape: tuple[int, int, int], n_classes: int, seed: int) -> keras.Model:
     """Build the float network, checking that every layer fits the shape it receives."""
+    graph = network_graph(cfg, input_shape)
+    if graph.output.shape != (n_classes,):
+        raise ConfigError(f"network: the last dense layer has {graph.output.shape[0]} units but the data set has "
+                          f"{n_classes} classes")
     set_seed(seed)
-    shape = tuple(input_shape)
-    layers: list[keras.layers.Layer] = [keras.Input(shape=shape, name="image")]
-    for spec, name in zip(cfg.layers, _layer_names(cfg)):
-        layer, shape = of_type(spec.type).build(spec, name, shape)
-        layers.append(layer)
-    if shape != (n_classes,):
-        raise ConfigError(f"network: the last dense layer has {shape[0]} units but the data set has {n_classes} classes")
+    layers: list[keras.layers.Layer] = [keras.Input(shape=tuple(input_shape), name="image")]
+    for spec, node in zip(cfg.layers, graph.require_chain("a Sequential model")):
+        layers.append(of_type(spec.type).build(spec, node.name, graph.input_shapes(node)[0])[0])
     return keras.Sequential(layers, name="prunehw_cnn")
+
+
+def network_graph(cfg: NetworkConfig, input_shape: tuple[int, ...]):
+    """The config's network as a graph (``prunehw.core.graph``): a chain of its layers, named as
+    :func:`build_model` names them, each with the shape it gives (``ConfigError`` for a layer that does not fit)."""
+    from prunehw.model.graph import network_graph as graph_of
+
+    return graph_of(cfg, input_shape, _layer_names(cfg))
 
 
 def check_supported(model: keras.Model, where: str) -> None:

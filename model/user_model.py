@@ -40,6 +40,7 @@ from prunehw.core.errors import ModelFileError
 from prunehw.core.config import LayerSpec
 from prunehw.model.activations import activation_kind
 from prunehw.model.data import to_float
+from prunehw.model.graph import keras_graph, producer
 from prunehw.model.kinds import of_layer, of_type, unsupported
 from prunehw.model.network import check_fits, check_supported, load_model
 
@@ -64,66 +65,21 @@ def _activation_name(layer) -> str:
 
 def _chain(model: keras.Model, where: str) -> list:
     """The model's layers in data-flow order, input to output (the input layer left out); ``ModelFileError``
-    unless the graph is one chain: one input, one output, each layer called once on one input.
-
-    Keras 3 has no public node API: each tensor's ``_keras_history`` names the operation and the call (node, in
-    the operation's ``_inbound_nodes``) that made it, as ``keras.src.ops.function.map_graph`` walks them.
-    """
-    try:
-        inputs, outputs = model.inputs, model.outputs
-    except AttributeError:    # (a subclassed keras.Model, or a Sequential never built: no graph to read)
-        raise ModelFileError(f"{where}: model {model.name!r} has no layer graph (a subclassed keras.Model, or never "
-                             f"built); allowed: a Sequential or functional model with an Input") from None
-    one = "(a chain of layers)"
-    if len(inputs) != 1:
-        raise ModelFileError(f"{where}: model has {len(inputs)} inputs ({_names(inputs)}); allowed: one input {one}")
-    if len(outputs) != 1:
-        raise ModelFileError(f"{where}: model has {len(outputs)} outputs ({_names(outputs)}); allowed: one output {one}")
-    chain, tensor = [], outputs[0]
-    while True:
-        op, node = _producer(tensor)
-        if node.is_input:
-            break
-        if isinstance(op, keras.Model):
-            raise ModelFileError(f"{where}: layer {op.name!r} is a nested model ({type(op).__name__}); allowed: its "
-                                 f"layers, directly in one chain")
-        if not isinstance(op, keras.layers.Layer):
-            raise ModelFileError(f"{where}: operation {op.name!r} is a keras.ops call ({type(op).__name__}), not a "
-                                 f"layer; allowed: layers only ({', '.join(_SUPPORTED)})")
-        if len(node.input_tensors) != 1:
-            raise ModelFileError(f"{where}: layer {op.name!r} takes {len(node.input_tensors)} inputs (a branch or "
-                                 f"merge); allowed: a chain, each layer with one input")
-        chain.append(op)
-        tensor = node.input_tensors[0]
-    chain.reverse()
-    for op in chain:
-        times = sum(o is op for o in chain)
-        if times > 1:
-            raise ModelFileError(f"{where}: layer {op.name!r} is applied {times} times (shared weights); allowed: "
-                                 f"each layer once, in a chain")
-    return chain
-
-
-def _names(tensors) -> str:
-    """The layers that make (or, for inputs, are) ``tensors``, by name."""
-    return ", ".join(t._keras_history.operation.name for t in tensors)
-
-
-def _producer(tensor):
-    """(the operation, its call) that made ``tensor``."""
-    op, node_index, _ = tensor._keras_history
-    return op, op._inbound_nodes[node_index]
+    unless its graph (:func:`~prunehw.model.graph.keras_graph`) is one chain: one input, one output, each layer
+    called once on the one before it."""
+    graph = keras_graph(model, where, allowed=f"layers only ({', '.join(_SUPPORTED)})")
+    return [node.attrs["layer"] for node in graph.require_chain("the import")]
 
 
 def _ends_in_softmax(model: keras.Model) -> bool:
     """Whether the last layer before the output that computes anything is a softmax (fused, or an Activation of
     its own). Walks back from the output only as far as that layer, so it holds for any model, chain or not."""
-    op, node = _producer(model.outputs[0])
+    op, node = producer(model.outputs[0])
     while not node.is_input:
         kind, act = type(op).__name__, _activation_name(op)
         if not _identity(op):
             return kind in ("Activation", "Conv2D", "Dense") and act == "softmax"
-        op, node = _producer(node.input_tensors[0])
+        op, node = producer(node.input_tensors[0])
     return False
 
 

@@ -1,7 +1,7 @@
 """Hand-made numeric contracts for the hardware tests: convolutions of any kernel, stride and padding (as
 ``export.contract.conv_geometry`` sizes them), with random integer weights, without training a model."""
 
-from prunehw.export.contract import Contract, conv_geometry
+from prunehw.export.contract import Contract, chain_layers, conv_geometry
 
 
 def _fmt(frac: int) -> dict:
@@ -39,4 +39,5 @@ def conv_contract(rng, h: int, w: int, c: int, convs, pool: int | None = None, u
                    "weight": {"bits": 8, "frac": 6}, "bias": {"bits": 8, "frac": 10}, "accum": {"bits": 30, "frac": 16},
                    "output": {"bits": 30, "frac": 16, "signed": True, "relu": False, "name": None}})
     weights["fc"], biases["fc"] = rng.integers(-128, 128, (flat, units)), rng.integers(-9, 9, units)
-    return Contract({"version": 1, "input": {"shape": [h, w, c], **_fmt(8)}, "layers": layers}, weights, biases)
+    return Contract({"version": 2, "input": {"shape": [h, w, c], **_fmt(8)}, "layers": chain_layers((h, w, c), layers)},
+                    weights, biases)

@@ -282,6 +282,7 @@ _COMPILE = {"conv2d": _matmul_op, "dense": _matmul_op, "maxpool2d": _pool_op, "a
 
 def build_program(contract, array: ArrayConfig) -> Program:
     """Tile every layer of ``contract`` over ``array``; raises ValueError if the array cannot hold it."""
+    contract.graph.require_chain("the accelerator")
     R, C = array.rows, array.cols
     shape = tuple(contract.input["shape"])
     if len(shape) == 1:

@@ -10,7 +10,7 @@ from prunehw.export.contract import fixed_type, load_contract, save_contract
 def _spec():
     fmt = {"bits": 8, "frac": 8, "signed": False}
     return {"input": {"shape": [4], **fmt}, "layers": [{
-        "name": "d", "type": "dense", "rows": 4, "out_channels": 2, "in_channels": 4, "input": fmt,
+        "name": "d", "type": "dense", "inputs": ["input"], "shape": [2], "rows": 4, "out_channels": 2, "in_channels": 4, "input": fmt,
         "weight": {"bits": 8, "frac": 6}, "bias": {"bits": 6, "frac": 14}, "accum": {"bits": 18, "frac": 14},
         "output": {"bits": 18, "frac": 14, "signed": True, "relu": False, "name": None}}]}
 
@@ -25,10 +25,17 @@ def _layer0(path, **changes):
     path.write_text(json.dumps(spec))
 
 
+def _without(path, key):
+    spec = json.loads(path.read_text())
+    del spec["layers"][0][key]
+    path.write_text(json.dumps(spec))
+
+
 def test_round_trip(tmp_path):
     c = load_contract(_write(tmp_path))
     np.testing.assert_array_equal(c.weights["d"], np.arange(8).reshape(4, 2))
-    assert c.spec["version"] == 1
+    assert c.spec["version"] == 2
+    assert [(n.name, n.kind, n.inputs, n.shape) for n in c.graph] == [("d", "dense", ("input",), (2,))]
 
 
 def test_fixed_types():
@@ -45,6 +52,11 @@ def test_fixed_types():
     (lambda p: _layer0(p, stride=2), "layer 'd' (dense) has stride/padding; only conv2d layers take them"),
     (lambda p: _layer0(p, type="conv2d", kernel=2, padding="full"), "layer 'd' padding = 'full'; allowed: valid, same"),
     (lambda p: _layer0(p, type="conv2d", kernel=2, stride=0), "layer 'd' stride = 0; allowed: an integer >= 1"),
+    (lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "version": 1})),
+     "version 1 is not supported; allowed: 2 (written by an older prunehw: run prunehw export again)"),
+    (lambda p: _layer0(p, inputs=["conv9"]), "layer 'd' reads 'conv9', which is not the input or a layer before it"),
+    (lambda p: _layer0(p, inputs=[]), "layer 'd' reads nothing; allowed: one or more inputs"),
+    (lambda p: _without(p, "shape"), "layer 'd' lacks 'shape'; every layer names its type, inputs and output shape"),
     (lambda p: p.with_name("weights.npz").write_bytes(b"xx"), "weights file weights.npz has sha256"),
     (lambda p: p.with_name("weights.npz").unlink(), "weights file not found"),
 ])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from prunehw.core.config import ArrayConfig
-from prunehw.export.contract import Contract
+from prunehw.export.contract import Contract, chain_layers
 from prunehw.hw.models.cycle_model import cycle_model, drain_cycles
 from prunehw.hw.compile.program import IMAGE, build_program
 from prunehw.export.kinds import KINDS
@@ -27,8 +27,8 @@ def _contract(rng, h=9, w=7, c=3, k=3, n=5, rows_kept=None):
     dense = {"name": "fc", "type": "dense", "rows": flat_in, "out_channels": 4, "in_channels": flat_in,
              "input": {"bits": 8, "frac": 4, "signed": False}, "weight": {"bits": 8, "frac": 6}, "bias": {"bits": 8, "frac": 10},
              "accum": {"bits": 30, "frac": 10}, "output": {"bits": 30, "frac": 10, "signed": True, "relu": False, "name": None}}
-    spec = {"version": 1, "input": {"shape": [h, w, c], **fmt},
-            "layers": [conv, {"name": "f", "type": "flatten", "input": fmt}, dense]}
+    spec = {"version": 2, "input": {"shape": [h, w, c], **fmt},
+            "layers": chain_layers((h, w, c), [conv, {"name": "f", "type": "flatten", "input": fmt}, dense])}
     weights = {"conv": rng.integers(-128, 128, (k * k * c, n)), "fc": rng.integers(-128, 128, (flat_in, 4))}
     return Contract(spec, weights, {"conv": rng.integers(-9, 9, n), "fc": rng.integers(-9, 9, 4)})
 
@@ -62,6 +62,7 @@ def test_fused_pooling_walks_whole_windows(h, w, pool, rng):
         ph, pw = (h - 2) // pool, (w - 2) // pool
         contract.spec["layers"][-1]["rows"] = contract.spec["layers"][-1]["in_channels"] = ph * pw * 5
         contract.weights["fc"] = rng.integers(-128, 128, (ph * pw * 5, 4))
+        contract.spec["layers"][:] = chain_layers((h, w, 3), contract.spec["layers"])
     op = build_program(contract, ArrayConfig(rows=4, cols=4)).ops[0]
     oh, ow = h - 2, w - 2
     ph, pw = oh // pool, ow // pool
