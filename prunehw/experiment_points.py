@@ -151,11 +151,11 @@ class Points:
 
     def cycles(self, counts) -> int:
         """Cycles per image on the run's array of the dense model pruned to ``counts`` (the accelerator's exact
-        cycle model, ``prunehw.variants.cycle_cost``)."""
+        cycle model, ``prunehw.hw.models.cost.cycle_cost``)."""
         return self._costs("cycle_cost")([tuple(c) for c in counts])
 
     def energy(self, counts) -> float:
-        """pJ per inference of the dense model pruned to ``counts`` (``prunehw.variants.energy_cost``)."""
+        """pJ per inference of the dense model pruned to ``counts`` (``prunehw.hw.models.cost.energy_cost``)."""
         return self._costs("energy_cost")([tuple(c) for c in counts])
 
     def _costs(self, which: str):

@@ -263,7 +263,7 @@ def _budget_aware(pts, log) -> list[Path]:
 
     For each ratio of ``[experiments] ratios``, the ratio-based matrix point's cycles (the accelerator's exact
     cycle model of its kept shapes) and energy (the activity model of its kept tiles, priced by the energy table:
-    ``prunehw.variants.energy_cost``) are the cost-aware points' targets; unstructured pruning leaves every tile
+    ``prunehw.hw.models.cost.energy_cost``) are the cost-aware points' targets; unstructured pruning leaves every tile
     in place, so its cycles are the dense model's (zero-weight gating saves energy, not cycles)."""
     from prunehw.variants import cost_code
 

@@ -3,7 +3,6 @@ run's budget, the calibration images, and quantization to the numeric contract a
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -71,91 +70,33 @@ def cycles_for_rate(images_per_s: float, cfg: RunConfig) -> int:
 
 
 def cycle_cost(model, data, cfg: RunConfig):
-    """Cycles per image on ``cfg.array`` of ``model`` pruned to given (kept rows, kept columns) per weighted layer: the
-    accelerator's exact cycle model (``hw.cycle_model``) on the unpruned model's program with each layer's row and
-    column tiles (and the pooling passes' channel tiles) recounted, which is what pruning changes."""
-    from prunehw.hw.models.cycle_model import op_cycles
+    """Cycles per image on ``cfg.array`` of ``model`` pruned to given (kept rows, kept columns) per weighted layer:
+    the hardware's cost model (``hw.models.cost.cycle_cost``) on the unpruned model's program."""
+    from prunehw.hw.models.cost import cycle_cost as on_program
 
-    program, recount = _recounted(model, data, cfg)
-    R, C = program.rows, program.cols
-    return lambda counts: sum(op_cycles(op, R, C) for op in recount(counts, tiles=False))
+    return on_program(_program(model, data, cfg))
 
 
 def energy_cost(model, data, cfg: RunConfig):
     """pJ per inference on ``cfg.array`` of ``model`` pruned to given (kept rows, kept columns) per layer: the
-    activity model (``hw.cycle_model.activity_model``) of the unpruned model's program cut to the kept tiles (the
-    weights of the rows and columns beyond the kept counts zeroed, their rows marked invalid; a convolution with
-    fewer rows than its kept input channels times its taps gathers its row tiles from several words, as the
-    pruned program's does), priced by ``savings.energy`` at the memory sizes of those tiles. An estimate for the
-    search (the multiplies a zero weight gates depend on which rows and columns the pruning keeps); the run
-    reports the energy of the pruned design's own RTL counters."""
-    from prunehw.hw.models.cycle_model import activity_model
+    hardware's energy estimate (``hw.models.cost.energy_cost``) on the unpruned model's program and design, priced
+    by the default energy table."""
     from prunehw.hw.generate import describe
-    from prunehw.hw.compile.program import MatmulOp
-    from prunehw.savings import energy, load_energy_table
+    from prunehw.hw.models.cost import energy_cost as on_program
+    from prunehw.hw.models.energy import load_energy_table
 
-    program, recount = _recounted(model, data, cfg)
-    desc, table = describe(program), load_energy_table()
-    R, C = program.rows, program.cols
-
-    def cost(counts) -> float:
-        ops = recount(counts)
-        mm = [o for o in ops if isinstance(o, MatmulOp)]
-        # the memories shrink with the tiles: weight ROM bits, row table and bias words, ping-pong buffer depths
-        depth = [max([o.out_pix * o.n_ct for o in ops if o.out_buf == b], default=1) for b in (0, 1)]
-        was = desc["memories"]
-        mem = {**was, "weights": {"bytes": -(-sum(len(o.tiles) * R * C * o.weight_bits for o in mm) // 8)},
-               "row_table": {**was["row_table"], "words": sum(o.n_rt for o in mm)},
-               "bias": {**was["bias"], "words": sum(o.n_ct for o in mm)},
-               "activations": {**was["activations"], "buffers": [*depth, was["activations"]["buffers"][2]]}}
-        return energy(activity_model(dataclasses.replace(program, ops=ops)), {**desc, "memories": mem}, table)["total"]
-
-    return cost
+    program = _program(model, data, cfg)
+    return on_program(program, describe(program), load_energy_table())
 
 
-def _recounted(model, data, cfg: RunConfig):
-    """The unpruned ``model``'s program on ``cfg.array`` and a function giving its ops recounted for (kept rows,
-    kept cols) per weighted layer: each layer's row and column tiles and the pooling passes' channel tiles; with
-    ``tiles``, also the weight tiles, biases and row tables cut to them."""
+def _program(model, data, cfg: RunConfig):
+    """The unpruned ``model``'s program on ``cfg.array`` (quantized on a few training images: only its shapes and
+    zero weights matter to the costs)."""
     from prunehw.export.contract import Contract
     from prunehw.export.quantize import quantize
     from prunehw.hw.generate import program_for
-    from prunehw.hw.compile.program import MatmulOp
 
-    R, C = cfg.array.rows, cfg.array.cols
-    program = program_for(Contract(*quantize(model, data.x_train[:32])), cfg.array)
-
-    def cut(op, rows: int, cols: int, gather: bool):
-        n_rt, n_ct = max(1, math.ceil(rows / R)), max(1, math.ceil(cols / C))
-        tiles = []
-        for ct in range(n_ct):
-            for rt in range(n_rt):
-                t = op.tiles[ct * op.n_rt + rt].copy()
-                t[max(0, rows - rt * R):, :] = 0
-                t[:, max(0, cols - ct * C):] = 0
-                tiles.append(t)
-        # (a convolution whose row tiles were cut below whole taps keeps rows of several taps in one row tile:
-        # they read different words, so its input buffer is kept in R copies; the offsets say so)
-        table = [[(i if gather else o, lane, v if rt * R + i < rows else 0)
-                  for i, (o, lane, v) in enumerate(op.row_table[rt])] for rt in range(n_rt)]
-        return dict(tiles=tiles, bias=op.bias[:n_ct], row_table=table, row_taps=op.row_taps[:n_rt],
-                    macs_per_fold=[min(R, rows - rt * R) * min(C, cols - ct * C) for ct in range(n_ct)
-                                   for rt in range(n_rt)], rows=rows, cols=cols, n_rt=n_rt, n_ct=n_ct)
-
-    def recount(counts, tiles: bool = True) -> list:
-        kept, ops, cols = iter(counts), [], None
-        for op in program.ops:
-            if isinstance(op, MatmulOp):
-                fed = op.kernel * op.kernel * cols if op.kind == "conv2d" and cols is not None else None
-                rows, cols = next(kept)
-                change = cut(op, rows, cols, gather=fed is not None and rows < fed) if tiles else \
-                    dict(n_rt=max(1, math.ceil(rows / R)), n_ct=max(1, math.ceil(cols / C)))
-            else:
-                change = dict(n_ct=max(1, math.ceil(cols / C)))
-            ops.append(dataclasses.replace(op, **change))
-        return ops
-
-    return program, recount
+    return program_for(Contract(*quantize(model, data.x_train[:32])), cfg.array)
 
 
 def copy_pruned(run_dir: Path, base: str, name: str) -> list[Path]:

@@ -30,7 +30,7 @@ def run_sweep(sweep: SweepConfig, *, serial: bool = False, address: str | None =
     flow = Flow(sweep.run, log=log)
     dense_path = flow.train()                  # shared stage 0: the base run's model, cached by the flow
     run = sweep.run.to_toml_dict()
-    from prunehw.savings import DEFAULT_ENERGY_TABLE
+    from prunehw.hw.models.energy import DEFAULT_ENERGY_TABLE
 
     # what a point's figures depend on: the base run, its trained model, and the code and data that compute them
     # (the code: prunehw.model/export/hw with their data files, every module of this package, and every prunehw

@@ -109,7 +109,7 @@ def hw_task(quant: dict, rows: int, cols: int, dataflow: str, inject: str | None
     from prunehw.core.config import ArrayConfig
     from prunehw.hw.models.cycle_model import activity_model
     from prunehw.hw.generate import describe, program_for
-    from prunehw.savings import energy, load_energy_table
+    from prunehw.hw.models.energy import energy, load_energy_table
 
     if inject:
         _inject(inject)

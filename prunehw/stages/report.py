@@ -13,7 +13,8 @@ __all__ = ["report"]
 def report(flow, energy_table: Path | None = None) -> Path:
     """Storage and energy per variant from this run's files and RTL counters; CSV, PNGs, report.md."""
     from prunehw.report import format_report, write_savings
-    from prunehw.savings import energy, gating_saved_pj, load_energy_table, storage
+    from prunehw.hw.models.energy import energy, gating_saved_pj, load_energy_table
+    from prunehw.savings import storage
     from prunehw.synth_report import write_synth_files
 
     run_dir, layout = flow.run_dir, flow.layout

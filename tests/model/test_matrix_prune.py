@@ -124,8 +124,9 @@ def test_energy_cost_is_the_activity_model_of_the_kept_tiles(net, tiny_data):
     from prunehw.hw.models.cycle_model import activity_model
     from prunehw.hw.generate import describe, program_for
     from prunehw.model.matrix_form import kept_small_rows
-    from prunehw.savings import energy, load_energy_table
-    from prunehw.variants import _recounted, energy_cost
+    from prunehw.hw.models.energy import energy, load_energy_table
+    from prunehw.hw.models.cost import recount
+    from prunehw.variants import energy_cost
 
     array = ArrayConfig(rows=4, cols=4)
     cfg = RunConfig(array=array)
@@ -136,8 +137,7 @@ def test_energy_cost_is_the_activity_model_of_the_kept_tiles(net, tiny_data):
     small, geo, maps = prune_matrix(net, tiny_data, PruningSchedule("iterative", 0.6, 1, 1), criterion="l1",
                                     array=array, learning_rate=1e-3, batch_size=64, calibration=64, seed=0)
     pruned = program_for(Contract(*quantize(small, tiny_data.x_train[:32], rows_kept=kept_small_rows(geo, maps))), array)
-    _, recount = _recounted(net, tiny_data, cfg)
-    cut = activity_model(dataclasses.replace(program, ops=recount([(len(m.rows), len(m.cols)) for m in maps])))
+    cut = activity_model(dataclasses.replace(program, ops=recount(program, [(len(m.rows), len(m.cols)) for m in maps])))
     real = activity_model(pruned)
     assert {k: v for k, v in cut.items() if not k.startswith("mults")} == \
         {k: v for k, v in real.items() if not k.startswith("mults")}
@@ -160,14 +160,13 @@ def test_energy_cost_counts_the_copies_a_cut_convolution_reads(net, tiny_data):
     say the same."""
     import dataclasses
 
-    from prunehw.core.config import RunConfig
     from prunehw.export.contract import Contract
     from prunehw.export.quantize import quantize
     from prunehw.hw.models.cycle_model import activity_model
     from prunehw.hw.generate import program_for
     from prunehw.model.matrix_form import kept_small_rows, matrices, shrink
     from prunehw.model.matrix_prune import select
-    from prunehw.variants import _recounted
+    from prunehw.hw.models.cost import recount
 
     array = ArrayConfig(rows=4, cols=4)
     geo = geometry(net)
@@ -178,8 +177,8 @@ def test_energy_cost_counts_the_copies_a_cut_convolution_reads(net, tiny_data):
     maps = select(geo, full_maps(geo), cols, rows, counts)
     small = shrink(matrices(net), geo, maps, net, 0)
     pruned = program_for(Contract(*quantize(small, tiny_data.x_train[:32], rows_kept=kept_small_rows(geo, maps))), array)
-    program, recount = _recounted(net, tiny_data, RunConfig(array=array))
-    cut = activity_model(dataclasses.replace(program, ops=recount(counts)))
+    program = program_for(Contract(*quantize(net, tiny_data.x_train[:32])), array)
+    cut = activity_model(dataclasses.replace(program, ops=recount(program, counts)))
     real = activity_model(pruned)
     assert pruned.copies[0] == 4
     assert {k: v for k, v in cut.items() if not k.startswith("mults")} == \

@@ -41,7 +41,7 @@ def test_plain_install_reports_an_existing_run(quick_flow, tmp_path):
                                      capture_output=True, text=True, check=True).stdout.strip())
     unpack_plain_install(fresh_site, tmp_path / "wheels")
     (fresh_site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")   # (a path line: no editable hook)
-    where = subprocess.run([str(py), "-c", "import prunehw.hw, prunehw.savings as s; print(prunehw.hw.__file__); "
+    where = subprocess.run([str(py), "-c", "import prunehw.hw, prunehw.hw.models.energy as s; print(prunehw.hw.__file__); "
                             "print(s.DEFAULT_ENERGY_TABLE.is_file())"], capture_output=True, text=True, check=True,
                            cwd=tmp_path)
     hw_file, table_ok = where.stdout.split()

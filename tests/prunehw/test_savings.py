@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from prunehw.report import savings_ratios
-from prunehw.savings import csr_bytes, energy, gating_saved_pj, load_energy_table, sram_pj_per_bit
+from prunehw.hw.models.energy import energy, gating_saved_pj, load_energy_table, sram_pj_per_bit
+from prunehw.savings import csr_bytes
 
 DESC = {"array": {"rows": 8, "cols": 8, "acc_bits": 24},
         "memories": {"weights": {"bytes": 40000, "bits_per_word": 512},
