@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, field_validator, model_serializer, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_serializer, model_validator
 
 from prunehw.core.sections import NonNegative, Positive, PositiveFloat, Section, TupleOf, must
 
@@ -42,10 +42,24 @@ _LAYER_OPTIONS = {"conv2d": {"stride": 1, "padding": "valid"}}
 PADDINGS = ("valid", "same")
 
 
+def _kernel(v):
+    """A kernel as one integer (square, also where [k, k] was written) or a (height, width) pair."""
+    if isinstance(v, (list, tuple)):
+        if len(v) != 2 or not all(type(x) is int and x > 0 for x in v):
+            raise ValueError(f"kernel {list(v)} is not a [height, width] pair of positive integers; allowed: k or [kh, kw]")
+        return v[0] if v[0] == v[1] else tuple(v)
+    return v
+
+
+#: a kernel: ``k`` (k x k) or ``(kh, kw)``
+Kernel = Annotated[Union[Positive, tuple[Positive, Positive]], BeforeValidator(_kernel)]
+
+
 class LayerSpec(Section):
     """One layer of the network. ``type`` is one of :data:`LAYER_TYPES`.
 
-    conv2d uses ``filters`` and ``kernel`` (square), and optionally ``stride`` (the same both ways, default 1)
+    conv2d uses ``filters`` and ``kernel`` (``3`` for 3 x 3, or ``[height, width]`` such as ``[10, 4]``), and
+    optionally ``stride`` (the same both ways, default 1)
     and ``padding`` (``valid``, the default, or ``same``: zeros around the map as Keras pads, see
     ``prunehw.core.geometry.conv_geometry``); dense uses ``units``; maxpool2d uses ``pool`` (square,
     stride = pool); avgpool2d too, a power of two (1, 2, 4, 8, ...: the average's division is a shift, rounded
@@ -56,7 +70,7 @@ class LayerSpec(Section):
     type: Literal[LAYER_TYPES]
     name: str | None = None
     filters: Positive | None = None
-    kernel: Positive | None = None
+    kernel: Kernel | None = None
     units: Positive | None = None
     pool: Positive | None = None
     stride: Positive | None = None

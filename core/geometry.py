@@ -3,20 +3,27 @@ contract's readers pad and stride with it): one definition of how Keras sizes a 
 
 from __future__ import annotations
 
-__all__ = ["conv_geometry"]
+__all__ = ["conv_geometry", "kernel_size"]
 
 
-def conv_geometry(h: int, w: int, k: int, stride: int = 1, padding: str = "valid") -> tuple[int, int, int, int]:
-    """(out_h, out_w, pad_top, pad_left) of a k x k convolution of an h x w map, as Keras computes them.
+def kernel_size(k) -> tuple[int, int]:
+    """(height, width) of a kernel given as one integer (square) or as [height, width]."""
+    return (int(k), int(k)) if isinstance(k, (int, float)) else (int(k[0]), int(k[1]))
+
+
+def conv_geometry(h: int, w: int, k, stride: int = 1, padding: str = "valid") -> tuple[int, int, int, int]:
+    """(out_h, out_w, pad_top, pad_left) of a convolution of an h x w map, as Keras computes them; ``k``: the
+    kernel, k x k or [kh, kw] (:func:`kernel_size`).
 
     ``valid``: no padding, ``(h - k) // stride + 1`` outputs. ``same``: ``ceil(h / stride)`` outputs and
     ``max((out - 1) * stride + k - h, 0)`` zero rows in all, the smaller half on top (the larger at the bottom),
     likewise for columns. Zeros padded in the integer domain are zeros in the real one (every activation
     format's zero is integer 0), so golden model, hls4ml and hardware pad alike.
     """
+    kh, kw = kernel_size(k)
     if padding == "valid":
-        return (h - k) // stride + 1, (w - k) // stride + 1, 0, 0
+        return (h - kh) // stride + 1, (w - kw) // stride + 1, 0, 0
     if padding != "same":
         raise ValueError(f"padding {padding!r} is unknown; allowed: valid, same")
     oh, ow = -(-h // stride), -(-w // stride)
-    return oh, ow, max((oh - 1) * stride + k - h, 0) // 2, max((ow - 1) * stride + k - w, 0) // 2
+    return oh, ow, max((oh - 1) * stride + kh - h, 0) // 2, max((ow - 1) * stride + kw - w, 0) // 2

@@ -18,9 +18,20 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from prunehw.core.geometry import kernel_size
 from prunehw.export.contract import PADDINGS, conv_geometry, fixed_type, output_range
 
-__all__ = ["KINDS", "Kind", "fake_quant", "fmt_type", "keras_kind", "kind", "matmul", "register", "requantize", "weighted"]
+__all__ = ["KINDS", "Kind", "fake_quant", "fmt_type", "kernel_taps", "keras_kind", "kind", "matmul", "register", "requantize", "weighted"]
+
+
+def _positive(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def kernel_taps(layer: dict) -> int:
+    """A convolution entry's taps per input channel (kh * kw)."""
+    kh, kw = kernel_size(layer["kernel"])
+    return kh * kw
 
 
 def fmt_type(f: dict, **kw) -> str:
@@ -216,18 +227,24 @@ class Dense(_Weighted):
 
 @register
 class Conv2D(_Weighted):
-    """``kernel`` (square), ``stride`` and ``padding`` (1 and ``valid`` when absent; ``same`` pads zeros as Keras
-    does, see :func:`~prunehw.core.geometry.conv_geometry`); its matrix's rows ordered (ky, kx, c)."""
+    """``kernel`` (``k`` for k x k, or ``[kh, kw]``), ``stride`` and ``padding`` (1 and ``valid`` when absent;
+    ``same`` pads zeros as Keras does, see :func:`~prunehw.core.geometry.conv_geometry`); its matrix's rows
+    ordered (ky, kx, c)."""
 
     name, keras = "conv2d", ("Conv2D",)
 
     def check(self, layer, bad):
         super().check(layer, bad)
-        stride, padding = layer.get("stride", 1), layer.get("padding", "valid")
+        stride, padding, k = layer.get("stride", 1), layer.get("padding", "valid"), layer.get("kernel")
+        if not (_positive(k) or isinstance(k, list) and len(k) == 2 and all(map(_positive, k)) and k[0] != k[1]):
+            bad(f"layer {layer.get('name')!r} kernel = {k!r}; allowed: an integer >= 1, or [kh, kw] with kh != kw")
         if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
             bad(f"layer {layer.get('name')!r} stride = {stride!r}; allowed: an integer >= 1")
         if padding not in PADDINGS:
             bad(f"layer {layer.get('name')!r} padding = {padding!r}; allowed: {', '.join(PADDINGS)}")
+        if layer.get("rows") != kernel_taps(layer) * layer.get("in_channels", 0):
+            bad(f"layer {layer.get('name')!r} has {layer.get('rows')} rows; its kernel's {kernel_taps(layer)} taps "
+                f"times {layer.get('in_channels')} input channels are {kernel_taps(layer) * layer.get('in_channels', 0)}")
 
     def out_shape(self, layer, in_shapes):
         h, w, _ = in_shapes[0]
@@ -235,7 +252,8 @@ class Conv2D(_Weighted):
         return (oh, ow, layer["out_channels"])
 
     def geometry(self, klayer):
-        out = {"kernel": int(klayer.kernel.shape[0])}
+        kh, kw = int(klayer.kernel.shape[0]), int(klayer.kernel.shape[1])
+        out = {"kernel": kh if kh == kw else [kh, kw]}
         # written only where they differ from 1 and "valid": a contract without them reads as before
         if klayer.strides[0] != 1:
             out["stride"] = int(klayer.strides[0])
@@ -251,20 +269,20 @@ class Conv2D(_Weighted):
     def float_product(self, layer, a, w):
         import tensorflow as tf
 
-        k, c = layer["kernel"], int(a.shape[-1])
-        return tf.nn.conv2d(a, tf.constant(w.reshape(k, k, c, -1), tf.float32), layer.get("stride", 1),
+        (kh, kw), c = kernel_size(layer["kernel"]), int(a.shape[-1])
+        return tf.nn.conv2d(a, tf.constant(w.reshape(kh, kw, c, -1), tf.float32), layer.get("stride", 1),
                             layer.get("padding", "valid").upper())
 
     def columns(self, layer, a):
-        """(N, H, W, C) -> (N, H', W', k*k*C), rows ordered (ky, kx, c) like the contract's matrices; ``same``
+        """(N, H, W, C) -> (N, H', W', kh*kw*C), rows ordered (ky, kx, c) like the contract's matrices; ``same``
         padding adds zeros around the map, ``stride`` skips positions."""
-        k, stride = layer["kernel"], layer.get("stride", 1)
+        (kh, kw), stride = kernel_size(layer["kernel"]), layer.get("stride", 1)
         n, h, w, c = a.shape
-        oh, ow, top, left = conv_geometry(h, w, k, stride, layer.get("padding", "valid"))
-        need_h, need_w = (oh - 1) * stride + k, (ow - 1) * stride + k
+        oh, ow, top, left = conv_geometry(h, w, (kh, kw), stride, layer.get("padding", "valid"))
+        need_h, need_w = (oh - 1) * stride + kh, (ow - 1) * stride + kw
         if top or left or need_h > h or need_w > w:
             a = np.pad(a, ((0, 0), (top, max(need_h - h - top, 0)), (left, max(need_w - w - left, 0)), (0, 0)))
-        win = sliding_window_view(a, (k, k), axis=(1, 2))[:, :need_h - k + 1:stride, :need_w - k + 1:stride]
+        win = sliding_window_view(a, (kh, kw), axis=(1, 2))[:, :need_h - kh + 1:stride, :need_w - kw + 1:stride]
         win = win.transpose(0, 1, 2, 4, 5, 3)                      # N, H', W', ky, kx, C
         return win.reshape(*win.shape[:3], -1)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from prunehw.core.config import LayerSpec
 from prunehw.core.errors import ConfigError
-from prunehw.core.geometry import conv_geometry
+from prunehw.core.geometry import conv_geometry, kernel_size
 from prunehw.model.activations import RELU_CAPS, relu_cap, relu_kind, relu_layer, relu_refusal
 
 __all__ = ["KINDS", "Kind", "of_layer", "of_type", "register", "unsupported", "unsupported_conv", "unsupported_pool",
@@ -115,15 +115,16 @@ class Conv2D(Kind):
 
         if len(shape) != 3:
             raise ConfigError(f"network layer {name!r} (conv2d) needs an H x W x C input, got shape {shape}")
-        if spec.padding == "valid" and spec.kernel > min(shape[:2]):
-            raise ConfigError(f"network layer {name!r}: kernel {spec.kernel} is larger than its {shape[0]}x{shape[1]} input "
+        kh, kw = kernel_size(spec.kernel)
+        if spec.padding == "valid" and (kh > shape[0] or kw > shape[1]):
+            raise ConfigError(f"network layer {name!r}: kernel {kh}x{kw} is larger than its {shape[0]}x{shape[1]} input "
                               f"(valid padding); use a smaller kernel or padding = \"same\"")
         oh, ow, _, _ = conv_geometry(shape[0], shape[1], spec.kernel, spec.stride, spec.padding)
-        return (keras.layers.Conv2D(spec.filters, spec.kernel, strides=spec.stride, padding=spec.padding, name=name),
+        return (keras.layers.Conv2D(spec.filters, (kh, kw), strides=spec.stride, padding=spec.padding, name=name),
                 (oh, ow, spec.filters))
 
     def spec(self, layer, kept=None):
-        return LayerSpec(type="conv2d", name=layer.name, filters=layer.filters if kept is None else kept, kernel=layer.kernel_size[0],
+        return LayerSpec(type="conv2d", name=layer.name, filters=layer.filters if kept is None else kept, kernel=list(layer.kernel_size),
                          stride=layer.strides[0], padding=layer.padding)
 
     def refusal(self, layer):
@@ -247,13 +248,11 @@ class Flatten(Kind):
 def unsupported_conv(layer) -> str | None:
     """What of a Keras Conv2D the flow cannot carry (a phrase to follow its name), or None if it can.
 
-    Supported: square kernels, ``valid`` or ``same`` padding, the same stride both ways, no dilation, one
+    Supported: any kernel (kh x kw), ``valid`` or ``same`` padding, the same stride both ways, no dilation, one
     group, channels last.
     """
-    k, s, d = tuple(layer.kernel_size), tuple(layer.strides), tuple(layer.dilation_rate)
-    supported = "supported: square kernels, padding valid or same, square strides (s, s), dilation 1"
-    if k[0] != k[1]:
-        return f"has a {k} kernel; {supported}"
+    s, d = tuple(layer.strides), tuple(layer.dilation_rate)
+    supported = "supported: padding valid or same, square strides (s, s), dilation 1"
     if layer.padding not in ("valid", "same"):
         return f"uses padding {layer.padding!r}; {supported}"
     if s[0] != s[1]:

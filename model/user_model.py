@@ -14,10 +14,10 @@ Dense (linear), ReLU, MaxPooling2D, AveragePooling2D and Flatten:
 - ``BatchNormalization`` right after a Conv2D or Dense (before or after its fused activation's place) is
   folded into that layer's kernel and bias: ``gamma * (x - mean) / sqrt(var + eps) + beta``.
 
-Conv2D keeps its padding (``valid`` or ``same``) and its stride (the same both ways). MaxPooling2D and
+Conv2D keeps its kernel (any kh x kw), padding (``valid`` or ``same``) and stride (the same both ways). MaxPooling2D and
 AveragePooling2D stay as they are where their window is square, their strides equal it (Keras' default) and their
 padding is ``valid``; an average's window must be a power of two (1, 2, 4, 8: its division is a shift). Anything
-else (another activation, a BatchNormalization with no layer before it to fold into, non-square kernels or strides,
+else (another activation, a BatchNormalization with no layer before it to fold into, non-square strides,
 dilation, other poolings, other layer types) is refused with one line naming the layer and what is supported.
 Each rewrite is listed in the returned notes, for the report.
 

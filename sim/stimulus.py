@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from prunehw.core.geometry import conv_geometry
+from prunehw.core.geometry import conv_geometry, kernel_size
 from prunehw.export.contract import output_range
 from prunehw.export.golden import accumulate, apply_layer, layer_events, requantize
 from prunehw.export.kinds import kind
@@ -238,10 +238,10 @@ def _first_layer_extremes(contract, shape) -> np.ndarray:
         patch = np.where(w[:, j] > 0, 255, 0).astype(np.uint8)
         if layer["type"] == "conv2d":
             # the window of the first output position that lies wholly on the image (padding reads zeros)
-            k, st = layer["kernel"], layer.get("stride", 1)
-            _, _, pt, pl = conv_geometry(h, wd, k, st, layer.get("padding", "valid"))
+            (kh, kw), st = kernel_size(layer["kernel"]), layer.get("stride", 1)
+            _, _, pt, pl = conv_geometry(h, wd, (kh, kw), st, layer.get("padding", "valid"))
             y0, x0 = -(-pt // st) * st - pt, -(-pl // st) * st - pl
-            img[y0:y0 + k, x0:x0 + k, :] = patch.reshape(k, k, c)
+            img[y0:y0 + kh, x0:x0 + kw, :] = patch.reshape(kh, kw, c)
         else:
             img.reshape(-1)[:len(patch)] = patch
         out.append(img)

@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from prunehw.core.config import ArrayConfig
+from prunehw.core.geometry import kernel_size
 from prunehw.export.contract import conv_geometry
 
 __all__ = ["IMAGE", "MatmulOp", "PoolOp", "Program", "build_program"]
@@ -110,7 +111,7 @@ class MatmulOp(_Shapes):
     stride: int = 1
     pad: tuple[int, int] = (0, 0)                    # zero rows on top, zero columns on the left ("same")
     row_taps: list[list[tuple[int, int]]] = field(default_factory=list)   # per rt: R x (ky, kx) of each row
-    kernel: int = 1
+    kernel: tuple[int, int] = (1, 1)                 # (kh, kw)
     weight_bits: int = 8      # this layer's weight width (the ROM of that width holds its tiles)
 
     @property
@@ -120,8 +121,8 @@ class MatmulOp(_Shapes):
         if self.kind != "conv2d":
             return False
         hc, wc = self.out_shape[0] * self.pool, self.out_shape[1] * self.pool
-        (h, w), (pt, pl), s, k = self.in_shape[:2], self.pad, self.stride, self.kernel
-        return pt > 0 or pl > 0 or (hc - 1) * s + k - pt > h or (wc - 1) * s + k - pl > w
+        (h, w), (pt, pl), s, (kh, kw) = self.in_shape[:2], self.pad, self.stride, self.kernel
+        return pt > 0 or pl > 0 or (hc - 1) * s + kh - pt > h or (wc - 1) * s + kw - pl > w
 
     def positions_yx(self) -> list[tuple[int, int]]:
         """The (y, x) of the convolution's output at each computed position, in the order the controller walks
@@ -206,12 +207,12 @@ def _conv_rows(layer: dict, kept: np.ndarray, shape: tuple, C: int):
     """A convolution's geometry and row entries: (output shape before pooling, (pad top, left), per kept row
     (word offset from the position's base pixel, lane), per kept row its tap (ky, kx))."""
     h, w, c = shape
-    k, stride = layer["kernel"], layer.get("stride", 1)
-    oh, ow, pt, pl = conv_geometry(h, w, k, stride, layer.get("padding", "valid"))
+    (kh, kw), stride = kernel_size(layer["kernel"]), layer.get("stride", 1)
+    oh, ow, pt, pl = conv_geometry(h, w, (kh, kw), stride, layer.get("padding", "valid"))
     entries, taps = [], []
     for r in kept:
         tap, ch = divmod(int(r), c)
-        ky, kx = divmod(tap, k)
+        ky, kx = divmod(tap, kw)
         # (negative for a tap on the top or left padding: such a tap is masked where it falls off the map)
         entries.append(((ch // C) * h * w + (ky - pt) * w + kx - pl, ch % C))
         taps.append((ky, kx))
@@ -259,7 +260,7 @@ def _matmul_op(layer: dict, contract, shape: tuple, buf: int, ops: list, R: int,
     return MatmulOp(layer["name"], layer["type"], buf, _next(buf), shape, out, out[0] * out[1], K, n, n_rt, n_ct, table,
                     tiles, bias, layer["input"]["signed"], layer["accum"]["frac"], layer["output"],
                     layer is contract.weighted()[-1], macs, stride=layer.get("stride", 1), pad=pad, row_taps=row_taps,
-                    kernel=layer.get("kernel", 1), weight_bits=layer["weight"]["bits"])
+                    kernel=kernel_size(layer.get("kernel", 1)), weight_bits=layer["weight"]["bits"])
 
 
 def _pool_op(layer: dict, contract, shape: tuple, buf: int, ops: list, R: int, C: int) -> PoolOp | None:

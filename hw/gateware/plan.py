@@ -110,7 +110,7 @@ class Plan:
         #: some convolution's taps fall on zero padding: each row entry then also holds its tap (ky, kx), checked
         #: against the map's edges at the position; a row on the padding reads nothing and feeds a zero
         self.padded = any(o.padded for o in mm)
-        self.kb = max(1, ceil_log2(max((o.kernel for o in mm), default=1))) if self.padded else 0
+        self.kb = max(1, ceil_log2(max((max(o.kernel) for o in mm), default=1))) if self.padded else 0
         self.entry = self.offw + self.lanew + 1 + 2 * self.kb
         taps = [t for o in p.ops if isinstance(o, MatmulOp) for t in o.row_taps]
         mask = (1 << self.offw) - 1          # (an offset onto the top or left padding is negative)

@@ -50,7 +50,7 @@ def recount(program: Program, counts: Counts, tiles: bool = True) -> list:
     kept, ops, cols = iter(counts), [], None
     for op in program.ops:
         if isinstance(op, MatmulOp):
-            fed = op.kernel * op.kernel * cols if op.kind == "conv2d" and cols is not None else None
+            fed = op.kernel[0] * op.kernel[1] * cols if op.kind == "conv2d" and cols is not None else None
             rows, cols = next(kept)
             change = _cut(op, rows, cols, R, C, gather=fed is not None and rows < fed) if tiles else \
                 dict(n_rt=max(1, math.ceil(rows / R)), n_ct=max(1, math.ceil(cols / C)))

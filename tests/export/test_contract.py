@@ -52,6 +52,8 @@ def test_fixed_types():
     (lambda p: _layer0(p, stride=2), "layer 'd' (dense) has stride/padding; only conv2d layers take them"),
     (lambda p: _layer0(p, type="conv2d", kernel=2, padding="full"), "layer 'd' padding = 'full'; allowed: valid, same"),
     (lambda p: _layer0(p, type="conv2d", kernel=2, stride=0), "layer 'd' stride = 0; allowed: an integer >= 1"),
+    (lambda p: _layer0(p, type="conv2d", kernel=[2, 2]), "layer 'd' kernel = [2, 2]; allowed: an integer >= 1, or [kh, kw] with kh != kw"),
+    (lambda p: _layer0(p, type="conv2d", kernel=2), "layer 'd' has 4 rows; its kernel's 4 taps times 4 input channels are 16"),
     (lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "version": 1})),
      "version 1 is not supported; allowed: 2 (written by an older prunehw: run prunehw export again)"),
     (lambda p: _layer0(p, inputs=["conv9"]), "layer 'd' reads 'conv9', which is not the input or a layer before it"),

@@ -43,6 +43,8 @@ CASES = {
     "k3-same-s1-12x12x3-avg4": ((12, 12, 3), 3, "same", 1, True, (AVG4,)),         # a 16-value window: shift by 4
     "k3-same-s1-9x9x1-max2-avg2-signed": ((9, 9, 1), 3, "same", 1, False, (MAX2, AVG2)),   # 9 -> 4 -> 2
     "k3-same-s1-12x12x3-relu6": ((12, 12, 3), 3, "same", 1, "relu6", (MAX2,)),   # ReLU(max_value=6): a cap below 8
+    "k3x2-same-s1-12x12x3": ((12, 12, 3), (3, 2), "same", 1, True, (MAX2,)),   # non-square: one zero column, at the right
+    "k4x2-same-s2-9x9x1": ((9, 9, 1), (4, 2), "same", 2, True, ()),   # 9 -> 5 x 5: rows padded 1 on top, 2 below
 }
 #: the relu6 case's conv weights are scaled up after training, so that its activations pass the cap
 RELU6_GAIN = 12.0
@@ -281,7 +283,7 @@ def test_kernel_larger_than_the_input_is_refused_only_for_valid_padding():
     layers = (L(type="conv2d", filters=2, kernel=5, padding="same"), L(type="flatten"), L(type="dense", units=3))
     model = build_model(NetworkConfig(layers=layers), (4, 4, 1), 3, seed=1)
     assert tuple(model.layers[0].output.shape[1:]) == (4, 4, 2)
-    with pytest.raises(ConfigError, match=r"kernel 5 is larger than its 4x4 input \(valid padding\)"):
+    with pytest.raises(ConfigError, match=r"kernel 5x5 is larger than its 4x4 input \(valid padding\)"):
         build_model(NetworkConfig(layers=(layers[0].replace(padding="valid"), *layers[1:])), (4, 4, 1), 3, seed=1)
 
 

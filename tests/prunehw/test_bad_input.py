@@ -104,7 +104,7 @@ CASES = [
     # -- the network against the data and the array (TensorFlow) ----------------------------------------------
     C("sixteen-labels", "the last dense layer has 10 units but the data set has 16 classes", "train", "--data",
       "labels16.npz", files=["labels16.npz"], fast=False),
-    C("five-by-five-images", "network layer 'conv2': kernel 3 is larger than its 1x1 input", "train", "--data", "tiny.npz",
+    C("five-by-five-images", "network layer 'conv2': kernel 3x3 is larger than its 1x1 input", "train", "--data", "tiny.npz",
       files=["tiny.npz"], fast=False),
     C("channels-beyond-the-array", "network: the input has 3 channels but the 8x2 array holds at most 2", "train",
       "--data", "rgb.npz", files=["rgb.npz"], fast=False, array="cols = 2"),
