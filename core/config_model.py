@@ -43,15 +43,16 @@ PADDINGS = ("valid", "same")
 
 
 def _kernel(v):
-    """A kernel as one integer (square, also where [k, k] was written) or a (height, width) pair."""
+    """A kernel or pooling window as one integer (square, also where [k, k] was written) or a (height, width)
+    pair."""
     if isinstance(v, (list, tuple)):
         if len(v) != 2 or not all(type(x) is int and x > 0 for x in v):
-            raise ValueError(f"kernel {list(v)} is not a [height, width] pair of positive integers; allowed: k or [kh, kw]")
+            raise ValueError(f"{list(v)} is not a [height, width] pair of positive integers; allowed: k or [kh, kw]")
         return v[0] if v[0] == v[1] else tuple(v)
     return v
 
 
-#: a kernel: ``k`` (k x k) or ``(kh, kw)``
+#: a kernel or a pooling window: ``k`` (k x k) or ``(kh, kw)``
 Kernel = Annotated[Union[Positive, tuple[Positive, Positive]], BeforeValidator(_kernel)]
 
 
@@ -61,9 +62,9 @@ class LayerSpec(Section):
     conv2d uses ``filters`` and ``kernel`` (``3`` for 3 x 3, or ``[height, width]`` such as ``[10, 4]``), and
     optionally ``stride`` (the same both ways, default 1)
     and ``padding`` (``valid``, the default, or ``same``: zeros around the map as Keras pads, see
-    ``prunehw.core.geometry.conv_geometry``); dense uses ``units``; maxpool2d uses ``pool`` (square,
-    stride = pool); avgpool2d too, a power of two (1, 2, 4, 8, ...: the average's division is a shift, rounded
-    half up in the input's format, see ``export/contract.py``).
+    ``prunehw.core.geometry.conv_geometry``); dense uses ``units``; maxpool2d uses ``pool`` (``2`` for 2 x 2, or
+    ``[height, width]``; strides = the window); avgpool2d too, any window (the average's division is the
+    contract's: ``export/kinds.py``, ``AvgPool2D``).
     """
 
     _section = "layer"
@@ -72,7 +73,7 @@ class LayerSpec(Section):
     filters: Positive | None = None
     kernel: Kernel | None = None
     units: Positive | None = None
-    pool: Positive | None = None
+    pool: Kernel | None = None
     stride: Positive | None = None
     padding: Literal[PADDINGS] | None = None
 
@@ -92,10 +93,6 @@ class LayerSpec(Section):
                 raise ValueError(f"a {self.type!r} layer needs {attr!r}")
             if attr not in need + options and getattr(self, attr) is not None:
                 raise ValueError(f"a {self.type!r} layer does not take {attr!r}; it takes: {', '.join(need + options) or 'nothing'}")
-        if self.type == "avgpool2d" and self.pool & (self.pool - 1):
-            named = f" {self.name!r}" if self.name else ""
-            raise ValueError(f"avgpool2d layer{named} has pool {self.pool}, not a power of two; allowed: 1, 2, 4, 8, ... "
-                             f"(the average divides by a shift)")
         return self
 
     @model_serializer(mode="wrap")

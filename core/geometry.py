@@ -7,7 +7,7 @@ __all__ = ["conv_geometry", "kernel_size"]
 
 
 def kernel_size(k) -> tuple[int, int]:
-    """(height, width) of a kernel given as one integer (square) or as [height, width]."""
+    """(height, width) of a kernel or a pooling window given as one integer (square) or as [height, width]."""
     return (int(k), int(k)) if isinstance(k, (int, float)) else (int(k[0]), int(k[1]))
 
 

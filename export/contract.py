@@ -28,9 +28,11 @@ Layer entries (their kinds' fields):
   :func:`output_range` gives (``output.bits``, and the cap where there is one;
   rounding before the cap gives what capping first would, the cap being on
   the grid).
-- ``maxpool2d``: ``pool``; ``avgpool2d``: ``pool``, a power of two (the sum of the
-  window's ``pool * pool`` values shifted right by log2 of that, rounded half
-  up, in the input's format); ``flatten``: nothing (HWC order, as Keras).
+- ``maxpool2d``, ``avgpool2d``: ``pool``, the window (``p`` or ``[ph, pw]``), its strides
+  the window's; an average is the window's sum over its n values, the quotient
+  truncated toward zero at ceil(log2 n) more fractional bits, then rounded half up in
+  the input's format (a power-of-two window: the sum shifted, rounded half up);
+  ``flatten``: nothing (HWC order, as Keras).
 
 Each kind's check, golden arithmetic and hls4ml types are its handler's, in :mod:`prunehw.export.kinds`.
 """

@@ -21,7 +21,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from prunehw.core.geometry import kernel_size
 from prunehw.export.contract import PADDINGS, conv_geometry, fixed_type, output_range
 
-__all__ = ["KINDS", "Kind", "fake_quant", "fmt_type", "kernel_taps", "keras_kind", "kind", "matmul", "register", "requantize", "weighted"]
+__all__ = ["KINDS", "Kind", "average_shift", "fake_quant", "fmt_type", "kernel_taps", "keras_kind", "kind", "matmul", "register", "requantize", "weighted"]
 
 
 def _positive(v) -> bool:
@@ -296,39 +296,50 @@ class Conv2D(_Weighted):
 
 
 class _Pool(Kind):
+    """``pool``: the window (``p`` for p x p, or ``[ph, pw]``), its strides the window's, no padding (the ragged
+    last rows and columns dropped, as Keras' ``valid`` does)."""
+
     tf_op = ""       # the TensorFlow pooling of the float mirror
+
+    def check(self, layer, bad):
+        p = layer.get("pool")
+        if not (_positive(p) or isinstance(p, list) and len(p) == 2 and all(map(_positive, p)) and p[0] != p[1]):
+            bad(f"layer {layer.get('name')!r} pool = {p!r}; allowed: an integer >= 1, or [ph, pw] with ph != pw")
 
     def entry(self, klayer, fmt):
         # (the format passes through: neither the maximum nor the rounded average leaves its inputs' range)
-        return {**super().entry(klayer, fmt), "pool": int(klayer.pool_size[0])}
+        ph, pw = (int(v) for v in klayer.pool_size)
+        return {**super().entry(klayer, fmt), "pool": ph if ph == pw else [ph, pw]}
 
     def out_shape(self, layer, in_shapes):
         h, w, c = in_shapes[0]
-        return (h // layer["pool"], w // layer["pool"], c)
+        ph, pw = kernel_size(layer["pool"])
+        return (h // ph, w // pw, c)
 
     def float_apply(self, layer, a, contract):
         import tensorflow as tf
 
-        return getattr(tf.nn, self.tf_op)(a, layer["pool"], layer["pool"], "VALID")
+        p = list(kernel_size(layer["pool"]))
+        return getattr(tf.nn, self.tf_op)(a, p, p, "VALID")
 
     def windows(self, layer, a):
-        p = layer["pool"]
+        ph, pw = kernel_size(layer["pool"])
         n, h, w_, c = a.shape
-        return a[:, : h // p * p, : w_ // p * p].reshape(n, h // p, p, w_ // p, p, c)
+        return a[:, : h // ph * ph, : w_ // pw * pw].reshape(n, h // ph, ph, w_ // pw, pw, c)
 
     def keras_mismatch(self, layer, klayer):
-        p = layer["pool"]
+        p = kernel_size(layer["pool"])
         got = (type(klayer).__name__, tuple(getattr(klayer, "pool_size", ())), tuple(getattr(klayer, "strides", ())),
                getattr(klayer, "padding", None))
-        if got != (self.keras[0], (p, p), (p, p), "valid"):
+        if got != (self.keras[0], p, p, "valid"):
             return (f"the Keras model has {got[0]} {got[1]} with strides {got[2]}, padding {got[3]!r}; the contract "
-                    f"says {self.keras[0]} {p}, strides {p}, valid")
+                    f"says {self.keras[0]} {layer['pool']}, strides {layer['pool']}, valid")
         return None
 
 
 @register
 class MaxPool2D(_Pool):
-    """``pool`` (square, strides = pool): the window's maximum."""
+    """The window's maximum."""
 
     name, keras, tf_op = "maxpool2d", ("MaxPooling2D",), "max_pool2d"
 
@@ -336,34 +347,52 @@ class MaxPool2D(_Pool):
         return self.windows(layer, a).max(axis=(2, 4))
 
 
+def average_shift(layer: dict) -> int:
+    """E: the fractional bits an average's quotient is taken to before its rounding, ceil(log2(n)) for a window
+    of n values (so a power-of-two window's quotient is exact)."""
+    ph, pw = kernel_size(layer["pool"])
+    return (ph * pw - 1).bit_length()
+
+
 @register
 class AvgPool2D(_Pool):
-    """``pool``, a power of two: the sum of the window's ``pool * pool`` values shifted right by log2 of that,
-    rounded half up, in the input's format.
+    """The average of the window's n = ph * pw values, in the input's format: the integer sum S, its quotient
+    ``q = trunc(S * 2**E / n)`` toward zero with E = :func:`average_shift` (ceil(log2 n)) more fractional bits,
+    then rounded half up to the input's LSB, ``(q + 2**(E-1)) >> E``. A power-of-two window's quotient is exact,
+    so its average is the sum shifted right by log2(n), rounded half up (negative ties too: -2.5 -> -2).
 
-    hls4ml's ``avg()`` sums the window into the layer's ``accum_t``, divides by the window's size there and casts
-    to the result type: the accumulator holds both exactly (the input's format widened by log2(pool*pool) integer
-    bits for the sum and as many fractional bits for the quotient), the result is the input's format with
-    ``AP_RND`` (round half toward +inf) and ``AP_SAT``: the golden model's sum plus half, shifted right, on negative
-    ties too (-2.5 -> -2). (An average never leaves its inputs' range, so the saturation never acts.)"""
+    hls4ml's ``avg()`` does exactly this: it sums the window into the layer's ``accum_t`` (the input's format with
+    E more integer bits for the sum and E more fractional bits), divides there by the window's size (``ap_fixed``
+    division: the integers' quotient, truncated toward zero, at the accumulator's LSB) and casts to the result type,
+    the input's format with ``AP_RND`` (round half toward +inf) and ``AP_SAT``. (An average never leaves its
+    inputs' range, so the saturation never acts.)"""
 
     name, keras, tf_op = "avgpool2d", ("AveragePooling2D",), "avg_pool2d"
 
-    def check(self, layer, bad):
-        p = layer.get("pool")
-        if not isinstance(p, int) or p < 1 or p & (p - 1):
-            bad(f"layer {layer.get('name')!r}: average pooling window {p!r}; allowed: 1, 2, 4, 8 "
-                f"(a power of two, so the division is a shift)")
-
     def apply(self, layer, a, contract):
-        shift = (layer["pool"] ** 2).bit_length() - 1
-        return (self.windows(layer, a).sum(axis=(2, 4)) + (1 << shift >> 1)) >> shift
+        ph, pw = kernel_size(layer["pool"])
+        n, shift = ph * pw, average_shift(layer)
+        total = self.windows(layer, a).sum(axis=(2, 4)) << shift
+        q = np.sign(total) * (np.abs(total) // n)            # (toward zero, as C's integer division)
+        return (q + (1 << shift >> 1)) >> shift
 
     def qat_forward(self, klayer, a, frac):
-        return fake_quant(klayer(a), frac, None, None, half_up=True)
+        import tensorflow as tf
+
+        y = klayer(a)
+        ph, pw = (int(v) for v in klayer.pool_size)
+        n, shift = ph * pw, (ph * pw - 1).bit_length()
+        if n & (n - 1) == 0:      # (the quotient is exact: the real average rounded half up)
+            return fake_quant(y, frac, None, None, half_up=True)
+        # the window's integer sum back from the real average (in float64: exact for these sizes), then the
+        # contract's quotient and rounding; the gradient passes straight through
+        s = tf.round(tf.cast(y, tf.float64) * (n * 2.0 ** frac))
+        q = tf.sign(s) * tf.floor(tf.abs(s) * 2.0 ** shift / n)
+        out = tf.floor((q + 2.0 ** (shift - 1)) / 2.0 ** shift) * 2.0 ** -frac
+        return y + tf.stop_gradient(tf.cast(out, y.dtype) - y)
 
     def hls_precision(self, layer):
-        f, shift = layer["input"], (layer["pool"] ** 2).bit_length() - 1
+        f, shift = layer["input"], average_shift(layer)
         return {"accum": fixed_type(f["bits"] + 2 * shift, f["frac"] + shift, signed=f["signed"]),
                 "result": fmt_type(f, rounding=True, saturate=True)}
 

@@ -200,12 +200,13 @@ class _Pool(Kind):
     def build(self, spec, name, shape):
         import keras
 
-        if len(shape) != 3 or spec.pool > min(shape[:2]):
-            raise ConfigError(f"network layer {name!r}: pool {spec.pool} does not fit input shape {shape}")
-        return getattr(keras.layers, self.keras)(spec.pool, name=name), (shape[0] // spec.pool, shape[1] // spec.pool, shape[2])
+        ph, pw = kernel_size(spec.pool or 1)
+        if len(shape) != 3 or ph > shape[0] or pw > shape[1]:
+            raise ConfigError(f"network layer {name!r}: pool {ph}x{pw} does not fit input shape {shape}")
+        return getattr(keras.layers, self.keras)((ph, pw), name=name), (shape[0] // ph, shape[1] // pw, shape[2])
 
     def spec(self, layer, kept=None):
-        return LayerSpec(type=self.types[0], name=layer.name, pool=layer.pool_size[0])
+        return LayerSpec(type=self.types[0], name=layer.name, pool=list(layer.pool_size))
 
     def refusal(self, layer):
         return unsupported_pool(layer)
@@ -213,7 +214,7 @@ class _Pool(Kind):
     def sparse_op(self, layer):
         import tensorflow as tf
 
-        p, pool = layer.pool_size[0], getattr(tf.nn, self.tf_op)
+        p, pool = list(layer.pool_size), getattr(tf.nn, self.tf_op)
         return lambda x: pool(x, p, p, "VALID")
 
 
@@ -269,21 +270,15 @@ def unsupported_conv(layer) -> str | None:
 def unsupported_pool(layer) -> str | None:
     """What of a Keras MaxPooling2D/AveragePooling2D the flow cannot carry (a phrase to follow its name), or None.
 
-    Supported: square windows, strides equal to the window (Keras' default), ``valid`` padding, channels last;
-    an average's window a power of two (its division is a shift: 1, 2, 4, 8, ...).
+    Supported: any window (ph x pw), strides equal to the window (Keras' default), ``valid`` padding, channels
+    last.
     """
     p, s = tuple(layer.pool_size), tuple(layer.strides)
-    avg = type(layer).__name__ == "AveragePooling2D"
-    supported = ("supported: square windows, strides equal to the window, padding valid"
-                 + (", a power-of-two window (1, 2, 4, 8, ...)" if avg else ""))
-    if p[0] != p[1]:
-        return f"has a {p} window; {supported}"
+    supported = "supported: strides equal to the window, padding valid"
     if s != p:
         return f"is {p} with strides {s}; {supported}"
     if layer.padding != "valid":
         return f"uses padding {layer.padding!r}; {supported}"
-    if avg and p[0] & (p[0] - 1):
-        return f"has a {p} window, not a power of two; {supported}"
     if getattr(layer, "data_format", "channels_last") != "channels_last":
         return f"uses data_format {layer.data_format!r}; {supported}, channels_last"
     return None

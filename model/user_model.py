@@ -15,8 +15,8 @@ Dense (linear), ReLU, MaxPooling2D, AveragePooling2D and Flatten:
   folded into that layer's kernel and bias: ``gamma * (x - mean) / sqrt(var + eps) + beta``.
 
 Conv2D keeps its kernel (any kh x kw), padding (``valid`` or ``same``) and stride (the same both ways). MaxPooling2D and
-AveragePooling2D stay as they are where their window is square, their strides equal it (Keras' default) and their
-padding is ``valid``; an average's window must be a power of two (1, 2, 4, 8: its division is a shift). Anything
+AveragePooling2D stay as they are where their strides equal their window (Keras' default) and their padding is
+``valid``; GlobalAveragePooling2D and GlobalMaxPooling2D become that pooling over the whole map, then a Flatten. Anything
 else (another activation, a BatchNormalization with no layer before it to fold into, non-square strides,
 dilation, other poolings, other layer types) is refused with one line naming the layer and what is supported.
 Each rewrite is listed in the returned notes, for the report.
@@ -48,7 +48,7 @@ __all__ = ["normalize", "verify", "import_user_model"]
 
 _NO_OPS = ("Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "SpatialDropout1D", "SpatialDropout2D")
 _SUPPORTED = ("Conv2D (padding valid/same, square strides)", "Dense", "ReLU (plain or max_value=6)", "MaxPooling2D",
-              "AveragePooling2D (power-of-two window)", "Flatten", "Activation (relu, relu6, linear, softmax last)",
+              "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Flatten", "Activation (relu, relu6, linear, softmax last)",
               "BatchNormalization (after Conv2D/Dense)", "Dropout")
 _RANDOM_INPUTS = 16     # random inputs verify runs both models on (besides the data images it is given)
 _DATA_IMAGES = 64       # training images import_user_model verifies on: a few batches' worth, a fraction of a second
@@ -168,6 +168,20 @@ def _import_as_is(layer, i: int, rw: _Rewrite) -> None:
     rw.plan.append((of_layer(layer).spec(layer), []))
 
 
+def _import_global_pool(layer, i: int, rw: _Rewrite) -> None:
+    """GlobalAveragePooling2D, GlobalMaxPooling2D: the same pooling over a window the size of the whole map, then a
+    Flatten (unless ``keepdims``): the same function, in the layers the flow implements."""
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        rw.refuse(f"{type(layer).__name__} {layer.name!r} uses data_format {layer.data_format!r}; supported: channels_last")
+    h, w = (int(v) for v in layer.input.shape[1:3])
+    kind = "avgpool2d" if type(layer).__name__ == "GlobalAveragePooling2D" else "maxpool2d"
+    rw.plan.append((LayerSpec(type=kind, name=layer.name, pool=[h, w]), []))
+    if not getattr(layer, "keepdims", False):
+        rw.plan.append((LayerSpec(type="flatten", name=f"{layer.name}_flatten"), []))
+    rw.notes.append(f"{layer.name}: {type(layer).__name__} as a {h}x{w} {kind} over the whole map"
+                    + ("" if getattr(layer, "keepdims", False) else ", then a Flatten"))
+
+
 def _import_no_op(layer, i: int, rw: _Rewrite) -> None:
     rw.notes.append(f"{layer.name}: {type(layer).__name__} dropped (no effect at inference)")
 
@@ -175,7 +189,8 @@ def _import_no_op(layer, i: int, rw: _Rewrite) -> None:
 #: how each Keras class is imported (any other is refused)
 _IMPORT = {"Conv2D": _import_weighted, "Dense": _import_weighted, "BatchNormalization": _import_batchnorm,
            "Activation": _import_activation, "ReLU": _import_as_is, "MaxPooling2D": _import_as_is,
-           "AveragePooling2D": _import_as_is, "Flatten": _import_as_is, **dict.fromkeys(_NO_OPS, _import_no_op)}
+           "AveragePooling2D": _import_as_is, "Flatten": _import_as_is, "GlobalAveragePooling2D": _import_global_pool,
+           "GlobalMaxPooling2D": _import_global_pool, **dict.fromkeys(_NO_OPS, _import_no_op)}
 
 
 def normalize(model: keras.Model, where: str = "model") -> tuple[keras.Model, list[str]]:

@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from prunehw.core.config import ArrayConfig
+from prunehw.core.errors import ConfigError
 from prunehw.core.geometry import kernel_size
 from prunehw.export.contract import conv_geometry
 
@@ -267,7 +268,11 @@ def _pool_op(layer: dict, contract, shape: tuple, buf: int, ops: list, R: int, C
     """A pooling's op; or None where it is fused into the convolution just before it, which then computes only
     the positions the windows cover."""
     h, w, c = shape
-    p, avg = layer["pool"], layer["type"] == "avgpool2d"
+    (p, pw), avg = kernel_size(layer["pool"]), layer["type"] == "avgpool2d"
+    if p != pw or avg and p & (p - 1):
+        raise ConfigError(f"layer {layer['name']!r} {'averages' if avg else 'takes the maximum of'} {p}x{pw} windows; "
+                          f"the accelerator pools square windows (an average's side a power of two: its division is "
+                          f"a shift); allowed: maximum p x p, average p x p with p = 1, 2, 4, 8, ...")
     out = (h // p, w // p, c)
     prev = ops[-1] if ops else None
     if isinstance(prev, MatmulOp) and prev.kind == "conv2d" and prev.pool == 1 and not prev.last:

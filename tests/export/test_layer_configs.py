@@ -18,12 +18,14 @@ model with same padding, strides and batch normalization goes the same way (norm
 hls4ml).
 """
 
+import math
+
 import keras
 import numpy as np
 import pytest
 
 from prunehw.core.config import LayerSpec as L, NetworkConfig
-from prunehw.core.geometry import conv_geometry
+from prunehw.core.geometry import conv_geometry, kernel_size
 from prunehw.export.contract import load_contract, save_contract
 from prunehw.export.golden import golden, requantize
 from prunehw.export.hls import convert, predict_ints
@@ -45,7 +47,17 @@ CASES = {
     "k3-same-s1-12x12x3-relu6": ((12, 12, 3), 3, "same", 1, "relu6", (MAX2,)),   # ReLU(max_value=6): a cap below 8
     "k3x2-same-s1-12x12x3": ((12, 12, 3), (3, 2), "same", 1, True, (MAX2,)),   # non-square: one zero column, at the right
     "k4x2-same-s2-9x9x1": ((9, 9, 1), (4, 2), "same", 2, True, ()),   # 9 -> 5 x 5: rows padded 1 on top, 2 below
+    # poolings the accelerator does not pool (refused there in one line): an average of 9 values (its quotient
+    # truncated), a non-square maximum, a non-square average of 6 signed values (negative quotients truncated
+    # toward zero, then rounded half up)
+    "k3-valid-s1-12x12x3-avg3": ((12, 12, 3), 3, "valid", 1, True, (("avgpool2d", 3),)),     # 10 -> 3
+    "k3-same-s1-12x12x3-max2x3": ((12, 12, 3), 3, "same", 1, True, (("maxpool2d", (2, 3)),)),   # 12 -> 6 x 4
+    "k3-same-s1-9x9x1-avg3x2-signed": ((9, 9, 1), 3, "same", 1, False, (("avgpool2d", (3, 2)),)),   # 9 -> 3 x 4
 }
+#: the cases whose poolings the accelerator refuses (not square, or an average not over a power of two)
+UNPOOLED = {c for c, (*_, pools) in CASES.items()
+            if any(kernel_size(p)[0] != kernel_size(p)[1] or k == "avgpool2d" and kernel_size(p)[0] & (kernel_size(p)[0] - 1)
+                   for k, p in pools)}
 #: the relu6 case's conv weights are scaled up after training, so that its activations pass the cap
 RELU6_GAIN = 12.0
 IMAGES = 48
@@ -87,9 +99,14 @@ def _keras_integer_logits(model: keras.Model, contract, x_uint8: np.ndarray) -> 
                 a = requantize(a, layer["accum"]["frac"], out)     # (the logits stay at accumulator precision)
             frac = out["frac"]
         elif layer["type"] == "avgpool2d":
-            total = y * 2.0 ** frac * layer["pool"] ** 2      # (the window's integer sum)
-            assert np.array_equal(total, np.rint(total))
-            a = np.floor(y * 2.0 ** frac + 0.5).astype(np.int64)
+            n = int(np.prod(kernel_size(layer["pool"])))
+            total = y * 2.0 ** frac * n      # (the window's integer sum)
+            assert np.allclose(total, np.rint(total), rtol=0, atol=1e-3)
+            # the contract's average: the quotient truncated toward zero at E = ceil(log2 n) more fractional bits,
+            # then rounded half up (the real average rounded half up, where it is not negative)
+            e = math.ceil(math.log2(n))
+            q = np.sign(total) * np.floor(np.abs(np.rint(total)) * 2.0 ** e / n)
+            a = np.floor((q + 2.0 ** (e - 1)) / 2.0 ** e).astype(np.int64)
         else:
             a = np.rint(y * 2.0 ** frac).astype(np.int64)
     return a
@@ -149,8 +166,17 @@ def test_rtl_equals_golden_and_hls4ml(exported, rows, cols):
     from prunehw.hw.models.cycle_model import activity_model, cycle_model
     from prunehw.hw.compile.program import build_program
 
+    from prunehw.core.errors import ConfigError
+
     case, contract, _, hmodel, project, x, _ = exported
     x = x[:2]
+    if case in UNPOOLED:      # (refused in one line, naming the pooling)
+        pool = contract.layers[1]["name"]
+        with pytest.raises(ConfigError, match=rf"^layer '{pool}' (averages|takes the maximum of) \d+x\d+ windows; the "
+                                              rf"accelerator pools square windows") as err:
+            build_program(contract, ArrayConfig(rows=rows, cols=cols))
+        assert "\n" not in str(err.value)
+        return
     program = build_program(contract, ArrayConfig(rows=rows, cols=cols))
     want, hls = golden(contract, x), predict_ints(hmodel, project, contract, x, workers=1)
     model, activity = cycle_model(program), activity_model(program)
@@ -192,14 +218,14 @@ def test_poolings_pass_the_format_through_and_set_their_hls4ml_types(exported):
     case, contract, _, _, project, *_ = exported
     relu, pools = CASES[case][4:]
     layers = contract.layers
-    assert [(l["type"], l["pool"]) for l in layers if "pool" in l] == list(pools)
+    assert [(l["type"], kernel_size(l["pool"])) for l in layers if "pool" in l] == [(k, kernel_size(p)) for k, p in pools]
     conv_out = {k: layers[0]["output"][k] for k in ("bits", "frac", "signed")}
     assert conv_out["signed"] == (not relu)
     defines = (project / "firmware" / "defines.h").read_text()
     for layer in layers[1:1 + len(pools)]:
         assert layer["input"] == conv_out
         if layer["type"] == "avgpool2d":
-            f, shift = layer["input"], {2: 2, 4: 4}[layer["pool"]]
+            f, shift = layer["input"], math.ceil(math.log2(np.prod(kernel_size(layer["pool"]))))
             fixed = "ap_fixed" if f["signed"] else "ap_ufixed"
             accum = f"{fixed}<{f['bits'] + 2 * shift},{f['bits'] - f['frac'] + shift}>"
             result = f"{fixed}<{f['bits']},{f['bits'] - f['frac']},AP_RND,AP_SAT"
@@ -238,7 +264,7 @@ def test_user_model_with_same_padding_strides_and_batchnorm_is_bit_exact(tmp_pat
 
 def test_what_the_contract_cannot_say_is_refused_before_export():
     """A ReLU after pooling (the contract fuses ReLU into the layer before it), dilation, non-square strides, an
-    average over a window that is not a power of two or that overlaps: refused at quantization in one line; a Keras
+    average over windows that overlap: refused at quantization in one line; a Keras
     model striding or pooling otherwise than its contract: refused by the hls4ml config."""
     from prunehw.core.errors import ModelFileError
     from prunehw.export.hls import hls_config
@@ -249,10 +275,8 @@ def test_what_the_contract_cannot_say_is_refused_before_export():
             ([Lk.Conv2D(2, 3, name="c"), Lk.MaxPooling2D(name="p"), Lk.ReLU(name="r")], "ReLU 'r' does not follow a Conv2D or Dense"),
             ([Lk.Conv2D(2, 3, dilation_rate=2, name="c")], r"layer 'c' uses dilation_rate \(2, 2\)"),
             ([Lk.Conv2D(2, 3, strides=(2, 1), name="c")], r"layer 'c' uses strides \(2, 1\); supported: .*square strides"),
-            ([Lk.Conv2D(2, 3, name="c"), Lk.AveragePooling2D(3, name="ap")],
-             r"layer 'ap' has a \(3, 3\) window, not a power of two; supported: .*power-of-two window"),
             ([Lk.Conv2D(2, 3, name="c"), Lk.AveragePooling2D(2, strides=1, name="ap")],
-             r"layer 'ap' is \(2, 2\) with strides \(1, 1\); supported: square windows, strides equal to the window")):
+             r"layer 'ap' is \(2, 2\) with strides \(1, 1\); supported: strides equal to the window")):
         model = keras.Sequential([keras.Input((9, 9, 1)), *layers, Lk.Flatten(), Lk.Dense(3)])
         with pytest.raises(ModelFileError, match=message) as err:
             quantize(model, x)

@@ -119,3 +119,25 @@ def test_bit_allocation_variant_through_the_flow(quick_flow):
     assert (contract_path.parent / "bit_allocation.csv").is_file() and (contract_path.parent / "bit_allocation.png").is_file()
     hls = entry["bitexact"]["hls"]
     assert hls["match"] == hls["total"] > 0
+
+
+def test_forward_is_the_contracts_arithmetic_for_averages_of_any_window(tiny_data):
+    """Averages over 9 values (after a ReLU) and over a 2x3 window of signed values: the fine-tuning's forward pass
+    truncates and rounds each quotient as the contract does, giving the golden model's logits exactly."""
+    import tensorflow as tf
+
+    from prunehw.model.data import to_float
+
+    net = NetworkConfig(layers=(L(type="conv2d", filters=4, kernel=3), L(type="relu"), L(type="avgpool2d", pool=3),
+                                L(type="conv2d", filters=6, kernel=3, padding="same"), L(type="avgpool2d", pool=[2, 3]),
+                                L(type="flatten"), L(type="dense", units=10)))
+    model = build_model(net, (28, 28, 1), 10, seed=6)
+    fit(model, tiny_data, 1, 64, 3e-3, desc="qat average test")
+    calib, x = tiny_data.x_train[:64], tiny_data.x_test[:32]
+    spec, w, b = quantize(model, calib, 8, 8)
+    contract = Contract(spec, w, b)
+    formats = {l["name"]: l for l in spec["layers"] if l["type"] in ("conv2d", "dense")}
+    masks = {n: tf.ones_like(model.get_layer(n).kernel) for n in formats}
+    y = _forward(model, formats, masks, tf.constant(to_float(x))).numpy()
+    frac = contract.weighted()[-1]["accum"]["frac"]
+    np.testing.assert_array_equal(np.rint(y * 2.0 ** frac).astype(np.int64), golden(contract, x))

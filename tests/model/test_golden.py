@@ -62,6 +62,35 @@ def test_average_pooling_rounds_half_up_in_the_input_format(pool, rng):
         np.testing.assert_array_equal(apply_layer(layer, ties, None).ravel(), [-2, 3, -1, -2])
 
 
+@pytest.mark.parametrize("pool", [3, [3, 2], [2, 5], [1, 3]])
+def test_an_average_of_any_window_truncates_its_quotient_then_rounds_half_up(pool, rng):
+    """A window of n values, n not a power of two: the sum over n truncated toward zero at E = ceil(log2 n) more
+    fractional bits (as hls4ml's ap_fixed division does), then rounded half toward +inf; against exact rational
+    arithmetic. A negative quotient may round otherwise than the real average: -23/9 -> -2.5 (truncated) -> -2."""
+    import math
+    from fractions import Fraction
+
+    from prunehw.export.golden import apply_layer
+
+    ph, pw = (pool, pool) if isinstance(pool, int) else pool
+    n, e = ph * pw, math.ceil(math.log2(ph * pw))
+    layer = {"name": "p", "type": "avgpool2d", "pool": pool, "input": {"bits": 8, "frac": 5, "signed": True}}
+    a = rng.integers(-128, 128, (3, 2 * ph + 1, 3 * pw, 4))
+
+    def want(s: int) -> int:
+        q = Fraction(int(Fraction(s, n) * 2 ** e), 2 ** e)       # (int() truncates toward zero)
+        return math.floor(q + Fraction(1, 2))
+
+    got = apply_layer(layer, a, None)
+    ref = [[[[want(int(a[b, y * ph:(y + 1) * ph, x * pw:(x + 1) * pw, c].sum())) for c in range(4)]
+             for x in range(a.shape[2] // pw)] for y in range(a.shape[1] // ph)] for b in range(3)]
+    np.testing.assert_array_equal(got, ref)
+    if pool == 3:   # -23/9 = -2.556: truncated at E = 4 bits to -40/16 = -2.5, rounded half up to -2 (not -3)
+        tie = np.full((1, 3, 3, 1), -3)
+        tie[0, 2, 2, 0] = 1
+        assert tie.sum() == -23 and apply_layer(layer, tie, None).item() == -2
+
+
 def naive_golden(contract, img: np.ndarray) -> np.ndarray:
     """Loop-per-output reference of the contract on one image (python ints)."""
     a = img.astype(object)
