@@ -27,12 +27,12 @@ position's base pixel: the row table holds, per row tile, R entries
 (``rows_kept`` in the contract) are simply absent from the table and from the
 weight tiles, so a pruned layer is a smaller matrix with fewer tiles.
 
-Pooling (max, or average over a power-of-two window) that directly follows
+Pooling (max or average over a square window) that directly follows
 a convolution is fused into it (``MatmulOp.pool`` > 1): the convolution
 walks its output positions window by window (``pool x pool`` consecutive
 positions per pooled output, row by row inside a window), the array's
 bottom keeps the running maximum (or sum) of the requantized words and
-writes one word per window (an average: the sum shifted, rounded half up), and the positions that
+writes one word per window (an average: the sum divided as the contract says), and the positions that
 pooling would discard (the ragged last rows and columns) are never
 computed. A pooling layer with no convolution before it stays a
 :class:`PoolOp` of its own.
@@ -155,7 +155,7 @@ class PoolOp(_Shapes):
     pool: int
     n_ct: int
     signed: bool
-    avg: bool = False         # average (a power-of-two window: sum, then a rounding shift) instead of maximum
+    avg: bool = False         # average (the sum, divided as the contract says) instead of maximum
 
 
 @dataclass
@@ -269,10 +269,9 @@ def _pool_op(layer: dict, contract, shape: tuple, buf: int, ops: list, R: int, C
     the positions the windows cover."""
     h, w, c = shape
     (p, pw), avg = kernel_size(layer["pool"]), layer["type"] == "avgpool2d"
-    if p != pw or avg and p & (p - 1):
+    if p != pw:
         raise ConfigError(f"layer {layer['name']!r} {'averages' if avg else 'takes the maximum of'} {p}x{pw} windows; "
-                          f"the accelerator pools square windows (an average's side a power of two: its division is "
-                          f"a shift); allowed: maximum p x p, average p x p with p = 1, 2, 4, 8, ...")
+                          f"the accelerator pools square windows; allowed: p x p")
     out = (h // p, w // p, c)
     prev = ops[-1] if ops else None
     if isinstance(prev, MatmulOp) and prev.kind == "conv2d" and prev.pool == 1 and not prev.last:

@@ -29,7 +29,7 @@ OP_FIELDS = ("M_1", "out_w_1", "n_rt_1", "n_ct_1", "wbase", "rtbase", "bbase", "
 #: added when some convolution is strided / padded (a design without either keeps the plain walk)
 STRIDE_FIELDS = ("stride", "win_step")
 PAD_FIELDS = ("pad_t", "pad_l", "h_pt", "w_pl")
-AVG_FIELDS = ("avg", "avg_shift")
+AVG_FIELDS = ("avg", "avg_n")
 
 
 def _pack(values, width: int) -> int:
@@ -140,10 +140,10 @@ class Plan:
         self.beat = data.StructLayout({"v": 1, "first": 1, "first_rt": 1, "last_rt": 1, "win_first": 1, "win_last": 1,
                                        "pos": aw, "ct": aw, "oaddr": aw, "waddr": aw, "base": aw,
                                        "fwd": PSUM_FORWARD.bit_length(), **({"iy": aw, "ix": aw} if self.padded else {})})
-        #: some pooling averages: each op says whether its pooling does, and by how much it shifts the sum
+        #: some pooling averages: each op says whether its pooling does, and over how many values (``avg_n``)
         self.averaged = any(o.pool_avg if isinstance(o, MatmulOp) else o.avg for o in p.ops)
-        self.avg_shifts = sorted({(o.pool * o.pool).bit_length() - 1 for o in p.ops
-                                  if (o.pool_avg if isinstance(o, MatmulOp) else o.avg)})
+        #: the window sizes the poolings average over (only those get a divider)
+        self.avg_sizes = sorted({o.pool * o.pool for o in p.ops if (o.pool_avg if isinstance(o, MatmulOp) else o.avg)})
         self.op_fields = OP_FIELDS + (("wsel",) if len(self.wwidths) > 1 else ()) + (STRIDE_FIELDS if self.strided else ()) \
             + (PAD_FIELDS if self.padded else ()) + (AVG_FIELDS if self.averaged else ())
         self.op_layout = data.StructLayout({**{n: aw for n in self.op_fields}, "in_buf": 2, "out_buf": 1, "in_signed": 1,
@@ -181,7 +181,7 @@ class Plan:
             vals.update(stride=s, win_step=P * s)
         if self.averaged:
             avg = o.pool_avg if isinstance(o, MatmulOp) else o.avg
-            vals.update(avg=int(avg), avg_shift=(P * P).bit_length() - 1 if avg else 0)
+            vals.update(avg=int(avg), avg_n=P * P if avg else 0)
         if self.padded and isinstance(o, MatmulOp):
             # a row's tap (ky, kx) at input row iy = y * s is on the map when pad_t <= iy + ky < h + pad_t
             # (likewise for columns); a layer without padding gets bounds no position reaches

@@ -146,24 +146,49 @@ class WriteBack(wiring.Component):
 
 def pooled(m: Module, plan: Plan, k, first, enable, new, signed_, out, taps=PASS, where=None) -> None:
     """Drive ``out`` with the pooled word of a window after its element ``new`` (C bytes, ``signed_`` or not): the
-    running maximum (restarted where ``first``), or where the op averages (``k.avg``) the running sum plus
-    ``new``, shifted right by ``k.avg_shift`` and rounded half up; the running value is kept while ``enable``."""
+    running maximum (restarted where ``first``), or where the op averages (``k.avg``) over ``k.avg_n`` values the
+    running sum plus ``new``, averaged as the contract says (:func:`average`); the running value is kept while
+    ``enable``."""
     C = plan.C
     run_max = Signal(plan.word)
     words = [Mux(first | bigger(new[j], run_max[j], signed_, taps, where), new[j], run_max[j]) for j in range(C)]
     if plan.averaged:
-        run_sum = Signal(data.ArrayLayout(signed(9 + max(plan.avg_shifts)), C))
+        run_sum = Signal(data.ArrayLayout(signed(9 + max((n - 1).bit_length() for n in plan.avg_sizes)), C))
         for j in range(C):
             total = Mux(first, 0, run_sum[j]) + Mux(signed_, new[j].as_signed(), Cat(new[j], Const(0, 1)).as_signed())
             avg = total
-            for sh in plan.avg_shifts:        # (only the shifts some op uses: no barrel shifter)
-                avg = Mux(k.avg_shift == sh, (total + ((1 << sh) >> 1)) >> sh, avg)
+            for n in plan.avg_sizes:        # (only the window sizes some op averages over: one divider each)
+                avg = Mux(k.avg_n == n, average(total, n), avg)
             with m.If(enable):
                 m.d.sync += run_sum[j].eq(total)
             words[j] = Mux(k.avg, avg[:8], words[j])
     m.d.comb += [out[j].eq(words[j]) for j in range(C)]
     with m.If(enable):
         m.d.sync += run_max.eq(out)
+
+
+def average(total, n: int):
+    """The contract's average of ``n`` byte values whose sum is ``total`` (signed): the quotient truncated toward
+    zero at E = ceil(log2 n) more fractional bits, then rounded half up to the bytes' LSB. A power-of-two ``n`` is
+    a shift (its quotient is exact); otherwise the quotient's magnitude is a constant multiplication and a shift
+    (:func:`reciprocal`)."""
+    e = (n - 1).bit_length()
+    if n == 1 << e:
+        return (total + ((1 << e) >> 1)) >> e
+    mult, shift = reciprocal(n, e, 256 * n)
+    magnitude = Mux(total < 0, -total, total)
+    q = (magnitude * mult) >> shift                      # floor(|total| * 2**e / n)
+    return (Mux(total < 0, -q, q) + (1 << (e - 1))) >> e
+
+
+def reciprocal(n: int, e: int, largest: int) -> tuple[int, int]:
+    """(M, K), the smallest K with ``(x * M) >> K == (x << e) // n`` for every x in 0..``largest``, M = ceil(2**(K + e)
+    / n): division by a constant as a multiplication, checked on every value it will see."""
+    for k in range(64):
+        mult = -(-(1 << (k + e)) // n)
+        if all((x * mult) >> k == (x << e) // n for x in range(largest + 1)):
+            return mult, k
+    raise ValueError(f"no reciprocal of {n} within 64 bits")
 
 
 def bigger(a, b, signed_, taps=PASS, where=None):

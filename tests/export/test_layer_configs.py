@@ -47,17 +47,17 @@ CASES = {
     "k3-same-s1-12x12x3-relu6": ((12, 12, 3), 3, "same", 1, "relu6", (MAX2,)),   # ReLU(max_value=6): a cap below 8
     "k3x2-same-s1-12x12x3": ((12, 12, 3), (3, 2), "same", 1, True, (MAX2,)),   # non-square: one zero column, at the right
     "k4x2-same-s2-9x9x1": ((9, 9, 1), (4, 2), "same", 2, True, ()),   # 9 -> 5 x 5: rows padded 1 on top, 2 below
-    # poolings the accelerator does not pool (refused there in one line): an average of 9 values (its quotient
-    # truncated), a non-square maximum, a non-square average of 6 signed values (negative quotients truncated
-    # toward zero, then rounded half up)
+    # an average of 9 values (its quotient truncated: a constant division on the accelerator), and poolings the
+    # accelerator does not pool (refused there in one line): a non-square maximum, a non-square average of 6
+    # signed values (negative quotients truncated toward zero, then rounded half up)
     "k3-valid-s1-12x12x3-avg3": ((12, 12, 3), 3, "valid", 1, True, (("avgpool2d", 3),)),     # 10 -> 3
+    "k3-same-s1-9x9x1-avg3-signed": ((9, 9, 1), 3, "same", 1, False, (("avgpool2d", 3),)),   # negative quotients
+    "k3-same-s1-12x12x3-max2-avg3": ((12, 12, 3), 3, "same", 1, True, (MAX2, ("avgpool2d", 3))),   # a pass of its own
     "k3-same-s1-12x12x3-max2x3": ((12, 12, 3), 3, "same", 1, True, (("maxpool2d", (2, 3)),)),   # 12 -> 6 x 4
     "k3-same-s1-9x9x1-avg3x2-signed": ((9, 9, 1), 3, "same", 1, False, (("avgpool2d", (3, 2)),)),   # 9 -> 3 x 4
 }
-#: the cases whose poolings the accelerator refuses (not square, or an average not over a power of two)
-UNPOOLED = {c for c, (*_, pools) in CASES.items()
-            if any(kernel_size(p)[0] != kernel_size(p)[1] or k == "avgpool2d" and kernel_size(p)[0] & (kernel_size(p)[0] - 1)
-                   for k, p in pools)}
+#: the cases whose poolings the accelerator refuses (windows that are not square)
+UNPOOLED = {c for c, (*_, pools) in CASES.items() if any(kernel_size(p)[0] != kernel_size(p)[1] for _, p in pools)}
 #: the relu6 case's conv weights are scaled up after training, so that its activations pass the cap
 RELU6_GAIN = 12.0
 IMAGES = 48

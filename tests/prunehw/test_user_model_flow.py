@@ -5,7 +5,7 @@ place of training, pruned, quantized, and checked bit-exact with the golden mode
 
 The four models: fused activations with Dropout and a final softmax; ``same`` padding with BatchNormalization
 and separate ReLU layers; a strided convolution with a relu6 (its cap reached), a non-square (3 x 2) kernel, an
-``Activation`` layer and average pooling; and a
+``Activation`` layer and a 3 x 3 average (a division by 9); and a
 LeNet-5-style CNN (``same`` padding, BatchNorm, average pooling, three dense layers) on 32x32x3 colour images.
 """
 
@@ -38,10 +38,10 @@ def _models():
             L.Conv2D(16, 3, padding="same"), L.BatchNormalization(momentum=0.9), L.ReLU(), L.MaxPooling2D(), L.Flatten(),
             L.Dense(10)]),
         # (a relu6 whose cap acts: the first conv starts with large weights)
-        "stride2_average_pooling_relu6_nonsquare": ((28, 28, 1), [
+        "stride2_average3_relu6_nonsquare": ((28, 28, 1), [
             L.Conv2D(8, 3, strides=2, padding="same", kernel_initializer=keras.initializers.RandomNormal(stddev=3.0)),
             L.ReLU(max_value=6), L.Conv2D(16, (3, 2)), L.Activation("relu"),
-            L.AveragePooling2D(2), L.Flatten(), L.Dense(10, activation="softmax")]),
+            L.AveragePooling2D(3), L.Flatten(), L.Dense(10, activation="softmax")]),
         "lenet5_32x32x3": ((32, 32, 3), [
             L.Conv2D(6, 5, padding="same"), L.BatchNormalization(momentum=0.9), L.ReLU(), L.AveragePooling2D(2),
             L.Conv2D(16, 5), L.BatchNormalization(momentum=0.9), L.ReLU(), L.AveragePooling2D(2), L.Flatten(),
