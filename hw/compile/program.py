@@ -27,9 +27,9 @@ position's base pixel: the row table holds, per row tile, R entries
 (``rows_kept`` in the contract) are simply absent from the table and from the
 weight tiles, so a pruned layer is a smaller matrix with fewer tiles.
 
-Pooling (max or average over a square window) that directly follows
-a convolution is fused into it (``MatmulOp.pool`` > 1): the convolution
-walks its output positions window by window (``pool x pool`` consecutive
+Pooling (max or average, over any window) that directly follows
+a convolution is fused into it (``MatmulOp.window`` beyond 1 x 1): the convolution
+walks its output positions window by window (``ph x pw`` consecutive
 positions per pooled output, row by row inside a window), the array's
 bottom keeps the running maximum (or sum) of the requantized words and
 writes one word per window (an average: the sum divided as the contract says), and the positions that
@@ -60,7 +60,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from prunehw.core.config import ArrayConfig
-from prunehw.core.errors import ConfigError
 from prunehw.core.geometry import kernel_size
 from prunehw.export.contract import conv_geometry
 
@@ -84,6 +83,11 @@ class _Shapes:
     def out_pix(self) -> int:
         return self.out_shape[0] * self.out_shape[1]
 
+    @property
+    def window(self) -> tuple[int, int]:
+        """The pooling window (height, width): ``pool`` x ``pool_w`` (0: ``pool``); a plain convolution's is 1 x 1."""
+        return self.pool, self.pool_w or self.pool
+
 
 @dataclass
 class MatmulOp(_Shapes):
@@ -106,7 +110,8 @@ class MatmulOp(_Shapes):
     out: dict
     last: bool
     macs_per_fold: list[int] = field(default_factory=list)
-    pool: int = 1             # fused pooling window (1: none)
+    pool: int = 1             # fused pooling window's height (1: none)
+    pool_w: int = 0           # its width (0: the same as its height)
     pool_avg: bool = False    # the fused pooling averages (else it takes the maximum)
     conv_shape: tuple[int, int, int] | None = None   # the convolution's own output (before fused pooling)
     stride: int = 1
@@ -121,16 +126,16 @@ class MatmulOp(_Shapes):
         must check each row's tap against the map's edges."""
         if self.kind != "conv2d":
             return False
-        hc, wc = self.out_shape[0] * self.pool, self.out_shape[1] * self.pool
+        (wh, ww) = self.window
+        hc, wc = self.out_shape[0] * wh, self.out_shape[1] * ww
         (h, w), (pt, pl), s, (kh, kw) = self.in_shape[:2], self.pad, self.stride, self.kernel
         return pt > 0 or pl > 0 or (hc - 1) * s + kh - pt > h or (wc - 1) * s + kw - pl > w
 
     def positions_yx(self) -> list[tuple[int, int]]:
         """The (y, x) of the convolution's output at each computed position, in the order the controller walks
         them (window by window with fused pooling)."""
-        P = self.pool
-        ph, pw = self.out_shape[:2]
-        return [(py * P + dy, px * P + dx) for py in range(ph) for px in range(pw) for dy in range(P) for dx in range(P)]
+        (wh, ww), (ph, pw) = self.window, self.out_shape[:2]
+        return [(py * wh + dy, px * ww + dx) for py in range(ph) for px in range(pw) for dy in range(wh) for dx in range(ww)]
 
     def base_pixels(self) -> list[int]:
         """The input pixel of kernel tap (0, 0) at each position, before padding (so a padded convolution's
@@ -152,10 +157,11 @@ class PoolOp(_Shapes):
     out_buf: int
     in_shape: tuple[int, int, int]
     out_shape: tuple[int, int, int]
-    pool: int
+    pool: int                 # the window's height
     n_ct: int
     signed: bool
     avg: bool = False         # average (the sum, divided as the contract says) instead of maximum
+    pool_w: int = 0           # the window's width (0: the same as its height)
 
 
 @dataclass
@@ -268,17 +274,15 @@ def _pool_op(layer: dict, contract, shape: tuple, buf: int, ops: list, R: int, C
     """A pooling's op; or None where it is fused into the convolution just before it, which then computes only
     the positions the windows cover."""
     h, w, c = shape
-    (p, pw), avg = kernel_size(layer["pool"]), layer["type"] == "avgpool2d"
-    if p != pw:
-        raise ConfigError(f"layer {layer['name']!r} {'averages' if avg else 'takes the maximum of'} {p}x{pw} windows; "
-                          f"the accelerator pools square windows; allowed: p x p")
-    out = (h // p, w // p, c)
+    (ph, pw), avg = kernel_size(layer["pool"]), layer["type"] == "avgpool2d"
+    wide = 0 if pw == ph else pw                # (a square window's width is its height)
+    out = (h // ph, w // pw, c)
     prev = ops[-1] if ops else None
-    if isinstance(prev, MatmulOp) and prev.kind == "conv2d" and prev.pool == 1 and not prev.last:
-        prev.pool, prev.pool_avg, prev.conv_shape, prev.out_shape = p, avg, prev.out_shape, out
-        prev.positions = out[0] * p * out[1] * p
+    if isinstance(prev, MatmulOp) and prev.kind == "conv2d" and prev.window == (1, 1) and not prev.last:
+        prev.pool, prev.pool_w, prev.pool_avg, prev.conv_shape, prev.out_shape = ph, wide, avg, prev.out_shape, out
+        prev.positions = out[0] * ph * out[1] * pw
         return None
-    return PoolOp(layer["name"], buf, _next(buf), shape, out, p, _ct(c, C), layer["input"]["signed"], avg)
+    return PoolOp(layer["name"], buf, _next(buf), shape, out, ph, _ct(c, C), layer["input"]["signed"], avg, wide)
 
 
 #: how each contract kind compiles to an op (None: no op of its own; a flatten is only an address pattern)

@@ -115,7 +115,10 @@ class Controller(wiring.Component):
 
         last_rt = rt == taps("ctrl.row_tiles_limit", k.n_rt_1, **where)
         last_dx = dx == taps("ctrl.window_x_limit", k.pool_1, **where)
-        last_dy = dy == k.pool_1
+        # (the window's last row, and a row of windows' step in input rows: their own where some window is not
+        # square, else the width's)
+        pool_h_1, winh_step = (k.poolh_1, k.winh_step) if plan.nonsquare else (k.pool_1, win_step)
+        last_dy = dy == pool_h_1
         with m.FSM(name="ctrl"):
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -140,7 +143,7 @@ class Controller(wiring.Component):
                     m.d.sync += pos.eq(pos + 1)
                     with m.If(dx != k.pool_1):
                         m.d.sync += [dx.eq(dx + 1), base.eq(base + stride), *track(cx.eq(cx + stride))]
-                    with m.Elif(dy != k.pool_1):
+                    with m.Elif(dy != pool_h_1):
                         m.d.sync += [dx.eq(0), dy.eq(dy + 1), base.eq(base + k.pool_w_step),
                                      *track(cx.eq(wx), cy.eq(cy + stride))]
                     with m.Else():
@@ -148,7 +151,7 @@ class Controller(wiring.Component):
                         with m.If(px == k.out_w_1):
                             step = taps("ctrl.window_row_step", k.pool_row_step, **where)
                             m.d.sync += [px.eq(0), pbase.eq(pbase + step), base.eq(pbase + step),
-                                         *track(wx.eq(0), cx.eq(0), wy.eq(wy + win_step), cy.eq(wy + win_step))]
+                                         *track(wx.eq(0), cx.eq(0), wy.eq(wy + winh_step), cy.eq(wy + winh_step))]
                         with m.Else():
                             m.d.sync += [px.eq(px + 1), pbase.eq(pbase + win_step), base.eq(pbase + win_step),
                                          *track(wx.eq(wx + win_step), cx.eq(wx + win_step), cy.eq(wy))]

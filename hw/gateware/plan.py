@@ -30,6 +30,9 @@ OP_FIELDS = ("M_1", "out_w_1", "n_rt_1", "n_ct_1", "wbase", "rtbase", "bbase", "
 STRIDE_FIELDS = ("stride", "win_step")
 PAD_FIELDS = ("pad_t", "pad_l", "h_pt", "w_pl")
 AVG_FIELDS = ("avg", "avg_n")
+#: added when some pooling window is not square: its height's limit (``pool_1`` is then its width's) and the
+#: step of the window's input row from one row of windows to the next (window height times stride)
+TALL_FIELDS = ("poolh_1", "winh_step")
 
 
 def _pack(values, width: int) -> int:
@@ -142,10 +145,14 @@ class Plan:
                                        "fwd": PSUM_FORWARD.bit_length(), **({"iy": aw, "ix": aw} if self.padded else {})})
         #: some pooling averages: each op says whether its pooling does, and over how many values (``avg_n``)
         self.averaged = any(o.pool_avg if isinstance(o, MatmulOp) else o.avg for o in p.ops)
+        #: some pooling window is not square: the walk then has a limit of its own for the window's rows
+        self.nonsquare = any(o.window[0] != o.window[1] for o in p.ops)
         #: the window sizes the poolings average over (only those get a divider)
-        self.avg_sizes = sorted({o.pool * o.pool for o in p.ops if (o.pool_avg if isinstance(o, MatmulOp) else o.avg)})
+        self.avg_sizes = sorted({o.window[0] * o.window[1] for o in p.ops
+                                 if (o.pool_avg if isinstance(o, MatmulOp) else o.avg)})
         self.op_fields = OP_FIELDS + (("wsel",) if len(self.wwidths) > 1 else ()) + (STRIDE_FIELDS if self.strided else ()) \
-            + (PAD_FIELDS if self.padded else ()) + (AVG_FIELDS if self.averaged else ())
+            + (PAD_FIELDS if self.padded else ()) + (AVG_FIELDS if self.averaged else ()) \
+            + (TALL_FIELDS if self.nonsquare else ())
         self.op_layout = data.StructLayout({**{n: aw for n in self.op_fields}, "in_buf": 2, "out_buf": 1, "in_signed": 1,
                                             "out_signed": 1, "packed": 1, "is_last": 1, "is_pool": 1})
         self.op_values = [self._op_values(i, o, wbase[i], rtbase[i], bbase[i]) for i, o in enumerate(p.ops)]
@@ -160,10 +167,10 @@ class Plan:
         # base pixels s apart (s: a convolution's stride, else 1): next element of a window row +s, next
         # window row +pool_w_step, next window +win_step (pool * s), next row of windows +pool_row_step
         s = o.stride if isinstance(o, MatmulOp) else 1
-        w, P, ow = o.in_shape[1], o.pool, o.out_shape[1]
+        w, (PH, P), ow = o.in_shape[1], o.window, o.out_shape[1]      # (P: the window's width)
         vals.update(in_pix=o.in_pix, out_pix=o.out_pix, out_pix_1=o.out_pix - 1, out_w_1=ow - 1,
                     pool=P, pool_1=P - 1, pool_w_step=s * w - (P - 1) * s,
-                    pool_row_step=P * s * w - P * s * (ow - 1),
+                    pool_row_step=PH * s * w - P * s * (ow - 1),
                     n_ct_1=o.n_ct - 1, in_buf=o.in_buf, out_buf=o.out_buf, is_pool=int(isinstance(o, PoolOp)),
                     packed=int(o.in_buf == IMAGE and p.image_pack > 1),
                     in_signed=int(o.in_signed if isinstance(o, MatmulOp) else o.signed),
@@ -179,9 +186,11 @@ class Plan:
                         fwd=o.positions if o.positions <= PSUM_FORWARD else 0)
         if self.strided:
             vals.update(stride=s, win_step=P * s)
+        if self.nonsquare:
+            vals.update(poolh_1=PH - 1, winh_step=PH * s)
         if self.averaged:
             avg = o.pool_avg if isinstance(o, MatmulOp) else o.avg
-            vals.update(avg=int(avg), avg_n=P * P if avg else 0)
+            vals.update(avg=int(avg), avg_n=PH * P if avg else 0)
         if self.padded and isinstance(o, MatmulOp):
             # a row's tap (ky, kx) at input row iy = y * s is on the map when pad_t <= iy + ky < h + pad_t
             # (likewise for columns); a layer without padding gets bounds no position reaches

@@ -38,7 +38,7 @@ def drain_cycles(rows: int, cols: int) -> int:
 def op_cycles(op, rows: int, cols: int) -> int:
     if isinstance(op, MatmulOp):
         return op.n_ct * op.n_rt * op.positions + drain_cycles(rows, cols)
-    return op.out_pix * op.n_ct * op.pool * op.pool + POOL_DRAIN
+    return op.out_pix * op.n_ct * op.window[0] * op.window[1] + POOL_DRAIN
 
 
 @dataclass
@@ -67,13 +67,13 @@ def cycle_model(program: Program) -> CycleReport:
 
 def _on_map(op: MatmulOp, ky: int, kx: int) -> int:
     """Computed positions at which kernel tap (ky, kx) of a convolution falls on its input map, not on padding:
-    a count per axis (output rows y < out_h * pool, input row y * stride + ky - pad_top in [0, h)), multiplied."""
-    (h, w), (pt, pl), s, P = op.in_shape[:2], op.pad, op.stride, op.pool
+    a count per axis (output rows y < out_h * window height, input row y * stride + ky - pad_top in [0, h)), multiplied."""
+    (h, w), (pt, pl), s, (PH, PW) = op.in_shape[:2], op.pad, op.stride, op.window
 
     def along(n_out: int, size: int, k: int, pad: int) -> int:
         return sum(0 <= y * s + k - pad < size for y in range(n_out))
 
-    return along(op.out_shape[0] * P, h, ky, pt) * along(op.out_shape[1] * P, w, kx, pl)
+    return along(op.out_shape[0] * PH, h, ky, pt) * along(op.out_shape[1] * PW, w, kx, pl)
 
 
 def activity_model(program: Program) -> dict[str, int]:
@@ -139,7 +139,7 @@ def activity_model(program: Program) -> dict[str, int]:
             act["psum_writes"] += op.n_ct * (op.n_rt - 1) * M
             act["act_writes"] += 0 if op.last else op.n_ct * op.out_pix * (R if multi[op.out_buf] else 1)
         else:
-            act["image_reads" if op.in_buf == 2 else "act_reads"] += op.out_pix * op.n_ct * op.pool * op.pool
+            act["image_reads" if op.in_buf == 2 else "act_reads"] += op.out_pix * op.n_ct * op.window[0] * op.window[1]
             act["act_writes"] += op.out_pix * op.n_ct * (R if multi[op.out_buf] else 1)
     return act
 

@@ -47,17 +47,17 @@ CASES = {
     "k3-same-s1-12x12x3-relu6": ((12, 12, 3), 3, "same", 1, "relu6", (MAX2,)),   # ReLU(max_value=6): a cap below 8
     "k3x2-same-s1-12x12x3": ((12, 12, 3), (3, 2), "same", 1, True, (MAX2,)),   # non-square: one zero column, at the right
     "k4x2-same-s2-9x9x1": ((9, 9, 1), (4, 2), "same", 2, True, ()),   # 9 -> 5 x 5: rows padded 1 on top, 2 below
-    # an average of 9 values (its quotient truncated: a constant division on the accelerator), and poolings the
-    # accelerator does not pool (refused there in one line): a non-square maximum, a non-square average of 6
-    # signed values (negative quotients truncated toward zero, then rounded half up)
+    # an average of 9 values (its quotient truncated: a constant division on the accelerator), a non-square
+    # maximum, a non-square average of 6 signed values (negative quotients truncated toward zero, then rounded
+    # half up), a 2x3 average as a pass of its own
     "k3-valid-s1-12x12x3-avg3": ((12, 12, 3), 3, "valid", 1, True, (("avgpool2d", 3),)),     # 10 -> 3
     "k3-same-s1-9x9x1-avg3-signed": ((9, 9, 1), 3, "same", 1, False, (("avgpool2d", 3),)),   # negative quotients
     "k3-same-s1-12x12x3-max2-avg3": ((12, 12, 3), 3, "same", 1, True, (MAX2, ("avgpool2d", 3))),   # a pass of its own
+    "k3-same-s2-12x12x3-max3x2-avg2x3": ((12, 12, 3), 3, "same", 2, True, (("maxpool2d", (3, 2)), ("avgpool2d", (2, 3)))),
     "k3-same-s1-12x12x3-max2x3": ((12, 12, 3), 3, "same", 1, True, (("maxpool2d", (2, 3)),)),   # 12 -> 6 x 4
     "k3-same-s1-9x9x1-avg3x2-signed": ((9, 9, 1), 3, "same", 1, False, (("avgpool2d", (3, 2)),)),   # 9 -> 3 x 4
 }
-#: the cases whose poolings the accelerator refuses (windows that are not square)
-UNPOOLED = {c for c, (*_, pools) in CASES.items() if any(kernel_size(p)[0] != kernel_size(p)[1] for _, p in pools)}
+
 #: the relu6 case's conv weights are scaled up after training, so that its activations pass the cap
 RELU6_GAIN = 12.0
 IMAGES = 48
@@ -166,17 +166,8 @@ def test_rtl_equals_golden_and_hls4ml(exported, rows, cols):
     from prunehw.hw.models.cycle_model import activity_model, cycle_model
     from prunehw.hw.compile.program import build_program
 
-    from prunehw.core.errors import ConfigError
-
     case, contract, _, hmodel, project, x, _ = exported
     x = x[:2]
-    if case in UNPOOLED:      # (refused in one line, naming the pooling)
-        pool = contract.layers[1]["name"]
-        with pytest.raises(ConfigError, match=rf"^layer '{pool}' (averages|takes the maximum of) \d+x\d+ windows; the "
-                                              rf"accelerator pools square windows") as err:
-            build_program(contract, ArrayConfig(rows=rows, cols=cols))
-        assert "\n" not in str(err.value)
-        return
     program = build_program(contract, ArrayConfig(rows=rows, cols=cols))
     want, hls = golden(contract, x), predict_ints(hmodel, project, contract, x, workers=1)
     model, activity = cycle_model(program), activity_model(program)

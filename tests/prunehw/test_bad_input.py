@@ -51,9 +51,6 @@ CASES = [
     C("unknown-layer", "network.layers[0].type = 'conv3d' is unknown",
       network='layers = [{type = "conv3d", filters = 2}, {type = "dense", units = 10}]'),
     C("last-not-dense", "the last layer must be dense", network='layers = [{type = "flatten"}, {type = "relu"}]'),
-    C("avgpool-the-array-cannot-pool", "layer 'avgpool1' averages 3x2 windows; the accelerator pools square windows; "
-      "allowed: p x p", fast=False,
-      network='layers = [{type = "avgpool2d", pool = [3, 2]}, {type = "flatten"}, {type = "dense", units = 10}]'),
     C("pool-window-pair", "network.layers[0].pool: [2, 0] is not a [height, width] pair of positive integers",
       network='layers = [{type = "maxpool2d", pool = [2, 0]}, {type = "flatten"}, {type = "dense", units = 10}]'),
     C("ratio-above-1", "ratio = 1.2 is out of range", variants='method = "matrix"\nratio = 1.2'),

@@ -3,7 +3,7 @@
 place of training, pruned, quantized, and checked bit-exact with the golden model in hls4ml and in Verilator on
 300 test images, with cycles and activity counters equal to the analytic model.
 
-The four models: fused activations with Dropout and a final softmax; ``same`` padding with BatchNormalization
+The four models: fused activations with a 2 x 3 max pooling, Dropout and a final softmax; ``same`` padding with BatchNormalization
 and separate ReLU layers; a strided convolution with a relu6 (its cap reached), a non-square (3 x 2) kernel, an
 ``Activation`` layer and a 3 x 3 average (a division by 9); and a
 LeNet-5-style CNN (``same`` padding, BatchNorm, average pooling, three dense layers) on 32x32x3 colour images.
@@ -30,8 +30,8 @@ def _models():
     # from the data's, and the imported model runs on those)
     L = keras.layers
     return {
-        "fused_relu_dropout_softmax": ((28, 28, 1), [
-            L.Conv2D(8, 5, activation="relu"), L.MaxPooling2D(), L.Flatten(), L.Dropout(0.2),
+        "fused_relu_dropout_softmax_pool2x3": ((28, 28, 1), [
+            L.Conv2D(8, 5, activation="relu"), L.MaxPooling2D((2, 3)), L.Flatten(), L.Dropout(0.2),
             L.Dense(32, activation="relu"), L.Dense(10, activation="softmax")]),
         "same_padding_batchnorm": ((28, 28, 1), [
             L.Conv2D(8, 3, padding="same"), L.BatchNormalization(momentum=0.9), L.ReLU(), L.MaxPooling2D(),
