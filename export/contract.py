@@ -50,7 +50,8 @@ from prunehw.core.errors import ModelFileError
 from prunehw.core.geometry import conv_geometry
 from prunehw.core.graph import INPUT, Graph
 
-__all__ = ["CONTRACT_VERSION", "Contract", "chain_layers", "conv_geometry", "fixed_type", "load_contract", "output_range", "save_contract"]
+__all__ = ["CONTRACT_VERSION", "Contract", "chain_layers", "conv_geometry", "fixed_type", "load_contract", "output_range",
+           "save_contract"]
 
 CONTRACT_VERSION = 2
 PADDINGS = ("valid", "same")

@@ -21,7 +21,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from prunehw.core.geometry import kernel_size
 from prunehw.export.contract import PADDINGS, conv_geometry, fixed_type, output_range
 
-__all__ = ["KINDS", "Kind", "average_shift", "fake_quant", "fmt_type", "kernel_taps", "keras_kind", "kind", "matmul", "register", "requantize", "weighted"]
+__all__ = ["KINDS", "Kind", "average_shift", "fake_quant", "fmt_type", "kernel_taps", "keras_kind", "kind", "matmul",
+           "register", "requantize", "weighted"]
 
 
 def _positive(v) -> bool:

@@ -80,5 +80,6 @@ def network_graph(cfg, input_shape, names: list[str], where: str = "network") ->
     shape, entries = tuple(input_shape), []
     for spec, name in zip(cfg.layers, names):
         _, shape = of_type(spec.type).build(spec, name, shape)
-        entries.append((name, spec.type, shape, {k: v for k, v in spec.to_dict().items() if k not in ("type", "name") and v is not None}))
+        attrs = {k: v for k, v in spec.to_dict().items() if k not in ("type", "name") and v is not None}
+        entries.append((name, spec.type, shape, attrs))
     return Graph.chain(input_shape, entries, where)

@@ -124,8 +124,8 @@ class Conv2D(Kind):
                 (oh, ow, spec.filters))
 
     def spec(self, layer, kept=None):
-        return LayerSpec(type="conv2d", name=layer.name, filters=layer.filters if kept is None else kept, kernel=list(layer.kernel_size),
-                         stride=layer.strides[0], padding=layer.padding)
+        return LayerSpec(type="conv2d", name=layer.name, filters=layer.filters if kept is None else kept,
+                         kernel=list(layer.kernel_size), stride=layer.strides[0], padding=layer.padding)
 
     def refusal(self, layer):
         return unsupported_conv(layer)

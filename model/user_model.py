@@ -48,8 +48,8 @@ __all__ = ["normalize", "verify", "import_user_model"]
 
 _NO_OPS = ("Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "SpatialDropout1D", "SpatialDropout2D")
 _SUPPORTED = ("Conv2D (padding valid/same, square strides)", "Dense", "ReLU (plain or max_value=6)", "MaxPooling2D",
-              "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Flatten", "Activation (relu, relu6, linear, softmax last)",
-              "BatchNormalization (after Conv2D/Dense)", "Dropout")
+              "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Flatten",
+              "Activation (relu, relu6, linear, softmax last)", "BatchNormalization (after Conv2D/Dense)", "Dropout")
 _RANDOM_INPUTS = 16     # random inputs verify runs both models on (besides the data images it is given)
 _DATA_IMAGES = 64       # training images import_user_model verifies on: a few batches' worth, a fraction of a second
 # float32 tolerance of verify: a folded batch norm and a reordered sum change the last bits of each output; the

@@ -49,14 +49,19 @@ def unpack_plain_install(target, work):
 
     (pip is only asked to build: asked to install into another place, it uninstalls the editable install of
     the environment running the tests.)"""
+    import fcntl
     import subprocess
     import sys
+    import tempfile
     import zipfile
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(work),
-                    str(root)], check=True, capture_output=True)
+    # (setuptools builds in the source tree's build/: test processes building at once take turns)
+    with open(Path(tempfile.gettempdir()) / "prunehw-wheel-build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(work),
+                        str(root)], check=True, capture_output=True)
     (wheel,) = Path(work).glob("prunehw-*.whl")
     zipfile.ZipFile(wheel).extractall(target)
     return Path(target)
