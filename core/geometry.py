@@ -3,12 +3,18 @@ contract's readers pad and stride with it): one definition of how Keras sizes a 
 
 from __future__ import annotations
 
-__all__ = ["conv_geometry", "kernel_size"]
+__all__ = ["conv_geometry", "kernel_size", "written_size"]
 
 
 def kernel_size(k) -> tuple[int, int]:
     """(height, width) of a kernel or a pooling window given as one integer (square) or as [height, width]."""
     return (int(k), int(k)) if isinstance(k, (int, float)) else (int(k[0]), int(k[1]))
+
+
+def written_size(height: int, width: int):
+    """A kernel or pooling window as the config and the contract write it: ``k`` where it is square, else
+    ``[height, width]`` (the inverse of :func:`kernel_size`)."""
+    return int(height) if height == width else [int(height), int(width)]
 
 
 def conv_geometry(h: int, w: int, k, stride: int = 1, padding: str = "valid") -> tuple[int, int, int, int]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from prunehw.core.geometry import kernel_size
+from prunehw.core.geometry import kernel_size, written_size
 from prunehw.export.contract import PADDINGS, conv_geometry, fixed_type, output_range
 
 __all__ = ["KINDS", "Kind", "average_shift", "fake_quant", "fmt_type", "kernel_taps", "keras_kind", "kind", "matmul",
@@ -27,6 +27,12 @@ __all__ = ["KINDS", "Kind", "average_shift", "fake_quant", "fmt_type", "kernel_t
 
 def _positive(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _size_ok(v) -> bool:
+    """Whether a kernel or window is written as :func:`~prunehw.core.geometry.written_size` writes it: an integer
+    >= 1, or a pair of them that differ."""
+    return _positive(v) or isinstance(v, list) and len(v) == 2 and all(map(_positive, v)) and v[0] != v[1]
 
 
 def kernel_taps(layer: dict) -> int:
@@ -237,7 +243,7 @@ class Conv2D(_Weighted):
     def check(self, layer, bad):
         super().check(layer, bad)
         stride, padding, k = layer.get("stride", 1), layer.get("padding", "valid"), layer.get("kernel")
-        if not (_positive(k) or isinstance(k, list) and len(k) == 2 and all(map(_positive, k)) and k[0] != k[1]):
+        if not _size_ok(k):
             bad(f"layer {layer.get('name')!r} kernel = {k!r}; allowed: an integer >= 1, or [kh, kw] with kh != kw")
         if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
             bad(f"layer {layer.get('name')!r} stride = {stride!r}; allowed: an integer >= 1")
@@ -253,8 +259,7 @@ class Conv2D(_Weighted):
         return (oh, ow, layer["out_channels"])
 
     def geometry(self, klayer):
-        kh, kw = int(klayer.kernel.shape[0]), int(klayer.kernel.shape[1])
-        out = {"kernel": kh if kh == kw else [kh, kw]}
+        out = {"kernel": written_size(*klayer.kernel.shape[:2])}
         # written only where they differ from 1 and "valid": a contract without them reads as before
         if klayer.strides[0] != 1:
             out["stride"] = int(klayer.strides[0])
@@ -304,13 +309,12 @@ class _Pool(Kind):
 
     def check(self, layer, bad):
         p = layer.get("pool")
-        if not (_positive(p) or isinstance(p, list) and len(p) == 2 and all(map(_positive, p)) and p[0] != p[1]):
+        if not _size_ok(p):
             bad(f"layer {layer.get('name')!r} pool = {p!r}; allowed: an integer >= 1, or [ph, pw] with ph != pw")
 
     def entry(self, klayer, fmt):
         # (the format passes through: neither the maximum nor the rounded average leaves its inputs' range)
-        ph, pw = (int(v) for v in klayer.pool_size)
-        return {**super().entry(klayer, fmt), "pool": ph if ph == pw else [ph, pw]}
+        return {**super().entry(klayer, fmt), "pool": written_size(*klayer.pool_size)}
 
     def out_shape(self, layer, in_shapes):
         h, w, c = in_shapes[0]

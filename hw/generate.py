@@ -7,6 +7,7 @@ from pathlib import Path
 from prunehw.core.artifacts import write_bytes, write_json
 from prunehw.core.config import ArrayConfig
 from prunehw.core.errors import ConfigError
+from prunehw.core.geometry import written_size
 from prunehw.hw.gateware.accelerator import Accelerator
 from prunehw.hw.host.counters import COUNTER_BITS, counter_names
 from prunehw.hw.models.cycle_model import activity_model, cycle_model
@@ -27,12 +28,6 @@ def program_for(contract, array: ArrayConfig) -> Program:
         raise ConfigError(f"array {array.rows}x{array.cols} cannot hold this network: {exc}") from None
 
 
-def _window(op):
-    """An op's pooling window as the contract writes it: ``p`` (square) or ``[ph, pw]``."""
-    ph, pw = op.window
-    return ph if ph == pw else [ph, pw]
-
-
 def describe(program: Program, accel: Accelerator | None = None) -> dict:
     """The array configuration, per-op tiling, memory map and the analytic cycle model, as JSON data."""
     model = cycle_model(program)
@@ -49,10 +44,10 @@ def describe(program: Program, accel: Accelerator | None = None) -> dict:
             entry.update(positions=op.positions, rows=op.rows, cols=op.cols, row_tiles=op.n_rt, col_tiles=op.n_ct,
                          folds=op.n_rt * op.n_ct, macs=sum(op.macs_per_fold) * op.positions)
             if op.window != (1, 1):
-                entry.update(fused_pool=_window(op), conv_out_shape=list(op.conv_shape),
+                entry.update(fused_pool=written_size(*op.window), conv_out_shape=list(op.conv_shape),
                              fused_pool_kind="avgpool2d" if op.pool_avg else "maxpool2d")
         else:
-            entry.update(pool=_window(op), channel_tiles=op.n_ct)
+            entry.update(pool=written_size(*op.window), channel_tiles=op.n_ct)
         ops.append(entry)
     acc, wb = program.acc_bits + 2, program.weight_bits
     n_tiles = sum(len(o.tiles) for o in program.matmuls())

@@ -83,11 +83,6 @@ class _Shapes:
     def out_pix(self) -> int:
         return self.out_shape[0] * self.out_shape[1]
 
-    @property
-    def window(self) -> tuple[int, int]:
-        """The pooling window (height, width): ``pool`` x ``pool_w`` (0: ``pool``); a plain convolution's is 1 x 1."""
-        return self.pool, self.pool_w or self.pool
-
 
 @dataclass
 class MatmulOp(_Shapes):
@@ -110,8 +105,7 @@ class MatmulOp(_Shapes):
     out: dict
     last: bool
     macs_per_fold: list[int] = field(default_factory=list)
-    pool: int = 1             # fused pooling window's height (1: none)
-    pool_w: int = 0           # its width (0: the same as its height)
+    window: tuple[int, int] = (1, 1)                 # fused pooling window (height, width); (1, 1): none
     pool_avg: bool = False    # the fused pooling averages (else it takes the maximum)
     conv_shape: tuple[int, int, int] | None = None   # the convolution's own output (before fused pooling)
     stride: int = 1
@@ -157,11 +151,10 @@ class PoolOp(_Shapes):
     out_buf: int
     in_shape: tuple[int, int, int]
     out_shape: tuple[int, int, int]
-    pool: int                 # the window's height
+    window: tuple[int, int]   # (height, width)
     n_ct: int
     signed: bool
     avg: bool = False         # average (the sum, divided as the contract says) instead of maximum
-    pool_w: int = 0           # the window's width (0: the same as its height)
 
 
 @dataclass
@@ -275,14 +268,13 @@ def _pool_op(layer: dict, contract, shape: tuple, buf: int, ops: list, R: int, C
     the positions the windows cover."""
     h, w, c = shape
     (ph, pw), avg = kernel_size(layer["pool"]), layer["type"] == "avgpool2d"
-    wide = 0 if pw == ph else pw                # (a square window's width is its height)
     out = (h // ph, w // pw, c)
     prev = ops[-1] if ops else None
     if isinstance(prev, MatmulOp) and prev.kind == "conv2d" and prev.window == (1, 1) and not prev.last:
-        prev.pool, prev.pool_w, prev.pool_avg, prev.conv_shape, prev.out_shape = ph, wide, avg, prev.out_shape, out
+        prev.window, prev.pool_avg, prev.conv_shape, prev.out_shape = (ph, pw), avg, prev.out_shape, out
         prev.positions = out[0] * ph * out[1] * pw
         return None
-    return PoolOp(layer["name"], buf, _next(buf), shape, out, ph, _ct(c, C), layer["input"]["signed"], avg, wide)
+    return PoolOp(layer["name"], buf, _next(buf), shape, out, (ph, pw), _ct(c, C), layer["input"]["signed"], avg)
 
 
 #: how each contract kind compiles to an op (None: no op of its own; a flatten is only an address pattern)

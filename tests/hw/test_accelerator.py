@@ -88,7 +88,7 @@ def test_pooling_fused_into_convolutions_and_standalone(tmp_path, tiny_data):
     program = build_program(contract, ArrayConfig(rows=4, cols=4))
     conv, pool, fc = program.ops
     assert isinstance(conv, MatmulOp) and isinstance(pool, PoolOp) and isinstance(fc, MatmulOp)
-    assert (conv.pool, conv.conv_shape[:2], conv.out_shape[:2], conv.positions) == (2, (26, 26), (13, 13), 26 * 26)
+    assert (conv.window, conv.conv_shape[:2], conv.out_shape[:2], conv.positions) == ((2, 2), (26, 26), (13, 13), 26 * 26)
     assert pool.in_shape[:2] == (13, 13) and pool.out_shape[:2] == (6, 6)
     check(contract, ArrayConfig(rows=4, cols=4), tiny_data.x_test[:2])
 
