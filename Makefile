@@ -54,7 +54,7 @@ explore-bench: setup
 
 # every variant's accelerator through yosys synth_ecp5 and nextpnr-ecp5 (LFE5U-85F), running the stages it needs first
 synth-report: setup
-	$(BIN)/prunehw synth --config $(CONFIG)
+	$(BIN)/prunehw synth --config $(CONFIG) $(foreach d,$(DEVICES),--device $(d))
 
 # the ULX3S-85F: the board core simulated with a host on its serial pins, then the bitstream
 # (build/<run>/<variant>/board/bitstream/prunehw_board.bit), for dense and matrix-0.80 (VARIANTS=... for others)

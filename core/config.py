@@ -78,7 +78,12 @@ class SynthConfig(Section):
 
     ``device``: the part each variant is synthesised and placed on
     (``LFE5U-25F``, ``LFE5U-45F`` or ``LFE5U-85F``; a variant that cannot fit
-    it is said so in one line, before any tool runs); ``target_mhz``: the
+    it is said so in one line, before any tool runs); ``devices``: more parts
+    for the device table of ``make synth-report`` (each variant placed on each,
+    or refused in one line with what the part lacks; the smallest it fits is
+    reported; a part short of multipliers gets its own Verilog, checked in
+    Verilator on ``check_images`` test images before it is synthesised);
+    ``target_mhz``: the
     clock nextpnr is asked to close (a lower achieved Fmax is reported as a
     timing failure); ``workers``: variants synthesised at once (each tool run
     is single-threaded); ``seed``: nextpnr's placer seed.
@@ -86,6 +91,8 @@ class SynthConfig(Section):
 
     _section = "synth"
     device: str = "LFE5U-85F"
+    devices: list[str] = []
+    check_images: Positive = 200
     target_mhz: PositiveFloat = 100.0
     workers: Positive = 2
     seed: Positive = 1
@@ -95,6 +102,10 @@ class SynthConfig(Section):
         out = handler(self)
         if out.get("device") == "LFE5U-85F":     # (the part every run was placed on before it could be chosen)
             out.pop("device")
+        if not out.get("devices"):              # (nor a device table, before there was one)
+            out.pop("devices", None)
+        if out.get("check_images") == 200:
+            out.pop("check_images")
         return out
 
 

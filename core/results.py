@@ -38,7 +38,9 @@ VARIANT_FIELDS = {
     "activity_equals_analytic": "every counter on every image equal to the analytic model",
     "storage_bytes": "keras, savedmodel, gzip, csr, packed", "energy_pj": "total and its parts",
     "energy_table": "the energy table's source", "energy_gating_saved_pj": "what zero-weight gating saved",
-    "synth": "synthesis and place-and-route on the device", "board": "the board core: its simulations, bitstream, run",
+    "synth": "synthesis and place-and-route on the device",
+    "devices": "per part of the device table: its synthesis entry, or why it cannot hold the design",
+    "smallest_device": "the part with the fewest LUTs the design was placed on", "board": "the board core: its simulations, bitstream, run",
 }
 
 

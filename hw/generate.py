@@ -12,7 +12,7 @@ from prunehw.hw.gateware.accelerator import Accelerator
 from prunehw.hw.host.counters import COUNTER_BITS, counter_names
 from prunehw.hw.models.cycle_model import activity_model, cycle_model
 from prunehw.hw.target.devices import DEFAULT_DEVICE, device as target_device, memory_bits
-from prunehw.hw.target.ecp5 import MODELS_FILE, ECP5, write_sim_models
+from prunehw.hw.target.ecp5 import MODELS_FILE, ECP5, multipliers, write_sim_models
 from prunehw.hw.compile.program import MatmulOp, Program, build_program
 from prunehw.hw.compile.verilog import to_verilog
 
@@ -86,12 +86,13 @@ def describe(program: Program, accel: Accelerator | None = None) -> dict:
     }
 
 
-def write_verilog(top: Accelerator, out_dir: Path, emitter: str = "prunehw") -> Path:
-    """Write ``top``'s ECP5 flavour as ``<out_dir>/prunehw_top.v`` with the primitives' simulation models beside it.
+def write_verilog(top: Accelerator, out_dir: Path, emitter: str = "prunehw", device: str = DEFAULT_DEVICE) -> Path:
+    """Write ``top``'s ECP5 flavour for ``device`` as ``<out_dir>/prunehw_top.v`` with the primitives' simulation
+    models beside it (a PE beyond the part's multipliers multiplies in the fabric).
 
     The same file is what cocotb simulates and what yosys synthesises (see :mod:`prunehw.hw.target.ecp5`).
     """
-    text = to_verilog(top, TOP_NAME, ECP5(), emitter)
+    text = to_verilog(top, TOP_NAME, ECP5(device), emitter)
     write_sim_models(out_dir)
     return write_bytes(Path(out_dir) / f"{TOP_NAME}.v", text.encode())
 
@@ -123,15 +124,20 @@ def check_memory_fits(program: Program, where: str = "the network", device: str 
                           f"whose memories fit it (fewer or pruned weights, smaller maps)")
 
 
-def generate_verilog(contract, array: ArrayConfig, out_dir: Path, emitter: str = "prunehw") -> tuple[Path, Path, dict]:
-    """Write ``<out_dir>/prunehw_top.v`` (by ``emitter``, see :data:`EMITTERS`) and ``accelerator.json``; returns
-    their paths and the description."""
+def generate_verilog(contract, array: ArrayConfig, out_dir: Path, emitter: str = "prunehw",
+                     device: str = DEFAULT_DEVICE) -> tuple[Path, Path, dict]:
+    """Write ``<out_dir>/prunehw_top.v`` for ``device`` (by ``emitter``, see :data:`EMITTERS`) and
+    ``accelerator.json``; returns their paths and the description. On a part with fewer multipliers than the
+    array has PEs, the description's ``multipliers`` says how many multiply in the fabric."""
     program = program_for(contract, array)
     check_counters_fit(activity_model(program))
     check_memory_fits(program)
     top = Accelerator(program=program)
     out_dir = Path(out_dir)
-    v = write_verilog(top, out_dir, emitter)
+    v = write_verilog(top, out_dir, emitter, device)
     desc = describe(program, top)
+    split = multipliers(program.rows * program.cols, device)
+    if split["lut"]:              # (absent where every PE has a DSP: the description of such a design as it was)
+        desc["multipliers"] = {**split, "device": device}
     j = write_json(out_dir / "accelerator.json", desc)
     return v, j, desc

@@ -118,8 +118,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmark", action="store_true",
                    help="run the sweep from scratch serially and on Ray, print both times and the speedup")
     p = stage("synth", "synthesise and place-and-route each variant's accelerator (yosys + nextpnr-ecp5 on [synth] device, the LFE5U-85F by default); "
-                       "resources, Fmax, images/s, ratios against dense")
+                       "resources, Fmax, images/s, ratios against dense; with --device, a table of variant x device")
     variants(p)
+    p.add_argument("--device", action="append", metavar="PART", dest="devices",
+                   help="also place every variant on this part (repeatable; default: [synth] devices), e.g. "
+                        "LFE5U-25F: one table of variant x device, each cell placed or refused with what the part lacks")
     p = stage("board", "the accelerator on a ULX3S-85F: its board core simulated with a host on its serial pins, "
                        "then a bitstream (yosys, nextpnr-ecp5 on the board's pins, ecppack)")
     variants(p)
@@ -289,7 +292,7 @@ def _run(args: argparse.Namespace) -> None:
         from prunehw.synth_report import ToolMissing, synth_variants
 
         try:
-            synth_variants(flow, names, force=args.force)
+            synth_variants(flow, names, force=args.force, devices=args.devices)
         except ToolMissing as exc:
             _missing_tool("synth", exc)
         else:

@@ -23,12 +23,17 @@ class Flow:
 
     def __init__(self, cfg: RunConfig, log=print):
         from prunehw.core.artifacts import remove_stale_temporaries
+        from prunehw.core.errors import ConfigError
         from prunehw.hw.target.devices import device
 
         self.cfg = cfg
         self.log = log
         self._done: dict[str, Path] = {}  # stages already run or checked by this Flow
-        device(cfg.synth.device)   # an unknown device is refused now, not after training
+        for name in (cfg.synth.device, *cfg.synth.devices):
+            device(name)           # an unknown device is refused now, not after training
+        if device(cfg.synth.device).unsupported:     # (the run's Verilog is built for it)
+            raise ConfigError(f"[synth] device {cfg.synth.device}: {device(cfg.synth.device).unsupported}; it may "
+                              f"be one of [synth] devices, the fit table")
         remove_stale_temporaries(cfg.run_dir)
 
     def _once(self, stage: str, fn, *args, force: bool = False) -> Path:

@@ -84,9 +84,9 @@ def format_report(run_dir: Path) -> str:
         for tag, d in v.get("bitexact", {}).items():
             if d.get("first_mismatch"):
                 lines.append(f"  MISMATCH {name} {tag}: {d['first_mismatch']}")
-    from prunehw.synth_report import format_board_table, format_synth_table
+    from prunehw.synth_report import format_board_table, format_device_table, format_synth_table
 
-    for table in (format_synth_table(s), format_board_table(s)):
+    for table in (format_synth_table(s), format_device_table(s), format_board_table(s)):
         if table:
             lines += ["", table]
     lines += ["", f"files: {run_dir}/summary.json, manifest.json; per variant: model.keras, contract.json, weights.npz, "

@@ -11,7 +11,7 @@ from pathlib import Path
 from prunehw.core.artifacts import read_json, record_stage, sha256_file, stage_is_current, update_variant, write_json
 from prunehw.core.layout import RunLayout
 
-__all__ = ["ToolMissing", "synth_variants", "synth_rows", "format_board_table", "format_synth_table", "write_synth_files"]
+__all__ = ["ToolMissing", "synth_variants", "synth_rows", "device_rows", "format_device_table", "format_board_table", "format_synth_table", "write_synth_files"]
 
 RESOURCES = ("lut", "ff", "carry", "dsp", "bram")
 LABELS = {"lut": "LUT4", "ff": "FF", "carry": "CCU2C", "dsp": "DSP", "bram": "EBR"}
@@ -29,7 +29,7 @@ def _summary_entry(res: dict, desc: dict, sim_cycles: int | None) -> dict:
                  capacity=res.get("capacity", {}), seconds=res.get("seconds", {}))
     if res.get("capacity"):
         entry["utilization"] = {k: round(res[k] / res["capacity"][k], 4) for k in RESOURCES if res["capacity"].get(k)}
-    for k in ("fmax_mhz", "meets_timing", "critical_path", "problem"):
+    for k in ("fmax_mhz", "meets_timing", "critical_path", "problem", "multipliers", "check"):
         if k in res:
             entry[k] = res[k]
     if "fmax_mhz" in res:
@@ -39,38 +39,74 @@ def _summary_entry(res: dict, desc: dict, sim_cycles: int | None) -> dict:
     return entry
 
 
-def synth_variants(flow, variants: list[str], force: bool = False) -> dict[str, dict]:
-    """Synthesise and place-and-route each variant's ``prunehw_top`` (cached on the Verilog's hash and the tools').
+def _folder(layout, v: str, name: str, primary: str) -> Path:
+    """Where ``v`` is synthesised for part ``name``: the variant's ``synth/`` for the run's device, a folder per
+    part below it for the device table's other parts."""
+    return layout.synth(v) if name == primary else layout.synth(v) / name
 
-    Runs ``cfg.synth.workers`` variants at once; returns {variant: summary entry}.
+
+def synth_variants(flow, variants: list[str], force: bool = False, devices: list[str] | None = None) -> dict[str, dict]:
+    """Synthesise and place-and-route each variant's ``prunehw_top`` on the run's device (``[synth] device``) and
+    on each part of the device table (``devices``, else ``[synth] devices``), cached per part on the Verilog's
+    hash and the tools'.
+
+    Each part is checked first (:func:`~prunehw.hw.target.devices.fit_problem`, then whether the generator builds
+    for it): a part that cannot hold the design gets its one-line reason and no tool runs. A part with fewer
+    multipliers than the array has PEs gets its own Verilog (``<variant>/synth/<part>/rtl/``: the PEs beyond its
+    DSPs multiply in LUTs), checked in Verilator on ``[synth] check_images`` test images (bit-exact, every
+    counter equal to the analytic model) before it is synthesised. yosys runs once per variant and Verilog (the
+    run's device first); the other parts of the family place that netlist. Runs
+    ``cfg.synth.workers`` variants at once; returns {variant: the run's device's summary entry}, and writes each
+    variant's ``devices`` (every part's entry) and ``smallest_device``.
     """
     from prunehw.core.artifacts import code_closure, code_digest, stage_key
     from prunehw.hw.generate import TOP_NAME
-    from prunehw.hw.target.devices import device, fit_problem
+    from prunehw.hw.target.devices import by_size, device, fit_problem
+    from prunehw.hw.target.ecp5 import multipliers
     from prunehw.hw.target.synth import SynthFailed, run_synthesis, tool_versions, tools_missing
 
-    reason = tools_missing()
-    if reason:
-        raise ToolMissing(reason)
     cfg, run_dir, layout = flow.cfg.synth, flow.run_dir, flow.layout
-    dev = device(cfg.device)
-    versions = tool_versions()
-    jobs, keys, results, refused = [], {}, {}, {}
+    primary = cfg.device
+    parts = [primary, *(p for p in by_size(devices if devices is not None else cfg.devices) if p != primary)]
+    for name in parts:
+        device(name)                     # (an unknown part: refused in one line before anything runs)
+    refused, descs = {}, {}
     for v in variants:
-        rtl_dir = flow.rtl(v)
-        desc = read_json(layout.accelerator(v))
-        # what the device lacks, said before any tool runs (no figures: none were measured)
-        problem = fit_problem(dev, desc["memory_shapes"], desc["array"]["rows"] * desc["array"]["cols"])
-        if problem:
-            refused[v] = {"device": dev.name, "target_mhz": cfg.target_mhz, "fits": False, "problem": problem}
-            continue
-        keys[v] = stage_key(sha256_file(rtl_dir / f"{TOP_NAME}.v"), versions, cfg.target_mhz, cfg.seed, dev.name,
-                            code_digest("hw"), code_closure(__name__))
-        out = layout.synth(v) / "synth.json"
-        if not force and stage_is_current(run_dir, f"synth:{v}", keys[v]):
-            results[v] = read_json(out)
+        flow.rtl(v)
+        descs[v] = read_json(layout.accelerator(v))
+        arr = descs[v]["array"]
+        for name in parts:
+            dev = device(name)
+            # what the part lacks (or that the generator cannot build for it), said before any tool runs
+            problem = fit_problem(dev, descs[v]["memory_shapes"], arr["rows"] * arr["cols"],
+                                  (arr["weight_bits"], arr["x_bits"]))
+            if problem is None and dev.unsupported:
+                problem = f"not built for the {dev.name}: {dev.unsupported}"
+            if problem:
+                refused[v, name] = {"device": dev.name, "target_mhz": cfg.target_mhz, "fits": False, "problem": problem}
+    built = [(v, n) for v in variants for n in parts if (v, n) not in refused]
+    if built:
+        reason = tools_missing()
+        if reason:
+            raise ToolMissing(reason)
+        versions = tool_versions()
+    # the Verilog each part places: the run's (built for its device), or the part's own where the multipliers split
+    # differently (fewer DSPs than PEs)
+    rtl_of = {}
+    for v, name in built:
+        pes = descs[v]["array"]["rows"] * descs[v]["array"]["cols"]
+        rtl_of[v, name] = layout.rtl(v) if multipliers(pes, name) == multipliers(pes, primary) else \
+            _part_verilog(flow, v, name, _folder(layout, v, name, primary) / "rtl")
+    keys, results, jobs = {}, {}, {}
+    for v, name in built:
+        keys[v, name] = stage_key(sha256_file(rtl_of[v, name] / f"{TOP_NAME}.v"), versions, cfg.target_mhz, cfg.seed,
+                                  name, code_digest("hw"), code_closure(__name__),
+                                  *([cfg.check_images] if rtl_of[v, name] != layout.rtl(v) else []))
+        out = _folder(layout, v, name, primary) / "synth.json"
+        if not force and stage_is_current(run_dir, _stage(v, name, primary), keys[v, name]):
+            results[v, name] = read_json(out)
         else:
-            jobs.append(v)
+            jobs.setdefault(v, []).append(name)
 
     status: dict[str, str] = {}
     lock = threading.Lock()
@@ -78,58 +114,132 @@ def synth_variants(flow, variants: list[str], force: bool = False) -> dict[str, 
     if jobs:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(jobs), desc="synth + place-and-route", unit="variant")
+        bar = tqdm(total=sum(map(len, jobs.values())), desc="synth + place-and-route", unit="design")
 
-    def progress(v):
+    def progress(v, name):
         def report(step, seconds):
             with lock:
-                status[v] = f"{step} {seconds:.0f}s"
+                status[f"{v} {name}"] = f"{step} {seconds:.0f}s"
                 bar.set_postfix_str("; ".join(f"{k}: {s}" for k, s in status.items()), refresh=True)
         return report
 
+    if any(rtl_of[v, n] != layout.rtl(v) for v, n in built):
+        from prunehw.sim.runner import simulator_missing
+        from prunehw.stages.sim import sim_images
+
+        reason = simulator_missing("verilator")
+        if reason:                # (a part's own Verilog is checked before it is synthesised)
+            raise ToolMissing(reason)
+        sim_images(flow)          # (the test images the checks read, written once before the threads)
+
     def one(v):
-        res = run_synthesis(layout.rtl(v) / f"{TOP_NAME}.v", TOP_NAME, layout.synth(v), cfg.target_mhz,
-                            seed=cfg.seed, progress=progress(v), device=dev.name)
-        with lock:
-            status.pop(v, None)
-            bar.update(1)
-        return res
+        """The variant's parts in turn: yosys on the first of each family and Verilog, that netlist placed on the
+        family's other parts with the same Verilog; a part's own Verilog checked in Verilator first."""
+        from prunehw.stages.sim import check_verilog
+
+        done, netlists = {}, {}
+        for name in parts:
+            if (v, name) in results and (v, name) not in refused:
+                netlists.setdefault((device(name).family, rtl_of[v, name]), _folder(layout, v, name, primary))
+        for name in jobs[v]:
+            folder, family, rtl_dir = _folder(layout, v, name, primary), device(name).family, rtl_of[v, name]
+            own = rtl_dir != layout.rtl(v)
+            try:
+                check = None
+                if own:
+                    say = progress(v, name)
+                    say(f"verilator check of its Verilog ({cfg.check_images} images)", 0)
+                    check = check_verilog(flow, v, rtl_dir, cfg.check_images, folder / "sim_verilator")
+                    if check["match"] != check["total"] or not check["counters_equal"]:
+                        raise SynthFailed(f"its Verilog for the {name} failed its check in Verilator: {check['match']}/"
+                                          f"{check['total']} images bit-exact, counters "
+                                          f"{'equal to' if check['counters_equal'] else 'DIFFERENT from'} the model; "
+                                          f"first mismatch {check['first_mismatch']}; {folder / 'sim_verilator'}")
+                # (a Verilog with fabric multipliers: yosys must not map them onto DSPs the part lacks)
+                split = read_json(rtl_dir / "accelerator.json").get("multipliers")
+                res = run_synthesis(rtl_dir / f"{TOP_NAME}.v", TOP_NAME, folder, cfg.target_mhz,
+                                    seed=cfg.seed, progress=progress(v, name), device=name,
+                                    netlist_from=netlists.get((family, rtl_dir)), nodsp=split is not None)
+                if split is not None:
+                    res = {**res.to_dict(), "multipliers": split, **({"check": check} if check else {})}
+                    write_json(folder / "synth.json", res)
+                done[name] = res
+            except SynthFailed as exc:
+                done[name] = exc
+            else:
+                netlists.setdefault((family, rtl_dir), folder)
+            with lock:
+                status.pop(f"{v} {name}", None)
+                bar.update(1)
+        return done
 
     errors = {}
     with ThreadPoolExecutor(max_workers=max(1, min(cfg.workers, len(jobs) or 1))) as pool:
         futures = {v: pool.submit(one, v) for v in jobs}
         for v, fut in futures.items():
-            try:
-                res = fut.result()
-            except SynthFailed as exc:
-                errors[v] = exc
-                continue
-            results[v] = res.to_dict()
-            record_stage(run_dir, f"synth:{v}", keys[v], [layout.synth(v) / "synth.json"])
+            for name, res in fut.result().items():
+                if isinstance(res, SynthFailed):
+                    errors[v, name] = res
+                    continue
+                results[v, name] = res if isinstance(res, dict) else res.to_dict()
+                record_stage(run_dir, _stage(v, name, primary), keys[v, name],
+                             [_folder(layout, v, name, primary) / "synth.json"])
     if bar is not None:
         bar.close()
     entries = {}
     summary = read_json(layout.summary).get("variants", {})
     for v in variants:
-        if v in refused:
-            entries[v] = refused[v]
-            write_json(layout.synth(v) / "synth.json", refused[v])   # (not an earlier device's figures)
-            update_variant(run_dir, v, {"synth": entries[v]}, replace=("synth",))
-            flow.log(f"synth {v}: {refused[v]['problem']} (nothing synthesised)")
-            continue
-        if v not in results:
-            continue
-        desc = read_json(layout.accelerator(v))
-        entries[v] = _summary_entry(results[v], desc, summary.get(v, {}).get("cycles", {}).get("rtl"))
-        update_variant(run_dir, v, {"synth": entries[v]}, replace=("synth",))
-        flow.log(_line(v, entries[v], layout.synth(v), cached=v not in jobs))
-    for v, exc in errors.items():
-        flow.log(f"synth {v}: FAILED: {exc}")
+        table = {}
+        for name in parts:
+            if (v, name) in refused:
+                table[name] = refused[v, name]
+                write_json(_folder(layout, v, name, primary) / "synth.json", refused[v, name])   # (not an earlier run's figures)
+            elif (v, name) in results:
+                table[name] = _summary_entry(results[v, name], descs[v], summary.get(v, {}).get("cycles", {}).get("rtl"))
+        fits = [n for n in by_size(table) if table[n].get("fits") and "lut" in table[n]]
+        record = {"devices": table, **({"smallest_device": fits[0]} if fits else {})}
+        if primary in table:
+            record["synth"] = entries[v] = table[primary]
+        update_variant(run_dir, v, record, replace=("synth", "devices", "smallest_device"))
+        for name in parts:
+            if (v, name) in refused:
+                flow.log(f"synth {v}: {refused[v, name]['problem']} (nothing synthesised)")
+            elif name in table:
+                flow.log(_line(v, table[name], _folder(layout, v, name, primary), cached=name not in jobs.get(v, ())))
+    for (v, name), exc in errors.items():
+        flow.log(f"synth {v} on the {name}: FAILED: {exc}")
     if errors:
         from prunehw.core.errors import PrunehwError
 
-        raise PrunehwError(f"synth: {len(errors)} variant(s) failed ({', '.join(errors)}); the logs are named above")
+        failed = ", ".join(f"{v} on the {n}" for v, n in errors)
+        raise PrunehwError(f"synth: {len(errors)} design(s) failed ({failed}); the logs are named above")
     return entries
+
+
+def _part_verilog(flow, v: str, name: str, out: Path) -> Path:
+    """``v``'s Verilog built for part ``name`` in ``out`` (cached like the rtl stage, on the contract, the array,
+    the generator's code and the part)."""
+    from prunehw.core.artifacts import code_digest, stage_key
+    from prunehw.export.contract import load_contract
+    from prunehw.hw.generate import generate_verilog
+    from prunehw.hw.target.devices import device
+
+    contract = flow.quantize(v)
+    key = stage_key(flow.cfg.key("array"), sha256_file(contract), sha256_file(contract.with_name("weights.npz")),
+                    code_digest("hw"), name)
+    stage = f"rtl:{v}:{name}"
+    if not stage_is_current(flow.run_dir, stage, key):
+        verilog, desc, _ = generate_verilog(load_contract(contract), flow.cfg.array, out, device=name)
+        record_stage(flow.run_dir, stage, key, [verilog, desc])
+        split = read_json(desc)["multipliers"]
+        flow.log(f"rtl {v} for the {name}: {split['lut']} of its multipliers in LUTs (the part has {split['dsp']} "
+                 f"{device(name).dsp}); wrote {verilog}")
+    return out
+
+
+def _stage(v: str, name: str, primary: str) -> str:
+    """The manifest's stage name of ``v`` on part ``name`` (the run's device keeps the name it always had)."""
+    return f"synth:{v}" if name == primary else f"synth:{v}:{name}"
 
 
 def _line(v: str, e: dict, folder: Path, cached: bool = False) -> str:
@@ -200,6 +310,57 @@ def format_synth_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def device_rows(summary: dict) -> list[dict]:
+    """One row per variant and part of the device table: placed (resources as % of the part, Fmax, cycles,
+    images/s) or why not; the parts in size order, ``smallest`` marking each variant's smallest placed part."""
+    from prunehw.hw.target.devices import by_size
+
+    rows = []
+    for name, v in summary.get("variants", {}).items():
+        table = v.get("devices") or {}
+        for part in by_size(table):
+            e = table[part]
+            row = {"variant": name, "device": part, "placed": bool(e.get("fits") and "lut" in e),
+                   "smallest": part == v.get("smallest_device")}
+            if "lut" in e:
+                row.update({k: e[k] for k in RESOURCES})
+                row.update({f"{k}_pct": round(100 * u, 2) for k, u in e.get("utilization", {}).items()})
+            for k in ("fmax_mhz", "meets_timing", "cycles_per_image", "images_per_s"):
+                if k in e:
+                    row[k] = e[k]
+            if e.get("problem"):
+                row["problem"] = e["problem"]
+            rows.append(row)
+    return rows
+
+
+def format_device_table(summary: dict) -> str:
+    """The variant x device table: each part's utilisation, Fmax and images/s where placed, the one-line reason
+    where not, and each variant's smallest part."""
+    rows = device_rows(summary)
+    if not rows or len({r["device"] for r in rows}) < 2:
+        return ""
+    parts = list(dict.fromkeys(r["device"] for r in sorted(rows, key=lambda r: r["device"])))
+    lines = ["device table: each variant's Verilog placed on each part (yosys + nextpnr, out of context), "
+             "or refused before any tool with what the part lacks"]
+    head = f"{'variant':<20}{'device':<11}" + "".join(f"{LABELS[k]:>8}" for k in RESOURCES) + \
+        f"{'Fmax MHz':>10}{'images/s':>10}"
+    lines += [head, "-" * len(head)]
+    for r in rows:
+        if r["placed"]:
+            cells = "".join(f"{r.get(k + '_pct', 0):>7.1f}%" for k in RESOURCES)
+            fmax = f"{r['fmax_mhz']:.1f}" if "fmax_mhz" in r else "-"
+            ips = f"{r['images_per_s']:.0f}" if "images_per_s" in r else "-"
+            lines.append(f"{r['variant']:<20}{r['device']:<11}{cells}{fmax:>10}{ips:>10}"
+                         + ("  smallest" if r["smallest"] else "") + (f"  ({r['problem']})" if r.get("problem") else ""))
+        else:
+            lines.append(f"{r['variant']:<20}{r['device']:<11}  {r.get('problem', 'not placed')}")
+    for name, v in summary.get("variants", {}).items():
+        if v.get("devices"):
+            lines.append(f"  {name}: smallest part placed: {v.get('smallest_device', f'none of {len(parts)}')}")
+    return "\n".join(lines)
+
+
 def format_board_table(summary: dict) -> str:
     """The variants' board figures: the bitstream's resources and Fmax on the ULX3S-85F's pins at its PLL clock,
     the simulated host-to-board run, and a run on a real board when there was one."""
@@ -237,7 +398,7 @@ def write_synth_files(run_dir: Path) -> list[Path]:
     rows = synth_rows(summary)
     if not rows:
         return []
-    out = [write_csv(layout.synth() / "synth.csv", rows)]
+    out = [write_csv(layout.synth() / "synth.csv", rows)] + _write_device_files(layout, summary)
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), dpi=120, gridspec_kw={"width_ratios": [3, 1]})
     width = 0.8 / len(rows)
@@ -257,4 +418,38 @@ def write_synth_files(run_dir: Path) -> list[Path]:
     ax2.tick_params(axis="x", labelrotation=30)
     ax2.legend(fontsize=8)
     out.append(write_png(fig, layout.synth() / "synth.png"))
+    return out
+
+
+def _write_device_files(layout: RunLayout, summary: dict) -> list[Path]:
+    """``synth/devices.csv`` and ``synth/devices.png``: per variant and part, LUT and block RAM as % of the part
+    where placed, a cross where refused, once the run has a device table of two parts or more."""
+    import numpy as np
+
+    from prunehw.core.artifacts import pyplot, write_csv, write_png
+
+    rows = device_rows(summary)
+    parts = list(dict.fromkeys(r["device"] for r in rows))
+    if len(parts) < 2:
+        return []
+    out = [write_csv(layout.synth() / "devices.csv", rows)]
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), dpi=120, sharey=False)
+    width = 0.8 / len(variants)
+    for ax, key, title in zip(axes, ("lut", "bram", "dsp"), ("LUT4", "block RAM", "multipliers")):
+        for i, v in enumerate(variants):
+            mine = {r["device"]: r for r in rows if r["variant"] == v}
+            xs = np.arange(len(parts)) + i * width
+            ys = [mine[p].get(f"{key}_pct", 0) if p in mine and mine[p]["placed"] else 0 for p in parts]
+            bars = ax.bar(xs, ys, width, label=v)
+            for x, p in zip(xs, parts):
+                if p in mine and not mine[p]["placed"]:
+                    ax.plot(x, 2, "x", color=bars.patches[0].get_facecolor(), markersize=8)
+        ax.axhline(100, color="tab:red", linestyle="--", linewidth=1)
+        ax.set_xticks(np.arange(len(parts)) + width * (len(variants) - 1) / 2, parts, fontsize=8)
+        ax.set_ylabel(f"{title}, % of the part")
+        ax.set_title(f"{title} (x: does not fit)")
+    axes[0].legend(fontsize=7)
+    out.append(write_png(fig, layout.synth() / "devices.png"))
     return out

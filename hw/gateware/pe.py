@@ -97,12 +97,10 @@ class ProcessingElement(wiring.Component):
             m.d.sync += weight.eq(w_new)
         with m.If(take):
             m.d.sync += x.eq(self.x_in)
-        # a target with a multiplier primitive builds it (its own output register holding the product);
-        # otherwise plain arithmetic, the same cycle for cycle
+        # a target with a multiplier primitive builds it (its own output register holding the product); otherwise,
+        # or once the part's primitives are all taken, plain arithmetic in the fabric, the same cycle for cycle
         registered_multiply = getattr(platform, "registered_multiply", None)
-        if registered_multiply is not None:
-            registered_multiply(m, weight, x, product)
-        else:
+        if registered_multiply is None or not registered_multiply(m, weight, x, product):
             m.d.sync += product.eq(x * weight)
         psum = taps("pe.psum", self.psum_in + product, **where)
         m.d.sync += [

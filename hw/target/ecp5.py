@@ -15,6 +15,13 @@ description, chosen by the ``platform`` handed to ``elaborate``:
   clock-enable pins are reached through slow routing (6.7 ns measured),
   while its data pins are not.
 
+A part with fewer multipliers than the array has PEs (the LFE5U-25F's 28
+for an 8x8 array) gets as many ``MULT18X18D`` as it has; the remaining PEs
+multiply in the fabric (LUTs and carry chains), registered the same way, so
+the design is the same cycle for cycle; :func:`multipliers` says how they
+split, and synthesis of such a design runs ``synth_ecp5 -nodsp`` so yosys
+does not map those fabric multiplies onto DSPs the part lacks.
+
 Verilator and Icarus have no model of a vendor primitive, so
 :func:`sim_models` writes one: the subset of ``MULT18X18D`` this design
 uses (18x18 multiply, signed per ``SIGNEDA``/``SIGNEDB``, optional input
@@ -30,7 +37,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["ECP5", "ECP5Primitives", "MODELS_FILE", "mult18x18d_ports", "registered_multiply", "sim_models", "write_sim_models"]
+__all__ = ["ECP5", "ECP5Primitives", "MODELS_FILE", "multipliers", "mult18x18d_ports", "registered_multiply", "sim_models", "write_sim_models"]
 
 #: The file, next to the top's Verilog, holding the simulation models of the primitives it instantiates.
 MODELS_FILE = "ecp5_models.v"
@@ -38,23 +45,45 @@ MODELS_FILE = "ecp5_models.v"
 
 class ECP5Primitives:
     """What a ``platform`` offers the accelerator's gateware on an ECP5 part: its multiplier primitive. Mixed into
-    every ECP5 platform (the out-of-context :class:`ECP5`, the ULX3S board's), so the PEs ask for it once."""
+    every ECP5 platform (the out-of-context :class:`ECP5`, the ULX3S board's), so the PEs ask for it once.
+    ``dsps_left``: the multipliers not yet taken (None: more than any design asks for)."""
 
-    def registered_multiply(self, m, a, b, product) -> None:
+    dsps_left: int | None = None
+
+    def registered_multiply(self, m, a, b, product) -> bool:
         """Add to ``m`` a ``MULT18X18D`` computing ``product = a * b`` (both signed, at most 18 bits) one cycle
-        later, in the primitive's own output register (see the module docstring)."""
+        later, in the primitive's own output register (see the module docstring); False, adding nothing, once the
+        part's multipliers are all taken (the caller then multiplies in the fabric)."""
+        if self.dsps_left is not None:
+            if self.dsps_left == 0:
+                return False
+            self.dsps_left -= 1
         registered_multiply(m, a, b, product)
+        return True
 
 
 class ECP5(ECP5Primitives):
     """The ``platform`` passed to ``elaborate`` for the FPGA flavour: instantiate ECP5 primitives.
 
     Only a marker with the primitives: the design is synthesised out of context, without pins, so nothing of
-    Amaranth's build system is needed. ``device`` names the part (:mod:`prunehw.hw.target.devices`).
+    Amaranth's build system is needed. ``device`` names the part (:mod:`prunehw.hw.target.devices`), whose
+    multiplier count bounds the PEs given a ``MULT18X18D``. One instance per elaboration (it counts them).
     """
 
     def __init__(self, device: str = "LFE5U-85F"):
+        from prunehw.hw.target.devices import device as _device
+
         self.device = device
+        self.dsps_left = _device(device).dsps
+
+
+def multipliers(pes: int, device: str) -> dict[str, int]:
+    """How the ``pes`` multipliers of an array split on ``device``: ``dsp`` (``MULT18X18D``) and ``lut`` (fabric),
+    as :class:`ECP5` hands them out."""
+    from prunehw.hw.target.devices import device as _device
+
+    dsp = min(pes, _device(device).dsps)
+    return {"dsp": dsp, "lut": pes - dsp}
 
 
 def registered_multiply(m, a, b, product) -> None:

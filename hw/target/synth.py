@@ -132,9 +132,11 @@ def run_tool(cmd: list[str], log: Path, step: str, progress=None) -> float:
     return time.monotonic() - t0
 
 
-def synthesize(verilog: Path, top: str, out_dir: Path, progress=None, dev: Device | None = None
+def synthesize(verilog: Path, top: str, out_dir: Path, progress=None, dev: Device | None = None, nodsp: bool = False
                ) -> tuple[dict[str, int], dict[str, str], float]:
     """``synth_ecp5`` (the device family's script) of ``verilog``; writes ``top.json`` (netlist), ``stat.json``, ``yosys.log``.
+    ``nodsp``: yosys maps no multiply onto a DSP itself (a design whose fabric multipliers are there because the part
+    has no DSP left for them; the multiplier primitives the Verilog instantiates stay).
 
     Returns the mapped cell counts of the (flattened) top, where yosys put each
     memory (name -> primitive), and the seconds taken.
@@ -143,7 +145,7 @@ def synthesize(verilog: Path, top: str, out_dir: Path, progress=None, dev: Devic
     for stale in ("top.json", "stat.json"):
         (out_dir / stale).unlink(missing_ok=True)
     synth = (dev or _device(DEFAULT_DEVICE)).synth_command
-    script = (f"read_verilog {Path(verilog).resolve()}; {synth} -top {top} -json top.json; "
+    script = (f"read_verilog {Path(verilog).resolve()}; {synth} -top {top}{' -nodsp' if nodsp else ''} -json top.json; "
               f"tee -q -o stat.json stat -json")
     seconds = run_tool(["yosys", "-p", script], out_dir / "yosys.log", f"yosys {synth}", progress)
     if not (out_dir / "top.json").is_file() or not (out_dir / "stat.json").is_file():
@@ -310,7 +312,7 @@ def no_fit_problem(log_text: str, device_name: str = DEFAULT_DEVICE) -> str | No
 
 def run_synthesis(verilog: Path, top: str, out_dir: Path, target_mhz: float = 100.0, seed: int = 1,
                   progress=None, lpf: str | None = None, device: str = DEFAULT_DEVICE,
-                  netlist_from: Path | None = None) -> SynthResult:
+                  netlist_from: Path | None = None, nodsp: bool = False) -> SynthResult:
     """yosys then nextpnr on ``verilog`` for ``device`` (a name from :data:`~prunehw.hw.target.devices.DEVICES`) (out of context, or on the pins of ``lpf`` in ``out_dir``); the measured
     figures, also written to ``out_dir/synth.json``.
 
@@ -320,7 +322,7 @@ def run_synthesis(verilog: Path, top: str, out_dir: Path, target_mhz: float = 10
 
     ``netlist_from``: a folder where this function synthesised the same Verilog for another part of the same
     family; its netlist is placed on ``device`` without running yosys again (synthesis does not depend on the
-    part within a family, only place and route does).
+    part within a family, only place and route does). ``nodsp``: see :func:`synthesize`.
     """
     import shutil
 
@@ -343,7 +345,7 @@ def run_synthesis(verilog: Path, top: str, out_dir: Path, target_mhz: float = 10
         cells, memories, absorbed = done["cells"], done["memories"], done["bram_output_registers"]
         t_syn = None         # (yosys did not run here: its time belongs to the folder it ran in)
     else:
-        cells, memories, t_syn = synthesize(verilog, top, out_dir, say(f"yosys {dev.synth_command}"), dev)
+        cells, memories, t_syn = synthesize(verilog, top, out_dir, say(f"yosys {dev.synth_command}"), dev, nodsp)
         absorbed, ports = absorb_bram_output_registers(out_dir / "top.json", out_dir / "top_outreg.json", top)
         cells = {**cells, "TRELLIS_FF": cells.get("TRELLIS_FF", 0) - absorbed}
     counts = {name: cells.get(cell, 0) for cell, name in CELLS.items()}

@@ -1,5 +1,7 @@
 """The ``rtl`` stage: the accelerator's Verilog for a variant (``<variant>/rtl/``), its analytic cycles and
-SCALE-Sim's estimate for the same matrix products."""
+SCALE-Sim's estimate for the same matrix products. The Verilog is built for the run's device (``[synth]
+device``): on a part with fewer multipliers than the array has PEs, the rest multiply in the fabric, and that
+is the Verilog every later stage simulates and synthesises."""
 
 from __future__ import annotations
 
@@ -16,18 +18,20 @@ def rtl(flow, variant: str, force: bool = False) -> Path:
     from prunehw.export.contract import load_contract
     from prunehw.hw.generate import generate_verilog
     from prunehw.hw.models.scalesim_compare import scalesim_cycles
-    from prunehw.hw.target.ecp5 import MODELS_FILE
+    from prunehw.hw.target.ecp5 import MODELS_FILE, multipliers
 
     cfg = flow.cfg
     contract_path = flow.quantize(variant)
     out = flow.layout.rtl(variant)
-    # (all of hw/ beside the imported code: its data files, such as the primitives' simulation models)
+    # (all of hw/ beside the imported code: its data files, such as the primitives' simulation models; the device
+    # only where it changes the Verilog, a part short of multipliers)
+    split = multipliers(cfg.array.rows * cfg.array.cols, cfg.synth.device)
     key = stage_key(cfg.key("array"), sha256_file(contract_path), sha256_file(contract_path.with_name("weights.npz")),
-                    code_digest("hw"), code_key(__name__))
+                    code_digest("hw"), code_key(__name__), *([cfg.synth.device] if split["lut"] else []))
     stage = f"rtl:{variant}"
     if up_to_date(flow, stage, key, out, force):
         return out
-    v, j, desc = generate_verilog(load_contract(contract_path), cfg.array, out)
+    v, j, desc = generate_verilog(load_contract(contract_path), cfg.array, out, device=cfg.synth.device)
     cyc = desc["cycles_analytic"]
     # SCALE-Sim's estimate for the same matrix products on the same array (pooling is not a GEMM)
     gemms = [(o["name"], o["positions"], o["rows"], o["cols"]) for o in desc["ops"] if "positions" in o]
@@ -41,7 +45,8 @@ def rtl(flow, variant: str, force: bool = False) -> Path:
         "array": desc["array"],
     })
     record_stage(flow.run_dir, stage, key, [v, j, out / MODELS_FILE])
-    flow.log(f"rtl {variant}: {cfg.array.rows}x{cfg.array.cols} array, {cyc['total']} cycles per image "
+    lut = f" ({split['lut']} of its multipliers in LUTs: the {cfg.synth.device} has {split['dsp']})" if split["lut"] else ""
+    flow.log(f"rtl {variant}: {cfg.array.rows}x{cfg.array.cols} array{lut}, {cyc['total']} cycles per image "
              f"(analytic), {cyc['macs']} MACs; SCALE-Sim estimates {sum(ss.values())} cycles for its conv/dense "
              f"layers (ours {sum(cyc['per_op'][n] for n in ss)}); wrote {v}")
     return out

@@ -11,7 +11,7 @@ from prunehw.core.artifacts import code_digest, record_stage, sha256_file, stage
 from prunehw.stages import code_key
 from prunehw.stages.rtl import merge_layers
 
-__all__ = ["sim", "sim_images"]
+__all__ = ["sim", "sim_images", "check_verilog"]
 
 
 def sim(flow, variants: list[str], simulator: str, images: int, workers: int = 2, waves: bool = False,
@@ -74,6 +74,37 @@ def sim(flow, variants: list[str], simulator: str, images: int, workers: int = 2
     for v in variants:
         _record_sim(flow, v, simulator, results[v], cached=v in cached)
     return results
+
+
+def check_verilog(flow, variant: str, rtl_dir: Path, images: int, work_dir: Path) -> dict:
+    """Another Verilog of ``variant`` (``rtl_dir``: its ``prunehw_top.v`` and ``accelerator.json``, such as the one
+    built for a device short of multipliers) under cocotb in Verilator on the first ``images`` test images, with
+    the checks of :func:`sim`: ``{"simulator", "match", "total", "counters_equal", "first_mismatch"}`` (every
+    image's logits against the golden model; ``counters_equal``: every counter of every image against the
+    analytic model). One process; a missing Verilator raises ``SimulatorMissing``."""
+    from prunehw.core.artifacts import read_json
+    from prunehw.hw.host.counters import COUNTERS
+    from prunehw.sim.regression import Job, merge, run_jobs
+    from prunehw.sim.runner import SimulatorMissing, simulator_missing
+
+    reason = simulator_missing("verilator")
+    if reason:
+        raise SimulatorMissing(reason)
+    n = min(images, len(flow.data.x_test))
+    desc_path = Path(rtl_dir) / "accelerator.json"
+    job = Job(variant=variant, simulator="verilator", start=0, stop=n, images=str(sim_images(flow)),
+              contract=str(flow.quantize(variant)), desc=str(desc_path), rtl_dir=str(rtl_dir),
+              build_dir=str(Path(work_dir) / "build"), n_build=n, work_dir=str(Path(work_dir) / "shard0"), waves=False)
+    res = merge(run_jobs([job], 1))
+    desc = read_json(desc_path)
+    want, analytic = desc.get("activity_analytic", {}), desc["cycles_analytic"]
+    counters = [dict(zip(desc["counters"], c)) for c in res["counters"]]
+    equal = bool(counters) and bool(want) and all(
+        c[k] == want.get(k) for c in counters for k in COUNTERS) and all(
+        c["total_cycles"] == analytic["total"] and all(c[f"cycles_{o}"] == analytic["per_op"][o] for o in analytic["per_op"])
+        for c in counters)
+    return {"simulator": "verilator", "match": res["match"], "total": res["total"], "counters_equal": equal,
+            "first_mismatch": res["first_mismatch"]}
 
 
 def sim_images(flow) -> Path:

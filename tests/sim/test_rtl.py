@@ -53,6 +53,26 @@ def test_rtl_bit_exact_few_images(quick_flow, sim, n):
         assert len(said) == 1 and said[0].startswith(f"sim {sim} {v}: up to date, {n}/{n} images"), lines
 
 
+def test_a_part_short_of_multipliers_gets_fabric_multipliers_and_the_same_results(quick_flow, tmp_path):
+    """On the LFE5U-25F (28 MULT18X18D) the 8x8 array's other 36 PEs multiply in the fabric: that Verilog has 28
+    multiplier primitives, says so in its description, and computes the same logits and counters in Verilator."""
+    import re
+
+    from prunehw.core.artifacts import read_json
+    from prunehw.stages.sim import check_verilog
+    from prunehw.synth_report import _part_verilog
+
+    _need("verilator")
+    rtl_dir = _part_verilog(quick_flow, "matrix-0.80", "LFE5U-25F", tmp_path / "rtl")
+    text = (rtl_dir / "prunehw_top.v").read_text()
+    assert len(re.findall(r"^\s*MULT18X18D\b", text, re.M)) == 28
+    assert len(re.findall(r"^\s*MULT18X18D\b", (quick_flow.rtl("matrix-0.80") / "prunehw_top.v").read_text(), re.M)) == 64
+    assert read_json(rtl_dir / "accelerator.json")["multipliers"] == {"dsp": 28, "lut": 36, "device": "LFE5U-25F"}
+    assert "multipliers" not in read_json(quick_flow.layout.accelerator("matrix-0.80"))
+    check = check_verilog(quick_flow, "matrix-0.80", rtl_dir, 6, tmp_path / "sim")
+    assert check == {"simulator": "verilator", "match": 6, "total": 6, "counters_equal": True, "first_mismatch": None}
+
+
 def test_missing_simulator_is_reported_not_passed(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     assert "Icarus Verilog is not installed" in simulator_missing("icarus")
