@@ -43,12 +43,12 @@ def test_the_fit_check_names_what_is_short_and_by_how_much():
                     f"({bits / small.ram_bits:.2f}x)")
     assert "\n" not in line
     assert fit_problem(device("LFE5U-45F"), {"w": [18, 1024]}, 72) is None      # ([bits, words] pairs too)
-    # an ECP5's PEs beyond its multipliers multiply in LUTs (8 x 9 bits: about 72 LUT4 each), up to its LUTs
+    # an ECP5's PEs beyond its multipliers multiply in LUTs (8 x 9 bits: at least 144 LUT4 each), up to its LUTs
     assert fit_problem(device("LFE5U-25F"), {"w": [18, 1024]}, 64) is None
-    assert fit_problem(device("LFE5U-25F"), {"w": [18, 1024]}, 1024, (8, 9)) == (
-        "does not fit the LFE5U-25F: LUTs: the 996 multipliers beyond its 28 MULT18X18D take about 71712 LUT4 in "
+    assert fit_problem(device("LFE5U-25F"), {"w": [18, 1024]}, 256, (8, 9)) == (
+        "does not fit the LFE5U-25F: LUTs: the 228 multipliers beyond its 28 MULT18X18D take at least 32832 LUT4 in "
         "the fabric, it has 24288")
-    assert fit_problem(device("LFE5U-25F"), {"w": [18, 1024]}, 512, (4, 9)) is None         # (4-bit weights)
+    assert fit_problem(device("LFE5U-25F"), {"w": [18, 1024]}, 256, (4, 9)) is None         # (4-bit weights)
     # the iCE40 UltraPlus: block RAM and SPRAM together, its 8 SB_MAC16
     assert fit_problem(device("iCE40UP5K"), DENSE_SHAPES, 64) == (
         f"does not fit the iCE40UP5K: memory: needs {bits / 1e6:.2f} Mbit, has 1.17 Mbit of block RAM and SPRAM "
