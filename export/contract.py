@@ -33,6 +33,11 @@ Layer entries (their kinds' fields):
   truncated toward zero at ceil(log2 n) more fractional bits, then rounded half up in
   the input's format (a power-of-two window: the sum shifted, rounded half up);
   ``flatten``: nothing (HWC order, as Keras).
+- ``add``: the element-wise sum of its two ``inputs`` (a residual connection), ``input``
+  the list of their formats, ``output`` as a hidden weighted layer's (``relu`` and
+  ``name`` where a ReLU after it is fused into it). Both inputs are shifted left to the
+  finer of their two fractional widths (exact), summed exactly, then requantized as an
+  accumulator is: ReLU (if set), round half up to ``output.frac``, saturate.
 
 Each kind's check, golden arithmetic and hls4ml types are its handler's, in :mod:`prunehw.export.kinds`.
 """

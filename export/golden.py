@@ -38,7 +38,7 @@ def _steps(contract, before=None):
         layer = by_name[node.name]
         if before is not None:
             before(layer, args)
-        return apply_layer(layer, args[0], contract)     # (every kind so far reads one input)
+        return kind(layer).evaluate(layer, args, contract)     # (an add reads two)
 
     return contract.graph, step
 

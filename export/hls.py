@@ -82,22 +82,26 @@ def hls_config(model, contract: Contract, backend: str = "Vivado") -> dict:
     cfg = hls4ml.utils.config_from_keras_model(model, granularity="name", backend=backend)
     cfg["Model"].update({"Precision": fmt_type({"bits": 32, "frac": 16}), "ReuseFactor": 1, "Strategy": "Latency"})
     names = cfg["LayerName"]
-    first = model.layers[0].input.name if hasattr(model.layers[0], "input") else None
+    # the input's names: a Sequential's first layer's input tensor, a functional model's InputLayer
+    first = {getattr(getattr(model.layers[0], "input", None), "name", None),
+             model.inputs[0]._keras_history.operation.name}
     inp = contract.input
     for name in names:
-        if name not in {l["name"] for l in contract.layers} and name not in {l["output"].get("name") for l in contract.weighted()}:
-            if name == first or "input" in name.lower() or name == "image":
+        if name not in {l["name"] for l in contract.layers} and \
+                name not in {l["output"].get("name") for l in contract.layers if "output" in l}:
+            if name in first or "input" in name.lower() or name == "image":
                 names[name]["Precision"] = {"result": fmt_type(inp)}
     for layer in contract.layers:
         entry = names.setdefault(layer["name"], {})
         entry["Precision"] = kind(layer).hls_precision(layer)
+        if "output" in layer and layer["output"].get("name"):     # (an add's fused ReLU too)
+            out = layer["output"]
+            names.setdefault(out["name"], {})["Precision"] = {"result": fmt_type(out, rounding=True, saturate=True)}
         if not weighted(layer):
             continue
         entry["ReuseFactor"] = 1
         out = layer["output"]
-        if out.get("name"):
-            names.setdefault(out["name"], {})["Precision"] = {"result": fmt_type(out, rounding=True, saturate=True)}
-        elif (out["bits"], out["frac"]) != (layer["accum"]["bits"], layer["accum"]["frac"]):
+        if not out.get("name") and (out["bits"], out["frac"]) != (layer["accum"]["bits"], layer["accum"]["frac"]):
             # a hidden layer with no ReLU after it requantizes in its own output cast (no layer follows that
             # would round and saturate: the next one would truncate and wrap instead)
             entry["Precision"]["result"] = fmt_type(out, rounding=True, saturate=True)

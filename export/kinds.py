@@ -21,7 +21,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from prunehw.core.geometry import kernel_size, written_size
 from prunehw.export.contract import PADDINGS, conv_geometry, fixed_type, output_range
 
-__all__ = ["KINDS", "Kind", "average_shift", "fake_quant", "fmt_type", "kernel_taps", "keras_kind", "kind", "matmul",
+__all__ = ["KINDS", "Kind", "add_frac", "average_shift", "fake_quant", "fmt_type", "kernel_taps", "keras_kind", "kind", "matmul",
            "register", "requantize", "weighted"]
 
 
@@ -108,6 +108,11 @@ class Kind:
     def apply(self, layer: dict, a: np.ndarray, contract) -> np.ndarray:
         """The layer on the integer input ``a`` (N, ...), as the hardware computes it."""
         raise NotImplementedError
+
+    def evaluate(self, layer: dict, args: list, contract) -> np.ndarray:
+        """The layer on the integer values of its ``inputs`` (in order): :meth:`apply` on the one a kind reads,
+        unless it reads more (``add``)."""
+        return self.apply(layer, args[0], contract)
 
     def float_apply(self, layer: dict, a, contract):
         """The layer on real-valued activations ``a`` in TensorFlow, without rounding (the stimulus search's
@@ -418,3 +423,50 @@ class Flatten(Kind):
         import tensorflow as tf
 
         return tf.reshape(a, (tf.shape(a)[0], -1))
+
+
+def add_frac(layer: dict) -> int:
+    """F: the fractional bits both inputs of an ``add`` are aligned to before the sum, the finer of the two."""
+    return max(f["frac"] for f in layer["input"])
+
+
+@register
+class Add(Kind):
+    """The element-wise sum of two inputs of the same shape (a residual connection), in the contract's
+    arithmetic: each input shifted left to F = :func:`add_frac` fractional bits (exact), summed exactly, then
+    requantized to ``output`` as a weighted layer's accumulator is (its ReLU if ``output.relu``, the ReLU layer
+    after the add being fused into it, round half up, saturate to the output's range).
+
+    ``input`` is the list of the two inputs' formats, in the order of ``inputs``. hls4ml's ``nnet::add`` does the
+    same: ``res = data1 + data2`` is the exact sum of two ``ap_fixed`` values, cast to the result type; with
+    ``AP_RND`` and ``AP_SAT`` that cast rounds half up and saturates. Where a ReLU follows, the add's result keeps
+    the exact sum (its widest integer part plus one, at F) and the ReLU's result type rounds and saturates."""
+
+    name, keras = "add", ("Add",)
+
+    def check(self, layer, bad):
+        formats, out = layer.get("input"), layer.get("output")
+        if not isinstance(formats, list) or len(formats) != 2 or not all(isinstance(f, dict) for f in formats):
+            bad(f"layer {layer.get('name')!r} input = {formats!r}; allowed: a list of its two inputs' formats")
+        if len(layer.get("inputs", ())) != 2:
+            bad(f"layer {layer.get('name')!r} reads {len(layer.get('inputs', ()))} inputs; allowed: 2")
+        if not isinstance(out, dict) or not {"bits", "frac", "signed", "relu"} <= set(out):
+            bad(f"layer {layer.get('name')!r} has no output format {{bits, frac, signed, relu}}")
+
+    def out_shape(self, layer, in_shapes):
+        if len(set(map(tuple, in_shapes))) != 1:
+            return ("inputs of different shapes", *map(tuple, in_shapes))
+        return tuple(in_shapes[0])
+
+    def evaluate(self, layer, args, contract):
+        frac = add_frac(layer)
+        total = sum(np.asarray(a, np.int64) << (frac - f["frac"]) for a, f in zip(args, layer["input"]))
+        return requantize(total, frac, layer["output"])
+
+    def hls_precision(self, layer):
+        out = layer["output"]
+        if out.get("name"):     # (a ReLU after it: the exact sum here, the rounding and saturation in the ReLU)
+            frac = add_frac(layer)
+            ints = max(f["bits"] - f["frac"] + (0 if f["signed"] else 1) for f in layer["input"]) + 1
+            return {"result": fixed_type(ints + frac, frac, signed=True)}
+        return {"result": fmt_type(out, rounding=True, saturate=True)}

@@ -67,7 +67,10 @@ def qat_finetune(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, c
     from tqdm.auto import tqdm
 
     from prunehw.model.data import to_float
+    from prunehw.model.graph import keras_graph
 
+    # (the forward pass walks the layers in order: a residual model is refused in one line, not trained wrongly)
+    keras_graph(model).require_chain("quantization-aware fine-tuning")
     matrices = [l for l in model.layers if (k := keras_kind(l)) and k.weighted]
     masks = {l.name: tf.constant((l.kernel.numpy() != 0).astype(np.float32)) for l in matrices}
     variables = [v for l in matrices for v in (l.kernel, l.bias)]

@@ -64,8 +64,9 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int | dict[st
     from prunehw.model.graph import keras_graph
     from prunehw.model.network import unsupported
 
-    graph = keras_graph(model).require_chain("the numeric contract")
-    layers = [node.attrs["layer"] for node in graph]
+    graph = keras_graph(model)
+    nodes = list(graph)
+    layers = [node.attrs["layer"] for node in nodes]
     kinds = [keras_kind(l) for l in layers]     # (None for a ReLU: fused into the layer before it)
     weighted_idx = [i for i, k in enumerate(kinds) if k and k.weighted]
     weighted_names = [layers[i].name for i in weighted_idx]
@@ -80,32 +81,62 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int | dict[st
     if not all(isinstance(b, int) and 2 <= b <= 8 for b in layer_bits.values()) or not 2 <= act_bits <= 8:
         raise ValueError(f"weight_bits={weight_bits}, act_bits={act_bits}; allowed: 2..8 (the hardware's widest weight "
                          f"and activation lanes are 8 bits)")
-    # float activations after every layer on the calibration set
-    acts, x = {}, to_float(calib_x)
-    for layer in layers:
-        x = np.asarray(layer(x))
-        acts[layer.name] = x
-    fmt = {"bits": 8, "frac": 8, "signed": False}
-    spec = {"input": {"shape": list(model.inputs[0].shape[1:]), **fmt}, "layers": []}
-    weights, biases = {}, {}
-    for i, (layer, k) in enumerate(zip(layers, kinds)):
+    # a ReLU is fused into the layer it reads (a weighted layer's or an add's output) when it is that layer's only
+    # reader: then nothing reads the value before the ReLU
+    fused = {}                                   # layer name -> the ReLU fused into its output
+    for i, (node, layer, k) in enumerate(zip(nodes, layers, kinds)):
         if k is None and relu_kind(layer) is None:
             raise ModelFileError(f"layer {layer.name!r} is a {type(layer).__name__}; the contract has no such kind "
                                  f"(allowed: {', '.join(sorted({c for kd in KINDS.values() for c in kd.keras}))}, ReLU)")
         refusal = unsupported(layer)
         if refusal:
             raise ModelFileError(f"layer {layer.name!r} {refusal}")
-        if k is None and not (i and kinds[i - 1] and kinds[i - 1].weighted):
-            # the contract has ReLU only as a weighted layer's output; another one would be left out silently
-            raise ModelFileError(f"ReLU {layer.name!r} does not follow a Conv2D or Dense directly; the contract fuses "
-                                 f"ReLU into the layer before it (put it right after the conv/dense)")
-    # the graph's edges between contract entries: a fused ReLU is its weighted layer's output, so what reads the
-    # ReLU reads that layer
+        if k is None:
+            src = node.inputs[0]
+            kd = keras_kind(graph.node(src).attrs["layer"]) if src != INPUT else None
+            if not (kd and (kd.weighted or kd.name == "add") and len(graph.readers(src)) == 1):
+                # the contract has ReLU only as a weighted layer's (or an add's) output; another one would be left out
+                raise ModelFileError(f"ReLU {layer.name!r} does not follow a Conv2D, Dense or Add that nothing else "
+                                     f"reads; the contract fuses ReLU into the layer before it (put it right after "
+                                     f"the conv/dense/add)")
+            fused[src] = layer
+    # float activations after every layer on the calibration set
+    acts: dict[str, np.ndarray] = {}
+
+    def run(node, args):
+        acts[node.name] = np.asarray(node.attrs["layer"](args if len(args) > 1 else args[0]))
+        return acts[node.name]
+
+    graph.evaluate(to_float(calib_x), run)
+    spec = {"input": {"shape": list(model.inputs[0].shape[1:]), "bits": 8, "frac": 8, "signed": False}, "layers": []}
+    fmt_of = {INPUT: {"bits": 8, "frac": 8, "signed": False}}     # the format of each entry's output
+    weights, biases = {}, {}
+
+    def hidden_output(name: str) -> dict:
+        """A hidden (requantized) output's format: ``act_bits`` wide, unsigned after a ReLU, its integer bits
+        from the largest value the calibration images give (after the ReLU where one is fused)."""
+        relu = fused.get(name)
+        src = acts[relu.name] if relu is not None else acts[name]
+        peak = float(np.max(src)) if relu is not None else float(np.max(np.abs(src)))
+        ibits = _act_int_bits(peak, act_bits if relu is not None else act_bits - 1) + (0 if relu is not None else 1)
+        out = {"bits": act_bits, "frac": act_bits - ibits, "signed": relu is None, "relu": relu is not None,
+               "name": relu.name if relu is not None else None, "rounding": "half_up", "saturation": True,
+               "calibration_peak": peak}
+        if relu is not None and relu_cap(relu) is not None:
+            out["relu_max"] = relu_cap(relu)      # (relu6: 6 is on any grid with frac >= -1)
+        return out
+
+    # the graph's edges between contract entries: a fused ReLU is its layer's output, so what reads the ReLU reads
+    # that layer
     entry_of = {INPUT: INPUT}
-    for i, (node, layer, kd) in enumerate(zip(graph, layers, kinds)):
+    for i, (node, layer, kd) in enumerate(zip(nodes, layers, kinds)):
         entry_of[node.name] = node.name if kd else entry_of[node.inputs[0]]
-        edges = {"inputs": [entry_of[s] for s in node.inputs], "shape": list(node.shape)}
-        if kd and kd.weighted:
+        if not kd:
+            continue
+        in_names = [entry_of[s] for s in node.inputs]
+        edges = {"inputs": in_names, "shape": list(node.shape)}
+        fmt = fmt_of[in_names[0]]
+        if kd.weighted:
             k = layer.kernel.numpy()
             w = k.reshape(-1, k.shape[-1]).astype(np.float64)
             b = layer.bias.numpy().astype(np.float64)
@@ -120,8 +151,7 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int | dict[st
             bound = int((np.abs(wq).sum(axis=0) * _input_magnitude(fmt) + np.abs(bq)).max())
             acc_bits = bound.bit_length() + 1
             bias_bits = max(int(np.abs(bq).max()).bit_length() + 1, 2)
-            last = i == weighted_idx[-1]
-            relu_next = i + 1 < len(layers) and relu_kind(layers[i + 1]) is not None
+            relu = fused.get(layer.name)
             entry = {
                 "name": layer.name, "type": kd.name,
                 "rows": int(w.shape[0]), "out_channels": int(w.shape[1]),
@@ -141,23 +171,23 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int | dict[st
                     raise ModelFileError(f"layer {layer.name!r}: rows dropped by matrix pruning hold non-zero weights")
                 if len(kept) < w.shape[0]:
                     entry["rows_kept"] = kept
-            if last:
-                entry["output"] = {"bits": acc_bits, "frac": facc, "signed": True, "relu": relu_next,
-                                   "name": layers[i + 1].name if relu_next else None}
+            if i == weighted_idx[-1]:                 # the logits: at accumulator precision
+                entry["output"] = {"bits": acc_bits, "frac": facc, "signed": True, "relu": relu is not None,
+                                   "name": relu.name if relu is not None else None}
+                if relu is not None and relu_cap(relu) is not None:
+                    entry["output"]["relu_max"] = relu_cap(relu)
             else:
-                src = acts[layers[i + 1].name] if relu_next else acts[layer.name]
-                peak = float(np.max(src)) if relu_next else float(np.max(np.abs(src)))
-                ibits = _act_int_bits(peak, act_bits if relu_next else act_bits - 1) + (0 if relu_next else 1)
-                entry["output"] = {"bits": act_bits, "frac": act_bits - ibits, "signed": not relu_next, "relu": relu_next,
-                                   "name": layers[i + 1].name if relu_next else None,
-                                   "rounding": "half_up", "saturation": True, "calibration_peak": peak}
-            if relu_next and relu_cap(layers[i + 1]) is not None:
-                entry["output"]["relu_max"] = relu_cap(layers[i + 1])     # (relu6: 6 is on any grid with frac >= -1)
+                entry["output"] = hidden_output(layer.name)
             spec["layers"].append({**entry, **edges})
             weights[layer.name], biases[layer.name] = wq, bq
-            fmt = {k2: entry["output"][k2] for k2 in ("bits", "frac", "signed")}
-        elif kd:
+        elif kd.name == "add":
+            entry = {"name": layer.name, "type": "add", "input": [dict(fmt_of[n]) for n in in_names],
+                     "output": hidden_output(layer.name)}
+            spec["layers"].append({**entry, **edges})
+        else:
             spec["layers"].append({**kd.entry(layer, fmt), **edges})
+        fmt_of[node.name] = {k2: spec["layers"][-1]["output"][k2] for k2 in ("bits", "frac", "signed")} \
+            if "output" in spec["layers"][-1] else dict(fmt)
     return spec, weights, biases
 
 

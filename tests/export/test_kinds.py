@@ -1,6 +1,7 @@
 """The layer kinds' registries agree with each other: every kind a config may name has a model handler, every Keras
 class those build is read into the contract by an export handler (a ReLU is fused into the layer before it), and
-every contract kind compiles to the accelerator."""
+every contract kind compiles to the accelerator, but for the merge (``add``), which only a graph that is not a chain
+has and the accelerator refuses with the graph (tests/export/test_residual.py)."""
 
 from prunehw.core.config import LAYER_TYPES
 from prunehw.export.kinds import KINDS as CONTRACT_KINDS
@@ -22,6 +23,10 @@ def test_every_model_kind_is_read_into_the_contract_or_fused():
             assert contract_kind.weighted == kind.weighted, t
 
 
+#: contract kinds the accelerator does not compile yet: a merge, refused with its graph before any op is made
+MERGES = {"add"}
+
+
 def test_every_contract_kind_compiles():
-    assert set(_COMPILE) == set(CONTRACT_KINDS)
+    assert set(_COMPILE) == set(CONTRACT_KINDS) - MERGES
     assert {t for t, k in CONTRACT_KINDS.items() if k.weighted} == set(_ROWS)

@@ -1,0 +1,143 @@
+"""A residual ``Add`` in the numeric contract: quantized from a functional Keras model as it is (no chain), its two
+inputs aligned to the finer format and summed exactly, then requantized (its ReLU fused, round half up, saturate);
+the golden model equal to hls4ml's C simulation on every image; the accelerator, which runs chains only, refusing
+it in one line before any Verilog.
+
+Two small residual networks, trained briefly on downscaled MNIST: an identity shortcut (the block's input, after
+its ReLU, added to a conv without ReLU, then a ReLU), and a ResNet-style downsampling block (a 3x3 stride-2
+convolution beside a 1x1 stride-2 shortcut convolution, neither with a ReLU, added without a ReLU after: a signed
+sum, rounded and saturated by the add itself, read by the next convolution).
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from prunehw.export.contract import load_contract, output_range, save_contract
+from prunehw.export.golden import golden
+from prunehw.export.hls import convert, predict_ints
+from prunehw.export.kinds import KINDS
+from prunehw.export.quantize import dequantized_model, quantize
+
+SHAPE = (12, 12, 1)
+IMAGES = 200
+
+
+def _identity_block():
+    L = keras.layers
+    inp = keras.Input(SHAPE)
+    x = L.ReLU(name="relu1")(L.Conv2D(4, 3, padding="same", name="conv1")(inp))
+    y = L.ReLU(name="relu2")(L.Conv2D(4, 3, padding="same", name="conv2")(x))
+    y = L.Conv2D(4, 3, padding="same", name="conv3")(y)
+    z = L.ReLU(name="relu3")(L.Add(name="add")([y, x]))
+    z = L.Flatten(name="flatten")(L.MaxPooling2D(2, name="pool")(z))
+    return keras.Model(inp, L.Dense(10, name="dense")(z))
+
+
+def _downsampling_block():
+    L = keras.layers
+    inp = keras.Input(SHAPE)
+    x = L.ReLU(name="relu1")(L.Conv2D(4, 3, padding="same", name="conv1")(inp))
+    y = L.Conv2D(6, 3, strides=2, padding="same", name="conv2")(x)
+    s = L.Conv2D(6, 1, strides=2, name="shortcut")(x)
+    z = L.Add(name="add")([y, s])                         # (no ReLU: a signed sum)
+    z = L.ReLU(name="relu3")(L.Conv2D(4, 3, name="conv3")(z))
+    return keras.Model(inp, L.Dense(10, name="dense")(L.Flatten(name="flatten")(z)))
+
+
+CASES = {"identity": _identity_block, "downsampling": _downsampling_block}
+
+
+def _images(x: np.ndarray) -> np.ndarray:
+    return x[:, 8:20, 8:20]          # (the digits' middle 12x12)
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def residual(request, tmp_path_factory, tiny_data):
+    """(case, contract, dequantized Keras model, compiled hls4ml model, its folder, test images)."""
+    from prunehw.model.data import Dataset
+    from prunehw.model.train import fit
+
+    data = Dataset(_images(tiny_data.x_train), tiny_data.y_train, _images(tiny_data.x_val), tiny_data.y_val,
+                   _images(tiny_data.x_test), tiny_data.y_test, source="mnist-small", digest="-")
+    keras.utils.set_random_seed(3)
+    model = CASES[request.param]()
+    fit(model, data, 2, 64, 3e-3, desc="residual test")
+    d = tmp_path_factory.mktemp(request.param)
+    spec, w, b = quantize(model, data.x_train[:256])
+    save_contract(d / "contract.json", spec, w, b)
+    contract = load_contract(d / "contract.json")
+    deq = dequantized_model(model, contract)
+    hmodel = convert(deq, contract, d / "hls")
+    return request.param, contract, deq, hmodel, d / "hls", data.x_test[:IMAGES]
+
+
+def test_the_contract_holds_the_add_with_both_inputs_and_their_formats(residual):
+    case, contract, *_ = residual
+    add = next(l for l in contract.layers if l["type"] == "add")
+    by_name = {l["name"]: l for l in contract.layers}
+    if case == "identity":
+        # the block's input is conv1's output (its ReLU fused), the add's ReLU is fused into the add
+        assert add["inputs"] == ["conv3", "conv1"] and add["output"]["relu"] and add["output"]["name"] == "relu3"
+        assert not add["output"]["signed"]
+    else:
+        assert add["inputs"] == ["conv2", "shortcut"] and not add["output"]["relu"] and add["output"]["signed"]
+        assert by_name["conv3"]["inputs"] == ["add"] and by_name["conv3"]["input"] == {
+            k: add["output"][k] for k in ("bits", "frac", "signed")}
+    assert add["input"] == [{k: by_name[n]["output"][k] for k in ("bits", "frac", "signed")} for n in add["inputs"]]
+    assert add["shape"] == by_name[add["inputs"][0]]["shape"] == by_name[add["inputs"][1]]["shape"]
+    assert not contract.graph.is_chain
+
+
+def test_golden_equals_hls4ml_csim_on_every_image(residual):
+    case, contract, _, hmodel, project, x = residual
+    want = golden(contract, x)
+    got = predict_ints(hmodel, project, contract, x, workers=1)
+    mismatched = int(np.sum(np.any(want != got, axis=1)))
+    assert mismatched == 0, f"{case}: {mismatched}/{len(x)} images differ between golden and hls4ml"
+
+
+def test_golden_follows_the_float_model(residual):
+    """The integers are the float network's, quantized: the logits' argmax agrees on nearly every image."""
+    case, contract, deq, _, _, x = residual
+    want = np.asarray(deq(x.astype(np.float32)[..., None] / 256.0)).argmax(axis=1)
+    assert np.mean(golden(contract, x).argmax(axis=1) == want) >= 0.9, case
+
+
+def test_the_add_aligns_rounds_and_saturates_as_the_contract_says():
+    """By hand: a (frac 5, signed) plus b (frac 7, unsigned) at frac 7, to a signed 8-bit output at frac 4 (round
+    half up, ties toward +inf, then saturate); the same with a fused ReLU (unsigned output)."""
+    add = KINDS["add"]
+    layer = {"name": "add", "type": "add", "inputs": ["a", "b"],
+             "input": [{"bits": 8, "frac": 5, "signed": True}, {"bits": 8, "frac": 7, "signed": False}],
+             "output": {"bits": 8, "frac": 4, "signed": True, "relu": False}}
+    a = np.array([[3, -128, 127, -5, 0]])
+    b = np.array([[4, 0, 255, 6, 8]])
+    # a * 4 + b at frac 7 = [16, -512, 763, -14, 8]; / 8 rounded half up = [2, -64, 95.375 -> 95, -1.75 -> -2, 1]
+    assert add.evaluate(layer, [a, b], None).tolist() == [[2, -64, 95, -2, 1]]
+    small = {**layer, "output": {"bits": 5, "frac": 4, "signed": True, "relu": False}}
+    assert add.evaluate(small, [a, b], None).tolist() == [[2, -16, 15, -2, 1]]     # saturated to [-16, 15]
+    relu = {**layer, "output": {"bits": 8, "frac": 4, "signed": False, "relu": True}}
+    assert add.evaluate(relu, [a, b], None).tolist() == [[2, 0, 95, 0, 1]]
+    assert output_range(relu["output"]) == (0, 255)
+
+
+def test_the_accelerator_refuses_a_residual_contract_in_one_line(residual):
+    from prunehw.core.config import ArrayConfig
+    from prunehw.core.errors import ModelFileError
+    from prunehw.hw.compile.program import build_program
+
+    _, contract, *_ = residual
+    with pytest.raises(ModelFileError) as err:
+        build_program(contract, ArrayConfig(rows=4, cols=4))
+    assert "layer 'add' takes 2 inputs (a merge)" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_quantization_aware_fine_tuning_refuses_a_residual_model_in_one_line(tiny_data):
+    from prunehw.core.errors import ModelFileError
+    from prunehw.export.qat import qat_finetune
+
+    x = _images(tiny_data.x_train[:64])
+    with pytest.raises(ModelFileError) as err:
+        qat_finetune(_identity_block(), x, tiny_data.y_train[:64], x, 4, 8, 1, 32, 1e-3, seed=0)
+    assert "layer 'add' takes 2 inputs (a merge); quantization-aware fine-tuning carries a chain" in str(err.value)
