@@ -41,3 +41,17 @@ def conv_contract(rng, h: int, w: int, c: int, convs, pool: int | None = None, u
     weights["fc"], biases["fc"] = rng.integers(-128, 128, (flat, units)), rng.integers(-9, 9, units)
     return Contract({"version": 2, "input": {"shape": [h, w, c], **_fmt(8)}, "layers": chain_layers((h, w, c), layers)},
                     weights, biases)
+
+
+def export_to_hls4ml(model, calib_x, folder):
+    """``model`` quantized on ``calib_x`` to a contract in ``folder``, read back, and through hls4ml: (contract,
+    the dequantized Keras model, the compiled hls4ml model, its project folder)."""
+    from prunehw.export.contract import load_contract, save_contract
+    from prunehw.export.hls import convert
+    from prunehw.export.quantize import dequantized_model, quantize
+
+    spec, w, b = quantize(model, calib_x)
+    save_contract(folder / "contract.json", spec, w, b)
+    contract = load_contract(folder / "contract.json")
+    deq = dequantized_model(model, contract)
+    return contract, deq, convert(deq, contract, folder / "hls"), folder / "hls"

@@ -23,13 +23,13 @@ import math
 import keras
 import numpy as np
 import pytest
+from contracts import export_to_hls4ml
 
 from prunehw.core.config import LayerSpec as L, NetworkConfig
 from prunehw.core.geometry import conv_geometry, kernel_size
-from prunehw.export.contract import load_contract, save_contract
 from prunehw.export.golden import golden, requantize
-from prunehw.export.hls import convert, predict_ints
-from prunehw.export.quantize import dequantized_model, quantize
+from prunehw.export.hls import predict_ints
+from prunehw.export.quantize import quantize
 from prunehw.model.network import build_model
 
 MAX2, AVG2, AVG4 = ("maxpool2d", 2), ("avgpool2d", 2), ("avgpool2d", 4)
@@ -127,13 +127,8 @@ def exported(request, tmp_path_factory, tiny_data):
         conv = model.layers[0]
         conv.kernel.assign(conv.kernel * RELU6_GAIN)
         conv.bias.assign(conv.bias * RELU6_GAIN)
-    d = tmp_path_factory.mktemp(request.param)
-    spec, w, b = quantize(model, data.x_train[:256])
-    save_contract(d / "contract.json", spec, w, b)
-    contract = load_contract(d / "contract.json")
-    deq = dequantized_model(model, contract)
-    hmodel = convert(deq, contract, d / "hls")
-    return request.param, contract, deq, hmodel, d / "hls", data.x_test[:IMAGES], data.y_test[:IMAGES]
+    contract, deq, hmodel, project = export_to_hls4ml(model, data.x_train[:256], tmp_path_factory.mktemp(request.param))
+    return request.param, contract, deq, hmodel, project, data.x_test[:IMAGES], data.y_test[:IMAGES]
 
 
 def test_contract_says_stride_and_padding_only_when_not_the_defaults(exported):
@@ -243,13 +238,9 @@ def test_user_model_with_same_padding_strides_and_batchnorm_is_bit_exact(tmp_pat
     check_supported(model, "user.keras")
     assert [(tuple(l.strides), l.padding) for l in model.layers if isinstance(l, Lk.Conv2D)] == [((1, 1), "same"), ((2, 2), "same")]
     assert tuple(model.layers[-2].output.shape[1:]) == (8 * 8 * 16,)
-    spec, w, b = quantize(model, x[:64])
-    save_contract(tmp_path / "contract.json", spec, w, b)
-    contract = load_contract(tmp_path / "contract.json")
+    contract, _, hmodel, project = export_to_hls4ml(model, x[:64], tmp_path)
     assert [(l.get("stride"), l.get("padding")) for l in contract.weighted()] == [(None, "same"), (2, "same"), (None, None)]
-    deq = dequantized_model(model, contract)
-    hmodel = convert(deq, contract, tmp_path / "hls")
-    got = predict_ints(hmodel, tmp_path / "hls", contract, x[64:], workers=1)
+    got = predict_ints(hmodel, project, contract, x[64:], workers=1)
     assert np.array_equal(got, golden(contract, x[64:]))
 
 
@@ -263,7 +254,7 @@ def test_what_the_contract_cannot_say_is_refused_before_export():
     Lk = keras.layers
     x = np.random.default_rng(0).integers(0, 256, (4, 9, 9, 1)).astype(np.uint8)
     for layers, message in (
-            ([Lk.Conv2D(2, 3, name="c"), Lk.MaxPooling2D(name="p"), Lk.ReLU(name="r")], "ReLU 'r' does not follow a Conv2D or Dense"),
+            ([Lk.Conv2D(2, 3, name="c"), Lk.MaxPooling2D(name="p"), Lk.ReLU(name="r")], "ReLU 'r' does not follow a Conv2D, Dense or Add"),
             ([Lk.Conv2D(2, 3, dilation_rate=2, name="c")], r"layer 'c' uses dilation_rate \(2, 2\)"),
             ([Lk.Conv2D(2, 3, strides=(2, 1), name="c")], r"layer 'c' uses strides \(2, 1\); supported: .*square strides"),
             ([Lk.Conv2D(2, 3, name="c"), Lk.AveragePooling2D(2, strides=1, name="ap")],

@@ -12,12 +12,12 @@ sum, rounded and saturated by the add itself, read by the next convolution).
 import keras
 import numpy as np
 import pytest
+from contracts import export_to_hls4ml
 
-from prunehw.export.contract import load_contract, output_range, save_contract
+from prunehw.export.contract import output_range
 from prunehw.export.golden import golden
-from prunehw.export.hls import convert, predict_ints
+from prunehw.export.hls import predict_ints
 from prunehw.export.kinds import KINDS
-from prunehw.export.quantize import dequantized_model, quantize
 
 SHAPE = (12, 12, 1)
 IMAGES = 200
@@ -63,13 +63,8 @@ def residual(request, tmp_path_factory, tiny_data):
     keras.utils.set_random_seed(3)
     model = CASES[request.param]()
     fit(model, data, 2, 64, 3e-3, desc="residual test")
-    d = tmp_path_factory.mktemp(request.param)
-    spec, w, b = quantize(model, data.x_train[:256])
-    save_contract(d / "contract.json", spec, w, b)
-    contract = load_contract(d / "contract.json")
-    deq = dequantized_model(model, contract)
-    hmodel = convert(deq, contract, d / "hls")
-    return request.param, contract, deq, hmodel, d / "hls", data.x_test[:IMAGES]
+    contract, deq, hmodel, project = export_to_hls4ml(model, data.x_train[:256], tmp_path_factory.mktemp(request.param))
+    return request.param, contract, deq, hmodel, project, data.x_test[:IMAGES]
 
 
 def test_the_contract_holds_the_add_with_both_inputs_and_their_formats(residual):

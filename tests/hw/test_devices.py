@@ -55,6 +55,22 @@ def test_the_fit_check_names_what_is_short_and_by_how_much():
         f"({bits / (30 * 4096 + 4 * 262144):.2f}x); multipliers: needs 64 SB_MAC16, has 8 (56 short)")
 
 
+class FakeFlow:
+    """What the synthesis stage asks of a flow: its config, run folder and layout, each variant's rtl/ (already
+    there), and a log."""
+
+    def __init__(self, cfg, run_dir):
+        from prunehw.core.layout import RunLayout
+
+        self.cfg, self.run_dir, self.layout, self.lines = cfg, run_dir, RunLayout(run_dir), []
+
+    def rtl(self, v):
+        return self.run_dir / v / "rtl"
+
+    def log(self, line):
+        self.lines.append(line)
+
+
 def test_the_synthesis_stage_refuses_a_design_the_device_cannot_hold_before_any_tool(tmp_path, monkeypatch):
     """A variant the device cannot hold is recorded as refused (``fits`` false, the one-line problem, no
     resource figures) and no tool runs; the table lists it under the variants that were synthesised."""
@@ -72,20 +88,7 @@ def test_the_synthesis_stage_refuses_a_design_the_device_cannot_hold_before_any_
         {"memory_shapes": DENSE_SHAPES, "array": {"rows": 8, "cols": 8, "weight_bits": 8, "x_bits": 9}}))
     (run_dir / "summary.json").write_text("{}")
     cfg = load_config(None).model_copy(update={"synth": load_config(None).synth.model_copy(update={"device": "LFE5U-25F"})})
-
-    class FakeFlow:
-        def __init__(self):
-            from prunehw.core.layout import RunLayout
-
-            self.cfg, self.run_dir, self.layout, self.lines = cfg, run_dir, RunLayout(run_dir), []
-
-        def rtl(self, v):
-            return run_dir / v / "rtl"
-
-        def log(self, line):
-            self.lines.append(line)
-
-    flow = FakeFlow()
+    flow = FakeFlow(cfg, run_dir)
     entry = synth_variants(flow, ["dense"])["dense"]
     assert not ran
     assert entry["fits"] is False and entry["device"] == "LFE5U-25F" and "lut" not in entry
@@ -154,19 +157,7 @@ def test_the_device_table_places_each_variant_on_each_part_that_can_hold_it(tmp_
             {"memory_shapes": DENSE_SHAPES if v == "dense" else shapes, "array": {"rows": 8, "cols": 8, "weight_bits": 8, "x_bits": 9},
              "cycles_analytic": {"total": 10_000}}))
     (run_dir / "summary.json").write_text("{}")
-    cfg = load_config(None)
-
-    class FakeFlow:
-        def __init__(self):
-            self.cfg, self.run_dir, self.layout, self.lines = cfg, run_dir, RunLayout(run_dir), []
-
-        def rtl(self, v):
-            return run_dir / v / "rtl"
-
-        def log(self, line):
-            self.lines.append(line)
-
-    flow = FakeFlow()
+    flow = FakeFlow(load_config(None), run_dir)
     entries = synth_variants(flow, ["dense", "matrix-0.80"], devices=["iCE40UP5K", "LFE5U-45F", "LFE5U-25F"])
     # yosys on the run's device (the 85F) first, then the same netlist placed on the 45F; dense refused on the 25F
     # (memory) and the UP5K before any tool; matrix-0.80 on the 25F (28 multipliers) with its own Verilog, checked
