@@ -40,7 +40,7 @@ VARIANT_FIELDS = {
     "energy_table": "the energy table's source", "energy_gating_saved_pj": "what zero-weight gating saved",
     "synth": "synthesis and place-and-route on the device",
     "devices": "per part of the device table: its synthesis entry, or why it cannot hold the design",
-    "smallest_device": "the part with the fewest LUTs the design was placed on", "board": "the board core: its simulations, bitstream, run",
+    "smallest_device": "the part with the fewest LUTs the design was placed on, its clock met", "board": "the board core: its simulations, bitstream, run",
 }
 
 

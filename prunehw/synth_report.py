@@ -196,7 +196,9 @@ def synth_variants(flow, variants: list[str], force: bool = False, devices: list
                 write_json(_folder(layout, v, name, primary) / "synth.json", refused[v, name])   # (not an earlier run's figures)
             elif (v, name) in results:
                 table[name] = _summary_entry(results[v, name], descs[v], summary.get(v, {}).get("cycles", {}).get("rtl"))
-        fits = [n for n in by_size(table) if table[n].get("fits") and "lut" in table[n]]
+        # (the smallest part that holds the design at the clock asked for: placed, and timing met where measured)
+        fits = [n for n in by_size(table) if table[n].get("fits") and "lut" in table[n]
+                and table[n].get("meets_timing") is not False]
         record = {"devices": table, **({"smallest_device": fits[0]} if fits else {})}
         if primary in table:
             record["synth"] = entries[v] = table[primary]
@@ -357,7 +359,8 @@ def format_device_table(summary: dict) -> str:
             lines.append(f"{r['variant']:<20}{r['device']:<11}  {r.get('problem', 'not placed')}")
     for name, v in summary.get("variants", {}).items():
         if v.get("devices"):
-            lines.append(f"  {name}: smallest part placed: {v.get('smallest_device', f'none of {len(parts)}')}")
+            lines.append(f"  {name}: smallest part placed at {v['devices'][next(iter(v['devices']))]['target_mhz']:g} MHz: "
+                         f"{v.get('smallest_device', f'none of {len(parts)}')}")
     return "\n".join(lines)
 
 

@@ -186,7 +186,8 @@ def test_the_device_table_places_each_variant_on_each_part_that_can_hold_it(tmp_
     assert summary["variants"]["matrix-0.80"]["devices"]["iCE40UP5K"]["problem"] == (
         "does not fit the iCE40UP5K: multipliers: needs 64 SB_MAC16, has 8 (56 short)")
     table = format_device_table(summary)
-    assert "  dense: smallest part placed: LFE5U-45F" in table and "  matrix-0.80: smallest part placed: LFE5U-25F" in table
+    assert "  dense: smallest part placed at 100 MHz: LFE5U-45F" in table
+    assert "  matrix-0.80: smallest part placed at 100 MHz: LFE5U-25F" in table
     assert [ln.split()[:2] for ln in table.splitlines()[3:11]] == [
         [v, p] for v in ("dense", "matrix-0.80") for p in ("iCE40UP5K", "LFE5U-25F", "LFE5U-45F", "LFE5U-85F")]
     assert "45.6%" in table and "smallest" in table
