@@ -163,6 +163,10 @@ class _Weighted(Kind):
         """The entry's keys that say how the Keras layer ``klayer`` applies its matrix (none for dense)."""
         return {}
 
+    def matrix(self, kernel: np.ndarray) -> np.ndarray:
+        """The contract's weight matrix (rows x columns) of a Keras kernel: its last axis the columns."""
+        return kernel.reshape(-1, kernel.shape[-1])
+
     def qat_product(self, klayer, a, kernel):
         """QAT's matrix product of activations ``a`` with the fake-quantized ``kernel``, the bias left out."""
         import tensorflow as tf
@@ -254,9 +258,15 @@ class Conv2D(_Weighted):
             bad(f"layer {layer.get('name')!r} stride = {stride!r}; allowed: an integer >= 1")
         if padding not in PADDINGS:
             bad(f"layer {layer.get('name')!r} padding = {padding!r}; allowed: {', '.join(PADDINGS)}")
-        if layer.get("rows") != kernel_taps(layer) * layer.get("in_channels", 0):
-            bad(f"layer {layer.get('name')!r} has {layer.get('rows')} rows; its kernel's {kernel_taps(layer)} taps "
-                f"times {layer.get('in_channels')} input channels are {kernel_taps(layer) * layer.get('in_channels', 0)}")
+        if layer.get("rows") != self.rows(layer):
+            bad(f"layer {layer.get('name')!r} has {layer.get('rows')} rows; {self.rows_are(layer)} are {self.rows(layer)}")
+
+    def rows_are(self, layer: dict) -> str:
+        return f"its kernel's {kernel_taps(layer)} taps times {layer.get('in_channels')} input channels"
+
+    def rows(self, layer: dict) -> int:
+        """The rows its matrix must have: the kernel's taps times the input channels (every channel each tap)."""
+        return kernel_taps(layer) * layer.get("in_channels", 0)
 
     def out_shape(self, layer, in_shapes):
         h, w, _ = in_shapes[0]
@@ -304,6 +314,51 @@ class Conv2D(_Weighted):
             return (f"the Keras model has strides {got[0]}, padding {got[1]!r}, dilation {got[2]}; the contract says "
                     f"stride {want[0]}, padding {want[1]!r}, no dilation")
         return None
+
+
+@register
+class DepthwiseConv2D(Conv2D):
+    """A depthwise convolution (depth multiplier 1): each channel convolved with its own kh x kw kernel. Its
+    matrix is (kh*kw) x C, rows ordered (ky, kx), column c the taps of channel c; ``rows`` = kh*kw,
+    ``in_channels`` = ``out_channels`` = C; ``kernel``, ``stride`` and ``padding`` as a conv2d's. Accumulator c sums
+    channel c's window times column c, plus bias c."""
+
+    name, keras = "depthwise2d", ("DepthwiseConv2D",)
+
+    def rows_are(self, layer):
+        return f"its kernel's {kernel_taps(layer)} taps (one column per channel)"
+
+    def rows(self, layer):
+        return kernel_taps(layer)
+
+    def check(self, layer, bad):
+        super().check(layer, bad)
+        if layer.get("in_channels") != layer.get("out_channels"):
+            bad(f"layer {layer.get('name')!r} (depthwise) has {layer.get('in_channels')} input and "
+                f"{layer.get('out_channels')} output channels; allowed: the same (depth multiplier 1)")
+
+    def matrix(self, kernel):
+        kh, kw, c, mult = kernel.shape
+        return kernel[..., 0].reshape(kh * kw, c)
+
+    def qat_product(self, klayer, a, kernel):
+        import tensorflow as tf
+
+        return tf.nn.depthwise_conv2d(a, kernel, (1, *klayer.strides, 1), klayer.padding.upper())
+
+    def float_product(self, layer, a, w):
+        import tensorflow as tf
+
+        (kh, kw), s = kernel_size(layer["kernel"]), layer.get("stride", 1)
+        return tf.nn.depthwise_conv2d(a, tf.constant(w.reshape(kh, kw, -1, 1), tf.float32), (1, s, s, 1),
+                                      layer.get("padding", "valid").upper())
+
+    def accumulate(self, layer, a, contract):
+        w, b = contract.weights[layer["name"]], contract.biases[layer["name"]]
+        (kh, kw), c = kernel_size(layer["kernel"]), a.shape[-1]
+        win = self.columns(layer, a).reshape(*a.shape[:1], -1, kh * kw, c)       # N, H'W', taps, C
+        oh, ow, _ = self.out_shape(layer, [a.shape[1:]])
+        return (np.einsum("nptc,tc->npc", win, w).reshape(len(a), oh, ow, c) + b).astype(np.int64)
 
 
 class _Pool(Kind):

@@ -138,7 +138,7 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int | dict[st
         fmt = fmt_of[in_names[0]]
         if kd.weighted:
             k = layer.kernel.numpy()
-            w = k.reshape(-1, k.shape[-1]).astype(np.float64)
+            w = kd.matrix(k).astype(np.float64)
             b = layer.bias.numpy().astype(np.float64)
             if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
                 raise ModelFileError(f"layer {layer.name!r} has NaN or inf weights; cannot quantize")
