@@ -163,9 +163,17 @@ class _Weighted(Kind):
         """The entry's keys that say how the Keras layer ``klayer`` applies its matrix (none for dense)."""
         return {}
 
+    #: whether its matrix multiplies windows of the input (a convolution's), rows ordered (ky, kx, c)
+    windowed = False
+
     def matrix(self, kernel: np.ndarray) -> np.ndarray:
         """The contract's weight matrix (rows x columns) of a Keras kernel: its last axis the columns."""
         return kernel.reshape(-1, kernel.shape[-1])
+
+    def full_matrix(self, w: np.ndarray) -> np.ndarray:
+        """The contract's matrix ``w`` as the matrix over every input the layer reads (a convolution's window of all
+        channels): itself, but for a depthwise convolution."""
+        return w
 
     def qat_product(self, klayer, a, kernel):
         """QAT's matrix product of activations ``a`` with the fake-quantized ``kernel``, the bias left out."""
@@ -247,7 +255,7 @@ class Conv2D(_Weighted):
     ``same`` pads zeros as Keras does, see :func:`~prunehw.core.geometry.conv_geometry`); its matrix's rows
     ordered (ky, kx, c)."""
 
-    name, keras = "conv2d", ("Conv2D",)
+    name, keras, windowed = "conv2d", ("Conv2D",), True
 
     def check(self, layer, bad):
         super().check(layer, bad)
@@ -340,6 +348,14 @@ class DepthwiseConv2D(Conv2D):
     def matrix(self, kernel):
         kh, kw, c, mult = kernel.shape
         return kernel[..., 0].reshape(kh * kw, c)
+
+    def full_matrix(self, w):
+        """The (taps*C x C) matrix of the convolution that computes the same: row (tap, c) holds channel c's weight
+        of that tap in column c, zeros elsewhere (block-diagonal, by tap)."""
+        taps, c = w.shape
+        out = np.zeros((taps * c, c), dtype=w.dtype)
+        out[np.arange(taps * c), np.tile(np.arange(c), taps)] = w.reshape(-1)
+        return out
 
     def qat_product(self, klayer, a, kernel):
         import tensorflow as tf

@@ -192,10 +192,11 @@ def _accumulator_bounds(contract) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     hi = np.full_like(lo, (1 << contract.input["bits"]) - 1)
     out = {}
     for layer in contract.weighted():
-        w, b = contract.weights[layer["name"]], contract.biases[layer["name"]]
+        # (a depthwise convolution's matrix over its whole window: zeros where a channel reads another's)
+        w, b = kind(layer).full_matrix(contract.weights[layer["name"]]), contract.biases[layer["name"]]
         # a matrix's rows repeat the channels: (ky, kx, c) for a convolution, (h, w, c) after a flatten
         l_in, h_in = np.tile(lo, w.shape[0] // len(lo)), np.tile(hi, w.shape[0] // len(lo))
-        if layer["type"] == "conv2d" and layer.get("padding", "valid") != "valid":
+        if kind(layer).windowed and layer.get("padding", "valid") != "valid":
             l_in, h_in = np.minimum(l_in, 0), np.maximum(h_in, 0)      # a padded tap reads 0
         acc_lo = b + np.where(w > 0, w * l_in[:, None], w * h_in[:, None]).sum(axis=0)
         acc_hi = b + np.where(w > 0, w * h_in[:, None], w * l_in[:, None]).sum(axis=0)
@@ -230,13 +231,13 @@ def _first_layer_extremes(contract, shape) -> np.ndarray:
     drives it highest (255 where its weight is positive, else 0, in the top-left window), which is its exact
     maximum; so an event it does not reach is unreachable by any image."""
     layer = contract.weighted()[0]
-    w = contract.weights[layer["name"]]
+    w = kind(layer).full_matrix(contract.weights[layer["name"]])
     h, wd, c = shape
     out = []
     for j in range(w.shape[1]):
         img = np.zeros((h, wd, c), np.uint8)
         patch = np.where(w[:, j] > 0, 255, 0).astype(np.uint8)
-        if layer["type"] == "conv2d":
+        if kind(layer).windowed:
             # the window of the first output position that lies wholly on the image (padding reads zeros)
             (kh, kw), st = kernel_size(layer["kernel"]), layer.get("stride", 1)
             _, _, pt, pl = conv_geometry(h, wd, (kh, kw), st, layer.get("padding", "valid"))

@@ -62,6 +62,7 @@ import numpy as np
 from prunehw.core.config import ArrayConfig
 from prunehw.core.geometry import kernel_size
 from prunehw.export.contract import conv_geometry
+from prunehw.export.kinds import kind as contract_kind
 
 __all__ = ["IMAGE", "MatmulOp", "PoolOp", "Program", "build_program"]
 
@@ -227,14 +228,20 @@ def _dense_rows(layer: dict, kept: np.ndarray, shape: tuple, C: int):
 
 
 #: the matrix kinds' row geometry (a convolution's windows, a dense layer's flattened input)
-_ROWS = {"conv2d": _conv_rows, "dense": _dense_rows}
+_ROWS = {"conv2d": _conv_rows, "depthwise2d": _conv_rows, "dense": _dense_rows}
 
 
 def _matmul_op(layer: dict, contract, shape: tuple, buf: int, ops: list, R: int, C: int) -> MatmulOp:
     W, B = contract.weights[layer["name"]], contract.biases[layer["name"]]
+    kind = layer["type"]
+    if kind == "depthwise2d":
+        # mapped as the convolution with its block-diagonal matrix (export.kinds): every channel's taps in the rows,
+        # its output in its own column, zeros (gated, not multiplied) elsewhere; the same integers, 1/C of the
+        # array's products doing work
+        W, kind = contract_kind(layer).full_matrix(W), "conv2d"
     kept = np.asarray(layer.get("rows_kept", range(W.shape[0])), dtype=np.int64)
     n = W.shape[1]
-    (oh, ow), pad, entries, taps = _ROWS[layer["type"]](layer, kept, shape, C)
+    (oh, ow), pad, entries, taps = _ROWS[kind](layer, kept, shape, C)
     out = (oh, ow, n)
     K = len(kept)
     n_rt, n_ct = max(1, math.ceil(K / R)), _ct(n, C)
@@ -257,7 +264,7 @@ def _matmul_op(layer: dict, contract, shape: tuple, buf: int, ops: list, R: int,
         blk = B[ct * C:(ct + 1) * C]
         bv[: len(blk)] = blk
         bias.append(bv)
-    return MatmulOp(layer["name"], layer["type"], buf, _next(buf), shape, out, out[0] * out[1], K, n, n_rt, n_ct, table,
+    return MatmulOp(layer["name"], kind, buf, _next(buf), shape, out, out[0] * out[1], K, n, n_rt, n_ct, table,
                     tiles, bias, layer["input"]["signed"], layer["accum"]["frac"], layer["output"],
                     layer is contract.weighted()[-1], macs, stride=layer.get("stride", 1), pad=pad, row_taps=row_taps,
                     kernel=kernel_size(layer.get("kernel", 1)), weight_bits=layer["weight"]["bits"])
@@ -278,7 +285,8 @@ def _pool_op(layer: dict, contract, shape: tuple, buf: int, ops: list, R: int, C
 
 
 #: how each contract kind compiles to an op (None: no op of its own; a flatten is only an address pattern)
-_COMPILE = {"conv2d": _matmul_op, "dense": _matmul_op, "maxpool2d": _pool_op, "avgpool2d": _pool_op, "flatten": None}
+_COMPILE = {"conv2d": _matmul_op, "depthwise2d": _matmul_op, "dense": _matmul_op, "maxpool2d": _pool_op,
+            "avgpool2d": _pool_op, "flatten": None}
 
 
 def build_program(contract, array: ArrayConfig) -> Program:

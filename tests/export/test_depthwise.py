@@ -1,6 +1,7 @@
 """Depthwise convolutions (``DepthwiseConv2D``, depth multiplier 1) in the numeric contract: each channel its own
 kh x kw kernel, a (kh*kw) x C matrix; quantized from Keras, the golden model equal to hls4ml's C simulation on every
-image and to TensorFlow's depthwise convolution on the contract's integers.
+image and to TensorFlow's depthwise convolution on the contract's integers; on the accelerator, the convolution with
+its block-diagonal matrix, bit-exact with every counter equal to the analytic model.
 
 The network is a DS-CNN-style stack on downscaled MNIST: a 3x3 convolution, a depthwise-separable block (3x3
 depthwise with ReLU, 1x1 pointwise with ReLU), then a strided, padded 3x2 depthwise convolution without ReLU (signed
@@ -103,3 +104,48 @@ def test_a_depthwise_entry_that_does_not_add_up_is_refused_in_one_line(depthwise
         with pytest.raises(ModelFileError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
             _check(spec, "c.json")
         assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("rows, cols", [(4, 4), (8, 8)])
+def test_the_accelerator_computes_it_as_a_block_diagonal_convolution(depthwise, rows, cols):
+    """On the accelerator a depthwise convolution is the convolution with its block-diagonal matrix (each
+    channel's taps in the rows, its output in its own column, zeros gated): the generated design (Amaranth's
+    simulator) gives the golden logits, and its cycles and every counter equal the analytic model's; the
+    zeros show as gated beats, so the array's utilisation for the layer is 1/C of a convolution's."""
+    from amaranth_run import run_images
+
+    from prunehw.core.config import ArrayConfig
+    from prunehw.hw.compile.program import build_program
+    from prunehw.hw.gateware.accelerator import COUNTERS
+    from prunehw.hw.models.cycle_model import activity_model, cycle_model
+
+    contract, *_, x = depthwise
+    program = build_program(contract, ArrayConfig(rows=rows, cols=cols))
+    dw1 = next(op for op in program.ops if op.name == "dw1")
+    assert dw1.kind == "conv2d" and dw1.rows == 9 * 6
+    w = contract.weights["dw1"]
+    assert np.array_equal(KINDS["depthwise2d"].full_matrix(w)[[t * 6 + c for t in range(9) for c in range(6)]].reshape(9, 6, 6)
+                          [:, range(6), range(6)], w)
+    model, activity = cycle_model(program), activity_model(program)
+    want = golden(contract, x[:2])
+    for (logits, counters), g in zip(run_images(program, x[:2]), want):
+        assert list(logits) == list(g)
+        assert counters["total_cycles"] == model.total and {k: counters[k] for k in COUNTERS} == activity
+
+
+def test_the_stimulus_search_s_interval_bounds_hold_through_depthwise_layers(depthwise):
+    """The mutation campaign's proofs of unreachability bound every accumulator from the pixels' range: through a
+    depthwise layer (each channel reading only itself) the bounds must still hold on every image, and be exact for
+    the first layer."""
+    from prunehw.export.golden import accumulate, apply_layer
+    from prunehw.sim.stimulus import _accumulator_bounds
+
+    contract, *_, x = depthwise
+    bounds = _accumulator_bounds(contract)
+    a = (x if x.ndim == 4 else x[..., None]).astype(np.int64)
+    for layer in contract.layers:
+        if layer["name"] in bounds:
+            acc = accumulate(layer, a, contract).reshape(-1, layer["out_channels"])
+            lo, hi = bounds[layer["name"]]
+            assert np.all(acc >= lo) and np.all(acc <= hi), layer["name"]
+        a = apply_layer(layer, a, contract)

@@ -1,7 +1,7 @@
 """The layer kinds' registries agree with each other: every kind a config may name has a model handler, every Keras
 class those build is read into the contract by an export handler (a ReLU is fused into the layer before it), and
-every contract kind compiles to the accelerator, but for those it refuses in one line (tests/export/test_residual.py,
-test_depthwise.py): the merge (``add``) and the depthwise convolution, which it has no mapping for yet."""
+every contract kind compiles to the accelerator, but for those it refuses in one line (tests/export/test_residual.py):
+the merge (``add``)."""
 
 from prunehw.core.config import LAYER_TYPES
 from prunehw.export.kinds import KINDS as CONTRACT_KINDS
@@ -24,9 +24,9 @@ def test_every_model_kind_is_read_into_the_contract_or_fused():
 
 
 #: contract kinds the accelerator does not compile yet, refused before any op is made
-NOT_COMPILED = {"add", "depthwise2d"}
+NOT_COMPILED = {"add"}
 
 
 def test_every_contract_kind_compiles():
     assert set(_COMPILE) == set(CONTRACT_KINDS) - NOT_COMPILED
-    assert {t for t, k in CONTRACT_KINDS.items() if k.weighted} - NOT_COMPILED == set(_ROWS)
+    assert {t for t, k in CONTRACT_KINDS.items() if k.weighted} == set(_ROWS)
