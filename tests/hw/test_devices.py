@@ -200,6 +200,16 @@ def test_the_device_table_places_each_variant_on_each_part_that_can_hold_it(tmp_
     monkeypatch.setattr(synth, "tool_versions", lambda: {"yosys": "test"})
     assert synth_variants(flow, ["dense", "matrix-0.80"], devices=["iCE40UP5K", "LFE5U-45F", "LFE5U-25F"]) == entries
     assert calls == [] and checked == [] and built == [("matrix-0.80", "LFE5U-25F")] * 2
+    # a part that places the design but misses the clock is not its smallest part
+    slow = tmp_path / "run" / "matrix-0.80" / "synth" / "LFE5U-25F" / "synth.json"
+    write_json(slow, {**json.loads(slow.read_text()), "fmax_mhz": 97.5, "meets_timing": False})
+    from prunehw.core.artifacts import record_stage
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    key = next(v["key"] for k, v in manifest["stages"].items() if k == "synth:matrix-0.80:LFE5U-25F")
+    record_stage(run_dir, "synth:matrix-0.80:LFE5U-25F", key, [slow])
+    synth_variants(flow, ["matrix-0.80"], devices=["LFE5U-25F", "LFE5U-45F"])
+    assert json.loads((run_dir / "summary.json").read_text())["variants"]["matrix-0.80"]["smallest_device"] == "LFE5U-45F"
 
 
 def test_the_device_is_a_config_choice_checked_before_any_stage(tmp_path):
