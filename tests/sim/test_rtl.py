@@ -63,7 +63,9 @@ def test_a_part_short_of_multipliers_gets_fabric_multipliers_and_the_same_result
     from prunehw.synth_report import _part_verilog
 
     _need("verilator")
-    rtl_dir = _part_verilog(quick_flow, "matrix-0.80", "LFE5U-25F", tmp_path / "rtl")
+    # (where the synthesis stage builds it: a stage's outputs lie in the run folder)
+    rtl_dir = _part_verilog(quick_flow, "matrix-0.80", "LFE5U-25F",
+                            quick_flow.layout.synth("matrix-0.80") / "LFE5U-25F" / "rtl")
     text = (rtl_dir / "prunehw_top.v").read_text()
     assert len(re.findall(r"^\s*MULT18X18D\b", text, re.M)) == 28
     assert len(re.findall(r"^\s*MULT18X18D\b", (quick_flow.rtl("matrix-0.80") / "prunehw_top.v").read_text(), re.M)) == 64
