@@ -22,7 +22,7 @@ def sim(flow, variants: list[str], simulator: str, images: int, workers: int = 2
     {variant: merged result}; a missing simulator raises ``SimulatorMissing``.
     """
     from prunehw.core.artifacts import write_json
-    from prunehw.sim.regression import Job, merge, run_jobs
+    from prunehw.sim.regression import merge, run_jobs
     from prunehw.sim.runner import SimulatorMissing, simulator_missing
 
     reason = simulator_missing(simulator)
@@ -54,12 +54,8 @@ def sim(flow, variants: list[str], simulator: str, images: int, workers: int = 2
             cached.add(v)
             continue
         bounds = np.linspace(0, n, shards + 1).astype(int)
-        for s in range(shards):
-            folder = flow.layout.sim(v, simulator)
-            jobs.append(Job(variant=v, simulator=simulator, start=int(bounds[s]), stop=int(bounds[s + 1]),
-                            images=str(img_path), contract=str(contract), desc=str(flow.layout.accelerator(v)),
-                            rtl_dir=str(rtl_dir), build_dir=str(folder / "build"), n_build=n,
-                            work_dir=str(folder / f"shard{s}"), waves=waves))
+        jobs += [_job(flow, v, simulator, rtl_dir, flow.layout.sim(v, simulator), img_path, int(bounds[s]),
+                      int(bounds[s + 1]), n, s, waves) for s in range(shards)]
     if jobs:
         from tqdm.auto import tqdm
 
@@ -83,28 +79,45 @@ def check_verilog(flow, variant: str, rtl_dir: Path, images: int, work_dir: Path
     image's logits against the golden model; ``counters_equal``: every counter of every image against the
     analytic model). One process; a missing Verilator raises ``SimulatorMissing``."""
     from prunehw.core.artifacts import read_json
-    from prunehw.hw.host.counters import COUNTERS
-    from prunehw.sim.regression import Job, merge, run_jobs
+    from prunehw.sim.regression import merge, run_jobs
     from prunehw.sim.runner import SimulatorMissing, simulator_missing
 
     reason = simulator_missing("verilator")
     if reason:
         raise SimulatorMissing(reason)
     n = min(images, len(flow.data.x_test))
-    desc_path = Path(rtl_dir) / "accelerator.json"
-    job = Job(variant=variant, simulator="verilator", start=0, stop=n, images=str(sim_images(flow)),
-              contract=str(flow.quantize(variant)), desc=str(desc_path), rtl_dir=str(rtl_dir),
-              build_dir=str(Path(work_dir) / "build"), n_build=n, work_dir=str(Path(work_dir) / "shard0"), waves=False)
-    res = merge(run_jobs([job], 1))
-    desc = read_json(desc_path)
-    want, analytic = desc.get("activity_analytic", {}), desc["cycles_analytic"]
+    res = merge(run_jobs([_job(flow, variant, "verilator", rtl_dir, Path(work_dir), sim_images(flow), 0, n, n)], 1))
+    desc = read_json(Path(rtl_dir) / "accelerator.json")
     counters = [dict(zip(desc["counters"], c)) for c in res["counters"]]
-    equal = bool(counters) and bool(want) and all(
-        c[k] == want.get(k) for c in counters for k in COUNTERS) and all(
-        c["total_cycles"] == analytic["total"] and all(c[f"cycles_{o}"] == analytic["per_op"][o] for o in analytic["per_op"])
-        for c in counters)
-    return {"simulator": "verilator", "match": res["match"], "total": res["total"], "counters_equal": equal,
-            "first_mismatch": res["first_mismatch"]}
+    cycles, activity = _against_model(desc, counters)
+    return {"simulator": "verilator", "match": res["match"], "total": res["total"],
+            "counters_equal": bool(counters) and cycles and activity, "first_mismatch": res["first_mismatch"]}
+
+
+def _job(flow, variant: str, simulator: str, rtl_dir: Path, folder: Path, images: Path, start: int, stop: int,
+         n_build: int, shard: int = 0, waves: bool = False):
+    """The simulation job of test images ``start``..``stop`` (of the file ``images``) on ``variant``'s Verilog in
+    ``rtl_dir`` (its ``accelerator.json`` beside it), built once in ``folder/build`` for ``n_build`` images, run
+    in ``folder/shard<shard>``."""
+    from prunehw.sim.regression import Job
+
+    return Job(variant=variant, simulator=simulator, start=start, stop=stop, images=str(images),
+               contract=str(flow.quantize(variant)), desc=str(Path(rtl_dir) / "accelerator.json"),
+               rtl_dir=str(rtl_dir), build_dir=str(folder / "build"), n_build=n_build,
+               work_dir=str(folder / f"shard{shard}"), waves=waves)
+
+
+def _against_model(desc: dict, counters: list[dict]) -> tuple[bool, bool]:
+    """(cycles, activity): whether every image's cycle counters (the total and each op's) equal the analytic
+    model's, and whether every image's activity counters equal it (false where the description has no activity
+    model)."""
+    from prunehw.hw.host.counters import COUNTERS
+
+    analytic, want = desc["cycles_analytic"], desc.get("activity_analytic", {})
+    ops = [o["name"] for o in desc["ops"]]
+    cycles = all(c["total_cycles"] == analytic["total"] and all(c[f"cycles_{o}"] == analytic["per_op"][o] for o in ops)
+                 for c in counters)
+    return cycles, bool(want) and all(c[k] == want.get(k) for c in counters for k in COUNTERS)
 
 
 def sim_images(flow) -> Path:
@@ -140,10 +153,10 @@ def _record_sim(flow, variant: str, simulator: str, res: dict, cached: bool = Fa
         first = counters[0]
         same = all(c == first for c in counters)
         analytic = desc["cycles_analytic"]
+        cycles, activity = _against_model(desc, counters)
         entry["cycles"] = {
             "rtl": first["total_cycles"],
-            "rtl_equals_analytic": same and first["total_cycles"] == analytic["total"]
-            and all(first[f"cycles_{o}"] == analytic["per_op"][o] for o in ops),
+            "rtl_equals_analytic": same and cycles,
             "per_layer": merge_layers(flow, variant, [{"layer": o, "analytic": analytic["per_op"][o],
                                                        "rtl": first[f"cycles_{o}"]} for o in ops]),
         }
@@ -156,8 +169,7 @@ def _record_sim(flow, variant: str, simulator: str, res: dict, cached: bool = Fa
         entry["pe_utilization"] = first["macs"] / (first["total_cycles"] * R * C)
         entry["activity"] = {k: first[k] for k in COUNTERS}
         # every image's every activity counter (memory ports, array) against the analytic model
-        want = desc.get("activity_analytic", {})
-        entry["activity_equals_analytic"] = bool(want) and all(c[k] == want.get(k) for c in counters for k in COUNTERS)
+        entry["activity_equals_analytic"] = activity
     update_variant(flow.run_dir, variant, entry, replace=("activity",))
     cyc = entry.get("cycles", {})
     acc_text = f"{acc:.4f}" if acc is not None else "not measured"
