@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= auto
 XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)
 
-.PHONY: setup sim sim-bench test test-regression test-campaign experiments explore explore-bench synth-report bitstream mutate clean
+.PHONY: setup sim sim-bench test test-regression experiments explore explore-bench synth-report bitstream mutate clean
 
 setup: $(STAMP)
 
@@ -66,14 +66,10 @@ mutate: setup
 	$(BIN)/prunehw mutate --config $(CONFIG)
 
 test: setup
-	$(BIN)/python -m pytest -m "not regression and not campaign" $(XDIST) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not regression" $(XDIST) $(PYTEST_ARGS)
 
 test-regression: setup
 	$(BIN)/python -m pytest -m regression $(XDIST) $(PYTEST_ARGS)
-
-# the mutation campaign on the default configuration's dense network, trained first (about 20 minutes on 2 cores)
-test-campaign: setup
-	$(BIN)/python -m pytest -m campaign $(PYTEST_ARGS)
 
 clean:
 	rm -rf build

@@ -101,7 +101,8 @@ def _parser() -> argparse.ArgumentParser:
                         "Verilog and for Amaranth's own (the baseline); --images sets the Verilator images "
                         "(default 100); writes <run>/sim_bench/")
     p = stage("mutate", "mutation campaign: single faults built into copies of the accelerator, each run through "
-                        "cocotb; fails when a fault is not caught", force=False)
+                        "cocotb; fails when a fault is not caught or a layer event is neither reached nor proven unreachable",
+              force=False)
     variants(p)
     p.add_argument("--images", type=int, default=10, metavar="N",
                    help=_IMAGES.format("default 10") + ", before the searched stimulus")
@@ -282,12 +283,19 @@ def _run(args: argparse.Namespace) -> None:
             _missing_tool(f"sim {args.simulator}", exc)
     elif args.command == "mutate":
         n = args.images or len(flow.dataset.x_test)
-        missed = {}
+        from prunehw.core.artifacts import read_json
+
+        missed, undecided = {}, []
         for name in names:
             rows = flow.mutate(name, n, workers=workers, faults=args.fault)
             missed.update({f"{name}:{r['fault']}": r for r in rows if not r["caught"]})
-        if missed:
-            raise PrunehwError(f"{len(missed)} fault(s) were not caught ({', '.join(missed)}): the test set has a hole")
+            coverage = read_json(flow.run_dir / "summary.json")["mutation"][name]["coverage"]
+            undecided += [f"{name}:{e}" for e in coverage["not_reached"]]
+        holes = ([f"{len(missed)} fault(s) were not caught ({', '.join(missed)})"] if missed else []) + \
+            ([f"{len(undecided)} layer event(s) neither reached nor proven unreachable ({', '.join(undecided)})"]
+             if undecided else [])
+        if holes:
+            raise PrunehwError("; ".join(holes) + ": the test set may have a hole")
     elif args.command == "synth":
         from prunehw.synth_report import ToolMissing, synth_variants
 

@@ -182,36 +182,106 @@ def _climb(contract, start: np.ndarray, target: str, rng, steps: int = 60, width
     return best if score > 0 else None
 
 
-def _accumulator_bounds(contract) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per weighted layer, the lowest and highest accumulator each output channel can reach, by interval arithmetic
-    from the pixels' range [0, 255] through the golden model's steps (each input at whichever end of its range
-    its weight prefers; requantization, ReLU and saturation applied to the ends; a pool keeps its channel's
-    range). Sound: no image gets outside them; exact for the first layer, an over-estimate after it (the inputs
-    cannot all be at their ends together)."""
+def _window_vertex_bounds(contract) -> tuple[np.ndarray, np.ndarray] | None:
+    """For the second weighted layer of a network that begins ``conv -> [max pool] -> conv`` on the pixels: per
+    output channel, bounds on its accumulator over every image, sound and far tighter than interval arithmetic,
+    or None where the network does not begin so or a window is too large (over 16 pixels).
+
+    Its accumulator is its bias plus one term per tap of its window, each a function of the few pixels under
+    that tap (the first layer's windows that the pool there takes its maximum over). Each term is bounded over
+    its own pixels alone (which only loosens the bound: the taps' pixels overlap), by a convex function: each
+    input the weight prefers high by a convex majorant of what the first layer gives there (its largest ReLU'd
+    accumulator over the pool's window, scaled, plus half an LSB for the rounding), each it prefers low by an
+    affine minorant (0, or, where the first layer cannot saturate, one of the window's accumulators or their mean,
+    scaled, less half an LSB; the best of these). A convex function on a box is largest at a vertex, so the largest over
+    the pixels' vertices (each pixel 0 or its maximum: 2**n images for n pixels) bounds the term."""
+    weighted = contract.weighted()
+    layers = contract.layers
+    if len(weighted) < 2:
+        return None
+    first, second = weighted[0], weighted[1]
+    i1, i2 = layers.index(first), layers.index(second)
+    between = layers[i1 + 1:i2]
+    chain = all(l.get("inputs", [None])[0] == (layers[k - 1]["name"] if k else "input") for k, l in enumerate(layers[:i2 + 1]))
+    if (not chain or i1 != 0 or not kind(first).windowed or not kind(second).windowed or not first["output"].get("relu")
+            or len(between) > 1 or any(l["type"] != "maxpool2d" for l in between)):
+        return None
+    (kh, kw), st = kernel_size(first["kernel"]), first.get("stride", 1)
+    ph, pw = kernel_size(between[0]["pool"]) if between else (1, 1)
+    bh, bw, cin = (ph - 1) * st + kh, (pw - 1) * st + kw, contract.input["shape"][-1]
+    n = bh * bw * cin
+    if n > 16:
+        return None
+    top = (1 << contract.input["bits"]) - 1
+    vertices = ((np.arange(1 << n)[:, None] >> np.arange(n)) & 1).astype(np.int64) * top
+    valid = {**first, "padding": "valid"}          # (a padded pixel reads 0: one of the box's values)
+    z = kind(first).accumulate(valid, vertices.reshape(-1, bh, bw, cin), contract).reshape(len(vertices), -1,
+                                                                                           first["out_channels"])
+    shift = first["accum"]["frac"] - first["output"]["frac"]
+    z = z * 2.0 ** -shift
+    slack = 0.5 if shift > 0 else 0.0
+    upper = np.maximum(z, 0).max(axis=1) + slack                      # >= the pooled output code
+    minorants = [np.zeros_like(upper)]
+    lo1, hi1 = _interval(first, np.zeros(cin, np.int64), np.full(cin, top), contract)
+    if hi1.max() * 2.0 ** -shift - slack <= output_range(first["output"])[1]:      # no saturation: affine holds
+        minorants += [z.mean(axis=1) - slack] + [z[:, k] - slack for k in range(z.shape[1])]
+    w = kind(second).full_matrix(contract.weights[second["name"]]).astype(np.float64)
+    w = w.reshape(-1, first["out_channels"], w.shape[-1])             # taps x C1 x C2
+    padded = second.get("padding", "valid") != "valid"
+
+    def most(sign: float) -> np.ndarray:
+        total = 0.0
+        for wt in sign * w:
+            best = np.min([(upper @ np.maximum(wt, 0) + m @ np.minimum(wt, 0)).max(axis=0) for m in minorants], axis=0)
+            total = total + (np.maximum(best, 0) if padded else best)     # (a padded tap adds 0)
+        return total
+
+    b = contract.biases[second["name"]].astype(np.float64)
+    return np.ceil(b - most(-1.0) - 1e-6), np.floor(b + most(1.0) + 1e-6)
+
+
+def _interval(layer: dict, lo: np.ndarray, hi: np.ndarray, contract) -> tuple[np.ndarray, np.ndarray]:
+    """A weighted layer's accumulator bounds per output channel when each input channel lies in [lo, hi]."""
+    # (a depthwise convolution's matrix over its whole window: zeros where a channel reads another's)
+    w, b = kind(layer).full_matrix(contract.weights[layer["name"]]), contract.biases[layer["name"]]
+    # a matrix's rows repeat the channels: (ky, kx, c) for a convolution, (h, w, c) after a flatten
+    l_in, h_in = np.tile(lo, w.shape[0] // len(lo)), np.tile(hi, w.shape[0] // len(lo))
+    if kind(layer).windowed and layer.get("padding", "valid") != "valid":
+        l_in, h_in = np.minimum(l_in, 0), np.maximum(h_in, 0)      # a padded tap reads 0
+    acc_lo = b + np.where(w > 0, w * l_in[:, None], w * h_in[:, None]).sum(axis=0)
+    acc_hi = b + np.where(w > 0, w * h_in[:, None], w * l_in[:, None]).sum(axis=0)
+    return acc_lo, acc_hi
+
+
+def _accumulator_bounds(contract) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, str]]:
+    """Per weighted layer, the lowest and highest accumulator each output channel can reach, and how that was
+    found: interval arithmetic from the pixels' range [0, 255] through the golden model's steps (each input at
+    whichever end of its range its weight prefers; requantization, ReLU and saturation applied to the ends; a
+    pool keeps its channel's range), tightened for the second layer by :func:`_window_vertex_bounds` where it
+    applies. Sound: no image gets outside them; exact for the first layer, an over-estimate after it."""
     lo = np.zeros(contract.input["shape"][-1], np.int64)
     hi = np.full_like(lo, (1 << contract.input["bits"]) - 1)
-    out = {}
-    for layer in contract.weighted():
-        # (a depthwise convolution's matrix over its whole window: zeros where a channel reads another's)
-        w, b = kind(layer).full_matrix(contract.weights[layer["name"]]), contract.biases[layer["name"]]
-        # a matrix's rows repeat the channels: (ky, kx, c) for a convolution, (h, w, c) after a flatten
-        l_in, h_in = np.tile(lo, w.shape[0] // len(lo)), np.tile(hi, w.shape[0] // len(lo))
-        if kind(layer).windowed and layer.get("padding", "valid") != "valid":
-            l_in, h_in = np.minimum(l_in, 0), np.maximum(h_in, 0)      # a padded tap reads 0
-        acc_lo = b + np.where(w > 0, w * l_in[:, None], w * h_in[:, None]).sum(axis=0)
-        acc_hi = b + np.where(w > 0, w * h_in[:, None], w * l_in[:, None]).sum(axis=0)
+    out, how = {}, {}
+    vertex = _window_vertex_bounds(contract)
+    for k, layer in enumerate(contract.weighted()):
+        acc_lo, acc_hi = _interval(layer, lo, hi, contract)
+        how[layer["name"]] = "interval bound"
+        if k == 1 and vertex is not None:
+            acc_lo, acc_hi = np.maximum(acc_lo, vertex[0]), np.minimum(acc_hi, vertex[1])
+            how[layer["name"]] = "bound over each window's pixel vertices"
         out[layer["name"]] = (acc_lo, acc_hi)
-        lo, hi = (requantize(v, layer["accum"]["frac"], layer["output"]) for v in (acc_lo, acc_hi))
-    return out
+        lo, hi = (requantize(v.astype(np.int64), layer["accum"]["frac"], layer["output"]) for v in (acc_lo, acc_hi))
+    return out, how
 
 
-def _bound_reach(contract) -> dict[str, float]:
-    """For ``layer:saturation`` and ``layer:accumulator_top``, how far the accumulator's interval bounds
-    (:func:`_accumulator_bounds`) reach towards the event, as a fraction of its threshold: below 1, no image can
-    make it happen."""
+def _bound_reach(contract) -> tuple[dict[str, float], dict[str, str]]:
+    """For ``layer:saturation`` and ``layer:accumulator_top``, how far the accumulator's bounds
+    (:func:`_accumulator_bounds`) reach towards the event, as a fraction of its threshold (below 1, no image can
+    make it happen), and which bound that is."""
     out = {}
     last = contract.weighted()[-1]["name"]
-    for name, (lo, hi) in _accumulator_bounds(contract).items():
+    bounds, how = _accumulator_bounds(contract)
+    for name, (lo, hi) in bounds.items():
         layer = next(l for l in contract.layers if l["name"] == name)
         out[f"{name}:accumulator_top"] = max(-lo.min(), hi.max()) / _threshold(layer, "accumulator_top")
         if name != last:
@@ -223,7 +293,7 @@ def _bound_reach(contract) -> dict[str, float]:
                 floor_ = qmin * 2 ** shift - (1 << (shift - 1)) - 1 if shift > 0 else (qmin - 1) / 2 ** (-shift)
                 up = max(up, lo.min() / floor_)
             out[f"{name}:saturation"] = float(up)
-    return out
+    return out, {k: how[k.split(":")[0]] for k in out}
 
 
 def _first_layer_extremes(contract, shape) -> np.ndarray:
@@ -251,7 +321,10 @@ def _first_layer_extremes(contract, shape) -> np.ndarray:
 
 def choose_stimulus(contract, x_test: np.ndarray, base: int, pool: int = 2000, seed: int = 0):
     """``(images, coverage)``: the first ``base`` test images plus what covers the remaining events, and one row per
-    ``layer:event``: where it is first covered (a test image's index, ``searched`` or ``not reached``)."""
+    ``layer:event``: its ``status`` (``reached``, ``unreachable``: proven by a bound, or ``undecided``: neither
+    reached nor proven unreachable, a possible hole in the stimulus), what reached it (a test image's index,
+    ``searched``, ``constructed``) or the bound that rules it out, the first stimulus image where it happens, and
+    for an undecided event how close the closest image came and how far the bound reaches."""
     rng = np.random.default_rng(seed)
     cand = x_test[:pool]
     ev = layer_events(contract, cand)
@@ -278,11 +351,11 @@ def choose_stimulus(contract, x_test: np.ndarray, base: int, pool: int = 2000, s
         if k.startswith(f"{first}:") and k not in source and v.any():
             images.append(extremes[int(v.argmax())].reshape(cand[0].shape))
             source[k] = "constructed (first layer's extreme input)"
-    # what no image can reach: the accumulator's interval bounds (exact for the first layer) fall short of it
-    reach = _bound_reach(contract)
+    # what no image can reach: the accumulator's bounds (exact for the first layer) fall short of it
+    reach, bound_how = _bound_reach(contract)
     for k, r in reach.items():
         if k not in source and r < 1:
-            source[k] = f"unreachable (interval bound: the accumulator reaches at most {r:.0%} of the event's threshold)"
+            source[k] = f"unreachable ({bound_how[k]}: the accumulator reaches at most {r:.1%} of the event's threshold)"
     closest: dict[str, float] = {}
     for k in [k for k, c in covered.items() if c is None]:
         if k in source:          # covered meanwhile by an image searched for another event
@@ -311,9 +384,12 @@ def choose_stimulus(contract, x_test: np.ndarray, base: int, pool: int = 2000, s
     hits = layer_events(contract, stim)
     rows = []
     for k in ev:
-        # (closest, interval_bound: fractions of the event's threshold; the closest only for an event not reached)
-        rows.append({"event": k, "covered_by": source[k],
+        status = ("reached" if hits[k].any() else "unreachable" if source[k].startswith("unreachable")
+                  else "undecided")
+        # (closest, bound: fractions of the event's threshold; the closest only for an undecided event)
+        rows.append({"event": k, "status": status, "covered_by": source[k],
                      "first_stimulus_image": int(hits[k].argmax()) if hits[k].any() else "-",
                      "closest": round(1 + closest[k], 4) if k in closest else "-",
-                     "interval_bound": round(float(reach[k]), 4) if k in reach else "-"})
+                     "bound": round(float(reach[k]), 4) if k in reach else "-",
+                     "bound_by": bound_how[k] if k in reach else "-"})
     return stim, rows

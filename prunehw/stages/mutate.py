@@ -33,14 +33,13 @@ def mutate(flow, variant: str, images: int, workers: int = 2, faults: list[str] 
     checker = (np.indices(x.shape[1:3]).sum(axis=0) % 2 * 255).astype(np.uint8).reshape(1, *x.shape[1:3], 1)
     x = np.concatenate([x, white, np.broadcast_to(checker, white.shape)])
     write_csv(flow.layout.mutate(variant) / "coverage.csv", coverage)
-    reached = [r for r in coverage if not r["covered_by"].startswith(("not reached", "unreachable"))]
-    holes = [r for r in coverage if r["covered_by"] == "not reached"]
-    missing = [r["event"] for r in holes]
-    unreachable = [r["event"] for r in coverage if r["covered_by"].startswith("unreachable")]
-    flow.log(f"mutate {variant}: {len(x)} stimulus images cover {len(reached)}/{len(coverage)} layer events"
-             + (f"; unreachable by any image (interval bound): {', '.join(unreachable)}" if unreachable else "")
-             + ("; NOT REACHED, undecided (closest image / interval bound, of the threshold): "
-                + ", ".join(f"{r['event']} ({r['closest']:.1%} / {r['interval_bound']:.0%})" for r in holes) if holes else "")
+    reached = [r for r in coverage if r["status"] == "reached"]
+    holes = [r for r in coverage if r["status"] == "undecided"]
+    unreachable = [r["event"] for r in coverage if r["status"] == "unreachable"]
+    flow.log(f"mutate {variant}: {len(x)} stimulus images reach {len(reached)}/{len(coverage)} layer events"
+             + (f"; proven unreachable: {', '.join(unreachable)}" if unreachable else "")
+             + ("; UNDECIDED, neither reached nor proven unreachable (closest image / bound, of the threshold): "
+                + ", ".join(f"{r['event']} ({r['closest']:.1%} / {r['bound']:.1%})" for r in holes) if holes else "")
              + f" ({flow.layout.mutate(variant) / 'coverage.csv'})")
     img_path = flow.layout.mutate() / "images.npz"
     with atomic_path(img_path) as tmp, open(tmp, "wb") as fh:
@@ -50,11 +49,14 @@ def mutate(flow, variant: str, images: int, workers: int = 2, faults: list[str] 
     update_summary(flow.run_dir, {"mutation": {variant: {
         "caught": sum(r["caught"] is True for r in rows), "total": sum(r["caught"] != "n/a" for r in rows),
         "not_applicable": [r["fault"] for r in rows if r["caught"] == "n/a"], "images": len(x),
-        "coverage": {"events": len(coverage), "covered": len(reached), "not_reached": missing,
+        "coverage": {"events": len(coverage), "covered": len(reached), "not_reached": [r["event"] for r in holes],
                      "unreachable": unreachable,
-                     # for each event not reached: the closest image and the interval bound, of its threshold
+                     # per event: reached by which stimulus image, or proven unreachable by which bound
+                     "reached_by": {r["event"]: r["first_stimulus_image"] for r in reached},
+                     "unreachable_by": {r["event"]: r["bound_by"] for r in coverage if r["status"] == "unreachable"},
+                     # for each undecided event: the closest image and the bound, of its threshold
                      "not_reached_closest": {r["event"]: r["closest"] for r in holes},
-                     "not_reached_bound": {r["event"]: r["interval_bound"] for r in holes}}}}})
+                     "not_reached_bound": {r["event"]: r["bound"] for r in holes}}}}})
     return rows
 
 

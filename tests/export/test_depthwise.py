@@ -141,7 +141,7 @@ def test_the_stimulus_search_s_interval_bounds_hold_through_depthwise_layers(dep
     from prunehw.sim.stimulus import _accumulator_bounds
 
     contract, *_, x = depthwise
-    bounds = _accumulator_bounds(contract)
+    bounds, _ = _accumulator_bounds(contract)
     a = (x if x.ndim == 4 else x[..., None]).astype(np.int64)
     for layer in contract.layers:
         if layer["name"] in bounds:

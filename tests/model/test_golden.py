@@ -204,9 +204,12 @@ def test_stimulus_covers_every_reachable_layer_event(small_contract, tiny_data):
     hit = layer_events(small_contract, images)
     for r in rows:
         if r["covered_by"].startswith(("test image", "searched", "constructed")):
+            assert r["status"] == "reached", r
             assert hit[r["event"]][r["first_stimulus_image"]] and not hit[r["event"]][:r["first_stimulus_image"]].any(), r
+        elif r["covered_by"].startswith("unreachable"):
+            assert r["status"] == "unreachable" and r["bound"] < 1 and r["bound_by"] in r["covered_by"], r
         else:
-            assert r["covered_by"].startswith(("not reached", "unreachable")), r
+            assert r["status"] == "undecided" and r["covered_by"] == "not reached" and r["closest"] < 1 <= r["bound"], r
     # an event called unreachable never happens, whatever the image
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (200, 28, 28, 1)).astype(np.uint8)
@@ -226,7 +229,7 @@ def test_accumulator_bounds_hold_every_image_and_are_exact_for_the_first_layer(s
     extremes = _first_layer_extremes(small_contract, (28, 28, 1))
     x = np.concatenate([tiny_data.x_test[:100].reshape(-1, 28, 28, 1), rng.integers(0, 256, (100, 28, 28, 1)),
                         np.full((1, 28, 28, 1), 255), extremes]).astype(np.int64)
-    bounds = _accumulator_bounds(small_contract)
+    bounds, _ = _accumulator_bounds(small_contract)
     a = x
     for layer in small_contract.layers:
         if layer["type"] in ("conv2d", "dense"):
@@ -237,3 +240,55 @@ def test_accumulator_bounds_hold_every_image_and_are_exact_for_the_first_layer(s
             if layer is small_contract.weighted()[0]:
                 assert (acc.max(axis=0) == hi).all(), "the first layer's upper bound is attained by its extremes"
         a = apply_layer(layer, a, small_contract)
+
+
+def test_window_vertex_bounds_hold_against_an_exact_search_and_beat_the_intervals(small_contract):
+    """The second layer's bound over each window tap's pixel vertices is sound: an exact coordinate ascent on the
+    pixels under one output (every pixel to 0, 255 or a step either way, scored by the golden model, from several
+    starts) never passes it, on either side; and it is at least as tight as interval arithmetic, tighter for some
+    channel."""
+    from prunehw.export.golden import accumulate, apply_layer
+    from prunehw.sim.stimulus import _interval, _window_vertex_bounds
+
+    first, second = small_contract.weighted()[:2]
+    lo, hi = _window_vertex_bounds(small_contract)
+    i_lo, i_hi = _interval(second, *(v.astype(np.int64) for v in _requantized_first_range(small_contract)),
+                           small_contract)
+    assert np.all(lo >= i_lo) and np.all(hi <= i_hi) and (np.any(lo > i_lo) or np.any(hi < i_hi))
+
+    def value(x, j, sign):                  # the second layer's accumulator at its first position, channel j
+        a = x.astype(np.int64)
+        for layer in small_contract.layers:
+            if layer is second:
+                return sign * accumulate(layer, a, small_contract)[:, 0, 0, j]
+            a = apply_layer(layer, a, small_contract)
+
+    rng = np.random.default_rng(3)
+    for j in range(second["out_channels"]):
+        for sign in (1, -1):
+            for start in range(3):
+                cur = (rng.integers(0, 2, (8, 8, 1)) * 255).astype(np.int64) if start else np.zeros((8, 8, 1), np.int64)
+                best = value(cur[None], j, sign)[0]
+                while True:
+                    flat = cur.reshape(-1)
+                    cands = np.repeat(flat[None], 4 * flat.size, axis=0)
+                    for k, step in enumerate((-255, 255, -32, 32)):
+                        idx = np.arange(flat.size)
+                        cands[k * flat.size + idx, idx] = np.clip(flat + step, 0, 255)
+                    scores = value(cands.reshape(-1, 8, 8, 1), j, sign)
+                    if scores.max() <= best:
+                        break
+                    best, cur = scores.max(), cands[int(scores.argmax())].reshape(8, 8, 1)
+                assert (best <= hi[j]) if sign > 0 else (-best >= lo[j]), (j, sign, best, lo[j], hi[j])
+
+
+def _requantized_first_range(contract):
+    """Per channel, the first layer's output range over every image (its exact accumulator bounds, requantized),
+    then through its max pool (which keeps a channel's range)."""
+    from prunehw.export.golden import requantize
+    from prunehw.sim.stimulus import _interval
+
+    first = contract.weighted()[0]
+    c = contract.input["shape"][-1]
+    acc = _interval(first, np.zeros(c, np.int64), np.full(c, 255, np.int64), contract)
+    return [requantize(v.astype(np.int64), first["accum"]["frac"], first["output"]) for v in acc]
