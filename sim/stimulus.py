@@ -182,8 +182,9 @@ def _climb(contract, start: np.ndarray, target: str, rng, steps: int = 60, width
     return best if score > 0 else None
 
 
-def _window_vertex_bounds(contract) -> tuple[np.ndarray, np.ndarray] | None:
-    """For the second weighted layer of a network that begins ``conv -> [max pool] -> conv`` on the pixels: per
+def _window_vertex_bounds(contract, first_hi: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """For the second weighted layer of a network that begins ``conv -> [max pool] -> conv`` on the pixels (the
+    first layer's accumulators at most ``first_hi``, per channel, over every image): per
     output channel, bounds on its accumulator over every image, sound and far tighter than interval arithmetic,
     or None where the network does not begin so or a window is too large (over 16 pixels).
 
@@ -222,8 +223,7 @@ def _window_vertex_bounds(contract) -> tuple[np.ndarray, np.ndarray] | None:
     slack = 0.5 if shift > 0 else 0.0
     upper = np.maximum(z, 0).max(axis=1) + slack                      # >= the pooled output code
     minorants = [np.zeros_like(upper)]
-    lo1, hi1 = _interval(first, np.zeros(cin, np.int64), np.full(cin, top), contract)
-    if hi1.max() * 2.0 ** -shift - slack <= output_range(first["output"])[1]:      # no saturation: affine holds
+    if first_hi.max() * 2.0 ** -shift - slack <= output_range(first["output"])[1]:      # no saturation: affine holds
         minorants += [z.mean(axis=1) - slack] + [z[:, k] - slack for k in range(z.shape[1])]
     w = kind(second).full_matrix(contract.weights[second["name"]]).astype(np.float64)
     w = w.reshape(-1, first["out_channels"], w.shape[-1])             # taps x C1 x C2
@@ -262,11 +262,11 @@ def _accumulator_bounds(contract) -> tuple[dict[str, tuple[np.ndarray, np.ndarra
     lo = np.zeros(contract.input["shape"][-1], np.int64)
     hi = np.full_like(lo, (1 << contract.input["bits"]) - 1)
     out, how = {}, {}
-    vertex = _window_vertex_bounds(contract)
     for k, layer in enumerate(contract.weighted()):
         acc_lo, acc_hi = _interval(layer, lo, hi, contract)
         how[layer["name"]] = "interval bound"
-        if k == 1 and vertex is not None:
+        vertex = _window_vertex_bounds(contract, out[contract.weighted()[0]["name"]][1]) if k == 1 else None
+        if vertex is not None:
             acc_lo, acc_hi = np.maximum(acc_lo, vertex[0]), np.minimum(acc_hi, vertex[1])
             how[layer["name"]] = "bound over each window's pixel vertices"
         out[layer["name"]] = (acc_lo, acc_hi)

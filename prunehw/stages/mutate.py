@@ -35,7 +35,8 @@ def mutate(flow, variant: str, images: int, workers: int = 2, faults: list[str] 
     write_csv(flow.layout.mutate(variant) / "coverage.csv", coverage)
     reached = [r for r in coverage if r["status"] == "reached"]
     holes = [r for r in coverage if r["status"] == "undecided"]
-    unreachable = [r["event"] for r in coverage if r["status"] == "unreachable"]
+    proven = [r for r in coverage if r["status"] == "unreachable"]
+    unreachable = [r["event"] for r in proven]
     flow.log(f"mutate {variant}: {len(x)} stimulus images reach {len(reached)}/{len(coverage)} layer events"
              + (f"; proven unreachable: {', '.join(unreachable)}" if unreachable else "")
              + ("; UNDECIDED, neither reached nor proven unreachable (closest image / bound, of the threshold): "
@@ -53,7 +54,7 @@ def mutate(flow, variant: str, images: int, workers: int = 2, faults: list[str] 
                      "unreachable": unreachable,
                      # per event: reached by which stimulus image, or proven unreachable by which bound
                      "reached_by": {r["event"]: r["first_stimulus_image"] for r in reached},
-                     "unreachable_by": {r["event"]: r["bound_by"] for r in coverage if r["status"] == "unreachable"},
+                     "unreachable_by": {r["event"]: r["bound_by"] for r in proven},
                      # for each undecided event: the closest image and the bound, of its threshold
                      "not_reached_closest": {r["event"]: r["closest"] for r in holes},
                      "not_reached_bound": {r["event"]: r["bound"] for r in holes}}}}})

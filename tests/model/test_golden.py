@@ -247,13 +247,15 @@ def test_window_vertex_bounds_hold_against_an_exact_search_and_beat_the_interval
     pixels under one output (every pixel to 0, 255 or a step either way, scored by the golden model, from several
     starts) never passes it, on either side; and it is at least as tight as interval arithmetic, tighter for some
     channel."""
-    from prunehw.export.golden import accumulate, apply_layer
+    from prunehw.export.golden import accumulate, apply_layer, requantize
     from prunehw.sim.stimulus import _interval, _window_vertex_bounds
 
     first, second = small_contract.weighted()[:2]
-    lo, hi = _window_vertex_bounds(small_contract)
-    i_lo, i_hi = _interval(second, *(v.astype(np.int64) for v in _requantized_first_range(small_contract)),
-                           small_contract)
+    # the first layer's exact accumulator bounds; requantized, its output range per channel (which its max pool keeps)
+    first_acc = _interval(first, np.zeros(1, np.int64), np.full(1, 255, np.int64), small_contract)
+    lo, hi = _window_vertex_bounds(small_contract, first_acc[1])
+    first_out = [requantize(v.astype(np.int64), first["accum"]["frac"], first["output"]) for v in first_acc]
+    i_lo, i_hi = _interval(second, *first_out, small_contract)
     assert np.all(lo >= i_lo) and np.all(hi <= i_hi) and (np.any(lo > i_lo) or np.any(hi < i_hi))
 
     def value(x, j, sign):                  # the second layer's accumulator at its first position, channel j
@@ -281,14 +283,3 @@ def test_window_vertex_bounds_hold_against_an_exact_search_and_beat_the_interval
                     best, cur = scores.max(), cands[int(scores.argmax())].reshape(8, 8, 1)
                 assert (best <= hi[j]) if sign > 0 else (-best >= lo[j]), (j, sign, best, lo[j], hi[j])
 
-
-def _requantized_first_range(contract):
-    """Per channel, the first layer's output range over every image (its exact accumulator bounds, requantized),
-    then through its max pool (which keeps a channel's range)."""
-    from prunehw.export.golden import requantize
-    from prunehw.sim.stimulus import _interval
-
-    first = contract.weighted()[0]
-    c = contract.input["shape"][-1]
-    acc = _interval(first, np.zeros(c, np.int64), np.full(c, 255, np.int64), contract)
-    return [requantize(v.astype(np.int64), first["accum"]["frac"], first["output"]) for v in acc]
