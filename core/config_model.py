@@ -19,7 +19,7 @@ __all__ = ["LAYER_TYPES", "PADDINGS", "PRUNE_METHODS", "SCHEDULES", "SCOPES", "C
            "VariantConfig", "default_variants"]
 
 #: ``relu6`` is a ReLU capped at 6 (``keras.layers.ReLU(max_value=6)``)
-LAYER_TYPES = ("conv2d", "dense", "relu", "relu6", "maxpool2d", "avgpool2d", "flatten")
+LAYER_TYPES = ("conv2d", "depthwise2d", "dense", "relu", "relu6", "maxpool2d", "avgpool2d", "flatten")
 PRUNE_METHODS = ("unstructured", "matrix")
 #: a variant's methods: the pruning methods, or ``dense`` (nothing removed: the trained network, quantized its own way)
 VARIANT_METHODS = ("dense", *PRUNE_METHODS)
@@ -35,10 +35,11 @@ WeightBits = Annotated[Union[int, str], must(lambda v: v == "auto" or (type(v) i
                                              "; allowed: integers 2..8, or \"auto\" (a width per layer, searched)")]
 PlainName = Annotated[str, must(lambda v: v and "/" not in v and not v.startswith("."), "; allowed: a plain folder name")]
 
-_LAYER_TAKES = {"conv2d": ("filters", "kernel"), "dense": ("units",), "maxpool2d": ("pool",), "avgpool2d": ("pool",)}
+_LAYER_TAKES = {"conv2d": ("filters", "kernel"), "depthwise2d": ("kernel",), "dense": ("units",), "maxpool2d": ("pool",),
+                "avgpool2d": ("pool",)}
 #: keys a layer type may leave out, with the value each then takes; written out (``to_dict``, so cache keys and
 #: saved configs) only where it differs, so that a network without them hashes as it did before they existed
-_LAYER_OPTIONS = {"conv2d": {"stride": 1, "padding": "valid"}}
+_LAYER_OPTIONS = {"conv2d": {"stride": 1, "padding": "valid"}, "depthwise2d": {"stride": 1, "padding": "valid"}}
 PADDINGS = ("valid", "same")
 
 
@@ -59,7 +60,8 @@ Kernel = Annotated[Union[Positive, tuple[Positive, Positive]], BeforeValidator(_
 class LayerSpec(Section):
     """One layer of the network. ``type`` is one of :data:`LAYER_TYPES`.
 
-    conv2d uses ``filters`` and ``kernel`` (``3`` for 3 x 3, or ``[height, width]`` such as ``[10, 4]``), and
+    depthwise2d (a depthwise convolution, one kernel per channel, its output channels its input's) takes ``kernel``,
+    ``stride`` and ``padding`` as conv2d does. conv2d uses ``filters`` and ``kernel`` (``3`` for 3 x 3, or ``[height, width]`` such as ``[10, 4]``), and
     optionally ``stride`` (the same both ways, default 1)
     and ``padding`` (``valid``, the default, or ``same``: zeros around the map as Keras pads, see
     ``prunehw.core.geometry.conv_geometry``); dense uses ``units``; maxpool2d uses ``pool`` (``2`` for 2 x 2, or

@@ -31,6 +31,10 @@ class Kind:
     keras: str = ""
     weighted: bool = False
     stem: str = ""
+    #: a weighted kind whose columns are its input's channels (depthwise): matrix pruning couples them
+    follows_source: bool = False
+    #: it reads several inputs (a list), not one
+    merge: bool = False
 
     @property
     def label(self) -> str:
@@ -59,6 +63,10 @@ class Kind:
     def row_positions(self, layer, positions: int) -> int:
         """A weighted layer's rows per input channel: its kernel's taps, or the flattened positions it reads."""
         raise NotImplementedError
+
+    def matrix(self, kernel):
+        """A weighted layer's matrix of its Keras kernel (rows x columns; the contract's)."""
+        return kernel.reshape(-1, kernel.shape[-1])
 
     def sparse_op(self, layer):
         """This layer's step of the sparse inference path (``model/inference.py``): a function of the activations."""
@@ -113,15 +121,21 @@ class Conv2D(Kind):
     def build(self, spec, name, shape):
         import keras
 
+        kernel, (oh, ow) = self.window(spec, name, shape)
+        return (keras.layers.Conv2D(spec.filters, kernel, strides=spec.stride, padding=spec.padding, name=name),
+                (oh, ow, spec.filters))
+
+    def window(self, spec, name, shape) -> tuple[tuple[int, int], tuple[int, int]]:
+        """((kh, kw), (output height, width)) of the convolution ``spec`` on an input of ``shape``; ``ConfigError``
+        naming the layer if it does not fit."""
         if len(shape) != 3:
-            raise ConfigError(f"network layer {name!r} (conv2d) needs an H x W x C input, got shape {shape}")
+            raise ConfigError(f"network layer {name!r} ({spec.type}) needs an H x W x C input, got shape {shape}")
         kh, kw = kernel_size(spec.kernel)
         if spec.padding == "valid" and (kh > shape[0] or kw > shape[1]):
             raise ConfigError(f"network layer {name!r}: kernel {kh}x{kw} is larger than its {shape[0]}x{shape[1]} input "
                               f"(valid padding); use a smaller kernel or padding = \"same\"")
         oh, ow, _, _ = conv_geometry(shape[0], shape[1], spec.kernel, spec.stride, spec.padding)
-        return (keras.layers.Conv2D(spec.filters, (kh, kw), strides=spec.stride, padding=spec.padding, name=name),
-                (oh, ow, spec.filters))
+        return (kh, kw), (oh, ow)
 
     def spec(self, layer, kept=None):
         return LayerSpec(type="conv2d", name=layer.name, filters=layer.filters if kept is None else kept,
@@ -146,6 +160,64 @@ class Conv2D(Kind):
             return tf.reshape(tf.transpose(y), (n, h, w, -1)) + b
 
         return op
+
+
+@register
+class DepthwiseConv2D(Conv2D):
+    """A depthwise convolution, depth multiplier 1: channel c convolved with its own kh x kw kernel. Its matrix is
+    (kh*kw) x C, the contract's: rows its taps, column c channel c's (``export/kinds.py``). Its channels are its
+    input's, so matrix pruning removes them with the filters of the layer before it (``model/matrix_form.py``)."""
+
+    types, keras, stem, label = ("depthwise2d",), "DepthwiseConv2D", "dwconv", "depthwise conv layer"
+    #: its columns are its input channels: pruned with its source's, never on their own
+    follows_source = True
+
+    def build(self, spec, name, shape):
+        import keras
+
+        kernel, (oh, ow) = self.window(spec, name, shape)
+        return (keras.layers.DepthwiseConv2D(kernel, strides=spec.stride, padding=spec.padding, name=name),
+                (oh, ow, shape[2]))
+
+    def spec(self, layer, kept=None):
+        return LayerSpec(type="depthwise2d", name=layer.name, kernel=list(layer.kernel_size), stride=layer.strides[0],
+                         padding=layer.padding)
+
+    def refusal(self, layer):
+        if layer.depth_multiplier != 1:
+            return (f"uses depth_multiplier={layer.depth_multiplier}; supported: depth_multiplier 1 (a multiplier m is "
+                    f"a depthwise convolution followed by m times the channels)")
+        return unsupported_conv(layer)
+
+    def matrix(self, kernel):
+        """The (taps x C) matrix of a (kh, kw, C, 1) kernel."""
+        return kernel.reshape(-1, kernel.shape[2])
+
+    def row_positions(self, layer, positions):
+        return int(layer.kernel.shape[0] * layer.kernel.shape[1])
+
+    def sparse_op(self, layer):
+        import tensorflow as tf
+
+        k, b, s, padding = tf.constant(layer.kernel.numpy()), tf.constant(layer.bias.numpy()), layer.strides, layer.padding
+        return lambda x: tf.nn.depthwise_conv2d(x, k, (1, *s, 1), padding.upper()) + b
+
+
+@register
+class Add(Kind):
+    """The element-wise sum of two inputs (a residual connection). Not a config type: the config's network is a
+    chain; a user's model brings it (``model/user_model.py``). Built with ``spec`` None; applied to a list."""
+
+    types, keras, stem, label = ("add",), "Add", "add", "Add"
+    merge = True
+
+    def build(self, spec, name, shape):
+        import keras
+
+        return keras.layers.Add(name=name), shape
+
+    def spec(self, layer, kept=None):
+        raise ConfigError(f"layer {layer.name!r} (Add) has no config entry: the config's network is a chain")
 
 
 @register

@@ -6,6 +6,10 @@ input channel c (Keras' kernel layout, reshaped). After a Flatten of an
 H x W x C tensor, a Dense row ``(y*W + x)*C + c`` is position (y, x) of
 channel c (Keras' HWC flatten order). So every row is ``pos * c_in + c``.
 
+A DepthwiseConv2D's matrix is its (kh*kw) x C taps, one column per channel
+(the contract's form); its columns are its input's channels, so it keeps the
+columns its source layer keeps (:attr:`Geometry.follows`).
+
 A :class:`LayerMap` says which rows and columns of the *original* matrix a
 pruned layer keeps. Kept rows may only use input channels that the previous
 weighted layer kept as columns; the smaller layer's row for (pos, c) is
@@ -34,13 +38,20 @@ class Geometry:
     """Shape facts of one weighted layer of the original network."""
 
     name: str
-    kind: str          # "conv2d" | "dense"
+    kind: str          # "conv2d" | "depthwise2d" | "dense"
     n_rows: int        # rows of the original matrix
-    n_cols: int        # columns (filters / units)
-    c_in: int          # input channels (or units) in the original network
+    n_cols: int        # columns (filters / units; a depthwise layer's channels)
+    c_in: int          # input channels (or units) in the original network (1 for a depthwise layer: see below)
     n_pos: int         # rows per input channel: k*k taps, H*W flatten positions, or 1
     src: int | None    # index of the weighted layer feeding it, None for the image
     kernel_shape: tuple[int, ...]
+
+    @property
+    def follows(self) -> bool:
+        """Whether its columns are its source's (a depthwise convolution: column c is channel c of its input, its
+        rows the kh*kw taps every column has). Such a layer keeps the columns its source keeps and all its rows:
+        the two, and the rows of the layer reading it, are one dependency group."""
+        return self.kind == "depthwise2d"
 
 
 @dataclass
@@ -66,8 +77,11 @@ def geometry(model: keras.Model) -> list[Geometry]:
         kd = of_layer(layer)
         if kd.weighted:
             k = tuple(layer.kernel.shape)
-            n_rows, n_pos = int(np.prod(k[:-1])), kd.row_positions(layer, positions)
-            out.append(Geometry(layer.name, kd.types[0], n_rows, k[-1], n_rows // n_pos, n_pos, last_weighted, k))
+            n_rows, n_cols = kd.matrix(np.zeros(k, np.int8)).shape
+            n_pos = kd.row_positions(layer, positions)
+            # (a depthwise layer's rows are its taps alone, each reading its own column's channel: c_in 1)
+            c_in = 1 if kd.follows_source else n_rows // n_pos
+            out.append(Geometry(layer.name, kd.types[0], n_rows, n_cols, c_in, n_pos, last_weighted, k))
             last_weighted = len(out) - 1
         positions = kd.flat_positions(layer, shape, positions)
         shape = tuple(layer.compute_output_shape((1, *shape))[1:])
@@ -78,8 +92,7 @@ def matrices(model: keras.Model) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """[(name, W[rows, cols], bias), ...] of every weighted layer, in order."""
     out = []
     for layer in weighted_layers(model):
-        k = layer.kernel.numpy()
-        out.append((layer.name, k.reshape(-1, k.shape[-1]), layer.bias.numpy()))
+        out.append((layer.name, of_layer(layer).matrix(layer.kernel.numpy()), layer.bias.numpy()))
     return out
 
 
@@ -97,6 +110,8 @@ def network_spec(model: keras.Model, maps: list[LayerMap] | None = None) -> Netw
 
 def _small_rows(g: Geometry, m: LayerMap, prev_cols: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """(row indices in the smaller matrix, the same rows in the original) for every kept row."""
+    if g.follows:          # (its rows are taps, the same in every column: the smaller matrix has them all)
+        return m.rows, m.rows
     pos, chan = np.divmod(m.rows, g.c_in)
     if prev_cols is None:
         new_c, n_c = chan, g.c_in
@@ -124,7 +139,7 @@ def shrink(full: list[tuple[str, np.ndarray, np.ndarray]], geo: list[Geometry], 
     small = build_model(spec, in_shape, len(maps[-1].cols), seed)
     for i, (layer, g, m, (_, w, b)) in enumerate(zip(weighted_layers(small), geo, maps, full)):
         prev_cols = maps[g.src].cols if g.src is not None else None
-        n_c = g.c_in if prev_cols is None else len(prev_cols)
+        n_c = g.c_in if prev_cols is None or g.follows else len(prev_cols)
         new_rows, old_rows = _small_rows(g, m, prev_cols)
         mat = np.zeros((g.n_pos * n_c, len(m.cols)), dtype=np.float32)
         mat[new_rows] = w[np.ix_(old_rows, m.cols)]

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from prunehw.core.config import CRITERIA, ArrayConfig
 from prunehw.core.errors import ConfigError
 from prunehw.model.data import Dataset, to_float
+from prunehw.model.kinds import weighted_layers
 from prunehw.model.matrix_form import (Geometry, LayerMap, expand, full_maps, geometry, matrices, row_masks, shrink,
                                        _small_rows)
 from prunehw.model.prune import keep_masks
@@ -34,11 +35,8 @@ from prunehw.model.train import fit
 
 __all__ = ["structure_scores", "plan_counts", "target_counts", "cost_counts", "select", "prune_matrix"]
 
-_WEIGHTED = (keras.layers.Conv2D, keras.layers.Dense)
-
-
 def _weighted(model: keras.Model) -> list[keras.layers.Layer]:
-    return [l for l in model.layers if isinstance(l, _WEIGHTED)]
+    return weighted_layers(model)
 
 
 def _gradients(model: keras.Model, x: np.ndarray, y: np.ndarray, batch: int):
@@ -52,7 +50,7 @@ def _gradients(model: keras.Model, x: np.ndarray, y: np.ndarray, batch: int):
             hs, out = [], xb
             for layer in model.layers:
                 out = layer(out)
-                if isinstance(layer, _WEIGHTED):
+                if layer in weighted:
                     hs.append(out)
             loss = loss_fn(yb, out)
         grads = tape.gradient(loss, [l.kernel for l in weighted] + hs)
@@ -118,8 +116,8 @@ def plan_counts(geo: list[Geometry], maps: list[LayerMap], q: float, array: Arra
     n = len(geo)
     cols = []
     for i, (g, m) in enumerate(zip(geo, maps)):
-        if i == n - 1:
-            cols.append(len(m.cols))
+        if i == n - 1 or g.follows:       # (the classes; a depthwise layer's channels, its source's)
+            cols.append(cols[g.src] if g.follows and g.src is not None else len(m.cols))
             continue
         want = max(1, min(len(m.cols), int(round(q * g.n_cols))))
         if floor is not None:
@@ -129,12 +127,12 @@ def plan_counts(geo: list[Geometry], maps: list[LayerMap], q: float, array: Arra
         cols.append(want)
     counts = []
     for i, (g, m) in enumerate(zip(geo, maps)):
-        if g.src is None:
+        if g.src is None or g.follows:
             rows = len(m.rows)
         else:
             frac = cols[g.src] / len(maps[g.src].cols)
             rows = int(round(len(m.rows) * frac))
-        if array is not None and g.n_pos > 1 and rows > array.rows:
+        if array is not None and g.n_pos > 1 and rows > array.rows and not g.follows:
             rows = (rows // array.rows) * array.rows
         if floor is not None:
             rows = max(rows, floor[i][0])
@@ -185,10 +183,11 @@ def cost_counts(geo: list[Geometry], maps: list[LayerMap], col_scores, row_score
     weights = [len(m.rows) * len(m.cols) for m in maps]
 
     def counts_of(cols, drop):
-        out = []
+        out, cols = [], _followed(geo, cols)
         for i, (g, m) in enumerate(zip(geo, maps)):
-            rows = len(m.rows) if g.src is None else int(round(len(m.rows) * cols[g.src] / len(maps[g.src].cols)))
-            if g.n_pos > 1 and rows > R:
+            rows = len(m.rows) if g.src is None or g.follows else \
+                int(round(len(m.rows) * cols[g.src] / len(maps[g.src].cols)))
+            if g.n_pos > 1 and rows > R and not g.follows:
                 rows = max(R, (rows // R) * R - drop[i] * R)
             out.append((rows, cols[i]))
         return out
@@ -210,6 +209,8 @@ def cost_counts(geo: list[Geometry], maps: list[LayerMap], col_scores, row_score
         out = []
         for i, g in enumerate(geo):
             tile = _col_tile(geo, i, array)
+            if g.follows:       # (its columns go with its source's, its taps stay)
+                continue
             if i < n - 1 and (cols[i] < len(maps[i].cols) if give_back else cols[i] > tile):
                 new = min(len(maps[i].cols), (cols[i] // tile + 1) * tile) if give_back else ((cols[i] - 1) // tile) * tile
                 out.append(([*cols[:i], new, *cols[i + 1:]], drop))
@@ -248,17 +249,46 @@ def cost_counts(geo: list[Geometry], maps: list[LayerMap], col_scores, row_score
     return counts, now
 
 
+def _followed(geo: list[Geometry], cols: list[int]) -> list[int]:
+    """Kept column counts with each depthwise layer's set to its source's."""
+    out = list(cols)
+    for i, g in enumerate(geo):
+        if g.follows and g.src is not None:
+            out[i] = out[g.src]
+    return out
+
+
+def _group_scores(geo: list[Geometry], col_scores) -> list[np.ndarray]:
+    """Column scores by dependency group: a layer's columns and the channels of the depthwise layers that follow
+    it (directly or through another) are removed together, so each channel is scored by the sum of its members'
+    scores, each a share of its own layer's total (scores of different layers are on different scales)."""
+    lead = list(range(len(geo)))            # each layer's group: the layer whose columns it follows
+    for i, g in enumerate(geo):
+        if g.follows and g.src is not None:
+            lead[i] = lead[g.src]
+    out = [np.asarray(s, np.float64) for s in col_scores]
+    for i in sorted(set(lead)):
+        members = [j for j in range(len(geo)) if lead[j] == i]
+        if len(members) > 1:
+            out[i] = sum(out[j] / max(float(out[j].sum()), 1e-30) for j in members)
+    return out
+
+
 def select(geo: list[Geometry], maps: list[LayerMap], col_scores, row_scores,
            counts: list[tuple[int, int]]) -> list[LayerMap]:
     """New index maps keeping the highest-scoring ``counts`` columns, then rows, of every layer."""
+    scores = _group_scores(geo, col_scores)
     new_cols = []
-    for m, s, (_, nc) in zip(maps, col_scores, counts):
+    for g, m, s, (_, nc) in zip(geo, maps, scores, counts):
+        if g.follows and g.src is not None:       # (the channels its source keeps)
+            new_cols.append(new_cols[g.src])
+            continue
         keep = np.sort(np.argsort(-s, kind="stable")[:nc])
         new_cols.append(m.cols[keep])
     out = []
     for g, m, s, (nr, _), cols in zip(geo, maps, row_scores, counts, new_cols):
         alive = np.ones(len(m.rows), dtype=bool)
-        if g.src is not None:
+        if g.src is not None and not g.follows:
             alive = np.isin(m.rows % g.c_in, new_cols[g.src])
         idx = np.flatnonzero(alive)
         if len(idx) > nr and g.n_pos > 1:

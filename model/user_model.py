@@ -1,36 +1,42 @@
 """A user's own Keras model, rewritten into the layers the flow implements, computing the same function.
 
 Small CNNs and MLPs are usually written with conveniences the hardware does not need as layers of their
-own. :func:`normalize` rewrites them, layer by layer, into an equivalent sequential model of Conv2D and
-Dense (linear), ReLU, MaxPooling2D, AveragePooling2D and Flatten:
+own. :func:`normalize` rewrites them, layer by layer, into an equivalent model of Conv2D, DepthwiseConv2D and
+Dense (linear), Add, ReLU, MaxPooling2D, AveragePooling2D and Flatten:
 
-- an activation fused into Conv2D/Dense (``relu``, ``relu6``; ``linear``) becomes a separate ReLU layer (or nothing);
+- an activation fused into Conv2D/DepthwiseConv2D/Dense (``relu``, ``relu6``; ``linear``) becomes a separate ReLU
+  layer (or nothing);
 - ``ReLU`` (plain or ``max_value=6``) and ``Activation("relu")``/``Activation("relu6")`` layers stay ReLUs (see
   ``model/activations.py``), ``Activation("linear")`` goes;
 - a ``softmax`` at the very end (fused or a layer of its own) is dropped: the flow works on logits, and
   softmax does not change their argmax, so accuracy is unchanged (the notes say so);
 - ``Dropout`` (and the other inference no-ops: ``GaussianNoise``, ``GaussianDropout``, ``AlphaDropout``,
   ``SpatialDropout2D``) go;
-- ``BatchNormalization`` right after a Conv2D or Dense (before or after its fused activation's place) is
-  folded into that layer's kernel and bias: ``gamma * (x - mean) / sqrt(var + eps) + beta``.
+- ``BatchNormalization`` right after a Conv2D, DepthwiseConv2D or Dense that nothing else reads (before or after its
+  fused activation's place) is folded into that layer's kernel and bias: ``gamma * (x - mean) / sqrt(var + eps) +
+  beta`` (a depthwise kernel scaled channel by channel);
+- ``Add`` of two inputs (a residual connection) stays as it is.
 
-Conv2D keeps its kernel (any kh x kw), padding (``valid`` or ``same``) and stride (the same both ways). MaxPooling2D and
-AveragePooling2D stay as they are where their strides equal their window (Keras' default) and their padding is
-``valid``; GlobalAveragePooling2D and GlobalMaxPooling2D become that pooling over the whole map, then a Flatten. Anything
-else (another activation, a BatchNormalization with no layer before it to fold into, non-square strides,
-dilation, other poolings, other layer types) is refused with one line naming the layer and what is supported.
-Each rewrite is listed in the returned notes, for the report.
+Conv2D keeps its kernel (any kh x kw), padding (``valid`` or ``same``) and stride (the same both ways), as does
+DepthwiseConv2D (depth multiplier 1). MaxPooling2D and AveragePooling2D stay as they are where their strides equal
+their window (Keras' default) and their padding is ``valid``; GlobalAveragePooling2D and GlobalMaxPooling2D become
+that pooling over the whole map, then a Flatten. Anything else (another activation, a BatchNormalization with no
+layer before it to fold into, non-square strides, dilation, other poolings, other merges, other layer types) is
+refused with one line naming the layer and what is supported. Each rewrite is listed in the returned notes, for the
+report.
 
-Nothing is trusted. Before rewriting, :func:`normalize` walks the model's graph from its output back to its input
-and refuses, in one line, what is not one chain of layers: several inputs or outputs, a layer taking several inputs
-(a branch or merge), a layer applied more than once (shared weights), a nested model, a bare ``keras.ops`` call.
-The chain is then taken in data-flow order, not in ``model.layers`` order. After rewriting, :func:`verify` runs
-both models on random inputs and on data images and refuses a rewrite whose outputs differ beyond float rounding;
-:func:`import_user_model` does all of it for a ``.keras`` file, the one way every stage imports a user's model.
+Nothing is trusted. :func:`normalize` reads the model's graph (:func:`~prunehw.model.graph.keras_graph`) from its
+output back to its input and refuses, in one line, what no graph of layers holds: several inputs or outputs, a
+layer applied more than once (shared weights), a nested model, a bare ``keras.ops`` call. It is taken in data-flow
+order, not in ``model.layers`` order: a chain comes back as a Sequential model, a graph with residual adds as a
+functional model of the same shape. After rewriting, :func:`verify` runs both models on random inputs and on data
+images and refuses a rewrite whose outputs differ beyond float rounding; :func:`import_user_model` does all of it
+for a ``.keras`` file, the one way every stage imports a user's model.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -40,6 +46,7 @@ from prunehw.core.errors import ModelFileError
 from prunehw.core.config import LayerSpec
 from prunehw.model.activations import activation_kind
 from prunehw.model.data import to_float
+from prunehw.core.graph import INPUT
 from prunehw.model.graph import keras_graph, producer
 from prunehw.model.kinds import of_layer, of_type, unsupported
 from prunehw.model.network import check_fits, check_supported, load_model
@@ -47,9 +54,10 @@ from prunehw.model.network import check_fits, check_supported, load_model
 __all__ = ["normalize", "verify", "import_user_model"]
 
 _NO_OPS = ("Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "SpatialDropout1D", "SpatialDropout2D")
-_SUPPORTED = ("Conv2D (padding valid/same, square strides)", "Dense", "ReLU (plain or max_value=6)", "MaxPooling2D",
-              "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Flatten",
-              "Activation (relu, relu6, linear, softmax last)", "BatchNormalization (after Conv2D/Dense)", "Dropout")
+_SUPPORTED = ("Conv2D (padding valid/same, square strides)", "DepthwiseConv2D (depth_multiplier 1)", "Dense",
+              "Add (of 2)", "ReLU (plain or max_value=6)", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
+              "GlobalMaxPooling2D", "Flatten", "Activation (relu, relu6, linear, softmax last)",
+              "BatchNormalization (after Conv2D/DepthwiseConv2D/Dense)", "Dropout")
 _RANDOM_INPUTS = 16     # random inputs verify runs both models on (besides the data images it is given)
 _DATA_IMAGES = 64       # training images import_user_model verifies on: a few batches' worth, a fraction of a second
 # float32 tolerance of verify: a folded batch norm and a reordered sum change the last bits of each output; the
@@ -61,14 +69,6 @@ _RTOL, _ATOL = 1e-4, 1e-4
 def _activation_name(layer) -> str:
     act = getattr(layer, "activation", None)
     return getattr(act, "__name__", str(act)) if act is not None else "linear"
-
-
-def _chain(model: keras.Model, where: str) -> list:
-    """The model's layers in data-flow order, input to output (the input layer left out); ``ModelFileError``
-    unless its graph (:func:`~prunehw.model.graph.keras_graph`) is one chain: one input, one output, each layer
-    called once on the one before it."""
-    graph = keras_graph(model, where, allowed=f"layers only ({', '.join(_SUPPORTED)})")
-    return [node.attrs["layer"] for node in graph.require_chain("the import")]
 
 
 def _ends_in_softmax(model: keras.Model) -> bool:
@@ -88,15 +88,35 @@ def _identity(layer) -> bool:
     return type(layer).__name__ in _NO_OPS or (type(layer).__name__ == "Activation" and _activation_name(layer) == "linear")
 
 
-class _Rewrite:
-    """The rewrite of one chain: the plan of (config entry, weights) of the supported layers it becomes, the notes,
-    and what the import handlers ask of the chain."""
+@dataclass
+class _Entry:
+    """One layer of the rewritten model: its name and type, its config entry (None for a merge, which the config
+    has no type for), its weights (kernel, bias) and the entries it reads."""
 
-    def __init__(self, src: list, where: str):
-        self.src, self.where = src, where
-        self.plan: list[tuple[LayerSpec, list]] = []
+    name: str
+    type: str
+    spec: LayerSpec | None
+    weights: list
+    inputs: tuple[str, ...]
+
+
+class _Rewrite:
+    """The rewrite of one graph: the plan of (config entry, weights, inputs) of the supported layers it becomes,
+    the notes, and what the import handlers ask of the graph.
+
+    ``source[name]`` is the plan entry whose output equals the output of the user's layer ``name`` (a dropped
+    identity's is its input's, a folded batch norm's the layer it was folded into); a plan entry's ``inputs`` name
+    plan entries (:data:`~prunehw.core.graph.INPUT`: the image). A merge's config entry is None (the config has no
+    such type: ``model/kinds.py``'s ``Add``)."""
+
+    def __init__(self, graph, where: str):
+        self.graph, self.where = graph, where
+        self.nodes = list(graph)
+        self.plan: list[_Entry] = []
         self.notes: list[str] = []
-        self.last_weighted = max((i for i, l in enumerate(src) if (k := of_layer(l)) and k.weighted), default=-1)
+        self.source: dict[str, str] = {INPUT: INPUT}
+        self.last_weighted = max((i for i, n in enumerate(self.nodes)
+                                  if (k := of_layer(n.attrs["layer"])) and k.weighted), default=-1)
 
     def refuse(self, message: str):
         raise ModelFileError(f"{self.where}: {message}")
@@ -107,104 +127,164 @@ class _Rewrite:
         if refusal:
             self.refuse(f"{of_layer(layer).label} {layer.name!r} {refusal}")
 
+    def inputs(self, node) -> tuple[str, ...]:
+        """The plan entries ``node`` reads."""
+        return tuple(self.source[s] for s in node.inputs)
+
+    def add(self, node, spec: LayerSpec | None, weights: list, after: str | None = None) -> None:
+        """A plan entry for ``spec`` (named as it; a merge as ``node``), reading what ``node`` reads, or (``after``)
+        the entry of that name; ``node``'s output is now its."""
+        name = spec.name if spec is not None else node.name
+        kind = spec.type if spec is not None else of_layer(node.attrs["layer"]).types[0]
+        self.plan.append(_Entry(name, kind, spec, weights, self.inputs(node) if after is None else (after,)))
+        self.source[node.name] = name
+
+    def entry(self, name: str) -> _Entry | None:
+        return next((e for e in self.plan if e.name == name), None)
+
+    def alias(self, node) -> None:
+        """``node`` computes nothing: its output is its input's."""
+        self.source[node.name] = self.source[node.inputs[0]]
+
     def softmax_at_end(self, i: int) -> bool:
-        """Whether only identities follow layer ``i``, so a softmax there can be dropped (a second softmax would be
+        """Whether only identities follow node ``i``, so a softmax there can be dropped (a second softmax would be
         dropped too, and softmax(softmax(x)) is not softmax(x))."""
-        return all(_identity(l) for l in self.src[i + 1:])
+        return all(_identity(n.attrs["layer"]) for n in self.nodes[i + 1:])
+
+    def sole_reader(self, node) -> bool:
+        """Whether ``node`` is the only reader of what it reads, back through identities to the layer that
+        computes it (so folding into that layer changes nothing else)."""
+        name = node.name
+        while True:
+            src = self.graph.node(name).inputs[0]
+            if src == INPUT or len(self.graph.readers(src)) != 1:
+                return src != INPUT and len(self.graph.readers(src)) == 1
+            if not _identity(self.graph.node(src).attrs["layer"]):
+                return True
+            name = src
 
     def drop_softmax(self, name: str) -> None:
         self.notes.append(f"{name}: final softmax dropped (the flow works on logits; argmax, so accuracy, unchanged)")
 
 
-def _import_weighted(layer, i: int, rw: _Rewrite) -> None:
-    """Conv2D, Dense: the layer itself (a zero bias added where it has none), its fused activation split off."""
+def _import_weighted(node, i: int, rw: _Rewrite) -> None:
+    """Conv2D, DepthwiseConv2D, Dense: the layer itself (a zero bias added where it has none), its fused activation
+    split off."""
+    layer = node.attrs["layer"]
     name = layer.name
     rw.refuse_unsupported(layer)
     act = _activation_name(layer)
     if act != "linear" and not activation_kind(act) and not (act == "softmax" and i == rw.last_weighted and rw.softmax_at_end(i)):
         rw.refuse(f"layer {name!r} fuses activation {act!r}; supported: relu, relu6, linear, and softmax on the last layer")
     w = layer.get_weights()
-    kernel, bias = w[0], (w[1] if len(w) > 1 else np.zeros(w[0].shape[-1], w[0].dtype))
+    kernel, bias = w[0], (w[1] if len(w) > 1 else np.zeros(w[0].shape[-1] if w[0].ndim != 4 or
+                                                            type(layer).__name__ != "DepthwiseConv2D" else
+                                                            w[0].shape[2], w[0].dtype))
     if len(w) == 1:
         rw.notes.append(f"{name}: no bias in the model; a zero bias added")
-    rw.plan.append((of_layer(layer).spec(layer), [kernel, bias]))
+    rw.add(node, of_layer(layer).spec(layer), [kernel, bias])
     if activation_kind(act):
-        rw.plan.append((LayerSpec(type=act, name=f"{name}_{act}"), []))
+        rw.add(node, LayerSpec(type=act, name=f"{name}_{act}"), [], after=name)
         rw.notes.append(f"{name}: fused {act} split into its own ReLU layer")
     elif act == "softmax":
         rw.drop_softmax(name)
 
 
-def _import_batchnorm(layer, i: int, rw: _Rewrite) -> None:
-    """BatchNormalization right after a Conv2D or Dense: folded into its kernel and bias."""
+def _import_batchnorm(node, i: int, rw: _Rewrite) -> None:
+    """BatchNormalization right after a Conv2D, DepthwiseConv2D or Dense that nothing else reads: folded into its
+    kernel and bias."""
     # (after a ReLU it cannot be folded: relu and the affine map do not commute)
-    if not rw.plan or not of_type(rw.plan[-1][0].type).weighted:
-        rw.refuse(f"BatchNormalization {layer.name!r} does not follow a Conv2D or Dense directly; "
-                  f"supported: BatchNormalization right after Conv2D/Dense (it is folded into it)")
+    layer = node.attrs["layer"]
+    src = rw.entry(rw.source[node.inputs[0]])
+    if src is None or not of_type(src.type).weighted or not rw.sole_reader(node):
+        rw.refuse(f"BatchNormalization {layer.name!r} does not follow a Conv2D, DepthwiseConv2D or Dense that nothing "
+                  f"else reads; supported: BatchNormalization right after one (it is folded into it)")
     gamma, beta, mean, var = (layer.get_weights() if layer.scale and layer.center else _bn_weights(layer))
+    if getattr(layer, "axis", -1) not in (-1, len(node.shape)):
+        rw.refuse(f"BatchNormalization {layer.name!r} normalizes axis {layer.axis}; supported: the channels (last) axis")
     scale = gamma / np.sqrt(var + layer.epsilon)
-    spec, (kernel, bias) = rw.plan[-1]
-    rw.plan[-1] = (spec, [kernel * scale, (bias - mean) * scale + beta])
-    rw.notes.append(f"{layer.name}: batch normalization folded into {spec.name!r}")
+    kernel, bias = src.weights
+    # (a depthwise kernel (kh, kw, C, 1) scales by channel along its third axis; any other along its last)
+    src.weights = [kernel * (scale[:, None] if src.type == "depthwise2d" else scale), (bias - mean) * scale + beta]
+    rw.source[node.name] = src.name
+    rw.notes.append(f"{layer.name}: batch normalization folded into {src.name!r}")
 
 
-def _import_activation(layer, i: int, rw: _Rewrite) -> None:
+def _import_activation(node, i: int, rw: _Rewrite) -> None:
     """``Activation``: relu and relu6 as ReLU layers, linear dropped, a softmax at the end dropped."""
+    layer = node.attrs["layer"]
     act, name = _activation_name(layer), layer.name
     if activation_kind(act):
-        rw.plan.append((LayerSpec(type=act, name=name), []))
+        rw.add(node, LayerSpec(type=act, name=name), [])
         rw.notes.append(f"{name}: Activation({act!r}) as a ReLU layer")
     elif act == "linear":
+        rw.alias(node)
         rw.notes.append(f"{name}: Activation('linear') dropped (identity)")
     elif act == "softmax" and rw.softmax_at_end(i):
+        rw.alias(node)
         rw.drop_softmax(name)
     else:
         rw.refuse(f"Activation {name!r} is {act!r}; supported: relu, relu6, linear, softmax at the end")
 
 
-def _import_as_is(layer, i: int, rw: _Rewrite) -> None:
+def _import_as_is(node, i: int, rw: _Rewrite) -> None:
     """A supported layer (ReLU, the poolings, Flatten) kept as it is, once its parameters are checked."""
+    layer = node.attrs["layer"]
     rw.refuse_unsupported(layer)
-    rw.plan.append((of_layer(layer).spec(layer), []))
+    rw.add(node, of_layer(layer).spec(layer), [])
 
 
-def _import_global_pool(layer, i: int, rw: _Rewrite) -> None:
+def _import_add(node, i: int, rw: _Rewrite) -> None:
+    """Add of two inputs (a residual connection), kept as it is."""
+    if len(node.inputs) != 2:
+        rw.refuse(f"Add {node.name!r} sums {len(node.inputs)} inputs; supported: Add of 2 (chain Adds for more)")
+    rw.add(node, None, [])
+
+
+def _import_global_pool(node, i: int, rw: _Rewrite) -> None:
     """GlobalAveragePooling2D, GlobalMaxPooling2D: the same pooling over a window the size of the whole map, then a
     Flatten (unless ``keepdims``): the same function, in the layers the flow implements."""
+    layer = node.attrs["layer"]
     if getattr(layer, "data_format", "channels_last") != "channels_last":
         rw.refuse(f"{type(layer).__name__} {layer.name!r} uses data_format {layer.data_format!r}; supported: channels_last")
     h, w = (int(v) for v in layer.input.shape[1:3])
     kind = "avgpool2d" if type(layer).__name__ == "GlobalAveragePooling2D" else "maxpool2d"
-    rw.plan.append((LayerSpec(type=kind, name=layer.name, pool=[h, w]), []))
+    rw.add(node, LayerSpec(type=kind, name=layer.name, pool=[h, w]), [])
     if not getattr(layer, "keepdims", False):
-        rw.plan.append((LayerSpec(type="flatten", name=f"{layer.name}_flatten"), []))
+        rw.add(node, LayerSpec(type="flatten", name=f"{layer.name}_flatten"), [], after=layer.name)
     rw.notes.append(f"{layer.name}: {type(layer).__name__} as a {h}x{w} {kind} over the whole map"
                     + ("" if getattr(layer, "keepdims", False) else ", then a Flatten"))
 
 
-def _import_no_op(layer, i: int, rw: _Rewrite) -> None:
-    rw.notes.append(f"{layer.name}: {type(layer).__name__} dropped (no effect at inference)")
+def _import_no_op(node, i: int, rw: _Rewrite) -> None:
+    rw.alias(node)
+    rw.notes.append(f"{node.name}: {type(node.attrs['layer']).__name__} dropped (no effect at inference)")
 
 
 #: how each Keras class is imported (any other is refused)
-_IMPORT = {"Conv2D": _import_weighted, "Dense": _import_weighted, "BatchNormalization": _import_batchnorm,
-           "Activation": _import_activation, "ReLU": _import_as_is, "MaxPooling2D": _import_as_is,
-           "AveragePooling2D": _import_as_is, "Flatten": _import_as_is, "GlobalAveragePooling2D": _import_global_pool,
+_IMPORT = {"Conv2D": _import_weighted, "DepthwiseConv2D": _import_weighted, "Dense": _import_weighted,
+           "BatchNormalization": _import_batchnorm, "Activation": _import_activation, "ReLU": _import_as_is,
+           "MaxPooling2D": _import_as_is, "AveragePooling2D": _import_as_is, "Flatten": _import_as_is,
+           "Add": _import_add, "GlobalAveragePooling2D": _import_global_pool,
            "GlobalMaxPooling2D": _import_global_pool, **dict.fromkeys(_NO_OPS, _import_no_op)}
 
 
 def normalize(model: keras.Model, where: str = "model") -> tuple[keras.Model, list[str]]:
     """(an equivalent model in the supported layers, notes on each rewrite); ``ModelFileError`` if it cannot be.
 
-    The model must be one chain of layers (see :func:`_chain`); it is read in data-flow order, each layer by its
-    class's import handler (:data:`_IMPORT`).
+    The model's layer graph (:func:`~prunehw.model.graph.keras_graph`: one input, one output, each layer called
+    once) is read in data-flow order, each layer by its class's import handler (:data:`_IMPORT`). A chain comes
+    back as a Sequential model, a graph with merges as a functional one of the same shape.
     """
-    rw = _Rewrite(_chain(model, where), where)
-    for i, layer in enumerate(rw.src):
-        handler = _IMPORT.get(type(layer).__name__)
+    graph = keras_graph(model, where, allowed=f"layers only ({', '.join(_SUPPORTED)})")
+    rw = _Rewrite(graph, where)
+    for i, node in enumerate(rw.nodes):
+        handler = _IMPORT.get(node.kind)
         if handler is None:
-            rw.refuse(f"layer {layer.name!r} has unsupported type {type(layer).__name__}; supported: {', '.join(_SUPPORTED)}")
-        handler(layer, i, rw)
+            rw.refuse(f"layer {node.name!r} has unsupported type {node.kind}; supported: {', '.join(_SUPPORTED)}")
+        handler(node, i, rw)
+    if not rw.plan or rw.source[graph.output.name] != rw.plan[-1].name:
+        rw.refuse(f"the model's output is not its last computing layer's; supported: one output, the logits")
     return _build(model.inputs[0].shape[1:], rw.plan), rw.notes
 
 
@@ -302,16 +382,27 @@ def _bn_weights(layer) -> tuple:
     return gamma, beta, mean, var
 
 
-def _build(input_shape, plan) -> keras.Model:
-    """The Sequential model of the plan's config entries (each built by its kind, ``model/kinds.py``), holding the
-    plan's weights."""
-    shape = tuple(input_shape)
-    layers: list = [keras.Input(shape=shape)]
-    for spec, _ in plan:
-        layer, shape = of_type(spec.type).build(spec, spec.name, shape)
+def _build(input_shape, plan: list[_Entry]) -> keras.Model:
+    """The model of the plan's entries (each built by its kind, ``model/kinds.py``), holding the plan's weights: a
+    Sequential model where each entry reads the one before it, else a functional one."""
+    chain = all(e.inputs == ((plan[j - 1].name,) if j else (INPUT,)) for j, e in enumerate(plan))
+    x = keras.Input(shape=tuple(input_shape), name="image")
+    tensors, layers = {INPUT: x}, []
+    for e in plan:
+        kind = of_type(e.type)
+        shape = tuple(tensors[e.inputs[0]].shape[1:])
+        layer, _ = kind.build(e.spec, e.name, shape)
         layers.append(layer)
-    out = keras.Sequential(layers, name="user_model")
-    for (_, weights), layer in zip(plan, out.layers):
-        if weights:
-            layer.set_weights([np.asarray(w, dtype=np.float32) for w in weights])
+        if not chain:
+            args = [tensors[n] for n in e.inputs]
+            tensors[e.name] = layer(args if kind.merge else args[0])
+        else:
+            tensors[e.name] = keras.KerasTensor((None, *layer.compute_output_shape((1, *shape))[1:]))
+    if chain:
+        out = keras.Sequential([keras.Input(shape=tuple(input_shape)), *layers], name="user_model")
+    else:
+        out = keras.Model(x, tensors[plan[-1].name], name="user_model")
+    for e, layer in zip(plan, layers):
+        if e.weights:
+            layer.set_weights([np.asarray(w, dtype=np.float32) for w in e.weights])
     return out

@@ -41,6 +41,11 @@ def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: 
 
     # matrix-based: prune, then write the index maps beside the model
     to_cost = {}
+    if variant.target is not None and any(type(l).__name__ == "DepthwiseConv2D" for l in model.layers):
+        from prunehw.core.errors import ConfigError
+
+        raise ConfigError(f"variant {variant.name!r}: matrix pruning to a hardware target ({variant.target[0]}) does "
+                          f"not cost depthwise convolutions yet; allowed there: a ratio")
     if variant.target is not None:   # pruned to cycles (per image) or energy (pJ per inference, given in uJ)
         kind, value = variant.target
         if kind == "target_energy_uj":

@@ -51,7 +51,7 @@ def test_paths_in_a_config_are_taken_from_its_folder(tmp_path, monkeypatch):
     ('[[variants]]\nmethod = "random"\nratio = 0.5', "variants[0].method = 'random' is unknown; allowed: dense, unstructured, matrix"),
     ('[[variants]]\nratio = 0.5', "variants[0].method is missing"),
     ('[network]\nlayers = [{type = "batchnorm"}]',
-     "network.layers[0].type = 'batchnorm' is unknown; allowed: conv2d, dense, relu, relu6, maxpool2d, avgpool2d, flatten"),
+     "network.layers[0].type = 'batchnorm' is unknown; allowed: conv2d, depthwise2d, dense, relu, relu6, maxpool2d, avgpool2d, flatten"),
     ('[network]\nlayers = [{type = "dense"}]', "network.layers[0]: a 'dense' layer needs 'units'"),
     ('[network]\nlayers = [{type = "dense", units = 10, kernel = 3}]',
      "network.layers[0]: a 'dense' layer does not take 'kernel'; it takes: units"),

@@ -26,6 +26,13 @@ NETS = {
                               L(type="avgpool2d", pool=2), L(type="conv2d", filters=8, kernel=3),
                               L(type="avgpool2d", pool=2), L(type="maxpool2d", pool=1), L(type="flatten"),
                               L(type="dense", units=16), L(type="relu"), L(type="dense", units=10))),
+    # depthwise-separable (DS-CNN / MobileNet): a depthwise convolution's channels are its source's filters, pruned
+    # with them; a strided depthwise, then a pointwise one reading the kept channels
+    "separable": ((12, 10, 1), (L(type="conv2d", filters=8, kernel=[4, 3], stride=2, padding="same"), L(type="relu"),
+                                L(type="depthwise2d", kernel=3, padding="same"), L(type="relu"),
+                                L(type="conv2d", filters=12, kernel=1), L(type="relu"),
+                                L(type="depthwise2d", kernel=3, stride=2, padding="same"), L(type="relu"),
+                                L(type="avgpool2d", pool=[3, 1]), L(type="flatten"), L(type="dense", units=10))),
     # MLP: dense after dense
     "mlp": ((8, 8, 1), (L(type="flatten"), L(type="dense", units=32), L(type="relu"), L(type="dense", units=20),
                         L(type="relu"), L(type="dense", units=10))),
@@ -53,6 +60,10 @@ def test_smaller_model_equals_zeroed_original(net, ratio, array, rng):
     ref = zeroed_original(model, geo, new)
     x = rng.integers(0, 256, size=(16, *shape)).astype(np.float32) / 256
     np.testing.assert_allclose(small.predict(x, verbose=0), ref.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    for g, m in zip(geo, new):
+        if g.follows:        # (a depthwise layer keeps its source's channels and all its taps)
+            np.testing.assert_array_equal(m.cols, new[g.src].cols)
+            assert len(m.rows) == g.n_rows
     kept = sum(len(m.rows) * len(m.cols) for m in new)
     assert sum(int(np.count_nonzero(w)) for _, w, _ in matrices(small)) == kept
     # expand() is shrink()'s inverse on the kept entries

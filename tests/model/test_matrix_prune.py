@@ -183,3 +183,28 @@ def test_energy_cost_counts_the_copies_a_cut_convolution_reads(net, tiny_data):
     assert pruned.copies[0] == 4
     assert {k: v for k, v in cut.items() if not k.startswith("mults")} == \
         {k: v for k, v in real.items() if not k.startswith("mults")}
+
+
+def test_prune_matrix_prunes_a_depthwise_layer_with_its_source(tiny_data):
+    """A depthwise-separable network: each depthwise layer keeps exactly the channels the convolution before it
+    keeps (one dependency group), its taps all; the pointwise layer after it reads those channels."""
+    separable = NetworkConfig(layers=(
+        L(type="conv2d", filters=16, kernel=3, stride=2, padding="same"), L(type="relu"),
+        L(type="depthwise2d", kernel=3, padding="same"), L(type="relu"), L(type="conv2d", filters=16, kernel=1),
+        L(type="relu"), L(type="depthwise2d", kernel=3, stride=2, padding="same"), L(type="relu"),
+        L(type="avgpool2d", pool=7), L(type="flatten"), L(type="dense", units=10)))
+    model = build_model(separable, tiny_data.input_shape, 10, seed=2)
+    total, _ = weight_counts(model)
+    small, geo, maps = prune_matrix(model, tiny_data, PruningSchedule("iterative", 0.5, 2, 1), criterion="taylor",
+                                    array=ArrayConfig(rows=4, cols=4), learning_rate=1e-3, batch_size=64,
+                                    calibration=64, seed=0)
+    kinds = [g.kind for g in geo]
+    assert kinds == ["conv2d", "depthwise2d", "conv2d", "depthwise2d", "dense"]
+    for i in (1, 3):
+        np.testing.assert_array_equal(maps[i].cols, maps[i - 1].cols)
+        assert len(maps[i].rows) == 9
+    _, kept = weight_counts(small)
+    assert kept == sum(len(m.rows) * len(m.cols) for m in maps) and 1 - kept / total >= 0.45
+    dws = [l for l in small.layers if type(l).__name__ == "DepthwiseConv2D"]
+    assert [l.kernel.shape[2] for l in dws] == [len(maps[0].cols), len(maps[2].cols)] and len(maps[0].cols) < 16
+    assert [(tuple(l.strides), l.padding) for l in dws] == [((1, 1), "same"), ((2, 2), "same")]

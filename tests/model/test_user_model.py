@@ -89,9 +89,9 @@ def test_normalized_model_computes_the_same_logits(name):
     (lambda L: [L.Conv2D(4, 3, dilation_rate=2, padding="same"), L.Flatten(), L.Dense(10)],
      r"conv layer 'conv2d\w*' uses dilation_rate \(2, 2\); supported: .*dilation 1"),
     (lambda L: [L.Conv2D(4, 3, activation="tanh"), L.Flatten(), L.Dense(10)], "fuses activation 'tanh'"),
-    (lambda L: [L.BatchNormalization(), L.Flatten(), L.Dense(10)], "does not follow a Conv2D or Dense"),
+    (lambda L: [L.BatchNormalization(), L.Flatten(), L.Dense(10)], "does not follow a Conv2D, DepthwiseConv2D or Dense"),
     (lambda L: [L.Conv2D(4, 3, activation="relu"), L.BatchNormalization(), L.Flatten(), L.Dense(10)],
-     "does not follow a Conv2D or Dense"),
+     "does not follow a Conv2D, DepthwiseConv2D or Dense"),
     (lambda L: [L.Conv2D(4, 3), L.AveragePooling2D(2, strides=1), L.Flatten(), L.Dense(10)],
      r"AveragePooling2D 'average_pooling2d\w*' is \(2, 2\) with strides \(1, 1\); supported: strides equal to the "
      r"window, padding valid$"),
@@ -141,6 +141,67 @@ def _merge(join):
     return keras.Model(x, L.Dense(3)(L.Flatten()(y)))
 
 
+def _merge3(join):
+    L = keras.layers
+    x = keras.Input((8, 8, 1))
+    y = join([L.Conv2D(2, 3, name=f"c{i}")(x) for i in range(3)])
+    return keras.Model(x, L.Dense(3)(L.Flatten()(y)))
+
+
+def _bn_beside_add():
+    L = keras.layers
+    x = keras.Input((8, 8, 2))
+    c = L.Conv2D(2, 3, padding="same", name="conv")(x)
+    y = L.Add()([L.BatchNormalization(name="bn")(c), c])
+    return keras.Model(x, L.Dense(3)(L.Flatten()(y)))
+
+
+def _residual():
+    """A ResNet-style block: conv + batch norm + ReLU, conv + batch norm, a 1x1 stride-2 shortcut, Add, ReLU;
+    then global average pooling and a softmax head."""
+    L = keras.layers
+    x = keras.Input((12, 12, 3))
+    y = L.ReLU()(L.BatchNormalization(name="bn0")(L.Conv2D(4, 3, padding="same", name="stem")(x)))
+    a = L.ReLU()(L.BatchNormalization(name="bn1")(L.Conv2D(8, 3, strides=2, padding="same", name="c1")(y)))
+    a = L.BatchNormalization(name="bn2")(L.Conv2D(8, 3, padding="same", name="c2")(a))
+    s = L.Conv2D(8, 1, strides=2, name="shortcut")(y)
+    y = L.Activation("relu")(L.Add(name="add")([a, s]))
+    return keras.Model(x, L.Dense(5, activation="softmax")(L.GlobalAveragePooling2D()(y)))
+
+
+def _separable():
+    """A DS-CNN / MobileNet-style stack: conv, depthwise 3x3 + batch norm + ReLU6, pointwise + batch norm + ReLU,
+    a strided depthwise with a fused ReLU, Dropout, average pooling, dense."""
+    L = keras.layers
+    return keras.Sequential([
+        keras.Input((14, 10, 1)), L.Conv2D(8, (5, 4), strides=2, padding="same", use_bias=False), L.BatchNormalization(),
+        L.ReLU(), L.DepthwiseConv2D(3, padding="same", name="dw1"), L.BatchNormalization(name="bn_dw1"),
+        L.ReLU(max_value=6), L.Conv2D(8, 1), L.BatchNormalization(), L.ReLU(),
+        L.DepthwiseConv2D(3, strides=2, padding="same", activation="relu", use_bias=False), L.Dropout(0.3),
+        L.AveragePooling2D((4, 3)), L.Flatten(), L.Dense(4)])
+
+
+@pytest.mark.parametrize("build", [_residual, _separable])
+def test_residual_and_separable_models_are_imported_and_verified(build):
+    model = build()
+    rng = np.random.default_rng(0)
+    _randomize_batch_norm(model, rng)
+    images = rng.integers(0, 256, (8, *model.inputs[0].shape[1:])).astype(np.uint8)
+    out, notes = normalize(model, "user.keras")
+    assert verify(model, out, images, "user.keras") < 1e-4
+    kinds = [type(l).__name__ for l in out.layers]
+    assert "BatchNormalization" not in kinds and "Dropout" not in kinds, kinds
+    if build is _residual:
+        # the graph kept as it is: the add reads the second conv and the shortcut, its ReLU reads the add
+        assert isinstance(out, keras.Model) and not isinstance(out, keras.Sequential)
+        add = out.get_layer("add")
+        assert sorted(t._keras_history.operation.name for t in add.input) == ["c2", "shortcut"]
+        assert sum("batch normalization folded" in n for n in notes) == 3 and any("softmax dropped" in n for n in notes)
+    else:
+        assert isinstance(out, keras.Sequential) and kinds.count("DepthwiseConv2D") == 2
+        assert any("bn_dw1: batch normalization folded into 'dw1'" in n for n in notes), notes
+
+
 def _two_inputs():
     L = keras.layers
     a, b = keras.Input((4,), name="image_a"), keras.Input((4,), name="image_b")
@@ -163,10 +224,15 @@ def _ops_call():
 @pytest.mark.parametrize("build, match", [
     (_two_heads, r"^user.keras: model has 2 outputs \(head_b, head_c\); allowed: one output$"),
     (_shared_conv, r"^user.keras: layer 'conv' is applied 2 times \(shared weights\); allowed: each layer once$"),
-    (lambda: _merge(keras.layers.Add(name="add")),
-     r"^user.keras: layer 'add' takes 2 inputs \(a merge\); the import carries a chain of layers only, each reading "
-     r"the one before it$"),
-    (lambda: _merge(keras.layers.Concatenate(name="cat")), r"layer 'cat' takes 2 inputs \(a merge\)"),
+    (lambda: _merge(keras.layers.Concatenate(name="cat")), r"^user.keras: layer 'cat' has unsupported type Concatenate; "
+                                                            r"supported: Conv2D .*Add \(of 2\)"),
+    (lambda: _merge3(keras.layers.Add(name="add3")), r"^user.keras: Add 'add3' sums 3 inputs; supported: Add of 2"),
+    # a batch norm after a conv that the residual add also reads: folding it would change the add's input
+    (lambda: _bn_beside_add(), r"BatchNormalization 'bn' does not follow a Conv2D, DepthwiseConv2D or Dense that "
+                               r"nothing else reads"),
+    (lambda: keras.Sequential([keras.Input((8, 8, 2)), keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw"),
+                               keras.layers.Flatten(), keras.layers.Dense(3)]),
+     r"depthwise conv layer 'dw' uses depth_multiplier=2; supported: depth_multiplier 1"),
     (_two_inputs, r"^user.keras: model has 2 inputs \(image_a, image_b\); allowed: one input$"),
     (_nested, r"layer 'inner' is a nested model \(Sequential\); allowed: its layers, directly in the model"),
     (_ops_call, r"operation 'relu' is a keras.ops call \(Relu\), not a layer; allowed: layers only"),
