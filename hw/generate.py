@@ -43,6 +43,8 @@ def describe(program: Program, accel: Accelerator | None = None) -> dict:
         if isinstance(op, MatmulOp):
             entry.update(positions=op.positions, rows=op.rows, cols=op.cols, row_tiles=op.n_rt, col_tiles=op.n_ct,
                          folds=op.n_rt * op.n_ct, macs=sum(op.macs_per_fold) * op.positions)
+            if op.grouped:    # (a depthwise convolution: its array utilisation, useful products per PE-beat)
+                entry.update(grouped=True, pe_utilization=round(sum(op.macs_per_fold) / (op.n_rt * op.n_ct * R * C), 4))
             if op.window != (1, 1):
                 entry.update(fused_pool=written_size(*op.window), conv_out_shape=list(op.conv_shape),
                              fused_pool_kind="avgpool2d" if op.pool_avg else "maxpool2d")
@@ -53,7 +55,7 @@ def describe(program: Program, accel: Accelerator | None = None) -> dict:
     n_tiles = sum(len(o.tiles) for o in program.matmuls())
     roms = {b: len(accel.plan.wimgs[b]) for b in accel.plan.wwidths}     # (tiles in each width's ROM)
     wbits = sum(R * C * b * n for b, n in roms.items())
-    n_rt = sum(o.n_rt for o in program.matmuls())
+    n_rt = sum(len(o.row_table) for o in program.matmuls())
     n_ct = sum(o.n_ct for o in program.matmuls())
     return {
         "top": TOP_NAME,

@@ -64,26 +64,37 @@ class Flow:
         write_run_manifest(self.cfg, data.source, data.digest)
         return data
 
-    def check_inputs(self, sources: tuple[Path, ...] = ()) -> None:
+    def check_inputs(self, sources: tuple[Path, ...] = (), hardware: bool = True) -> None:
         """Everything the run reads, checked before anything is written: the build folder, the data set, the
-        network it trains or imports (against the data, the array and the device, unless it is already trained)
-        and each model given to prune (``sources``). A refusal is a one-line error and leaves no file."""
+        network it trains or imports (against the data, the variants' pruning, the array and the device, unless it
+        is already trained) and each model given to prune (``sources``). A user's model with merges (a residual
+        Add), which the accelerator does not run, is refused only where the command reaches it (``hardware``).
+        A refusal is a one-line error and leaves no file."""
         from prunehw.core.artifacts import check_writable
         from prunehw.tf_quiet import import_tensorflow_quietly
+        from prunehw.variants import check_prunable
 
         check_writable(self.run_dir)
         data = self.dataset
         import_tensorflow_quietly()
-        if not stage_is_current(self.run_dir, "train", train.train_key(self)):
-            if self.cfg.model:
-                train.check_fits_hardware(self, train.user_model(self)[0], self.cfg.model)
-            else:
-                from prunehw.model.network import build_model
+        current = stage_is_current(self.run_dir, "train", train.train_key(self))
+        if self.cfg.model:       # (a user's model may be a graph: what its merges allow is checked on every run)
+            from prunehw.model.graph import keras_graph
 
-                train.check_fits_hardware(self, build_model(self.cfg.network, data.input_shape, data.n_classes,
-                                                            self.cfg.seed), "network")
+            model = train.user_model(self)[0]
+            check_prunable(model, self.cfg.variants, self.cfg.model)
+            if not keras_graph(model, self.cfg.model).is_chain:
+                if hardware:
+                    train.check_accelerator_graph(model, self.cfg.model)
+            elif not current:
+                train.check_fits_hardware(self, model, self.cfg.model)
+        elif not current:
+            from prunehw.model.network import build_model
+
+            train.check_fits_hardware(self, build_model(self.cfg.network, data.input_shape, data.n_classes,
+                                                        self.cfg.seed), "network")
         for src in sources:
-            prune.prune_source(self, src)
+            check_prunable(prune.prune_source(self, src), self.cfg.variants, str(src))
 
     def model_path(self, variant: str) -> Path:
         return self.layout.model(variant)

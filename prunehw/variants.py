@@ -41,11 +41,7 @@ def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: 
 
     # matrix-based: prune, then write the index maps beside the model
     to_cost = {}
-    if variant.target is not None and any(type(l).__name__ == "DepthwiseConv2D" for l in model.layers):
-        from prunehw.core.errors import ConfigError
-
-        raise ConfigError(f"variant {variant.name!r}: matrix pruning to a hardware target ({variant.target[0]}) does "
-                          f"not cost depthwise convolutions yet; allowed there: a ratio")
+    check_prunable(model, [variant], "the model")
     if variant.target is not None:   # pruned to cycles (per image) or energy (pJ per inference, given in uJ)
         kind, value = variant.target
         if kind == "target_energy_uj":
@@ -58,6 +54,32 @@ def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: 
         learning_rate=p.learning_rate, batch_size=p.batch_size, calibration=p.calibration_images,
         seed=cfg.seed, desc=variant.name, **to_cost)
     return small, save_maps(out_dir / "index_maps.json", geo, maps)
+
+
+def check_prunable(model, variants, where: str) -> None:
+    """Refuse, in one line naming the variant and the layer, a variant that ``model``'s graph does not allow yet:
+    matrix pruning or quantization-aware fine-tuning of a model with merges (a residual Add: its channels would
+    have to go in groups across the merge), matrix pruning to a hardware target of a model with depthwise
+    convolutions (the cost functions recount a convolution's tiles, not a grouped layer's)."""
+    from prunehw.core.errors import ConfigError
+    from prunehw.model.graph import keras_graph
+
+    graph = keras_graph(model, where)
+    merge = next((n for n in graph if len(n.inputs) > 1), None)
+    depthwise = next((n for n in graph if n.kind == "DepthwiseConv2D"), None)
+    for v in variants:
+        if merge is not None and v.method == "matrix":
+            raise ConfigError(f"variant {v.name!r}: {where} has {merge.kind} {merge.name!r} (a merge); matrix pruning "
+                              f"does not yet remove channels in groups across a merge; allowed for this model: dense "
+                              f"and unstructured variants")
+        if merge is not None and v.quant == "qat":
+            raise ConfigError(f"variant {v.name!r}: {where} has {merge.kind} {merge.name!r} (a merge); quantization-"
+                              f"aware fine-tuning carries a chain of layers only; allowed for this model: quant = "
+                              f"\"ptq\"")
+        if depthwise is not None and v.method == "matrix" and v.target is not None:
+            raise ConfigError(f"variant {v.name!r}: {where} has DepthwiseConv2D {depthwise.name!r}; matrix pruning to "
+                              f"a hardware target ({v.target[0]}) does not cost depthwise convolutions yet; allowed "
+                              f"there: a ratio")
 
 
 def cost_code() -> str:

@@ -27,6 +27,12 @@ position's base pixel: the row table holds, per row tile, R entries
 (``rows_kept`` in the contract) are simply absent from the table and from the
 weight tiles, so a pruned layer is a smaller matrix with fewer tiles.
 
+A depthwise convolution is grouped where the array has at least as many rows
+as columns (:func:`_depthwise_op`): each column tile (C channels) has row tiles
+of its own, one per kernel tap, holding that tap of its own C channels on the
+tile's diagonal, so it runs kh*kw folds per column tile. (With more columns
+than rows it is the convolution of its block-diagonal matrix, zeros gated.)
+
 Pooling (max or average, over any window) that directly follows
 a convolution is fused into it (``MatmulOp.window`` beyond 1 x 1): the convolution
 walks its output positions window by window (``ph x pw`` consecutive
@@ -114,6 +120,13 @@ class MatmulOp(_Shapes):
     row_taps: list[list[tuple[int, int]]] = field(default_factory=list)   # per rt: R x (ky, kx) of each row
     kernel: tuple[int, int] = (1, 1)                 # (kh, kw)
     weight_bits: int = 8      # this layer's weight width (the ROM of that width holds its tiles)
+    #: each column tile has row tiles of its own (``row_table`` and ``row_taps`` hold ``n_ct * n_rt`` entries, column
+    #: tile major): a depthwise convolution, whose column tile ct reads only its own channels
+    grouped: bool = False
+
+    def row_tile(self, ct: int, rt: int) -> int:
+        """The index in ``row_table`` (and ``row_taps``) of fold (ct, rt)'s row tile."""
+        return ct * self.n_rt + rt if self.grouped else rt
 
     @property
     def padded(self) -> bool:
@@ -234,8 +247,10 @@ _ROWS = {"conv2d": _conv_rows, "depthwise2d": _conv_rows, "dense": _dense_rows}
 def _matmul_op(layer: dict, contract, shape: tuple, buf: int, ops: list, R: int, C: int) -> MatmulOp:
     W, B = contract.weights[layer["name"]], contract.biases[layer["name"]]
     kind = layer["type"]
+    if kind == "depthwise2d" and C <= R:
+        return _depthwise_op(layer, contract, shape, buf, R, C)
     if kind == "depthwise2d":
-        # mapped as the convolution with its block-diagonal matrix (export.kinds): every channel's taps in the rows,
+        # (on an array with more columns than rows) mapped as the convolution with its block-diagonal matrix (export.kinds): every channel's taps in the rows,
         # its output in its own column, zeros (gated, not multiplied) elsewhere; the same integers, 1/C of the
         # array's products doing work
         W, kind = contract_kind(layer).full_matrix(W), "conv2d"
@@ -258,16 +273,49 @@ def _matmul_op(layer: dict, contract, shape: tuple, buf: int, ops: list, R: int,
             tile[: blk.shape[0], : blk.shape[1]] = blk
             tiles.append(tile)
             macs.append(blk.shape[0] * blk.shape[1])
-    bias = []
+    return MatmulOp(layer["name"], kind, buf, _next(buf), shape, out, out[0] * out[1], K, n, n_rt, n_ct, table,
+                    tiles, _biases(B, n_ct, C), layer["input"]["signed"], layer["accum"]["frac"], layer["output"],
+                    layer is contract.weighted()[-1], macs, stride=layer.get("stride", 1), pad=pad, row_taps=row_taps,
+                    kernel=kernel_size(layer.get("kernel", 1)), weight_bits=layer["weight"]["bits"])
+
+
+def _biases(B: np.ndarray, n_ct: int, C: int) -> list[np.ndarray]:
+    """Per column tile, its C biases (zeros past the last column)."""
+    out = []
     for ct in range(n_ct):
         bv = np.zeros(C, dtype=np.int64)
         blk = B[ct * C:(ct + 1) * C]
         bv[: len(blk)] = blk
-        bias.append(bv)
-    return MatmulOp(layer["name"], kind, buf, _next(buf), shape, out, out[0] * out[1], K, n, n_rt, n_ct, table,
-                    tiles, bias, layer["input"]["signed"], layer["accum"]["frac"], layer["output"],
-                    layer is contract.weighted()[-1], macs, stride=layer.get("stride", 1), pad=pad, row_taps=row_taps,
-                    kernel=kernel_size(layer.get("kernel", 1)), weight_bits=layer["weight"]["bits"])
+        out.append(bv)
+    return out
+
+
+def _depthwise_op(layer: dict, contract, shape: tuple, buf: int, R: int, C: int) -> MatmulOp:
+    """A depthwise convolution on an array with at least as many rows as columns, grouped: column tile ct computes
+    channels ct*C .. ct*C + C-1, and its row tile t holds kernel tap t of exactly those channels (row i: channel
+    ct*C + i, whose weight sits on the tile's diagonal, in column i). So a fold is one tap of one word of channels,
+    read in one word; every fold does C useful products (the diagonal) of the R x C array's, and the layer takes
+    kh*kw folds per column tile instead of the (kh*kw*channels / R) of its block-diagonal matrix."""
+    W, B = contract.weights[layer["name"]], contract.biases[layer["name"]]
+    taps, c = W.shape
+    (oh, ow), pad, entries, tap_of = _conv_rows(layer, np.arange(taps * c), shape, C)
+    n_ct = _ct(c, C)
+    table, row_taps, tiles, macs = [], [], [], []
+    for ct in range(n_ct):
+        chans = range(ct * C, min(c, ct * C + C))
+        for t in range(taps):
+            rows = [t * c + ch for ch in chans]
+            table.append([(*entries[r], 1) for r in rows] + [(0, 0, 0)] * (R - len(rows)))
+            row_taps.append([tap_of[r] for r in rows] + [(0, 0)] * (R - len(rows)))
+            tile = np.zeros((R, C), dtype=np.int64)
+            tile[np.arange(len(rows)), np.arange(len(rows))] = W[t, list(chans)]
+            tiles.append(tile)
+            macs.append(len(rows))
+    return MatmulOp(layer["name"], "conv2d", buf, _next(buf), shape, (oh, ow, c), oh * ow, taps * c, c, taps, n_ct,
+                    table, tiles, _biases(B, n_ct, C), layer["input"]["signed"], layer["accum"]["frac"],
+                    layer["output"], layer is contract.weighted()[-1], macs, stride=layer.get("stride", 1), pad=pad,
+                    row_taps=row_taps, kernel=kernel_size(layer["kernel"]), weight_bits=layer["weight"]["bits"],
+                    grouped=True)
 
 
 def _pool_op(layer: dict, contract, shape: tuple, buf: int, ops: list, R: int, C: int) -> PoolOp | None:

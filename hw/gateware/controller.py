@@ -108,10 +108,17 @@ class Controller(wiring.Component):
         def track(*stmts):      # (the position tracking exists only in a design with padding)
             return list(stmts) if plan.padded else []
 
+        # a grouped op's (depthwise) column tile reads row tiles of its own: the first of them in the row table
+        # (only in a design with a grouped op)
+        rtct = Signal(aw, name="rtct") if plan.grouped else None
+
+        def group(reset: bool):  # the column tile's row table base: reset, or stepped to the next column tile's
+            return [] if rtct is None else [rtct.eq(0 if reset else rtct + k.rt_step)]
+
         def reset_walk():
             return [ct.eq(0), rt.eq(0), pos.eq(0), base.eq(0), obase.eq(0), dx.eq(0), dy.eq(0), woff.eq(0),
                     pbase.eq(0), px.eq(0), q.eq(0),
-                    *track(cx.eq(0), cy.eq(0), wx.eq(0), wy.eq(0))]
+                    *track(cx.eq(0), cy.eq(0), wx.eq(0), wy.eq(0)), *group(reset=True)]
 
         last_rt = rt == taps("ctrl.row_tiles_limit", k.n_rt_1, **where)
         last_dx = dx == taps("ctrl.window_x_limit", k.pool_1, **where)
@@ -131,7 +138,8 @@ class Controller(wiring.Component):
                     m.d.sync += [pos.eq(0), base.eq(0), pbase.eq(0), px.eq(0), dx.eq(0), dy.eq(0), q.eq(0),
                                  *track(cx.eq(0), cy.eq(0), wx.eq(0), wy.eq(0)), tile_i.eq(tile_i + 1)]
                     with m.If(last_rt):
-                        m.d.sync += [rt.eq(0), ct.eq(ct + 1), obase.eq(obase + k.out_pix)]
+                        m.d.sync += [rt.eq(0), ct.eq(ct + 1), obase.eq(obase + k.out_pix),
+                                     *group(reset=False)]
                         with m.If(ct == taps("ctrl.col_tiles_limit", k.n_ct_1, **where)):
                             m.d.sync += [drain.eq(self.mm_drain - 1), tile_i.eq(0)]
                             m.next = "MM_DRAIN"
@@ -193,7 +201,7 @@ class Controller(wiring.Component):
 
         # the beat issued this cycle; its row table entry holds for the whole fold: read on its first beat only
         b = self.beat
-        m.d.comb += [self.table_addr.eq(k.rtbase + rt), self.table_en.eq(issue & (pos == 0)),
+        m.d.comb += [self.table_addr.eq(k.rtbase + rt if rtct is None else k.rtbase + rtct + rt), self.table_en.eq(issue & (pos == 0)),
                      b.v.eq(issue), b.first.eq(pos == 0), b.first_rt.eq(rt == 0), b.last_rt.eq(last_rt),
                      b.win_first.eq((dx == 0) & (dy == 0)), b.win_last.eq(last_dx & last_dy),
                      b.pos.eq(pos), b.ct.eq(ct), b.oaddr.eq(obase + q), b.waddr.eq(k.wbase + tile_i),

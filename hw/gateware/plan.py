@@ -30,6 +30,9 @@ OP_FIELDS = ("M_1", "out_w_1", "n_rt_1", "n_ct_1", "wbase", "rtbase", "bbase", "
 STRIDE_FIELDS = ("stride", "win_step")
 PAD_FIELDS = ("pad_t", "pad_l", "h_pt", "w_pl")
 AVG_FIELDS = ("avg", "avg_n")
+#: added when some op is grouped (a depthwise convolution: each column tile has row tiles of its own): the step
+#: of the row table's base from one column tile to the next (its row tiles; 0 for the other ops)
+GROUP_FIELDS = ("rt_step",)
 #: added when some pooling window is not square: its height's limit (``pool_1`` is then its width's) and the
 #: step of the window's input row from one row of windows to the next (window height times stride)
 TALL_FIELDS = ("poolh_1", "winh_step")
@@ -143,6 +146,8 @@ class Plan:
         self.beat = data.StructLayout({"v": 1, "first": 1, "first_rt": 1, "last_rt": 1, "win_first": 1, "win_last": 1,
                                        "pos": aw, "ct": aw, "oaddr": aw, "waddr": aw, "base": aw,
                                        "fwd": PSUM_FORWARD.bit_length(), **({"iy": aw, "ix": aw} if self.padded else {})})
+        #: some op (a depthwise convolution) has row tiles of its own per column tile
+        self.grouped = any(o.grouped for o in mm)
         #: some pooling averages: each op says whether its pooling does, and over how many values (``avg_n``)
         self.averaged = any(o.pool_avg if isinstance(o, MatmulOp) else o.avg for o in p.ops)
         #: some pooling window is not square: the walk then has a limit of its own for the window's rows
@@ -152,7 +157,7 @@ class Plan:
                                  if (o.pool_avg if isinstance(o, MatmulOp) else o.avg)})
         self.op_fields = OP_FIELDS + (("wsel",) if len(self.wwidths) > 1 else ()) + (STRIDE_FIELDS if self.strided else ()) \
             + (PAD_FIELDS if self.padded else ()) + (AVG_FIELDS if self.averaged else ()) \
-            + (TALL_FIELDS if self.nonsquare else ())
+            + (TALL_FIELDS if self.nonsquare else ()) + (GROUP_FIELDS if self.grouped else ())
         self.op_layout = data.StructLayout({**{n: aw for n in self.op_fields}, "in_buf": 2, "out_buf": 1, "in_signed": 1,
                                             "out_signed": 1, "packed": 1, "is_last": 1, "is_pool": 1})
         self.op_values = [self._op_values(i, o, wbase[i], rtbase[i], bbase[i]) for i, o in enumerate(p.ops)]
@@ -177,10 +182,13 @@ class Plan:
                     is_last=int(isinstance(o, MatmulOp) and o.last))
         if isinstance(o, MatmulOp):
             rows_last, cols_last = o.rows - (o.n_rt - 1) * R, o.cols - (o.n_ct - 1) * C
+            if o.grouped:     # a fold's useful products: its diagonal (C, or the last column tile's columns)
+                macs = dict(macs_full=C, macs_last_rt=C, macs_last_ct=cols_last, macs_last_both=cols_last)
+            else:             # its tile's rows times columns
+                macs = dict(macs_full=R * C, macs_last_rt=rows_last * C, macs_last_ct=R * cols_last,
+                            macs_last_both=rows_last * cols_last)
             vals.update(M_1=o.positions - 1, n_rt_1=o.n_rt - 1, wbase=wbase, rtbase=rtbase, bbase=bbase,
-                        rows_last=rows_last, out_signed=int(o.out["signed"]),
-                        macs_full=R * C, macs_last_rt=rows_last * C, macs_last_ct=R * cols_last,
-                        macs_last_both=rows_last * cols_last,
+                        rows_last=rows_last, out_signed=int(o.out["signed"]), **macs,
                         # a later row tile of the same output position arrives M beats after the
                         # previous one; closer than the partial-sum memory's round trip, forward it
                         fwd=o.positions if o.positions <= PSUM_FORWARD else 0)
@@ -188,6 +196,8 @@ class Plan:
             vals.update(stride=s, win_step=P * s)
         if self.nonsquare:
             vals.update(poolh_1=PH - 1, winh_step=PH * s)
+        if self.grouped:
+            vals.update(rt_step=o.n_rt if isinstance(o, MatmulOp) and o.grouped else 0)
         if self.averaged:
             avg = o.pool_avg if isinstance(o, MatmulOp) else o.avg
             vals.update(avg=int(avg), avg_n=PH * P if avg else 0)

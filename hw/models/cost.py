@@ -84,7 +84,7 @@ def energy_cost(program: Program, desc: dict, table: dict) -> Callable[[Counts],
         depth = [max([o.out_pix * o.n_ct for o in ops if o.out_buf == b], default=1) for b in (0, 1)]
         was = desc["memories"]
         mem = {**was, "weights": {"bytes": -(-sum(len(o.tiles) * R * C * o.weight_bits for o in mm) // 8)},
-               "row_table": {**was["row_table"], "words": sum(o.n_rt for o in mm)},
+               "row_table": {**was["row_table"], "words": sum(len(o.row_table) for o in mm)},
                "bias": {**was["bias"], "words": sum(o.n_ct for o in mm)},
                "activations": {**was["activations"], "buffers": [*depth, was["activations"]["buffers"][2]]}}
         return energy(activity_model(dataclasses.replace(program, ops=ops)), {**desc, "memories": mem}, table)["total"]

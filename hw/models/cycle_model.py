@@ -133,7 +133,9 @@ def activity_model(program: Program) -> dict[str, int]:
             if not multi[op.in_buf]:
                 rows = [(rt, i) for rt, i in rows if i == 0]
             reads = "image_reads" if op.in_buf == 2 else "act_reads"
-            act[reads] += op.n_ct * sum(_on_map(op, *op.row_taps[rt][i]) if op.kind == "conv2d" else M for rt, i in rows)
+            # (a grouped op's table has each column tile's row tiles: every entry is read by its own column tile)
+            act[reads] += (1 if op.grouped else op.n_ct) * sum(_on_map(op, *op.row_taps[rt][i]) if op.kind == "conv2d"
+                                                               else M for rt, i in rows)
             act["bias_reads"] += op.n_ct * M
             act["psum_reads"] += op.n_ct * (op.n_rt - 1) * M
             act["psum_writes"] += op.n_ct * (op.n_rt - 1) * M

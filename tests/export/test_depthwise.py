@@ -1,7 +1,8 @@
 """Depthwise convolutions (``DepthwiseConv2D``, depth multiplier 1) in the numeric contract: each channel its own
 kh x kw kernel, a (kh*kw) x C matrix; quantized from Keras, the golden model equal to hls4ml's C simulation on every
-image and to TensorFlow's depthwise convolution on the contract's integers; on the accelerator, the convolution with
-its block-diagonal matrix, bit-exact with every counter equal to the analytic model.
+image and to TensorFlow's depthwise convolution on the contract's integers; on the accelerator, grouped by column tile (each
+column tile's own channels, one kernel tap a fold; or, with more columns than rows, the convolution with its
+block-diagonal matrix), bit-exact with every counter equal to the analytic model.
 
 The network is a DS-CNN-style stack on downscaled MNIST: a 3x3 convolution, a depthwise-separable block (3x3
 depthwise with ReLU, 1x1 pointwise with ReLU), then a strided, padded 3x2 depthwise convolution without ReLU (signed
@@ -106,12 +107,13 @@ def test_a_depthwise_entry_that_does_not_add_up_is_refused_in_one_line(depthwise
         assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("rows, cols", [(4, 4), (8, 8)])
-def test_the_accelerator_computes_it_as_a_block_diagonal_convolution(depthwise, rows, cols):
-    """On the accelerator a depthwise convolution is the convolution with its block-diagonal matrix (each
-    channel's taps in the rows, its output in its own column, zeros gated): the generated design (Amaranth's
-    simulator) gives the golden logits, and its cycles and every counter equal the analytic model's; the
-    zeros show as gated beats, so the array's utilisation for the layer is 1/C of a convolution's."""
+@pytest.mark.parametrize("rows, cols", [(4, 4), (8, 8), (4, 8)])
+def test_the_accelerator_computes_it_grouped_by_column_tile(depthwise, rows, cols):
+    """On an array with at least as many rows as columns a depthwise convolution is grouped: column tile ct computes
+    its own C channels, and its row tile t holds tap t of exactly those channels on the diagonal, so the layer takes
+    kh*kw folds per column tile, each doing C useful products. With more columns than rows it is the convolution
+    with its block-diagonal matrix (zeros gated). Either way the generated design (Amaranth's simulator) gives the
+    golden logits, and its cycles and every counter equal the analytic model's."""
     from amaranth_run import run_images
 
     from prunehw.core.config import ArrayConfig
@@ -122,10 +124,22 @@ def test_the_accelerator_computes_it_as_a_block_diagonal_convolution(depthwise, 
     contract, *_, x = depthwise
     program = build_program(contract, ArrayConfig(rows=rows, cols=cols))
     dw1 = next(op for op in program.ops if op.name == "dw1")
-    assert dw1.kind == "conv2d" and dw1.rows == 9 * 6
     w = contract.weights["dw1"]
-    assert np.array_equal(KINDS["depthwise2d"].full_matrix(w)[[t * 6 + c for t in range(9) for c in range(6)]].reshape(9, 6, 6)
-                          [:, range(6), range(6)], w)
+    n_ct = -(-6 // cols)
+    if cols <= rows:
+        assert dw1.grouped and (dw1.n_ct, dw1.n_rt, len(dw1.row_table)) == (n_ct, 9, 9 * n_ct)
+        for ct in range(n_ct):          # tile (ct, t): tap t of channels ct*C.., on the diagonal, read in one word
+            chans = list(range(ct * cols, min(6, ct * cols + cols)))
+            for t in range(9):
+                tile, row = dw1.tiles[ct * 9 + t], dw1.row_table[dw1.row_tile(ct, t)]
+                assert np.array_equal(np.diag(tile)[:len(chans)], w[t, chans]) and np.count_nonzero(tile - np.diag(np.diag(tile))) == 0
+                assert [lane for _, lane, v in row if v] == [c % cols for c in chans]
+                assert len({off for off, _, v in row if v}) == 1
+        assert sum(dw1.macs_per_fold) == 9 * 6, "a fold's useful products are its diagonal"
+    else:
+        assert not dw1.grouped and dw1.kind == "conv2d" and dw1.rows == 9 * 6
+        assert np.array_equal(KINDS["depthwise2d"].full_matrix(w)[[t * 6 + c for t in range(9) for c in range(6)]]
+                              .reshape(9, 6, 6)[:, range(6), range(6)], w)
     model, activity = cycle_model(program), activity_model(program)
     want = golden(contract, x[:2])
     for (logits, counters), g in zip(run_images(program, x[:2]), want):

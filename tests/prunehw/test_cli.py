@@ -18,7 +18,7 @@ def _one_error_line(res):
 
 
 @pytest.mark.parametrize("extra, message", [
-    ('[network]\nlayers = [{type = "conv3d", filters = 2}, {type = "dense", units = 10}]', "network.layers[0].type = 'conv3d' is unknown; allowed: conv2d, dense"),
+    ('[network]\nlayers = [{type = "conv3d", filters = 2}, {type = "dense", units = 10}]', "network.layers[0].type = 'conv3d' is unknown; allowed: conv2d, depthwise2d, dense"),
     ('[[variants]]\nmethod = "matrix"\nratio = 1.2', "ratio = 1.2 is out of range"),
 ])
 def test_bad_config(tmp_path, extra, message):
