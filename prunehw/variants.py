@@ -49,6 +49,16 @@ def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: 
         else:                        # (images/s at the clock the design is built for: a cycle target)
             cycles = value if kind == "target_cycles" else cycles_for_rate(value, cfg)
             to_cost = {"cost": cycle_cost(model, data, cfg), "target": cycles}
+    from prunehw.model.graph import keras_graph
+
+    if not keras_graph(model).is_chain:     # (a residual network: its channels go in dependency groups)
+        from prunehw.core.artifacts import write_json
+        from prunehw.model.channel_groups import prune_groups
+
+        small, record = prune_groups(model, data, schedule, criterion=variant.criterion,
+                                     array=cfg.array if variant.tile_aware else None, learning_rate=p.learning_rate,
+                                     batch_size=p.batch_size, desc=variant.name)
+        return small, write_json(out_dir / "channel_groups.json", record)
     small, geo, maps = prune_matrix(
         model, data, schedule, criterion=variant.criterion, array=cfg.array if variant.tile_aware else None,
         learning_rate=p.learning_rate, batch_size=p.batch_size, calibration=p.calibration_images,
@@ -58,9 +68,10 @@ def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: 
 
 def check_prunable(model, variants, where: str) -> None:
     """Refuse, in one line naming the variant and the layer, a variant that ``model``'s graph does not allow yet:
-    matrix pruning or quantization-aware fine-tuning of a model with merges (a residual Add: its channels would
-    have to go in groups across the merge), matrix pruning to a hardware target of a model with depthwise
-    convolutions (the cost functions recount a convolution's tiles, not a grouped layer's)."""
+    quantization-aware fine-tuning of a model with merges (a residual Add), matrix pruning of one to a hardware
+    target or by a gradient criterion (its channels go in dependency groups, ``model/channel_groups.py``, scored by
+    their columns' norms), matrix pruning to a hardware target of a model with depthwise convolutions (the cost
+    functions recount a convolution's tiles, not a grouped layer's)."""
     from prunehw.core.errors import ConfigError
     from prunehw.model.graph import keras_graph
 
@@ -68,10 +79,10 @@ def check_prunable(model, variants, where: str) -> None:
     merge = next((n for n in graph if len(n.inputs) > 1), None)
     depthwise = next((n for n in graph if n.kind == "DepthwiseConv2D"), None)
     for v in variants:
-        if merge is not None and v.method == "matrix":
+        if merge is not None and v.method == "matrix" and (v.target is not None or v.criterion not in ("l1", "l2")):
             raise ConfigError(f"variant {v.name!r}: {where} has {merge.kind} {merge.name!r} (a merge); matrix pruning "
-                              f"does not yet remove channels in groups across a merge; allowed for this model: dense "
-                              f"and unstructured variants")
+                              f"removes its channels in dependency groups, to a ratio, scored by the l1 or l2 norm; "
+                              f"allowed for this model: ratio = ..., criterion = \"l1\" or \"l2\"")
         if merge is not None and v.quant == "qat":
             raise ConfigError(f"variant {v.name!r}: {where} has {merge.kind} {merge.name!r} (a merge); quantization-"
                               f"aware fine-tuning carries a chain of layers only; allowed for this model: quant = "
