@@ -70,9 +70,10 @@ def describe(program: Program, accel: Accelerator | None = None) -> dict:
             "row_table": {"words": n_rt, "bits_per_word": R * accel.plan.entry},
             "bias": {"words": n_ct, "bits_per_word": C * acc},
             "psum": {"words": max((o.positions for o in program.matmuls()), default=1), "bits_per_word": C * acc},
-            # ping-pong buffers 0 and 1, and the image buffer's two slots; each in ``copies`` copies
+            # ping-pong buffers 0 and 1, the image buffer's two slots, and a third activation buffer (3) where a
+            # residual add's other input waits; each in ``copies`` copies
             # (the ping-pong buffers' lanes hold the hidden layers' widths; the image's lanes are bytes)
-            "activations": {"buffers": [*program.buf_depth[:2], 2 * program.image_stride],
+            "activations": {"buffers": [*program.buf_depth[:2], 2 * program.image_stride, *program.buf_depth[3:]],
                             "bits_per_word": C * program.act_bits, "lane_bits": program.act_bits,
                             "image_bits_per_word": C * 8,
                             "copies": list(program.copies), "image_slots": 2},

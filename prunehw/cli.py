@@ -260,9 +260,7 @@ def _run(args: argparse.Namespace) -> None:
         check_writable(cfg.run_dir)
         import_tensorflow_quietly()
     else:
-        # (the stages before the accelerator's carry a graph it cannot run: a residual model through hls4ml)
-        flow.check_inputs(sources=(Path(args.model),) if args.command == "prune" and args.model else (),
-                          hardware=args.command not in ("train", "prune", "quantize", "export"))
+        flow.check_inputs(sources=(Path(args.model),) if args.command == "prune" and args.model else ())
     workers = getattr(args, "workers", None) or cfg.sim.workers
     if args.command == "train":
         flow.train(force=args.force)

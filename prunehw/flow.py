@@ -64,12 +64,11 @@ class Flow:
         write_run_manifest(self.cfg, data.source, data.digest)
         return data
 
-    def check_inputs(self, sources: tuple[Path, ...] = (), hardware: bool = True) -> None:
+    def check_inputs(self, sources: tuple[Path, ...] = ()) -> None:
         """Everything the run reads, checked before anything is written: the build folder, the data set, the
-        network it trains or imports (against the data, the variants' pruning, the array and the device, unless it
-        is already trained) and each model given to prune (``sources``). A user's model with merges (a residual
-        Add), which the accelerator does not run, is refused only where the command reaches it (``hardware``).
-        A refusal is a one-line error and leaves no file."""
+        network it trains or imports (against the data, the array and the device, unless it is already trained;
+        a user's model against the variants' pruning every time) and each model given to prune (``sources``). A
+        refusal is a one-line error and leaves no file."""
         from prunehw.core.artifacts import check_writable
         from prunehw.tf_quiet import import_tensorflow_quietly
         from prunehw.variants import check_prunable
@@ -79,14 +78,9 @@ class Flow:
         import_tensorflow_quietly()
         current = stage_is_current(self.run_dir, "train", train.train_key(self))
         if self.cfg.model:       # (a user's model may be a graph: what its merges allow is checked on every run)
-            from prunehw.model.graph import keras_graph
-
             model = train.user_model(self)[0]
             check_prunable(model, self.cfg.variants, self.cfg.model)
-            if not keras_graph(model, self.cfg.model).is_chain:
-                if hardware:
-                    train.check_accelerator_graph(model, self.cfg.model)
-            elif not current:
+            if not current:
                 train.check_fits_hardware(self, model, self.cfg.model)
         elif not current:
             from prunehw.model.network import build_model

@@ -66,7 +66,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from prunehw.core.config import ArrayConfig
+from prunehw.core.errors import ConfigError
 from prunehw.core.geometry import kernel_size
+from prunehw.core.graph import INPUT
 from prunehw.export.contract import conv_geometry
 from prunehw.export.kinds import kind as contract_kind
 
@@ -74,6 +76,9 @@ __all__ = ["IMAGE", "MatmulOp", "PoolOp", "Program", "build_program"]
 
 #: The image buffer's index (``in_buf`` of the first op); 0 and 1 are the ping-pong buffers.
 IMAGE = 2
+#: The activation buffers, in the order they are taken: the ping-pong pair, then a third where a residual add's
+#: other input waits while the branch is computed
+ACT_BUFFERS = (0, 1, 3)
 
 
 class _Shapes:
@@ -123,6 +128,10 @@ class MatmulOp(_Shapes):
     #: each column tile has row tiles of its own (``row_table`` and ``row_taps`` hold ``n_ct * n_rt`` entries, column
     #: tile major): a depthwise convolution, whose column tile ct reads only its own channels
     grouped: bool = False
+    #: a residual Add fused into the write-back (the contract's ``add`` entry), the other input read from buffer
+    #: ``short_buf`` at the output word's address; None: none
+    add: dict | None = None
+    short_buf: int = -1
 
     def row_tile(self, ct: int, rt: int) -> int:
         """The index in ``row_table`` (and ``row_taps``) of fold (ct, rt)'s row tile."""
@@ -177,12 +186,12 @@ class Program:
     cols: int
     acc_bits: int
     ops: list
-    buf_depth: tuple[int, int, int]   # words of buffers 0, 1 and of one image (IMAGE)
+    buf_depth: tuple[int, ...]   # words of buffers 0, 1, of one image (IMAGE) and of buffer 3 where one is used
     input_shape: tuple[int, int, int]
     n_logits: int
     logit_frac: int
     image_pack: int = 1       # input pixels per activation word (1: one pixel per word)
-    copies: tuple[int, int, int] = (1, 1, 1)   # copies of each buffer (1, or R when rows gather from several words)
+    copies: tuple[int, ...] = (1, 1, 1)   # copies of each buffer (1, or R when rows gather from several words)
     weight_bits: int = 8      # the widest layer's weights (each width has a weight ROM of R x C weights a word)
     act_bits: int = 8         # the widest value written to the ping-pong buffers (their lane width)
 
@@ -202,9 +211,9 @@ def _one_word_tiles(op) -> bool:
     return all(len({off for off, _, v in row if v}) <= 1 for row in op.row_table)
 
 
-def _copies(ops, R: int, packed: bool) -> tuple[int, int, int]:
+def _copies(ops, R: int, packed: bool, n_buf: int = 3) -> tuple[int, ...]:
     out = []
-    for b in range(3):
+    for b in range(n_buf):
         readers = [o for o in ops if o.in_buf == b]
         # (a packed image splits base + offset into word and lane at run time: one word only if every offset is equal)
         one = all(_one_word_tiles(o) for o in readers) and not (packed and b == IMAGE and
@@ -273,7 +282,7 @@ def _matmul_op(layer: dict, contract, shape: tuple, buf: int, ops: list, R: int,
             tile[: blk.shape[0], : blk.shape[1]] = blk
             tiles.append(tile)
             macs.append(blk.shape[0] * blk.shape[1])
-    return MatmulOp(layer["name"], kind, buf, _next(buf), shape, out, out[0] * out[1], K, n, n_rt, n_ct, table,
+    return MatmulOp(layer["name"], kind, buf, -1, shape, out, out[0] * out[1], K, n, n_rt, n_ct, table,
                     tiles, _biases(B, n_ct, C), layer["input"]["signed"], layer["accum"]["frac"], layer["output"],
                     layer is contract.weighted()[-1], macs, stride=layer.get("stride", 1), pad=pad, row_taps=row_taps,
                     kernel=kernel_size(layer.get("kernel", 1)), weight_bits=layer["weight"]["bits"])
@@ -311,25 +320,28 @@ def _depthwise_op(layer: dict, contract, shape: tuple, buf: int, R: int, C: int)
             tile[np.arange(len(rows)), np.arange(len(rows))] = W[t, list(chans)]
             tiles.append(tile)
             macs.append(len(rows))
-    return MatmulOp(layer["name"], "conv2d", buf, _next(buf), shape, (oh, ow, c), oh * ow, taps * c, c, taps, n_ct,
+    return MatmulOp(layer["name"], "conv2d", buf, -1, shape, (oh, ow, c), oh * ow, taps * c, c, taps, n_ct,
                     table, tiles, _biases(B, n_ct, C), layer["input"]["signed"], layer["accum"]["frac"],
                     layer["output"], layer is contract.weighted()[-1], macs, stride=layer.get("stride", 1), pad=pad,
                     row_taps=row_taps, kernel=kernel_size(layer["kernel"]), weight_bits=layer["weight"]["bits"],
                     grouped=True)
 
 
-def _pool_op(layer: dict, contract, shape: tuple, buf: int, ops: list, R: int, C: int) -> PoolOp | None:
+def _pool_op(layer: dict, contract, shape: tuple, buf: int, ops: list, R: int, C: int,
+             fusable=lambda op: True) -> PoolOp | None:
     """A pooling's op; or None where it is fused into the convolution just before it, which then computes only
     the positions the windows cover."""
     h, w, c = shape
     (ph, pw), avg = kernel_size(layer["pool"]), layer["type"] == "avgpool2d"
     out = (h // ph, w // pw, c)
     prev = ops[-1] if ops else None
-    if isinstance(prev, MatmulOp) and prev.kind == "conv2d" and prev.window == (1, 1) and not prev.last:
+    # (fused only into the convolution that computed its input, for it alone, before any add)
+    if isinstance(prev, MatmulOp) and prev.kind == "conv2d" and prev.window == (1, 1) and not prev.last and \
+            prev.add is None and fusable(prev):
         prev.window, prev.pool_avg, prev.conv_shape, prev.out_shape = (ph, pw), avg, prev.out_shape, out
         prev.positions = out[0] * ph * out[1] * pw
         return None
-    return PoolOp(layer["name"], buf, _next(buf), shape, out, (ph, pw), _ct(c, C), layer["input"]["signed"], avg)
+    return PoolOp(layer["name"], buf, -1, shape, out, (ph, pw), _ct(c, C), layer["input"]["signed"], avg)
 
 
 #: how each contract kind compiles to an op (None: no op of its own; a flatten is only an address pattern)
@@ -337,49 +349,129 @@ _COMPILE = {"conv2d": _matmul_op, "depthwise2d": _matmul_op, "dense": _matmul_op
             "avgpool2d": _pool_op, "flatten": None}
 
 
+class _Buffers:
+    """Which buffer holds each layer's output, and which layers have still to read it: every op writes the
+    lowest-numbered activation buffer (:data:`ACT_BUFFERS`) that it does not read and that holds nothing still to be
+    read. A chain thus alternates 0 and 1 (the image's first reader writes 0); a residual block needs a third
+    while the shortcut waits for its add."""
+
+    def __init__(self, contract):
+        self.graph = contract.graph
+        self.where: dict[str, tuple[int, tuple]] = {}      # layer -> (its buffer, its shape)
+        self.pending: dict[int, set[str]] = {b: set() for b in (*ACT_BUFFERS, IMAGE)}
+
+    def readers(self, name: str) -> set[str]:
+        """The layers that read ``name``'s output through addresses only (a flatten is no op of its own)."""
+        out = set()
+        for r in self.graph.readers(name):
+            out |= self.readers(r.name) if r.kind == "flatten" else {r.name}
+        return out
+
+    def put(self, name: str, buf: int, shape: tuple) -> None:
+        self.where[name] = (buf, shape)
+        self.pending[buf] = self.readers(name)
+
+    def alias(self, name: str, of: str, shape: tuple | None = None) -> None:
+        """``name``'s output is the value ``of`` holds (a flatten; a pooling or add fused into the op of ``of``)."""
+        buf, was = self.where[of]
+        self.where[name] = (buf, was if shape is None else shape)
+        self.pending[buf] = (self.pending[buf] - {name}) | self.readers(name)
+
+    def read(self, name: str, src: str) -> None:
+        self.pending[self.where[src][0]].discard(name)
+
+    def free(self, *busy: int) -> int:
+        b = next((b for b in ACT_BUFFERS if b not in busy and not self.pending[b]), None)
+        if b is None:
+            raise ValueError("the network needs more than three activation buffers at once (more than one value "
+                             "waiting for a later add)")
+        return b
+
+
 def build_program(contract, array: ArrayConfig) -> Program:
     """Tile every layer of ``contract`` over ``array``; raises ValueError if the array cannot hold it."""
-    contract.graph.require_chain("the accelerator")
     R, C = array.rows, array.cols
     shape = tuple(contract.input["shape"])
     if len(shape) == 1:
         shape = (1, 1, shape[0])
     if shape[2] > C:
         raise ValueError(f"the input has {shape[2]} channels but an array with {C} columns holds at most {C}; use more array columns")
-    buf = IMAGE
     first = next((l for l in contract.layers if _COMPILE[l["type"]]), None)
     pack = 1
     if shape[2] == 1 and first is not None and _ROWS.get(first["type"]) is _conv_rows and C > 1:
         pack = 1 << (C.bit_length() - 1)                    # the largest power of two <= C
-    depth = [0, 0, -(-shape[0] * shape[1] // pack) * _ct(shape[2], C)]
+    image = shape
+    bufs = _Buffers(contract)
+    bufs.put(INPUT, IMAGE, shape)
     ops: list = []
+    produced: dict[str, str] = {}                         # op name -> the layer whose value it now writes
     weighted = contract.weighted()
     acc_bits = max(l["accum"]["bits"] for l in weighted)
+
+    def sole_reader(op, name: str) -> bool:
+        """Whether layer ``name`` is the only reader of what ``op`` (the last op) writes."""
+        return bufs.readers(produced[op.name]) == {name}
+
     for layer in contract.layers:
-        compile_ = _COMPILE[layer["type"]]
-        op = compile_(layer, contract, shape, buf, ops, R, C) if compile_ else None
-        if op is None:
-            shape = ops[-1].out_shape if compile_ else shape     # (a fused pooling changed the op before it)
+        name, srcs = layer["name"], layer["inputs"]
+        kind = layer["type"]
+        if kind == "add":
+            _fuse_add(layer, ops, bufs, produced, sole_reader)
             continue
+        buf, shape = bufs.where[srcs[0]]
+        if len(shape) == 1:
+            shape = (1, 1, shape[0])
+        compile_ = _COMPILE[kind]
+        if compile_ is None:            # (a flatten: an address pattern over its input's words, its shape kept)
+            bufs.alias(name, srcs[0])
+            continue
+        op = compile_(layer, contract, shape, buf, ops, R, C, **(
+            {"fusable": lambda o: produced[o.name] == srcs[0] and sole_reader(o, name)} if compile_ is _pool_op else {}))
+        if op is None:                  # (a pooling fused into the op before it)
+            bufs.alias(name, produced[ops[-1].name], ops[-1].out_shape)
+            produced[ops[-1].name] = name
+            continue
+        bufs.read(name, srcs[0])
+        op.out_buf = bufs.free(buf)
+        bufs.put(name, op.out_buf, op.out_shape)
+        produced[op.name] = name
         ops.append(op)
-        buf = _next(buf)
-        shape = op.out_shape
+    n_buf = 4 if any(o.out_buf == 3 for o in ops) else 3      # (the third activation buffer only where used)
+    depth = [0, 0, -(-image[0] * image[1] // pack) * _ct(image[2], C)] + [0] * (n_buf - 3)
     for op in ops:
         depth[op.out_buf] = max(depth[op.out_buf], op.out_pix * _ct(op.out_shape[2], C))
     if not ops or not isinstance(ops[-1], MatmulOp) or not ops[-1].last:
         raise ValueError("the network must end with a conv or dense layer (the logits)")
     last = ops[-1]
     in_shape = tuple(contract.input["shape"])
-    # lane width of the ping-pong buffers: every hidden layer's output (a pooling pass keeps its input's format)
+    # lane width of the activation buffers: every hidden layer's output (a pooling pass keeps its input's format)
     by_name = {l["name"]: l for l in contract.layers}
-    written = [by_name[o.name]["input"]["bits"] if isinstance(o, PoolOp) else o.out["bits"] for o in ops
-               if not (isinstance(o, MatmulOp) and o.last)]
+    written = [by_name[o.name]["input"]["bits"] if isinstance(o, PoolOp) else (o.add["output"] if o.add else o.out)["bits"]
+               for o in ops if not (isinstance(o, MatmulOp) and o.last)]
     return Program(R, C, acc_bits, ops, tuple(max(d, 1) for d in depth),
                    in_shape if len(in_shape) == 3 else (1, 1, in_shape[0]), last.cols, last.acc_frac, pack,
-                   _copies(ops, R, pack > 1), weight_bits=max(l["weight"]["bits"] for l in weighted),
+                   _copies(ops, R, pack > 1, n_buf), weight_bits=max(l["weight"]["bits"] for l in weighted),
                    act_bits=max(written, default=8))
 
 
-def _next(buf: int) -> int:
-    """The buffer an op reading ``buf`` writes: the image's first reader writes 0, then 0 and 1 alternate."""
-    return 0 if buf == IMAGE else 1 - buf
+def _fuse_add(layer: dict, ops: list, bufs: _Buffers, produced: dict, sole_reader) -> None:
+    """An add fused into the write-back of the op just before it, which computed one of its inputs for it alone;
+    the other input is read from the buffer that holds it, at each output word's address."""
+    name, srcs = layer["name"], layer["inputs"]
+    prev = ops[-1] if ops else None
+    mine = next((i for i, s in enumerate(srcs) if prev is not None and produced.get(prev.name) == s), None)
+    if not isinstance(prev, MatmulOp) or mine is None or prev.last or prev.add is not None or \
+            prev.window != (1, 1) or not sole_reader(prev, name):
+        raise ConfigError(f"add {name!r}: the accelerator adds at the write-back of the convolution that computes "
+                          f"one of its inputs just before it, for it alone; its inputs {srcs} are not so")
+    other = srcs[1 - mine]
+    short_buf = bufs.where[other][0]
+    if short_buf in (prev.in_buf, IMAGE):
+        raise ConfigError(f"add {name!r}: its other input {other!r} is the input of the convolution it would be "
+                          f"added in ({prev.name!r}) or the image; the accelerator reads the two from different "
+                          f"activation buffers (put a convolution on the shortcut)")
+    prev.add = {**layer, "mine": mine}
+    prev.short_buf = short_buf
+    bufs.read(name, other)
+    bufs.alias(name, produced[prev.name])
+    produced[prev.name] = name

@@ -55,7 +55,7 @@ from prunehw.hw.gateware.pooling import POOL_WRITE, Pooling
 from prunehw.hw.compile.program import IMAGE, Program
 from prunehw.hw.gateware.systolic_array import SystolicArray
 from prunehw.hw.gateware.taps import PASS
-from prunehw.hw.gateware.writeback import BOTTOM_STAGES, WriteBack
+from prunehw.hw.gateware.writeback import ADD_STAGES, BOTTOM_STAGES, WriteBack
 
 __all__ = ["Accelerator", "BOTTOM_STAGES", "COUNTERS", "FEED_STAGES", "POOL_WRITE", "PSUM_FORWARD"]
 
@@ -94,7 +94,7 @@ class Accelerator(wiring.Component):
         # issues: a matmul writes FEED_STAGES + array latency + BOTTOM_STAGES cycles after it, a
         # pooling op at POOL_WRITE; the next op may read the same buffer one cycle after its issue.
         self.array_latency = self.R + self.C - 1 + PSUM_DELAY
-        self.mm_drain = FEED_STAGES + self.array_latency + BOTTOM_STAGES - 1
+        self.mm_drain = FEED_STAGES + self.array_latency + BOTTOM_STAGES + (ADD_STAGES if plan.residual else 0) - 1
         self.pool_drain = POOL_WRITE - 1
         self.n_ops = plan.n_ops
         self.n_counters = len(COUNTERS) + self.n_ops
@@ -136,7 +136,7 @@ class Accelerator(wiring.Component):
         the two ping-pong activation buffers (``act<b>_bank<k>``) and of the two-slot image buffer (``img_bank<k>``)."""
         p, C = self.program, self.C
         specs = {"writeback.psum": (C * self.ACC, self.plan.psum_words, C * self.ACC)}
-        for b in range(2):
+        for b in (b for b in self.plan.buffers if b != IMAGE):
             for k in range(p.copies[b]):
                 specs[f"act{b}_bank{k}"] = (C * self.plan.abits, p.buf_depth[b], self.plan.abits)
         for k in range(p.copies[IMAGE]):
@@ -171,8 +171,9 @@ class Accelerator(wiring.Component):
                 if name != "writeback.psum"}
         for name, ram in rams.items():
             m.submodules[name] = ram
-        banks = [[rams[f"act{b}_bank{i}"] for i in range(p.copies[b])] for b in range(2)]
-        banks.append([rams[f"img_bank{i}"] for i in range(p.copies[IMAGE])])
+        banks = [[rams[f"img_bank{i}" if b == IMAGE else f"act{b}_bank{i}"] for i in range(p.copies[b])]
+                 for b in plan.buffers]
+        act = [bank for b in plan.buffers if b != IMAGE for bank in banks[b]]       # (the activation buffers' banks)
         # the slot ``start`` computes, and the one the host loads meanwhile
         cslot, load_slot = Signal(), Signal()
         with m.If(accepted):
@@ -181,10 +182,15 @@ class Accelerator(wiring.Component):
         # reads: only the input buffer; one word a beat from a buffer kept in one copy, the word of each
         # row this beat uses from a replicated one; copy 0 also serves the pooling pass
         pr = ctrl.pool_read
-        for b in range(3):
+        for b in plan.buffers:
             for i, bank in enumerate(banks[b]):
                 addr = Mux(pr.v, pr.addr, feeder.r_addr[i]) if i == 0 else feeder.r_addr[i]
                 en = (feeder.r_en[i] | (pr.v if i == 0 else 0)) & (k.in_buf == b)
+                if plan.residual and b != IMAGE and i == 0:
+                    # (copy 0 of the buffer holding an add's other input serves the write-back's reads of it: never
+                    # the op's own input buffer)
+                    short = wb.short_en & (k.short_buf == b)
+                    addr, en = Mux(short, wb.short_addr, addr), en | short
                 m.d.comb += [bank.r_addr.eq(Cat(addr[:plan.slot_bits], cslot) if b == IMAGE else addr), bank.r_en.eq(en)]
         ab = plan.abits
         bank_names, widened = {id(ram): name for name, ram in rams.items()}, {}
@@ -203,23 +209,35 @@ class Accelerator(wiring.Component):
             return wide
 
         for i in range(R):   # (a buffer kept in one copy gives every row the same word; each row picks its lane)
-            m.d.comb += feeder.words[i].eq(Array(word(banks[b][min(i, len(banks[b]) - 1)], b) for b in range(3))[k.in_buf])
-        m.d.comb += pool.data.eq(Array(word(banks[b][0], b) for b in range(3))[k.in_buf])
+            m.d.comb += feeder.words[i].eq(Array(word(banks[b][min(i, len(banks[b]) - 1)], b)
+                                                 for b in range(len(banks)))[k.in_buf])
+        m.d.comb += pool.data.eq(Array(word(banks[b][0], b) for b in range(len(banks)))[k.in_buf])
+        if plan.residual:    # (each lane's stored bits, zero-extended: the write-back takes the input's own bits)
+            def stored(bank):
+                return bank.r_data if ab == 8 else Cat(*(Cat(bank.r_data[j * ab:(j + 1) * ab], Const(0, 8 - ab))
+                                                        for j in range(C)))
+
+            m.d.comb += wb.short_word.eq(Array(stored(banks[b][0]) if b != IMAGE else 0 for b in range(len(banks)))
+                                         [k.short_buf])
 
         # writes: one registered write request drives every copy of the output buffer straight from
         # flip-flops (whole words)
-        w_q = Signal(data.StructLayout({"addr": plan.aw, "data": plan.word, "en0": 1, "en1": 1}))
+        outs = [b for b in plan.buffers if b != IMAGE]
+        w_q = Signal(data.StructLayout({"addr": plan.aw, "data": plan.word, **{f"en{b}": 1 for b in outs}}))
         with m.If(wb.fire | pool.fire):
-            m.d.sync += [w_q.addr.eq(Mux(pool.fire, pool.addr, wb.addr)), w_q.data.eq(Mux(pool.fire, pool.word, wb.word)),
-                         w_q.en0.eq(~k.out_buf), w_q.en1.eq(k.out_buf)]
+            m.d.sync += [w_q.addr.eq(Mux(pool.fire, pool.addr, wb.addr)), w_q.data.eq(Mux(pool.fire, pool.word, wb.word))]
+            if len(outs) == 2:
+                m.d.sync += [w_q.en0.eq(~k.out_buf), w_q.en1.eq(k.out_buf)]
+            else:
+                m.d.sync += [w_q[f"en{b}"].eq(k.out_buf == b) for b in outs]
         with m.Else():
-            m.d.sync += [w_q.en0.eq(0), w_q.en1.eq(0)]
-        for b in range(2):
+            m.d.sync += [w_q[f"en{b}"].eq(0) for b in outs]
+        for b in outs:
             for bank in banks[b]:
                 # (a narrower buffer keeps each lane's low bits: the value was saturated to the layer's width)
                 m.d.comb += [bank.w_addr.eq(w_q.addr),
                              bank.w_data.eq(w_q.data if ab == 8 else Cat(*(w_q.data[j][:ab] for j in range(C)))),
-                             bank.w_en.eq(Mux(w_q.en1 if b else w_q.en0, -1, 0))]
+                             bank.w_en.eq(Mux(w_q[f"en{b}"], -1, 0))]
         # the image load writes one lane of the load slot (registered: it lands a cycle after ``img_we``),
         # whether or not an inference is running on the other slot
         i_q = Signal(data.StructLayout({"addr": plan.slot_bits + 1, "data": plan.word, "en": C}))
@@ -239,8 +257,8 @@ class Accelerator(wiring.Component):
         # is the host's transfer, not part of an inference, and may run during the previous one)
         # (reads of the ping-pong buffers and of the image buffer apart: their words differ in width and size)
         events = {"weight_reads": [feeder.weight_read], "weight_bits_read": [feeder.weight_bits_read],
-                  "act_reads": [bank.r_en for bank in banks[0] + banks[1]], "image_reads": [bank.r_en for bank in banks[IMAGE]],
-                  "act_writes": [bank.w_en.any() for bank in banks[0] + banks[1]],
+                  "act_reads": [bank.r_en for bank in act], "image_reads": [bank.r_en for bank in banks[IMAGE]],
+                  "act_writes": [bank.w_en.any() for bank in act],
                   "psum_reads": [wb.psum_read], "psum_writes": [wb.psum_write], "bias_reads": [wb.bias_read],
                   "table_reads": [feeder.table_read]}
         flags = {n: v for n, v in events.items() if n != "weight_bits_read"}    # (1-bit enables, counted)

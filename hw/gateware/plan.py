@@ -148,6 +148,12 @@ class Plan:
                                        "fwd": PSUM_FORWARD.bit_length(), **({"iy": aw, "ix": aw} if self.padded else {})})
         #: some op (a depthwise convolution) has row tiles of its own per column tile
         self.grouped = any(o.grouped for o in mm)
+        #: some op adds a residual input at its write-back (read from ``short_buf``); then the design has a third
+        #: activation buffer where the program uses one, and the shifts that align each add's inputs
+        self.residual = any(o.add for o in mm)
+        self.add_shifts = sorted({max(f["frac"] for f in o.add["input"]) - f["frac"] for o in mm if o.add
+                                  for f in o.add["input"]}) or [0]
+        self.buffers = (0, 1, IMAGE, 3)[:len(p.buf_depth)]
         #: some pooling averages: each op says whether its pooling does, and over how many values (``avg_n``)
         self.averaged = any(o.pool_avg if isinstance(o, MatmulOp) else o.avg for o in p.ops)
         #: some pooling window is not square: the walk then has a limit of its own for the window's rows
@@ -158,8 +164,10 @@ class Plan:
         self.op_fields = OP_FIELDS + (("wsel",) if len(self.wwidths) > 1 else ()) + (STRIDE_FIELDS if self.strided else ()) \
             + (PAD_FIELDS if self.padded else ()) + (AVG_FIELDS if self.averaged else ()) \
             + (TALL_FIELDS if self.nonsquare else ()) + (GROUP_FIELDS if self.grouped else ())
-        self.op_layout = data.StructLayout({**{n: aw for n in self.op_fields}, "in_buf": 2, "out_buf": 1, "in_signed": 1,
-                                            "out_signed": 1, "packed": 1, "is_last": 1, "is_pool": 1})
+        self.op_layout = data.StructLayout({**{n: aw for n in self.op_fields}, "in_buf": 2,
+                                            "out_buf": 2 if len(self.buffers) > 3 else 1, "in_signed": 1,
+                                            "out_signed": 1, "packed": 1, "is_last": 1, "is_pool": 1,
+                                            **({"add_en": 1, "short_buf": 2} if self.residual else {})})
         self.op_values = [self._op_values(i, o, wbase[i], rtbase[i], bbase[i]) for i, o in enumerate(p.ops)]
         if len(self.wwidths) > 1:
             for vals, sel in zip(self.op_values, wsel):
@@ -198,6 +206,9 @@ class Plan:
             vals.update(poolh_1=PH - 1, winh_step=PH * s)
         if self.grouped:
             vals.update(rt_step=o.n_rt if isinstance(o, MatmulOp) and o.grouped else 0)
+        if self.residual:
+            add = isinstance(o, MatmulOp) and o.add is not None
+            vals.update(add_en=int(add), short_buf=o.short_buf if add else 0)
         if self.averaged:
             avg = o.pool_avg if isinstance(o, MatmulOp) else o.avg
             vals.update(avg=int(avg), avg_n=PH * P if avg else 0)

@@ -13,11 +13,14 @@ from prunehw.export.contract import output_range
 from prunehw.hw.compile.program import MatmulOp
 from prunehw.hw.gateware.taps import PASS
 
-__all__ = ["BOTTOM_STAGES", "WriteBack", "bigger", "requantize"]
+__all__ = ["ADD_STAGES", "BOTTOM_STAGES", "WriteBack", "bigger", "requantize"]
 
 #: Cycles from the array's output to the output word's write: sum, rounding, saturation, and the fused
 #: pooling's running maximum (each registered).
 BOTTOM_STAGES = 4
+#: More in a design with a residual add: the sum with the add's other input and its rounding, then its shift and
+#: saturation (each registered).
+ADD_STAGES = 2
 
 
 class WriteBack(wiring.Component):
@@ -67,6 +70,8 @@ class WriteBack(wiring.Component):
             "fire": Out(1), "addr": Out(plan.aw), "word": Out(plan.word),
             "logits": Out(data.ArrayLayout(signed(plan.ACC), plan.program.n_logits)),
             "psum_read": Out(1), "psum_write": Out(1), "bias_read": Out(1),
+            # a design with a residual add: the add's other input, read at the output word's address
+            **({"short_addr": Out(plan.aw), "short_en": Out(1), "short_word": In(plan.word)} if plan.residual else {}),
         })
 
     def elaborate(self, platform):
@@ -138,10 +143,50 @@ class WriteBack(wiring.Component):
         m.d.sync += [word_q.eq(out_word), mD.eq(mC)]
         # fused pooling: the window's positions are consecutive beats of the last row tile; keep their
         # running maximum (or sum) and write the window's word with its last one
-        pooled(m, plan, k, mD.win_first, mD.v & mD.last_rt, word_q, k.out_signed, self.word, taps, where)
-        m.d.comb += [self.fire.eq(mD.v & mD.last_rt & mD.win_last & ~k.is_last & ~k.is_pool),
-                     self.addr.eq(taps("bottom.write_address", mD.oaddr, **where))]
+        fire = mD.v & mD.last_rt & mD.win_last & ~k.is_last & ~k.is_pool
+        if not plan.residual:
+            pooled(m, plan, k, mD.win_first, mD.v & mD.last_rt, word_q, k.out_signed, self.word, taps, where)
+            m.d.comb += [self.fire.eq(fire), self.addr.eq(taps("bottom.write_address", mD.oaddr, **where))]
+            return m
+        pooled_word = Signal(plan.word)
+        pooled(m, plan, k, mD.win_first, mD.v & mD.last_rt, word_q, k.out_signed, pooled_word, taps, where)
+        self._add(m, mA, mD, word_q, pooled_word, fire)
         return m
+
+    def _add(self, m: Module, mA, mD, word_q, pooled_word, fire) -> None:
+        """A design with a residual add: two more stages after the word (:data:`ADD_STAGES`), in every op. The
+        add's other input is read at the output word's address when the beat leaves the array, so it arrives with
+        the word; the two are aligned to the finer fraction, summed, ReLU'd and rounded (registered), then shifted
+        and saturated to the add's output (registered) and written. An op without an add passes its word on."""
+        plan, taps, k, C, p = self.plan, self.taps, self.k, self.plan.C, self.plan.program
+        where = {"rows": plan.R, "cols": C}
+        m.d.comb += [self.short_addr.eq(mA.oaddr), self.short_en.eq(mA.v & mA.last_rt & k.add_en)]
+        width = 8 + max(plan.add_shifts) + 2
+        rounded = Signal(data.ArrayLayout(signed(width + 1), C))
+        sums_q, added = Signal.like(rounded), Signal(plan.word)
+        with m.Switch(self.op):
+            for i, o in enumerate(p.ops):
+                if not (isinstance(o, MatmulOp) and o.add):
+                    continue
+                with m.Case(i):
+                    formats = o.add["input"]
+                    mine, other = formats[o.add["mine"]], formats[1 - o.add["mine"]]
+                    frac = max(f["frac"] for f in formats)
+                    rnd, sat = requantize(frac, o.add["output"], taps, where)
+                    for j in range(C):
+                        a, b = word_q[j][:mine["bits"]], self.short_word[j][:other["bits"]]
+                        a = a.as_signed() if mine["signed"] else a
+                        b = b.as_signed() if other["signed"] else b
+                        total = (a << (frac - mine["frac"])) + (b << (frac - other["frac"]))
+                        m.d.comb += [rounded[j].eq(rnd(total)), added[j].eq(sat(sums_q[j]))]
+        pass_q, word_f = Signal(plan.word), Signal(plan.word)
+        add_e, fire_e, fire_f = Signal(), Signal(), Signal()
+        addr_e, addr_f = Signal(plan.aw), Signal(plan.aw)
+        m.d.sync += [sums_q.eq(rounded), pass_q.eq(pooled_word), add_e.eq(k.add_en), fire_e.eq(fire),
+                     addr_e.eq(mD.oaddr)]
+        m.d.sync += [word_f.eq(Mux(add_e, added, pass_q)), fire_f.eq(fire_e), addr_f.eq(addr_e)]
+        m.d.comb += [self.word.eq(word_f), self.fire.eq(fire_f),
+                     self.addr.eq(taps("bottom.write_address", addr_f, **where))]
 
 
 def pooled(m: Module, plan: Plan, k, first, enable, new, signed_, out, taps=PASS, where=None) -> None:

@@ -27,17 +27,21 @@ PE_DEPTH = 3
 BOTTOM_DEPTH = 4
 #: Pooling: address register (1), bank read (3), running maximum and the window's register (1).
 POOL_DEPTH = 5
+#: A design with a residual add: its bottom's two more registers (the sum with the add's other input and its
+#: rounding, then the shift and saturation), in every matmul op.
+ADD_DEPTH = 2
 POOL_DRAIN = POOL_DEPTH - 1
 
 
-def drain_cycles(rows: int, cols: int) -> int:
-    """Idle cycles after a matmul op's last beat is issued (see the module constants)."""
-    return FEED_DEPTH + (rows - 1) + PE_DEPTH + (cols - 1) + BOTTOM_DEPTH - 1
+def drain_cycles(rows: int, cols: int, residual: bool = False) -> int:
+    """Idle cycles after a matmul op's last beat is issued (see the module constants); ``residual``: in a design
+    with a residual add (whose bottom is :data:`ADD_DEPTH` deeper in every op)."""
+    return FEED_DEPTH + (rows - 1) + PE_DEPTH + (cols - 1) + BOTTOM_DEPTH + (ADD_DEPTH if residual else 0) - 1
 
 
-def op_cycles(op, rows: int, cols: int) -> int:
+def op_cycles(op, rows: int, cols: int, residual: bool = False) -> int:
     if isinstance(op, MatmulOp):
-        return op.n_ct * op.n_rt * op.positions + drain_cycles(rows, cols)
+        return op.n_ct * op.n_rt * op.positions + drain_cycles(rows, cols, residual)
     return op.out_pix * op.n_ct * op.window[0] * op.window[1] + POOL_DRAIN
 
 
@@ -58,7 +62,8 @@ class CycleReport:
 def cycle_model(program: Program) -> CycleReport:
     """Per-op cycles, total cycles (start to done), beats (array occupancy) and useful MACs."""
     R, C = program.rows, program.cols
-    per_op = {op.name: op_cycles(op, R, C) for op in program.ops}
+    residual = any(op.add for op in program.matmuls())
+    per_op = {op.name: op_cycles(op, R, C, residual) for op in program.ops}
     beats = sum(op.n_ct * op.n_rt * op.positions for op in program.matmuls())
     macs = sum(sum(op.macs_per_fold) * op.positions for op in program.matmuls())
     total = sum(per_op.values())
@@ -114,7 +119,7 @@ def activity_model(program: Program) -> dict[str, int]:
         return isinstance(o, MatmulOp) and ((o.in_buf == 2 and program.image_pack > 1) or
                                             any(len({off for off, _, v in t if v}) > 1 for t in o.row_table))
 
-    multi = {b: any(gathers(o) for o in program.ops if o.in_buf == b) for b in (0, 1, 2)}
+    multi = {b: any(gathers(o) for o in program.ops if o.in_buf == b) for b in range(len(program.buf_depth))}
     for op in program.ops:
         if isinstance(op, MatmulOp):
             M = op.positions
@@ -140,6 +145,8 @@ def activity_model(program: Program) -> dict[str, int]:
             act["psum_reads"] += op.n_ct * (op.n_rt - 1) * M
             act["psum_writes"] += op.n_ct * (op.n_rt - 1) * M
             act["act_writes"] += 0 if op.last else op.n_ct * op.out_pix * (R if multi[op.out_buf] else 1)
+            # a residual add reads its other input once for each word written, from one copy
+            act["act_reads"] += op.n_ct * op.out_pix if op.add else 0
         else:
             act["image_reads" if op.in_buf == 2 else "act_reads"] += op.out_pix * op.n_ct * op.window[0] * op.window[1]
             act["act_writes"] += op.out_pix * op.n_ct * (R if multi[op.out_buf] else 1)

@@ -8,7 +8,7 @@ from pathlib import Path
 from prunehw.core.artifacts import record_stage, sha256_file, stage_key, update_summary, update_variant
 from prunehw.stages import code_key, up_to_date
 
-__all__ = ["train", "train_key", "user_model", "check_accelerator_graph", "check_fits_hardware"]
+__all__ = ["train", "train_key", "user_model", "check_fits_hardware"]
 
 
 def train(flow, force: bool = False) -> Path:
@@ -57,25 +57,10 @@ def user_model(flow):
     return flow.__dict__["_user_model"]
 
 
-def check_accelerator_graph(model, where: str) -> None:
-    """Refuse, in one line naming the layer, a model the accelerator cannot run because of its graph: a merge (a
-    residual Add), which it does not compute yet. (``prunehw export`` still carries such a model through the
-    golden model and hls4ml.)"""
-    from prunehw.core.errors import ModelFileError
-    from prunehw.model.graph import keras_graph
-
-    merge = next((n for n in keras_graph(model, where) if len(n.inputs) > 1), None)
-    if merge is not None:
-        raise ModelFileError(f"{where}: layer {merge.name!r} is an {merge.kind} of {len(merge.inputs)} inputs; the "
-                             f"accelerator does not compute merges yet (it runs a chain of layers); `prunehw export` "
-                             f"carries this model through the golden model and hls4ml")
-
-
 def check_fits_hardware(flow, model, where: str) -> None:
     """What the array, its memories or its counters cannot hold, said before anything is trained or written
     (the rtl stage would say it after pruning and quantizing). The dense model's accelerator is laid out from
     a contract quantized on a few images (the flow's own contract comes later, after pruning)."""
-    check_accelerator_graph(model, where)
     cfg = flow.cfg
     channels, cols = model.inputs[0].shape[-1], cfg.array.cols
     if channels > cols:
@@ -105,11 +90,7 @@ def _import_model(flow, force: bool = False) -> Path:
     if up_to_date(flow, "train", key, out, force):
         return out
     model, notes, diff = user_model(flow)
-    from prunehw.model.graph import keras_graph
-
-    # (a graph the accelerator cannot run is refused by the commands that reach it: Flow.check_inputs)
-    if keras_graph(model, str(src)).is_chain:
-        check_fits_hardware(flow, model, str(src))
+    check_fits_hardware(flow, model, str(src))
     data = flow.data
     acc = evaluate(model, data.x_test, data.y_test)
     save_model(model, out)

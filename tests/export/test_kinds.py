@@ -1,7 +1,7 @@
 """The layer kinds' registries agree with each other: every kind a config may name has a model handler, every Keras
 class those build is read into the contract by an export handler (a ReLU is fused into the layer before it), and
-every contract kind compiles to the accelerator, but for those it refuses in one line (tests/export/test_residual.py):
-the merge (``add``)."""
+every contract kind compiles to the accelerator (the merge, ``add``, fused into the op before it:
+tests/export/test_residual.py)."""
 
 from prunehw.core.config import LAYER_TYPES
 from prunehw.export.kinds import KINDS as CONTRACT_KINDS
@@ -24,10 +24,10 @@ def test_every_model_kind_is_read_into_the_contract_or_fused():
             assert contract_kind.weighted == kind.weighted, t
 
 
-#: contract kinds the accelerator does not compile yet, refused before any op is made
-NOT_COMPILED = {"add"}
+#: contract kinds with no op of their own: fused into the write-back of the op before them (tests/export/test_residual.py)
+FUSED = {"add"}
 
 
 def test_every_contract_kind_compiles():
-    assert set(_COMPILE) == set(CONTRACT_KINDS) - NOT_COMPILED
+    assert set(_COMPILE) == set(CONTRACT_KINDS) - FUSED
     assert {t for t, k in CONTRACT_KINDS.items() if k.weighted} == set(_ROWS)

@@ -1,7 +1,7 @@
 """A residual ``Add`` in the numeric contract: quantized from a functional Keras model as it is (no chain), its two
 inputs aligned to the finer format and summed exactly, then requantized (its ReLU fused, round half up, saturate);
-the golden model equal to hls4ml's C simulation on every image; the accelerator, which runs chains only, refusing
-it in one line before any Verilog.
+the golden model equal to hls4ml's C simulation on every image; on the accelerator, added at the write-back of the
+convolution that ends a branch, the other input kept in a third activation buffer.
 
 Two small residual networks, trained briefly on downscaled MNIST: an identity shortcut (the block's input, after
 its ReLU, added to a conv without ReLU, then a ReLU), and a ResNet-style downsampling block (a 3x3 stride-2
@@ -117,15 +117,30 @@ def test_the_add_aligns_rounds_and_saturates_as_the_contract_says():
     assert output_range(relu["output"]) == (0, 255)
 
 
-def test_the_accelerator_refuses_a_residual_contract_in_one_line(residual):
-    from prunehw.core.config import ArrayConfig
-    from prunehw.core.errors import ModelFileError
-    from prunehw.hw.compile.program import build_program
+@pytest.mark.parametrize("rows, cols", [(4, 4), (8, 8)])
+def test_the_accelerator_adds_at_the_write_back(residual, rows, cols):
+    """On the accelerator the add is fused into the write-back of the convolution just before it, its other input
+    kept in a third activation buffer while the branch is computed: the generated design (Amaranth's simulator)
+    gives the golden logits, and its cycles and every counter equal the analytic model's."""
+    from amaranth_run import run_images
 
-    _, contract, *_ = residual
-    with pytest.raises(ModelFileError) as err:
-        build_program(contract, ArrayConfig(rows=4, cols=4))
-    assert "layer 'add' takes 2 inputs (a merge)" in str(err.value) and "\n" not in str(err.value)
+    from prunehw.core.config import ArrayConfig
+    from prunehw.hw.compile.program import build_program
+    from prunehw.hw.gateware.accelerator import COUNTERS
+    from prunehw.hw.models.cycle_model import activity_model, cycle_model
+
+    case, contract, *_, x = residual
+    program = build_program(contract, ArrayConfig(rows=rows, cols=cols))
+    fused = [op for op in program.matmuls() if op.add]
+    assert [op.name for op in fused] == (["conv3"] if case == "identity" else ["shortcut"])
+    op = fused[0]
+    assert len(program.buf_depth) == 4 and 3 in (op.out_buf, op.short_buf, op.in_buf)
+    assert len({op.in_buf, op.out_buf, op.short_buf}) == 3
+    model, activity = cycle_model(program), activity_model(program)
+    want = golden(contract, x[:2])
+    for (logits, counters), g in zip(run_images(program, x[:2]), want):
+        assert list(logits) == list(g)
+        assert counters["total_cycles"] == model.total and {k: counters[k] for k in COUNTERS} == activity
 
 
 def test_quantization_aware_fine_tuning_refuses_a_residual_model_in_one_line(tiny_data):

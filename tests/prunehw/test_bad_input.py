@@ -126,7 +126,12 @@ CASES = [
     C("model-two-heads", "2 outputs", "train", "--model", "two_heads.keras", files=["two_heads.keras"], fast=False),
     C("model-shared-layer", "'shared' is applied 2 times", "train", "--model", "shared.keras", files=["shared.keras"],
       fast=False),
-    C("model-residual-add", "'add'", "train", "--model", "residual.keras", files=["residual.keras"], fast=False),
+    # (an add of the image and a conv of it: the accelerator reads an add's inputs from different buffers)
+    C("model-residual-add", "add 'add': its other input 'input' is the input of the convolution", "train",
+      "--model", "residual.keras", files=["residual.keras"], fast=False, variants='method = "matrix"\nratio = 0.5'),
+    C("model-residual-qat", "residual.keras has Add 'add' (a merge); quantization-aware fine-tuning carries a chain",
+      "train", "--model", "residual.keras", files=["residual.keras"], fast=False,
+      variants='method = "matrix"\nratio = 0.5\nquant = "qat"'),
     C("model-unsupported-layer", "layer 'up' has unsupported type UpSampling2D; supported: Conv2D", "train", "--model",
       "upsampling.keras", files=["upsampling.keras"], fast=False),
     C("model-tanh", "fuses activation 'tanh'", "train", "--model", "tanh.keras", files=["tanh.keras"], fast=False),

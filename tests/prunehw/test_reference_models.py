@@ -86,12 +86,13 @@ def _run(tmp_path, command: str, config_text: str, model, data):
 
 
 @pytest.mark.regression
-def test_resnet8_runs_through_hls4ml_and_is_refused_by_the_accelerator_in_one_line(tmp_path, mnist):
-    """ResNet-8 (residual Adds, 1x1 stride-2 shortcut convolutions, AveragePooling2D(8)) on 32x32x3: imported as a
-    graph; a dense, an unstructured-0.50 and a matrix-0.50 variant (its channels removed in dependency groups
-    across the adds) quantized and checked bit-exact in hls4ml on 1,000 test images (``prunehw export``). The
-    commands that reach the accelerator, and a variant it cannot prune so, are refused in one line naming the
-    layer, before anything is written."""
+def test_resnet8_runs_the_whole_flow_and_matrix_pruning_cuts_its_cycles(tmp_path, mnist):
+    """ResNet-8 (residual Adds, 1x1 stride-2 shortcut convolutions, AveragePooling2D(8)) on 32x32x3, imported as a
+    graph: a dense, an unstructured-0.50 and a matrix-0.50 variant (its channels removed in dependency groups
+    across the adds), bit-exact in hls4ml and Verilator on 1,000 test images and in Icarus on one, every counter
+    equal to the analytic model. Matrix pruning's cycles fall at least in proportion to the MACs it removes (up to
+    the ops' fixed drains). A variant the flow cannot make of such a model is refused in one line, before anything
+    is written."""
     _, shape = MODELS["resnet8"]
     x_train, x_test = shaped_mnist(mnist.x_train[:5000], shape), shaped_mnist(mnist.x_test[:IMAGES], shape)
     data = tmp_path / "data.npz"
@@ -99,16 +100,14 @@ def test_resnet8_runs_through_hls4ml_and_is_refused_by_the_accelerator_in_one_li
     model = tmp_path / "resnet8.keras"
     trained("resnet8", x_train, mnist.y_train[:5000], epochs=2).save(model)
     text = _config(tmp_path)
-    for command, variant, message in (
-            ("run", "", "resnet8.keras: layer 'add' is an Add of 2 inputs; the accelerator does not compute merges yet"),
-            ("export", 'criterion = "taylor"\n', "variant 'matrix-0.50': "),
-            ("export", 'quant = "qat"\n', "quantization-aware fine-tuning carries a chain of layers only")):
-        res = _run(tmp_path, command, text.replace("ratio = 0.50\n", "ratio = 0.50\n" + variant), model, data)
+    for variant, message in (('criterion = "taylor"\n', "variant 'matrix-0.50': "),
+                             ('quant = "qat"\n', "quantization-aware fine-tuning carries a chain of layers only")):
+        res = _run(tmp_path, "run", text.replace("ratio = 0.50\n", "ratio = 0.50\n" + variant), model, data)
         lines = res.stderr.strip().splitlines()
         assert res.returncode == 2 and len(lines) == 1 and message in lines[0], res.stderr[-2000:]
         assert not (tmp_path / "build").exists(), "a refused run wrote files"
     text = text.replace("[[variants]]", '[[variants]]\nmethod = "unstructured"\nratio = 0.50\n\n[[variants]]', 1)
-    res = _run(tmp_path, "export", text, model, data)
+    res = _run(tmp_path, "run", text, model, data)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     run = tmp_path / "build" / "quick"
     summary = json.loads((run / "summary.json").read_text())
@@ -116,13 +115,26 @@ def test_resnet8_runs_through_hls4ml_and_is_refused_by_the_accelerator_in_one_li
     for v in ("dense", "unstructured-0.50", "matrix-0.50"):
         entry = summary["variants"][v]
         assert entry["bitexact"]["hls"] == {"match": IMAGES, "total": IMAGES}, (v, entry["bitexact"])
+        rtl = entry["bitexact"]["rtl_verilator"]
+        assert (rtl["match"], rtl["total"]) == (IMAGES, IMAGES), (v, rtl)
+        assert entry["bitexact"]["rtl_icarus"]["match"] == entry["bitexact"]["rtl_icarus"]["total"] == 1, v
+        assert entry["cycles"]["rtl_equals_analytic"] and entry["activity_equals_analytic"], v
+        # the three adds run at the write-back of the convolutions that end their blocks, a third buffer holding
+        # the other input
+        desc = json.loads((run / v / "rtl" / "accelerator.json").read_text())
+        assert len(desc["memories"]["activations"]["buffers"]) == 4
     contract = json.loads((run / "dense" / "contract.json").read_text())
     adds = [l for l in contract["layers"] if l["type"] == "add"]
     assert len(adds) == 3 and all(len(l["inputs"]) == 2 and l["output"]["relu"] for l in adds)
-    assert summary["variants"]["dense"]["accuracy"]["float"] > 0.8
+    dense, pruned = summary["variants"]["dense"], summary["variants"]["matrix-0.50"]
+    assert dense["accuracy"]["float"] > 0.8
     # matrix pruning by groups: the blocks' convolutions and shortcuts keep the same channels, as the adds need
     groups = json.loads((run / "matrix-0.50" / "channel_groups.json").read_text())["groups"]
     joined = [g for g in groups if len(g["producers"]) > 1]
     assert len(joined) == 3 and all(len(g["kept"]) % 8 == 0 and len(g["kept"]) < g["size"] for g in joined)
-    pruned = summary["variants"]["matrix-0.50"]
-    assert pruned["ratio_measured"] >= 0.5 and pruned["weights_kept"] < summary["variants"]["dense"]["weights_kept"]
+    assert pruned["ratio_measured"] >= 0.5
+    macs = [json.loads((run / v / "rtl" / "accelerator.json").read_text())["cycles_analytic"]["macs"]
+            for v in ("dense", "matrix-0.50")]
+    cycles = [summary["variants"][v]["cycles"]["analytic"] for v in ("dense", "matrix-0.50")]
+    drains = len(desc["ops"]) * desc["pipeline"]["matmul_drain_cycles"]     # (what pruning cannot remove)
+    assert cycles[1] - drains <= cycles[0] * macs[1] / macs[0], (cycles, macs)
