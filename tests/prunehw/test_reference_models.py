@@ -90,8 +90,8 @@ def test_resnet8_runs_the_whole_flow_and_matrix_pruning_cuts_its_cycles(tmp_path
     """ResNet-8 (residual Adds, 1x1 stride-2 shortcut convolutions, AveragePooling2D(8)) on 32x32x3, imported as a
     graph: a dense, an unstructured-0.50 and a matrix-0.50 variant (its channels removed in dependency groups
     across the adds), bit-exact in hls4ml and Verilator on 1,000 test images and in Icarus on one, every counter
-    equal to the analytic model. Matrix pruning's cycles fall at least in proportion to the MACs it removes (up to
-    the ops' fixed drains). A variant the flow cannot make of such a model is refused in one line, before anything
+    equal to the analytic model. Matrix pruning's cycles fall in proportion to the MACs it removes (within 1%: the
+    ops' fixed drains). A variant the flow cannot make of such a model is refused in one line, before anything
     is written."""
     _, shape = MODELS["resnet8"]
     x_train, x_test = shaped_mnist(mnist.x_train[:5000], shape), shaped_mnist(mnist.x_test[:IMAGES], shape)
@@ -136,5 +136,6 @@ def test_resnet8_runs_the_whole_flow_and_matrix_pruning_cuts_its_cycles(tmp_path
     macs = [json.loads((run / v / "rtl" / "accelerator.json").read_text())["cycles_analytic"]["macs"]
             for v in ("dense", "matrix-0.50")]
     cycles = [summary["variants"][v]["cycles"]["analytic"] for v in ("dense", "matrix-0.50")]
-    drains = len(desc["ops"]) * desc["pipeline"]["matmul_drain_cycles"]     # (what pruning cannot remove)
-    assert cycles[1] - drains <= cycles[0] * macs[1] / macs[0], (cycles, macs)
+    # (within 1%: the ops' fixed drains, and a layer's last row tile, whose rows are fewer than the array's, are
+    # whole cycles but fewer MACs)
+    assert cycles[1] / cycles[0] <= 1.01 * macs[1] / macs[0], (cycles, macs)
