@@ -66,7 +66,8 @@ def test_a_depthwise_separable_reference_model_runs_the_whole_flow(tmp_path, mni
         contract = json.loads((run / v / "contract.json").read_text())
         dws = {l["name"]: l["out_channels"] for l in contract["layers"] if l["type"] == "depthwise2d"}
         assert len(dws) == (4 if name == "ds_cnn" else 5)
-        for layer in desc["layers"]:
+        assert {op["name"] for op in desc["ops"] if op.get("grouped")} == set(dws)
+        for layer in desc["ops"]:
             if layer["name"] in dws:
                 n_ct = -(-dws[layer["name"]] // 8)
                 assert (layer["grouped"], layer["row_tiles"], layer["col_tiles"]) == (True, 9, n_ct), layer
