@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 import pytest
-from cli_helpers import need_tool
+from cli_helpers import need_tool, run_cli
 from reference_models import MODELS, shaped_mnist, trained
 
 from prunehw.sim.runner import simulator_missing
@@ -73,7 +73,7 @@ def test_a_depthwise_separable_reference_model_runs_the_whole_flow(tmp_path, mni
                 assert (layer["grouped"], layer["row_tiles"], layer["col_tiles"]) == (True, 9, n_ct), layer
                 assert layer["pe_utilization"] == round(dws[layer["name"]] / (n_ct * 64), 4), layer
     dense, pruned = summary["variants"]["dense"], summary["variants"]["matrix-0.50"]
-    assert dense["accuracy"]["float"] > 0.8, dense["accuracy"]
+    assert dense["accuracy"]["float"] > 0.7, dense["accuracy"]      # (two epochs on 5,000 images)
     # the pruned depthwise layers keep exactly their sources' channels, so the pruned model is smaller and faster
     assert pruned["weights_kept"] < 0.55 * dense["weights_total"]
     assert pruned["cycles"]["analytic"] < dense["cycles"]["analytic"]
@@ -82,8 +82,8 @@ def test_a_depthwise_separable_reference_model_runs_the_whole_flow(tmp_path, mni
 def _run(tmp_path, command: str, config_text: str, model, data):
     config = tmp_path / "run.toml"
     config.write_text(config_text)
-    return subprocess.run([sys.executable, "-m", "prunehw.cli", command, "--config", str(config), "--model", str(model),
-                           "--data", str(data)], capture_output=True, text=True, cwd=tmp_path)
+    return run_cli(command, "--config", str(config), "--model", str(model), "--data", str(data), cwd=tmp_path,
+                   timeout=3600)
 
 
 @pytest.mark.regression
