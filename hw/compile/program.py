@@ -6,8 +6,13 @@ constants) and the analytic cycle model, so both describe one schedule.
 Activation buffers hold words of C bytes: the word at ``ctile * npix + pixel``
 holds channels ``ctile*C .. ctile*C + C-1`` of that pixel (HWC order within a
 pixel, so Keras' flatten order is just an address pattern). There are three:
-the two ping-pong buffers 0 and 1, between which the layers alternate, and
-the image buffer (:data:`IMAGE`), which the first layer reads. The image
+the two ping-pong buffers 0 and 1, between which the layers of a chain
+alternate, and the image buffer (:data:`IMAGE`), which the first layer reads.
+A network with a residual add has a fourth, activation buffer 3, where the
+add's other input waits while its branch is computed (each op writes the
+lowest-numbered activation buffer it does not read that holds nothing still
+to be read: :class:`_Buffers`); the add itself is fused into the write-back of
+the convolution just before it (:func:`_fuse_add`). The image
 buffer holds two images (slots ``image_stride`` words apart), so the host
 loads the next image while this one is computed.
 
