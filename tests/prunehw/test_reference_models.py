@@ -23,6 +23,17 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 IMAGES = 1000
 
 
+def _assert_verified(summary: dict, v: str) -> None:
+    """Variant ``v`` bit-exact in hls4ml and Verilator on every test image and in Icarus on one, its cycles and
+    every counter equal to the analytic model."""
+    entry = summary["variants"][v]
+    assert entry["bitexact"]["hls"] == {"match": IMAGES, "total": IMAGES}, (v, entry["bitexact"])
+    rtl = entry["bitexact"]["rtl_verilator"]
+    assert (rtl["match"], rtl["total"]) == (IMAGES, IMAGES), (v, rtl)
+    assert entry["bitexact"]["rtl_icarus"]["match"] == entry["bitexact"]["rtl_icarus"]["total"] == 1, v
+    assert entry["cycles"]["rtl_equals_analytic"] and entry["activity_equals_analytic"], v
+
+
 def _config(tmp_path) -> str:
     text = (ROOT / "configs" / "quick.toml").read_text()
     for old, new in [('build_dir = "../build"', f'build_dir = "{tmp_path / "build"}"'),
@@ -55,12 +66,7 @@ def test_a_depthwise_separable_reference_model_runs_the_whole_flow(tmp_path, mni
     rewrites = summary["train"]["rewrites"]
     assert any("softmax dropped" in r for r in rewrites) and sum("batch normalization folded" in r for r in rewrites) >= 9
     for v in ("dense", "matrix-0.50"):
-        entry = summary["variants"][v]
-        assert entry["bitexact"]["hls"] == {"match": IMAGES, "total": IMAGES}, (v, entry["bitexact"])
-        rtl = entry["bitexact"]["rtl_verilator"]
-        assert (rtl["match"], rtl["total"]) == (IMAGES, IMAGES), (v, rtl)
-        assert entry["bitexact"]["rtl_icarus"]["match"] == entry["bitexact"]["rtl_icarus"]["total"] == 1, v
-        assert entry["cycles"]["rtl_equals_analytic"] and entry["activity_equals_analytic"], v
+        _assert_verified(summary, v)
         # every depthwise layer is grouped on the 8x8 array: kh*kw folds per column tile of channels
         desc = json.loads((run / v / "rtl" / "accelerator.json").read_text())
         contract = json.loads((run / v / "contract.json").read_text())
@@ -114,12 +120,7 @@ def test_resnet8_runs_the_whole_flow_and_matrix_pruning_cuts_its_cycles(tmp_path
     summary = json.loads((run / "summary.json").read_text())
     assert sum("batch normalization folded" in r for r in summary["train"]["rewrites"]) == 7
     for v in ("dense", "unstructured-0.50", "matrix-0.50"):
-        entry = summary["variants"][v]
-        assert entry["bitexact"]["hls"] == {"match": IMAGES, "total": IMAGES}, (v, entry["bitexact"])
-        rtl = entry["bitexact"]["rtl_verilator"]
-        assert (rtl["match"], rtl["total"]) == (IMAGES, IMAGES), (v, rtl)
-        assert entry["bitexact"]["rtl_icarus"]["match"] == entry["bitexact"]["rtl_icarus"]["total"] == 1, v
-        assert entry["cycles"]["rtl_equals_analytic"] and entry["activity_equals_analytic"], v
+        _assert_verified(summary, v)
         # the three adds run at the write-back of the convolutions that end their blocks, a third buffer holding
         # the other input
         desc = json.loads((run / v / "rtl" / "accelerator.json").read_text())
