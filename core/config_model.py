@@ -44,16 +44,17 @@ PADDINGS = ("valid", "same")
 
 
 def _kernel(v):
-    """A kernel or pooling window as one integer (square, also where [k, k] was written) or a (height, width)
-    pair."""
+    """A kernel, a pooling window or a convolution's strides as one integer (the same both ways, also where [n, n]
+    was written) or a (height, width) pair."""
     if isinstance(v, (list, tuple)):
         if len(v) != 2 or not all(type(x) is int and x > 0 for x in v):
-            raise ValueError(f"{list(v)} is not a [height, width] pair of positive integers; allowed: k or [kh, kw]")
+            raise ValueError(f"{list(v)} is not a [height, width] pair of positive integers; "
+                             "allowed: n (the same both ways) or [height, width]")
         return v[0] if v[0] == v[1] else tuple(v)
     return v
 
 
-#: a kernel or a pooling window: ``k`` (k x k) or ``(kh, kw)``
+#: a kernel, a pooling window or strides: ``n`` (n x n) or ``(height, width)``
 Kernel = Annotated[Union[Positive, tuple[Positive, Positive]], BeforeValidator(_kernel)]
 
 
@@ -62,7 +63,7 @@ class LayerSpec(Section):
 
     depthwise2d (a depthwise convolution, one kernel per channel, its output channels its input's) takes ``kernel``,
     ``stride`` and ``padding`` as conv2d does. conv2d uses ``filters`` and ``kernel`` (``3`` for 3 x 3, or ``[height, width]`` such as ``[10, 4]``), and
-    optionally ``stride`` (the same both ways, default 1)
+    optionally ``stride`` (``2`` for 2 both ways, or ``[height, width]`` such as ``[1, 2]``; default 1)
     and ``padding`` (``valid``, the default, or ``same``: zeros around the map as Keras pads, see
     ``prunehw.core.geometry.conv_geometry``); dense uses ``units``; maxpool2d uses ``pool`` (``2`` for 2 x 2, or
     ``[height, width]``; strides = the window); avgpool2d too, any window (the average's division is the
@@ -76,7 +77,7 @@ class LayerSpec(Section):
     kernel: Kernel | None = None
     units: Positive | None = None
     pool: Kernel | None = None
-    stride: Positive | None = None
+    stride: Kernel | None = None
     padding: Literal[PADDINGS] | None = None
 
     @model_validator(mode="before")

@@ -7,7 +7,8 @@ __all__ = ["conv_geometry", "kernel_size", "written_size"]
 
 
 def kernel_size(k) -> tuple[int, int]:
-    """(height, width) of a kernel or a pooling window given as one integer (square) or as [height, width]."""
+    """(height, width) of a kernel, a pooling window or a convolution's strides given as one integer (the same
+    both ways) or as [height, width]."""
     return (int(k), int(k)) if isinstance(k, (int, float)) else (int(k[0]), int(k[1]))
 
 
@@ -17,19 +18,19 @@ def written_size(height: int, width: int):
     return int(height) if height == width else [int(height), int(width)]
 
 
-def conv_geometry(h: int, w: int, k, stride: int = 1, padding: str = "valid") -> tuple[int, int, int, int]:
+def conv_geometry(h: int, w: int, k, stride=1, padding: str = "valid") -> tuple[int, int, int, int]:
     """(out_h, out_w, pad_top, pad_left) of a convolution of an h x w map, as Keras computes them; ``k``: the
-    kernel, k x k or [kh, kw] (:func:`kernel_size`).
+    kernel, k x k or [kh, kw]; ``stride``: s or [sh, sw] (:func:`kernel_size`), each axis with its own below.
 
     ``valid``: no padding, ``(h - k) // stride + 1`` outputs. ``same``: ``ceil(h / stride)`` outputs and
     ``max((out - 1) * stride + k - h, 0)`` zero rows in all, the smaller half on top (the larger at the bottom),
     likewise for columns. Zeros padded in the integer domain are zeros in the real one (every activation
     format's zero is integer 0), so golden model, hls4ml and hardware pad alike.
     """
-    kh, kw = kernel_size(k)
+    (kh, kw), (sh, sw) = kernel_size(k), kernel_size(stride)
     if padding == "valid":
-        return (h - kh) // stride + 1, (w - kw) // stride + 1, 0, 0
+        return (h - kh) // sh + 1, (w - kw) // sw + 1, 0, 0
     if padding != "same":
         raise ValueError(f"padding {padding!r} is unknown; allowed: valid, same")
-    oh, ow = -(-h // stride), -(-w // stride)
-    return oh, ow, max((oh - 1) * stride + kh - h, 0) // 2, max((ow - 1) * stride + kw - w, 0) // 2
+    oh, ow = -(-h // sh), -(-w // sw)
+    return oh, ow, max((oh - 1) * sh + kh - h, 0) // 2, max((ow - 1) * sw + kw - w, 0) // 2

@@ -140,6 +140,8 @@ class Section(BaseModel):
         """An error location as the TOML file spells it: ``network.layers[2].filters``."""
         out = cls._section if section is None else section
         for part in loc:
+            if isinstance(part, str) and not part.isidentifier():
+                continue        # (the member of a union that was tried, e.g. ``constrained-int``: not a key)
             out = f"{out}[{part}]" if isinstance(part, int) else f"{out}.{part}" if out else str(part)
         return out
 

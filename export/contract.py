@@ -14,8 +14,8 @@ but its weighted layer's output, so a layer after a ReLU reads that weighted lay
 
 Layer entries (their kinds' fields):
 
-- ``conv2d`` / ``dense``: ``kernel`` (conv), ``stride`` and ``padding`` (conv; 1 and
-  ``"valid"`` when absent; ``"same"`` pads zeros as Keras does, see
+- ``conv2d`` / ``dense``: ``kernel`` (conv), ``stride`` (``s``, or ``[sh, sw]`` where they differ) and ``padding``
+  (conv; 1 and ``"valid"`` when absent; ``"same"`` pads zeros as Keras does, see
   :func:`conv_geometry`), ``in_channels``/``out_channels``
   (dense: inputs/units), ``weight`` {bits, frac, rounding}, ``bias`` {bits, frac, rounding}
   (``rounding``: how the float values were rounded to integers, ``half_even``),

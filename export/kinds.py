@@ -251,9 +251,9 @@ class Dense(_Weighted):
 
 @register
 class Conv2D(_Weighted):
-    """``kernel`` (``k`` for k x k, or ``[kh, kw]``), ``stride`` and ``padding`` (1 and ``valid`` when absent;
-    ``same`` pads zeros as Keras does, see :func:`~prunehw.core.geometry.conv_geometry`); its matrix's rows
-    ordered (ky, kx, c)."""
+    """``kernel`` (``k`` for k x k, or ``[kh, kw]``), ``stride`` (``s`` both ways, or ``[sh, sw]``) and ``padding``
+    (1 and ``valid`` when absent; ``same`` pads zeros as Keras does, see
+    :func:`~prunehw.core.geometry.conv_geometry`); its matrix's rows ordered (ky, kx, c)."""
 
     name, keras, windowed = "conv2d", ("Conv2D",), True
 
@@ -262,8 +262,8 @@ class Conv2D(_Weighted):
         stride, padding, k = layer.get("stride", 1), layer.get("padding", "valid"), layer.get("kernel")
         if not _size_ok(k):
             bad(f"layer {layer.get('name')!r} kernel = {k!r}; allowed: an integer >= 1, or [kh, kw] with kh != kw")
-        if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
-            bad(f"layer {layer.get('name')!r} stride = {stride!r}; allowed: an integer >= 1")
+        if not _size_ok(stride):
+            bad(f"layer {layer.get('name')!r} stride = {stride!r}; allowed: an integer >= 1, or [sh, sw] with sh != sw")
         if padding not in PADDINGS:
             bad(f"layer {layer.get('name')!r} padding = {padding!r}; allowed: {', '.join(PADDINGS)}")
         if layer.get("rows") != self.rows(layer):
@@ -284,8 +284,8 @@ class Conv2D(_Weighted):
     def geometry(self, klayer):
         out = {"kernel": written_size(*klayer.kernel.shape[:2])}
         # written only where they differ from 1 and "valid": a contract without them reads as before
-        if klayer.strides[0] != 1:
-            out["stride"] = int(klayer.strides[0])
+        if tuple(klayer.strides) != (1, 1):
+            out["stride"] = written_size(*klayer.strides)
         if klayer.padding != "valid":
             out["padding"] = str(klayer.padding)
         return out
@@ -293,34 +293,34 @@ class Conv2D(_Weighted):
     def qat_product(self, klayer, a, kernel):
         import tensorflow as tf
 
-        return tf.nn.conv2d(a, kernel, klayer.strides[0], klayer.padding.upper())
+        return tf.nn.conv2d(a, kernel, list(klayer.strides), klayer.padding.upper())
 
     def float_product(self, layer, a, w):
         import tensorflow as tf
 
         (kh, kw), c = kernel_size(layer["kernel"]), int(a.shape[-1])
-        return tf.nn.conv2d(a, tf.constant(w.reshape(kh, kw, c, -1), tf.float32), layer.get("stride", 1),
-                            layer.get("padding", "valid").upper())
+        return tf.nn.conv2d(a, tf.constant(w.reshape(kh, kw, c, -1), tf.float32),
+                            list(kernel_size(layer.get("stride", 1))), layer.get("padding", "valid").upper())
 
     def columns(self, layer, a):
         """(N, H, W, C) -> (N, H', W', kh*kw*C), rows ordered (ky, kx, c) like the contract's matrices; ``same``
         padding adds zeros around the map, ``stride`` skips positions."""
-        (kh, kw), stride = kernel_size(layer["kernel"]), layer.get("stride", 1)
+        (kh, kw), (sh, sw) = kernel_size(layer["kernel"]), kernel_size(layer.get("stride", 1))
         n, h, w, c = a.shape
-        oh, ow, top, left = conv_geometry(h, w, (kh, kw), stride, layer.get("padding", "valid"))
-        need_h, need_w = (oh - 1) * stride + kh, (ow - 1) * stride + kw
+        oh, ow, top, left = conv_geometry(h, w, (kh, kw), (sh, sw), layer.get("padding", "valid"))
+        need_h, need_w = (oh - 1) * sh + kh, (ow - 1) * sw + kw
         if top or left or need_h > h or need_w > w:
             a = np.pad(a, ((0, 0), (top, max(need_h - h - top, 0)), (left, max(need_w - w - left, 0)), (0, 0)))
-        win = sliding_window_view(a, (kh, kw), axis=(1, 2))[:, :need_h - kh + 1:stride, :need_w - kw + 1:stride]
+        win = sliding_window_view(a, (kh, kw), axis=(1, 2))[:, :need_h - kh + 1:sh, :need_w - kw + 1:sw]
         win = win.transpose(0, 1, 2, 4, 5, 3)                      # N, H', W', ky, kx, C
         return win.reshape(*win.shape[:3], -1)
 
     def keras_mismatch(self, layer, klayer):
-        want = (layer.get("stride", 1), layer.get("padding", "valid"))
+        want = (kernel_size(layer.get("stride", 1)), layer.get("padding", "valid"))
         got = (tuple(klayer.strides), klayer.padding, tuple(getattr(klayer, "dilation_rate", (1, 1))))
-        if got != ((want[0], want[0]), want[1], (1, 1)):
+        if got != (want[0], want[1], (1, 1)):
             return (f"the Keras model has strides {got[0]}, padding {got[1]!r}, dilation {got[2]}; the contract says "
-                    f"stride {want[0]}, padding {want[1]!r}, no dilation")
+                    f"stride {layer.get('stride', 1)}, padding {want[1]!r}, no dilation")
         return None
 
 
@@ -365,8 +365,8 @@ class DepthwiseConv2D(Conv2D):
     def float_product(self, layer, a, w):
         import tensorflow as tf
 
-        (kh, kw), s = kernel_size(layer["kernel"]), layer.get("stride", 1)
-        return tf.nn.depthwise_conv2d(a, tf.constant(w.reshape(kh, kw, -1, 1), tf.float32), (1, s, s, 1),
+        (kh, kw), (sh, sw) = kernel_size(layer["kernel"]), kernel_size(layer.get("stride", 1))
+        return tf.nn.depthwise_conv2d(a, tf.constant(w.reshape(kh, kw, -1, 1), tf.float32), (1, sh, sw, 1),
                                       layer.get("padding", "valid").upper())
 
     def accumulate(self, layer, a, contract):

@@ -139,7 +139,7 @@ class Conv2D(Kind):
 
     def spec(self, layer, kept=None):
         return LayerSpec(type="conv2d", name=layer.name, filters=layer.filters if kept is None else kept,
-                         kernel=list(layer.kernel_size), stride=layer.strides[0], padding=layer.padding)
+                         kernel=list(layer.kernel_size), stride=list(layer.strides), padding=layer.padding)
 
     def refusal(self, layer):
         return unsupported_conv(layer)
@@ -151,10 +151,10 @@ class Conv2D(Kind):
         import tensorflow as tf
 
         sp, b = _sparse_matrix(layer)
-        k, s, padding = layer.kernel.shape[0], layer.strides[0], layer.padding.upper()
+        (kh, kw), (sh, sw), padding = layer.kernel.shape[:2], layer.strides, layer.padding.upper()
 
         def op(x):       # (TF pads SAME as Keras' Conv2D does; its patches are ordered (ky, kx, c), as the matrix)
-            p = tf.image.extract_patches(x, [1, k, k, 1], [1, s, s, 1], [1, 1, 1, 1], padding)
+            p = tf.image.extract_patches(x, [1, kh, kw, 1], [1, sh, sw, 1], [1, 1, 1, 1], padding)
             n, h, w, d = tf.unstack(tf.shape(p))
             y = tf.sparse.sparse_dense_matmul(sp, tf.reshape(p, (-1, d)), adjoint_b=True)
             return tf.reshape(tf.transpose(y), (n, h, w, -1)) + b
@@ -180,7 +180,7 @@ class DepthwiseConv2D(Conv2D):
                 (oh, ow, shape[2]))
 
     def spec(self, layer, kept=None):
-        return LayerSpec(type="depthwise2d", name=layer.name, kernel=list(layer.kernel_size), stride=layer.strides[0],
+        return LayerSpec(type="depthwise2d", name=layer.name, kernel=list(layer.kernel_size), stride=list(layer.strides),
                          padding=layer.padding)
 
     def refusal(self, layer):
@@ -321,15 +321,13 @@ class Flatten(Kind):
 def unsupported_conv(layer) -> str | None:
     """What of a Keras Conv2D the flow cannot carry (a phrase to follow its name), or None if it can.
 
-    Supported: any kernel (kh x kw), ``valid`` or ``same`` padding, the same stride both ways, no dilation, one
-    group, channels last.
+    Supported: any kernel (kh x kw), any strides (sh, sw), ``valid`` or ``same`` padding, no dilation, one group,
+    channels last.
     """
-    s, d = tuple(layer.strides), tuple(layer.dilation_rate)
-    supported = "supported: padding valid or same, square strides (s, s), dilation 1"
+    d = tuple(layer.dilation_rate)
+    supported = "supported: padding valid or same, dilation 1"
     if layer.padding not in ("valid", "same"):
         return f"uses padding {layer.padding!r}; {supported}"
-    if s[0] != s[1]:
-        return f"uses strides {s}; {supported}"
     if d != (1, 1):
         return f"uses dilation_rate {d}; {supported}"
     if getattr(layer, "groups", 1) != 1:

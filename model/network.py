@@ -1,6 +1,6 @@
 """The network as data: build a Keras model from ``NetworkConfig``, load and check saved models.
 
-Only Conv2D (any kh x kw kernel; valid or same padding; the same stride both ways; no dilation), Dense, ReLU (plain, or
+Only Conv2D (any kh x kw kernel; valid or same padding; any strides; no dilation), Dense, ReLU (plain, or
 capped at 6: see ``model/activations.py``), MaxPooling2D, AveragePooling2D (any window, strides = window) and Flatten are
 supported, since those are what the matrix form, the numeric contract and the hardware implement; anything else is
 refused with a clear error. Each kind's layer, config entry and refusals are its handler's (``model/kinds.py``).

@@ -17,11 +17,11 @@ Dense (linear), Add, ReLU, MaxPooling2D, AveragePooling2D and Flatten:
   beta`` (a depthwise kernel scaled channel by channel);
 - ``Add`` of two inputs (a residual connection) stays as it is.
 
-Conv2D keeps its kernel (any kh x kw), padding (``valid`` or ``same``) and stride (the same both ways), as does
+Conv2D keeps its kernel (any kh x kw), padding (``valid`` or ``same``) and strides (sh x sw), as does
 DepthwiseConv2D (depth multiplier 1). MaxPooling2D and AveragePooling2D stay as they are where their strides equal
 their window (Keras' default) and their padding is ``valid``; GlobalAveragePooling2D and GlobalMaxPooling2D become
 that pooling over the whole map, then a Flatten. Anything else (another activation, a BatchNormalization with no
-layer before it to fold into, non-square strides, dilation, other poolings, other merges, other layer types) is
+layer before it to fold into, dilation, other poolings, other merges, other layer types) is
 refused with one line naming the layer and what is supported. Each rewrite is listed in the returned notes, for the
 report.
 
@@ -54,7 +54,7 @@ from prunehw.model.network import check_fits, check_supported, load_model
 __all__ = ["normalize", "verify", "import_user_model"]
 
 _NO_OPS = ("Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "SpatialDropout1D", "SpatialDropout2D")
-_SUPPORTED = ("Conv2D (padding valid/same, square strides)", "DepthwiseConv2D (depth_multiplier 1)", "Dense",
+_SUPPORTED = ("Conv2D (padding valid/same, any strides)", "DepthwiseConv2D (depth_multiplier 1)", "Dense",
               "Add (of 2)", "ReLU (plain or max_value=6)", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
               "GlobalMaxPooling2D", "Flatten", "Activation (relu, relu6, linear, softmax last)",
               "BatchNormalization (after Conv2D/DepthwiseConv2D/Dense)", "Dropout")

@@ -207,9 +207,9 @@ def _window_vertex_bounds(contract, first_hi: np.ndarray) -> tuple[np.ndarray, n
     if (not chain or i1 != 0 or not kind(first).windowed or not kind(second).windowed or not first["output"].get("relu")
             or len(between) > 1 or any(l["type"] != "maxpool2d" for l in between)):
         return None
-    (kh, kw), st = kernel_size(first["kernel"]), first.get("stride", 1)
+    (kh, kw), (sh, sw) = kernel_size(first["kernel"]), kernel_size(first.get("stride", 1))
     ph, pw = kernel_size(between[0]["pool"]) if between else (1, 1)
-    bh, bw, cin = (ph - 1) * st + kh, (pw - 1) * st + kw, contract.input["shape"][-1]
+    bh, bw, cin = (ph - 1) * sh + kh, (pw - 1) * sw + kw, contract.input["shape"][-1]
     n = bh * bw * cin
     if n > 16:
         return None
@@ -309,9 +309,9 @@ def _first_layer_extremes(contract, shape) -> np.ndarray:
         patch = np.where(w[:, j] > 0, 255, 0).astype(np.uint8)
         if kind(layer).windowed:
             # the window of the first output position that lies wholly on the image (padding reads zeros)
-            (kh, kw), st = kernel_size(layer["kernel"]), layer.get("stride", 1)
-            _, _, pt, pl = conv_geometry(h, wd, (kh, kw), st, layer.get("padding", "valid"))
-            y0, x0 = -(-pt // st) * st - pt, -(-pl // st) * st - pl
+            (kh, kw), (sh, sw) = kernel_size(layer["kernel"]), kernel_size(layer.get("stride", 1))
+            _, _, pt, pl = conv_geometry(h, wd, (kh, kw), (sh, sw), layer.get("padding", "valid"))
+            y0, x0 = -(-pt // sh) * sh - pt, -(-pl // sw) * sw - pl
             img[y0:y0 + kh, x0:x0 + kw, :] = patch.reshape(kh, kw, c)
         else:
             img.reshape(-1)[:len(patch)] = patch

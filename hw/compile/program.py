@@ -48,7 +48,7 @@ pooling would discard (the ragged last rows and columns) are never
 computed. A pooling layer with no convolution before it stays a
 :class:`PoolOp` of its own.
 
-A strided convolution's base pixel is (output y, x) times the stride. With
+A strided convolution's base pixel is (output y times its vertical stride, x times its horizontal one). With
 ``same`` padding a row's offset is taken from the tap's position relative to
 the padded corner (``(ky - pad_top) * w + kx - pad_left``, negative on the
 top or left), and the feeder checks each row's tap against the map's edges
@@ -125,7 +125,7 @@ class MatmulOp(_Shapes):
     window: tuple[int, int] = (1, 1)                 # fused pooling window (height, width); (1, 1): none
     pool_avg: bool = False    # the fused pooling averages (else it takes the maximum)
     conv_shape: tuple[int, int, int] | None = None   # the convolution's own output (before fused pooling)
-    stride: int = 1
+    stride: tuple[int, int] = (1, 1)                 # (vertical, horizontal)
     pad: tuple[int, int] = (0, 0)                    # zero rows on top, zero columns on the left ("same")
     row_taps: list[list[tuple[int, int]]] = field(default_factory=list)   # per rt: R x (ky, kx) of each row
     kernel: tuple[int, int] = (1, 1)                 # (kh, kw)
@@ -150,8 +150,8 @@ class MatmulOp(_Shapes):
             return False
         (wh, ww) = self.window
         hc, wc = self.out_shape[0] * wh, self.out_shape[1] * ww
-        (h, w), (pt, pl), s, (kh, kw) = self.in_shape[:2], self.pad, self.stride, self.kernel
-        return pt > 0 or pl > 0 or (hc - 1) * s + kh - pt > h or (wc - 1) * s + kw - pl > w
+        (h, w), (pt, pl), (sh, sw), (kh, kw) = self.in_shape[:2], self.pad, self.stride, self.kernel
+        return pt > 0 or pl > 0 or (hc - 1) * sh + kh - pt > h or (wc - 1) * sw + kw - pl > w
 
     def positions_yx(self) -> list[tuple[int, int]]:
         """The (y, x) of the convolution's output at each computed position, in the order the controller walks
@@ -162,13 +162,13 @@ class MatmulOp(_Shapes):
     def base_pixels(self) -> list[int]:
         """The input pixel of kernel tap (0, 0) at each position, before padding (so a padded convolution's
         taps add ``(ky - pad_top) * w + kx - pad_left``), in the order the controller walks them."""
-        w, s = self.in_shape[1], self.stride
-        return [y * s * w + x * s for y, x in self.positions_yx()]
+        w, (sh, sw) = self.in_shape[1], self.stride
+        return [y * sh * w + x * sw for y, x in self.positions_yx()]
 
     def in_bounds(self, position: tuple[int, int], tap: tuple[int, int]) -> bool:
         """Whether kernel tap (ky, kx) at output ``position`` falls on the map, not on its zero padding."""
         (y, x), (ky, kx) = position, tap
-        iy, ix = y * self.stride + ky - self.pad[0], x * self.stride + kx - self.pad[1]
+        iy, ix = y * self.stride[0] + ky - self.pad[0], x * self.stride[1] + kx - self.pad[1]
         return 0 <= iy < self.in_shape[0] and 0 <= ix < self.in_shape[1]
 
 
@@ -235,8 +235,8 @@ def _conv_rows(layer: dict, kept: np.ndarray, shape: tuple, C: int):
     """A convolution's geometry and row entries: (output shape before pooling, (pad top, left), per kept row
     (word offset from the position's base pixel, lane), per kept row its tap (ky, kx))."""
     h, w, c = shape
-    (kh, kw), stride = kernel_size(layer["kernel"]), layer.get("stride", 1)
-    oh, ow, pt, pl = conv_geometry(h, w, (kh, kw), stride, layer.get("padding", "valid"))
+    (kh, kw) = kernel_size(layer["kernel"])
+    oh, ow, pt, pl = conv_geometry(h, w, (kh, kw), layer.get("stride", 1), layer.get("padding", "valid"))
     entries, taps = [], []
     for r in kept:
         tap, ch = divmod(int(r), c)
@@ -289,7 +289,8 @@ def _matmul_op(layer: dict, contract, shape: tuple, buf: int, ops: list, R: int,
             macs.append(blk.shape[0] * blk.shape[1])
     return MatmulOp(layer["name"], kind, buf, -1, shape, out, out[0] * out[1], K, n, n_rt, n_ct, table,
                     tiles, _biases(B, n_ct, C), layer["input"]["signed"], layer["accum"]["frac"], layer["output"],
-                    layer is contract.weighted()[-1], macs, stride=layer.get("stride", 1), pad=pad, row_taps=row_taps,
+                    layer is contract.weighted()[-1], macs, stride=kernel_size(layer.get("stride", 1)), pad=pad,
+                    row_taps=row_taps,
                     kernel=kernel_size(layer.get("kernel", 1)), weight_bits=layer["weight"]["bits"])
 
 
@@ -327,7 +328,8 @@ def _depthwise_op(layer: dict, contract, shape: tuple, buf: int, R: int, C: int)
             macs.append(len(rows))
     return MatmulOp(layer["name"], "conv2d", buf, -1, shape, (oh, ow, c), oh * ow, taps * c, c, taps, n_ct,
                     table, tiles, _biases(B, n_ct, C), layer["input"]["signed"], layer["accum"]["frac"],
-                    layer["output"], layer is contract.weighted()[-1], macs, stride=layer.get("stride", 1), pad=pad,
+                    layer["output"], layer is contract.weighted()[-1], macs, stride=kernel_size(layer.get("stride", 1)),
+                    pad=pad,
                     row_taps=row_taps, kernel=kernel_size(layer["kernel"]), weight_bits=layer["weight"]["bits"],
                     grouped=True)
 

@@ -101,6 +101,7 @@ class Controller(wiring.Component):
         # a strided convolution steps its base pixel by its stride, one window by pool * stride; the plain
         # design's steps are the constant 1 and ``pool``
         stride, win_step = (k.stride, k.win_step) if plan.strided else (1, k.pool)
+        stride_h = k.stride_h if plan.tall_stride else stride      # (the vertical one, where it differs)
         # with padding: the position's input row and column (output y, x times stride; ``cy``, ``cx``) and its
         # window's (``wy``, ``wx``), which the feeder checks each row's tap against; without, constants
         cx, cy, wx, wy = (Signal(aw, name=n) for n in ("cx", "cy", "wx", "wy"))
@@ -153,7 +154,7 @@ class Controller(wiring.Component):
                         m.d.sync += [dx.eq(dx + 1), base.eq(base + stride), *track(cx.eq(cx + stride))]
                     with m.Elif(dy != pool_h_1):
                         m.d.sync += [dx.eq(0), dy.eq(dy + 1), base.eq(base + k.pool_w_step),
-                                     *track(cx.eq(wx), cy.eq(cy + stride))]
+                                     *track(cx.eq(wx), cy.eq(cy + stride_h))]
                     with m.Else():
                         m.d.sync += [dx.eq(0), dy.eq(0), q.eq(q + 1)]
                         with m.If(px == k.out_w_1):

@@ -33,9 +33,13 @@ AVG_FIELDS = ("avg", "avg_n")
 #: added when some op is grouped (a depthwise convolution: each column tile has row tiles of its own): the step
 #: of the row table's base from one column tile to the next (its row tiles; 0 for the other ops)
 GROUP_FIELDS = ("rt_step",)
-#: added when some pooling window is not square: its height's limit (``pool_1`` is then its width's) and the
-#: step of the window's input row from one row of windows to the next (window height times stride)
+#: added when some pooling window or some convolution's stride is not square: the window height's limit
+#: (``pool_1`` is then its width's) and the step of the window's input row from one row of windows to the next
+#: (window height times vertical stride)
 TALL_FIELDS = ("poolh_1", "winh_step")
+#: added when some convolution strides otherwise down than across and the walk tracks the position's input row
+#: (a padded design): the vertical stride (``stride`` is then the horizontal one)
+STRIDE_H_FIELDS = ("stride_h",)
 
 
 def _pack(values, width: int) -> int:
@@ -112,7 +116,7 @@ class Plan:
         self.psum_words = max(max((o.positions for o in p.matmuls()), default=1), 2)
         mm = p.matmuls()
         #: a strided convolution steps its base pixel by its stride (else by 1, as the plain design does)
-        self.strided = any(o.stride > 1 for o in mm)
+        self.strided = any(max(o.stride) > 1 for o in mm)
         #: some convolution's taps fall on zero padding: each row entry then also holds its tap (ky, kx), checked
         #: against the map's edges at the position; a row on the padding reads nothing and feeds a zero
         self.padded = any(o.padded for o in mm)
@@ -156,14 +160,18 @@ class Plan:
         self.buffers = (0, 1, IMAGE, 3)[:len(p.buf_depth)]
         #: some pooling averages: each op says whether its pooling does, and over how many values (``avg_n``)
         self.averaged = any(o.pool_avg if isinstance(o, MatmulOp) else o.avg for o in p.ops)
-        #: some pooling window is not square: the walk then has a limit of its own for the window's rows
-        self.nonsquare = any(o.window[0] != o.window[1] for o in p.ops)
+        #: some pooling window or stride is not square: the walk then has a limit of its own for the window's rows
+        #: and a step of its own from one row of windows to the next
+        self.nonsquare = any(o.window[0] != o.window[1] for o in p.ops) or any(o.stride[0] != o.stride[1] for o in mm)
+        #: the position's input row steps by a vertical stride of its own (padding tracks it)
+        self.tall_stride = self.padded and any(o.stride[0] != o.stride[1] for o in mm)
         #: the window sizes the poolings average over (only those get a divider)
         self.avg_sizes = sorted({o.window[0] * o.window[1] for o in p.ops
                                  if (o.pool_avg if isinstance(o, MatmulOp) else o.avg)})
         self.op_fields = OP_FIELDS + (("wsel",) if len(self.wwidths) > 1 else ()) + (STRIDE_FIELDS if self.strided else ()) \
             + (PAD_FIELDS if self.padded else ()) + (AVG_FIELDS if self.averaged else ()) \
-            + (TALL_FIELDS if self.nonsquare else ()) + (GROUP_FIELDS if self.grouped else ())
+            + (TALL_FIELDS if self.nonsquare else ()) + (GROUP_FIELDS if self.grouped else ()) \
+            + (STRIDE_H_FIELDS if self.tall_stride else ())
         self.op_layout = data.StructLayout({**{n: aw for n in self.op_fields}, "in_buf": 2,
                                             "out_buf": 2 if len(self.buffers) > 3 else 1, "in_signed": 1,
                                             "out_signed": 1, "packed": 1, "is_last": 1, "is_pool": 1,
@@ -177,13 +185,14 @@ class Plan:
         p, R, C = self.program, self.R, self.C
         vals = dict.fromkeys(self.op_fields, 0)
         # the window walk (pooling ops, and matmuls with fused pooling; a plain matmul is a 1x1 window) over
-        # base pixels s apart (s: a convolution's stride, else 1): next element of a window row +s, next
-        # window row +pool_w_step, next window +win_step (pool * s), next row of windows +pool_row_step
-        s = o.stride if isinstance(o, MatmulOp) else 1
+        # base pixels sw apart across and sh rows apart down ((sh, sw): a convolution's strides, else 1): next
+        # element of a window row +sw, next window row +pool_w_step, next window +win_step (pool * sw), next
+        # row of windows +pool_row_step
+        sh, s = o.stride if isinstance(o, MatmulOp) else (1, 1)
         w, (PH, P), ow = o.in_shape[1], o.window, o.out_shape[1]      # (P: the window's width)
         vals.update(in_pix=o.in_pix, out_pix=o.out_pix, out_pix_1=o.out_pix - 1, out_w_1=ow - 1,
-                    pool=P, pool_1=P - 1, pool_w_step=s * w - (P - 1) * s,
-                    pool_row_step=PH * s * w - P * s * (ow - 1),
+                    pool=P, pool_1=P - 1, pool_w_step=sh * w - (P - 1) * s,
+                    pool_row_step=PH * sh * w - P * s * (ow - 1),
                     n_ct_1=o.n_ct - 1, in_buf=o.in_buf, out_buf=o.out_buf, is_pool=int(isinstance(o, PoolOp)),
                     packed=int(o.in_buf == IMAGE and p.image_pack > 1),
                     in_signed=int(o.in_signed if isinstance(o, MatmulOp) else o.signed),
@@ -203,7 +212,9 @@ class Plan:
         if self.strided:
             vals.update(stride=s, win_step=P * s)
         if self.nonsquare:
-            vals.update(poolh_1=PH - 1, winh_step=PH * s)
+            vals.update(poolh_1=PH - 1, winh_step=PH * sh)
+        if self.tall_stride:
+            vals.update(stride_h=sh)
         if self.grouped:
             vals.update(rt_step=o.n_rt if isinstance(o, MatmulOp) and o.grouped else 0)
         if self.residual:

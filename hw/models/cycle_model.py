@@ -72,13 +72,14 @@ def cycle_model(program: Program) -> CycleReport:
 
 def _on_map(op: MatmulOp, ky: int, kx: int) -> int:
     """Computed positions at which kernel tap (ky, kx) of a convolution falls on its input map, not on padding:
-    a count per axis (output rows y < out_h * window height, input row y * stride + ky - pad_top in [0, h)), multiplied."""
-    (h, w), (pt, pl), s, (PH, PW) = op.in_shape[:2], op.pad, op.stride, op.window
+    a count per axis (output rows y < out_h * window height, input row y * stride + ky - pad_top in [0, h), with
+    that axis's stride), multiplied."""
+    (h, w), (pt, pl), (sh, sw), (PH, PW) = op.in_shape[:2], op.pad, op.stride, op.window
 
-    def along(n_out: int, size: int, k: int, pad: int) -> int:
+    def along(n_out: int, size: int, k: int, pad: int, s: int) -> int:
         return sum(0 <= y * s + k - pad < size for y in range(n_out))
 
-    return along(op.out_shape[0] * PH, h, ky, pt) * along(op.out_shape[1] * PW, w, kx, pl)
+    return along(op.out_shape[0] * PH, h, ky, pt, sh) * along(op.out_shape[1] * PW, w, kx, pl, sw)
 
 
 def activity_model(program: Program) -> dict[str, int]:

@@ -66,7 +66,7 @@ def test_paths_in_a_config_are_taken_from_its_folder(tmp_path, monkeypatch):
     ('[network]\nlayers = [{type = "maxpool2d", pool = 2, padding = "same"}, {type = "flatten"}, {type = "dense", units = 2}]',
      "network.layers[0]: a 'maxpool2d' layer does not take 'padding'; it takes: pool"),
     ('[network]\nlayers = [{type = "avgpool2d", pool = [3, 2, 1]}, {type = "flatten"}, {type = "dense", units = 2}]',
-     "network.layers[0].pool: [3, 2, 1] is not a [height, width] pair of positive integers; allowed: k or [kh, kw]"),
+     "network.layers[0].pool: [3, 2, 1] is not a [height, width] pair of positive integers; allowed: n (the same both ways) or [height, width]"),
     ('[network]\nlayers = [{type = "conv2d", filters = 2, kernel = [3, 0]}, {type = "flatten"}, {type = "dense", units = 2}]',
      "network.layers[0].kernel: [3, 0] is not a [height, width] pair of positive integers"),
     ('[network]\nlayers = [{type = "avgpool2d"}, {type = "flatten"}, {type = "dense", units = 2}]',

@@ -47,6 +47,9 @@ CASES = {
     "k3-same-s1-12x12x3-relu6": ((12, 12, 3), 3, "same", 1, "relu6", (MAX2,)),   # ReLU(max_value=6): a cap below 8
     "k3x2-same-s1-12x12x3": ((12, 12, 3), (3, 2), "same", 1, True, (MAX2,)),   # non-square: one zero column, at the right
     "k4x2-same-s2-9x9x1": ((9, 9, 1), (4, 2), "same", 2, True, ()),   # 9 -> 5 x 5: rows padded 1 on top, 2 below
+    # strides of their own down and across (sh != sw): a padded walk steps its input row by sh
+    "k3-same-s2x1-12x12x3": ((12, 12, 3), 3, "same", [2, 1], True, (MAX2,)),     # 12 -> 6 x 12 -> 3 x 6
+    "k4x2-valid-s1x2-9x9x1": ((9, 9, 1), (4, 2), "valid", [1, 2], True, ()),     # 9 -> 6 x 4
     # an average of 9 values (its quotient truncated: a constant division on the accelerator), a non-square
     # maximum, a non-square average of 6 signed values (negative quotients truncated toward zero, then rounded
     # half up), a 2x3 average as a pass of its own
@@ -245,7 +248,7 @@ def test_user_model_with_same_padding_strides_and_batchnorm_is_bit_exact(tmp_pat
 
 
 def test_what_the_contract_cannot_say_is_refused_before_export():
-    """A ReLU after pooling (the contract fuses ReLU into the layer before it), dilation, non-square strides, an
+    """A ReLU after pooling (the contract fuses ReLU into the layer before it), dilation, an
     average over windows that overlap: refused at quantization in one line; a Keras
     model striding or pooling otherwise than its contract: refused by the hls4ml config."""
     from prunehw.core.errors import ModelFileError
@@ -256,7 +259,6 @@ def test_what_the_contract_cannot_say_is_refused_before_export():
     for layers, message in (
             ([Lk.Conv2D(2, 3, name="c"), Lk.MaxPooling2D(name="p"), Lk.ReLU(name="r")], "ReLU 'r' does not follow a Conv2D, Dense or Add"),
             ([Lk.Conv2D(2, 3, dilation_rate=2, name="c")], r"layer 'c' uses dilation_rate \(2, 2\)"),
-            ([Lk.Conv2D(2, 3, strides=(2, 1), name="c")], r"layer 'c' uses strides \(2, 1\); supported: .*square strides"),
             ([Lk.Conv2D(2, 3, name="c"), Lk.AveragePooling2D(2, strides=1, name="ap")],
              r"layer 'ap' is \(2, 2\) with strides \(1, 1\); supported: strides equal to the window")):
         model = keras.Sequential([keras.Input((9, 9, 1)), *layers, Lk.Flatten(), Lk.Dense(3)])

@@ -37,9 +37,10 @@ def _models():
             L.Conv2D(8, 3, padding="same"), L.BatchNormalization(momentum=0.9), L.ReLU(), L.MaxPooling2D(),
             L.Conv2D(16, 3, padding="same"), L.BatchNormalization(momentum=0.9), L.ReLU(), L.MaxPooling2D(), L.Flatten(),
             L.Dense(10)]),
-        # (a relu6 whose cap acts: the first conv starts with large weights)
-        "stride2_average3_relu6_nonsquare": ((28, 28, 1), [
-            L.Conv2D(8, 3, strides=2, padding="same", kernel_initializer=keras.initializers.RandomNormal(stddev=3.0)),
+        # (a relu6 whose cap acts: the first conv starts with large weights; strides 2 down and 1 across)
+        "stride2x1_average3_relu6_nonsquare": ((28, 28, 1), [
+            L.Conv2D(8, 3, strides=(2, 1), padding="same",
+                     kernel_initializer=keras.initializers.RandomNormal(stddev=3.0)),
             L.ReLU(max_value=6), L.Conv2D(16, (3, 2)), L.Activation("relu"),
             L.AveragePooling2D(3), L.Flatten(), L.Dense(10, activation="softmax")]),
         "lenet5_32x32x3": ((32, 32, 3), [
