@@ -20,6 +20,10 @@ def report(flow, energy_table: Path | None = None) -> Path:
     run_dir, layout = flow.run_dir, flow.layout
     table = load_energy_table(energy_table)
     for v in flow.variant_names():
+        if not flow.model_path(v).is_file():
+            # (a command given --variant made the others' stages no further: nothing of theirs to report yet)
+            flow.log(f"report: {v} not made yet (prunehw prune and the later stages make it), left out")
+            continue
         desc_path = layout.accelerator(v)
         desc = read_json(desc_path) if desc_path.is_file() else None
         entry: dict = {"storage_bytes": storage(flow.model_path(v), desc)}

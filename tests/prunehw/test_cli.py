@@ -190,3 +190,20 @@ def test_prune_imports_its_model_as_train_does(tmp_path):
 
     pruned = load_model(tmp_path / "build" / "t" / "unstructured-0.50" / "model.keras")
     assert [type(l).__name__ for l in pruned.layers] == ["Conv2D", "ReLU", "MaxPooling2D", "Flatten", "Dense"]
+
+
+def test_report_leaves_out_the_variants_a_command_did_not_make(tmp_path):
+    """A command given ``--variant dense`` (``synth`` and ``board`` end with the report) makes that variant only;
+    the report then covers what was made and names each configured variant it left out, instead of failing on
+    a missing model file."""
+    cfg = write_config(tmp_path / "c.toml", tmp_path / "build")
+    res = run_cli("quantize", "--config", str(cfg), "--variant", "dense", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    res = run_cli("report", "--config", str(cfg), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    from prunehw.core.config import load_config
+
+    others = [v for v in load_config(cfg).variant_names if v != "dense"]
+    assert others and all(f"report: {v} not made yet" in res.stdout for v in others), res.stdout
+    summary = json.loads((tmp_path / "build" / "t" / "summary.json").read_text())
+    assert set(summary["variants"]) == {"dense"} and summary["variants"]["dense"]["storage_bytes"]
