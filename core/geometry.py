@@ -3,13 +3,19 @@ contract's readers pad and stride with it): one definition of how Keras sizes a 
 
 from __future__ import annotations
 
-__all__ = ["conv_geometry", "kernel_size", "written_size"]
+__all__ = ["conv_geometry", "conv_stride", "kernel_size", "written_size"]
 
 
 def kernel_size(k) -> tuple[int, int]:
     """(height, width) of a kernel, a pooling window or a convolution's strides given as one integer (the same
     both ways) or as [height, width]."""
     return (int(k), int(k)) if isinstance(k, (int, float)) else (int(k[0]), int(k[1]))
+
+
+def conv_stride(layer: dict) -> tuple[int, int]:
+    """(vertical, horizontal) stride of a contract entry: its ``stride`` (``s`` or ``[sh, sw]``), 1 where it has
+    none (a dense layer, or a convolution that does not stride)."""
+    return kernel_size(layer.get("stride", 1))
 
 
 def written_size(height: int, width: int):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from prunehw.core.geometry import kernel_size, written_size
+from prunehw.core.geometry import conv_stride, kernel_size, written_size
 from prunehw.export.contract import PADDINGS, conv_geometry, fixed_type, output_range
 
 __all__ = ["KINDS", "Kind", "add_frac", "average_shift", "fake_quant", "fmt_type", "kernel_taps", "keras_kind", "kind", "matmul",
@@ -300,12 +300,12 @@ class Conv2D(_Weighted):
 
         (kh, kw), c = kernel_size(layer["kernel"]), int(a.shape[-1])
         return tf.nn.conv2d(a, tf.constant(w.reshape(kh, kw, c, -1), tf.float32),
-                            list(kernel_size(layer.get("stride", 1))), layer.get("padding", "valid").upper())
+                            list(conv_stride(layer)), layer.get("padding", "valid").upper())
 
     def columns(self, layer, a):
         """(N, H, W, C) -> (N, H', W', kh*kw*C), rows ordered (ky, kx, c) like the contract's matrices; ``same``
         padding adds zeros around the map, ``stride`` skips positions."""
-        (kh, kw), (sh, sw) = kernel_size(layer["kernel"]), kernel_size(layer.get("stride", 1))
+        (kh, kw), (sh, sw) = kernel_size(layer["kernel"]), conv_stride(layer)
         n, h, w, c = a.shape
         oh, ow, top, left = conv_geometry(h, w, (kh, kw), (sh, sw), layer.get("padding", "valid"))
         need_h, need_w = (oh - 1) * sh + kh, (ow - 1) * sw + kw
@@ -316,7 +316,7 @@ class Conv2D(_Weighted):
         return win.reshape(*win.shape[:3], -1)
 
     def keras_mismatch(self, layer, klayer):
-        want = (kernel_size(layer.get("stride", 1)), layer.get("padding", "valid"))
+        want = (conv_stride(layer), layer.get("padding", "valid"))
         got = (tuple(klayer.strides), klayer.padding, tuple(getattr(klayer, "dilation_rate", (1, 1))))
         if got != (want[0], want[1], (1, 1)):
             return (f"the Keras model has strides {got[0]}, padding {got[1]!r}, dilation {got[2]}; the contract says "
@@ -365,7 +365,7 @@ class DepthwiseConv2D(Conv2D):
     def float_product(self, layer, a, w):
         import tensorflow as tf
 
-        (kh, kw), (sh, sw) = kernel_size(layer["kernel"]), kernel_size(layer.get("stride", 1))
+        (kh, kw), (sh, sw) = kernel_size(layer["kernel"]), conv_stride(layer)
         return tf.nn.depthwise_conv2d(a, tf.constant(w.reshape(kh, kw, -1, 1), tf.float32), (1, sh, sw, 1),
                                       layer.get("padding", "valid").upper())
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from prunehw.core.geometry import conv_geometry, kernel_size
+from prunehw.core.geometry import conv_geometry, conv_stride, kernel_size
 from prunehw.export.contract import output_range
 from prunehw.export.golden import accumulate, apply_layer, layer_events, requantize
 from prunehw.export.kinds import kind
@@ -207,7 +207,7 @@ def _window_vertex_bounds(contract, first_hi: np.ndarray) -> tuple[np.ndarray, n
     if (not chain or i1 != 0 or not kind(first).windowed or not kind(second).windowed or not first["output"].get("relu")
             or len(between) > 1 or any(l["type"] != "maxpool2d" for l in between)):
         return None
-    (kh, kw), (sh, sw) = kernel_size(first["kernel"]), kernel_size(first.get("stride", 1))
+    (kh, kw), (sh, sw) = kernel_size(first["kernel"]), conv_stride(first)
     ph, pw = kernel_size(between[0]["pool"]) if between else (1, 1)
     bh, bw, cin = (ph - 1) * sh + kh, (pw - 1) * sw + kw, contract.input["shape"][-1]
     n = bh * bw * cin
@@ -309,7 +309,7 @@ def _first_layer_extremes(contract, shape) -> np.ndarray:
         patch = np.where(w[:, j] > 0, 255, 0).astype(np.uint8)
         if kind(layer).windowed:
             # the window of the first output position that lies wholly on the image (padding reads zeros)
-            (kh, kw), (sh, sw) = kernel_size(layer["kernel"]), kernel_size(layer.get("stride", 1))
+            (kh, kw), (sh, sw) = kernel_size(layer["kernel"]), conv_stride(layer)
             _, _, pt, pl = conv_geometry(h, wd, (kh, kw), (sh, sw), layer.get("padding", "valid"))
             y0, x0 = -(-pt // sh) * sh - pt, -(-pl // sw) * sw - pl
             img[y0:y0 + kh, x0:x0 + kw, :] = patch.reshape(kh, kw, c)

@@ -72,7 +72,7 @@ import numpy as np
 
 from prunehw.core.config import ArrayConfig
 from prunehw.core.errors import ConfigError
-from prunehw.core.geometry import kernel_size
+from prunehw.core.geometry import conv_stride, kernel_size
 from prunehw.core.graph import INPUT
 from prunehw.export.contract import conv_geometry
 from prunehw.export.kinds import kind as contract_kind
@@ -289,8 +289,7 @@ def _matmul_op(layer: dict, contract, shape: tuple, buf: int, ops: list, R: int,
             macs.append(blk.shape[0] * blk.shape[1])
     return MatmulOp(layer["name"], kind, buf, -1, shape, out, out[0] * out[1], K, n, n_rt, n_ct, table,
                     tiles, _biases(B, n_ct, C), layer["input"]["signed"], layer["accum"]["frac"], layer["output"],
-                    layer is contract.weighted()[-1], macs, stride=kernel_size(layer.get("stride", 1)), pad=pad,
-                    row_taps=row_taps,
+                    layer is contract.weighted()[-1], macs, stride=conv_stride(layer), pad=pad, row_taps=row_taps,
                     kernel=kernel_size(layer.get("kernel", 1)), weight_bits=layer["weight"]["bits"])
 
 
@@ -328,8 +327,7 @@ def _depthwise_op(layer: dict, contract, shape: tuple, buf: int, R: int, C: int)
             macs.append(len(rows))
     return MatmulOp(layer["name"], "conv2d", buf, -1, shape, (oh, ow, c), oh * ow, taps * c, c, taps, n_ct,
                     table, tiles, _biases(B, n_ct, C), layer["input"]["signed"], layer["accum"]["frac"],
-                    layer["output"], layer is contract.weighted()[-1], macs, stride=kernel_size(layer.get("stride", 1)),
-                    pad=pad,
+                    layer["output"], layer is contract.weighted()[-1], macs, stride=conv_stride(layer), pad=pad,
                     row_taps=row_taps, kernel=kernel_size(layer["kernel"]), weight_bits=layer["weight"]["bits"],
                     grouped=True)
 

@@ -162,9 +162,10 @@ class Plan:
         self.averaged = any(o.pool_avg if isinstance(o, MatmulOp) else o.avg for o in p.ops)
         #: some pooling window or stride is not square: the walk then has a limit of its own for the window's rows
         #: and a step of its own from one row of windows to the next
-        self.nonsquare = any(o.window[0] != o.window[1] for o in p.ops) or any(o.stride[0] != o.stride[1] for o in mm)
+        uneven = any(o.stride[0] != o.stride[1] for o in mm)
+        self.nonsquare = uneven or any(o.window[0] != o.window[1] for o in p.ops)
         #: the position's input row steps by a vertical stride of its own (padding tracks it)
-        self.tall_stride = self.padded and any(o.stride[0] != o.stride[1] for o in mm)
+        self.tall_stride = self.padded and uneven
         #: the window sizes the poolings average over (only those get a divider)
         self.avg_sizes = sorted({o.window[0] * o.window[1] for o in p.ops
                                  if (o.pool_avg if isinstance(o, MatmulOp) else o.avg)})
