@@ -92,14 +92,17 @@ def registered_multiply(m, a, b, product) -> None:
 
     if max(len(a), len(b)) > 18:
         raise ValueError(f"operands of {len(a)} and {len(b)} bits do not fit an 18x18 MULT18X18D")
-    a18, b18, p = Signal(signed(18)), Signal(signed(18)), Signal(signed(36), name="p")
+    # only the product bits the PE keeps are connected (the primitive's higher ones are left open: in Icarus each
+    # connected bit is a net of its own, updated whenever the product changes)
+    a18, b18, p = Signal(signed(18)), Signal(signed(18)), Signal(signed(min(36, len(product))), name="p")
     m.d.comb += [a18.eq(a), b18.eq(b), product.eq(p)]
     m.submodules.dsp = Instance("MULT18X18D", **mult18x18d_ports(a18, b18, p, clk=ClockSignal(), rst=ResetSignal()))
 
 
 def mult18x18d_ports(a, b, p, *, clk, rst) -> dict:
-    """Instance keyword arguments wiring ``a`` (18 bits) x ``b`` (18 bits) -> ``p`` (36 bits), both signed:
-    the operands straight into the multiplier, the product registered every cycle (CLK0, CE0 tied high)."""
+    """Instance keyword arguments wiring ``a`` (18 bits) x ``b`` (18 bits) -> ``p`` (its low ``len(p)`` bits, at
+    most 36; the primitive's higher product bits left open), both signed: the operands straight into the
+    multiplier, the product registered every cycle (CLK0, CE0 tied high)."""
     kw = {"p_REG_INPUTA_CLK": "NONE", "p_REG_INPUTB_CLK": "NONE", "p_REG_PIPELINE_CLK": "NONE",
           "p_REG_OUTPUT_CLK": "CLK0", "p_REG_OUTPUT_CE": "CE0", "p_REG_OUTPUT_RST": "RST0",
           "p_RESETMODE": "SYNC", "p_GSR": "DISABLED",
@@ -107,7 +110,9 @@ def mult18x18d_ports(a, b, p, *, clk, rst) -> dict:
           "i_CLK0": clk, "i_CE0": 1, "i_RST0": rst}
     for i in range(18):
         kw[f"i_A{i}"], kw[f"i_B{i}"], kw[f"i_C{i}"] = a[i], b[i], 0
-    for i in range(36):
+    if len(p) > 36:
+        raise ValueError(f"a product of {len(p)} bits does not fit a MULT18X18D's 36")
+    for i in range(len(p)):
         kw[f"o_P{i}"] = p[i]
     return kw
 
@@ -168,14 +173,19 @@ module MULT18X18D (
     wire [3:0] rst = {{RST3, RST2, RST1, RST0}};
 {_selects()}
 
+    // the input registers, built only where used (a process woken every cycle costs time in simulation)
     reg [17:0] a_q = 18'd0, b_q = 18'd0;
     reg sa_q = 1'b0, sb_q = 1'b0;
-    always @(posedge CLK0) begin
-        if (rst[A_RST]) begin a_q <= 18'd0; sa_q <= 1'b0; end
-        else if (ce[A_CE]) begin a_q <= a; sa_q <= SIGNEDA; end
-        if (rst[B_RST]) begin b_q <= 18'd0; sb_q <= 1'b0; end
-        else if (ce[B_CE]) begin b_q <= b; sb_q <= SIGNEDB; end
-    end
+    generate
+        if (REG_INPUTA_CLK != "NONE")
+            always @(posedge CLK0)
+                if (rst[A_RST]) begin a_q <= 18'd0; sa_q <= 1'b0; end
+                else if (ce[A_CE]) begin a_q <= a; sa_q <= SIGNEDA; end
+        if (REG_INPUTB_CLK != "NONE")
+            always @(posedge CLK0)
+                if (rst[B_RST]) begin b_q <= 18'd0; sb_q <= 1'b0; end
+                else if (ce[B_CE]) begin b_q <= b; sb_q <= SIGNEDB; end
+    endgenerate
     wire [17:0] a_m = (REG_INPUTA_CLK == "NONE") ? a : a_q;
     wire [17:0] b_m = (REG_INPUTB_CLK == "NONE") ? b : b_q;
     wire sa_m = (REG_INPUTA_CLK == "NONE") ? SIGNEDA : sa_q;
