@@ -222,7 +222,9 @@ def run_built(build: Build, expected: np.ndarray, test_dir: Path, first: int = 0
     extra = {"PRUNEHW_EXPECTED": str(test_dir / "expected.npz"), "PRUNEHW_RESULTS": str(results),
              "PRUNEHW_FIRST": str(first), "PRUNEHW_STOP": str(first + n),
              # a generous bound: twice the analytic cycles of one image, plus the image load
-             "PRUNEHW_MAX_CYCLES": str(2 * build.cycles + 4 * build.n_values + 1000)}
+             "PRUNEHW_MAX_CYCLES": str(2 * build.cycles + 4 * build.n_values + 1000),
+             # the testbench's numpy needs no BLAS threads, whose idle workers would spin beside the simulator
+             "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     if select is not None:
         extra["PRUNEHW_FAULT_SELECT"] = str(select)
     start = time.perf_counter()

@@ -13,13 +13,14 @@ __all__ = ["EMITTERS", "VERILOG_PASSES", "to_verilog"]
 #: multiplexers writes each register as one clocked block instead (``if (rst) q <= 0; else if (en) q <= d;``).
 #: ``flatten`` then puts the whole design in one module (the primitives stay instances), ``opt`` merges the
 #: logic the submodules repeated and folds constants across their ports, and ``opt_clean -purge`` drops the
-#: wires nothing reads (the per-field views of Amaranth's structured signals, the submodules' port copies). Icarus
-#: evaluates every such wire on every change of its source, a part-select at a time, and a port between modules
-#: is one more net: on the default dense design these passes take the Verilog from 6,720 continuous assignments
-#: in 82 modules to about 1,400 in one, and Icarus from about 810 to about 1,380 cycles per second. It is the same
-#: logic (``synth_ecp5`` flattens and runs the same optimisations first); ``prunehw sim --benchmark`` measures
-#: this emitter against Amaranth's own. ``write_verilog`` without ``-norename`` renames yosys's internal ``$``
-#: names: Icarus would read the ``$procmux$N`` functions that ``$pmux`` cells become as calls of system functions.
+#: wires nothing reads (the per-field views of Amaranth's structured signals, the submodules' port copies).
+#: Icarus evaluates every such wire on every change of its source, a part-select at a time, and a port between
+#: modules is one more net: on the default dense design these passes take the Verilog from 6,720 continuous
+#: assignments in 82 modules to about 1,400 in one, and Icarus from about 810 to about 1,380 cycles per second.
+#: It is the same logic (``synth_ecp5`` flattens and runs the same optimisations first); ``prunehw sim
+#: --benchmark`` measures this emitter against Amaranth's own. ``write_verilog`` without ``-norename`` renames
+#: yosys's internal ``$`` names: Icarus would read the ``$procmux$N`` functions that ``$pmux`` cells become as
+#: calls of system functions.
 VERILOG_PASSES = ("proc -norom", "flatten", "opt", "opt_clean -purge", "memory_collect")
 #: How Verilog is written: ``prunehw`` (:data:`VERILOG_PASSES`, what the flow simulates and synthesises) or
 #: ``amaranth`` (Amaranth's ``verilog.convert`` as is: the benchmark's baseline)
