@@ -192,14 +192,22 @@ module MULT18X18D (
     wire sb_m = (REG_INPUTB_CLK == "NONE") ? SIGNEDB : sb_q;
     wire signed [18:0] a_x = {{sa_m & a_m[17], a_m}};
     wire signed [18:0] b_x = {{sb_m & b_m[17], b_m}};
-    wire signed [37:0] prod = a_x * b_x;
 
+    // the product: continuous without the output register; with it, computed at the clock edge only (not again
+    // for every operand bit that changes between edges). The low 36 bits of a product do not depend on the
+    // bits above them, so a 36-bit signed multiply gives them.
     reg [35:0] p_q = 36'd0;
-    always @(posedge CLK0) begin
-        if (rst[P_RST]) p_q <= 36'd0;
-        else if (ce[P_CE]) p_q <= prod[35:0];
-    end
-    assign {{{_bits("P", 36)}}} = (REG_OUTPUT_CLK == "NONE") ? prod[35:0] : p_q;
+    generate
+        if (REG_OUTPUT_CLK == "NONE") begin : comb
+            wire signed [37:0] prod = a_x * b_x;
+            assign {{{_bits("P", 36)}}} = prod[35:0];
+        end else begin : registered
+            always @(posedge CLK0)
+                if (rst[P_RST]) p_q <= 36'd0;
+                else if (ce[P_CE]) p_q <= a_x * b_x;
+            assign {{{_bits("P", 36)}}} = p_q;
+        end
+    endgenerate
 endmodule
 """
 
