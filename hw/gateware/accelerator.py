@@ -55,7 +55,7 @@ from prunehw.hw.gateware.pooling import POOL_WRITE, Pooling
 from prunehw.hw.compile.program import IMAGE, Program
 from prunehw.hw.gateware.systolic_array import SystolicArray
 from prunehw.hw.gateware.taps import PASS
-from prunehw.hw.gateware.writeback import ADD_STAGES, BOTTOM_STAGES, WriteBack
+from prunehw.hw.gateware.writeback import ADD_STAGES, BOTTOM_STAGES, DIVIDE_STAGES, WriteBack
 
 __all__ = ["Accelerator", "BOTTOM_STAGES", "COUNTERS", "FEED_STAGES", "POOL_WRITE", "PSUM_FORWARD"]
 
@@ -94,8 +94,10 @@ class Accelerator(wiring.Component):
         # issues: a matmul writes FEED_STAGES + array latency + BOTTOM_STAGES cycles after it, a
         # pooling op at POOL_WRITE; the next op may read the same buffer one cycle after its issue.
         self.array_latency = self.R + self.C - 1 + PSUM_DELAY
-        self.mm_drain = FEED_STAGES + self.array_latency + BOTTOM_STAGES + (ADD_STAGES if plan.residual else 0) - 1
-        self.pool_drain = POOL_WRITE - 1
+        # (a design that divides: one more stage, taken by the add stages where there are some)
+        deeper = ADD_STAGES if plan.residual else DIVIDE_STAGES if plan.divides else 0
+        self.mm_drain = FEED_STAGES + self.array_latency + BOTTOM_STAGES + deeper - 1
+        self.pool_drain = POOL_WRITE + (DIVIDE_STAGES if plan.divides else 0) - 1
         self.n_ops = plan.n_ops
         self.n_counters = len(COUNTERS) + self.n_ops
         h, w, c = program.input_shape

@@ -169,6 +169,10 @@ class Plan:
         #: the window sizes the poolings average over (only those get a divider)
         self.avg_sizes = sorted({o.window[0] * o.window[1] for o in p.ops
                                  if (o.pool_avg if isinstance(o, MatmulOp) else o.avg)})
+        #: some pooling divides by a window size that is not a power of two (a multiplication by its reciprocal,
+        #: not a shift): the window's sum is then registered before its division, one more stage after the word
+        #: (``writeback.DIVIDE_STAGES``)
+        self.divides = any(n & (n - 1) for n in self.avg_sizes)
         self.op_fields = OP_FIELDS + (("wsel",) if len(self.wwidths) > 1 else ()) + (STRIDE_FIELDS if self.strided else ()) \
             + (PAD_FIELDS if self.padded else ()) + (AVG_FIELDS if self.averaged else ()) \
             + (TALL_FIELDS if self.nonsquare else ()) + (GROUP_FIELDS if self.grouped else ()) \

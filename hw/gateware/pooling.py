@@ -14,9 +14,11 @@ from prunehw.hw.gateware.writeback import pooled
 __all__ = ["POOL_WRITE", "Pooling"]
 
 #: Cycles from a pooling read's issue to its window's result being written: the read request's
-#: register (in the controller), the buffer read (READ_LATENCY), the running maximum and the window's
-#: result register.
-POOL_WRITE = 1 + READ_LATENCY + 1
+#: register (in the controller), the buffer read (READ_LATENCY), the word's register (the buffers' read
+#: multiplexers and the window's arithmetic are then two paths, not one), the running maximum and the window's
+#: result register. A design that divides by a window size that is not a power of two has one more
+#: (``writeback.DIVIDE_STAGES``).
+POOL_WRITE = 1 + READ_LATENCY + 1 + 1
 
 
 class Pooling(wiring.Component):
@@ -40,7 +42,7 @@ class Pooling(wiring.Component):
         The controller's registered pooling read (``Controller.pool_layout``); the top reads the input
         buffer at its address.
     data : In(plan.word)
-        That word, :data:`~prunehw.hw.gateware.block_ram.READ_LATENCY` cycles later.
+        That word, :data:`~prunehw.hw.gateware.block_ram.READ_LATENCY` cycles later (registered here before use).
     fire : Out(1), addr : Out(aw), word : Out(plan.word)
         A finished window: its word and output address.
     """
@@ -59,6 +61,14 @@ class Pooling(wiring.Component):
             nxt = Signal.like(self.read, name=f"pmeta{d + 2}")
             m.d.sync += nxt.eq(stage)
             stage = nxt
-        pooled(m, plan, self.k, stage.first, stage.v, self.data, self.k.in_signed, self.word, self.taps, where)
-        m.d.comb += [self.fire.eq(stage.v & stage.last), self.addr.eq(stage.oaddr)]
+        word_q, nxt = Signal(plan.word, name="pool_in"), Signal.like(self.read, name=f"pmeta{READ_LATENCY + 2}")
+        m.d.sync += [word_q.eq(self.data), nxt.eq(stage)]
+        stage = nxt
+        pooled(m, plan, self.k, stage.first, stage.v, word_q, self.k.in_signed, self.word, self.taps, where)
+        fire, addr = stage.v & stage.last, stage.oaddr
+        if plan.divides:        # the word a stage later (see ``pooled``): its write request with it
+            fire_q, addr_q = Signal(), Signal(plan.aw)
+            m.d.sync += [fire_q.eq(fire), addr_q.eq(addr)]
+            fire, addr = fire_q, addr_q
+        m.d.comb += [self.fire.eq(fire), self.addr.eq(addr)]
         return m

@@ -13,7 +13,7 @@ from prunehw.export.contract import output_range
 from prunehw.hw.compile.program import MatmulOp
 from prunehw.hw.gateware.taps import PASS
 
-__all__ = ["ADD_STAGES", "BOTTOM_STAGES", "WriteBack", "bigger", "requantize"]
+__all__ = ["ADD_STAGES", "BOTTOM_STAGES", "DIVIDE_STAGES", "WriteBack", "bigger", "requantize"]
 
 #: Cycles from the array's output to the output word's write: sum, rounding, saturation, and the fused
 #: pooling's running maximum (each registered).
@@ -21,6 +21,11 @@ BOTTOM_STAGES = 4
 #: More in a design with a residual add: the sum with the add's other input and its rounding, then its shift and
 #: saturation (each registered).
 ADD_STAGES = 2
+#: More in a design whose pooling divides by a window size that is not a power of two (``Plan.divides``): the
+#: window's sum is registered, then divided (a constant multiplication, the DSP-deep part of the path) and
+#: registered as the word. In a design with a residual add this register takes the place of the one that holds
+#: a word passing the add stages, so the bottom is no deeper there; a pooling pass is one cycle longer.
+DIVIDE_STAGES = 1
 
 
 class WriteBack(wiring.Component):
@@ -146,7 +151,12 @@ class WriteBack(wiring.Component):
         fire = mD.v & mD.last_rt & mD.win_last & ~k.is_last & ~k.is_pool
         if not plan.residual:
             pooled(m, plan, k, mD.win_first, mD.v & mD.last_rt, word_q, k.out_signed, self.word, taps, where)
-            m.d.comb += [self.fire.eq(fire), self.addr.eq(taps("bottom.write_address", mD.oaddr, **where))]
+            addr = mD.oaddr
+            if plan.divides:        # the word a stage later (see ``pooled``): its write request with it
+                fire_q, addr = Signal(), Signal(plan.aw, name="addr_div")
+                m.d.sync += [fire_q.eq(fire), addr.eq(mD.oaddr)]
+                fire = fire_q
+            m.d.comb += [self.fire.eq(fire), self.addr.eq(taps("bottom.write_address", addr, **where))]
             return m
         pooled_word = Signal(plan.word)
         pooled(m, plan, k, mD.win_first, mD.v & mD.last_rt, word_q, k.out_signed, pooled_word, taps, where)
@@ -182,8 +192,11 @@ class WriteBack(wiring.Component):
         pass_q, word_f = Signal(plan.word), Signal(plan.word)
         add_e, fire_e, fire_f = Signal(), Signal(), Signal()
         addr_e, addr_f = Signal(plan.aw), Signal(plan.aw)
-        m.d.sync += [sums_q.eq(rounded), pass_q.eq(pooled_word), add_e.eq(k.add_en), fire_e.eq(fire),
-                     addr_e.eq(mD.oaddr)]
+        m.d.sync += [sums_q.eq(rounded), add_e.eq(k.add_en), fire_e.eq(fire), addr_e.eq(mD.oaddr)]
+        if plan.divides:       # the pooled word comes out of ``pooled``'s own register, in step with the sums
+            m.d.comb += pass_q.eq(pooled_word)
+        else:
+            m.d.sync += pass_q.eq(pooled_word)
         m.d.sync += [word_f.eq(Mux(add_e, added, pass_q)), fire_f.eq(fire_e), addr_f.eq(addr_e)]
         m.d.comb += [self.word.eq(word_f), self.fire.eq(fire_f),
                      self.addr.eq(taps("bottom.write_address", addr_f, **where))]
@@ -193,23 +206,38 @@ def pooled(m: Module, plan: Plan, k, first, enable, new, signed_, out, taps=PASS
     """Drive ``out`` with the pooled word of a window after its element ``new`` (C bytes, ``signed_`` or not): the
     running maximum (restarted where ``first``), or where the op averages (``k.avg``) over ``k.avg_n`` values the
     running sum plus ``new``, averaged as the contract says (:func:`average`); the running value is kept while
-    ``enable``."""
+    ``enable``. In a design that divides by a window size that is not a power of two (``plan.divides``), the sum
+    and the maximum are registered first and ``out`` follows a cycle later (:data:`DIVIDE_STAGES`)."""
     C = plan.C
     run_max = Signal(plan.word)
     words = [Mux(first | bigger(new[j], run_max[j], signed_, taps, where), new[j], run_max[j]) for j in range(C)]
+    if plan.divides:
+        # the running maximum goes on at once; the window's maximum and sum are registered, and the word is
+        # chosen (and divided) from those
+        max_now, max_q = Signal(plan.word, name="window_max_now"), Signal(plan.word, name="window_max")
+        m.d.comb += [max_now[j].eq(words[j]) for j in range(C)]
+        m.d.sync += max_q.eq(max_now)
+        with m.If(enable):
+            m.d.sync += run_max.eq(max_now)
+        words = [max_q[j] for j in range(C)]
     if plan.averaged:
         run_sum = Signal(data.ArrayLayout(signed(9 + max((n - 1).bit_length() for n in plan.avg_sizes)), C))
+        sum_q = Signal.like(run_sum, name="window_sum") if plan.divides else None
         for j in range(C):
             total = Mux(first, 0, run_sum[j]) + Mux(signed_, new[j].as_signed(), Cat(new[j], Const(0, 1)).as_signed())
+            with m.If(enable):
+                m.d.sync += run_sum[j].eq(total)
+            if plan.divides:
+                m.d.sync += sum_q[j].eq(total)
+                total = sum_q[j]
             avg = total
             for n in plan.avg_sizes:        # (only the window sizes some op averages over: one divider each)
                 avg = Mux(k.avg_n == n, average(total, n), avg)
-            with m.If(enable):
-                m.d.sync += run_sum[j].eq(total)
             words[j] = Mux(k.avg, avg[:8], words[j])
     m.d.comb += [out[j].eq(words[j]) for j in range(C)]
-    with m.If(enable):
-        m.d.sync += run_max.eq(out)
+    if not plan.divides:
+        with m.If(enable):
+            m.d.sync += run_max.eq(out)
 
 
 def average(total, n: int):

@@ -14,7 +14,7 @@ import math
 from typing import Callable, Iterable
 
 from prunehw.hw.compile.program import MatmulOp, Program
-from prunehw.hw.models.cycle_model import activity_model, op_cycles
+from prunehw.hw.models.cycle_model import activity_model, divides, op_cycles
 from prunehw.hw.models.energy import energy
 
 __all__ = ["cycle_cost", "energy_cost", "recount"]
@@ -64,7 +64,8 @@ def cycle_cost(program: Program) -> Callable[[Counts], int]:
     """Cycles per image of ``program``'s network pruned to given (kept rows, kept columns) per weighted layer: the
     exact cycle model of the recounted ops."""
     R, C = program.rows, program.cols
-    return lambda counts: sum(op_cycles(op, R, C) for op in recount(program, counts, tiles=False))
+    residual, div = any(op.add for op in program.matmuls()), divides(program)
+    return lambda counts: sum(op_cycles(op, R, C, residual, div) for op in recount(program, counts, tiles=False))
 
 
 def energy_cost(program: Program, desc: dict, table: dict) -> Callable[[Counts], float]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from prunehw.hw.compile.program import MatmulOp, Program
 from prunehw.hw.host.counters import COUNTERS
 
-__all__ = ["drain_cycles", "op_cycles", "cycle_model", "activity_model", "expected_counters", "CycleReport"]
+__all__ = ["divides", "drain_cycles", "op_cycles", "cycle_model", "activity_model", "expected_counters", "CycleReport"]
 
 #: Cycles from a matmul beat's issue to its last effect, counted stage by stage from the
 #: pipeline as documented (not read from the generator). Every block RAM read takes 3 cycles
@@ -25,24 +25,38 @@ __all__ = ["drain_cycles", "op_cycles", "cycle_model", "activity_model", "expect
 FEED_DEPTH = 8
 PE_DEPTH = 3
 BOTTOM_DEPTH = 4
-#: Pooling: address register (1), bank read (3), running maximum and the window's register (1).
-POOL_DEPTH = 5
+#: Pooling: address register (1), bank read (3), the word read's register (1), running maximum and the
+#: window's register (1).
+POOL_DEPTH = 6
 #: A design with a residual add: its bottom's two more registers (the sum with the add's other input and its
 #: rounding, then the shift and saturation), in every matmul op.
 ADD_DEPTH = 2
+#: A design that averages over a window whose size is not a power of two: the window's sum and maximum are
+#: registered before the division, in every op; in a design with a residual add the matmul ops' word takes
+#: that register in place of the one it passes the add stages in (no deeper there), pooling ops are one deeper.
+DIVIDE_DEPTH = 1
 POOL_DRAIN = POOL_DEPTH - 1
 
 
-def drain_cycles(rows: int, cols: int, residual: bool = False) -> int:
+def drain_cycles(rows: int, cols: int, residual: bool = False, divides: bool = False) -> int:
     """Idle cycles after a matmul op's last beat is issued (see the module constants); ``residual``: in a design
-    with a residual add (whose bottom is :data:`ADD_DEPTH` deeper in every op)."""
-    return FEED_DEPTH + (rows - 1) + PE_DEPTH + (cols - 1) + BOTTOM_DEPTH + (ADD_DEPTH if residual else 0) - 1
+    with a residual add (whose bottom is :data:`ADD_DEPTH` deeper in every op); ``divides``: in a design that
+    averages over a window size that is not a power of two (:data:`DIVIDE_DEPTH`)."""
+    deeper = ADD_DEPTH if residual else DIVIDE_DEPTH if divides else 0
+    return FEED_DEPTH + (rows - 1) + PE_DEPTH + (cols - 1) + BOTTOM_DEPTH + deeper - 1
 
 
-def op_cycles(op, rows: int, cols: int, residual: bool = False) -> int:
+def op_cycles(op, rows: int, cols: int, residual: bool = False, divides: bool = False) -> int:
     if isinstance(op, MatmulOp):
-        return op.n_ct * op.n_rt * op.positions + drain_cycles(rows, cols, residual)
-    return op.out_pix * op.n_ct * op.window[0] * op.window[1] + POOL_DRAIN
+        return op.n_ct * op.n_rt * op.positions + drain_cycles(rows, cols, residual, divides)
+    return op.out_pix * op.n_ct * op.window[0] * op.window[1] + POOL_DRAIN + (DIVIDE_DEPTH if divides else 0)
+
+
+def divides(program: Program) -> bool:
+    """Whether some pooling of ``program`` averages over a window whose size is not a power of two."""
+    sizes = {op.window[0] * op.window[1] for op in program.ops
+             if (op.pool_avg if isinstance(op, MatmulOp) else op.avg)}
+    return any(n & (n - 1) for n in sizes)
 
 
 @dataclass
@@ -63,7 +77,7 @@ def cycle_model(program: Program) -> CycleReport:
     """Per-op cycles, total cycles (start to done), beats (array occupancy) and useful MACs."""
     R, C = program.rows, program.cols
     residual = any(op.add for op in program.matmuls())
-    per_op = {op.name: op_cycles(op, R, C, residual) for op in program.ops}
+    per_op = {op.name: op_cycles(op, R, C, residual, divides(program)) for op in program.ops}
     beats = sum(op.n_ct * op.n_rt * op.positions for op in program.matmuls())
     macs = sum(sum(op.macs_per_fold) * op.positions for op in program.matmuls())
     total = sum(per_op.values())
