@@ -6,7 +6,8 @@ convolution that ends a branch, the other input kept in a third activation buffe
 Two small residual networks, trained briefly on downscaled MNIST: an identity shortcut (the block's input, after
 its ReLU, added to a conv without ReLU, then a ReLU), and a ResNet-style downsampling block (a 3x3 stride-2
 convolution beside a 1x1 stride-2 shortcut convolution, neither with a ReLU, added without a ReLU after: a signed
-sum, rounded and saturated by the add itself, read by the next convolution).
+sum, rounded and saturated by the add itself, read by the next convolution, whose 3x3 average pooling divides by
+9).
 """
 
 import keras
@@ -42,6 +43,8 @@ def _downsampling_block():
     s = L.Conv2D(6, 1, strides=2, name="shortcut")(x)
     z = L.Add(name="add")([y, s])                         # (no ReLU: a signed sum)
     z = L.ReLU(name="relu3")(L.Conv2D(4, 3, name="conv3")(z))
+    # (a 3x3 average: a division by 9, registered before it, in a design whose bottom also has the add stages)
+    z = L.AveragePooling2D(3, name="pool")(z)
     return keras.Model(inp, L.Dense(10, name="dense")(L.Flatten(name="flatten")(z)))
 
 
@@ -127,10 +130,12 @@ def test_the_accelerator_adds_at_the_write_back(residual, rows, cols):
     from prunehw.core.config import ArrayConfig
     from prunehw.hw.compile.program import build_program
     from prunehw.hw.gateware.accelerator import COUNTERS
-    from prunehw.hw.models.cycle_model import activity_model, cycle_model
+    from prunehw.hw.models.cycle_model import activity_model, cycle_model, divides
 
     case, contract, *_, x = residual
     program = build_program(contract, ArrayConfig(rows=rows, cols=cols))
+    assert divides(program) == (case == "downsampling")       # (its average by 9 is fused into conv3)
+    assert case == "identity" or next(op for op in program.matmuls() if op.name == "conv3").pool_avg
     fused = [op for op in program.matmuls() if op.add]
     assert [op.name for op in fused] == (["conv3"] if case == "identity" else ["shortcut"])
     op = fused[0]
