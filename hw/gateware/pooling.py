@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from prunehw.hw.gateware.block_ram import READ_LATENCY
 from prunehw.hw.gateware.plan import Plan
 from prunehw.hw.gateware.taps import PASS
-from prunehw.hw.gateware.writeback import pooled
+from prunehw.hw.gateware.writeback import pooled, with_pooled_word
 
 __all__ = ["POOL_WRITE", "Pooling"]
 
@@ -65,10 +65,6 @@ class Pooling(wiring.Component):
         m.d.sync += [word_q.eq(self.data), nxt.eq(stage)]
         stage = nxt
         pooled(m, plan, self.k, stage.first, stage.v, word_q, self.k.in_signed, self.word, self.taps, where)
-        fire, addr = stage.v & stage.last, stage.oaddr
-        if plan.divides:        # the word a stage later (see ``pooled``): its write request with it
-            fire_q, addr_q = Signal(), Signal(plan.aw)
-            m.d.sync += [fire_q.eq(fire), addr_q.eq(addr)]
-            fire, addr = fire_q, addr_q
+        fire, addr = with_pooled_word(m, plan, stage.v & stage.last, stage.oaddr)
         m.d.comb += [self.fire.eq(fire), self.addr.eq(addr)]
         return m

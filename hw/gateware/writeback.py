@@ -151,11 +151,7 @@ class WriteBack(wiring.Component):
         fire = mD.v & mD.last_rt & mD.win_last & ~k.is_last & ~k.is_pool
         if not plan.residual:
             pooled(m, plan, k, mD.win_first, mD.v & mD.last_rt, word_q, k.out_signed, self.word, taps, where)
-            addr = mD.oaddr
-            if plan.divides:        # the word a stage later (see ``pooled``): its write request with it
-                fire_q, addr = Signal(), Signal(plan.aw, name="addr_div")
-                m.d.sync += [fire_q.eq(fire), addr.eq(mD.oaddr)]
-                fire = fire_q
+            fire, addr = with_pooled_word(m, plan, fire, mD.oaddr)
             m.d.comb += [self.fire.eq(fire), self.addr.eq(taps("bottom.write_address", addr, **where))]
             return m
         pooled_word = Signal(plan.word)
@@ -200,6 +196,16 @@ class WriteBack(wiring.Component):
         m.d.sync += [word_f.eq(Mux(add_e, added, pass_q)), fire_f.eq(fire_e), addr_f.eq(addr_e)]
         m.d.comb += [self.word.eq(word_f), self.fire.eq(fire_f),
                      self.addr.eq(taps("bottom.write_address", addr_f, **where))]
+
+
+def with_pooled_word(m: Module, plan: Plan, fire, addr):
+    """The write request (``fire``, ``addr``) of the word :func:`pooled` makes from this cycle's element: as is, or
+    registered once where ``pooled`` gives its word a stage later (``plan.divides``)."""
+    if not plan.divides:
+        return fire, addr
+    fire_q, addr_q = Signal(name="fire_div"), Signal(plan.aw, name="addr_div")
+    m.d.sync += [fire_q.eq(fire), addr_q.eq(addr)]
+    return fire_q, addr_q
 
 
 def pooled(m: Module, plan: Plan, k, first, enable, new, signed_, out, taps=PASS, where=None) -> None:
