@@ -53,36 +53,67 @@ def _closeness(contract, x: np.ndarray, target: str) -> np.ndarray:
     raise ValueError(f"no layer {name!r}")
 
 
-def _mirror(contract, target: str):
+def _mirror(contract, target: str, aim: list[tuple[int, int]] | None = None):
     """A float mirror of the contract's network up to ``target``'s layer (``layer:saturation`` or
     ``layer:accumulator_top``), in TensorFlow: the integer weights at their scales, the same convolutions, poolings
     and ReLUs; returns ``f(x)``, per image (pixels / 256) the layer's largest accumulator (its largest magnitude
-    for ``accumulator_top``), to climb by gradient."""
+    for ``accumulator_top``), to climb by gradient. With ``aim``, one (output channel, sign) per image (channel -1:
+    the whole layer as without it): that channel's largest accumulator times the sign, over its positions. One
+    image climbing one channel's accumulator follows that channel's gradient all the way; climbing the layer's
+    maximum, it follows whichever channel leads at each step and settles where none can pass the others."""
     import tensorflow as tf
 
     name, event = target.split(":")
+    if aim is not None:
+        channels = [c for c, _ in aim]
+        sel = np.zeros((len(aim), max(max(channels) + 1, 1)), np.float32)
+        for i, (c, sign) in enumerate(aim):
+            if c >= 0:
+                sel[i, c] = sign
+        whole = tf.constant([c < 0 for c in channels])
 
     def forward(x):
         a = x                                           # pixels / 256: the input's real values
         for layer in contract.layers:
             kd = kind(layer)
             if layer["name"] == name:
-                flat = tf.reshape(kd.float_accumulate(layer, a, contract), (tf.shape(a)[0], -1))
-                return tf.reduce_max(tf.abs(flat) if event == "accumulator_top" else flat, axis=1)
+                acc = kd.float_accumulate(layer, a, contract)
+                flat = tf.reshape(acc, (tf.shape(a)[0], -1))
+                top = tf.reduce_max(tf.abs(flat) if event == "accumulator_top" else flat, axis=1)
+                if aim is None:
+                    return top
+                per = tf.reshape(acc, (tf.shape(a)[0], -1, layer["out_channels"]))
+                pick = tf.constant(np.pad(sel, ((0, 0), (0, layer["out_channels"] - sel.shape[1]))))
+                return tf.where(whole, top, tf.reduce_max(tf.reduce_sum(per * pick[:, None, :], axis=2), axis=1))
             a = kd.float_apply(layer, a, contract)
         raise ValueError(f"no layer {name!r}")
 
     return forward
 
 
-def _ascend(contract, starts: np.ndarray, target: str, steps: int = 150) -> tuple[np.ndarray | None, np.ndarray]:
+def _aims(contract, target: str, bounds: dict, n: int) -> list[tuple[int, int]]:
+    """The ``n`` (output channel, sign) pairs of ``target``'s layer whose accumulator bounds reach furthest towards
+    the event (a sign of -1: the event's lower side, an accumulator's top bits reached by a negative value)."""
+    name, event = target.split(":")
+    layer = next(l for l in contract.layers if l["name"] == name)
+    lo, hi = (np.asarray(v, np.float64).reshape(-1, layer["out_channels"]).max(axis=0) if k else
+              np.asarray(v, np.float64).reshape(-1, layer["out_channels"]).min(axis=0) for k, v in enumerate(bounds[name]))
+    thr = _threshold(layer, event)
+    reach = [(hi[j] / thr, j, 1) for j in range(len(hi))]
+    if event == "accumulator_top":
+        reach += [(-lo[j] / thr, j, -1) for j in range(len(lo))]
+    return [(j, sign) for _, j, sign in sorted(reach, key=lambda r: (-r[0], r[1], -r[2]))[:n]]
+
+
+def _ascend(contract, starts: np.ndarray, target: str, aim: list[tuple[int, int]] | None = None,
+            steps: int = 150) -> tuple[np.ndarray | None, np.ndarray]:
     """Gradient ascent towards ``target`` (``layer:saturation`` or ``layer:accumulator_top``) on the float mirror
     of the contract's network, from each of ``starts``: the pixels (kept in [0, 255]) are moved to drive the
-    layer's largest accumulator up. Returns (an image where the golden model shows the event, or None; the
-    rounded image that came closest)."""
+    layer's largest accumulator up (with ``aim``, each image its own channel's: :func:`_mirror`). Returns (an image
+    where the golden model shows the event, or None; the rounded image that came closest)."""
     import tensorflow as tf
 
-    forward = _mirror(contract, target)
+    forward = _mirror(contract, target, aim)
     x = tf.Variable(starts.astype(np.float32) / 256.0)
     opt = tf.keras.optimizers.Adam(0.02)
     best, best_score = starts[0], -np.inf
@@ -274,13 +305,13 @@ def _accumulator_bounds(contract) -> tuple[dict[str, tuple[np.ndarray, np.ndarra
     return out, how
 
 
-def _bound_reach(contract) -> tuple[dict[str, float], dict[str, str]]:
+def _bound_reach(contract, bounds=None) -> tuple[dict[str, float], dict[str, str]]:
     """For ``layer:saturation`` and ``layer:accumulator_top``, how far the accumulator's bounds
     (:func:`_accumulator_bounds`) reach towards the event, as a fraction of its threshold (below 1, no image can
     make it happen), and which bound that is."""
     out = {}
     last = contract.weighted()[-1]["name"]
-    bounds, how = _accumulator_bounds(contract)
+    bounds, how = bounds or _accumulator_bounds(contract)
     for name, (lo, hi) in bounds.items():
         layer = next(l for l in contract.layers if l["name"] == name)
         out[f"{name}:accumulator_top"] = max(-lo.min(), hi.max()) / _threshold(layer, "accumulator_top")
@@ -352,7 +383,8 @@ def choose_stimulus(contract, x_test: np.ndarray, base: int, pool: int = 2000, s
             images.append(extremes[int(v.argmax())].reshape(cand[0].shape))
             source[k] = "constructed (first layer's extreme input)"
     # what no image can reach: the accumulator's bounds (exact for the first layer) fall short of it
-    reach, bound_how = _bound_reach(contract)
+    bounds = _accumulator_bounds(contract)
+    reach, bound_how = _bound_reach(contract, bounds)
     for k, r in reach.items():
         if k not in source and r < 1:
             source[k] = f"unreachable ({bound_how[k]}: the accumulator reaches at most {r:.1%} of the event's threshold)"
@@ -362,7 +394,12 @@ def choose_stimulus(contract, x_test: np.ndarray, base: int, pool: int = 2000, s
             continue
         cand_closeness = _closeness(contract, cand, k)
         near = np.argsort(-cand_closeness)[:8]
-        found, nearest = _ascend(contract, cand[near].reshape(len(near), *shape), k)
+        # from the closest test images, climbing the layer's maximum, and from noise, each climbing the channel
+        # (and side) whose bound reaches furthest
+        aim = _aims(contract, k, bounds[0], 16)
+        noise = rng.integers(0, 256, (len(aim), *shape)).astype(np.uint8)
+        found, nearest = _ascend(contract, np.concatenate([cand[near].reshape(len(near), *shape), noise]), k,
+                                 [(-1, 1)] * len(near) + aim, steps=400)
         how = "searched (gradient ascent)"
         for origin in (nearest, cand[near[0]].reshape(shape)):
             if found is None:
