@@ -3,13 +3,17 @@ happen (``export.golden.layer_events``), so that a fault in the logic handling a
 
 Test images are taken first (the first ``base`` test images, then, greedily, the test image that covers most
 of what is still missing). An event no image can reach is proven so: interval bounds from the pixels' range
-through every layer (exact for the first layer) fall short of its threshold. An event still missing is
-searched for: gradient ascent on a float mirror of the contract's network (TensorFlow; the integer weights at
-their scales, the same convolutions, poolings and ReLUs) from the test images that come closest; then
-coordinate ascent on the golden model itself from the closest image found (pixels moved one at a time, each
-move scored with the exact integer arithmetic, within a fixed number of scored images, so the same start gives
-the same image anywhere); then a hill climb. What is still not reached is reported with how close the closest
-image came and how far the interval bound reaches, never counted as covered.
+through every layer (exact for the first layer; for the second, over each window tap's pixel vertices) fall
+short of its threshold. An event still missing is, for the second layer of a network that begins
+``conv -> max pool -> conv``, constructed: the largest accumulator over the binary images of its receptive
+field, exactly (:mod:`prunehw.sim.receptive`). Else it is searched for: gradient ascent on a float mirror of the
+contract's network (TensorFlow; the integer weights at their scales, the same convolutions, poolings and ReLUs)
+from the test images that come closest and from noise, each noise image climbing one channel; then coordinate
+ascent on the golden model itself from the closest image found (pixels moved one at a time, each move scored
+with the exact integer arithmetic, within a fixed number of scored images, so the same start gives the same
+image anywhere); then a hill climb. A second-layer event still not reached gets a tighter bound over its whole
+receptive field at once, which may prove it unreachable. What is still not reached is reported with how close
+the closest image came and how far the bound reaches, never counted as covered.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from prunehw.core.geometry import conv_geometry, conv_stride, kernel_size
 from prunehw.export.contract import output_range
 from prunehw.export.golden import accumulate, apply_layer, layer_events, requantize
 from prunehw.export.kinds import kind
+from prunehw.sim.receptive import field, max_sum
 
 __all__ = ["choose_stimulus"]
 
@@ -215,60 +220,113 @@ def _climb(contract, start: np.ndarray, target: str, rng, steps: int = 60, width
 
 def _window_vertex_bounds(contract, first_hi: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """For the second weighted layer of a network that begins ``conv -> [max pool] -> conv`` on the pixels (the
-    first layer's accumulators at most ``first_hi``, per channel, over every image): per
-    output channel, bounds on its accumulator over every image, sound and far tighter than interval arithmetic,
-    or None where the network does not begin so or a window is too large (over 16 pixels).
+    first layer's accumulators at most ``first_hi``, per channel, over every image): per output channel, bounds on
+    its accumulator over every image, sound and far tighter than interval arithmetic, or None where the network
+    does not begin so or a window is too large (over 16 pixels).
 
     Its accumulator is its bias plus one term per tap of its window, each a function of the few pixels under
     that tap (the first layer's windows that the pool there takes its maximum over). Each term is bounded over
-    its own pixels alone (which only loosens the bound: the taps' pixels overlap), by a convex function: each
-    input the weight prefers high by a convex majorant of what the first layer gives there (its largest ReLU'd
-    accumulator over the pool's window, scaled, plus half an LSB for the rounding), each it prefers low by an
-    affine minorant (0, or, where the first layer cannot saturate, one of the window's accumulators or their mean,
-    scaled, less half an LSB; the best of these). A convex function on a box is largest at a vertex, so the largest over
-    the pixels' vertices (each pixel 0 or its maximum: 2**n images for n pixels) bounds the term."""
-    weighted = contract.weighted()
-    layers = contract.layers
-    if len(weighted) < 2:
+    its own pixels alone (which only loosens the bound: the taps' pixels overlap), by a convex function
+    (:meth:`~prunehw.sim.receptive.Field.majorants`). A convex function on a box is largest at a vertex, so the
+    largest over the pixels' vertices (each pixel 0 or its maximum: 2**n images for n pixels) bounds the term.
+    (:func:`_field_bound` bounds the terms' sum at once, where an event needs it.)"""
+    f = field(contract)
+    if f is None:
         return None
-    first, second = weighted[0], weighted[1]
-    i1, i2 = layers.index(first), layers.index(second)
-    between = layers[i1 + 1:i2]
-    chain = all(l.get("inputs", [None])[0] == (layers[k - 1]["name"] if k else "input") for k, l in enumerate(layers[:i2 + 1]))
-    if (not chain or i1 != 0 or not kind(first).windowed or not kind(second).windowed or not first["output"].get("relu")
-            or len(between) > 1 or any(l["type"] != "maxpool2d" for l in between)):
-        return None
-    (kh, kw), (sh, sw) = kernel_size(first["kernel"]), conv_stride(first)
-    ph, pw = kernel_size(between[0]["pool"]) if between else (1, 1)
-    bh, bw, cin = (ph - 1) * sh + kh, (pw - 1) * sw + kw, contract.input["shape"][-1]
-    n = bh * bw * cin
-    if n > 16:
-        return None
-    top = (1 << contract.input["bits"]) - 1
-    vertices = ((np.arange(1 << n)[:, None] >> np.arange(n)) & 1).astype(np.int64) * top
-    valid = {**first, "padding": "valid"}          # (a padded pixel reads 0: one of the box's values)
-    z = kind(first).accumulate(valid, vertices.reshape(-1, bh, bw, cin), contract).reshape(len(vertices), -1,
-                                                                                           first["out_channels"])
-    shift = first["accum"]["frac"] - first["output"]["frac"]
-    z = z * 2.0 ** -shift
-    slack = 0.5 if shift > 0 else 0.0
-    upper = np.maximum(z, 0).max(axis=1) + slack                      # >= the pooled output code
-    minorants = [np.zeros_like(upper)]
-    if first_hi.max() * 2.0 ** -shift - slack <= output_range(first["output"])[1]:      # no saturation: affine holds
-        minorants += [z.mean(axis=1) - slack] + [z[:, k] - slack for k in range(z.shape[1])]
-    w = kind(second).full_matrix(contract.weights[second["name"]]).astype(np.float64)
-    w = w.reshape(-1, first["out_channels"], w.shape[-1])             # taps x C1 x C2
-    padded = second.get("padding", "valid") != "valid"
+    verts = f.vertices(first_hi)
+    b = contract.biases[f.second["name"]].astype(np.float64)
+    lo, hi = (b + sign * (np.maximum(most, 0) if f.padded else most).sum(axis=(0, 1))     # (a padded tap adds 0)
+              for sign, most in ((s, f.majorants(verts, s)[1]) for s in (-1.0, 1.0)))
+    return np.ceil(lo - 1e-6), np.floor(hi + 1e-6)
 
-    def most(sign: float) -> np.ndarray:
-        total = 0.0
-        for wt in sign * w:
-            best = np.min([(upper @ np.maximum(wt, 0) + m @ np.minimum(wt, 0)).max(axis=0) for m in minorants], axis=0)
-            total = total + (np.maximum(best, 0) if padded else best)     # (a padded tap adds 0)
-        return total
 
-    b = contract.biases[second["name"]].astype(np.float64)
-    return np.ceil(b - most(-1.0) - 1e-6), np.floor(b + most(1.0) + 1e-6)
+def _event_side(layer: dict, event: str, sign: float) -> float:
+    """The value ``sign`` times the accumulator reaches where ``event`` happens on that side."""
+    if event == "saturation" and sign < 0:
+        return -_saturation_floor(layer)
+    return _threshold(layer, event)
+
+
+def _field_pairs(f, event: str, bounds: dict) -> list[tuple[float, int, float]]:
+    """(how far its bound reaches, of the threshold; channel; side) for each channel and side of the second layer
+    on which ``event`` can happen, furthest first."""
+    layer, o = f.second, f.second["output"]
+    lo, hi = bounds[layer["name"]]
+    sides = [1.0] + ([-1.0] if event == "accumulator_top" or (o["signed"] and not o["relu"]) else [])
+    pairs = [(float(sign * (hi if sign > 0 else lo)[j]) / _event_side(layer, event, sign), j, sign)
+             for sign in sides for j in range(len(hi))]
+    return sorted(pairs, key=lambda p: (-p[0], p[1], -p[2]))
+
+
+def _field_best(contract, f, verts: dict, j: int, sign: float) -> tuple[float, np.ndarray] | None:
+    """The largest of ``sign`` times the second layer's accumulator of channel ``j`` (at its first position) over the
+    binary images of its receptive field (each pixel 0 or its maximum), exactly: each tap's golden term summed by
+    :func:`~prunehw.sim.receptive.max_sum`; and an image that gives it (the field at its top left). None where the
+    field is not laid out in cells, either layer pads, or the elimination's tables would be too large."""
+    if not f.whole_cells or f.padded or f.first.get("padding", "valid") != "valid":
+        return None
+    w = f.weights()
+    tables = {(ty, tx): f.table(sign * (verts["exact"] @ w[ty, tx, :, j]))
+              for ty in range(f.taps[0]) for tx in range(f.taps[1])}
+    best = max_sum(f, tables)
+    if best is None:
+        return None
+    img = np.zeros(contract.input["shape"], np.uint8)
+    patch = f.image(best[1], (1 << contract.input["bits"]) - 1)
+    img[:patch.shape[0], :patch.shape[1]] = patch
+    return sign * contract.biases[f.second["name"]][j] + best[0], img
+
+
+def _field_bound_at(contract, f, verts: dict, j: int, sign: float) -> float | None:
+    """A bound on ``sign`` times the second layer's accumulator of channel ``j`` over every image, taken over its
+    whole receptive field at once: the sum of each tap's convex majorant with fitted minorants
+    (:meth:`~prunehw.sim.receptive.Field.fitted_majorant`) is convex on the field's pixel box, so largest at one
+    of its vertices, found by :func:`~prunehw.sim.receptive.max_sum`. Tighter than the per-tap bound: the taps
+    share pixels, and each input is held low by its own minorant. None where the field is not laid out in cells,
+    its second layer pads, or the tables would be too large."""
+    if not f.whole_cells or f.padded:
+        return None
+    w = f.weights()
+    tables = {(ty, tx): f.table(f.fitted_majorant(verts, sign * w[ty, tx, :, j]))
+              for ty in range(f.taps[0]) for tx in range(f.taps[1])}
+    best = max_sum(f, tables)
+    return None if best is None else float(np.floor(sign * contract.biases[f.second["name"]][j] + best[0] + 1e-6))
+
+
+def _field_witness(contract, f, event: str, bounds: dict, verts: dict) -> np.ndarray | None:
+    """An image on which ``event`` of the second layer happens, constructed by :func:`_field_best` for each channel
+    and side whose bound reaches it (furthest first); None where no binary image of the field reaches it."""
+    for reach, j, sign in _field_pairs(f, event, bounds):
+        if reach < 1:
+            break
+        best = _field_best(contract, f, verts, j, sign)
+        if best is not None and best[0] >= _event_side(f.second, event, sign):
+            if layer_events(contract, best[1][None])[f"{f.second['name']}:{event}"][0]:
+                return best[1]
+    return None
+
+
+def _field_bound(contract, f, event: str, bounds: dict, verts: dict) -> float | None:
+    """How far the second layer's accumulator can reach towards ``event`` (of its threshold): the per-tap bound,
+    tightened by :func:`_field_bound_at` for each channel and side where it reaches the event. None where that
+    does not apply."""
+    reach = 0.0
+    for r, j, sign in _field_pairs(f, event, bounds):
+        if r < 1:
+            return max(reach, r)
+        joint = _field_bound_at(contract, f, verts, j, sign)
+        if joint is None:
+            return None
+        reach = max(reach, min(r, joint / _event_side(f.second, event, sign)))
+    return reach
+
+
+def _saturation_floor(layer: dict) -> float:
+    """The accumulator at which a signed output without a ReLU saturates on its lower side (below its least code)."""
+    o = layer["output"]
+    shift = layer["accum"]["frac"] - o["frac"]
+    qmin = -(1 << (o["bits"] - 1))
+    return qmin * 2 ** shift - (1 << (shift - 1)) - 1 if shift > 0 else (qmin - 1) / 2 ** (-shift)
 
 
 def _interval(layer: dict, lo: np.ndarray, hi: np.ndarray, contract) -> tuple[np.ndarray, np.ndarray]:
@@ -317,12 +375,9 @@ def _bound_reach(contract, bounds=None) -> tuple[dict[str, float], dict[str, str
         out[f"{name}:accumulator_top"] = max(-lo.min(), hi.max()) / _threshold(layer, "accumulator_top")
         if name != last:
             o = layer["output"]
-            shift = layer["accum"]["frac"] - o["frac"]
             up = hi.max() / _threshold(layer, "saturation")
             if o["signed"] and not o["relu"]:
-                qmin = -(1 << (o["bits"] - 1))
-                floor_ = qmin * 2 ** shift - (1 << (shift - 1)) - 1 if shift > 0 else (qmin - 1) / 2 ** (-shift)
-                up = max(up, lo.min() / floor_)
+                up = max(up, lo.min() / _saturation_floor(layer))
             out[f"{name}:saturation"] = float(up)
     return out, {k: how[k.split(":")[0]] for k in out}
 
@@ -389,24 +444,42 @@ def choose_stimulus(contract, x_test: np.ndarray, base: int, pool: int = 2000, s
         if k not in source and r < 1:
             source[k] = f"unreachable ({bound_how[k]}: the accumulator reaches at most {r:.1%} of the event's threshold)"
     closest: dict[str, float] = {}
+    # the second layer over its whole receptive field (a network that begins conv -> max pool -> conv): the exact
+    # largest accumulator over its binary images, and a bound over all of them
+    f, verts = field(contract), None
     for k in [k for k, c in covered.items() if c is None]:
         if k in source:          # covered meanwhile by an image searched for another event
             continue
+        name, event = k.split(":")
+        in_field = f is not None and name == f.second["name"] and event in ("saturation", "accumulator_top")
+        if in_field and verts is None:
+            verts = f.vertices(bounds[0][contract.weighted()[0]["name"]][1])
+        found = _field_witness(contract, f, event, bounds[0], verts) if in_field else None
+        how = "constructed (the largest accumulator over the binary images of its receptive field)"
         cand_closeness = _closeness(contract, cand, k)
         near = np.argsort(-cand_closeness)[:8]
-        # from the closest test images, climbing the layer's maximum, and from noise, each climbing the channel
-        # (and side) whose bound reaches furthest
-        aim = _aims(contract, k, bounds[0], 16)
-        noise = rng.integers(0, 256, (len(aim), *shape)).astype(np.uint8)
-        found, nearest = _ascend(contract, np.concatenate([cand[near].reshape(len(near), *shape), noise]), k,
-                                 [(-1, 1)] * len(near) + aim, steps=400)
-        how = "searched (gradient ascent)"
+        nearest = cand[near[0]].reshape(shape)
+        if found is None:
+            # from the closest test images, climbing the layer's maximum, and from noise, each climbing the channel
+            # (and side) whose bound reaches furthest
+            aim = _aims(contract, k, bounds[0], 16)
+            noise = rng.integers(0, 256, (len(aim), *shape)).astype(np.uint8)
+            found, nearest = _ascend(contract, np.concatenate([cand[near].reshape(len(near), *shape), noise]), k,
+                                     [(-1, 1)] * len(near) + aim, steps=400)
+            how = "searched (gradient ascent)"
         for origin in (nearest, cand[near[0]].reshape(shape)):
             if found is None:
                 found, how = _polish(contract, origin, k), "searched (exact coordinate ascent)"
         if found is None:
             found, how = _climb(contract, cand[near[0]], k, rng), "searched (hill climb)"
         if found is None:
+            joint = _field_bound(contract, f, event, bounds[0], verts) if in_field else None
+            if joint is not None and joint < reach.get(k, np.inf):
+                reach[k], bound_how[k] = joint, "bound over the receptive field's pixel vertices, minorants fitted"
+                if joint < 1:
+                    source[k] = (f"unreachable ({bound_how[k]}: the accumulator reaches at most {joint:.1%} of the "
+                                 f"event's threshold)")
+                    continue
             source[k] = "not reached"
             closest[k] = float(max(cand_closeness.max(), _closeness(contract, nearest[None], k)[0]))
             continue

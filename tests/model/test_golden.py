@@ -247,7 +247,7 @@ def test_window_vertex_bounds_hold_against_an_exact_search_and_beat_the_interval
     pixels under one output (every pixel to 0, 255 or a step either way, scored by the golden model, from several
     starts) never passes it, on either side; and it is at least as tight as interval arithmetic, tighter for some
     channel."""
-    from prunehw.export.golden import accumulate, apply_layer, requantize
+    from prunehw.export.golden import requantize
     from prunehw.sim.stimulus import _interval, _window_vertex_bounds
 
     first, second = small_contract.weighted()[:2]
@@ -258,28 +258,72 @@ def test_window_vertex_bounds_hold_against_an_exact_search_and_beat_the_interval
     i_lo, i_hi = _interval(second, *first_out, small_contract)
     assert np.all(lo >= i_lo) and np.all(hi <= i_hi) and (np.any(lo > i_lo) or np.any(hi < i_hi))
 
-    def value(x, j, sign):                  # the second layer's accumulator at its first position, channel j
-        a = x.astype(np.int64)
-        for layer in small_contract.layers:
-            if layer is second:
-                return sign * accumulate(layer, a, small_contract)[:, 0, 0, j]
-            a = apply_layer(layer, a, small_contract)
-
     rng = np.random.default_rng(3)
     for j in range(second["out_channels"]):
         for sign in (1, -1):
-            for start in range(3):
-                cur = (rng.integers(0, 2, (8, 8, 1)) * 255).astype(np.int64) if start else np.zeros((8, 8, 1), np.int64)
-                best = value(cur[None], j, sign)[0]
-                while True:
-                    flat = cur.reshape(-1)
-                    cands = np.repeat(flat[None], 4 * flat.size, axis=0)
-                    for k, step in enumerate((-255, 255, -32, 32)):
-                        idx = np.arange(flat.size)
-                        cands[k * flat.size + idx, idx] = np.clip(flat + step, 0, 255)
-                    scores = value(cands.reshape(-1, 8, 8, 1), j, sign)
-                    if scores.max() <= best:
-                        break
-                    best, cur = scores.max(), cands[int(scores.argmax())].reshape(8, 8, 1)
-                assert (best <= hi[j]) if sign > 0 else (-best >= lo[j]), (j, sign, best, lo[j], hi[j])
+            best = _second_layer_ascent(small_contract, j, sign, rng)
+            assert (best <= hi[j]) if sign > 0 else (-best >= lo[j]), (j, sign, best, lo[j], hi[j])
 
+
+def _second_layer_value(contract, x, j, sign):
+    """``sign`` times the second weighted layer's accumulator of channel ``j`` at its first position, per image."""
+    from prunehw.export.golden import accumulate, apply_layer
+
+    second = contract.weighted()[1]
+    a = x.astype(np.int64)
+    for layer in contract.layers:
+        if layer is second:
+            return sign * accumulate(layer, a, contract)[:, 0, 0, j]
+        a = apply_layer(layer, a, contract)
+
+
+def _second_layer_ascent(contract, j, sign, rng, starts=3):
+    """The largest value an exact coordinate ascent on the pixels under the second layer's first output (every
+    pixel to 0, 255 or a step either way, scored by the golden model) finds for :func:`_second_layer_value`, from
+    an all-zero start and random binary ones."""
+    top = -np.inf
+    for start in range(starts):
+        cur = (rng.integers(0, 2, (8, 8, 1)) * 255).astype(np.int64) if start else np.zeros((8, 8, 1), np.int64)
+        best = _second_layer_value(contract, cur[None], j, sign)[0]
+        while True:
+            flat = cur.reshape(-1)
+            cands = np.repeat(flat[None], 4 * flat.size, axis=0)
+            for k, step in enumerate((-255, 255, -32, 32)):
+                idx = np.arange(flat.size)
+                cands[k * flat.size + idx, idx] = np.clip(flat + step, 0, 255)
+            scores = _second_layer_value(contract, cands.reshape(-1, 8, 8, 1), j, sign)
+            if scores.max() <= best:
+                break
+            best, cur = scores.max(), cands[int(scores.argmax())].reshape(8, 8, 1)
+        top = max(top, best)
+    return top
+
+
+def test_receptive_field_search_is_exact_and_its_bound_holds(small_contract):
+    """Over the second layer's whole receptive field: the max-sum elimination's largest value over the binary images
+    is what the golden model gives on the image it constructs, and no binary image (random ones, each one pixel
+    flipped from the constructed one) passes it; the field bound (fitted minorants, summed over the field at once)
+    lies between it and the per-tap vertex bound and holds against the exact coordinate ascent (which is free to
+    leave the vertices)."""
+    from prunehw.sim.receptive import field
+    from prunehw.sim.stimulus import _field_best, _field_bound_at, _interval, _window_vertex_bounds
+
+    first, second = small_contract.weighted()[:2]
+    first_hi = _interval(first, np.zeros(1, np.int64), np.full(1, 255, np.int64), small_contract)[1]
+    lo, hi = _window_vertex_bounds(small_contract, first_hi)
+    f = field(small_contract)
+    assert (f.block, f.cell, f.per_tap, f.grid) == ((4, 4), (2, 2), (2, 2), (4, 4))
+    verts = f.vertices(first_hi)
+    rng = np.random.default_rng(5)
+    for j, sign in ((0, 1), (1, -1)):
+        best, img = _field_best(small_contract, f, verts, j, sign)
+        assert _second_layer_value(small_contract, img[None], j, sign)[0] == best
+        field_px = img[:8, :8].reshape(-1)
+        flips = np.repeat(field_px[None], field_px.size, axis=0)
+        flips[np.arange(field_px.size), np.arange(field_px.size)] ^= 255
+        binary = np.concatenate([flips, rng.integers(0, 2, (256, field_px.size)) * 255]).reshape(-1, 8, 8, 1)
+        assert _second_layer_value(small_contract, binary, j, sign).max() <= best
+        bound = _field_bound_at(small_contract, f, verts, j, sign)
+        per_tap = hi[j] if sign > 0 else -lo[j]
+        assert best <= bound <= per_tap, (j, sign, best, bound, per_tap)
+        assert _second_layer_ascent(small_contract, j, sign, rng) <= bound

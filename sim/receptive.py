@@ -1,0 +1,245 @@
+"""The second layer of a network that begins ``conv -> [max pool] -> conv`` on the pixels, over its whole receptive
+field at once: the largest value of a sum of per-tap terms over every binary image of that field (each pixel 0
+or its maximum), found exactly by max-sum variable elimination.
+
+The receptive field of one output of the second layer is a grid of cells (a cell: the pixels one pool output's
+window moves by), and each of its taps reads a small block of those cells (the pixels under the pool's window of
+first-layer windows). A sum of per-tap terms is then a sum of factors over overlapping blocks of a small grid, so
+its maximum over all 2**(pixels) binary images is found exactly by eliminating the cells one at a time in raster
+order (each elimination a maximum over one cell's patterns, the largest table one row of cells plus one).
+
+Two uses (:mod:`prunehw.sim.stimulus`):
+
+- a bound: each tap's term replaced by a convex function of its pixels that lies above it (the window-vertex
+  bound's majorants). Their sum is convex on the whole pixel box, so its largest value lies at one of the box's
+  vertices: the elimination's maximum is a sound bound on the accumulator over every image, tighter than the sum
+  of each tap's largest term alone, which lets each tap pick its own value of the pixels two taps share;
+- a witness: each tap's exact term (the golden model's first layer, requantization and pool on the tap's pixels).
+  The maximum is the accumulator's largest value over the binary images of its field, and the elimination's
+  choices are that image: an event it reaches is reached by a constructed image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from prunehw.core.geometry import conv_stride, kernel_size
+from prunehw.export.contract import output_range
+from prunehw.export.golden import apply_layer
+from prunehw.export.kinds import kind
+
+__all__ = ["Field", "field", "max_sum"]
+
+#: the largest table an elimination may build (entries): a larger grid or cell is left to the other bounds
+_MAX_TABLE = 1 << 24
+
+
+class Field:
+    """The layout of the second layer's receptive field: ``first``, ``pool`` (or None), ``second`` (contract
+    entries); ``block`` (bh, bw): the pixels one tap reads; ``cell`` (ch, cw); ``per_tap`` (mh, mw): the cells one
+    tap reads; ``grid`` (gh, gw): the cells of the field; ``cin``: the pixels' channels."""
+
+    def __init__(self, contract, first, pool, second, cin):
+        self.contract, self.first, self.pool, self.second, self.cin = contract, first, pool, second, cin
+        (kh, kw), (sh, sw) = kernel_size(first["kernel"]), conv_stride(first)
+        ph, pw = kernel_size(pool["pool"]) if pool else (1, 1)
+        self.block = ((ph - 1) * sh + kh, (pw - 1) * sw + kw)
+        self.cell = (ph * sh, pw * sw)
+        self.per_tap = (self.block[0] // self.cell[0], self.block[1] // self.cell[1])
+        k2h, k2w = kernel_size(second["kernel"])
+        self.taps = (k2h, k2w)
+        self.grid = (k2h - 1 + self.per_tap[0], k2w - 1 + self.per_tap[1])
+
+    @property
+    def whole_cells(self) -> bool:
+        """Whether a tap's pixels are whole cells (else the taps' terms cannot be laid on a grid of cells)."""
+        return not (self.block[0] % self.cell[0] or self.block[1] % self.cell[1])
+
+    @property
+    def padded(self) -> bool:
+        """Whether the second layer pads its map (a padded tap reads 0: a position's taps differ)."""
+        return self.second.get("padding", "valid") != "valid"
+
+    def weights(self) -> np.ndarray:
+        """The second layer's matrix per tap: (taps_h, taps_w, C1, C2)."""
+        w = kind(self.second).full_matrix(self.contract.weights[self.second["name"]]).astype(np.float64)
+        return w.reshape(*self.taps, self.first["out_channels"], w.shape[-1])
+
+    def vertices(self, first_hi: np.ndarray) -> dict[str, np.ndarray]:
+        """Per vertex of a tap's block (each pixel 0 or its maximum; bit ``(y * bw + x) * cin + c`` the pixel
+        (y, x, c)), per first-layer channel: ``exact``, the pooled output code the golden model gives; ``upper``, a
+        convex majorant of it (the largest ReLU'd accumulator over the pool's window, scaled to the output's grid,
+        plus half an LSB for the rounding); ``minorants``, affine minorants of it (0, and where the first layer
+        cannot saturate, given its accumulators at most ``first_hi``, each of the window's accumulators and their
+        mean, scaled, less half an LSB)."""
+        bh, bw = self.block
+        n = bh * bw * self.cin
+        top = (1 << self.contract.input["bits"]) - 1
+        v = ((np.arange(1 << n)[:, None] >> np.arange(n)) & 1).astype(np.int64) * top
+        valid = {**self.first, "padding": "valid"}          # (a padded pixel reads 0: one of the box's values)
+        imgs = v.reshape(-1, bh, bw, self.cin)
+        out = apply_layer(valid, imgs, self.contract)
+        exact = apply_layer(self.pool, out, self.contract) if self.pool else out
+        z = kind(self.first).accumulate(valid, imgs, self.contract).reshape(len(v), -1, self.first["out_channels"])
+        shift = self.first["accum"]["frac"] - self.first["output"]["frac"]
+        z = z * 2.0 ** -shift
+        slack = 0.5 if shift > 0 else 0.0
+        upper = np.maximum(z, 0).max(axis=1) + slack                      # >= the pooled output code
+        minorants = [np.zeros_like(upper)]
+        if first_hi.max() * 2.0 ** -shift - slack <= output_range(self.first["output"])[1]:   # no saturation
+            minorants += [z.mean(axis=1) - slack] + [z[:, k] - slack for k in range(z.shape[1])]
+        return {"exact": exact.reshape(len(v), -1).astype(np.float64), "upper": upper, "minorants": minorants}
+
+    def majorants(self, verts: dict, sign: float) -> tuple[np.ndarray, np.ndarray]:
+        """Per tap and second-layer channel, a convex function of the tap's pixels above ``sign`` times its term:
+        each input the weight prefers high at its majorant, each it prefers low at the affine minorant that gives
+        the least largest value. Returns (its values per vertex: taps_h x taps_w x vertices x C2, its largest
+        value: taps_h x taps_w x C2)."""
+        w = sign * self.weights()
+        vals = np.empty((*self.taps, len(verts["upper"]), w.shape[-1]))
+        for ty in range(self.taps[0]):
+            for tx in range(self.taps[1]):
+                wt = w[ty, tx]
+                cands = np.stack([verts["upper"] @ np.maximum(wt, 0) + m @ np.minimum(wt, 0) for m in verts["minorants"]])
+                pick = cands.max(axis=1).argmin(axis=0)                   # per channel, the tightest minorant
+                vals[ty, tx] = np.take_along_axis(cands, pick[None, None, :], axis=0)[0]
+        return vals, vals.max(axis=2)
+
+    def fitted_majorant(self, verts: dict, wt: np.ndarray) -> np.ndarray:
+        """A tap's term with weights ``wt`` (one per first-layer channel) bounded above per vertex, as in
+        :meth:`majorants` but with each input the weight prefers low at its own mixture of the affine minorants
+        (weights summing to at most 1, the rest on 0), the mixture chosen by a linear program to make the largest
+        value over the vertices least. Any mixture is a minorant, so the function stays a convex majorant whatever
+        the solver returns."""
+        from scipy.optimize import linprog
+
+        pos = verts["upper"] @ np.maximum(wt, 0)
+        neg = np.flatnonzero(wt < 0)
+        pieces = verts["minorants"][1:]             # (the zero minorant takes what the mixture leaves)
+        if not len(neg) or not pieces:
+            return pos + verts["minorants"][0] @ np.minimum(wt, 0)
+        z = np.stack(pieces, axis=-1)[:, neg, :] * wt[neg][None, :, None]         # vertices x neg x pieces
+        k = z.shape[2]
+        n = len(neg) * k
+        flat = z.reshape(len(pos), n)
+        simplex = np.hstack([np.kron(np.eye(len(neg)), np.ones((1, k))), np.zeros((len(neg), 1))])
+        # minimise t subject to pos(v) + sum_ck lam_ck z(v, c, k) <= t for every vertex v, sum_k lam_ck <= 1: the
+        # vertices' rows added as they bind (cutting planes), starting from those highest with every lam = 1/k
+        lam = np.full(n, 1.0 / k)
+        active = np.zeros(len(pos), bool)
+        for _ in range(12):
+            value = pos + flat @ lam
+            order = np.argsort(-value)
+            new = order[~active[order]][:512]
+            if active.any() and value[new[0]] <= value[active].max() + 1e-6:
+                break
+            active[new] = True
+            rows = np.hstack([flat[active], -np.ones((int(active.sum()), 1))])
+            res = linprog(np.r_[np.zeros(n), 1.0], A_ub=np.vstack([rows, simplex]),
+                          b_ub=np.r_[-pos[active], np.ones(len(neg))], bounds=[(0, 1)] * n + [(None, None)],
+                          method="highs")
+            if res.status != 0:
+                break
+            lam = np.clip(res.x[:n], 0, 1)
+        lam = lam.reshape(len(neg), k)
+        lam /= np.maximum(lam.sum(axis=1, keepdims=True), 1.0)           # (kept a mixture after the solver's slack)
+        return pos + np.einsum("vck,ck->v", z, lam)
+
+    @property
+    def patterns(self) -> int:
+        """The binary patterns of one cell."""
+        return 1 << (self.cell[0] * self.cell[1] * self.cin)
+
+    @property
+    def pixels(self) -> tuple[int, int]:
+        """The field's size in pixels (rows, columns)."""
+        return self.grid[0] * self.cell[0], self.grid[1] * self.cell[1]
+
+    def table(self, values: np.ndarray) -> np.ndarray:
+        """A tap's term, given per vertex of its block (``values[v]``: bit ``(y * bw + x) * cin + c`` of ``v`` the
+        pixel (y, x, c) at its maximum), as a table over its cells' patterns (one axis per cell, raster order)."""
+        (bh, bw), (ch, cw), (mh, mw), cin = self.block, self.cell, self.per_tap, self.cin
+        pattern = np.arange(self.patterns)
+        index = 0
+        for a in range(mh):
+            for b in range(mw):
+                part = np.zeros(self.patterns, np.int64)
+                for dy in range(ch):
+                    for dx in range(cw):
+                        for c in range(cin):
+                            bit = ((dy * cw + dx) * cin + c)
+                            pixel = ((a * ch + dy) * bw + b * cw + dx) * cin + c
+                            part |= ((pattern >> bit) & 1) << pixel
+                shape = [1] * (mh * mw)
+                shape[a * mw + b] = self.patterns
+                index = index + part.reshape(shape)
+        return values[index]
+
+    def image(self, patterns: dict[tuple[int, int], int], top: int) -> np.ndarray:
+        """The field's pixels (rows x columns x channels) for each cell's chosen pattern."""
+        (ch, cw), cin = self.cell, self.cin
+        out = np.zeros((*self.pixels, cin), np.int64)
+        for (r, c), u in patterns.items():
+            bits = (u >> np.arange(ch * cw * cin)) & 1
+            out[r * ch:(r + 1) * ch, c * cw:(c + 1) * cw] = bits.reshape(ch, cw, cin) * top
+        return out
+
+
+def field(contract) -> Field | None:
+    """The receptive-field layout of the second weighted layer, where the network begins ``conv -> [max pool] ->
+    conv`` on the pixels (a chain, the first layer with a fused ReLU) and a tap's pixels are whole cells; else None.
+    (Only the second convolution's first output position is laid out: with valid convolutions every position's
+    field is the same problem.)"""
+    weighted = contract.weighted()
+    layers = contract.layers
+    if len(weighted) < 2:
+        return None
+    first, second = weighted[0], weighted[1]
+    i1, i2 = layers.index(first), layers.index(second)
+    between = layers[i1 + 1:i2]
+    chain = all(l.get("inputs", [None])[0] == (layers[k - 1]["name"] if k else "input") for k, l in enumerate(layers[:i2 + 1]))
+    if (not chain or i1 != 0 or not kind(first).windowed or not kind(second).windowed or not first["output"].get("relu")
+            or len(between) > 1 or any(l["type"] != "maxpool2d" for l in between)):
+        return None
+    f = Field(contract, first, between[0] if between else None, second, contract.input["shape"][-1])
+    if f.block[0] * f.block[1] * f.cin > 16:
+        return None
+    return f
+
+
+def max_sum(f: Field, tables: dict[tuple[int, int], np.ndarray]) -> tuple[float, dict[tuple[int, int], int]] | None:
+    """The largest sum of the taps' ``tables`` (tap (ty, tx): a table over the cells (ty + a, tx + b)) over every
+    pattern of every cell of the field, and the patterns that give it; None where an elimination's table would pass
+    :data:`_MAX_TABLE` entries."""
+    (mh, mw), (gh, gw) = f.per_tap, f.grid
+    factors = []
+    for (ty, tx), t in tables.items():
+        cells = [(ty + a, tx + b) for a in range(mh) for b in range(mw)]
+        factors.append((cells, np.asarray(t, np.float64)))
+    order = [(r, c) for r in range(gh) for c in range(gw)]
+    steps = []
+    for v in order:
+        mine = [fc for fc in factors if v in fc[0]]
+        factors = [fc for fc in factors if v not in fc[0]]
+        scope = sorted({c for cells, _ in mine for c in cells}, key=order.index)
+        if f.patterns ** len(scope) > _MAX_TABLE:
+            return None
+        total = np.zeros([f.patterns] * len(scope))
+        for cells, t in mine:
+            # the factor's axes placed on the scope's, in the scope's order
+            perm = sorted(range(len(cells)), key=lambda i: scope.index(cells[i]))
+            shape = [1] * len(scope)
+            for i in perm:
+                shape[scope.index(cells[i])] = f.patterns
+            total = total + np.transpose(t, perm).reshape(shape)
+        axis = scope.index(v)
+        steps.append((v, scope, total))
+        rest = [c for c in scope if c != v]
+        factors.append((rest, total.max(axis=axis)))
+    best = float(sum(t for _, t in factors if not np.ndim(t)) if factors else 0.0)
+    # the patterns, back from the last cell eliminated: each the best given those chosen after it
+    chosen: dict[tuple[int, int], int] = {}
+    for v, scope, total in reversed(steps):
+        idx = tuple(chosen[c] if c != v else slice(None) for c in scope)
+        chosen[v] = int(np.argmax(total[idx]))
+    return best, chosen
