@@ -101,13 +101,7 @@ def _aims(contract, target: str, bounds: dict, n: int) -> list[tuple[int, int]]:
     the event (a sign of -1: the event's lower side, an accumulator's top bits reached by a negative value)."""
     name, event = target.split(":")
     layer = next(l for l in contract.layers if l["name"] == name)
-    lo, hi = (np.asarray(v, np.float64).reshape(-1, layer["out_channels"]).max(axis=0) if k else
-              np.asarray(v, np.float64).reshape(-1, layer["out_channels"]).min(axis=0) for k, v in enumerate(bounds[name]))
-    thr = _threshold(layer, event)
-    reach = [(hi[j] / thr, j, 1) for j in range(len(hi))]
-    if event == "accumulator_top":
-        reach += [(-lo[j] / thr, j, -1) for j in range(len(lo))]
-    return [(j, sign) for _, j, sign in sorted(reach, key=lambda r: (-r[0], r[1], -r[2]))[:n]]
+    return [(j, int(sign)) for _, j, sign in _reach_pairs(layer, event, bounds[name])[:n]]
 
 
 def _ascend(contract, starts: np.ndarray, target: str, aim: list[tuple[int, int]] | None = None,
@@ -247,14 +241,16 @@ def _event_side(layer: dict, event: str, sign: float) -> float:
     return _threshold(layer, event)
 
 
-def _field_pairs(f, event: str, bounds: dict) -> list[tuple[float, int, float]]:
-    """(how far its bound reaches, of the threshold; channel; side) for each channel and side of the second layer
-    on which ``event`` can happen, furthest first."""
-    layer, o = f.second, f.second["output"]
-    lo, hi = bounds[layer["name"]]
+def _reach_pairs(layer: dict, event: str, bounds: tuple[np.ndarray, np.ndarray]) -> list[tuple[float, int, float]]:
+    """(how far its bound reaches, of the threshold; channel; side) for each output channel and side of ``layer``
+    on which ``event`` can happen, furthest first; ``bounds``: its accumulator's (lo, hi), per channel or per
+    position and channel."""
+    c, o = layer["out_channels"], layer["output"]
+    lo = np.asarray(bounds[0], np.float64).reshape(-1, c).min(axis=0)
+    hi = np.asarray(bounds[1], np.float64).reshape(-1, c).max(axis=0)
     sides = [1.0] + ([-1.0] if event == "accumulator_top" or (o["signed"] and not o["relu"]) else [])
     pairs = [(float(sign * (hi if sign > 0 else lo)[j]) / _event_side(layer, event, sign), j, sign)
-             for sign in sides for j in range(len(hi))]
+             for sign in sides for j in range(c)]
     return sorted(pairs, key=lambda p: (-p[0], p[1], -p[2]))
 
 
@@ -296,7 +292,7 @@ def _field_bound_at(contract, f, verts: dict, j: int, sign: float) -> float | No
 def _field_witness(contract, f, event: str, bounds: dict, verts: dict) -> np.ndarray | None:
     """An image on which ``event`` of the second layer happens, constructed by :func:`_field_best` for each channel
     and side whose bound reaches it (furthest first); None where no binary image of the field reaches it."""
-    for reach, j, sign in _field_pairs(f, event, bounds):
+    for reach, j, sign in _reach_pairs(f.second, event, bounds[f.second["name"]]):
         if reach < 1:
             break
         best = _field_best(contract, f, verts, j, sign)
@@ -311,7 +307,7 @@ def _field_bound(contract, f, event: str, bounds: dict, verts: dict) -> float | 
     tightened by :func:`_field_bound_at` for each channel and side where it reaches the event. None where that
     does not apply."""
     reach = 0.0
-    for r, j, sign in _field_pairs(f, event, bounds):
+    for r, j, sign in _reach_pairs(f.second, event, bounds[f.second["name"]]):
         if r < 1:
             return max(reach, r)
         joint = _field_bound_at(contract, f, verts, j, sign)
