@@ -28,7 +28,7 @@ from prunehw.export.contract import output_range
 from prunehw.export.golden import apply_layer
 from prunehw.export.kinds import kind
 
-__all__ = ["Field", "field", "max_sum"]
+__all__ = ["Field", "field", "fitted_bound", "max_sum"]
 
 #: the largest table an elimination may build (entries): a larger grid or cell is left to the other bounds
 _MAX_TABLE = 1 << 24
@@ -105,46 +105,6 @@ class Field:
                 vals[ty, tx] = np.take_along_axis(cands, pick[None, None, :], axis=0)[0]
         return vals, vals.max(axis=2)
 
-    def fitted_majorant(self, verts: dict, wt: np.ndarray) -> np.ndarray:
-        """A tap's term with weights ``wt`` (one per first-layer channel) bounded above per vertex, as in
-        :meth:`majorants` but with each input the weight prefers low at its own mixture of the affine minorants
-        (weights summing to at most 1, the rest on 0), the mixture chosen by a linear program to make the largest
-        value over the vertices least. Any mixture is a minorant, so the function stays a convex majorant whatever
-        the solver returns."""
-        from scipy.optimize import linprog
-
-        pos = verts["upper"] @ np.maximum(wt, 0)
-        neg = np.flatnonzero(wt < 0)
-        pieces = verts["minorants"][1:]             # (the zero minorant takes what the mixture leaves)
-        if not len(neg) or not pieces:
-            return pos + verts["minorants"][0] @ np.minimum(wt, 0)
-        z = np.stack(pieces, axis=-1)[:, neg, :] * wt[neg][None, :, None]         # vertices x neg x pieces
-        k = z.shape[2]
-        n = len(neg) * k
-        flat = z.reshape(len(pos), n)
-        simplex = np.hstack([np.kron(np.eye(len(neg)), np.ones((1, k))), np.zeros((len(neg), 1))])
-        # minimise t subject to pos(v) + sum_ck lam_ck z(v, c, k) <= t for every vertex v, sum_k lam_ck <= 1: the
-        # vertices' rows added as they bind (cutting planes), starting from those highest with every lam = 1/k
-        lam = np.full(n, 1.0 / k)
-        active = np.zeros(len(pos), bool)
-        for _ in range(12):
-            value = pos + flat @ lam
-            order = np.argsort(-value)
-            new = order[~active[order]][:512]
-            if active.any() and value[new[0]] <= value[active].max() + 1e-6:
-                break
-            active[new] = True
-            rows = np.hstack([flat[active], -np.ones((int(active.sum()), 1))])
-            res = linprog(np.r_[np.zeros(n), 1.0], A_ub=np.vstack([rows, simplex]),
-                          b_ub=np.r_[-pos[active], np.ones(len(neg))], bounds=[(0, 1)] * n + [(None, None)],
-                          method="highs")
-            if res.status != 0:
-                break
-            lam = np.clip(res.x[:n], 0, 1)
-        lam = lam.reshape(len(neg), k)
-        lam /= np.maximum(lam.sum(axis=1, keepdims=True), 1.0)           # (kept a mixture after the solver's slack)
-        return pos + np.einsum("vck,ck->v", z, lam)
-
     @property
     def patterns(self) -> int:
         """The binary patterns of one cell."""
@@ -174,6 +134,20 @@ class Field:
                 shape[a * mw + b] = self.patterns
                 index = index + part.reshape(shape)
         return values[index]
+
+    def vertex(self, tap: tuple[int, int], patterns: dict[tuple[int, int], int]) -> int:
+        """The vertex of ``tap``'s block (its index in :meth:`vertices`) that the cells' ``patterns`` make."""
+        (bh, bw), (ch, cw), (mh, mw), cin = self.block, self.cell, self.per_tap, self.cin
+        v = 0
+        for a in range(mh):
+            for b in range(mw):
+                u = patterns[(tap[0] + a, tap[1] + b)]
+                for dy in range(ch):
+                    for dx in range(cw):
+                        for c in range(cin):
+                            bit = (dy * cw + dx) * cin + c
+                            v |= ((u >> bit) & 1) << (((a * ch + dy) * bw + b * cw + dx) * cin + c)
+        return v
 
     def image(self, patterns: dict[tuple[int, int], int], top: int) -> np.ndarray:
         """The field's pixels (rows x columns x channels) for each cell's chosen pattern."""
@@ -243,3 +217,47 @@ def max_sum(f: Field, tables: dict[tuple[int, int], np.ndarray]) -> tuple[float,
         idx = tuple(chosen[c] if c != v else slice(None) for c in scope)
         chosen[v] = int(np.argmax(total[idx]))
     return best, chosen
+
+
+def fitted_bound(f: Field, verts: dict, w: np.ndarray, target: float | None = None, rounds: int = 30) -> float | None:
+    """A bound on the sum over the field's taps of their terms with weights ``w`` (taps_h x taps_w x C1), over
+    every image: each tap's convex majorant (:meth:`Field.majorants`) with each input the weight prefers low at
+    its own mixture of the affine minorants (weights ``lam`` summing to at most 1, the rest on 0). For any mixture
+    the sum is convex on the field's pixel box, so :func:`max_sum` over its binary images bounds it; the mixtures
+    are fitted to the whole field by cutting planes: each round's largest image is a cut (its value is linear in
+    the mixtures), and a linear program picks the mixtures that make the largest cut least. Returns the least bound
+    found; stops once it is below ``target``, once no mixture can bring it there (the program's optimum, a lower
+    limit on every later bound, is not below it) or after ``rounds`` rounds. None where :func:`max_sum` cannot
+    run."""
+    from scipy.optimize import linprog
+
+    taps = [(ty, tx) for ty in range(f.taps[0]) for tx in range(f.taps[1])]
+    if len(verts["minorants"]) < 2:                            # (only 0: nothing to fit)
+        top = max_sum(f, {t: f.table(verts["upper"] @ np.maximum(w[t], 0)) for t in taps})
+        return None if top is None else top[0]
+    z = np.stack(verts["minorants"][1:], axis=-1)               # vertices x C1 x pieces (0 takes the rest)
+    c1, k = z.shape[1], z.shape[2]
+    n = len(taps) * c1 * k
+    high = {t: verts["upper"] @ np.maximum(w[t], 0) for t in taps}
+    low = {t: z * np.minimum(w[t], 0)[None, :, None] for t in taps}
+    lam = np.zeros((len(taps), c1, k))
+    simplex = np.hstack([np.kron(np.eye(len(taps) * c1), np.ones((1, k))), np.zeros((len(taps) * c1, 1))])
+    cuts, consts, best = [], [], np.inf
+    for _ in range(rounds):
+        tables = {t: f.table(high[t] + np.einsum("vck,ck->v", low[t], lam[i])) for i, t in enumerate(taps)}
+        top = max_sum(f, tables)
+        if top is None:
+            return None
+        best = min(best, top[0])
+        if target is not None and best < target:
+            break
+        at = [f.vertex(t, top[1]) for t in taps]
+        cuts.append(np.r_[np.stack([low[t][v] for t, v in zip(taps, at)]).reshape(-1), -1.0])
+        consts.append(-sum(high[t][v] for t, v in zip(taps, at)))
+        res = linprog(np.r_[np.zeros(n), 1.0], A_ub=np.vstack([np.stack(cuts), simplex]),
+                      b_ub=np.r_[consts, np.ones(len(taps) * c1)], bounds=[(0, 1)] * n + [(None, None)], method="highs")
+        if res.status != 0 or (target is not None and res.x[-1] >= target) or res.x[-1] >= best - 1e-6:
+            break
+        lam = np.clip(res.x[:n], 0, 1).reshape(len(taps), c1, k)
+        lam /= np.maximum(lam.sum(axis=2, keepdims=True), 1.0)      # (a mixture, whatever the solver's slack)
+    return float(best)

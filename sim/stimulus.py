@@ -24,7 +24,7 @@ from prunehw.core.geometry import conv_geometry, conv_stride, kernel_size
 from prunehw.export.contract import output_range
 from prunehw.export.golden import accumulate, apply_layer, layer_events, requantize
 from prunehw.export.kinds import kind
-from prunehw.sim.receptive import field, max_sum
+from prunehw.sim.receptive import field, fitted_bound, max_sum
 
 __all__ = ["choose_stimulus"]
 
@@ -273,20 +273,18 @@ def _field_best(contract, f, verts: dict, j: int, sign: float) -> tuple[float, n
     return sign * contract.biases[f.second["name"]][j] + best[0], img
 
 
-def _field_bound_at(contract, f, verts: dict, j: int, sign: float) -> float | None:
+def _field_bound_at(contract, f, verts: dict, j: int, sign: float, target: float | None = None,
+                    rounds: int = 30) -> float | None:
     """A bound on ``sign`` times the second layer's accumulator of channel ``j`` over every image, taken over its
-    whole receptive field at once: the sum of each tap's convex majorant with fitted minorants
-    (:meth:`~prunehw.sim.receptive.Field.fitted_majorant`) is convex on the field's pixel box, so largest at one
-    of its vertices, found by :func:`~prunehw.sim.receptive.max_sum`. Tighter than the per-tap bound: the taps
-    share pixels, and each input is held low by its own minorant. None where the field is not laid out in cells,
-    its second layer pads, or the tables would be too large."""
+    whole receptive field at once (:func:`~prunehw.sim.receptive.fitted_bound`): tighter than the per-tap bound,
+    since the taps share pixels and each input is held low by its own minorant, fitted to the field. Stops once
+    below ``target`` (or sure it cannot get there). None where the field is not laid out in cells, its second
+    layer pads, or the elimination's tables would be too large."""
     if not f.whole_cells or f.padded:
         return None
-    w = f.weights()
-    tables = {(ty, tx): f.table(f.fitted_majorant(verts, sign * w[ty, tx, :, j]))
-              for ty in range(f.taps[0]) for tx in range(f.taps[1])}
-    best = max_sum(f, tables)
-    return None if best is None else float(np.floor(sign * contract.biases[f.second["name"]][j] + best[0] + 1e-6))
+    bias = sign * contract.biases[f.second["name"]][j]
+    best = fitted_bound(f, verts, sign * f.weights()[..., j], None if target is None else target - bias, rounds)
+    return None if best is None else float(np.floor(bias + best + 1e-6))
 
 
 def _field_witness(contract, f, event: str, bounds: dict, verts: dict) -> np.ndarray | None:
@@ -307,13 +305,18 @@ def _field_bound(contract, f, event: str, bounds: dict, verts: dict) -> float | 
     tightened by :func:`_field_bound_at` for each channel and side where it reaches the event. None where that
     does not apply."""
     reach = 0.0
-    for r, j, sign in _reach_pairs(f.second, event, bounds[f.second["name"]]):
+    pairs = _reach_pairs(f.second, event, bounds[f.second["name"]])
+    for i, (r, j, sign) in enumerate(pairs):
         if r < 1:
             return max(reach, r)
-        joint = _field_bound_at(contract, f, verts, j, sign)
+        thr = _event_side(f.second, event, sign)
+        joint = _field_bound_at(contract, f, verts, j, sign, target=thr)
         if joint is None:
             return None
-        reach = max(reach, min(r, joint / _event_side(f.second, event, sign)))
+        reach = max(reach, min(r, joint / thr))
+        if reach >= 1:
+            # not provable: the pairs not tried keep their per-tap bounds (the next reaches furthest)
+            return max([reach] + [p[0] for p in pairs[i + 1:i + 2]])
     return reach
 
 

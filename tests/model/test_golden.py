@@ -299,31 +299,45 @@ def _second_layer_ascent(contract, j, sign, rng, starts=3):
     return top
 
 
-def test_receptive_field_search_is_exact_and_its_bound_holds(small_contract):
+def _unsaturated_contract():
+    """A hand-made conv -> max pool -> conv network whose first layer cannot saturate (its output's range holds every
+    accumulator), so that the receptive-field bound fits minorants (where it can saturate, only 0 is one)."""
+    from contracts import conv_contract
+
+    c = conv_contract(np.random.default_rng(7), 12, 12, 1, [(3, 1, "valid", 3), (3, 1, "valid", 2)], pool=2)
+    c.spec["layers"][0]["output"]["frac"] = 3
+    return c
+
+
+@pytest.mark.parametrize("network", ["trained", "unsaturated"])
+def test_receptive_field_search_is_exact_and_its_bound_holds(small_contract, network):
     """Over the second layer's whole receptive field: the max-sum elimination's largest value over the binary images
     is what the golden model gives on the image it constructs, and no binary image (random ones, each one pixel
-    flipped from the constructed one) passes it; the field bound (fitted minorants, summed over the field at once)
-    lies between it and the per-tap vertex bound and holds against the exact coordinate ascent (which is free to
-    leave the vertices)."""
+    flipped from the constructed one) passes it; the field bound (minorants fitted to the whole field by cutting
+    planes) lies between it and the per-tap vertex bound and holds against the exact coordinate ascent (which is
+    free to leave the vertices). On the trained small network (whose first layer can saturate) and on a hand-made
+    one whose first layer cannot (the minorants are then fitted)."""
     from prunehw.sim.receptive import field
     from prunehw.sim.stimulus import _field_best, _field_bound_at, _interval, _window_vertex_bounds
 
-    first, second = small_contract.weighted()[:2]
-    first_hi = _interval(first, np.zeros(1, np.int64), np.full(1, 255, np.int64), small_contract)[1]
-    lo, hi = _window_vertex_bounds(small_contract, first_hi)
-    f = field(small_contract)
+    contract = small_contract if network == "trained" else _unsaturated_contract()
+    first, second = contract.weighted()[:2]
+    first_hi = _interval(first, np.zeros(1, np.int64), np.full(1, 255, np.int64), contract)[1]
+    lo, hi = _window_vertex_bounds(contract, first_hi)
+    f = field(contract)
     assert (f.block, f.cell, f.per_tap, f.grid) == ((4, 4), (2, 2), (2, 2), (4, 4))
     verts = f.vertices(first_hi)
+    assert (len(verts["minorants"]) > 1) == (network == "unsaturated")
     rng = np.random.default_rng(5)
     for j, sign in ((0, 1), (1, -1)):
-        best, img = _field_best(small_contract, f, verts, j, sign)
-        assert _second_layer_value(small_contract, img[None], j, sign)[0] == best
+        best, img = _field_best(contract, f, verts, j, sign)
+        assert _second_layer_value(contract, img[None], j, sign)[0] == best
         field_px = img[:8, :8].reshape(-1)
         flips = np.repeat(field_px[None], field_px.size, axis=0)
         flips[np.arange(field_px.size), np.arange(field_px.size)] ^= 255
         binary = np.concatenate([flips, rng.integers(0, 2, (256, field_px.size)) * 255]).reshape(-1, 8, 8, 1)
-        assert _second_layer_value(small_contract, binary, j, sign).max() <= best
-        bound = _field_bound_at(small_contract, f, verts, j, sign)
+        assert _second_layer_value(contract, binary, j, sign).max() <= best
+        bound = _field_bound_at(contract, f, verts, j, sign, rounds=6)
         per_tap = hi[j] if sign > 0 else -lo[j]
         assert best <= bound <= per_tap, (j, sign, best, bound, per_tap)
-        assert _second_layer_ascent(small_contract, j, sign, rng) <= bound
+        assert _second_layer_ascent(contract, j, sign, rng) <= bound
