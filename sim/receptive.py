@@ -225,10 +225,10 @@ def fitted_bound(f: Field, verts: dict, w: np.ndarray, target: float | None = No
     its own mixture of the affine minorants (weights ``lam`` summing to at most 1, the rest on 0). For any mixture
     the sum is convex on the field's pixel box, so :func:`max_sum` over its binary images bounds it; the mixtures
     are fitted to the whole field by cutting planes: each round's largest image is a cut (its value is linear in
-    the mixtures), and a linear program picks the mixtures that make the largest cut least. Returns the least bound
-    found; stops once it is below ``target``, once no mixture can bring it there (the program's optimum, a lower
-    limit on every later bound, is not below it) or after ``rounds`` rounds. None where :func:`max_sum` cannot
-    run."""
+    the mixtures), and a linear program picks, within a trust region about the best mixtures so far, those that
+    make the largest cut least. Returns the least bound found; stops once it is below ``target``, once no mixture
+    can bring it there (the program's optimum over every mixture, a lower limit on every bound of the family, is
+    not below it) or after ``rounds`` rounds. None where :func:`max_sum` cannot run."""
     from scipy.optimize import linprog
 
     taps = [(ty, tx) for ty in range(f.taps[0]) for tx in range(f.taps[1])]
@@ -240,24 +240,35 @@ def fitted_bound(f: Field, verts: dict, w: np.ndarray, target: float | None = No
     n = len(taps) * c1 * k
     high = {t: verts["upper"] @ np.maximum(w[t], 0) for t in taps}
     low = {t: z * np.minimum(w[t], 0)[None, :, None] for t in taps}
-    lam = np.zeros((len(taps), c1, k))
+    lam = best_lam = np.zeros(n)
+    step = 0.5                              # the trust region about the best mixtures so far (each weight +- step)
     simplex = np.hstack([np.kron(np.eye(len(taps) * c1), np.ones((1, k))), np.zeros((len(taps) * c1, 1))])
     cuts, consts, best = [], [], np.inf
     for _ in range(rounds):
-        tables = {t: f.table(high[t] + np.einsum("vck,ck->v", low[t], lam[i])) for i, t in enumerate(taps)}
+        mix = lam.reshape(len(taps), c1, k)
+        tables = {t: f.table(high[t] + np.einsum("vck,ck->v", low[t], mix[i])) for i, t in enumerate(taps)}
         top = max_sum(f, tables)
         if top is None:
             return None
-        best = min(best, top[0])
+        if top[0] < best:
+            best, best_lam, step = top[0], lam, min(1.0, step * 1.5)
+        else:
+            step = max(0.02, step / 2)
         if target is not None and best < target:
             break
         at = [f.vertex(t, top[1]) for t in taps]
         cuts.append(np.r_[np.stack([low[t][v] for t, v in zip(taps, at)]).reshape(-1), -1.0])
         consts.append(-sum(high[t][v] for t, v in zip(taps, at)))
-        res = linprog(np.r_[np.zeros(n), 1.0], A_ub=np.vstack([np.stack(cuts), simplex]),
-                      b_ub=np.r_[consts, np.ones(len(taps) * c1)], bounds=[(0, 1)] * n + [(None, None)], method="highs")
-        if res.status != 0 or (target is not None and res.x[-1] >= target) or res.x[-1] >= best - 1e-6:
+        a_ub, b_ub = np.vstack([np.stack(cuts), simplex]), np.r_[consts, np.ones(len(taps) * c1)]
+        cost = np.r_[np.zeros(n), 1.0]
+        # the cuts' least largest value over every mixture: a lower limit on every bound this family can give
+        floor = linprog(cost, A_ub=a_ub, b_ub=b_ub, bounds=[(0, 1)] * n + [(None, None)], method="highs")
+        if floor.status != 0 or (target is not None and floor.x[-1] >= target) or floor.x[-1] >= best - 1e-6:
             break
-        lam = np.clip(res.x[:n], 0, 1).reshape(len(taps), c1, k)
-        lam /= np.maximum(lam.sum(axis=2, keepdims=True), 1.0)      # (a mixture, whatever the solver's slack)
+        # the next mixtures: the cuts' least within the trust region (Kelley's step alone jumps about)
+        near = linprog(cost, A_ub=a_ub, b_ub=b_ub, method="highs",
+                       bounds=[(max(0.0, v - step), min(1.0, v + step)) for v in best_lam] + [(None, None)])
+        res = near if near.status == 0 else floor
+        lam = np.clip(res.x[:n], 0, 1).reshape(len(taps) * c1, k)
+        lam = (lam / np.maximum(lam.sum(axis=1, keepdims=True), 1.0)).reshape(-1)   # (a mixture, whatever the slack)
     return float(best)
