@@ -474,7 +474,8 @@ def choose_stimulus(contract, x_test: np.ndarray, base: int, pool: int = 2000, s
         if found is None:
             joint = _field_bound(contract, f, event, bounds[0], verts) if in_field else None
             if joint is not None and joint < reach.get(k, np.inf):
-                reach[k], bound_how[k] = joint, "bound over the receptive field's pixel vertices, minorants fitted"
+                reach[k], bound_how[k] = joint, ("bound over the receptive field's pixel vertices, minorants fitted "
+                                                 "(the per-tap bound for channels it did not need to try)")
                 if joint < 1:
                     source[k] = (f"unreachable ({bound_how[k]}: the accumulator reaches at most {joint:.1%} of the "
                                  f"event's threshold)")
