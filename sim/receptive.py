@@ -56,6 +56,12 @@ class Field:
         return not (self.block[0] % self.cell[0] or self.block[1] % self.cell[1])
 
     @property
+    def gridded(self) -> bool:
+        """Whether :func:`max_sum` can take the field: a tap's pixels are whole cells, and every position's taps are
+        the same (the second layer does not pad)."""
+        return self.whole_cells and not self.padded
+
+    @property
     def padded(self) -> bool:
         """Whether the second layer pads its map (a padded tap reads 0: a position's taps differ)."""
         return self.second.get("padding", "valid") != "valid"
@@ -115,39 +121,34 @@ class Field:
         """The field's size in pixels (rows, columns)."""
         return self.grid[0] * self.cell[0], self.grid[1] * self.cell[1]
 
+    def _cell_bits(self, a: int, b: int) -> np.ndarray:
+        """For cell (a, b) of a tap's block, the bit of the block's vertex index (:meth:`vertices`) that each bit of
+        the cell's pattern sets (pattern bit ``(dy * cw + dx) * cin + c``: the pixel (dy, dx, c) of the cell)."""
+        (bh, bw), (ch, cw), cin = self.block, self.cell, self.cin
+        dy, dx, c = np.meshgrid(range(ch), range(cw), range(cin), indexing="ij")
+        return (((a * ch + dy) * bw + b * cw + dx) * cin + c).reshape(-1)
+
+    def _vertex_part(self, a: int, b: int, patterns: np.ndarray) -> np.ndarray:
+        """The part of the block's vertex index that cell (a, b) holding each of ``patterns`` sets."""
+        bits = self._cell_bits(a, b)
+        return (((np.asarray(patterns)[..., None] >> np.arange(len(bits))) & 1) << bits).sum(axis=-1)
+
     def table(self, values: np.ndarray) -> np.ndarray:
         """A tap's term, given per vertex of its block (``values[v]``: bit ``(y * bw + x) * cin + c`` of ``v`` the
         pixel (y, x, c) at its maximum), as a table over its cells' patterns (one axis per cell, raster order)."""
-        (bh, bw), (ch, cw), (mh, mw), cin = self.block, self.cell, self.per_tap, self.cin
-        pattern = np.arange(self.patterns)
+        mh, mw = self.per_tap
         index = 0
         for a in range(mh):
             for b in range(mw):
-                part = np.zeros(self.patterns, np.int64)
-                for dy in range(ch):
-                    for dx in range(cw):
-                        for c in range(cin):
-                            bit = ((dy * cw + dx) * cin + c)
-                            pixel = ((a * ch + dy) * bw + b * cw + dx) * cin + c
-                            part |= ((pattern >> bit) & 1) << pixel
                 shape = [1] * (mh * mw)
                 shape[a * mw + b] = self.patterns
-                index = index + part.reshape(shape)
+                index = index + self._vertex_part(a, b, np.arange(self.patterns)).reshape(shape)
         return values[index]
 
     def vertex(self, tap: tuple[int, int], patterns: dict[tuple[int, int], int]) -> int:
         """The vertex of ``tap``'s block (its index in :meth:`vertices`) that the cells' ``patterns`` make."""
-        (bh, bw), (ch, cw), (mh, mw), cin = self.block, self.cell, self.per_tap, self.cin
-        v = 0
-        for a in range(mh):
-            for b in range(mw):
-                u = patterns[(tap[0] + a, tap[1] + b)]
-                for dy in range(ch):
-                    for dx in range(cw):
-                        for c in range(cin):
-                            bit = (dy * cw + dx) * cin + c
-                            v |= ((u >> bit) & 1) << (((a * ch + dy) * bw + b * cw + dx) * cin + c)
-        return v
+        mh, mw = self.per_tap
+        return int(sum(self._vertex_part(a, b, patterns[(tap[0] + a, tap[1] + b)]) for a in range(mh) for b in range(mw)))
 
     def image(self, patterns: dict[tuple[int, int], int], top: int) -> np.ndarray:
         """The field's pixels (rows x columns x channels) for each cell's chosen pattern."""
@@ -232,13 +233,13 @@ def fitted_bound(f: Field, verts: dict, w: np.ndarray, target: float | None = No
     from scipy.optimize import linprog
 
     taps = [(ty, tx) for ty in range(f.taps[0]) for tx in range(f.taps[1])]
+    high = {t: verts["upper"] @ np.maximum(w[t], 0) for t in taps}
     if len(verts["minorants"]) < 2:                            # (only 0: nothing to fit)
-        top = max_sum(f, {t: f.table(verts["upper"] @ np.maximum(w[t], 0)) for t in taps})
+        top = max_sum(f, {t: f.table(high[t]) for t in taps})
         return None if top is None else top[0]
     z = np.stack(verts["minorants"][1:], axis=-1)               # vertices x C1 x pieces (0 takes the rest)
     c1, k = z.shape[1], z.shape[2]
     n = len(taps) * c1 * k
-    high = {t: verts["upper"] @ np.maximum(w[t], 0) for t in taps}
     low = {t: z * np.minimum(w[t], 0)[None, :, None] for t in taps}
     lam = best_lam = np.zeros(n)
     step = 0.5                              # the trust region about the best mixtures so far (each weight +- step)

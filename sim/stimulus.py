@@ -259,7 +259,7 @@ def _field_best(contract, f, verts: dict, j: int, sign: float) -> tuple[float, n
     binary images of its receptive field (each pixel 0 or its maximum), exactly: each tap's golden term summed by
     :func:`~prunehw.sim.receptive.max_sum`; and an image that gives it (the field at its top left). None where the
     field is not laid out in cells, either layer pads, or the elimination's tables would be too large."""
-    if not f.whole_cells or f.padded or f.first.get("padding", "valid") != "valid":
+    if not f.gridded or f.first.get("padding", "valid") != "valid":
         return None
     w = f.weights()
     tables = {(ty, tx): f.table(sign * (verts["exact"] @ w[ty, tx, :, j]))
@@ -280,7 +280,7 @@ def _field_bound_at(contract, f, verts: dict, j: int, sign: float, target: float
     since the taps share pixels and each input is held low by its own minorant, fitted to the field. Stops once
     below ``target`` (or sure it cannot get there). None where the field is not laid out in cells, its second
     layer pads, or the elimination's tables would be too large."""
-    if not f.whole_cells or f.padded:
+    if not f.gridded:
         return None
     bias = sign * contract.biases[f.second["name"]][j]
     best = fitted_bound(f, verts, sign * f.weights()[..., j], None if target is None else target - bias, rounds)
@@ -404,6 +404,28 @@ def _first_layer_extremes(contract, shape) -> np.ndarray:
     return np.stack(out)
 
 
+def _search(contract, cand: np.ndarray, target: str, shape: tuple, bounds: dict, rng
+            ) -> tuple[np.ndarray | None, str, float]:
+    """(an image where ``target`` happens, or None; how it was found; how close the closest image came, of the
+    threshold less 1): gradient ascent from the closest of the candidate test images ``cand``, climbing the layer's
+    maximum, and from noise, each climbing the channel (and side) whose bound reaches furthest; then coordinate
+    ascent on the golden model from the closest image found and from the closest test image; then a hill climb."""
+    cand_closeness = _closeness(contract, cand, target)
+    near = np.argsort(-cand_closeness)[:8]
+    aim = _aims(contract, target, bounds, 16)
+    noise = rng.integers(0, 256, (len(aim), *shape)).astype(np.uint8)
+    found, nearest = _ascend(contract, np.concatenate([cand[near].reshape(len(near), *shape), noise]), target,
+                             [(-1, 1)] * len(near) + aim, steps=400)
+    how = "searched (gradient ascent)"
+    for origin in (nearest, cand[near[0]].reshape(shape)):
+        if found is None:
+            found, how = _polish(contract, origin, target), "searched (exact coordinate ascent)"
+    if found is None:
+        found, how = _climb(contract, cand[near[0]], target, rng), "searched (hill climb)"
+    closest = float(max(cand_closeness.max(), _closeness(contract, nearest[None], target)[0]))
+    return found, how, closest
+
+
 def choose_stimulus(contract, x_test: np.ndarray, base: int, pool: int = 2000, seed: int = 0):
     """``(images, coverage)``: the first ``base`` test images plus what covers the remaining events, and one row per
     ``layer:event``: its ``status`` (``reached``, ``unreachable``: proven by a bound, or ``undecided``: neither
@@ -455,22 +477,8 @@ def choose_stimulus(contract, x_test: np.ndarray, base: int, pool: int = 2000, s
             verts = f.vertices(bounds[0][contract.weighted()[0]["name"]][1])
         found = _field_witness(contract, f, event, bounds[0], verts) if in_field else None
         how = "constructed (the largest accumulator over the binary images of its receptive field)"
-        cand_closeness = _closeness(contract, cand, k)
-        near = np.argsort(-cand_closeness)[:8]
-        nearest = cand[near[0]].reshape(shape)
         if found is None:
-            # from the closest test images, climbing the layer's maximum, and from noise, each climbing the channel
-            # (and side) whose bound reaches furthest
-            aim = _aims(contract, k, bounds[0], 16)
-            noise = rng.integers(0, 256, (len(aim), *shape)).astype(np.uint8)
-            found, nearest = _ascend(contract, np.concatenate([cand[near].reshape(len(near), *shape), noise]), k,
-                                     [(-1, 1)] * len(near) + aim, steps=400)
-            how = "searched (gradient ascent)"
-        for origin in (nearest, cand[near[0]].reshape(shape)):
-            if found is None:
-                found, how = _polish(contract, origin, k), "searched (exact coordinate ascent)"
-        if found is None:
-            found, how = _climb(contract, cand[near[0]], k, rng), "searched (hill climb)"
+            found, how, near_miss = _search(contract, cand, k, shape, bounds[0], rng)
         if found is None:
             joint = _field_bound(contract, f, event, bounds[0], verts) if in_field else None
             if joint is not None and joint < reach.get(k, np.inf):
@@ -481,7 +489,7 @@ def choose_stimulus(contract, x_test: np.ndarray, base: int, pool: int = 2000, s
                                  f"event's threshold)")
                     continue
             source[k] = "not reached"
-            closest[k] = float(max(cand_closeness.max(), _closeness(contract, nearest[None], k)[0]))
+            closest[k] = near_miss
             continue
         found = found.reshape(cand[0].shape)
         images.append(found)
