@@ -162,7 +162,8 @@ class Field:
 
 def field(contract) -> Field | None:
     """The receptive-field layout of the second weighted layer, where the network begins ``conv -> [max pool] ->
-    conv`` on the pixels (a chain, the first layer with a fused ReLU) and a tap's pixels are whole cells; else None.
+    conv`` on the pixels (a chain, the first layer with a fused ReLU) and a tap reads at most 16 pixels; else
+    None. (:attr:`Field.gridded` says whether :func:`max_sum` can take it.)
     (Only the second convolution's first output position is laid out: with valid convolutions every position's
     field is the same problem.)"""
     weighted = contract.weighted()
