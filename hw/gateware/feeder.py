@@ -87,7 +87,7 @@ class Feeder(wiring.Component):
         # (the row table is read once per fold: logic, not a block RAM of its own)
         m.submodules.rtrom = rtrom = Memory(shape=R * plan.entry, depth=len(plan.rimg), init=plan.rimg,
                                             attrs={"rom_style": "logic"})
-        w_rds, rt_rd = {b: rom.read_port() for b, rom in wroms.items()}, rtrom.read_port()
+        w_rds, rt_rd = {b: rom.read_port() for b, rom in wroms.items()}, rtrom.read_port(domain="comb")
 
         feed = [self.beat]
         for d in range(1, FEED_STAGES + 1):
@@ -95,9 +95,13 @@ class Feeder(wiring.Component):
             m.d.sync += nxt.eq(feed[-1])
             feed.append(nxt)
 
-        m.d.comb += [rt_rd.addr.eq(self.table_addr), rt_rd.en.eq(self.table_en), self.table_read.eq(rt_rd.en)]
-        # block RAM outputs land in reset-less registers (a reset would put logic after the RAM), twice:
-        # the first beside the RAM, the second carrying the word to its users
+        # the row table's address is registered here, beside the table, and held between reads (stage 1): the
+        # controller's adder that forms it and the route across the die end at this register, the table's logic
+        # starts from it. The table's word is then registered twice, the second register carrying it to its users
+        t_addr = Signal.like(self.table_addr, name="table_addr_q", reset_less=True)
+        with m.If(self.table_en):
+            m.d.sync += t_addr.eq(self.table_addr)
+        m.d.comb += [rt_rd.addr.eq(t_addr), self.table_read.eq(self.table_en)]
         rtv1, rtv = Signal(plan.table_row, reset_less=True), Signal(plan.table_row, reset_less=True)
         m.d.sync += [rtv1.eq(rt_rd.data), rtv.eq(rtv1)]                  # stages 1 -> 2 -> 3
         A = READ_STAGE

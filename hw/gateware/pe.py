@@ -40,6 +40,10 @@ class ProcessingElement(wiring.Component):
     ----------
     x_width : int
         Activation width (signed).
+    x_port_width : int
+        The width ``x_in`` and ``x_out`` carry the activation at, sign-extended (default ``x_width``): a target
+        whose multiplier reads wider operands has the array carry them at its width (see
+        :attr:`~prunehw.hw.target.ecp5.ECP5Primitives.multiplier_operand_bits`).
     w_width : int
         Weight width (signed).
     acc_width : int
@@ -62,17 +66,22 @@ class ProcessingElement(wiring.Component):
         gated (zero weight). Invalid cycles are neither.
     """
 
-    def __init__(self, *, x_width: int = 9, w_width: int = 8, acc_width: int = 32, taps=PASS, where: dict | None = None):
-        for name, v in (("x_width", x_width), ("w_width", w_width), ("acc_width", acc_width)):
+    def __init__(self, *, x_width: int = 9, w_width: int = 8, acc_width: int = 32, x_port_width: int | None = None,
+                 taps=PASS, where: dict | None = None):
+        x_port_width = x_width if x_port_width is None else x_port_width
+        for name, v in (("x_width", x_width), ("w_width", w_width), ("acc_width", acc_width),
+                        ("x_port_width", x_port_width)):
             if not isinstance(v, int) or v < 2:
                 raise ValueError(f"{name} must be an integer >= 2, not {v!r}")
+        if x_port_width < x_width:
+            raise ValueError(f"x_port_width ({x_port_width}) must be at least x_width ({x_width})")
         self.x_width, self.w_width, self.acc_width = x_width, w_width, acc_width
         self.taps, self.where = taps, where or {}   # the mutation campaign's hook (hw/gateware/taps.py) and this PE's place
         super().__init__({
-            "x_in": In(signed(x_width)), "valid_in": In(1), "load_in": In(1), "w_in": In(signed(w_width)),
+            "x_in": In(signed(x_port_width)), "valid_in": In(1), "load_in": In(1), "w_in": In(signed(w_width)),
             "w_nz_in": In(1),
             "psum_in": In(signed(acc_width)),
-            "x_out": Out(signed(x_width)), "valid_out": Out(1), "load_out": Out(1),
+            "x_out": Out(signed(x_port_width)), "valid_out": Out(1), "load_out": Out(1),
             "psum_out": Out(signed(acc_width)), "mult": Out(1), "gated": Out(1),
         })
 
@@ -90,17 +99,22 @@ class ProcessingElement(wiring.Component):
         take = self.valid_in & nz_now
         m.d.sync += [self.mult.eq(taps("pe.mult", take, **where)),
                      self.gated.eq(self.valid_in & ~nz_now)]
+        # a target with a multiplier primitive builds it (its own output register holding the product), the
+        # operand registers as wide as its ports; otherwise, or once the part's primitives are all taken, plain
+        # arithmetic in the fabric, the same cycle for cycle
+        take_multiplier = getattr(platform, "take_multiplier", None)
+        primitive = take_multiplier is not None and take_multiplier()
+        wide = platform.multiplier_operand_bits if primitive else None
         product = Signal(signed(self.x_width + self.w_width))
-        weight = Signal(signed(self.w_width))
-        x = Signal(signed(self.x_width))
+        weight = Signal(signed(wide or self.w_width))
+        x = Signal(signed(wide or self.x_width))
         with m.If(load):
             m.d.sync += weight.eq(w_new)
         with m.If(take):
             m.d.sync += x.eq(self.x_in)
-        # a target with a multiplier primitive builds it (its own output register holding the product); otherwise,
-        # or once the part's primitives are all taken, plain arithmetic in the fabric, the same cycle for cycle
-        registered_multiply = getattr(platform, "registered_multiply", None)
-        if registered_multiply is None or not registered_multiply(m, weight, x, product):
+        if primitive:
+            platform.registered_multiply(m, weight, x, product)
+        else:
             m.d.sync += product.eq(x * weight)
         psum = taps("pe.psum", self.psum_in + product, **where)
         m.d.sync += [

@@ -86,8 +86,10 @@ class SystolicArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         R, C = self.rows, self.cols
-        pes = [[ProcessingElement(x_width=self.x_width, w_width=self.w_width, acc_width=self.acc_width, taps=self.taps,
-                                  where={"row": i, "col": j, "rows": R, "cols": C})
+        # activations travel the rows as wide as the target's multiplier reads them (sign-extended once, here)
+        x_port = max(self.x_width, getattr(platform, "multiplier_operand_bits", 0))
+        pes = [[ProcessingElement(x_width=self.x_width, w_width=self.w_width, acc_width=self.acc_width,
+                                  x_port_width=x_port, taps=self.taps, where={"row": i, "col": j, "rows": R, "cols": C})
                 for j in range(C)] for i in range(R)]
         for i in range(R):
             for j in range(C):

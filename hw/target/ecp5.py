@@ -49,17 +49,27 @@ class ECP5Primitives:
     ``dsps_left``: the multipliers not yet taken (None: more than any design asks for)."""
 
     dsps_left: int | None = None
+    #: The width of the multiplier's operand ports. A PE given a ``MULT18X18D`` keeps its operand registers this
+    #: wide, sign-extended where they are written, and the array carries activations along its rows at this width
+    #: (sign-extended once, where a row starts): the primitive's ports then read whole registers. The copies of a
+    #: sign bit are the same flip-flop to synthesis (yosys merges them), but a simulator would otherwise rebuild
+    #: both 18-bit operands from their sign bits in every PE on every cycle (a third of Verilator's time).
+    multiplier_operand_bits = 18
 
-    def registered_multiply(self, m, a, b, product) -> bool:
-        """Add to ``m`` a ``MULT18X18D`` computing ``product = a * b`` (both signed, at most 18 bits) one cycle
-        later, in the primitive's own output register (see the module docstring); False, adding nothing, once the
-        part's multipliers are all taken (the caller then multiplies in the fabric)."""
+    def take_multiplier(self) -> bool:
+        """Take one of the part's multipliers for a PE: False once they are all taken (the PE then multiplies
+        in the fabric)."""
         if self.dsps_left is not None:
             if self.dsps_left == 0:
                 return False
             self.dsps_left -= 1
-        registered_multiply(m, a, b, product)
         return True
+
+    def registered_multiply(self, m, a, b, product) -> None:
+        """Add to ``m`` the ``MULT18X18D`` a PE took (:meth:`take_multiplier`), computing ``product = a * b`` (both
+        signed, at most 18 bits) one cycle later, in the primitive's own output register (see the module
+        docstring)."""
+        registered_multiply(m, a, b, product)
 
 
 class ECP5(ECP5Primitives):
