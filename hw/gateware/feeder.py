@@ -46,7 +46,7 @@ class Feeder(wiring.Component):
     Members
     -------
     k : In(plan.op_layout)
-        The running op's constants (``packed``, ``in_signed``).
+        The running op's constants (``packed``, ``in_signed``, ...), registered once more inside.
     beat, table_addr, table_en : In
         The issued beat and its row table read (from the controller).
     r_addr : Out(ArrayLayout(aw, R)), r_en : Out(ArrayLayout(1, R))
@@ -75,7 +75,13 @@ class Feeder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        plan, taps, k = self.plan, self.taps, self.k
+        plan, taps = self.plan, self.taps
+        # the running op's constants, registered once more here, beside their users: no path from the
+        # controller's op registers, across the die, ends in the feeder's address arithmetic. They change only
+        # between ops, while the array drains, and an op's first beat uses them three cycles after they change
+        # (stage 3), so the copy a cycle late is always the running op's
+        k = Signal(plan.op_layout, name="k_local")
+        m.d.sync += k.eq(self.k)
         R, C, p = plan.R, plan.C, plan.program
         where = {"rows": R, "cols": C}
         # one weight ROM per weight width (``plan.wrom_names``)
