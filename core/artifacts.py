@@ -299,24 +299,26 @@ def code_digest(*packages: str) -> str:
     return h.hexdigest()[:16]
 
 
-def code_closure(*modules: str) -> str:
+def code_closure(*modules: str, apart: tuple[str, ...] = ()) -> str:
     """Hash of the source of ``modules`` and of every ``prunehw`` module they import, directly or through others
     (function-local imports included): a stage keyed on its own module's closure runs again when any code it
-    runs is edited, the face's included."""
+    runs is edited, the face's included. The packages in ``apart`` (and their modules) are left out, neither
+    hashed nor followed: for code whose result the stage does not depend on, or keys otherwise."""
     h = hashlib.sha256()
-    for name, path in sorted(_closure(tuple(sorted(modules)))):    # (by name: the same code anywhere on disk)
+    for name, path in sorted(_closure(tuple(sorted(modules)), tuple(sorted(apart)))):   # (by name: the same code anywhere on disk)
         h.update(name.encode() + b"\0" + Path(path).read_bytes())
     return h.hexdigest()[:16]
 
 
 @functools.lru_cache(maxsize=None)
-def _closure(roots: tuple[str, ...]) -> frozenset[tuple[str, str]]:
-    """(module name, source file) of ``roots`` and of every ``prunehw`` module they import, transitively."""
+def _closure(roots: tuple[str, ...], apart: tuple[str, ...] = ()) -> frozenset[tuple[str, str]]:
+    """(module name, source file) of ``roots`` and of every ``prunehw`` module they import, transitively; the
+    packages in ``apart`` and their modules are not followed."""
     seen: dict[str, str] = {}
     todo = list(roots)
     while todo:
         name = todo.pop()
-        if name in seen:
+        if name in seen or any(name == a or name.startswith(a + ".") for a in apart):
             continue
         path = _module_file(name)
         if path is None:

@@ -14,12 +14,20 @@ from pathlib import Path
 
 from prunehw.core.artifacts import code_closure, stage_is_current
 
-__all__ = ["code_key", "up_to_date"]
+__all__ = ["HARDWARE", "code_key", "up_to_date"]
 
 
-def code_key(module: str) -> str:
-    """The digest of the code a stage runs: its module ``module`` and every ``prunehw`` module it reaches."""
-    return code_closure(module)
+#: The accelerator's code (its generator, targets and models). The train, prune and quantize stages reach it
+#: only to refuse a network the hardware cannot hold (a check that writes nothing) and to price a pruning aimed at
+#: a cycle or energy target, whose key names the hardware code itself (``variants.cost_code``): editing the
+#: gateware does not train, prune or quantize again.
+HARDWARE = ("prunehw.hw",)
+
+
+def code_key(module: str, apart: tuple[str, ...] = ()) -> str:
+    """The digest of the code a stage runs: its module ``module`` and every ``prunehw`` module it reaches (but
+    those in the packages ``apart``)."""
+    return code_closure(module, apart=apart)
 
 
 def up_to_date(flow, stage: str, key: str, out: Path, force: bool) -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prunehw.core.artifacts import record_stage, sha256_file, stage_is_current, stage_key, update_variant
 from prunehw.core.config import VariantConfig
-from prunehw.stages import code_key, up_to_date
+from prunehw.stages import HARDWARE, code_key, up_to_date
 
 __all__ = ["prune", "prune_model", "prune_source"]
 
@@ -27,7 +27,7 @@ def prune(flow, variant: VariantConfig, source: Path | None, force: bool = False
 
         raise ModelFileError(f"model file not found: {dense}")
     # (what pruning depends on: a variant that differs only in its quantization has the same key)
-    key = stage_key(cfg.key("data", "prune"), variant.pruning().to_dict(), sha256_file(dense), code_key(__name__),
+    key = stage_key(cfg.key("data", "prune"), variant.pruning().to_dict(), sha256_file(dense), code_key(__name__, apart=HARDWARE),
                     cfg.array.to_dict() if variant.method == "matrix" and variant.tile_aware else None,
                     # (pruned to a hardware target: its cost functions and the models they are built on)
                     *([cost_code(), cfg.synth.target_mhz] if variant.target is not None else []))
@@ -99,7 +99,7 @@ def _dense(flow, variant: VariantConfig, force: bool) -> Path:
     trained = flow.train()
     if variant.name == "dense":
         return trained
-    out, key = flow.model_path(variant.name), stage_key(sha256_file(trained), code_key(__name__))
+    out, key = flow.model_path(variant.name), stage_key(sha256_file(trained), code_key(__name__, apart=HARDWARE))
     if not up_to_date(flow, f"prune:{variant.name}", key, out, force):
         _copy_model(flow, "dense", variant.name, key, "nothing removed, the trained network")
     return out

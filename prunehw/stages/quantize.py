@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prunehw.core.artifacts import record_stage, sha256_file, stage_key, update_variant
-from prunehw.stages import code_key, up_to_date
+from prunehw.stages import HARDWARE, code_key, up_to_date
 
 __all__ = ["quantize", "write_contract"]
 
@@ -34,7 +34,7 @@ def quantize(flow, variant: str, force: bool = False) -> Path:
     if wb == "auto":        # (judged against the dense float model on the array's tiles)
         contract_keys.update(max_loss=v.max_loss, array=cfg.key("array"), dense=sha256_file(flow.train()))
     key = stage_key(cfg.key("data"), contract_keys, sha256_file(src), maps_path.is_file() and sha256_file(maps_path),
-                    code_key(__name__))
+                    code_key(__name__, apart=HARDWARE))
     stage = f"quantize:{variant}"
     if up_to_date(flow, stage, key, out, force):
         return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prunehw.core.artifacts import record_stage, sha256_file, stage_key, update_summary, update_variant
-from prunehw.stages import code_key, up_to_date
+from prunehw.stages import HARDWARE, code_key, up_to_date
 
 __all__ = ["train", "train_key", "user_model", "check_fits_hardware"]
 
@@ -37,13 +37,13 @@ def train(flow, force: bool = False) -> Path:
 def train_key(flow) -> str:
     """The train stage's cache key: the config's network and training, or the imported file's hash."""
     if not flow.cfg.model:
-        return stage_key(flow.cfg.key("data", "network", "train"), code_key(__name__))
+        return stage_key(flow.cfg.key("data", "network", "train"), code_key(__name__, apart=HARDWARE))
     src = Path(flow.cfg.model)
     if not src.is_file():
         from prunehw.core.errors import ModelFileError
 
         raise ModelFileError(f"run.model: model file not found: {src}")
-    return stage_key(flow.cfg.key("data"), sha256_file(src), code_key(__name__))
+    return stage_key(flow.cfg.key("data"), sha256_file(src), code_key(__name__, apart=HARDWARE))
 
 
 def user_model(flow):

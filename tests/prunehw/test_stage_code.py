@@ -39,7 +39,9 @@ def test_editing_a_face_module_a_stage_runs_reruns_it(quick_flow, tmp_path):
     """The quantize stage of the quick dense network, on the quick flow's own run folder (copied): up to date
     from an unedited copy of the source; after a comment is added to ``prunehw/variants.py`` (the face module
     that quantizes a variant), quantize runs again while train, whose code does not include it, stays up to
-    date; editing a face module neither stage runs (``prunehw/claims.py``) changes nothing."""
+    date; editing a face module neither stage runs (``prunehw/claims.py``) changes nothing, nor does editing the
+    accelerator's gateware (``prunehw/hw/gateware/pe.py``: both stages reach the hardware only to check that the
+    network fits it)."""
     quick_flow.quantize("dense")
     run = tmp_path / "build"
     shutil.copytree(quick_flow.run_dir, run / quick_flow.cfg.name,
@@ -49,6 +51,12 @@ def test_editing_a_face_module_a_stage_runs_reruns_it(quick_flow, tmp_path):
     source = _copy_source(tmp_path / "src")
 
     (source / "prunehw" / "claims.py").write_text((source / "prunehw" / "claims.py").read_text() + "\n# edited\n")
+    out = _quantize_dense(source, cfg_path)
+    assert "train: up to date" in out and "quantize dense: up to date" in out, out
+
+    # the accelerator's code: train and quantize reach it only for the hardware fit check, which writes nothing
+    pe = source / "prunehw" / "hw" / "gateware" / "pe.py"
+    pe.write_text(pe.read_text() + "\n# edited\n")
     out = _quantize_dense(source, cfg_path)
     assert "train: up to date" in out and "quantize dense: up to date" in out, out
 
@@ -63,10 +71,13 @@ def test_a_stage_code_key_follows_its_imports():
     """The quantize stage's code reaches the face module that quantizes and the export package; the train
     stage's does not reach the sim package; both are stable within a process."""
     from prunehw.core.artifacts import _closure
-    from prunehw.stages import code_key
+    from prunehw.stages import HARDWARE, code_key
 
     quantize = dict(_closure(("prunehw.stages.quantize",)))
     train = dict(_closure(("prunehw.stages.train",)))
     assert {"prunehw.variants", "prunehw.export.quantize", "prunehw.export.golden", "prunehw.stages"} <= set(quantize)
     assert not any(name.startswith("prunehw.sim") for name in train)
+    assert any(name.startswith("prunehw.hw.gateware") for name in train)          # (its fit check reaches it)
+    kept = dict(_closure(("prunehw.stages.train",), HARDWARE))
+    assert "prunehw.stages.train" in kept and not any(name.startswith("prunehw.hw") for name in kept)
     assert code_key("prunehw.stages.quantize") == code_key("prunehw.stages.quantize")
