@@ -53,7 +53,7 @@ class ECP5Primitives:
     #: wide, sign-extended where they are written, and the array carries activations along its rows at this width
     #: (sign-extended once, where a row starts): the primitive's ports then read whole registers. The copies of a
     #: sign bit are the same flip-flop to synthesis (yosys merges them), but a simulator would otherwise rebuild
-    #: both 18-bit operands from their sign bits in every PE on every cycle (a third of Verilator's time).
+    #: both 18-bit operands from their sign bits in every PE on every cycle (about a sixth of Verilator's time).
     multiplier_operand_bits = 18
 
     def take_multiplier(self) -> bool:
