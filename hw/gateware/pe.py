@@ -23,7 +23,7 @@ class ProcessingElement(wiring.Component):
     Pipelined for the clock: the activation and the weight it meets are
     registered, the product is registered, then added to the partial sum, so
     the multiplier has a register on each side and the adder its own cycle.
-    Where the ``platform`` has a multiplier primitive (``registered_multiply``; for the ECP5,
+    Where the ``platform`` has a multiplier primitive (``take_multiplier`` and ``registered_multiply``; for the ECP5,
     :class:`~prunehw.hw.target.ecp5.ECP5`) the product register is the primitive's own output register (the operand
     registers, which have clock enables, stay in the fabric); the
     behaviour, cycle for cycle, is the same.

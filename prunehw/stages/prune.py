@@ -27,7 +27,8 @@ def prune(flow, variant: VariantConfig, source: Path | None, force: bool = False
 
         raise ModelFileError(f"model file not found: {dense}")
     # (what pruning depends on: a variant that differs only in its quantization has the same key)
-    key = stage_key(cfg.key("data", "prune"), variant.pruning().to_dict(), sha256_file(dense), code_key(__name__, apart=HARDWARE),
+    key = stage_key(cfg.key("data", "prune"), variant.pruning().to_dict(), sha256_file(dense),
+                    code_key(__name__, apart=HARDWARE),
                     cfg.array.to_dict() if variant.method == "matrix" and variant.tile_aware else None,
                     # (pruned to a hardware target: its cost functions and the models they are built on)
                     *([cost_code(), cfg.synth.target_mhz] if variant.target is not None else []))
