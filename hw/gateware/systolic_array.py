@@ -10,6 +10,9 @@ from prunehw.hw.gateware.taps import PASS
 
 __all__ = ["SystolicArray"]
 
+#: Terms (a weight register group's enable times its bytes) per first-stage sum of the weight-write count
+WREG_PART = 6
+
 
 class SystolicArray(wiring.Component):
     """Computes ``y[j] = sum_i x[i] * W[i][j]`` for one beat per cycle, W stationary per fold.
@@ -45,7 +48,7 @@ class SystolicArray(wiring.Component):
         operand for a zero weight, in the cycle three before (each PE's flag, each row's sum and
         the total are registered).
     wreg_writes : Out(range(...))
-        Weight registers (bytes) written in the cycle two before: the weight skew and delay
+        Weight registers (bytes) written in the cycle three before: the weight skew and delay
         registers are written only when a load beat passes them (their clock enable), the PEs'
         weight registers on the load beat itself.
     """
@@ -156,14 +159,18 @@ class SystolicArray(wiring.Component):
             for j in range(C):
                 writes.append((pes[i][j].valid_in & pes[i][j].load_in, 1))
 
-        def tree(name, terms, width):
-            rows = []
-            for i, group in enumerate(terms):
-                r = Signal(width, name=f"{name}_row{i}")
+        def registered_sums(name, groups, widths):
+            """One register per group, holding the group's sum."""
+            sums = []
+            for i, (group, width) in enumerate(zip(groups, widths)):
+                r = Signal(width, name=f"{name}{i}")
                 m.d.sync += r.eq(sum(group, Const(0, 1)))
-                rows.append(r)
+                sums.append(r)
+            return sums
+
+        def tree(name, terms, width):
             total = Signal(width, name=f"{name}_total")
-            m.d.sync += total.eq(sum(rows, Const(0, 1)))
+            m.d.sync += total.eq(sum(registered_sums(f"{name}_row", terms, [width] * len(terms)), Const(0, 1)))
             return total
 
         cw = ceil_log2(R * C + 1)
@@ -171,8 +178,20 @@ class SystolicArray(wiring.Component):
             self.mults.eq(tree("mults", [[pes[i][j].mult for j in range(C)] for i in range(R)], cw)),
             self.gated.eq(tree("gated", [[pes[i][j].gated for j in range(C)] for i in range(R)], cw)),
         ]
+        # a row's weight register enables, each times its register's bytes, are summed in parts of at most
+        # WREG_PART terms first: one sum of about 2C multi-bit terms was the placed design's critical path
         per_row = [[] for _ in range(R)]
-        for k, (en, nbytes) in enumerate(writes):
-            per_row[k % R].append(en.as_unsigned() * nbytes if nbytes > 1 else en.as_unsigned())
-        m.d.comb += self.wreg_writes.eq(tree("wreg", per_row, ceil_log2(self.wreg_per_fold() + 1)))
+        for k, write in enumerate(writes):
+            per_row[k % R].append(write)
+        parts = [row[p:p + WREG_PART] for row in per_row for p in range(0, len(row), WREG_PART)]
+        part_sums = registered_sums(
+            "wreg_part", [[en.as_unsigned() * nbytes if nbytes > 1 else en.as_unsigned() for en, nbytes in part]
+                          for part in parts],
+            [ceil_log2(sum(nbytes for _, nbytes in part) + 1) for part in parts])
+        rows, n = [], 0
+        for row in per_row:
+            k = -(-len(row) // WREG_PART)
+            rows.append(part_sums[n:n + k])
+            n += k
+        m.d.comb += self.wreg_writes.eq(tree("wreg", rows, ceil_log2(self.wreg_per_fold() + 1)))
         return m
