@@ -183,15 +183,14 @@ class SystolicArray(wiring.Component):
         per_row = [[] for _ in range(R)]
         for k, write in enumerate(writes):
             per_row[k % R].append(write)
-        parts = [row[p:p + WREG_PART] for row in per_row for p in range(0, len(row), WREG_PART)]
-        part_sums = registered_sums(
-            "wreg_part", [[en.as_unsigned() * nbytes if nbytes > 1 else en.as_unsigned() for en, nbytes in part]
-                          for part in parts],
-            [ceil_log2(sum(nbytes for _, nbytes in part) + 1) for part in parts])
-        rows, n = [], 0
-        for row in per_row:
-            k = -(-len(row) // WREG_PART)
-            rows.append(part_sums[n:n + k])
-            n += k
+
+        def part_sums(i, row):
+            parts = [row[p:p + WREG_PART] for p in range(0, len(row), WREG_PART)]
+            return registered_sums(
+                f"wreg_part{i}_", [[en.as_unsigned() * nbytes if nbytes > 1 else en.as_unsigned()
+                                    for en, nbytes in part] for part in parts],
+                [ceil_log2(sum(nbytes for _, nbytes in part) + 1) for part in parts])
+
+        rows = [part_sums(i, row) for i, row in enumerate(per_row)]
         m.d.comb += self.wreg_writes.eq(tree("wreg", rows, ceil_log2(self.wreg_per_fold() + 1)))
         return m
