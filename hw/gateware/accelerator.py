@@ -94,8 +94,10 @@ class Accelerator(wiring.Component):
         # issues: a matmul writes FEED_STAGES + array latency + BOTTOM_STAGES cycles after it, a
         # pooling op at POOL_WRITE; the next op may read the same buffer one cycle after its issue.
         self.array_latency = self.R + self.C - 1 + PSUM_DELAY
-        # (a design that divides: one more stage, taken by the add stages where there are some)
-        deeper = ADD_STAGES if plan.residual else DIVIDE_STAGES if plan.divides else 0
+        # (a design that divides: the division's stages, the first of them taken by the add stages where there
+        # are some)
+        divide = DIVIDE_STAGES if plan.divides else 0
+        deeper = ADD_STAGES + max(divide - 1, 0) if plan.residual else divide
         self.mm_drain = FEED_STAGES + self.array_latency + BOTTOM_STAGES + deeper - 1
         self.pool_drain = POOL_WRITE + (DIVIDE_STAGES if plan.divides else 0) - 1
         self.n_ops = plan.n_ops

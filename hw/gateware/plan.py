@@ -170,8 +170,8 @@ class Plan:
         self.avg_sizes = sorted({o.window[0] * o.window[1] for o in p.ops
                                  if (o.pool_avg if isinstance(o, MatmulOp) else o.avg)})
         #: some pooling divides by a window size that is not a power of two (a multiplication by its reciprocal,
-        #: not a shift): the window's sum is then registered before its division, one more stage after the word
-        #: (``writeback.DIVIDE_STAGES``)
+        #: not a shift): the window's sum is then registered before its division, which is pipelined, more stages
+        #: after the word (``writeback.DIVIDE_STAGES``)
         self.divides = any(n & (n - 1) for n in self.avg_sizes)
         self.op_fields = OP_FIELDS + (("wsel",) if len(self.wwidths) > 1 else ()) + (STRIDE_FIELDS if self.strided else ()) \
             + (PAD_FIELDS if self.padded else ()) + (AVG_FIELDS if self.averaged else ()) \

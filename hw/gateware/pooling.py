@@ -16,8 +16,8 @@ __all__ = ["POOL_WRITE", "Pooling"]
 #: Cycles from a pooling read's issue to its window's result being written: the read request's
 #: register (in the controller), the buffer read (READ_LATENCY), the word's register (the buffers' read
 #: multiplexers and the window's arithmetic are then two paths, not one), the running maximum and the window's
-#: result register. A design that divides by a window size that is not a power of two has one more
-#: (``writeback.DIVIDE_STAGES``).
+#: result register. A design that divides by a window size that is not a power of two has
+#: ``writeback.DIVIDE_STAGES`` more (the division's stages).
 POOL_WRITE = 1 + READ_LATENCY + 1 + 1
 
 

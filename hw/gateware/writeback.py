@@ -22,10 +22,17 @@ BOTTOM_STAGES = 4
 #: saturation (each registered).
 ADD_STAGES = 2
 #: More in a design whose pooling divides by a window size that is not a power of two (``Plan.divides``): the
-#: window's sum is registered, then divided (a constant multiplication, the DSP-deep part of the path) and
-#: registered as the word. In a design with a residual add this register takes the place of the one that holds
-#: a word passing the add stages, so the bottom is no deeper there; a pooling pass is one cycle longer.
-DIVIDE_STAGES = 1
+#: window's sum is registered, then divided in three more stages: its sign and magnitude; the magnitude's products
+#: with the reciprocal's pieces of :data:`PRODUCT_BITS` (one DSP each); their sum; each registered, then the shift,
+#: the sign and the rounding into the word. The window's maximum is delayed alongside. In a design with a residual
+#: add the add stages are delayed to match (``DIVIDE_STAGES`` - 1 more registers), since an op's word may take either
+#: path; a pooling pass is ``DIVIDE_STAGES`` cycles longer.
+DIVIDE_STAGES = 4
+#: Bits of the reciprocal in one registered product: an 18x18 signed multiplier (ECP5's MULT18X18D) takes 17
+#: unsigned bits. A wider reciprocal (window sizes such as 25 or 125 need 19 or 20 bits)
+#: is multiplied in pieces and summed in the next stage: the whole product in one stage was DS-CNN's critical path
+#: at 95.7 MHz (two DSPs and their adder).
+PRODUCT_BITS = 17
 
 
 class WriteBack(wiring.Component):
@@ -160,10 +167,11 @@ class WriteBack(wiring.Component):
         return m
 
     def _add(self, m: Module, mA, mD, word_q, pooled_word, fire) -> None:
-        """A design with a residual add: two more stages after the word (:data:`ADD_STAGES`), in every op. The
-        add's other input is read at the output word's address when the beat leaves the array, so it arrives with
-        the word; the two are aligned to the finer fraction, summed, ReLU'd and rounded (registered), then shifted
-        and saturated to the add's output (registered) and written. An op without an add passes its word on."""
+        """A design with a residual add: two more stages after the word (:data:`ADD_STAGES`; ``DIVIDE_STAGES`` - 1
+        more in a design that divides), in every op. The add's other input is read at the output word's address
+        when the beat leaves the array, so it arrives with the word; the two are aligned to the finer fraction,
+        summed, ReLU'd and rounded (registered), then shifted and saturated to the add's output (registered) and
+        written. An op without an add passes its word on."""
         plan, taps, k, C, p = self.plan, self.taps, self.k, self.plan.C, self.plan.program
         where = {"rows": plan.R, "cols": C}
         m.d.comb += [self.short_addr.eq(mA.oaddr), self.short_en.eq(mA.v & mA.last_rt & k.add_en)]
@@ -189,7 +197,13 @@ class WriteBack(wiring.Component):
         add_e, fire_e, fire_f = Signal(), Signal(), Signal()
         addr_e, addr_f = Signal(plan.aw), Signal(plan.aw)
         m.d.sync += [sums_q.eq(rounded), add_e.eq(k.add_en), fire_e.eq(fire), addr_e.eq(mD.oaddr)]
-        if plan.divides:       # the pooled word comes out of ``pooled``'s own register, in step with the sums
+        if plan.divides:
+            # the pooled word comes out of ``pooled``'s own registers, DIVIDE_STAGES after the word: the add's
+            # stages wait for it
+            late = DIVIDE_STAGES - 1
+            added = delayed(m, added, late, "added_late")
+            add_e, fire_e = delayed(m, add_e, late, "add_late"), delayed(m, fire_e, late, "fire_late")
+            addr_e = delayed(m, addr_e, late, "addr_late")
             m.d.comb += pass_q.eq(pooled_word)
         else:
             m.d.sync += pass_q.eq(pooled_word)
@@ -200,12 +214,19 @@ class WriteBack(wiring.Component):
 
 def with_pooled_word(m: Module, plan: Plan, fire, addr):
     """The write request (``fire``, ``addr``) of the word :func:`pooled` makes from this cycle's element: as is, or
-    registered once where ``pooled`` gives its word a stage later (``plan.divides``)."""
+    registered :data:`DIVIDE_STAGES` times where ``pooled`` gives its word that much later (``plan.divides``)."""
     if not plan.divides:
         return fire, addr
-    fire_q, addr_q = Signal(name="fire_div"), Signal(plan.aw, name="addr_div")
-    m.d.sync += [fire_q.eq(fire), addr_q.eq(addr)]
-    return fire_q, addr_q
+    return delayed(m, fire, DIVIDE_STAGES, "fire_div"), delayed(m, addr, DIVIDE_STAGES, "addr_div")
+
+
+def delayed(m: Module, value, stages: int, name: str):
+    """``value`` ``stages`` cycles later, through a register per cycle (``<name>``, ``<name>_2``, ...)."""
+    for d in range(stages):
+        reg = Signal.like(value, name=name if d == 0 else f"{name}_{d + 1}")
+        m.d.sync += reg.eq(value)
+        value = reg
+    return value
 
 
 def pooled(m: Module, plan: Plan, k, first, enable, new, signed_, out, taps=PASS, where=None) -> None:
@@ -213,19 +234,20 @@ def pooled(m: Module, plan: Plan, k, first, enable, new, signed_, out, taps=PASS
     running maximum (restarted where ``first``), or where the op averages (``k.avg``) over ``k.avg_n`` values the
     running sum plus ``new``, averaged as the contract says (:func:`average`); the running value is kept while
     ``enable``. In a design that divides by a window size that is not a power of two (``plan.divides``), the sum
-    and the maximum are registered first and ``out`` follows a cycle later (:data:`DIVIDE_STAGES`)."""
+    and the maximum are registered first and ``out`` follows :data:`DIVIDE_STAGES` cycles later."""
     C = plan.C
     run_max = Signal(plan.word)
     words = [Mux(first | bigger(new[j], run_max[j], signed_, taps, where), new[j], run_max[j]) for j in range(C)]
     if plan.divides:
         # the running maximum goes on at once; the window's maximum and sum are registered, and the word is
-        # chosen (and divided) from those
+        # chosen (and divided) from those, the maximum delayed as long as the division
         max_now, max_q = Signal(plan.word, name="window_max_now"), Signal(plan.word, name="window_max")
         m.d.comb += [max_now[j].eq(words[j]) for j in range(C)]
         m.d.sync += max_q.eq(max_now)
         with m.If(enable):
             m.d.sync += run_max.eq(max_now)
-        words = [max_q[j] for j in range(C)]
+        max_late = delayed(m, max_q, DIVIDE_STAGES - 1, "window_max_late")
+        words = [max_late[j] for j in range(C)]
     if plan.averaged:
         run_sum = Signal(data.ArrayLayout(signed(9 + max((n - 1).bit_length() for n in plan.avg_sizes)), C))
         sum_q = Signal.like(run_sum, name="window_sum") if plan.divides else None
@@ -238,7 +260,8 @@ def pooled(m: Module, plan: Plan, k, first, enable, new, signed_, out, taps=PASS
                 total = sum_q[j]
             avg = total
             for n in plan.avg_sizes:        # (only the window sizes some op averages over: one divider each)
-                avg = Mux(k.avg_n == n, average(total, n), avg)
+                value = staged_average(m, total, n, f"avg{n}_{j}") if plan.divides else average(total, n)
+                avg = Mux(k.avg_n == n, value, avg)
             words[j] = Mux(k.avg, avg[:8], words[j])
     m.d.comb += [out[j].eq(words[j]) for j in range(C)]
     if not plan.divides:
@@ -258,6 +281,28 @@ def average(total, n: int):
     magnitude = Mux(total < 0, -total, total)
     q = (magnitude * mult) >> shift                      # floor(|total| * 2**e / n)
     return (Mux(total < 0, -q, q) + (1 << (e - 1))) >> e
+
+
+def staged_average(m: Module, total, n: int, name: str):
+    """:func:`average` of ``total`` :data:`DIVIDE_STAGES` - 1 cycles later, in registered stages: the sign and the
+    magnitude; the magnitude times each :data:`PRODUCT_BITS`-bit piece of the reciprocal; those products summed. The
+    shift, the sign and the rounding follow unregistered. (A power-of-two ``n`` is a shift of the delayed sum.)"""
+    e = (n - 1).bit_length()
+    if n == 1 << e:
+        return average(delayed(m, total, DIVIDE_STAGES - 1, f"{name}_sum"), n)
+    mult, shift = reciprocal(n, e, 256 * n)
+    negative, magnitude = Signal(name=f"{name}_neg"), Signal(len(total), name=f"{name}_mag")
+    m.d.sync += [negative.eq(total < 0), magnitude.eq(Mux(total < 0, -total, total))]
+    pieces = []
+    for i in range(-(-mult.bit_length() // PRODUCT_BITS)):
+        piece = (mult >> (i * PRODUCT_BITS)) & ((1 << PRODUCT_BITS) - 1)
+        pieces.append(Signal(len(total) + PRODUCT_BITS, name=f"{name}_product{i}"))
+        m.d.sync += pieces[-1].eq(magnitude * piece)
+    product = Signal(len(total) + mult.bit_length(), name=f"{name}_product")
+    m.d.sync += product.eq(sum(p << (i * PRODUCT_BITS) for i, p in enumerate(pieces)))
+    negative = delayed(m, negative, DIVIDE_STAGES - 2, f"{name}_neg_late")
+    q = (product >> shift).as_signed()                   # floor(|total| * 2**e / n), nonnegative
+    return (Mux(negative, -q, q) + (1 << (e - 1))) >> e
 
 
 def reciprocal(n: int, e: int, largest: int) -> tuple[int, int]:

@@ -32,9 +32,11 @@ POOL_DEPTH = 6
 #: rounding, then the shift and saturation), in every matmul op.
 ADD_DEPTH = 2
 #: A design that averages over a window whose size is not a power of two: the window's sum and maximum are
-#: registered before the division, in every op; in a design with a residual add the matmul ops' word takes
-#: that register in place of the one it passes the add stages in (no deeper there), pooling ops are one deeper.
-DIVIDE_DEPTH = 1
+#: registered before the division, then the sum's sign and magnitude, its products with the pieces of the
+#: reciprocal, and their sum, in every op (the word of an op that does not average waits as long). In a design with
+#: a residual add the matmul ops' word passes the add stages in the first of these registers, so its bottom is three
+#: deeper than the add alone; pooling ops are four deeper.
+DIVIDE_DEPTH = 4
 POOL_DRAIN = POOL_DEPTH - 1
 
 
@@ -42,7 +44,8 @@ def drain_cycles(rows: int, cols: int, residual: bool = False, divides: bool = F
     """Idle cycles after a matmul op's last beat is issued (see the module constants); ``residual``: in a design
     with a residual add (whose bottom is :data:`ADD_DEPTH` deeper in every op); ``divides``: in a design that
     averages over a window size that is not a power of two (:data:`DIVIDE_DEPTH`)."""
-    deeper = ADD_DEPTH if residual else DIVIDE_DEPTH if divides else 0
+    divide = DIVIDE_DEPTH if divides else 0
+    deeper = ADD_DEPTH + max(divide - 1, 0) if residual else divide
     return FEED_DEPTH + (rows - 1) + PE_DEPTH + (cols - 1) + BOTTOM_DEPTH + deeper - 1
 
 
