@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -44,13 +46,24 @@ def rng():
 
 @pytest.fixture(scope="session")
 def quick_flow(tmp_path_factory):
-    """The QUICK=1 flow (configs/quick.toml) trained, pruned, quantized and generated in a temporary build folder."""
+    """The QUICK=1 flow (configs/quick.toml) trained, pruned, quantized and generated, in a temporary build folder
+    of this session (and pytest-xdist worker) of its own.
+
+    It is built once, in ``build/test-cache/quickflow``, by whichever worker of whichever test session comes first
+    (the others wait on a lock), and copied: a rerun, the other worker and the regression session after the fast
+    suite only copy it. The flow's own cache keys (code, config, data) decide whether the shared build is up to
+    date, as they do for ``make sim``; the copy is what a fresh build would make (a run is deterministic)."""
     from prunehw.core.config import load_config
     from prunehw.flow import Flow
 
     cfg = load_config(ROOT / "configs" / "quick.toml")
-    cfg = cfg.replace(build_dir=str(tmp_path_factory.mktemp("quickflow")))
-    flow = Flow(cfg, log=lambda *a: None)
-    for variant in flow.variant_names():
-        flow.rtl(variant)
-    return flow
+    shared = ROOT / "build" / "test-cache" / "quickflow"
+    shared.mkdir(parents=True, exist_ok=True)
+    mine = tmp_path_factory.mktemp("quickflow")
+    with open(shared.parent / "quickflow.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        flow = Flow(cfg.replace(build_dir=str(shared)), log=lambda *a: None)
+        for variant in flow.variant_names():
+            flow.rtl(variant)
+        shutil.copytree(shared, mine, dirs_exist_ok=True)
+    return Flow(cfg.replace(build_dir=str(mine)), log=lambda *a: None)
