@@ -14,13 +14,44 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: the longest regression (about 20 minutes alone), started first: in collection order it came last, and one
-#: worker ran it alone after the other had finished everything else
-_LONGEST_FIRST = "test_resnet8_runs_the_whole_flow"
+#: Seconds the regression's tests took in a fresh-clone CI run (2 cores, idle machine; a test not named takes about no
+#: time). The regression's workers get their shares by these (below): in collection order the long tests piled up
+#: on one worker, and the other sat idle for minutes at the end.
+EXPECTED_SECONDS = {
+    "test_resnet8_runs_the_whole_flow": 1009, "test_a_depthwise_separable_reference_model_runs_the_whole_flow[ds_cnn": 755,
+    "test_regression_icarus_subset": 534, "test_mutation_campaign_on_the_default_dense_network": 428,
+    "test_bitstream_for_the_ulx3s_closes_at_its_clock": 382, "test_dense_variant_synthesises_routes_and_is_cached": 312,
+    "test_regression_verilator_all_images": 279, "test_a_depthwise_separable_reference_model_runs_the_whole_flow[mobilenet": 190,
+    "test_user_model_runs_the_whole_flow[lenet5": 186, "test_mutation_campaign_catches_every_fault": 129,
+    "test_pareto_points_verified_in_rtl": 125, "test_array_shapes_in_rtl[verilator-16-16]": 90,
+    "test_user_model_runs_the_whole_flow": 65, "test_a_board_top_that_misses_its_clock": 62,
+}
 
 
+def _expected(item) -> int:
+    return next((t for name, t in EXPECTED_SECONDS.items() if item.name.startswith(name)), 0)
+
+
+@pytest.hookimpl(trylast=True)      # (after the markers' deselection: only the tests that run are shared out)
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: not item.name.startswith(_LONGEST_FIRST))      # (stable: the rest keep their order)
+    """Order a regression run's tests so that pytest-xdist's work-stealing scheduler, which hands each worker a
+    contiguous share of the collection (the same number of tests each) and later moves tests from the end of one
+    queue to another, starts every worker on its longest tests and gives each about the same expected time:
+    longest first, each test to the share with the least expected time that still has room. Any other run keeps
+    collection order (its many short tests balance by stealing, and a module's tests stay together for its
+    fixtures)."""
+    if not items or not all(item.get_closest_marker("regression") for item in items):
+        return
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+    sizes, left = [], len(items)
+    for w in range(workers, 0, -1):          # (the scheduler's shares: len // workers first, then of the rest)
+        sizes.append(left // w)
+        left -= sizes[-1]
+    shares = [[] for _ in sizes]
+    for item in sorted(items, key=_expected, reverse=True):     # (stable: equal times keep collection order)
+        k = min((k for k in range(workers) if len(shares[k]) < sizes[k]), key=lambda k: sum(map(_expected, shares[k])))
+        shares[k].append(item)
+    items[:] = [item for share in shares for item in share]
 
 
 @pytest.fixture(scope="session")
