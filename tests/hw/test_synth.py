@@ -125,8 +125,8 @@ def test_a_design_that_does_not_fit_is_named_in_one_line(line, problem):
 def test_dense_variant_synthesises_routes_and_is_cached(quick_flow):
     """The largest default design (dense, 8x8) through yosys and nextpnr on the 85F; a second run is cached.
 
-    The clock it reaches is measured and reported (issue 13's 100 MHz goal is not met yet: a missed
-    target must come back as ``meets_timing`` false with the critical path named, not as a failure).
+    The clock it reaches is measured and reported (it closes 100 MHz today; a missed target must come back as
+    ``meets_timing`` false with the critical path named, not as a failure).
     """
     from prunehw.synth_report import synth_variants
 

@@ -1,4 +1,4 @@
-"""Stage caching bugs found on the way (issue 15): each test failed before its fix."""
+"""Stage caching bugs found on the way: each test failed before its fix."""
 
 import numpy as np
 

@@ -100,9 +100,10 @@ def test_resnet8_runs_the_whole_flow_and_matrix_pruning_cuts_its_cycles(tmp_path
     bit-exact in hls4ml and Verilator on 1,000 test images, every counter equal to the analytic model, and the
     pruned design in Icarus on one image (a few minutes: the dense one's 197k cycles would take three times as
     long and add no structure). Matrix pruning's cycles fall in proportion to the MACs it removes (within 1%: the
-    ops' fixed drains), and unstructured pruning at the same ratio is pruned beside it for its accuracy (its
-    design is the dense one's with zero weights). A variant the flow cannot make of such a model is refused in
-    one line, before anything is written."""
+    ops' fixed drains, and the stem, whose 27 rows fill 4 row tiles of 8 and whose 3 input channels are not pruned,
+    so it is a larger share of the pruned network: 5.5% of its beats against 4.2%), and unstructured pruning at
+    the same ratio is pruned beside it for its accuracy (its design is the dense one's with zero weights). A
+    variant the flow cannot make of such a model is refused in one line, before anything is written."""
     _, shape = MODELS["resnet8"]
     x_train, x_test = shaped_mnist(mnist.x_train[:5000], shape), shaped_mnist(mnist.x_test[:IMAGES], shape)
     data = tmp_path / "data.npz"
