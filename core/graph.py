@@ -183,3 +183,13 @@ class Graph:
                 out[node.name] = values[node.name]
         result = values[self.output.name]
         return (result, out) if keep else result
+
+    def inputs_of(self, name: str, x, step: Callable[[Node, list], Any]) -> list:
+        """The values of node ``name``'s inputs on ``x`` (in order): the nodes before it run as :meth:`evaluate`
+        runs them, the rest do not."""
+        values: dict[str, Any] = {INPUT: x}
+        for node in self.nodes:
+            if node.name == name:
+                return [values[s] for s in node.inputs]
+            values[node.name] = step(node, [values[s] for s in node.inputs])
+        raise KeyError(f"no node {name!r}")

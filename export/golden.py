@@ -43,6 +43,14 @@ def _steps(contract, before=None):
     return contract.graph, step
 
 
+def layer_input(contract, x: np.ndarray, name: str) -> np.ndarray:
+    """The integer input of weighted layer ``name`` on images ``x`` (N, H, W[, C]), the layers before it (along the
+    contract's graph: an add reads two) computed as :func:`golden` computes them."""
+    x = x[..., None] if x.ndim == 3 else x
+    graph, step = _steps(contract)
+    return graph.inputs_of(name, np.asarray(x, np.int64), step)[0]
+
+
 def golden(contract, x: np.ndarray, return_all: bool = False, batch: int = 1000):
     """Logits (int64, at the last accumulator's frac) of uint8 images ``x``; with ``return_all``
     also {layer name: integer outputs} of every layer."""

@@ -119,6 +119,11 @@ class Kind:
         differentiable mirror of the contract, ``sim/stimulus.py``)."""
         raise NotImplementedError
 
+    def float_evaluate(self, layer: dict, args: list, contract):
+        """:meth:`float_apply` on the real values of its ``inputs`` (in order), as :meth:`evaluate` is to
+        :meth:`apply`."""
+        return self.float_apply(layer, args[0], contract)
+
     def hls_precision(self, layer: dict) -> dict:
         """The layer's hls4ml ``Precision`` entry: by default its result in its input's format."""
         return {"result": fmt_type(layer["input"])}
@@ -298,9 +303,14 @@ class Conv2D(_Weighted):
     def float_product(self, layer, a, w):
         import tensorflow as tf
 
-        (kh, kw), c = kernel_size(layer["kernel"]), int(a.shape[-1])
-        return tf.nn.conv2d(a, tf.constant(w.reshape(kh, kw, c, -1), tf.float32),
-                            list(conv_stride(layer)), layer.get("padding", "valid").upper())
+        (kh, kw), c, (sh, sw) = kernel_size(layer["kernel"]), int(a.shape[-1]), conv_stride(layer)
+        if (kh, kw) == (1, 1):
+            # a 1x1 convolution (a shortcut's, strided): the positions it reads, times the matrix. (TensorFlow
+            # 2.21's oneDNN gradient of a strided 1x1 conv2d on one image corrupts the heap; padding adds nothing
+            # here: its windows are whole at every stride)
+            return tf.tensordot(a[:, ::sh, ::sw, :], tf.constant(w, tf.float32), 1)
+        return tf.nn.conv2d(a, tf.constant(w.reshape(kh, kw, c, -1), tf.float32), [sh, sw],
+                            layer.get("padding", "valid").upper())
 
     def columns(self, layer, a):
         """(N, H, W, C) -> (N, H', W', kh*kw*C), rows ordered (ky, kx, c) like the contract's matrices; ``same``
@@ -533,6 +543,14 @@ class Add(Kind):
         frac = add_frac(layer)
         total = sum(np.asarray(a, np.int64) << (frac - f["frac"]) for a, f in zip(args, layer["input"]))
         return requantize(total, frac, layer["output"])
+
+    def float_evaluate(self, layer, args, contract):
+        import tensorflow as tf
+
+        total, o = args[0] + args[1], layer["output"]
+        if o.get("relu_max"):
+            return tf.clip_by_value(total, 0.0, o["relu_max"])
+        return tf.nn.relu(total) if o["relu"] else total
 
     def hls_precision(self, layer):
         out = layer["output"]

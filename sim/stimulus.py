@@ -22,8 +22,8 @@ import numpy as np
 
 from prunehw.core.geometry import conv_geometry, conv_stride, kernel_size
 from prunehw.export.contract import output_range
-from prunehw.export.golden import accumulate, apply_layer, layer_events, requantize
-from prunehw.export.kinds import kind
+from prunehw.export.golden import accumulate, layer_events, layer_input, requantize
+from prunehw.export.kinds import kind, weighted
 from prunehw.sim.receptive import field, fitted_bound, max_sum
 
 __all__ = ["choose_stimulus"]
@@ -43,19 +43,17 @@ def _threshold(layer: dict, event: str) -> float:
 def _closeness(contract, x: np.ndarray, target: str) -> np.ndarray:
     """Per image, how close ``target`` (``layer:event``) comes to happening: > 0 once it happens."""
     name, event = target.split(":")
-    a = x[..., None].astype(np.int64) if x.ndim == 3 else x.astype(np.int64)
-    for layer in contract.layers:
-        if layer["name"] == name:
-            acc = accumulate(layer, a, contract).reshape(len(a), -1)
-            if event == "accumulator_top":
-                return np.abs(acc).max(axis=1) / _threshold(layer, event) - 1
-            if event == "saturation":
-                return acc.max(axis=1) / _threshold(layer, event) - 1
-            if event == "relu_clamp":
-                return -acc.min(axis=1).astype(float)
-            return np.zeros(len(a))     # (rounding ties: no gradient to climb; they are common anyway)
-        a = apply_layer(layer, a, contract)
-    raise ValueError(f"no layer {name!r}")
+    layer = next((l for l in contract.layers if l["name"] == name), None)
+    if layer is None:
+        raise ValueError(f"no layer {name!r}")
+    acc = accumulate(layer, layer_input(contract, x, name), contract).reshape(len(x), -1)
+    if event == "accumulator_top":
+        return np.abs(acc).max(axis=1) / _threshold(layer, event) - 1
+    if event == "saturation":
+        return acc.max(axis=1) / _threshold(layer, event) - 1
+    if event == "relu_clamp":
+        return -acc.min(axis=1).astype(float)
+    return np.zeros(len(x))     # (rounding ties: no gradient to climb; they are common anyway)
 
 
 def _mirror(contract, target: str, aim: list[tuple[int, int]] | None = None):
@@ -78,10 +76,12 @@ def _mirror(contract, target: str, aim: list[tuple[int, int]] | None = None):
         whole = tf.constant([c < 0 for c in channels])
 
     def forward(x):
-        a = x                                           # pixels / 256: the input's real values
-        for layer in contract.layers:
+        values = {"input": x}                           # pixels / 256: the input's real values
+        for layer in contract.layers:                   # (in the graph's order: an add reads two)
             kd = kind(layer)
+            args = [values[s] for s in layer["inputs"]]
             if layer["name"] == name:
+                a = args[0]
                 acc = kd.float_accumulate(layer, a, contract)
                 flat = tf.reshape(acc, (tf.shape(a)[0], -1))
                 top = tf.reduce_max(tf.abs(flat) if event == "accumulator_top" else flat, axis=1)
@@ -90,7 +90,7 @@ def _mirror(contract, target: str, aim: list[tuple[int, int]] | None = None):
                 per = tf.reshape(acc, (tf.shape(a)[0], -1, layer["out_channels"]))
                 pick = tf.constant(np.pad(sel, ((0, 0), (0, layer["out_channels"] - sel.shape[1]))))
                 return tf.where(whole, top, tf.reduce_max(tf.reduce_sum(per * pick[:, None, :], axis=2), axis=1))
-            a = kd.float_apply(layer, a, contract)
+            values[layer["name"]] = kd.float_evaluate(layer, args, contract)
         raise ValueError(f"no layer {name!r}")
 
     return forward
@@ -343,22 +343,34 @@ def _interval(layer: dict, lo: np.ndarray, hi: np.ndarray, contract) -> tuple[np
 
 def _accumulator_bounds(contract) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, str]]:
     """Per weighted layer, the lowest and highest accumulator each output channel can reach, and how that was
-    found: interval arithmetic from the pixels' range [0, 255] through the golden model's steps (each input at
-    whichever end of its range its weight prefers; requantization, ReLU and saturation applied to the ends; a
-    pool keeps its channel's range), tightened for the second layer by :func:`_window_vertex_bounds` where it
-    applies. Sound: no image gets outside them; exact for the first layer, an over-estimate after it."""
+    found: interval arithmetic from the pixels' range [0, 255] along the contract's graph (each input at whichever
+    end of its range its weight prefers; requantization, ReLU and saturation applied to the ends; a pool or a
+    flatten keeps its channel's range; a residual add's sum is bounded by its output's range, where it saturates),
+    tightened for the second layer by :func:`_window_vertex_bounds` where it applies. Sound: no image gets outside
+    them; exact for the first layer, an over-estimate after it."""
     lo = np.zeros(contract.input["shape"][-1], np.int64)
-    hi = np.full_like(lo, (1 << contract.input["bits"]) - 1)
+    ranges = {"input": (lo, np.full_like(lo, (1 << contract.input["bits"]) - 1))}     # per tensor, per channel
+    first = contract.weighted()[0]["name"]
     out, how = {}, {}
-    for k, layer in enumerate(contract.weighted()):
-        acc_lo, acc_hi = _interval(layer, lo, hi, contract)
-        how[layer["name"]] = "interval bound"
-        vertex = _window_vertex_bounds(contract, out[contract.weighted()[0]["name"]][1]) if k == 1 else None
+    for layer in contract.layers:
+        name = layer["name"]
+        if layer["type"] == "add":
+            o, c = layer["output"], layer["shape"][-1]
+            a, b = output_range(o)
+            ranges[name] = (np.full(c, max(a, 0) if o["relu"] else a, np.int64), np.full(c, b, np.int64))
+            continue
+        if not weighted(layer):
+            ranges[name] = ranges[layer["inputs"][0]]
+            continue
+        acc_lo, acc_hi = _interval(layer, *ranges[layer["inputs"][0]], contract)
+        how[name] = "interval bound"
+        vertex = _window_vertex_bounds(contract, out[first][1]) if len(out) == 1 else None
         if vertex is not None:
             acc_lo, acc_hi = np.maximum(acc_lo, vertex[0]), np.minimum(acc_hi, vertex[1])
-            how[layer["name"]] = "bound over each window's pixel vertices"
-        out[layer["name"]] = (acc_lo, acc_hi)
-        lo, hi = (requantize(v.astype(np.int64), layer["accum"]["frac"], layer["output"]) for v in (acc_lo, acc_hi))
+            how[name] = "bound over each window's pixel vertices"
+        out[name] = (acc_lo, acc_hi)
+        ranges[name] = tuple(requantize(v.astype(np.int64), layer["accum"]["frac"], layer["output"])
+                             for v in (acc_lo, acc_hi))
     return out, how
 
 

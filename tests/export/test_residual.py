@@ -156,3 +156,36 @@ def test_quantization_aware_fine_tuning_refuses_a_residual_model_in_one_line(tin
     with pytest.raises(ModelFileError) as err:
         qat_finetune(_identity_block(), x, tiny_data.y_train[:64], x, 4, 8, 1, 32, 1e-3, seed=0)
     assert "layer 'add' takes 2 inputs (a merge); quantization-aware fine-tuning carries a chain" in str(err.value)
+
+
+def test_the_stimulus_search_follows_the_graph_through_the_add(residual):
+    """The mutation campaign on a residual network: the interval bounds that prove events unreachable hold on
+    every image through the add (the layer after it reads the add's sum, not the layer before it in the list),
+    the search's float mirror and its closeness measure walk the graph, and an event called unreachable never
+    happens, whatever the image."""
+    from prunehw.export.golden import accumulate, layer_events, layer_input
+    from prunehw.sim.stimulus import _accumulator_bounds, _mirror, choose_stimulus
+
+    case, contract, *_, x = residual
+    rng = np.random.default_rng(0)
+    wild = np.concatenate([x[..., None] if x.ndim == 3 else x, rng.integers(0, 256, (200, *SHAPE)).astype(np.uint8),
+                           np.full((1, *SHAPE), 255, np.uint8)])
+    bounds, _ = _accumulator_bounds(contract)
+    add = next(i for i, l in enumerate(contract.layers) if l["type"] == "add")
+    after = next(l for l in contract.layers[add:] if l in contract.weighted())       # (it reads the sum)
+    for layer in contract.weighted():
+        acc = accumulate(layer, layer_input(contract, wild, layer["name"]), contract).reshape(-1, layer["out_channels"])
+        lo, hi = bounds[layer["name"]]
+        assert (acc >= lo).all() and (acc <= hi).all(), (case, layer["name"])
+    # the mirror's accumulator is the golden one's, unrounded: within a few steps of the contract's grid
+    target = f"{after['name']}:saturation"
+    real = _mirror(contract, target)(wild[:20].astype(np.float32) / 256.0).numpy()
+    exact = accumulate(after, layer_input(contract, wild[:20], after["name"]), contract).reshape(20, -1).max(axis=1)
+    step = 2.0 ** -after["accum"]["frac"]
+    assert np.allclose(real, exact * step, atol=0.05 * np.abs(exact * step).max()), (case, real, exact * step)
+    images, rows = choose_stimulus(contract, x, 4, pool=len(x))
+    hit = layer_events(contract, wild)
+    for r in rows:
+        assert r["status"] in ("reached", "unreachable", "undecided"), r
+        if r["status"] == "unreachable":
+            assert not hit[r["event"]].any(), (case, r)
