@@ -14,6 +14,12 @@ norm, as a share of that layer's total, summed over the group's producers and de
 fraction of every group, rounded to whole array column tiles (``tile_aware``), step by step with fine-tuning, and
 rebuilds the network as a smaller dense Keras model of the same graph (:func:`shrink_groups`): it computes exactly
 what the full model computes with the removed channels' columns and biases set to zero (:func:`zero_groups`).
+
+Rows are what no group couples: a row of a convolution's matrix is one (ky, kx, c) tap of all its filters, read by
+that layer alone. Tile-aware, a layer whose kept rows do not fill whole array row tiles (a stem convolution on
+an image's 3 channels: 27 rows, the last of 4 tiles of 8 holding 3) has its lowest-norm rows removed down to whole
+tiles (:func:`tile_rows`), as ``model/matrix_prune.py`` rounds a chain's rows; they stay zero through the last
+fine-tuning, and the record says which rows each layer kept, so the accelerator skips the others.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from prunehw.core.graph import INPUT
 from prunehw.model.graph import keras_graph
 
 __all__ = ["ChannelGroup", "channel_groups", "group_weights", "select_channels", "shrink_groups", "zero_groups",
-           "prune_groups"]
+           "tile_rows", "prune_groups"]
 
 
 @dataclass
@@ -170,6 +176,38 @@ def select_channels(model: keras.Model, groups, layer_in, layer_out, ratio: floa
     return [np.sort(np.argsort(-s, kind="stable")[:k]) for s, k in zip(scores, kept)]
 
 
+def tile_rows(model: keras.Model, rows: int, criterion: str = "l1") -> dict[str, list[int]]:
+    """Per Conv2D or Dense layer of ``model`` whose matrix has more rows than the array (``rows``) but not a whole
+    number of its row tiles: the rows it keeps (sorted), its highest-norm rows (l1 or l2, over all its filters) down
+    to whole tiles; the others are set to zero in ``model``. Depthwise layers are mapped by channel, not by rows,
+    and are left alone."""
+    kept = {}
+    for name, layer in _weighted(model).items():
+        k = layer.kernel.numpy()
+        w = k.reshape(-1, k.shape[-1])
+        if type(layer).__name__ == "DepthwiseConv2D" or w.shape[0] <= rows or w.shape[0] % rows == 0:
+            continue
+        norm = np.abs(w).sum(1) if criterion == "l1" else np.sqrt(np.square(w).sum(1))
+        keep = np.sort(np.argsort(-norm, kind="stable")[:w.shape[0] // rows * rows])
+        mask = np.zeros(w.shape, np.float32)
+        mask[keep] = 1.0
+        layer.kernel.assign((w * mask).reshape(k.shape))
+        kept[name] = keep.tolist()
+    return kept
+
+
+def _row_masks(model: keras.Model, kept: dict[str, list[int]]) -> dict[str, np.ndarray]:
+    """Kernel-shaped keep-masks of the layers in ``kept`` (:func:`tile_rows`): zero on the rows they dropped."""
+    out = {}
+    for name, layer in _weighted(model).items():
+        if name in kept:
+            shape = tuple(layer.kernel.shape)
+            mask = np.zeros((int(np.prod(shape[:-1])), shape[-1]), bool)
+            mask[kept[name]] = True
+            out[name] = mask.reshape(shape)
+    return out
+
+
 def _sliced(layer, cls: str, keep_in: np.ndarray, keep_out: np.ndarray, size_in: int) -> list[np.ndarray]:
     """The layer's kernel and bias restricted to the kept input and output channels."""
     k, b = layer.kernel.numpy(), layer.bias.numpy()
@@ -226,11 +264,12 @@ def prune_groups(model: keras.Model, data, schedule, *, criterion: str, array: A
                  learning_rate: float, batch_size: int, desc: str = "matrix") -> tuple[keras.Model, dict]:
     """``model`` pruned by channel groups following ``schedule`` (each step to its ratio, then fine-tuned); returns
     the smaller model and a record of its groups (members and kept channels, for ``channel_groups.json``)."""
+    from prunehw.model.prune import keep_masks
     from prunehw.model.train import fit
 
     groups, layer_in, layer_out = channel_groups(model)
     plan = schedule.plan()
-    small = model
+    small, rows = model, {}
     keep = [np.arange(g.size) for g in groups]
     for step, (ratio, epochs) in enumerate(tqdm(plan, desc=f"{desc} steps", unit="step", leave=False)):
         # (each step selects on the full-size network holding the current weights, the removed channels zero)
@@ -239,11 +278,16 @@ def prune_groups(model: keras.Model, data, schedule, *, criterion: str, array: A
         keep = select_channels(full, groups, layer_in, layer_out, ratio, array if step == len(plan) - 1 else None,
                                criterion)
         small = shrink_groups(full, groups, layer_in, layer_out, keep)
+        if array is not None and step == len(plan) - 1:      # (whole row tiles too, at the last step)
+            rows = tile_rows(small, array.rows, criterion)
         if epochs:
-            fit(small, data, epochs, batch_size, learning_rate, desc=f"{desc} step {step + 1}/{len(plan)} epoch")
+            with keep_masks(small, _row_masks(small, rows)):
+                fit(small, data, epochs, batch_size, learning_rate, desc=f"{desc} step {step + 1}/{len(plan)} epoch")
     record = {"version": 1, "groups": [
         {"size": g.size, "kept": k.tolist(), "prunable": g.prunable, "producers": g.producers,
-         "depthwise": g.followers, "readers": [name for name, _ in g.readers]} for g, k in zip(groups, keep)]}
+         "depthwise": g.followers, "readers": [name for name, _ in g.readers]} for g, k in zip(groups, keep)],
+        # the rows of the smaller model's matrices that layers whose rows were rounded to whole tiles keep
+        "rows_kept": rows}
     return small, record
 
 

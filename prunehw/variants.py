@@ -172,9 +172,9 @@ def quantize_variant(model, data, cfg: RunConfig, maps_path: Path | None = None,
     """The numeric contract (spec, weights, biases) of a float ``model``, calibrated on ``cfg.quant`` training images,
     at ``bits`` (weight, activation; default ``cfg.quant``'s).
 
-    ``maps_path`` and ``dense_path``: the index maps of a matrix-pruned model
-    and the unpruned model they refer to, so rows it dropped are recorded as
-    absent (the unpruned model is only loaded then).
+    ``maps_path`` and ``dense_path``: the index maps of a matrix-pruned model (or the channel groups of one pruned
+    by groups) and the unpruned model they refer to, so rows it dropped are recorded as absent (the unpruned model
+    is only loaded for index maps).
     """
     from prunehw.export.quantize import quantize
 
@@ -184,9 +184,15 @@ def quantize_variant(model, data, cfg: RunConfig, maps_path: Path | None = None,
 
 
 def rows_kept(maps_path: Path | None, dense_path: Path | None) -> dict[str, list[int]] | None:
-    """The rows of each layer's matrix a matrix-pruned model kept (from its index maps), None for another model."""
+    """The rows of each layer's matrix a matrix-pruned model kept (from its index maps, or for a network pruned by
+    channel groups from ``channel_groups.json``, where only the layers whose rows were rounded to whole tiles are
+    named), None for another model."""
     if maps_path is None:
         return None
+    if maps_path.name == "channel_groups.json":
+        from prunehw.core.artifacts import read_json
+
+        return read_json(maps_path).get("rows_kept") or None
     from prunehw.model.matrix_form import geometry, kept_small_rows, load_maps
     from prunehw.model.network import load_model
 

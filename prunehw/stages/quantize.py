@@ -25,7 +25,9 @@ def quantize(flow, variant: str, force: bool = False) -> Path:
     v = cfg.variant(variant)
     wb, ab = v.weight_bits or q.weight_bits, v.act_bits or q.act_bits
     qat = v.quant == "qat"
-    maps_path = src.with_name("index_maps.json")
+    # the rows a matrix-pruned model dropped: a chain's index maps, or the channel groups of a graph's pruning
+    maps = next((p for p in (src.with_name("index_maps.json"), src.with_name("channel_groups.json")) if p.is_file()),
+                None)
     # only what the contract depends on: not how many processes or images the hls4ml check uses
     contract_keys = {"weight_bits": wb, "act_bits": ab, "calibration_images": q.calibration_images}
     if qat:
@@ -33,13 +35,12 @@ def quantize(flow, variant: str, force: bool = False) -> Path:
                              batch_size=cfg.prune.batch_size)
     if wb == "auto":        # (judged against the dense float model on the array's tiles)
         contract_keys.update(max_loss=v.max_loss, array=cfg.key("array"), dense=sha256_file(flow.train()))
-    key = stage_key(cfg.key("data"), contract_keys, sha256_file(src), maps_path.is_file() and sha256_file(maps_path),
+    key = stage_key(cfg.key("data"), contract_keys, sha256_file(src), maps is not None and sha256_file(maps),
                     code_key(__name__, apart=HARDWARE))
     stage = f"quantize:{variant}"
     if up_to_date(flow, stage, key, out, force):
         return out
     data = flow.data
-    maps = maps_path if maps_path.is_file() else None
     model = load_model(src)
     outputs = []
     if wb == "auto":

@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 
 from prunehw.core.config import ArrayConfig
+from prunehw.export.contract import Contract
+from prunehw.export.quantize import quantize
+from prunehw.hw.generate import program_for
 from prunehw.model.channel_groups import (channel_groups, group_weights, prune_groups, select_channels, shrink_groups,
-                                          zero_groups)
+                                          tile_rows, zero_groups)
 from prunehw.model.network import weight_counts
 from prunehw.model.pruning_schedule import PruningSchedule
 
@@ -86,3 +89,31 @@ def test_prune_groups_fine_tunes_the_smaller_model(tiny_data):
     assert 1 - kept / total >= 0.5
     assert [len(g["kept"]) for g in record["groups"] if g["prunable"]] == [4, 4]
     assert not isinstance(small, keras.Sequential) and any(type(l).__name__ == "Add" for l in small.layers)
+    # rows: the stem's 9 taps of the image's one channel fill 3 row tiles of 4, the last with one; its weakest tap
+    # goes (the others have 4 channels' taps, whole tiles) and stays zero through the fine-tuning
+    stem = small.layers[1]
+    assert list(record["rows_kept"]) == [stem.name] and len(record["rows_kept"][stem.name]) == 8
+    w = stem.kernel.numpy().reshape(9, -1)
+    dropped = sorted(set(range(9)) - set(record["rows_kept"][stem.name]))
+    assert len(dropped) == 1 and not w[dropped].any() and np.all(np.abs(w[record["rows_kept"][stem.name]]).sum(1) > 0)
+    # the contract records them and the accelerator's program skips the dropped tap: 2 row tiles, not 3
+    contract = Contract(*quantize(small, tiny_data.x_train[:32], rows_kept=record["rows_kept"]))
+    assert contract.weighted()[0]["rows_kept"] == record["rows_kept"][stem.name]
+    op = program_for(contract, ArrayConfig(rows=4, cols=4)).ops[0]
+    assert (op.name, op.rows, op.n_rt) == (stem.name, 8, 2)
+
+
+def test_tile_rows_keeps_the_strongest_rows_of_each_partial_tile_only():
+    model = _resnet()
+    before = {l.name: l.kernel.numpy().copy() for l in model.layers if hasattr(l, "kernel")}
+    kept = tile_rows(model, 4, "l2")
+    # on 4 rows: only the stem (9 rows); the 1x1 shortcut reads 8 channels (8 rows), the 3x3 convs 8 or 16 (72,
+    # 144 rows), the logits 64; the depthwise layer is mapped by channel and left alone
+    assert list(kept) == ["stem"] and len(kept["stem"]) == 8
+    norms = np.sqrt(np.square(before["stem"].reshape(9, -1)).sum(1))
+    assert int(np.argmin(norms)) not in kept["stem"]
+    after = {l.name: l.kernel.numpy() for l in model.layers if hasattr(l, "kernel")}
+    assert all(np.array_equal(after[n], before[n]) for n in before if n != "stem")
+    assert not after["stem"].reshape(9, -1)[int(np.argmin(norms))].any()
+    # on 8 rows only the stem again (the logits read 2x2 positions of 16 channels: 64 rows)
+    assert [(n, len(r)) for n, r in tile_rows(_resnet(), 8, "l1").items()] == [("stem", 8)]
