@@ -16,6 +16,7 @@ from typing import Callable
 from amaranth import Cat, Const, Mux, Value, ValueCastable
 from amaranth.lib import data
 
+from prunehw.hw.compile.program import MatmulOp
 from prunehw.hw.gateware.taps import Taps
 
 __all__ = ["FAULTS", "Fault", "FaultTaps", "SelectTaps"]
@@ -52,6 +53,15 @@ def _no_idle_gather_rows(program) -> str | None:
         if program.copies[op.in_buf] > 1 and (op.padded or any(not v for row in op.row_table for _, _, v in row)):
             return None
     return "no beat reads a replicated buffer with an idle row (every such row tile is full and on the map)"
+
+
+def _no_max_pooling(program) -> str | None:
+    """The pooling's comparison only matters where an op takes the maximum of a window of more than one value."""
+    for op in program.ops:
+        avg = op.pool_avg if isinstance(op, MatmulOp) else op.avg
+        if not avg and op.window[0] * op.window[1] > 1:
+            return None
+    return "no op takes a maximum (every pooling averages)"
 
 
 def _swap01(rows):
@@ -100,7 +110,7 @@ FAULTS: dict[str, Fault] = {
     "pool_window_short": Fault("max pooling (fused or a pass of its own) ends each window one column early",
                                "ctrl.window_x_limit", lambda v, w: v - 1),
     "pool_min": Fault("max pooling (fused or a pass of its own) keeps the minimum instead of the maximum", "pool.bigger",
-                      lambda v, w: ~v),
+                      lambda v, w: ~v, absent=_no_max_pooling),
     "weight_rows_swapped": Fault("weight tile rows 0 and 1 swapped on the way into the array", "feed.weight_rows",
                                  lambda v, w: _swap01(v)),
     "skew_row1_short": Fault("row 1 of the array is skewed by 0 cycles instead of 1", "array.skew_depth",

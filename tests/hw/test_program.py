@@ -188,3 +188,16 @@ def test_a_fault_the_design_cannot_have_is_not_applicable(rng):
     full = build_program(_contract(rng, c=4, k=2), ArrayConfig(rows=4, cols=4))  # 16 rows over one-copy buffers
     assert all(v for op in full.matmuls() for row in op.row_table for _, _, v in row if full.copies[op.in_buf] > 1)
     assert "no beat reads a replicated buffer" in fault.absent(full)
+
+
+@pytest.mark.parametrize("pools, absent", [((("maxpool2d", 2),), False), ((("avgpool2d", 2),), True),
+                                           ((("maxpool2d", 2), ("avgpool2d", 2)), False), ((), True)])
+def test_a_max_pooling_fault_is_not_applicable_where_nothing_takes_a_maximum(rng, pools, absent):
+    """Max pooling's comparison matters only where some op takes the maximum of a window (fused or a pass of its
+    own): in a design whose poolings all average (ResNet-8's AveragePooling2D(8)), or with none, keeping the
+    minimum cannot change anything, and the campaign says so instead of calling the fault missed."""
+    from prunehw.sim.faults import FAULTS
+
+    program = build_program(conv_contract(rng, 10, 10, 1, [(3, 1, "valid", 4)], pools=pools), ArrayConfig(rows=4, cols=4))
+    why = FAULTS["pool_min"].absent(program)
+    assert (why == "no op takes a maximum (every pooling averages)") if absent else why is None
