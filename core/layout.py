@@ -13,7 +13,8 @@ write a file and the reports that read it agree on one spelling.
         mutate/<variant>/    the fault campaign of a variant
         <variant>/
             model.keras          its float model (dense: trained or imported; others: pruned)
-            index_maps.json      the rows and columns matrix pruning kept
+            index_maps.json      the rows and columns matrix pruning kept (a chain)
+            channel_groups.json  the channel groups matrix pruning removed together, and the rows it kept (a graph)
             contract.json        its numeric contract, with weights.npz
             hls/                 the hls4ml project
             rtl/                 the accelerator's Verilog, accelerator.json, the primitives' models
@@ -71,6 +72,9 @@ class RunLayout:
 
     def index_maps(self, variant: str) -> Path:
         return self.root / variant / "index_maps.json"
+
+    def channel_groups(self, variant: str) -> Path:
+        return self.root / variant / "channel_groups.json"
 
     def contract(self, variant: str) -> Path:
         return self.root / variant / "contract.json"

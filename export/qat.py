@@ -19,6 +19,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from prunehw.core.graph import INPUT
 from prunehw.export.contract import output_range
 from prunehw.export.kinds import fake_quant, keras_kind, weighted
 from prunehw.export.quantize import quantize
@@ -28,11 +29,19 @@ __all__ = ["qat_finetune"]
 
 def _forward(model: keras.Model, formats: dict, masks: dict, x):
     """The contract's arithmetic on float images ``x`` (pixels / 256), differentiable in the model's weights; each
-    layer as its kind says (:mod:`prunehw.export.kinds`)."""
+    layer as its kind says (:mod:`prunehw.export.kinds`), along the model's graph: a residual ``Add`` sums its two
+    inputs (each on its own grid: exact) and requantizes the sum as its contract entry says (its ReLU, where one
+    follows, fused)."""
     import tensorflow as tf
 
-    a, skip_relu, frac = x, False, 8      # (frac: the current activations' format, for an average pooling)
-    for layer in model.layers:
+    from prunehw.model.graph import keras_graph
+
+    # per tensor: (its value, its format's fractional bits (for an average pooling), whether its ReLU is done)
+    values = {INPUT: (x, 8, False)}
+    for node in keras_graph(model):
+        layer = node.attrs["layer"]
+        args = [values[s] for s in node.inputs]
+        a, frac, relu_done = args[0]
         kd = keras_kind(layer)
         if kd and kd.weighted:
             f = formats[layer.name]
@@ -41,19 +50,21 @@ def _forward(model: keras.Model, formats: dict, masks: dict, x):
             b = fake_quant(layer.bias, f["accum"]["frac"], None, None, half_up=False)
             y = kd.qat_product(layer, a, k) + b
             out = f["output"]
-            frac = out["frac"]
             if out.get("rounding") is None:          # the logits: accumulator precision
                 a = tf.nn.relu(y) if out["relu"] else y
             else:                                   # (a relu6's cap is in the output's range)
                 a = fake_quant(tf.nn.relu(y) if out["relu"] else y, out["frac"], *output_range(out), half_up=True)
-            skip_relu = out["relu"]
+            values[node.name] = (a, out["frac"], out["relu"])
         elif kd is None:                            # a ReLU: done with the layer before it, unless it follows none
-            if not skip_relu:
-                a = layer(a)
-            skip_relu = False
+            values[node.name] = (a if relu_done else layer(a), frac, False)
+        elif kd.name == "add":
+            out = formats[layer.name]["output"]
+            total = args[0][0] + args[1][0]
+            a = fake_quant(tf.nn.relu(total) if out["relu"] else total, out["frac"], *output_range(out), half_up=True)
+            values[node.name] = (a, out["frac"], out["relu"])
         else:
-            a = kd.qat_forward(layer, a, frac)
-    return a
+            values[node.name] = (kd.qat_forward(layer, a, frac), frac, relu_done)
+    return values[node.name][0]
 
 
 def qat_finetune(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, calib_x: np.ndarray,
@@ -69,8 +80,7 @@ def qat_finetune(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, c
     from prunehw.model.data import to_float
     from prunehw.model.graph import keras_graph
 
-    # (the forward pass walks the layers in order: a residual model is refused in one line, not trained wrongly)
-    keras_graph(model).require_chain("quantization-aware fine-tuning")
+    keras_graph(model, "quantization-aware fine-tuning")        # (a model with no layer graph: one line)
     matrices = [l for l in model.layers if (k := keras_kind(l)) and k.weighted]
     masks = {l.name: tf.constant((l.kernel.numpy() != 0).astype(np.float32)) for l in matrices}
     variables = [v for l in matrices for v in (l.kernel, l.bias)]
@@ -80,7 +90,7 @@ def qat_finetune(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, c
     history = []
     for epoch in range(epochs):
         spec, _, _ = quantize(model, calib_x, weight_bits, act_bits)
-        formats = {l["name"]: l for l in spec["layers"] if weighted(l)}
+        formats = {l["name"]: l for l in spec["layers"] if weighted(l) or l["type"] == "add"}
 
         @tf.function
         def step(xb, yb, formats=formats):

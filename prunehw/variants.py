@@ -17,7 +17,8 @@ __all__ = ["allocate_bits", "calibration_images", "copy_pruned", "cost_code", "c
 def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: Path):
     """Prune ``model`` (in place, or a smaller copy for matrix pruning) as ``variant`` says, with ``cfg.prune``'s budget.
 
-    Returns the pruned model and, for matrix pruning, the index maps written to ``out_dir``. A dense variant
+    Returns the pruned model and, for matrix pruning, the index maps (a graph's: its channel groups) written to
+    ``out_dir``. A dense variant
     removes nothing: the model comes back as it is.
     """
     if variant.method == "dense":
@@ -68,7 +69,7 @@ def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: 
 
 def check_prunable(model, variants, where: str) -> None:
     """Refuse, in one line naming the variant and the layer, a variant that ``model``'s graph does not allow yet:
-    quantization-aware fine-tuning of a model with merges (a residual Add), matrix pruning of one to a hardware
+    matrix pruning of a model with merges (a residual Add) to a hardware
     target or by a gradient criterion (its channels go in dependency groups, ``model/channel_groups.py``, scored by
     their columns' norms), matrix pruning to a hardware target of a model with depthwise convolutions (the cost
     functions recount a convolution's tiles, not a grouped layer's)."""
@@ -83,10 +84,6 @@ def check_prunable(model, variants, where: str) -> None:
             raise ConfigError(f"variant {v.name!r}: {where} has {merge.kind} {merge.name!r} (a merge); matrix pruning "
                               f"removes its channels in dependency groups, to a ratio, scored by the l1 or l2 norm; "
                               f"allowed for this model: ratio = ..., criterion = \"l1\" or \"l2\"")
-        if merge is not None and v.quant == "qat":
-            raise ConfigError(f"variant {v.name!r}: {where} has {merge.kind} {merge.name!r} (a merge); quantization-"
-                              f"aware fine-tuning carries a chain of layers only; allowed for this model: quant = "
-                              f"\"ptq\"")
         if depthwise is not None and v.method == "matrix" and v.target is not None:
             raise ConfigError(f"variant {v.name!r}: {where} has DepthwiseConv2D {depthwise.name!r}; matrix pruning to "
                               f"a hardware target ({v.target[0]}) does not cost depthwise convolutions yet; allowed "
@@ -138,7 +135,7 @@ def _program(model, data, cfg: RunConfig):
 
 
 def copy_pruned(run_dir: Path, base: str, name: str) -> list[Path]:
-    """Copy variant ``base``'s pruned model (and index maps) to variant ``name`` with its summary's pruning
+    """Copy variant ``base``'s pruned model (and index maps or channel groups) to variant ``name`` with its summary's pruning
     figures (``pruned_as`` says whose); returns the files written, the model first."""
     import shutil
 
@@ -147,8 +144,8 @@ def copy_pruned(run_dir: Path, base: str, name: str) -> list[Path]:
 
     layout = RunLayout(run_dir)
     layout.variant(name).mkdir(parents=True, exist_ok=True)
-    outputs = [Path(shutil.copyfile(path(base), path(name))) for path in (layout.model, layout.index_maps)
-               if path(base).is_file()]
+    outputs = [Path(shutil.copyfile(path(base), path(name)))
+               for path in (layout.model, layout.index_maps, layout.channel_groups) if path(base).is_file()]
     entry = read_json(layout.summary).get("variants", {}).get(base, {})
     keep = ("method", "schedule", "criterion", "ratio_requested", "target_cycles", "target_energy_uj",
             "target_images_per_s", "target_cycles_for_rate", "ratio_measured", "weights_total",

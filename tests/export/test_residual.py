@@ -148,14 +148,31 @@ def test_the_accelerator_adds_at_the_write_back(residual, rows, cols):
         assert counters["total_cycles"] == model.total and {k: counters[k] for k in COUNTERS} == activity
 
 
-def test_quantization_aware_fine_tuning_refuses_a_residual_model_in_one_line(tiny_data):
-    from prunehw.core.errors import ModelFileError
-    from prunehw.export.qat import qat_finetune
+def test_quantization_aware_fine_tuning_follows_the_add(residual, tiny_data):
+    """QAT's forward pass on a residual network is the contract's arithmetic along the graph (the add's two inputs
+    summed on their grids, requantized as its entry says): on the formats the contract was written with, it gives
+    the golden model's integer logits exactly. A short fine-tuning of a fresh block runs and keeps zeros zero."""
+    import keras
+    import tensorflow as tf
 
-    x = _images(tiny_data.x_train[:64])
-    with pytest.raises(ModelFileError) as err:
-        qat_finetune(_identity_block(), x, tiny_data.y_train[:64], x, 4, 8, 1, 32, 1e-3, seed=0)
-    assert "layer 'add' takes 2 inputs (a merge); quantization-aware fine-tuning carries a chain" in str(err.value)
+    from prunehw.export.qat import _forward, qat_finetune
+    from prunehw.model.data import to_float
+
+    case, contract, deq, *_, x = residual
+    formats = {l["name"]: l for l in contract.layers if l["type"] in ("conv2d", "dense", "add")}
+    masks = {l["name"]: tf.ones_like(deq.get_layer(l["name"]).kernel) for l in contract.weighted()}
+    y = _forward(deq, formats, masks, tf.constant(to_float(x[:32]))).numpy()
+    frac = contract.weighted()[-1]["accum"]["frac"]
+    np.testing.assert_array_equal(np.rint(y * 2.0 ** frac).astype(np.int64), golden(contract, x[:32]), err_msg=case)
+    keras.utils.set_random_seed(0)
+    model = CASES[case]()
+    k = model.get_layer("conv1").kernel.numpy()
+    k[0, 0, 0, :2] = 0.0
+    model.get_layer("conv1").kernel.assign(k)
+    xt = _images(tiny_data.x_train[:128])
+    history = qat_finetune(model, xt, tiny_data.y_train[:128], xt[:64], 4, 8, 1, 32, 1e-3, seed=0)
+    assert len(history) == 1 and np.isfinite(history[0]["loss"])
+    assert not model.get_layer("conv1").kernel.numpy()[0, 0, 0, :2].any()
 
 
 def test_the_stimulus_search_follows_the_graph_through_the_add(residual):

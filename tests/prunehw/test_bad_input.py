@@ -129,9 +129,6 @@ CASES = [
     # (an add of the image and a conv of it: the accelerator reads an add's inputs from different buffers)
     C("model-residual-add", "add 'add': its other input 'input' is the input of the convolution", "train",
       "--model", "residual.keras", files=["residual.keras"], fast=False, variants='method = "matrix"\nratio = 0.5'),
-    C("model-residual-qat", "residual.keras has Add 'add' (a merge); quantization-aware fine-tuning carries a chain",
-      "train", "--model", "residual.keras", files=["residual.keras"], fast=False,
-      variants='method = "matrix"\nratio = 0.5\nquant = "qat"'),
     C("model-unsupported-layer", "layer 'up' has unsupported type UpSampling2D; supported: Conv2D", "train", "--model",
       "upsampling.keras", files=["upsampling.keras"], fast=False),
     C("model-tanh", "fuses activation 'tanh'", "train", "--model", "tanh.keras", files=["tanh.keras"], fast=False),
