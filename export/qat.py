@@ -37,8 +37,9 @@ def _forward(model: keras.Model, formats: dict, masks: dict, x):
     from prunehw.model.graph import keras_graph
 
     # per tensor: (its value, its format's fractional bits (for an average pooling), whether its ReLU is done)
+    graph = keras_graph(model)
     values = {INPUT: (x, 8, False)}
-    for node in keras_graph(model):
+    for node in graph:
         layer = node.attrs["layer"]
         args = [values[s] for s in node.inputs]
         a, frac, relu_done = args[0]
@@ -64,7 +65,7 @@ def _forward(model: keras.Model, formats: dict, masks: dict, x):
             values[node.name] = (a, out["frac"], out["relu"])
         else:
             values[node.name] = (kd.qat_forward(layer, a, frac), frac, relu_done)
-    return values[node.name][0]
+    return values[graph.output.name][0]
 
 
 def qat_finetune(model: keras.Model, x_train: np.ndarray, y_train: np.ndarray, calib_x: np.ndarray,

@@ -34,6 +34,7 @@ from prunehw.core.config import ArrayConfig
 from prunehw.core.errors import ConfigError
 from prunehw.core.graph import INPUT
 from prunehw.model.graph import keras_graph
+from prunehw.model.prune import apply_masks, keep_masks
 
 __all__ = ["ChannelGroup", "channel_groups", "group_weights", "select_channels", "shrink_groups", "zero_groups",
            "tile_rows", "prune_groups"]
@@ -188,11 +189,8 @@ def tile_rows(model: keras.Model, rows: int, criterion: str = "l1") -> dict[str,
         if type(layer).__name__ == "DepthwiseConv2D" or w.shape[0] <= rows or w.shape[0] % rows == 0:
             continue
         norm = np.abs(w).sum(1) if criterion == "l1" else np.sqrt(np.square(w).sum(1))
-        keep = np.sort(np.argsort(-norm, kind="stable")[:w.shape[0] // rows * rows])
-        mask = np.zeros(w.shape, np.float32)
-        mask[keep] = 1.0
-        layer.kernel.assign((w * mask).reshape(k.shape))
-        kept[name] = keep.tolist()
+        kept[name] = np.sort(np.argsort(-norm, kind="stable")[:w.shape[0] // rows * rows]).tolist()
+    apply_masks(model, _row_masks(model, kept))
     return kept
 
 
@@ -264,7 +262,6 @@ def prune_groups(model: keras.Model, data, schedule, *, criterion: str, array: A
                  learning_rate: float, batch_size: int, desc: str = "matrix") -> tuple[keras.Model, dict]:
     """``model`` pruned by channel groups following ``schedule`` (each step to its ratio, then fine-tuned); returns
     the smaller model and a record of its groups (members and kept channels, for ``channel_groups.json``)."""
-    from prunehw.model.prune import keep_masks
     from prunehw.model.train import fit
 
     groups, layer_in, layer_out = channel_groups(model)

@@ -18,8 +18,7 @@ def prune_variant(model, data, cfg: RunConfig, variant: VariantConfig, out_dir: 
     """Prune ``model`` (in place, or a smaller copy for matrix pruning) as ``variant`` says, with ``cfg.prune``'s budget.
 
     Returns the pruned model and, for matrix pruning, the index maps (a graph's: its channel groups) written to
-    ``out_dir``. A dense variant
-    removes nothing: the model comes back as it is.
+    ``out_dir``. A dense variant removes nothing: the model comes back as it is.
     """
     if variant.method == "dense":
         return model, None
@@ -135,8 +134,8 @@ def _program(model, data, cfg: RunConfig):
 
 
 def copy_pruned(run_dir: Path, base: str, name: str) -> list[Path]:
-    """Copy variant ``base``'s pruned model (and index maps or channel groups) to variant ``name`` with its summary's pruning
-    figures (``pruned_as`` says whose); returns the files written, the model first."""
+    """Copy variant ``base``'s pruned model (and index maps or channel groups) to variant ``name`` with its summary's
+    pruning figures (``pruned_as`` says whose); returns the files written, the model first."""
     import shutil
 
     from prunehw.core.artifacts import read_json, update_variant

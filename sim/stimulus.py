@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from prunehw.core.geometry import conv_geometry, conv_stride, kernel_size
+from prunehw.core.graph import INPUT
 from prunehw.export.contract import output_range
 from prunehw.export.golden import accumulate, layer_events, layer_input, requantize
 from prunehw.export.kinds import kind, weighted
@@ -76,7 +77,7 @@ def _mirror(contract, target: str, aim: list[tuple[int, int]] | None = None):
         whole = tf.constant([c < 0 for c in channels])
 
     def forward(x):
-        values = {"input": x}                           # pixels / 256: the input's real values
+        values = {INPUT: x}                             # pixels / 256: the input's real values
         for layer in contract.layers:                   # (in the graph's order: an add reads two)
             kd = kind(layer)
             args = [values[s] for s in layer["inputs"]]
@@ -349,7 +350,7 @@ def _accumulator_bounds(contract) -> tuple[dict[str, tuple[np.ndarray, np.ndarra
     tightened for the second layer by :func:`_window_vertex_bounds` where it applies. Sound: no image gets outside
     them; exact for the first layer, an over-estimate after it."""
     lo = np.zeros(contract.input["shape"][-1], np.int64)
-    ranges = {"input": (lo, np.full_like(lo, (1 << contract.input["bits"]) - 1))}     # per tensor, per channel
+    ranges = {INPUT: (lo, np.full_like(lo, (1 << contract.input["bits"]) - 1))}      # per tensor, per channel
     first = contract.weighted()[0]["name"]
     out, how = {}, {}
     for layer in contract.layers:
