@@ -52,15 +52,18 @@ explore: setup
 explore-bench: setup
 	$(BIN)/prunehw explore --config $(SWEEP) --benchmark
 
-# every variant's accelerator through yosys synth_ecp5 and nextpnr-ecp5 (LFE5U-85F), running the stages it needs first
+# every variant's accelerator through yosys synth_ecp5 and nextpnr-ecp5 (LFE5U-85F), running the stages it needs first;
+# DEVICES="LFE5U-25F LFE5U-45F iCE40UP5K" also places each on those parts (the variant x device table)
 synth-report: setup
 	$(BIN)/prunehw synth --config $(CONFIG) $(foreach d,$(DEVICES),--device $(d))
 
 # the ULX3S-85F: the board core simulated with a host on its serial pins, then the bitstream
-# (build/<run>/<variant>/board/bitstream/prunehw_board.bit), for dense and matrix-0.80 (VARIANTS=... for others)
+# (build/<run>/<variant>/board/bitstream/prunehw_board.bit), for dense and matrix-0.80 (VARIANTS=... for others);
+# BOARD=iCEBreaker: the iCEBreaker's instead (board/iCEBreaker/bitstream/prunehw_board.bin), e.g. for
+# VARIANTS=matrix-0.80-w4-qat, the default variant its iCE40UP5K holds
 VARIANTS ?= dense matrix-0.80
 bitstream: setup
-	$(BIN)/prunehw board --config $(CONFIG) $(foreach v,$(VARIANTS),--variant $(v))
+	$(BIN)/prunehw board --config $(CONFIG) $(foreach v,$(VARIANTS),--variant $(v)) $(if $(BOARD),--board $(BOARD))
 
 mutate: setup
 	$(BIN)/prunehw mutate --config $(CONFIG)

@@ -109,11 +109,20 @@ class SynthConfig(Section):
         return out
 
 
-class BoardConfig(Section):
-    """The accelerator on a ULX3S-85F (``prunehw board``, ``make bitstream``, ``prunehw board-run``).
+#: The boards a bitstream is built for, and the part each carries.
+BOARDS = {"ULX3S-85F": "LFE5U-85F", "iCEBreaker": "iCE40UP5K"}
+#: The iCEBreaker's design runs from its 12 MHz oscillator (no PLL).
+ICEBREAKER_MHZ = 12.0
 
-    ``clock_mhz``: the design's clock, made by the board's PLL from its 25 MHz oscillator (a frequency Project
-    Trellis' ecppll reaches exactly); ``baud``: the serial port's rate, a whole number of clock cycles per bit
+
+class BoardConfig(Section):
+    """The accelerator on a board (``prunehw board``, ``make bitstream``, ``prunehw board-run``): ``name``, the
+    ULX3S-85F (an LFE5U-85F) or the iCEBreaker (an iCE40UP5K, the accelerator on the largest array its memories
+    hold).
+
+    ``clock_mhz``: the design's clock on the ULX3S, made by the board's PLL from its 25 MHz oscillator (a frequency
+    Project Trellis' ecppll reaches exactly); on the iCEBreaker the design runs from its 12 MHz oscillator, whatever
+    ``clock_mhz`` says (``clock``); ``baud``: the serial port's rate, a whole number of clock cycles per bit
     (at least 4); ``timeout_ms``: how long a frame may stall before the board abandons it. ``sim_images``: test
     images the simulated host-to-board run checks; ``sim_divisor``: clock cycles per serial bit in that
     simulation (the board's own divisor would make each image's transfer hundreds of thousands of cycles; the
@@ -121,6 +130,8 @@ class BoardConfig(Section):
     """
 
     _section = "board"
+    name: Annotated[str, must(lambda v: v in BOARDS, f"is not a board prunehw builds for; allowed: {', '.join(BOARDS)}")
+                    ] = "ULX3S-85F"
     clock_mhz: PositiveFloat = 100.0
     baud: Positive = 1_000_000
     timeout_ms: PositiveFloat = 20.0
@@ -129,22 +140,39 @@ class BoardConfig(Section):
 
     @model_validator(mode="after")
     def _whole_divisor(self):
-        cycles = self.clock_mhz * 1e6 / self.baud
+        cycles = self.clock * 1e6 / self.baud
         if abs(cycles - round(cycles)) > 1e-9 * cycles or round(cycles) < 4:
-            raise ValueError(f"baud {self.baud} at {self.clock_mhz:g} MHz is {cycles:g} clock cycles per bit; "
+            raise ValueError(f"baud {self.baud} at {self.clock:g} MHz is {cycles:g} clock cycles per bit; "
                              f"allowed: a whole number of at least 4 (e.g. 1000000 or 500000 at 50 MHz)")
         if self.sim_divisor < 4:
             raise ValueError(f"sim_divisor = {self.sim_divisor}; allowed: at least 4 clock cycles per bit")
         return self
 
+    @model_serializer(mode="wrap")
+    def _without_default_board(self, handler):
+        out = handler(self)
+        if out.get("name") == "ULX3S-85F":       # (the board every run was built for before it could be chosen)
+            out.pop("name")
+        return out
+
+    @property
+    def clock(self) -> float:
+        """The design's clock on the board, MHz."""
+        return ICEBREAKER_MHZ if self.name == "iCEBreaker" else self.clock_mhz
+
+    @property
+    def device(self) -> str:
+        """The part the board carries."""
+        return BOARDS[self.name]
+
     @property
     def divisor(self) -> int:
         """Clock cycles per serial bit on the board."""
-        return round(self.clock_mhz * 1e6 / self.baud)
+        return round(self.clock * 1e6 / self.baud)
 
     @property
     def timeout_cycles(self) -> int:
-        return round(self.timeout_ms * 1e-3 * self.clock_mhz * 1e6)
+        return round(self.timeout_ms * 1e-3 * self.clock * 1e6)
 
 
 Ratios = Annotated[TupleOf[Ratio], Field(min_length=1)]

@@ -16,7 +16,7 @@ from prunehw.hw.target.ecp5 import MODELS_FILE, ECP5, multipliers, write_sim_mod
 from prunehw.hw.compile.program import MatmulOp, Program, build_program
 from prunehw.hw.compile.verilog import to_verilog
 
-__all__ = ["TOP_NAME", "check_counters_fit", "program_for", "describe", "generate_verilog", "write_verilog"]
+__all__ = ["TOP_NAME", "array_for", "check_counters_fit", "program_for", "describe", "generate_verilog", "write_verilog"]
 
 TOP_NAME = "prunehw_top"
 
@@ -26,6 +26,34 @@ def program_for(contract, array: ArrayConfig) -> Program:
         return build_program(contract, array)
     except ValueError as exc:
         raise ConfigError(f"array {array.rows}x{array.cols} cannot hold this network: {exc}") from None
+
+
+def array_for(contract, array: ArrayConfig, device: str) -> ArrayConfig:
+    """The array ``contract``'s accelerator is built with for ``device``: ``array`` where the part holds it, else
+    the largest that it holds (most PEs, then the squarest; rows and columns powers of two up to ``array``'s).
+    Only a family whose memories map their own way is checked here (the iCE40's, :mod:`prunehw.hw.target.ice40`);
+    an ECP5 part keeps ``array``. A part that holds none is refused in one line with what it lacks on a 1x1 array.
+    """
+    dev = target_device(device)
+    if dev.family != "ice40":
+        return array
+    sizes = sorted({(r, c) for r in (array.rows, *(1 << i for i in range(array.rows.bit_length())))
+                    for c in (array.cols, *(1 << i for i in range(array.cols.bit_length()))) if r <= array.rows
+                    and c <= array.cols}, key=lambda rc: (-rc[0] * rc[1], abs(rc[0] - rc[1]), -rc[0]))
+    problem = None
+    for r, c in sizes:
+        candidate = array.model_copy(update={"rows": r, "cols": c})
+        try:
+            program = build_program(contract, candidate)
+        except ValueError:
+            continue
+        accel = Accelerator(program=program)
+        accel._MustUse__silence = True     # only its memory shapes are read
+        problem = dev.accelerator_problem(accel)
+        if problem is None:
+            return candidate
+    raise ConfigError(f"{problem or f'no array up to {array.rows}x{array.cols} can hold this network'}; allowed: "
+                      f"a network whose weights fit the part (prune it, or 4-bit weights), or a larger part")
 
 
 def describe(program: Program, accel: Accelerator | None = None) -> dict:
@@ -95,8 +123,10 @@ def write_verilog(top: Accelerator, out_dir: Path, emitter: str = "prunehw", dev
 
     The same file is what cocotb simulates and what yosys synthesises (see :mod:`prunehw.hw.target.ecp5`).
     """
-    text = to_verilog(top, TOP_NAME, ECP5(device), emitter)
-    write_sim_models(out_dir)
+    platform = target_device(device).platform()
+    text = to_verilog(top, TOP_NAME, platform, emitter)
+    if isinstance(platform, ECP5):
+        write_sim_models(out_dir)
     return write_bytes(Path(out_dir) / f"{TOP_NAME}.v", text.encode())
 
 
@@ -131,7 +161,11 @@ def generate_verilog(contract, array: ArrayConfig, out_dir: Path, emitter: str =
                      device: str = DEFAULT_DEVICE) -> tuple[Path, Path, dict]:
     """Write ``<out_dir>/prunehw_top.v`` for ``device`` (by ``emitter``, see :data:`EMITTERS`) and
     ``accelerator.json``; returns their paths and the description. On a part with fewer multipliers than the
-    array has PEs, the description's ``multipliers`` says how many multiply in the fabric."""
+    array has PEs, the description's ``multipliers`` says how many multiply in the fabric. On a part whose memories
+    hold only a smaller array (the iCE40UP5K's), the design is built on that array (:func:`array_for`) and the
+    description names the ``device``."""
+    dev = target_device(device)
+    array = array_for(contract, array, device)
     program = program_for(contract, array)
     check_counters_fit(activity_model(program))
     check_memory_fits(program)
@@ -139,6 +173,9 @@ def generate_verilog(contract, array: ArrayConfig, out_dir: Path, emitter: str =
     out_dir = Path(out_dir)
     v = write_verilog(top, out_dir, emitter, device)
     desc = describe(program, top)
+    if dev.family != "ecp5":           # (its Verilog instantiates no primitive, and names the part it is built for)
+        desc.update(sim_models=[], device=dev.name)
+        return v, write_json(out_dir / "accelerator.json", desc), desc
     split = multipliers(program.rows * program.cols, device)
     if split["lut"]:              # (absent where every PE has a DSP: the description of such a design as it was)
         desc["multipliers"] = {**split, "device": device}

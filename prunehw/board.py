@@ -1,9 +1,13 @@
-"""A variant on the ULX3S-85F: the board core proven in simulation through its serial pins, the bitstream, and
-the host that runs test images through a real board (``prunehw board``, ``make bitstream``, ``prunehw board-run``).
+"""A variant on a board (``[board] name``: the ULX3S-85F or the iCEBreaker): the board core proven in simulation
+through its serial pins, the bitstream, and the host that runs test images through a real board (``prunehw
+board``, ``make bitstream``, ``prunehw board-run``).
 
-Files under ``<run>/<variant>/board/``: ``sim_<simulator>/`` (the board core's Verilog and the cocotb run: a
-host on its serial pins), ``bitstream/`` (the board top's Verilog and constraints, the tools' logs, ``prunehw_board.bit``).
-Figures go to ``summary.json`` under the variant's ``board``.
+Files under ``<run>/<variant>/board/`` (``board/iCEBreaker/`` for the iCEBreaker): ``sim_<simulator>/`` (the
+board core's Verilog and the cocotb run: a host on its serial pins), ``bitstream/`` (the board top's Verilog and
+constraints, the tools' logs, ``prunehw_board.bit``, or ``.bin`` for the iCE40). Figures go to ``summary.json``
+under the variant's ``board`` (``board.iCEBreaker``). On the iCEBreaker the accelerator is built on the largest
+array the UP5K's memories hold (:func:`~prunehw.hw.generate.array_for`); a variant they hold on none is refused
+in one line before anything is built.
 """
 
 from __future__ import annotations
@@ -25,12 +29,30 @@ class BoardError(PrunehwError):
 
 
 def _program(flow, variant: str):
-    """(the variant's accelerator program, its contract's path)."""
+    """(the variant's accelerator program on the board's part, its contract's path)."""
     from prunehw.export.contract import load_contract
-    from prunehw.hw.generate import program_for
+    from prunehw.hw.generate import array_for, program_for
 
     contract = flow.quantize(variant)
-    return program_for(load_contract(contract), flow.cfg.array), contract
+    array = array_for(load_contract(contract), flow.cfg.array, flow.cfg.board.device)
+    return program_for(load_contract(contract), array), contract
+
+
+def _folder(flow, variant: str) -> Path:
+    """The variant's board folder: ``board/`` for the ULX3S-85F, ``board/<name>/`` for another board."""
+    name = flow.cfg.board.name
+    return flow.layout.board(variant) if name == "ULX3S-85F" else flow.layout.board(variant) / name
+
+
+def _record(flow, variant: str, entries: dict) -> None:
+    """``entries`` into the variant's ``board`` summary (``board.<name>`` for a board other than the ULX3S-85F)."""
+    name = flow.cfg.board.name
+    update_variant(flow.run_dir, variant, {"board": entries if name == "ULX3S-85F" else {name: entries}})
+
+
+def _stage(flow, stage: str) -> str:
+    name = flow.cfg.board.name
+    return stage if name == "ULX3S-85F" else f"{stage}:{name}"
 
 
 def board_core(flow, variant: str, *, divisor: int, timeout: int):
@@ -61,15 +83,16 @@ def simulate_board(flow, variant: str, simulator: str = "verilator", force: bool
     ``[board] sim_images`` test images bit-exact, counters equal to the model, framing errors answered. Cached."""
     from prunehw.hw.target.ulx3s import BOARD_TOP, write_board_verilog
     from prunehw.hw.target.ecp5 import MODELS_FILE
+    from prunehw.hw.target.icebreaker import write_core_verilog
     from prunehw.sim.runner import run_board
 
     b = flow.cfg.board
-    out = flow.layout.board(variant) / f"sim_{simulator}"
+    out = _folder(flow, variant) / f"sim_{simulator}"
     contract = flow.quantize(variant)
     key = stage_key(sha256_file(contract), sha256_file(contract.with_name("weights.npz")), flow.cfg.key("array", "board"),
                     simulator, code_digest("hw"), code_digest("sim"), code_closure(__name__),
                     sha256_file(flow.sim_images()))
-    stage = f"board-sim:{simulator}:{variant}"
+    stage = _stage(flow, f"board-sim:{simulator}:{variant}")
     if not force and stage_is_current(flow.run_dir, stage, key):
         flow.log(f"board sim {variant}: up to date, {out}")
         return read_json(out / "board_sim.json")
@@ -79,73 +102,93 @@ def simulate_board(flow, variant: str, simulator: str = "verilator", force: bool
     ref = _expected(flow, program, contract, n)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "reference.npz", **ref, info=np.frombuffer(core.info.pack(), dtype=np.uint8))
-    write_board_verilog(core, out)
+    if b.name == "iCEBreaker":     # (its flavour: buffers in single-port RAM, no primitive, no models)
+        write_core_verilog(core, out)
+        sources = [f"{BOARD_TOP}.v"]
+    else:
+        write_board_verilog(core, out)
+        sources = [MODELS_FILE, f"{BOARD_TOP}.v"]
     t0 = time.perf_counter()
-    res = run_board(out, BOARD_TOP, simulator, out, out / "reference.npz", b.sim_divisor, timeout,
-                    [MODELS_FILE, f"{BOARD_TOP}.v"])
+    res = run_board(out, BOARD_TOP, simulator, out, out / "reference.npz", b.sim_divisor, timeout, sources)
     imgs = res["images"]
     entry = {"simulator": simulator, "images": len(imgs), "match": sum(r["match"] for r in imgs),
              "counters_equal": sum(r["counters_equal"] for r in imgs), "info_equal": res["info_equal"],
              "errors_answered": res["errors"], "errors_as_expected": res["errors_as_expected"],
              "divisor": b.sim_divisor, "timeout_cycles": timeout, "seconds": round(time.perf_counter() - t0, 1)}
+    if b.name != "ULX3S-85F":
+        entry["array"] = f"{program.rows}x{program.cols}"
     path = write_json(out / "board_sim.json", entry)
-    update_variant(flow.run_dir, variant, {"board": {f"sim_{simulator}": entry}})
+    _record(flow, variant, {f"sim_{simulator}": entry})
     ok = entry["match"] == entry["counters_equal"] == entry["images"] and res["info_equal"] and res["errors_as_expected"]
     if not ok:
         raise BoardError(f"board sim {variant}: {entry['match']}/{entry['images']} images bit-exact, counters "
                          f"{entry['counters_equal']}/{entry['images']}, INFO {'right' if res['info_equal'] else 'WRONG'}, "
                          f"framing errors answered {res['errors']}; see {out}")
     record_stage(flow.run_dir, stage, key, [path])
-    flow.log(f"board sim {variant}: {simulator}, a host on the serial pins: {entry['match']}/{entry['images']} images "
+    flow.log(f"board sim {variant}{'' if b.name == 'ULX3S-85F' else ' on the ' + b.name}: {simulator}, a host on the serial pins: {entry['match']}/{entry['images']} images "
              f"bit-exact, counters equal to the model on {entry['counters_equal']}/{entry['images']}, every framing "
              f"error answered as the protocol says ({entry['seconds']:.0f} s); {out}")
     return entry
 
 
 def build_bitstream(flow, variant: str, force: bool = False) -> dict:
-    """The variant's board top (``[board]`` clock and baud) through yosys, nextpnr on the ULX3S-85F's pins and
-    ecppack: ``<variant>/board/bitstream/prunehw_board.bit``. Cached; returns the summary's ``board.bitstream``
-    entry. A missing tool, a design that does not fit or misses its clock stops with one line."""
-    from prunehw.hw.target.bitstream import BitstreamFailed, build_bitstream as build
+    """The variant's board top (``[board]`` board, clock and baud) through yosys, nextpnr on the board's pins and
+    the family's packer: ``<variant>/board/bitstream/prunehw_board.bit`` on the ULX3S-85F (ecppack),
+    ``<variant>/board/iCEBreaker/bitstream/prunehw_board.bin`` on the iCEBreaker (icepack). Cached; returns the
+    summary's ``board.bitstream`` entry. A missing tool, a design that does not fit or misses its clock stops with
+    one line."""
+    from prunehw.hw.target.bitstream import BitstreamFailed, build_bitstream as build_ulx3s
+    from prunehw.hw.target.devices import device
+    from prunehw.hw.target.icebreaker import build_bitstream as build_icebreaker
     from prunehw.hw.target.ulx3s import BOARD_TOP, Ulx3sTop, pll_parameters
     from prunehw.hw.models.cycle_model import cycle_model
     from prunehw.hw.target.synth import tool_versions, tools_missing
 
-    reason = tools_missing()
+    b, seed = flow.cfg.board, flow.cfg.synth.seed
+    family = device(b.device).family
+    reason = tools_missing(family)
     if reason:
         from prunehw.synth_report import ToolMissing
 
         raise ToolMissing(reason)
-    b, seed = flow.cfg.board, flow.cfg.synth.seed
-    out = flow.layout.board(variant) / "bitstream"
+    out = _folder(flow, variant) / "bitstream"
     contract = flow.quantize(variant)
     key = stage_key(sha256_file(contract), sha256_file(contract.with_name("weights.npz")), flow.cfg.key("array", "board"),
-                    seed, tool_versions(), code_digest("hw"), code_closure(__name__))
-    stage = f"bitstream:{variant}"
+                    seed, tool_versions(family), code_digest("hw"), code_closure(__name__))
+    stage = _stage(flow, f"bitstream:{variant}")
+    suffix = ".bin" if family == "ice40" else ".bit"
     if not force and stage_is_current(flow.run_dir, stage, key):
-        flow.log(f"bitstream {variant}: up to date, {out / (BOARD_TOP + '.bit')}")
+        flow.log(f"bitstream {variant}: up to date, {out / (BOARD_TOP + suffix)}")
         return read_json(out / "bitstream.json")
     core, program, _ = board_core(flow, variant, divisor=b.divisor, timeout=b.timeout_cycles)
-    try:
-        pll = None if b.clock_mhz == 25 else pll_parameters(25, b.clock_mhz)
-    except ValueError as exc:
-        raise BoardError(f"board.clock_mhz = {b.clock_mhz:g}: {exc}") from None
+    pll = None
+    if b.name == "ULX3S-85F":
+        try:
+            pll = None if b.clock == 25 else pll_parameters(25, b.clock)
+        except ValueError as exc:
+            raise BoardError(f"board.clock_mhz = {b.clock:g}: {exc}") from None
     from tqdm.auto import tqdm
 
     with tqdm(total=None, desc=f"bitstream {variant}", bar_format="{desc}: {elapsed}{postfix}") as bar:
+        say = lambda step, s: bar.set_postfix_str(f"{step} {s:.0f}s", refresh=True)   # noqa: E731
         try:
-            res, bit = build(Ulx3sTop(core, clock_mhz=b.clock_mhz, pll=pll), out, seed,
-                             progress=lambda step, s: bar.set_postfix_str(f"{step} {s:.0f}s", refresh=True))
+            if b.name == "ULX3S-85F":
+                res, bit = build_ulx3s(Ulx3sTop(core, clock_mhz=b.clock, pll=pll), out, seed, progress=say)
+            else:
+                res, bit = build_icebreaker(core, out, seed, progress=say)
         except BitstreamFailed as exc:
             raise BoardError(f"bitstream {variant}: {exc}") from None
     entry = {**{k: v for k, v in res.to_dict().items() if k not in ("cells", "memories")},
-             "board": "ULX3S-85F", "clock_mhz": b.clock_mhz, "pll": pll, "baud": b.baud, "divisor": b.divisor,
-             "bitstream": str(bit), "bitstream_bytes": bit.stat().st_size, "cycles_per_image": cycle_model(program).total}
+             "board": b.name, "clock_mhz": b.clock, "pll": pll, "baud": b.baud, "divisor": b.divisor,
+             "bitstream": str(bit), "bitstream_bytes": bit.stat().st_size, "cycles_per_image": cycle_model(program).total,
+             **({"array": f"{program.rows}x{program.cols}"} if b.name != "ULX3S-85F" else {})}
     path = write_json(out / "bitstream.json", entry)
-    update_variant(flow.run_dir, variant, {"board": {"bitstream": entry}})
+    _record(flow, variant, {"bitstream": entry})
     record_stage(flow.run_dir, stage, key, [path, bit])
-    flow.log(f"bitstream {variant}: ULX3S-85F at {b.clock_mhz:g} MHz (PLL from 25 MHz; routed Fmax {res.fmax_mhz:g} MHz), "
-             f"{res.lut} LUT4, {res.ff} FF, {res.dsp} DSP, {res.bram} EBR; serial {b.baud} baud; wrote {bit}")
+    clock = f"{b.clock:g} MHz (PLL from 25 MHz" if pll else f"{b.clock:g} MHz (its oscillator"
+    memory = f"{res.bram} EBR" + (f", {res.spram} SPRAM" if res.spram is not None else "")
+    flow.log(f"bitstream {variant}: {b.name} at {clock}; routed Fmax {res.fmax_mhz:g} MHz), "
+             f"{res.lut} LUT4, {res.ff} FF, {res.dsp} DSP, {memory}; serial {b.baud} baud; wrote {bit}")
     return entry
 
 

@@ -40,6 +40,8 @@ def _version() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from prunehw.core.config import BOARDS as BOARD_NAMES
+
     parser = argparse.ArgumentParser(prog="prunehw", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"prunehw {_version()}")
@@ -124,14 +126,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", action="append", metavar="PART", dest="devices",
                    help="also place every variant on this part (repeatable; default: [synth] devices), e.g. "
                         "LFE5U-25F: one table of variant x device, each cell placed or refused with what the part lacks")
-    p = stage("board", "the accelerator on a ULX3S-85F: its board core simulated with a host on its serial pins, "
-                       "then a bitstream (yosys, nextpnr-ecp5 on the board's pins, ecppack)")
+    p = stage("board", "the accelerator on a board (the ULX3S-85F, or the iCEBreaker): its board core simulated with a "
+                       "host on its serial pins, then a bitstream (yosys, nextpnr on the board's pins, ecppack or icepack)")
     variants(p)
+    p.add_argument("--board", choices=BOARD_NAMES, help="the board (default: [board] name, the ULX3S-85F)")
     p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator",
                    help="the simulator of the host-to-board run (default verilator)")
     p.add_argument("--no-bitstream", action="store_true", help="only the simulated host-to-board run")
-    p = stage("board-run", "run test images through a ULX3S holding a variant's bitstream, over its serial port; "
+    p = stage("board-run", "run test images through a board holding a variant's bitstream, over its serial port; "
                            "every logit checked against the golden model", force=False)
+    p.add_argument("--board", choices=BOARD_NAMES, help="the board (default: [board] name, the ULX3S-85F)")
     p.add_argument("--port", required=True, help="the board's serial device (e.g. /dev/ttyUSB0) or a pyserial URL")
     p.add_argument("--variant", required=True, metavar="NAME", help="the variant whose bitstream the board holds: "
                    "dense or a configured variant's name")
@@ -244,6 +248,8 @@ def _run(args: argparse.Namespace) -> None:
         cfg = cfg.replace(model=args.model)
     if getattr(args, "data", None):
         cfg = cfg.replace(data=cfg.data.replace(source=args.data))
+    if getattr(args, "board", None):
+        cfg = cfg.replace(board=cfg.board.replace(name=args.board))
     names = _check_args(args, cfg)
     single = _single_variant(args) if args.command == "prune" and args.method is not None else None
     from prunehw.flow import Flow

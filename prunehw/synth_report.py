@@ -29,7 +29,8 @@ def _summary_entry(res: dict, desc: dict, sim_cycles: int | None) -> dict:
                  capacity=res.get("capacity", {}), seconds=res.get("seconds", {}))
     if res.get("capacity"):
         entry["utilization"] = {k: round(res[k] / res["capacity"][k], 4) for k in RESOURCES if res["capacity"].get(k)}
-    for k in ("fmax_mhz", "meets_timing", "critical_path", "problem", "multipliers", "check"):
+    for k in ("fmax_mhz", "meets_timing", "critical_path", "problem", "multipliers", "check", "array", "spram",
+              "placed_as"):
         if k in res:
             entry[k] = res[k]
     if "fmax_mhz" in res:
@@ -77,29 +78,36 @@ def synth_variants(flow, variants: list[str], force: bool = False, devices: list
         arr = descs[v]["array"]
         for name in parts:
             dev = device(name)
-            # what the part lacks (or that the generator cannot build for it), said before any tool runs
-            problem = fit_problem(dev, descs[v]["memory_shapes"], arr["rows"] * arr["cols"],
-                                  (arr["weight_bits"], arr["x_bits"]))
+            # what the part lacks (or that the generator cannot build for it), said before any tool runs; a part
+            # whose memories map their own way (the iCE40's) is checked on the arrays it could be built with
+            if dev.family == "ice40":
+                problem = _array_problem(flow, v, name)
+            else:
+                problem = fit_problem(dev, descs[v]["memory_shapes"], arr["rows"] * arr["cols"],
+                                      (arr["weight_bits"], arr["x_bits"]))
             if problem is None and dev.unsupported:
                 problem = f"not built for the {dev.name}: {dev.unsupported}"
             if problem:
-                refused[v, name] = {"device": dev.name, "target_mhz": cfg.target_mhz, "fits": False, "problem": problem}
+                refused[v, name] = {"device": dev.name, "target_mhz": dev.target_mhz or cfg.target_mhz, "fits": False,
+                                    "problem": problem}
     built = [(v, n) for v in variants for n in parts if (v, n) not in refused]
-    if built:
-        reason = tools_missing()
+    versions = {}
+    for family in dict.fromkeys(device(n).family for _, n in built):
+        reason = tools_missing(family)
         if reason:
             raise ToolMissing(reason)
-        versions = tool_versions()
+        versions[family] = tool_versions(family)
     # the Verilog each part places: the run's (built for its device), or the part's own where the multipliers split
     # differently (fewer DSPs than PEs)
     rtl_of = {}
     for v, name in built:
         pes = descs[v]["array"]["rows"] * descs[v]["array"]["cols"]
-        rtl_of[v, name] = layout.rtl(v) if multipliers(pes, name) == multipliers(pes, primary) else \
-            _part_verilog(flow, v, name, _folder(layout, v, name, primary) / "rtl")
+        same = device(name).family == device(primary).family and multipliers(pes, name) == multipliers(pes, primary)
+        rtl_of[v, name] = layout.rtl(v) if same else _part_verilog(flow, v, name, _folder(layout, v, name, primary) / "rtl")
     keys, results, jobs = {}, {}, {}
     for v, name in built:
-        keys[v, name] = stage_key(sha256_file(rtl_of[v, name] / f"{TOP_NAME}.v"), versions, cfg.target_mhz, cfg.seed,
+        keys[v, name] = stage_key(sha256_file(rtl_of[v, name] / f"{TOP_NAME}.v"), versions[device(name).family],
+                                  device(name).target_mhz or cfg.target_mhz, cfg.seed,
                                   name, code_digest("hw"), code_closure(__name__),
                                   *([cfg.check_images] if rtl_of[v, name] != layout.rtl(v) else []))
         out = _folder(layout, v, name, primary) / "synth.json"
@@ -149,7 +157,8 @@ def synth_variants(flow, variants: list[str], force: bool = False, devices: list
                 if own:
                     say = progress(v, name)
                     say(f"verilator check of its Verilog ({cfg.check_images} images)", 0)
-                    check = check_verilog(flow, v, rtl_dir, cfg.check_images, folder / "sim_verilator")
+                    check = check_verilog(flow, v, rtl_dir, cfg.check_images, folder / "sim_verilator",
+                                          workers=max(1, cfg.workers // len(jobs)))
                     if check["match"] != check["total"] or not check["counters_equal"]:
                         raise SynthFailed(f"its Verilog for the {name} failed its check in Verilator: {check['match']}/"
                                           f"{check['total']} images bit-exact, counters "
@@ -157,11 +166,18 @@ def synth_variants(flow, variants: list[str], force: bool = False, devices: list
                                           f"first mismatch {check['first_mismatch']}; {folder / 'sim_verilator'}")
                 # (a Verilog with fabric multipliers: yosys must not map them onto DSPs the part lacks)
                 split = read_json(rtl_dir / "accelerator.json").get("multipliers")
-                res = run_synthesis(rtl_dir / f"{TOP_NAME}.v", TOP_NAME, folder, cfg.target_mhz,
-                                    seed=cfg.seed, progress=progress(v, name), device=name,
-                                    netlist_from=netlists.get((family, rtl_dir)), nodsp=split is not None)
-                if split is not None:
-                    res = {**res.to_dict(), "multipliers": split, **({"check": check} if check else {})}
+                if family == "ice40":     # (placed only on pins: the board top around this Verilog's design)
+                    res = _place_board_top(flow, v, name, folder, progress(v, name))
+                else:
+                    res = run_synthesis(rtl_dir / f"{TOP_NAME}.v", TOP_NAME, folder, cfg.target_mhz,
+                                        seed=cfg.seed, progress=progress(v, name), device=name,
+                                        netlist_from=netlists.get((family, rtl_dir)), nodsp=split is not None)
+                if split is not None or family == "ice40":
+                    # (the array a part's own Verilog was built on, where the part chose it)
+                    array = read_json(rtl_dir / "accelerator.json")["array"] if family == "ice40" else None
+                    res = {**res.to_dict(), **({"multipliers": split} if split else {}),
+                           **({"array": f"{array['rows']}x{array['cols']}"} if array else {}),
+                           **({"check": check} if check else {})}
                     write_json(folder / "synth.json", res)
                 done[name] = res
             except SynthFailed as exc:
@@ -195,7 +211,11 @@ def synth_variants(flow, variants: list[str], force: bool = False, devices: list
                 table[name] = refused[v, name]
                 write_json(_folder(layout, v, name, primary) / "synth.json", refused[v, name])   # (not an earlier run's figures)
             elif (v, name) in results:
-                table[name] = _summary_entry(results[v, name], descs[v], summary.get(v, {}).get("cycles", {}).get("rtl"))
+                # (a part that chose its own array: that array's cycles, equal to its Verilog's in the Verilator check)
+                own = device(name).family == "ice40"
+                desc = read_json(rtl_of[v, name] / "accelerator.json") if own else descs[v]
+                table[name] = _summary_entry(results[v, name], desc,
+                                             None if own else summary.get(v, {}).get("cycles", {}).get("rtl"))
         # (the smallest part that holds the design at the clock asked for: placed, and timing met where measured)
         fits = [n for n in by_size(table) if table[n].get("fits") and "lut" in table[n]
                 and table[n].get("meets_timing") is not False]
@@ -218,6 +238,43 @@ def synth_variants(flow, variants: list[str], force: bool = False, devices: list
     return entries
 
 
+def _array_problem(flow, v: str, name: str) -> str | None:
+    """What part ``name`` lacks for ``v`` on every array it could be built with (None: one fits; see
+    :func:`~prunehw.hw.generate.array_for`)."""
+    from prunehw.core.errors import ConfigError
+    from prunehw.export.contract import load_contract
+    from prunehw.hw.generate import array_for
+
+    try:
+        array_for(load_contract(flow.quantize(v)), flow.cfg.array, name)
+    except ConfigError as exc:
+        return str(exc).split("; allowed:")[0]
+    return None
+
+
+def _place_board_top(flow, v: str, name: str, folder: Path, progress):
+    """``v``'s board top for the iCE40 part ``name`` (the iCEBreaker's: the board core, built on the part's array,
+    on its pins) through yosys and nextpnr-ice40 in ``folder``: nextpnr-ice40 has no out-of-context placement,
+    and the bare accelerator's ports outnumber the package's pins."""
+    from prunehw.export.contract import load_contract
+    from prunehw.hw.gateware.board_core import BOARD_TOP, BoardCore, design_id
+    from prunehw.hw.generate import array_for, program_for
+    from prunehw.hw.target.devices import device
+    from prunehw.hw.target.icebreaker import CLOCK_MHZ, write_board_sources
+    from prunehw.hw.target.synth import run_synthesis
+
+    contract = flow.quantize(v)
+    program = program_for(load_contract(contract), array_for(load_contract(contract), flow.cfg.array, name))
+    divisor = round(CLOCK_MHZ * 1e6 / flow.cfg.board.baud)
+    core = BoardCore(program=program, design=design_id(contract.read_bytes()), divisor=divisor,
+                     timeout=round(flow.cfg.board.timeout_ms * 1e-3 * CLOCK_MHZ * 1e6))
+    verilog, pins = write_board_sources(core, folder)
+    res = run_synthesis(verilog, BOARD_TOP, folder, device(name).target_mhz or flow.cfg.synth.target_mhz,
+                        seed=flow.cfg.synth.seed, progress=progress, lpf=pins.name, device=name)
+    res.placed_as = "iCEBreaker board top (serial host link, on its pins)"
+    return res
+
+
 def _part_verilog(flow, v: str, name: str, out: Path) -> Path:
     """``v``'s Verilog built for part ``name`` in ``out`` (cached like the rtl stage, on the contract, the array,
     the generator's code and the part)."""
@@ -233,9 +290,14 @@ def _part_verilog(flow, v: str, name: str, out: Path) -> Path:
     if not stage_is_current(flow.run_dir, stage, key):
         verilog, desc, _ = generate_verilog(load_contract(contract), flow.cfg.array, out, device=name)
         record_stage(flow.run_dir, stage, key, [verilog, desc])
-        split = read_json(desc)["multipliers"]
-        flow.log(f"rtl {v} for the {name}: {split['lut']} of its multipliers in LUTs (the part has {split['dsp']} "
-                 f"{device(name).dsp}); wrote {verilog}")
+        d = read_json(desc)
+        if "multipliers" in d:
+            split = d["multipliers"]
+            flow.log(f"rtl {v} for the {name}: {split['lut']} of its multipliers in LUTs (the part has {split['dsp']} "
+                     f"{device(name).dsp}); wrote {verilog}")
+        else:
+            flow.log(f"rtl {v} for the {name}: {d['array']['rows']}x{d['array']['cols']} array, the largest whose "
+                     f"memories the part holds, {d['cycles_analytic']['total']} cycles per image (analytic); wrote {verilog}")
     return out
 
 
@@ -245,8 +307,11 @@ def _stage(v: str, name: str, primary: str) -> str:
 
 
 def _line(v: str, e: dict, folder: Path, cached: bool = False) -> str:
-    head = (f"synth {v}: {'up to date, ' if cached else ''}{e['lut']} LUT4, {e['ff']} FF, {e['carry']} CCU2C, {e['dsp']} DSP, {e['bram']} EBR on the "
-            f"{e['device']}")
+    spram = f", {e['spram']} SPRAM" if "spram" in e else ""
+    array = f" ({e['array']} array)" if "array" in e else ""
+    carry = "SB_CARRY" if "spram" in e else "CCU2C"
+    head = (f"synth {v}: {'up to date, ' if cached else ''}{e['lut']} LUT4, {e['ff']} FF, {e['carry']} {carry}, {e['dsp']} DSP, "
+            f"{e['bram']} EBR{spram} on the {e['device']}{array}")
     if "fmax_mhz" in e:
         head += f", Fmax {e['fmax_mhz']:.1f} MHz ({e['images_per_s']:.0f} images/s)"
     if e.get("problem"):
@@ -364,30 +429,46 @@ def format_device_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+#: Each board's table heading: its tools.
+BOARD_TOOLS = {"ULX3S-85F": "yosys synth_ecp5 + nextpnr-ecp5 on the board's pins + ecppack",
+               "iCEBreaker": "yosys synth_ice40 + nextpnr-ice40 on the board's pins + icepack"}
+
+
 def format_board_table(summary: dict) -> str:
-    """The variants' board figures: the bitstream's resources and Fmax on the ULX3S-85F's pins at its PLL clock,
-    the simulated host-to-board run, and a run on a real board when there was one."""
-    variants = {n: v["board"] for n, v in summary.get("variants", {}).items() if v.get("board")}
-    if not variants:
-        return ""
-    lines = ["board: ULX3S-85F (yosys synth_ecp5 + nextpnr-ecp5 on the board's pins + ecppack), serial host link"]
-    head = (f"{'variant':<18}{'clock':>7}{'Fmax':>8}" + "".join(f"{LABELS[k]:>14}" for k in RESOURCES) +
-            f"{'bitstream':>11}  simulated host run")
-    lines += [head, "-" * len(head)]
-    for name, b in variants.items():
-        bit, sim = b.get("bitstream", {}), next((b[k] for k in sorted(b) if k.startswith("sim_")), None)
-        cap = bit.get("capacity", {})
-        cells = "".join(f"{bit[k]:>7} {100 * bit[k] / cap[k]:>5.1f}%" if k in bit and cap.get(k) else f"{'-':>14}"
-                        for k in RESOURCES)
-        ran = (f"{sim['simulator']}: {sim['match']}/{sim['images']} bit-exact, counters {sim['counters_equal']}/"
-               f"{sim['images']}, framing errors answered" if sim else "-")
-        lines.append(f"{name:<18}{bit.get('clock_mhz', '-'):>7}{bit.get('fmax_mhz', '-'):>8}{cells}"
-                     f"{'written' if bit.get('bitstream') else '-':>11}  {ran}")
-        if "run" in b:
-            r = b["run"]
-            lines.append(f"  {name} on a board at {r['port']}: {r['match']}/{r['images']} bit-exact, "
-                         f"{r['images_per_s']} images/s")
-    return "\n".join(lines)
+    """The variants' board figures, a table per board: the bitstream's resources and Fmax on the board's pins at
+    its clock, the simulated host-to-board run, and a run on a real board when there was one. A variant's
+    ``board`` holds the ULX3S-85F's figures, and another board's under its name."""
+    boards: dict[str, dict] = {}
+    for n, v in summary.get("variants", {}).items():
+        for board in BOARD_TOOLS:
+            b = v.get("board", {})
+            b = {k: e for k, e in b.items() if k not in BOARD_TOOLS} if board == "ULX3S-85F" else b.get(board, {})
+            if b:
+                boards.setdefault(board, {})[n] = b
+    out = []
+    for board, variants in boards.items():
+        lines = [f"board: {board} ({BOARD_TOOLS[board]}), serial host link"]
+        labels = {**LABELS, "carry": "SB_CARRY"} if board == "iCEBreaker" else LABELS
+        head = (f"{'variant':<18}{'clock':>7}{'Fmax':>8}" + "".join(f"{labels[k]:>14}" for k in RESOURCES) +
+                f"{'bitstream':>11}  simulated host run")
+        lines += [head, "-" * len(head)]
+        for name, b in variants.items():
+            bit, sim = b.get("bitstream", {}), next((b[k] for k in sorted(b) if k.startswith("sim_")), None)
+            cap = bit.get("capacity", {})
+            cells = "".join(f"{bit[k]:>7} {100 * bit[k] / cap[k]:>5.1f}%" if k in bit and cap.get(k) else f"{'-':>14}"
+                            for k in RESOURCES)
+            ran = (f"{sim['simulator']}: {sim['match']}/{sim['images']} bit-exact, counters {sim['counters_equal']}/"
+                   f"{sim['images']}, framing errors answered" if sim else "-")
+            lines.append(f"{name:<18}{bit.get('clock_mhz', '-'):>7}{bit.get('fmax_mhz', '-'):>8}{cells}"
+                         f"{'written' if bit.get('bitstream') else '-':>11}  {ran}")
+            if "array" in bit:
+                lines.append(f"  {name}: on a {bit['array']} array, {bit.get('spram', 0)} SPRAM")
+            if "run" in b:
+                r = b["run"]
+                lines.append(f"  {name} on a board at {r['port']}: {r['match']}/{r['images']} bit-exact, "
+                             f"{r['images_per_s']} images/s")
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
 
 
 def write_synth_files(run_dir: Path) -> list[Path]:

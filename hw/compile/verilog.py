@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["EMITTERS", "VERILOG_PASSES", "to_verilog"]
 
 
@@ -39,6 +41,25 @@ def to_verilog(top, name: str, platform, emitter: str = "prunehw") -> str:
     # the module is internal to Amaranth, which re-exports it from amaranth.back.verilog)
     from amaranth._toolchain.yosys import find_yosys
 
-    text = rtlil.convert(top, name=name, emit_src=False, platform=platform)
+    text = _without_spram_init(rtlil.convert(top, name=name, emit_src=False, platform=platform))
     script = [f"read_rtlil <<rtlil\n{text}\nrtlil", *VERILOG_PASSES, "write_verilog"]
     return find_yosys(lambda ver: ver >= (0, 40)).run(["-q", "-"], "\n".join(script), ignore_warnings=True)
+
+
+_MODULE = re.compile(r"^module .*?^end$", re.S | re.M)
+_HUGE = re.compile(r'^ *attribute \\ram_style "huge"\n *memory [^\n]*? (\S+)$', re.M)
+_MEMINIT = re.compile(r'^ *cell \$meminit_v2 \S+\n *parameter \\MEMID "(\S+)"\n.*?^ *end\n', re.S | re.M)
+
+
+def _without_spram_init(text: str) -> str:
+    """Amaranth's RTLIL with the initial contents of every memory built for single-port RAM (``ram_style =
+    "huge"``, the iCE40 UltraPlus's SPRAM) removed: the SPRAM has none, and yosys maps no memory with initial
+    contents onto it. Amaranth gives every memory initial contents (zeros where none are asked for); the
+    Verilog then has no initial block for such a memory, so the simulated design is the one synthesised."""
+    def module(m: re.Match) -> str:
+        huge = {n.replace("\\", "\\\\") for n in _HUGE.findall(m.group(0))}
+        if not huge:
+            return m.group(0)
+        return _MEMINIT.sub(lambda c: "" if c.group(1) in huge else c.group(0), m.group(0))
+
+    return _MODULE.sub(module, text)

@@ -130,12 +130,12 @@ class Accelerator(wiring.Component):
         shapes = {f"feeder.{plan.wrom_names[b]}": (R * C * b, len(plan.wimgs[b])) for b in plan.wwidths}
         shapes |= {"feeder.rtrom": (R * plan.entry, len(plan.rimg)),
                   "writeback.brom": (C * self.ACC, len(plan.bimg))}
-        for name, (width, depth, granularity) in self._ram_specs().items():
+        for name, (width, depth, granularity) in self.ram_specs().items():
             for sub, shape in BlockRAM.split(width, depth, granularity).items():
                 shapes[f"{name}.{sub}"] = shape
         return shapes
 
-    def _ram_specs(self) -> dict[str, tuple[int, int, int]]:
+    def ram_specs(self) -> dict[str, tuple[int, int, int]]:
         """{name: (width, depth, write granularity)} of the read/write memories: partial sums, and each copy of
         the two ping-pong activation buffers (``act<b>_bank<k>``) and of the two-slot image buffer (``img_bank<k>``)."""
         p, C = self.program, self.C
@@ -171,8 +171,11 @@ class Accelerator(wiring.Component):
         m.d.comb += [pool.k.eq(k), pool.read.eq(ctrl.pool_read)]
 
         # -- activation buffers: ping-pong 0 and 1, and the image's two slots ------------------------
-        rams = {name: BlockRAM(width=w, depth=d, granularity=g) for name, (w, d, g) in self._ram_specs().items()
-                if name != "writeback.psum"}
+        # (a part with large single-port RAM holds them there, each image slot in a memory of its own: see BlockRAM)
+        single = bool(getattr(platform, "single_port_buffers", False))
+        rams = {name: BlockRAM(width=w, depth=d, granularity=g, single_port=single,
+                               parts=2 if single and name.startswith("img") else 1)
+                for name, (w, d, g) in self.ram_specs().items() if name != "writeback.psum"}
         for name, ram in rams.items():
             m.submodules[name] = ram
         banks = [[rams[f"img_bank{i}" if b == IMAGE else f"act{b}_bank{i}"] for i in range(p.copies[b])]

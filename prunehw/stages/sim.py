@@ -72,12 +72,13 @@ def sim(flow, variants: list[str], simulator: str, images: int, workers: int = 2
     return results
 
 
-def check_verilog(flow, variant: str, rtl_dir: Path, images: int, work_dir: Path) -> dict:
+def check_verilog(flow, variant: str, rtl_dir: Path, images: int, work_dir: Path, workers: int = 1) -> dict:
     """Another Verilog of ``variant`` (``rtl_dir``: its ``prunehw_top.v`` and ``accelerator.json``, such as the one
     built for a device short of multipliers) under cocotb in Verilator on the first ``images`` test images, with
     the checks of :func:`sim`: ``{"simulator", "match", "total", "counters_equal", "first_mismatch"}`` (every
     image's logits against the golden model; ``counters_equal``: every counter of every image against the
-    analytic model). One process; a missing Verilator raises ``SimulatorMissing``."""
+    analytic model). ``workers`` processes, each running an equal share of the images on one build; a missing
+    Verilator raises ``SimulatorMissing``."""
     from prunehw.core.artifacts import read_json
     from prunehw.sim.regression import merge, run_jobs
     from prunehw.sim.runner import SimulatorMissing, simulator_missing
@@ -86,7 +87,10 @@ def check_verilog(flow, variant: str, rtl_dir: Path, images: int, work_dir: Path
     if reason:
         raise SimulatorMissing(reason)
     n = min(images, len(flow.data.x_test))
-    res = merge(run_jobs([_job(flow, variant, "verilator", rtl_dir, Path(work_dir), sim_images(flow), 0, n, n)], 1))
+    shards = max(1, min(workers, n // 50))
+    bounds = np.linspace(0, n, shards + 1).astype(int)
+    res = merge(run_jobs([_job(flow, variant, "verilator", rtl_dir, Path(work_dir), sim_images(flow), int(bounds[s]),
+                               int(bounds[s + 1]), n, s) for s in range(shards)], workers))
     desc = read_json(Path(rtl_dir) / "accelerator.json")
     counters = [dict(zip(desc["counters"], c)) for c in res["counters"]]
     cycles, activity = _against_model(desc, counters)

