@@ -1,7 +1,8 @@
 """The ``rtl`` stage: the accelerator's Verilog for a variant (``<variant>/rtl/``), its analytic cycles and
 SCALE-Sim's estimate for the same matrix products. The Verilog is built for the run's device (``[synth]
-device``): on a part with fewer multipliers than the array has PEs, the rest multiply in the fabric, and that
-is the Verilog every later stage simulates and synthesises."""
+device``): on a part with fewer multipliers than the array has PEs, the rest multiply in the fabric; on an iCE40
+UltraPlus, its flavour on the largest array the part holds (a variant it holds on none is refused in one line).
+That is the Verilog every later stage simulates and synthesises."""
 
 from __future__ import annotations
 
@@ -18,16 +19,18 @@ def rtl(flow, variant: str, force: bool = False) -> Path:
     from prunehw.export.contract import load_contract
     from prunehw.hw.generate import generate_verilog
     from prunehw.hw.models.scalesim_compare import scalesim_cycles
-    from prunehw.hw.target.ecp5 import MODELS_FILE, multipliers
+    from prunehw.hw.target.devices import device
+    from prunehw.hw.target.ecp5 import multipliers
 
     cfg = flow.cfg
     contract_path = flow.quantize(variant)
     out = flow.layout.rtl(variant)
     # (all of hw/ beside the imported code: its data files, such as the primitives' simulation models; the device
     # only where it changes the Verilog, a part short of multipliers)
-    split = multipliers(cfg.array.rows * cfg.array.cols, cfg.synth.device)
+    ecp5 = device(cfg.synth.device).family == "ecp5"
+    split = multipliers(cfg.array.rows * cfg.array.cols, cfg.synth.device) if ecp5 else {"lut": 0}
     key = stage_key(cfg.key("array"), sha256_file(contract_path), sha256_file(contract_path.with_name("weights.npz")),
-                    code_digest("hw"), code_key(__name__), *([cfg.synth.device] if split["lut"] else []))
+                    code_digest("hw"), code_key(__name__), *([cfg.synth.device] if split["lut"] or not ecp5 else []))
     stage = f"rtl:{variant}"
     if up_to_date(flow, stage, key, out, force):
         return out
@@ -35,7 +38,8 @@ def rtl(flow, variant: str, force: bool = False) -> Path:
     cyc = desc["cycles_analytic"]
     # SCALE-Sim's estimate for the same matrix products on the same array (pooling is not a GEMM)
     gemms = [(o["name"], o["positions"], o["rows"], o["cols"]) for o in desc["ops"] if "positions" in o]
-    ss = scalesim_cycles(gemms, cfg.array.rows, cfg.array.cols, out / "scalesim", cfg.array.dataflow)
+    rows, cols = desc["array"]["rows"], desc["array"]["cols"]      # (an iCE40's may be smaller than [array]'s)
+    ss = scalesim_cycles(gemms, rows, cols, out / "scalesim", cfg.array.dataflow)
     update_variant(flow.run_dir, variant, {
         "cycles": {"analytic": cyc["total"], "scalesim": sum(ss.values()),
                    "analytic_matmul_layers": sum(cyc["per_op"][n] for n in ss),
@@ -44,9 +48,10 @@ def rtl(flow, variant: str, force: bool = False) -> Path:
                        for k, c in cyc["per_op"].items()])},
         "array": desc["array"],
     })
-    record_stage(flow.run_dir, stage, key, [v, j, out / MODELS_FILE])
+    record_stage(flow.run_dir, stage, key, [v, j, *(out / m for m in desc["sim_models"])])
     lut = f" ({split['lut']} of its multipliers in LUTs: the {cfg.synth.device} has {split['dsp']})" if split["lut"] else ""
-    flow.log(f"rtl {variant}: {cfg.array.rows}x{cfg.array.cols} array{lut}, {cyc['total']} cycles per image "
+    lut += "" if ecp5 else f" (the largest the {cfg.synth.device} holds)"
+    flow.log(f"rtl {variant}: {rows}x{cols} array{lut}, {cyc['total']} cycles per image "
              f"(analytic), {cyc['macs']} MACs; SCALE-Sim estimates {sum(ss.values())} cycles for its conv/dense "
              f"layers (ours {sum(cyc['per_op'][n] for n in ss)}); wrote {v}")
     return out

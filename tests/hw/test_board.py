@@ -234,6 +234,32 @@ def test_a_board_top_that_misses_its_clock_gets_no_bitstream(board, tmp_path):
     assert not (tmp_path / "prunehw_board.bit").exists() and (tmp_path / "nextpnr.log").is_file()
 
 
+@pytest.mark.regression
+def test_the_icebreaker_bitstream_of_a_small_board_core(board, tmp_path):
+    """The small board core in the iCEBreaker top: yosys synth_ice40, nextpnr-ice40 on the board's pins (the PCF
+    from amaranth-boards' resources) at its 12 MHz, icepack; its buffers in SPRAM, the clock met."""
+    from cli_helpers import need_tool
+
+    from prunehw.hw.target.icebreaker import build_bitstream, pcf
+    from prunehw.hw.target.synth import tools_missing
+
+    need_tool(tools_missing("ice40"))
+    assert pcf().splitlines() == ["set_io clk12 35", "set_io rx 6", "set_io tx 9", "set_io led_r 11", "set_io led_g 37",
+                                  "set_frequency clk12 12"]
+    from prunehw.hw.generate import array_for
+
+    contract, program, _ = board
+    array = array_for(contract, ArrayConfig(rows=program.rows, cols=program.cols), "iCE40UP5K")
+    small = build_program(contract, array)         # (the 4x4 array's buffer copies would take 13 SPRAMs)
+    assert array.rows * array.cols < 16 and sum(small.copies[:2]) + 2 * small.copies[2] <= 4
+    res, bit = build_bitstream(BoardCore(program=small, design=1, divisor=12, timeout=1000), tmp_path)
+    assert res.fits and res.meets_timing and res.fmax_mhz >= 12 and res.device == "iCE40UP5K"
+    buffers = {m: where for m, where in res.memories.items() if ".act" in m or ".img_bank" in m}
+    assert len(buffers) == sum(small.copies[:2]) + 2 * small.copies[2] and set(buffers.values()) == {"SPRAM"}
+    assert 0 < res.spram <= len(buffers) and res.lut > 0     # (yosys may drop an SPRAM it finds constant)
+    assert bit.name == "prunehw_board.bin" and bit.stat().st_size > 100_000
+
+
 def test_pll_settings_come_from_ecppll_and_an_unreachable_clock_is_refused():
     from prunehw.hw.target.ulx3s import pll_parameters
 

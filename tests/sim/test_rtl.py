@@ -98,6 +98,19 @@ def test_the_ice40_flavour_computes_the_same_results_with_its_buffers_in_single_
     assert check == {"simulator": "verilator", "match": 5, "total": 5, "counters_equal": True, "first_mismatch": None}
 
 
+def test_the_run_device_may_be_the_up5k_and_a_variant_it_cannot_hold_is_refused(quick_flow):
+    """``[synth] device = "iCE40UP5K"``: the rtl stage builds the run's Verilog for it, on the largest array it
+    holds; the quick variants' 8-bit weights fit it on none, so each is refused in one line naming what it lacks."""
+    from prunehw.core.errors import ConfigError
+    from prunehw.flow import Flow
+
+    cfg = quick_flow.cfg.replace(synth=quick_flow.cfg.synth.replace(device="iCE40UP5K"))
+    with pytest.raises(ConfigError) as err:
+        Flow(cfg).rtl("matrix-0.80")
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith("does not fit the iCE40UP5K on a 1x1 array: block RAM: needs ")
+
+
 def test_missing_simulator_is_reported_not_passed(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     assert "Icarus Verilog is not installed" in simulator_missing("icarus")
