@@ -192,15 +192,20 @@ def build_bitstream(flow, variant: str, force: bool = False) -> dict:
     return entry
 
 
+#: How each board is given its bitstream, and where its serial port is.
+LOAD_HINTS = {"ULX3S-85F": "openFPGALoader --board ulx3s <prunehw_board.bit>", "iCEBreaker": "iceprog <prunehw_board.bin>"}
+PLUG_HINTS = {"ULX3S-85F": "the ULX3S's USB port (US1)", "iCEBreaker": "the iCEBreaker's USB port (its UART is the FTDI's second channel)"}
+
+
 class SerialHost:
     """The host's end of the link over a byte port (pyserial's ``Serial``, or anything with ``write`` and a
     ``read`` that returns what arrived within its timeout): one request at a time, framed and parsed by
     :mod:`prunehw.hw.host.protocol`."""
 
-    def __init__(self, port, timeout_s: float):
+    def __init__(self, port, timeout_s: float, load_hint: str = LOAD_HINTS["ULX3S-85F"]):
         from prunehw.hw.host.protocol import ReplyParser
 
-        self.port, self.timeout_s, self.parser = port, timeout_s, ReplyParser()
+        self.port, self.timeout_s, self.parser, self.load_hint = port, timeout_s, ReplyParser(), load_hint
 
     def ask(self, command: str, payload: bytes = b"", expect_error: bool = False):
         from prunehw.hw.host.protocol import COMMANDS, ProtocolError, request
@@ -219,7 +224,7 @@ class SerialHost:
                     raise BoardError(f"{command}: the board answered {reply.error or f'code {reply.code:#04x}'}")
                 return reply
         raise BoardError(f"no reply to {command} within {self.timeout_s:g} s: is the bitstream loaded "
-                         f"(openFPGALoader --board ulx3s <prunehw_board.bit>) and is the baud rate the bitstream's?")
+                         f"({self.load_hint}) and is the baud rate the bitstream's?")
 
 
 def board_run(flow, variant: str, port: str, images: int, baud: int | None = None, timeout_s: float = 2.0,
@@ -241,14 +246,14 @@ def board_run(flow, variant: str, port: str, images: int, baud: int | None = Non
             try:
                 return serial.serial_for_url(name, baudrate=rate, timeout=0.05)
             except (serial.SerialException, OSError, ValueError) as exc:
-                raise BoardError(f"no board at {name}: {str(exc).splitlines()[0]}; plug the ULX3S's USB port (US1) "
+                raise BoardError(f"no board at {name}: {str(exc).splitlines()[0]}; plug {PLUG_HINTS[flow.cfg.board.name]} "
                                  f"in and give its serial device (e.g. --port /dev/ttyUSB0)") from None
     link = open_port(port, baud)     # (first: no board is the likeliest error)
     program, contract = _program(flow, variant)
     n = min(images, len(flow.data.x_test))
     ref = _expected(flow, program, contract, n)
     try:
-        host = SerialHost(link, timeout_s)
+        host = SerialHost(link, timeout_s, LOAD_HINTS[flow.cfg.board.name])
         info = BoardInfo.unpack(host.ask("INFO").payload)
         if info.design_id != design_id(contract.read_bytes()):
             raise BoardError(f"the board holds design {info.design_id:#010x}, not {variant}'s "
@@ -270,7 +275,7 @@ def board_run(flow, variant: str, port: str, images: int, baud: int | None = Non
         link.close()
     entry = {"port": port, "baud": baud, "images": n, "match": n - len(wrong), "mismatched_images": wrong[:20],
              "counters_equal": counters_equal, "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 1)}
-    update_variant(flow.run_dir, variant, {"board": {"run": entry}})
+    _record(flow, variant, {"run": entry})
     flow.log(f"board-run {variant}: {entry['match']}/{n} images bit-exact on the board at {port}, "
              f"{entry['images_per_s']} images/s ({baud} baud); counters of image 0 "
              f"{'equal to' if counters_equal else 'DIFFERENT from'} the model")

@@ -392,7 +392,7 @@ def device_rows(summary: dict) -> list[dict]:
             if "lut" in e:
                 row.update({k: e[k] for k in RESOURCES})
                 row.update({f"{k}_pct": round(100 * u, 2) for k, u in e.get("utilization", {}).items()})
-            for k in ("fmax_mhz", "meets_timing", "cycles_per_image", "images_per_s"):
+            for k in ("target_mhz", "fmax_mhz", "meets_timing", "cycles_per_image", "images_per_s", "array", "spram"):
                 if k in e:
                     row[k] = e[k]
             if e.get("problem"):
@@ -408,8 +408,8 @@ def format_device_table(summary: dict) -> str:
     if not rows or len({r["device"] for r in rows}) < 2:
         return ""
     parts = list(dict.fromkeys(r["device"] for r in sorted(rows, key=lambda r: r["device"])))
-    lines = ["device table: each variant's Verilog placed on each part (yosys + nextpnr, out of context), "
-             "or refused before any tool with what the part lacks"]
+    lines = ["device table: each variant's Verilog placed on each part (yosys + nextpnr, out of context; an iCE40 in "
+             "the iCEBreaker's board top on its pins), or refused before any tool with what the part lacks"]
     head = f"{'variant':<20}{'device':<11}" + "".join(f"{LABELS[k]:>8}" for k in RESOURCES) + \
         f"{'Fmax MHz':>10}{'images/s':>10}"
     lines += [head, "-" * len(head)]
@@ -418,14 +418,17 @@ def format_device_table(summary: dict) -> str:
             cells = "".join(f"{r.get(k + '_pct', 0):>7.1f}%" for k in RESOURCES)
             fmax = f"{r['fmax_mhz']:.1f}" if "fmax_mhz" in r else "-"
             ips = f"{r['images_per_s']:.0f}" if "images_per_s" in r else "-"
+            own = f"  ({r['array']} array, {r['spram']} SPRAM, at {r['target_mhz']:g} MHz)" if "array" in r else ""
             lines.append(f"{r['variant']:<20}{r['device']:<11}{cells}{fmax:>10}{ips:>10}"
-                         + ("  smallest" if r["smallest"] else "") + (f"  ({r['problem']})" if r.get("problem") else ""))
+                         + ("  smallest" if r["smallest"] else "") + own
+                         + (f"  ({r['problem']})" if r.get("problem") else ""))
         else:
             lines.append(f"{r['variant']:<20}{r['device']:<11}  {r.get('problem', 'not placed')}")
     for name, v in summary.get("variants", {}).items():
         if v.get("devices"):
-            lines.append(f"  {name}: smallest part placed at {v['devices'][next(iter(v['devices']))]['target_mhz']:g} MHz: "
-                         f"{v.get('smallest_device', f'none of {len(parts)}')}")
+            small = v.get("smallest_device")
+            at = f" (at {v['devices'][small]['target_mhz']:g} MHz)" if small else ""
+            lines.append(f"  {name}: smallest part placed with its clock met: {small or f'none of {len(parts)}'}{at}")
     return "\n".join(lines)
 
 

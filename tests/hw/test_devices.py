@@ -188,8 +188,8 @@ def test_the_device_table_places_each_variant_on_each_part_that_can_hold_it(tmp_
     for v in ("dense", "matrix-0.80"):
         assert summary["variants"][v]["devices"]["iCE40UP5K"]["problem"] == up5k_lacks[v]
     table = format_device_table(summary)
-    assert "  dense: smallest part placed at 100 MHz: LFE5U-45F" in table
-    assert "  matrix-0.80: smallest part placed at 100 MHz: LFE5U-25F" in table
+    assert "  dense: smallest part placed with its clock met: LFE5U-45F (at 100 MHz)" in table
+    assert "  matrix-0.80: smallest part placed with its clock met: LFE5U-25F (at 100 MHz)" in table
     assert [ln.split()[:2] for ln in table.splitlines()[3:11]] == [
         [v, p] for v in ("dense", "matrix-0.80") for p in ("iCE40UP5K", "LFE5U-25F", "LFE5U-45F", "LFE5U-85F")]
     assert "45.6%" in table and "smallest" in table
