@@ -25,6 +25,7 @@ EXPECTED_SECONDS = {
     "test_user_model_runs_the_whole_flow[lenet5": 186, "test_mutation_campaign_catches_every_fault": 129,
     "test_pareto_points_verified_in_rtl": 125, "test_array_shapes_in_rtl[verilator-16-16]": 90,
     "test_user_model_runs_the_whole_flow": 65, "test_a_board_top_that_misses_its_clock": 62,
+    "test_the_icebreaker_bitstream_of_a_small_board_core": 90,
 }
 
 
