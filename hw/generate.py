@@ -56,8 +56,9 @@ def array_for(contract, array: ArrayConfig, device: str) -> ArrayConfig:
                       f"a network whose weights fit the part (prune it, or 4-bit weights), or a larger part")
 
 
-def describe(program: Program, accel: Accelerator | None = None) -> dict:
-    """The array configuration, per-op tiling, memory map and the analytic cycle model, as JSON data."""
+def describe(program: Program, accel: Accelerator | None = None, single_port: bool = False) -> dict:
+    """The array configuration, per-op tiling, memory map and the analytic cycle model, as JSON data (the memory
+    shapes as a flavour with ``single_port`` buffers builds them, where it is one)."""
     model = cycle_model(program)
     R, C = program.rows, program.cols
     if accel is None:  # (the memory widths come from its plan; nothing is elaborated)
@@ -106,7 +107,7 @@ def describe(program: Program, accel: Accelerator | None = None) -> dict:
                             "image_bits_per_word": C * 8,
                             "copies": list(program.copies), "image_slots": 2},
         },
-        "memory_shapes": {n: {"bits": w, "words": d} for n, (w, d) in accel.memory_shapes().items()},
+        "memory_shapes": {n: {"bits": w, "words": d} for n, (w, d) in accel.memory_shapes(single_port).items()},
         "counters": counter_names(o.name for o in program.ops),
         "host_port": {"data_bits": 32, "read_latency": 1, "registers": accel.host_map()},
         "logits": {"count": program.n_logits, "frac": program.logit_frac},
@@ -172,7 +173,7 @@ def generate_verilog(contract, array: ArrayConfig, out_dir: Path, emitter: str =
     top = Accelerator(program=program)
     out_dir = Path(out_dir)
     v = write_verilog(top, out_dir, emitter, device)
-    desc = describe(program, top)
+    desc = describe(program, top, single_port=bool(getattr(dev.platform(), "single_port_buffers", False)))
     if dev.family != "ecp5":           # (its Verilog instantiates no primitive, and names the part it is built for)
         desc.update(sim_models=[], device=dev.name)
         return v, write_json(out_dir / "accelerator.json", desc), desc

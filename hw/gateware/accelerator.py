@@ -119,8 +119,10 @@ class Accelerator(wiring.Component):
         names = [f"logit{i}" for i in range(self.program.n_logits)] + counter_names(op.name for op in self.program.ops)
         return {n: a for a, n in enumerate(names)}
 
-    def memory_shapes(self) -> dict[str, tuple[int, int]]:
-        """{name: (bits per word, words)} of every clocked memory, as the blocks declare them.
+    def memory_shapes(self, single_port: bool = False) -> dict[str, tuple[int, int]]:
+        """{name: (bits per word, words)} of every clocked memory, as the blocks declare them; ``single_port``: as
+        they are built for a part whose platform asks for ``single_port_buffers`` (each buffer, and each image slot,
+        one memory: see ``BlockRAM``).
 
         Synthesis is checked against this: each may become block RAM (or, when
         small, logic), and nothing else should.
@@ -131,7 +133,10 @@ class Accelerator(wiring.Component):
         shapes |= {"feeder.rtrom": (R * plan.entry, len(plan.rimg)),
                   "writeback.brom": (C * self.ACC, len(plan.bimg))}
         for name, (width, depth, granularity) in self.ram_specs().items():
-            for sub, shape in BlockRAM.split(width, depth, granularity).items():
+            single = single_port and name != "writeback.psum"
+            split = BlockRAM.single_port_split(width, depth, 2 if name.startswith("img") else 1) if single else \
+                BlockRAM.split(width, depth, granularity)
+            for sub, shape in split.items():
                 shapes[f"{name}.{sub}"] = shape
         return shapes
 

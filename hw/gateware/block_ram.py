@@ -112,7 +112,8 @@ class BlockRAM(wiring.Component):
 
     @staticmethod
     def single_port_split(width: int, depth: int, parts: int = 1) -> dict[str, tuple[int, int]]:
-        """{name: (width, words)} of each single-port memory of a ``width`` x ``depth`` RAM in ``parts`` parts."""
+        """{name: (width, words)} of each single-port memory of a ``width`` x ``depth`` RAM in ``parts`` parts (as
+        ``single_port`` builds it)."""
         return {f"part{s}": (width, depth // parts) for s in range(parts)}
 
     def elaborate(self, platform):

@@ -106,6 +106,9 @@ def test_the_ice40_verilog_has_spram_buffers_without_contents_and_no_primitive(t
     text = verilog.read_text()
     assert "MULT18X18D" not in text and not (tmp_path / "ecp5_models.v").exists()
     assert desc["sim_models"] == [] and desc["device"] == "iCE40UP5K"
+    shapes = desc["memory_shapes"]      # (as this flavour builds them: a buffer, and each image slot, one memory)
+    assert {"act0_bank0.part0", "act1_bank0.part0", "img_bank0.part0", "img_bank0.part1"} <= set(shapes)
+    assert not any(n.startswith(("act", "img")) and ".sub" in n for n in shapes)
     huge = re.findall(r'\(\* ram_style = "huge" \*\)\s*reg \[\d+:0\] (\S+) ', text)
     assert len(huge) == 4, huge           # (both ping-pong buffers and the image's two slots)
     for mem in huge:                      # (no initial contents: yosys maps only such a memory to SPRAM)
