@@ -108,6 +108,8 @@ def synth_variants(flow, variants: list[str], force: bool = False, devices: list
     for v, name in built:
         keys[v, name] = stage_key(sha256_file(rtl_of[v, name] / f"{TOP_NAME}.v"), versions[device(name).family],
                                   device(name).target_mhz or cfg.target_mhz, cfg.seed,
+                                  # (an iCE40 part places the board top: its serial link's settings too)
+                                  *([flow.cfg.key("board")] if device(name).family == "ice40" else []),
                                   name, code_digest("hw"), code_closure(__name__),
                                   *([cfg.check_images] if rtl_of[v, name] != layout.rtl(v) else []))
         out = _folder(layout, v, name, primary) / "synth.json"
@@ -261,11 +263,15 @@ def _place_board_top(flow, v: str, name: str, folder: Path, progress):
     from prunehw.hw.generate import array_for, program_for
     from prunehw.hw.target.devices import device
     from prunehw.hw.target.icebreaker import CLOCK_MHZ, write_board_sources
-    from prunehw.hw.target.synth import run_synthesis
+    from prunehw.hw.target.synth import SynthFailed, run_synthesis
 
     contract = flow.quantize(v)
     program = program_for(load_contract(contract), array_for(load_contract(contract), flow.cfg.array, name))
-    divisor = round(CLOCK_MHZ * 1e6 / flow.cfg.board.baud)
+    cycles = CLOCK_MHZ * 1e6 / flow.cfg.board.baud
+    if cycles != round(cycles) or cycles < 4:
+        raise SynthFailed(f"[board] baud {flow.cfg.board.baud} is {cycles:g} of the iCEBreaker's 12 MHz cycles a bit; "
+                          f"allowed: a whole number of at least 4 (e.g. 1000000, 500000, 115200 is not)")
+    divisor = round(cycles)
     core = BoardCore(program=program, design=design_id(contract.read_bytes()), divisor=divisor,
                      timeout=round(flow.cfg.board.timeout_ms * 1e-3 * CLOCK_MHZ * 1e6))
     verilog, pins = write_board_sources(core, folder)
