@@ -262,18 +262,19 @@ def _place_board_top(flow, v: str, name: str, folder: Path, progress):
     from prunehw.hw.gateware.board_core import BOARD_TOP, BoardCore, design_id
     from prunehw.hw.generate import array_for, program_for
     from prunehw.hw.target.devices import device
-    from prunehw.hw.target.icebreaker import CLOCK_MHZ, write_board_sources
+    from prunehw.hw.target.icebreaker import write_board_sources
+    from prunehw.core.errors import ConfigError
     from prunehw.hw.target.synth import SynthFailed, run_synthesis
 
-    contract = flow.quantize(v)
-    program = program_for(load_contract(contract), array_for(load_contract(contract), flow.cfg.array, name))
-    cycles = CLOCK_MHZ * 1e6 / flow.cfg.board.baud
-    if cycles != round(cycles) or cycles < 4:
-        raise SynthFailed(f"[board] baud {flow.cfg.board.baud} is {cycles:g} of the iCEBreaker's 12 MHz cycles a bit; "
-                          f"allowed: a whole number of at least 4 (e.g. 1000000, 500000, 115200 is not)")
-    divisor = round(cycles)
-    core = BoardCore(program=program, design=design_id(contract.read_bytes()), divisor=divisor,
-                     timeout=round(flow.cfg.board.timeout_ms * 1e-3 * CLOCK_MHZ * 1e6))
+    try:        # (the serial link's divisor and timeout at the iCEBreaker's clock, checked as its [board] is)
+        board = flow.cfg.board.replace(name="iCEBreaker")
+    except ConfigError as exc:
+        raise SynthFailed(f"the iCEBreaker board top: {exc}") from None
+    contract_path = flow.quantize(v)
+    contract = load_contract(contract_path)
+    program = program_for(contract, array_for(contract, flow.cfg.array, name))
+    core = BoardCore(program=program, design=design_id(contract_path.read_bytes()), divisor=board.divisor,
+                     timeout=board.timeout_cycles)
     verilog, pins = write_board_sources(core, folder)
     res = run_synthesis(verilog, BOARD_TOP, folder, device(name).target_mhz or flow.cfg.synth.target_mhz,
                         seed=flow.cfg.synth.seed, progress=progress, lpf=pins.name, device=name)
