@@ -21,6 +21,8 @@ import numpy as np
 
 from prunehw.core.errors import ModelFileError
 from prunehw.core.graph import INPUT
+from prunehw.export.bounds import accumulator_bits
+from prunehw.export.contract import Contract
 from prunehw.export.kinds import KINDS, keras_kind
 
 __all__ = ["quantize", "dequantized_model"]
@@ -44,10 +46,6 @@ def _act_int_bits(peak: float, magnitude_bits: int) -> int:
     while 2.0 ** bits * (1 - 2.0 ** -magnitude_bits) < peak:
         bits += 1
     return bits
-
-
-def _input_magnitude(fmt: dict) -> int:
-    return 2 ** fmt["bits"] - 1 if not fmt["signed"] else 2 ** (fmt["bits"] - 1)
 
 
 def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int | dict[str, int] = 8, act_bits: int = 8,
@@ -148,8 +146,7 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int | dict[st
             wq = np.clip(np.rint(w * 2.0 ** fw), -lim, lim - 1).astype(np.int64)
             facc = fmt["frac"] + fw
             bq = np.rint(b * 2.0 ** facc).astype(np.int64)
-            bound = int((np.abs(wq).sum(axis=0) * _input_magnitude(fmt) + np.abs(bq)).max())
-            acc_bits = bound.bit_length() + 1
+            acc_bits = None               # (sized below, once every layer's range is known)
             bias_bits = max(int(np.abs(bq).max()).bit_length() + 1, 2)
             relu = fused.get(layer.name)
             entry = {
@@ -188,6 +185,15 @@ def quantize(model: keras.Model, calib_x: np.ndarray, weight_bits: int | dict[st
             spec["layers"].append({**kd.entry(layer, fmt), **edges})
         fmt_of[node.name] = {k2: spec["layers"][-1]["output"][k2] for k2 in ("bits", "frac", "signed")} \
             if "output" in spec["layers"][-1] else dict(fmt)
+    # each accumulator as wide as the values it can hold: bounded along the graph from the pixels' range through
+    # every earlier layer's requantized range (the outputs' formats do not depend on the widths); the logits stay
+    # at their accumulator's width
+    widths = accumulator_bits(Contract(spec, weights, biases))
+    for entry in spec["layers"]:
+        if entry["name"] in widths:
+            entry["accum"]["bits"] = widths[entry["name"]]
+            if entry["name"] == layers[weighted_idx[-1]].name:
+                entry["output"]["bits"] = widths[entry["name"]]
     return spec, weights, biases
 
 

@@ -22,9 +22,10 @@ import numpy as np
 
 from prunehw.core.geometry import conv_geometry, conv_stride, kernel_size
 from prunehw.core.graph import INPUT
+from prunehw.export.bounds import accumulator_bounds
 from prunehw.export.contract import output_range
-from prunehw.export.golden import accumulate, layer_events, layer_input, requantize
-from prunehw.export.kinds import kind, weighted
+from prunehw.export.golden import accumulate, layer_events, layer_input
+from prunehw.export.kinds import kind
 from prunehw.sim.receptive import field, fitted_bound, max_sum
 
 __all__ = ["choose_stimulus"]
@@ -329,50 +330,17 @@ def _saturation_floor(layer: dict) -> float:
     return qmin * 2 ** shift - (1 << (shift - 1)) - 1 if shift > 0 else (qmin - 1) / 2 ** (-shift)
 
 
-def _interval(layer: dict, lo: np.ndarray, hi: np.ndarray, contract) -> tuple[np.ndarray, np.ndarray]:
-    """A weighted layer's accumulator bounds per output channel when each input channel lies in [lo, hi]."""
-    # (a depthwise convolution's matrix over its whole window: zeros where a channel reads another's)
-    w, b = kind(layer).full_matrix(contract.weights[layer["name"]]), contract.biases[layer["name"]]
-    # a matrix's rows repeat the channels: (ky, kx, c) for a convolution, (h, w, c) after a flatten
-    l_in, h_in = np.tile(lo, w.shape[0] // len(lo)), np.tile(hi, w.shape[0] // len(lo))
-    if kind(layer).windowed and layer.get("padding", "valid") != "valid":
-        l_in, h_in = np.minimum(l_in, 0), np.maximum(h_in, 0)      # a padded tap reads 0
-    acc_lo = b + np.where(w > 0, w * l_in[:, None], w * h_in[:, None]).sum(axis=0)
-    acc_hi = b + np.where(w > 0, w * h_in[:, None], w * l_in[:, None]).sum(axis=0)
-    return acc_lo, acc_hi
-
-
 def _accumulator_bounds(contract) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, str]]:
     """Per weighted layer, the lowest and highest accumulator each output channel can reach, and how that was
-    found: interval arithmetic from the pixels' range [0, 255] along the contract's graph (each input at whichever
-    end of its range its weight prefers; requantization, ReLU and saturation applied to the ends; a pool or a
-    flatten keeps its channel's range; a residual add's sum is bounded by its output's range, where it saturates),
-    tightened for the second layer by :func:`_window_vertex_bounds` where it applies. Sound: no image gets outside
-    them; exact for the first layer, an over-estimate after it."""
-    lo = np.zeros(contract.input["shape"][-1], np.int64)
-    ranges = {INPUT: (lo, np.full_like(lo, (1 << contract.input["bits"]) - 1))}      # per tensor, per channel
+    found: the contract's interval bounds along its graph (:func:`prunehw.export.bounds.accumulator_bounds`, by
+    which it sizes its accumulators), tightened for the second layer by :func:`_window_vertex_bounds` where it
+    applies. Sound: no image gets outside them; exact for the first layer, an over-estimate after it."""
+    def tighten(layer, acc, found):
+        vertex = _window_vertex_bounds(contract, found[first][1]) if len(found) == 1 else None
+        return None if vertex is None else (vertex, "bound over each window's pixel vertices")
+
     first = contract.weighted()[0]["name"]
-    out, how = {}, {}
-    for layer in contract.layers:
-        name = layer["name"]
-        if layer["type"] == "add":
-            o, c = layer["output"], layer["shape"][-1]
-            a, b = output_range(o)
-            ranges[name] = (np.full(c, max(a, 0) if o["relu"] else a, np.int64), np.full(c, b, np.int64))
-            continue
-        if not weighted(layer):
-            ranges[name] = ranges[layer["inputs"][0]]
-            continue
-        acc_lo, acc_hi = _interval(layer, *ranges[layer["inputs"][0]], contract)
-        how[name] = "interval bound"
-        vertex = _window_vertex_bounds(contract, out[first][1]) if len(out) == 1 else None
-        if vertex is not None:
-            acc_lo, acc_hi = np.maximum(acc_lo, vertex[0]), np.minimum(acc_hi, vertex[1])
-            how[name] = "bound over each window's pixel vertices"
-        out[name] = (acc_lo, acc_hi)
-        ranges[name] = tuple(requantize(v.astype(np.int64), layer["accum"]["frac"], layer["output"])
-                             for v in (acc_lo, acc_hi))
-    return out, how
+    return accumulator_bounds(contract, tighten)
 
 
 def _bound_reach(contract, bounds=None) -> tuple[dict[str, float], dict[str, str]]:

@@ -143,24 +143,32 @@ def test_golden_equals_naive_reference(small_contract, tiny_data, rng):
         np.testing.assert_array_equal(got[i], naive_golden(small_contract, img))
 
 
-def test_accumulator_width_cannot_overflow(small_contract):
-    """The worst inputs for each output (the input format's extreme wherever it pushes that output's sum
-    further), driven through the golden model's own layer arithmetic, stay inside the declared accumulator."""
+def test_accumulator_width_cannot_overflow_and_is_no_wider_than_needed(small_contract):
+    """Interval arithmetic along the network, re-derived here through the golden model's own layer arithmetic:
+    each input channel takes the range its layer's input can reach (the pixels' [0, 255], then the requantized
+    extremes of the layer before; a pooling and a flatten keep their channel's range), the worst inputs for each
+    output (each input at whichever end pushes that output's sum further) stay inside the declared accumulator,
+    and one bit less would not hold them (or the bias)."""
     from prunehw.export.golden import apply_layer
 
-    for layer in small_contract.weighted():
-        w = small_contract.weights[layer["name"]]
-        fmt = layer["input"]
-        lo, hi = (-(2 ** (fmt["bits"] - 1)), 2 ** (fmt["bits"] - 1) - 1) if fmt["signed"] else (0, 2 ** fmt["bits"] - 1)
+    lo_c, hi_c = np.zeros(1, np.int64), np.full(1, 255, np.int64)      # per channel of the current tensor
+    for layer in small_contract.layers:
+        if layer["type"] not in ("conv2d", "dense"):
+            continue           # (the test's network: poolings and a flatten, which keep each channel's range)
+        w, b = small_contract.weights[layer["name"]], small_contract.biases[layer["name"]]
+        lo_in, hi_in = np.tile(lo_c, w.shape[0] // len(lo_c)), np.tile(hi_c, w.shape[0] // len(lo_c))
         # per output column j: the inputs that maximise, then minimise, its sum (a conv's im2col row is a dense input)
-        worst = np.concatenate([np.where(w.T > 0, hi, lo), np.where(w.T > 0, lo, hi)]).astype(np.int64)
+        worst = np.concatenate([np.where(w.T > 0, hi_in, lo_in), np.where(w.T > 0, lo_in, hi_in)]).astype(np.int64)
         raw = {**layer, "type": "dense", "output": {**layer["accum"], "signed": True, "relu": False}}
         acc = apply_layer(raw, worst, small_contract)
         n = w.shape[1]
-        extremes = np.concatenate([np.diag(acc[:n]), np.diag(acc[n:])])
+        acc_hi, acc_lo = np.diag(acc[:n]), np.diag(acc[n:])
         half = 2 ** (layer["accum"]["bits"] - 1)
-        assert -half <= extremes.min() and extremes.max() < half, (layer["name"], extremes.min(), extremes.max())
+        assert -half <= acc_lo.min() and acc_hi.max() < half, (layer["name"], acc_lo.min(), acc_hi.max())
+        top = max(-acc_lo.min(), acc_hi.max(), np.abs(b).max())
+        assert top >= half // 2, (layer["name"], top, "one bit less would hold every accumulator")
         assert np.abs(w).max() <= 2 ** (layer["weight"]["bits"] - 1)
+        lo_c, hi_c = (requantize(v, layer["accum"]["frac"], layer["output"]) for v in (acc_lo, acc_hi))
 
 
 def test_return_all_layers(small_contract, tiny_data):
@@ -248,7 +256,8 @@ def test_window_vertex_bounds_hold_against_an_exact_search_and_beat_the_interval
     starts) never passes it, on either side; and it is at least as tight as interval arithmetic, tighter for some
     channel."""
     from prunehw.export.golden import requantize
-    from prunehw.sim.stimulus import _interval, _window_vertex_bounds
+    from prunehw.export.bounds import interval as _interval
+    from prunehw.sim.stimulus import _window_vertex_bounds
 
     first, second = small_contract.weighted()[:2]
     # the first layer's exact accumulator bounds; requantized, its output range per channel (which its max pool keeps)
@@ -318,7 +327,8 @@ def test_receptive_field_search_is_exact_and_its_bound_holds(small_contract, net
     free to leave the vertices). On the trained small network (whose first layer can saturate) and on a hand-made
     one whose first layer cannot (the minorants are then fitted)."""
     from prunehw.sim.receptive import field
-    from prunehw.sim.stimulus import _field_best, _field_bound_at, _interval, _window_vertex_bounds
+    from prunehw.export.bounds import interval as _interval
+    from prunehw.sim.stimulus import _field_best, _field_bound_at, _window_vertex_bounds
 
     contract = small_contract if network == "trained" else _unsaturated_contract()
     first, second = contract.weighted()[:2]
@@ -341,3 +351,4 @@ def test_receptive_field_search_is_exact_and_its_bound_holds(small_contract, net
         per_tap = hi[j] if sign > 0 else -lo[j]
         assert best <= bound <= per_tap, (j, sign, best, bound, per_tap)
         assert _second_layer_ascent(contract, j, sign, rng) <= bound
+
