@@ -34,6 +34,7 @@ def rtl(flow, variant: str, force: bool = False) -> Path:
     stage = f"rtl:{variant}"
     if up_to_date(flow, stage, key, out, force):
         return out
+    before = sha256_file(out / "prunehw_top.v") if (out / "prunehw_top.v").is_file() else None
     v, j, desc = generate_verilog(load_contract(contract_path), cfg.array, out, device=cfg.synth.device)
     cyc = desc["cycles_analytic"]
     # SCALE-Sim's estimate for the same matrix products on the same array (pooling is not a GEMM)
@@ -47,7 +48,7 @@ def rtl(flow, variant: str, force: bool = False) -> Path:
                        {"layer": k, "analytic": c, **({"scalesim": ss[k]} if k in ss else {})}
                        for k, c in cyc["per_op"].items()])},
         "array": desc["array"],
-    })
+    }, replace=() if sha256_file(v) == before else MEASURED_ON_VERILOG)
     record_stage(flow.run_dir, stage, key, [v, j, *(out / m for m in desc["sim_models"])])
     lut = f" ({split['lut']} of its multipliers in LUTs: the {cfg.synth.device} has {split['dsp']})" if split["lut"] else ""
     lut += "" if ecp5 else f" (the largest the {cfg.synth.device} holds)"
@@ -55,6 +56,11 @@ def rtl(flow, variant: str, force: bool = False) -> Path:
              f"(analytic), {cyc['macs']} MACs; SCALE-Sim estimates {sum(ss.values())} cycles for its conv/dense "
              f"layers (ours {sum(cyc['per_op'][n] for n in ss)}); wrote {v}")
     return out
+
+
+#: the figures measured on a variant's Verilog (synthesis, the device table, the board): a new Verilog drops them
+#: from summary.json until they are measured on it (``prunehw synth``, ``prunehw board``)
+MEASURED_ON_VERILOG = ("synth", "devices", "smallest_device", "board")
 
 
 def merge_layers(flow, variant: str, new: list[dict]) -> list[dict]:

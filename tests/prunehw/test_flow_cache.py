@@ -133,3 +133,20 @@ def test_summary_names_are_declared(tmp_path):
     assert not (tmp_path / "summary.json").exists()
     update_variant(tmp_path, "dense", {"synth": {"fmax_mhz": 101.6}})
     assert (tmp_path / "summary.json").is_file()
+
+
+def test_a_new_verilog_drops_the_figures_measured_on_the_old_one(quick_flow):
+    """Synthesis, the device table and the board are measured on a variant's Verilog: regenerating the same
+    Verilog keeps them in summary.json; a different one drops them (until they are measured again)."""
+    from prunehw.core.artifacts import read_json, update_variant
+    from prunehw.stages.rtl import rtl
+
+    v, layout = "matrix-0.80", quick_flow.layout
+    update_variant(layout.root, v, {"synth": {"fmax_mhz": 101.0}, "smallest_device": "LFE5U-25F"})
+    rtl(quick_flow, v, force=True)
+    assert read_json(layout.summary)["variants"][v]["synth"] == {"fmax_mhz": 101.0}
+    top = layout.rtl(v) / "prunehw_top.v"
+    top.write_text(top.read_text() + "// an older generator's Verilog\n")
+    rtl(quick_flow, v, force=True)
+    entry = read_json(layout.summary)["variants"][v]
+    assert "synth" not in entry and "smallest_device" not in entry and entry["array"]["rows"] > 0
