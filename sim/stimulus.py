@@ -289,26 +289,30 @@ def _field_bound_at(contract, f, verts: dict, j: int, sign: float, target: float
     return None if best is None else float(np.floor(bias + best + 1e-6))
 
 
-def _field_witness(contract, f, event: str, bounds: dict, verts: dict) -> np.ndarray | None:
+def _field_witness(contract, f, event: str, bounds: dict, verts: dict) -> tuple[np.ndarray | None, float]:
     """An image on which ``event`` of the second layer happens, constructed by :func:`_field_best` for each channel
-    and side whose bound reaches it (furthest first); None where no binary image of the field reaches it."""
+    and side whose bound reaches it (furthest first), or None where no binary image of the field reaches it; and
+    the closest the constructed images came (of the threshold)."""
+    nearest = 0.0
     for reach, j, sign in _reach_pairs(f.second, event, bounds[f.second["name"]]):
         if reach < 1:
             break
         best = _field_best(contract, f, verts, j, sign)
-        if best is not None and best[0] >= _event_side(f.second, event, sign):
-            if layer_events(contract, best[1][None])[f"{f.second['name']}:{event}"][0]:
-                return best[1]
-    return None
+        if best is None:
+            continue
+        frac = best[0] / _event_side(f.second, event, sign)
+        nearest = max(nearest, frac)
+        if frac >= 1 and layer_events(contract, best[1][None])[f"{f.second['name']}:{event}"][0]:
+            return best[1], nearest
+    return None, nearest
 
 
 def _field_bound(contract, f, event: str, bounds: dict, verts: dict) -> float | None:
     """How far the second layer's accumulator can reach towards ``event`` (of its threshold): the per-tap bound,
-    tightened by :func:`_field_bound_at` for each channel and side where it reaches the event. None where that
-    does not apply."""
+    tightened by :func:`_field_bound_at` for every channel and side where it reaches the event (below 1 only if
+    every one of them is ruled out; otherwise the furthest that is not). None where that does not apply."""
     reach = 0.0
-    pairs = _reach_pairs(f.second, event, bounds[f.second["name"]])
-    for i, (r, j, sign) in enumerate(pairs):
+    for r, j, sign in _reach_pairs(f.second, event, bounds[f.second["name"]]):
         if r < 1:
             return max(reach, r)
         thr = _event_side(f.second, event, sign)
@@ -316,9 +320,6 @@ def _field_bound(contract, f, event: str, bounds: dict, verts: dict) -> float | 
         if joint is None:
             return None
         reach = max(reach, min(r, joint / thr))
-        if reach >= 1:
-            # not provable: the pairs not tried keep their per-tap bounds (the next reaches furthest)
-            return max([reach] + [p[0] for p in pairs[i + 1:i + 2]])
     return reach
 
 
@@ -456,10 +457,11 @@ def choose_stimulus(contract, x_test: np.ndarray, base: int, pool: int = 2000, s
         in_field = f is not None and name == f.second["name"] and event in ("saturation", "accumulator_top")
         if in_field and verts is None:
             verts = f.vertices(bounds[0][contract.weighted()[0]["name"]][1])
-        found = _field_witness(contract, f, event, bounds[0], verts) if in_field else None
+        found, field_near = _field_witness(contract, f, event, bounds[0], verts) if in_field else (None, 0.0)
         how = "constructed (the largest accumulator over the binary images of its receptive field)"
         if found is None:
             found, how, near_miss = _search(contract, cand, k, shape, bounds[0], rng)
+            near_miss = max(near_miss, float(field_near) - 1)
         if found is None:
             joint = _field_bound(contract, f, event, bounds[0], verts) if in_field else None
             if joint is not None and joint < reach.get(k, np.inf):
