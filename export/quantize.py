@@ -3,7 +3,9 @@
 Per weighted layer: a power-of-two weight scale chosen so the largest weight
 fits ``weight_bits`` signed bits; biases at accumulator precision (input frac
 + weight frac); an accumulator width derived from the integer weights so that
-no input the format allows can overflow it (checked, not assumed); hidden
+no image can overflow it (interval bounds along the network from the pixels'
+range through each earlier layer's requantized range,
+:mod:`prunehw.export.bounds`: checked, not assumed); hidden
 outputs requantized after ReLU to ``act_bits`` unsigned bits, whose integer
 bits come from the largest activation seen on calibration images (a relu6's
 cap, 6, recorded as ``relu_max`` and applied by the saturation); the last
