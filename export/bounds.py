@@ -29,8 +29,7 @@ Bounds = tuple[np.ndarray, np.ndarray]
 
 def input_range(fmt: dict, channels: int) -> Bounds:
     """The integer range of the network's input ``fmt`` {bits, signed}, per channel."""
-    bits = fmt["bits"]
-    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if fmt["signed"] else (0, (1 << bits) - 1)
+    lo, hi = output_range(fmt)
     return np.full(channels, lo, np.int64), np.full(channels, hi, np.int64)
 
 
