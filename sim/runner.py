@@ -185,21 +185,32 @@ def _build(sim: str, sources: list[Path], top: str, work_dir: Path, extra_args: 
     return build_dir
 
 
-def harness_sources(rtl_dir: Path, desc: dict, images: np.ndarray, work_dir: Path) -> list[Path]:
-    """The harness holding ``images`` written into ``work_dir``; returns what a simulator reads, in order: the
+def harness_sources(rtl_dir: Path, desc: dict, images: np.ndarray, work_dir: Path, sim: str = "verilator") -> list[Path]:
+    """The harness holding ``images`` written into ``work_dir``; returns what ``sim`` reads, in order: the
     primitives' simulation models, the accelerator's Verilog in ``rtl_dir``, the harness (the runner takes the
-    last source as the top's language)."""
+    last source as the top's language). Icarus reads the accelerator's Verilog with its multipliers written out as
+    their model computes them (:func:`~prunehw.hw.target.ecp5.inline_multipliers`, a copy in ``work_dir``):
+    Verilator, which runs the instances themselves as fast, checks them on the model."""
+    from prunehw.hw.compile.verilog import one_clocked_process
+    from prunehw.hw.target.ecp5 import inline_multipliers
+
     hex_path = write_images_hex(work_dir / "images.hex", images)
     harness = write_harness(work_dir / f"{HARNESS}.sv", desc, len(images), hex_path)
     sources = [Path(rtl_dir).resolve() / f for f in desc.get("sim_models", [])]
-    return [*sources, Path(rtl_dir).resolve() / f"{desc['top']}.v", harness]
+    top = Path(rtl_dir).resolve() / f"{desc['top']}.v"
+    if sim == "icarus":
+        text, inlined = inline_multipliers(top.read_text())
+        if inlined:
+            # (the inlined registers join the design's one clocked block)
+            top = write_bytes(Path(work_dir).resolve() / top.name, one_clocked_process(text).encode())
+    return [*sources, top, harness]
 
 
 def build_rtl(rtl_dir: Path, desc: dict, images: np.ndarray, sim: str, work_dir: Path, waves: bool = False) -> Build:
     """Build the accelerator in ``rtl_dir`` with the harness holding ``images`` in ``work_dir`` (the build log beside
     it; a failing build raises ``RuntimeError`` with its last lines and the log's path)."""
     work_dir = _work_dir(sim, work_dir)
-    sources = harness_sources(rtl_dir, desc, images, work_dir)
+    sources = harness_sources(rtl_dir, desc, images, work_dir, sim)
     # (the harness makes its own clock: Verilator's --timing)
     build_dir = _build(sim, sources, HARNESS, work_dir, ["--timing"] if sim == "verilator" else [], waves)
     return Build(sim, build_dir, len(images), int(np.prod(images.shape[1:])), desc["cycles_analytic"]["total"])

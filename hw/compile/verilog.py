@@ -43,7 +43,80 @@ def to_verilog(top, name: str, platform, emitter: str = "prunehw") -> str:
 
     text = _without_spram_init(rtlil.convert(top, name=name, emit_src=False, platform=platform))
     script = [f"read_rtlil <<rtlil\n{text}\nrtlil", *VERILOG_PASSES, "write_verilog"]
-    return find_yosys(lambda ver: ver >= (0, 40)).run(["-q", "-"], "\n".join(script), ignore_warnings=True)
+    return one_clocked_process(find_yosys(lambda ver: ver >= (0, 40)).run(["-q", "-"], "\n".join(script),
+                                                                          ignore_warnings=True))
+
+
+_CLOCKED = re.compile(r"^  always @\(posedge (\S+)\)( begin)?$")
+_MEMORY = re.compile(r"^  reg (?:\[[^\]]*\] )?(\S+) +\[\d+:\d+\];$")
+_RESET = re.compile(r"^    if \((\S+)\) ([^;]*<=[^;]*;)$")
+_WRITTEN = re.compile(r"^\s*(\\\S+|[A-Za-z_][\w$]*)\s*\[.*<=")
+
+
+def one_clocked_process(text: str) -> str:
+    """``write_verilog``'s Verilog with every register of a clock in one clocked block instead of a block each.
+
+    yosys writes each register as a block of its own (``always @(posedge clk) if (rst) q <= 0; else if (en)
+    q <= d;``): about 900 on the default design. Icarus runs each as a thread that every clock edge wakes, and
+    reads its reset again in each; here the registers of one clock share one block, their resets one ``if (rst)
+    ... else ...`` (the same assignments under the same conditions: each register still takes its reset value
+    or, else, what its own block gave it). Blocks that write a memory stay as they are: the order of a memory's
+    write ports is its write priority. The result is the same design to every reader; on the default dense
+    design Icarus runs it about 1.25 times as fast (7.30 -> 5.85 s for one image), Verilator as fast as before."""
+    lines = text.splitlines()
+    memories = {m.group(1) for m in map(_MEMORY.match, lines) if m}
+    out: list[str] = []
+    merged: dict[str, tuple[dict[str, list[str]], dict[str, list[str]], list[str]]] = {}
+    i = 0
+    while i < len(lines):
+        head = _CLOCKED.match(lines[i])
+        if head is None:
+            if lines[i] == "endmodule":
+                out += _merged_blocks(merged)
+                merged = {}
+            out.append(lines[i])
+            i += 1
+            continue
+        j = i + 1
+        while j < len(lines) and lines[j].startswith("    "):
+            j += 1
+        body = lines[i + 1:j]
+        if head.group(2):                   # (a block with begin ... end)
+            if j >= len(lines) or lines[j] != "  end":
+                out += lines[i:j]
+                i = j
+                continue
+            block = lines[i:j + 1]
+            j += 1
+        else:
+            block = lines[i:j]
+        writes_memory = any(w and w.group(1) in memories for w in map(_WRITTEN.match, body))
+        reset = _RESET.match(body[0]) if len(body) > 1 and not head.group(2) else None
+        attributed = bool(out) and out[-1].lstrip().startswith("(*")   # (attributes of this block: keep it)
+        if writes_memory or attributed or (head.group(2) is None and not body):
+            out += block
+        else:
+            resets, updates, others = merged.setdefault(head.group(1), ({}, {}, []))
+            if reset and body[1].startswith("    else "):
+                resets.setdefault(reset.group(1), []).append(reset.group(2))
+                updates.setdefault(reset.group(1), []).extend(["    " + body[1][len("    else "):]] + body[2:])
+            else:
+                others.extend(body)
+        i = j
+    return "\n".join(out) + ("\n" if text.endswith("\n") else "")
+
+
+def _merged_blocks(merged: dict) -> list[str]:
+    """The clocked block of each clock: its resets' branches, then the registers with no reset."""
+    out = []
+    for clock, (resets, updates, others) in merged.items():
+        out.append(f"  always @(posedge {clock}) begin")
+        for cond, stmts in resets.items():
+            out += [f"    if ({cond}) begin", *("      " + s for s in stmts), "    end else begin",
+                    *("  " + s for s in updates[cond]), "    end"]
+        out += others
+        out.append("  end")
+    return out
 
 
 _MODULE = re.compile(r"^module .*?^end$", re.S | re.M)

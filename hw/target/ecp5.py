@@ -35,9 +35,10 @@ reset with ``RESETMODE="SYNC"``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-__all__ = ["ECP5", "ECP5Primitives", "MODELS_FILE", "multipliers", "mult18x18d_ports", "registered_multiply", "sim_models", "write_sim_models"]
+__all__ = ["ECP5", "ECP5Primitives", "MODELS_FILE", "inline_multipliers", "multipliers", "mult18x18d_ports", "registered_multiply", "sim_models", "write_sim_models"]
 
 #: The file, next to the top's Verilog, holding the simulation models of the primitives it instantiates.
 MODELS_FILE = "ecp5_models.v"
@@ -226,3 +227,62 @@ def write_sim_models(out_dir: Path) -> Path:
     from prunehw.core.artifacts import write_bytes
 
     return write_bytes(Path(out_dir) / MODELS_FILE, sim_models().encode())
+
+
+_INSTANCE = re.compile(r"^(?:  \(\*[^\n]*\*\)\n)*  MULT18X18D #\(\n(?P<params>.*?)\n  \) (?P<name>\S+) +\(\n(?P<ports>.*?)\n  \);\n",
+                       re.S | re.M)
+_PARAM = re.compile(r'\.(\w+)\("([^"]*)"\)')
+_PORT = re.compile(r"^    \.(\w+)\((.*)\),?$", re.M)
+_BIT = re.compile(r"^(.*?) ?\[(\d+)\]$")
+#: The configuration :func:`mult18x18d_ports` builds, the one :func:`inline_multipliers` writes out
+_INLINED = {"REG_INPUTA_CLK": "NONE", "REG_INPUTB_CLK": "NONE", "REG_PIPELINE_CLK": "NONE",
+            "REG_OUTPUT_CLK": "CLK0", "REG_OUTPUT_CE": "CE0", "REG_OUTPUT_RST": "RST0", "RESETMODE": "SYNC"}
+
+
+def inline_multipliers(verilog: str) -> tuple[str, int]:
+    """``verilog`` with each ``MULT18X18D`` that has the configuration the PEs build (operands straight in, the
+    product registered on ``CLK0`` with ``CE0`` and a synchronous ``RST0``) replaced by what the simulation model
+    computes for that configuration, written as one register: ``if (RST0) p <= 0; else if (CE0) p <= A x B``, the
+    operands sign-extended per ``SIGNEDA``/``SIGNEDB`` exactly as the model does; and the number replaced.
+
+    For Icarus only (Verilator runs the instances on the model, as fast either way): an instance's 18 + 18 + 17
+    single-bit ports are each a net, and the product's bits, driven port by port, make Icarus resolve the product's
+    vector bit by bit (with strengths) whenever it changes: on the default dense design about 40% of its time.
+    Operands and product written as vectors cost it none of that. An instance in any other configuration is left
+    to the model."""
+    count = 0
+
+    def vector(ports: dict, pin: str, n: int) -> str:
+        """The expression for pins ``pin0 .. pin{n-1}``: one vector's low bits where they are, else their concat."""
+        bits = [ports[f"{pin}{i}"] for i in range(n)]
+        whole = [_BIT.match(b) for b in bits]
+        if all(whole) and len({w.group(1) for w in whole}) == 1 and [int(w.group(2)) for w in whole] == list(range(n)):
+            return f"{whole[0].group(1)} [{n - 1}:0]"
+        return "{ " + ", ".join(reversed(bits)) + " }"
+
+    def signed(ports: dict, pin: str) -> str:
+        """Operand ``pin`` as the model extends it: 19 bits, the sign bit its top one where ``SIGNED{pin}``."""
+        return f"$signed({{ {ports[f'SIGNED{pin}']} & {ports[f'{pin}17']}, {vector(ports, pin, 18)} }})"
+
+    def replace(m: re.Match) -> str:
+        nonlocal count
+        params = dict(_PARAM.findall(m.group("params")))
+        ports = dict(_PORT.findall(m.group("ports")))
+        n = 0
+        while f"P{n}" in ports:
+            n += 1
+        if (any(params.get(k, "NONE" if k.endswith("_CLK") else "") != v for k, v in _INLINED.items())
+                or n == 0 or any(f"P{i}" in ports for i in range(n, 36))
+                or any(f"{pin}{i}" not in ports for pin in "AB" for i in range(18))
+                or any(k not in ports for k in ("CLK0", "CE0", "RST0", "SIGNEDA", "SIGNEDB"))):
+            return m.group(0)
+        count += 1
+        reg = f"_mult18x18d_{count}_p"
+        return (f"  // {m.group('name')}: MULT18X18D, as its simulation model computes it\n"
+                f"  reg [35:0] {reg} = 36'd0;\n"
+                f"  always @(posedge {ports['CLK0']})\n"
+                f"    if ({ports['RST0']}) {reg} <= 36'd0;\n"
+                f"    else if ({ports['CE0']}) {reg} <= {signed(ports, 'A')} * {signed(ports, 'B')};\n"
+                f"  assign {vector(ports, 'P', n)} = {reg}[{n - 1}:0];\n")
+
+    return _INSTANCE.sub(replace, verilog), count

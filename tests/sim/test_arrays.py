@@ -47,6 +47,32 @@ def test_array_shapes_in_rtl(contract, tiny_data, tmp_path, sim, rows, cols):
         assert dict(zip(COUNTERS, counters)) == want
 
 
+def test_icarus_reads_the_multipliers_written_out_and_leaves_another_configuration_to_the_model(contract, tiny_data,
+                                                                                                 tmp_path):
+    """Icarus's copy of the Verilog has each PE's MULT18X18D written out as its model computes it (one register per
+    PE, the operands and product as vectors); an instance configured otherwise stays an instance, run on the model;
+    both bit-exact on the same images, every counter equal to the model."""
+    from prunehw.hw.target.ecp5 import inline_multipliers
+    from prunehw.sim.runner import harness_sources
+
+    need_tool(simulator_missing("icarus"))
+    array = ArrayConfig(rows=4, cols=4)
+    _, _, desc = generate_verilog(contract, array, tmp_path / "rtl")
+    text = (tmp_path / "rtl" / "prunehw_top.v").read_text()
+    out, n = inline_multipliers(text)
+    assert n == 16 and "MULT18X18D #(" not in out and out.count("as its simulation model computes it") == 16
+    # one instance given an input register: not the configuration written out, so left to the model
+    i = text.index('.REG_INPUTA_CLK("NONE")')
+    other = text[:i] + '.REG_INPUTA_CLK("CLK0")' + text[i + len('.REG_INPUTA_CLK("NONE")'):]
+    assert inline_multipliers(other)[1] == 15 and inline_multipliers(other)[0].count("MULT18X18D #(") == 1
+    sources = harness_sources(tmp_path / "rtl", desc, tiny_data.x_test[:1], tmp_path / "h", "icarus")
+    assert sources[1].parent == (tmp_path / "h").resolve()          # (Icarus's own copy, beside its harness)
+    images = tiny_data.x_test[:2]
+    res = run_rtl(tmp_path / "rtl", desc, images, golden(contract, images), "icarus", tmp_path / "sim")
+    assert (res.match, res.total) == (2, 2), res.first_mismatch
+    assert all(dict(zip(COUNTERS, c)) == activity_model(program_for(contract, array)) for c in res.counters)
+
+
 def test_mixed_weight_widths_and_narrow_activations_in_rtl(tiny_data, tmp_path):
     """Per-layer weight widths (one weight ROM per width in the Verilog) and 4-bit activation buffers: Verilator
     bit-exact, every counter (the weight bits read among them) equal to the analytic model."""
