@@ -10,7 +10,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from prunehw.hw.compile.verilog import one_clocked_process, to_verilog
+from prunehw.hw.compile.verilog import VERILOG_PASSES, one_clocked_process, to_verilog
 
 
 class _Regs(wiring.Component):
@@ -69,8 +69,7 @@ def test_merged_design_simulates_as_yosys_wrote_it(tmp_path):
 
     raw = find_yosys(lambda ver: ver >= (0, 40)).run(
         ["-q", "-"], "\n".join([f"read_rtlil <<rtlil\n{rtlil.convert(_Regs(), name='regs', emit_src=False)}\nrtlil",
-                                "proc -norom", "flatten", "opt", "opt_clean -purge", "memory_collect",
-                                "write_verilog"]), ignore_warnings=True)
+                                *VERILOG_PASSES, "write_verilog"]), ignore_warnings=True)
     merged = one_clocked_process(raw)
     assert merged != raw
     (tmp_path / "raw.v").write_text(raw)
