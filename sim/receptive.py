@@ -17,6 +17,10 @@ Two uses (:mod:`prunehw.sim.stimulus`):
 - a witness: each tap's exact term (the golden model's first layer, requantization and pool on the tap's pixels).
   The maximum is the accumulator's largest value over the binary images of its field, and the elimination's
   choices are that image: an event it reaches is reached by a constructed image.
+
+Where neither settles an event, :func:`integer_program` does, over every image of the field (not only the binary
+ones): the golden model's arithmetic written as a mixed-integer linear program, which HiGHS either solves (an
+image that reaches the event) or proves infeasible (no image does).
 """
 
 from __future__ import annotations
@@ -28,10 +32,13 @@ from prunehw.export.contract import output_range
 from prunehw.export.golden import apply_layer
 from prunehw.export.kinds import kind
 
-__all__ = ["Field", "field", "fitted_bound", "max_sum"]
+__all__ = ["Field", "field", "fitted_bound", "integer_program", "max_sum"]
 
 #: the largest table an elimination may build (entries): a larger grid or cell is left to the other bounds
 _MAX_TABLE = 1 << 24
+
+#: how long the integer program may search for one channel (seconds); past it, the question stays open
+PROGRAM_SECONDS = 300.0
 
 
 class Field:
@@ -274,3 +281,127 @@ def fitted_bound(f: Field, verts: dict, w: np.ndarray, target: float | None = No
         lam = np.clip(res.x[:n], 0, 1).reshape(len(taps) * c1, k)
         lam = (lam / np.maximum(lam.sum(axis=1, keepdims=True), 1.0)).reshape(-1)   # (a mixture, whatever the slack)
     return float(best)
+
+
+def integer_program(f: Field, w: np.ndarray, bias: float, first_hi: np.ndarray, at_least: float | None = None,
+                    pixels: np.ndarray | None = None, seconds: float = PROGRAM_SECONDS
+                    ) -> tuple[str, float | None, np.ndarray | None] | None:
+    """The largest of ``bias`` plus the sum over the field's taps of the weights ``w`` (taps_h x taps_w x C1) times
+    the pooled first-layer codes there, over every image of the field, as a mixed-integer linear program (HiGHS):
+
+    - each pixel an integer in [0, its maximum]; each term's pooled code ``P`` an integer in [0, the output's
+      largest code] (the first layer cannot saturate: its accumulators at most ``first_hi``, else None);
+    - a code the weight prefers low: ``P`` at least each of the pool's windows' rounded accumulator (``2**s P >=
+      z + 2**(s-1) - (2**s - 1)`` for a right shift ``s``; ``z`` is linear in the pixels), which the golden code
+      is, as integers; the maximum takes ``P`` down to that code;
+    - a code the weight prefers high: ``P`` at most the largest of 0 and each window's rounding (``2**s P <= z +
+      2**(s-1)``), a choice among them, written as the convex hull of its choices (one binary per choice and one
+      copy of the tap's pixels per choice, which the choice's binary bounds): its linear relaxation is the term's
+      concave envelope on the pixel box, so the search proves far more by bound than with big-M constraints.
+
+    Every image with its golden codes is a solution of the program with the same value, and no solution's value
+    passes the largest golden value: the program's maximum is the golden model's. With ``at_least``, only images
+    reaching it count, and the first found is returned (a decision, far quicker than the maximum). ``pixels`` (the
+    field's pixels x cin) fixes the image (to check the program against the golden model).
+
+    Returns (``"found"``: an image reaching ``at_least`` or, without it, the largest; ``"none"``: no image reaches
+    ``at_least``; ``"open"``: undecided within ``seconds``), the value, the field's image (pixels x cin); None
+    where the program does not apply: a layer pads, the input is signed, or the first layer can saturate."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import coo_matrix
+
+    first, contract = f.first, f.contract
+    if (not f.gridded or first.get("padding", "valid") != "valid" or contract.input.get("signed")
+            or (f.pool and f.pool.get("padding", "valid") != "valid")):
+        return None
+    shift = first["accum"]["frac"] - first["output"]["frac"]
+    den, mult = 1 << max(shift, 0), 1 << max(-shift, 0)
+    half = den >> 1 if shift > 0 else 0
+    code_top = output_range(first["output"])[1]
+    if (int(first_hi.max()) * mult + half) // den > code_top:
+        return None
+    top = (1 << contract.input["bits"]) - 1
+    (kh, kw), (sh, sw) = kernel_size(first["kernel"]), conv_stride(first)
+    ph, pw = kernel_size(f.pool["pool"]) if f.pool else (1, 1)
+    w1 = kind(first).full_matrix(contract.weights[first["name"]]).astype(np.int64).reshape(kh, kw, f.cin, -1)
+    b1 = contract.biases[first["name"]].astype(np.int64)
+    (fh, fw), cin = f.pixels, f.cin
+
+    def px(y, x, c):                                           # a pixel's variable
+        return (y * fw + x) * cin + c
+
+    n_px = fh * fw * cin
+    cols = [n_px]                                              # the next free variable
+    rows, cols_, vals, lo, hi = [], [], [], [], []
+
+    def new(k=1):
+        cols[0] += k
+        return cols[0] - k
+
+    def row(coefs: dict, low, high):
+        r = len(lo)
+        for col, v in coefs.items():
+            rows.append(r), cols_.append(col), vals.append(v)
+        lo.append(low), hi.append(high)
+
+    kinds, objective = {}, {}                                  # variable -> (integer, upper bound)
+    for y in range(fh):
+        for x in range(fw):
+            for c in range(cin):
+                kinds[px(y, x, c)] = (1, top)
+    for ty in range(f.taps[0]):
+        for tx in range(f.taps[1]):
+            # the pool's windows under this tap: window k's accumulator is z = sum(pixel * weight) + b1
+            windows = [((ty * ph + dy) * sh, (tx * pw + dx) * sw) for dy in range(ph) for dx in range(pw)]
+            block = sorted({(y0 + a, x0 + b, c) for y0, x0 in windows for a in range(kh) for b in range(kw)
+                            for c in range(cin)})
+            for ch in np.flatnonzero(w[ty, tx]):
+                p = new()
+                kinds[p] = (1, code_top)
+                objective[p] = float(w[ty, tx, ch])
+                taps = [{(y0 + a, x0 + b, c): int(w1[a, b, c, ch]) for a in range(kh) for b in range(kw)
+                         for c in range(cin)} for y0, x0 in windows]
+                if w[ty, tx, ch] < 0:
+                    for z in taps:
+                        row({p: den, **{px(*q): -mult * v for q, v in z.items()}},
+                            mult * int(b1[ch]) + half - (den - 1), np.inf)
+                    continue
+                choice = [new() for _ in range(len(taps) + 1)]            # each window, and 0 (the ReLU)
+                for b in choice:
+                    kinds[b] = (1, 1)
+                row({b: 1 for b in choice}, 1, 1)
+                copies = {q: [new() for _ in choice] for q in block}
+                for q, cs in copies.items():
+                    row({px(*q): 1, **{c: -1 for c in cs}}, 0, 0)             # the pixel is the sum of its copies
+                    for c, b in zip(cs, choice):
+                        kinds[c] = (0, top)
+                        row({c: 1, b: -top}, -np.inf, 0)                      # a copy is 0 unless chosen
+                bound = {p: den}
+                for k, z in enumerate(taps):
+                    for q, v in z.items():
+                        bound[copies[q][k]] = -mult * v
+                    bound[choice[k]] = -(mult * int(b1[ch]) + half)
+                row(bound, -np.inf, 0)
+    n = cols[0]
+    cost = np.zeros(n)
+    for p, v in objective.items():
+        cost[p] = -v
+    if at_least is not None:
+        row(dict(objective), at_least - bias, np.inf)
+    integrality = np.zeros(n)
+    lower, upper = np.zeros(n), np.zeros(n)
+    for v, (integral, ub) in kinds.items():
+        integrality[v], upper[v] = integral, ub
+    if pixels is not None:
+        lower[:n_px] = upper[:n_px] = np.asarray(pixels, np.float64).reshape(-1)
+    a = coo_matrix((vals, (rows, cols_)), shape=(len(lo), n)).tocsr()
+    # (a decision stops at its first image; a maximum is proven to the last integer, no relative gap allowed)
+    options = {"time_limit": float(seconds), "mip_rel_gap": 1.0 if at_least is not None else 0.0}
+    res = milp(cost, constraints=LinearConstraint(a, lo, hi), integrality=integrality, bounds=Bounds(lower, upper),
+               options=options)
+    if res.status == 2:
+        return "none", None, None
+    if res.x is None:
+        return "open", None, None
+    image = np.rint(res.x[:n_px]).astype(np.int64).reshape(fh, fw, cin)
+    return ("found" if res.status == 0 or at_least is not None else "open"), float(bias - res.fun), image

@@ -12,8 +12,10 @@ from the test images that come closest and from noise, each noise image climbing
 ascent on the golden model itself from the closest image found (pixels moved one at a time, each move scored
 with the exact integer arithmetic, within a fixed number of scored images, so the same start gives the same
 image anywhere); then a hill climb. A second-layer event still not reached gets a tighter bound over its whole
-receptive field at once, which may prove it unreachable. What is still not reached is reported with how close
-the closest image came and how far the bound reaches, never counted as covered.
+receptive field at once, which may prove it unreachable; for a channel that bound does not rule out, an exact
+integer program over every image of the field (:func:`prunehw.sim.receptive.integer_program`) either constructs
+an image that reaches it or proves that none does. What is still not reached is reported with how close the
+closest image came and how far the bound reaches, never counted as covered.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from prunehw.export.bounds import accumulator_bounds
 from prunehw.export.contract import output_range
 from prunehw.export.golden import accumulate, layer_events, layer_input
 from prunehw.export.kinds import kind
-from prunehw.sim.receptive import field, fitted_bound, max_sum
+from prunehw.sim.receptive import field, fitted_bound, integer_program, max_sum
 
 __all__ = ["choose_stimulus"]
 
@@ -269,10 +271,16 @@ def _field_best(contract, f, verts: dict, j: int, sign: float) -> tuple[float, n
     best = max_sum(f, tables)
     if best is None:
         return None
-    img = np.zeros(contract.input["shape"], np.uint8)
     patch = f.image(best[1], (1 << contract.input["bits"]) - 1)
+    return sign * contract.biases[f.second["name"]][j] + best[0], _placed(contract, patch)
+
+
+def _placed(contract, patch: np.ndarray) -> np.ndarray:
+    """A whole input image with the receptive field's pixels ``patch`` at its top left (the field of the second
+    layer's first output), zeros elsewhere."""
+    img = np.zeros(contract.input["shape"], np.uint8)
     img[:patch.shape[0], :patch.shape[1]] = patch
-    return sign * contract.biases[f.second["name"]][j] + best[0], img
+    return img
 
 
 def _field_bound_at(contract, f, verts: dict, j: int, sign: float, target: float | None = None,
@@ -307,20 +315,54 @@ def _field_witness(contract, f, event: str, bounds: dict, verts: dict) -> tuple[
     return None, nearest
 
 
-def _field_bound(contract, f, event: str, bounds: dict, verts: dict) -> float | None:
+def _field_bound(contract, f, event: str, bounds: dict, verts: dict) -> tuple[float, np.ndarray | None, bool] | None:
     """How far the second layer's accumulator can reach towards ``event`` (of its threshold): the per-tap bound,
-    tightened by :func:`_field_bound_at` for every channel and side where it reaches the event (below 1 only if
-    every one of them is ruled out; otherwise the furthest that is not). None where that does not apply."""
-    reach = 0.0
+    tightened by :func:`_field_bound_at` for every channel and side where it reaches the event, and where that
+    does not rule the channel out, decided by the exact integer program (:func:`_program_decides`); below 1 only
+    if every channel is ruled out, otherwise the furthest that is not. Returns (that; an image the program found
+    that reaches the event, or None; whether the program was needed); None where the field bound does not apply."""
+    reach, used = 0.0, False
     for r, j, sign in _reach_pairs(f.second, event, bounds[f.second["name"]]):
         if r < 1:
-            return max(reach, r)
+            return max(reach, r), None, used
         thr = _event_side(f.second, event, sign)
         joint = _field_bound_at(contract, f, verts, j, sign, target=thr)
         if joint is None:
             return None
+        if joint >= thr:
+            used = True
+            exact, image = _program_decides(contract, f, j, sign, thr, bounds[f.first["name"]][1])
+            if image is not None and layer_events(contract, image[None])[f"{f.second['name']}:{event}"][0]:
+                return exact, image, used
+            joint = min(joint, exact * thr)
         reach = max(reach, min(r, joint / thr))
-    return reach
+    return reach, None, used
+
+
+#: the fractions of an event's threshold at which the integer program is asked whether an image gets there: the
+#: lower first (a proof there gives the figure), then the threshold itself
+_PROGRAM_CUTS = (0.99, 1.0)
+
+
+def _program_decides(contract, f, j: int, sign: float, thr: float, first_hi: np.ndarray
+                     ) -> tuple[float, np.ndarray | None]:
+    """Whether an image makes ``sign`` times the second layer's accumulator of channel ``j`` reach ``thr``, asked
+    of the exact integer program over its receptive field (:func:`~prunehw.sim.receptive.integer_program`) at each
+    of :data:`_PROGRAM_CUTS`: (how far it can reach, of ``thr``: the first cut no image gets to, just below the
+    threshold where that is the threshold itself, or infinity where the program did not decide; an image reaching
+    ``thr``, placed in a whole input, or None)."""
+    bias = sign * float(contract.biases[f.second["name"]][j])
+    w = sign * f.weights()[..., j]
+    for cut in _PROGRAM_CUTS:
+        out = integer_program(f, w, bias, first_hi, at_least=cut * thr)
+        if out is None or out[0] == "open":
+            return np.inf, None
+        if out[0] == "none":
+            # (the accumulator is an integer: below the threshold is at most the integer under it)
+            return (cut if cut < 1 else (np.ceil(thr) - 1) / thr), None
+        if out[1] >= thr:
+            return out[1] / thr, _placed(contract, out[2])
+    return np.inf, None
 
 
 def _saturation_floor(layer: dict) -> float:
@@ -464,13 +506,18 @@ def choose_stimulus(contract, x_test: np.ndarray, base: int, pool: int = 2000, s
             near_miss = max(near_miss, float(field_near) - 1)
         if found is None:
             joint = _field_bound(contract, f, event, bounds[0], verts) if in_field else None
-            if joint is not None and joint < reach.get(k, np.inf):
-                reach[k], bound_how[k] = joint, ("bound over the receptive field's pixel vertices, minorants fitted "
-                                                 "(the per-tap bound for channels it did not need to try)")
-                if joint < 1:
-                    source[k] = (f"unreachable ({bound_how[k]}: the accumulator reaches at most {joint:.1%} of the "
-                                 f"event's threshold)")
+            if joint is not None and joint[1] is not None:
+                found, how = joint[1], ("constructed (an exact integer program over its receptive field's images)")
+            elif joint is not None and joint[0] < reach.get(k, np.inf):
+                reach[k], bound_how[k] = joint[0], (
+                    "bound over the receptive field's pixel vertices, minorants fitted"
+                    + ("; an exact integer program over its images for channels that bound does not rule out"
+                       if joint[2] else "") + " (the per-tap bound for channels it did not need to try)")
+                if joint[0] < 1:
+                    source[k] = (f"unreachable ({bound_how[k]}: the accumulator reaches at most {joint[0]:.1%} of "
+                                 f"the event's threshold)")
                     continue
+        if found is None:
             source[k] = "not reached"
             closest[k] = near_miss
             continue
@@ -491,6 +538,6 @@ def choose_stimulus(contract, x_test: np.ndarray, base: int, pool: int = 2000, s
         rows.append({"event": k, "status": status, "covered_by": source[k],
                      "first_stimulus_image": int(hits[k].argmax()) if hits[k].any() else "-",
                      "closest": round(1 + closest[k], 4) if k in closest else "-",
-                     "bound": round(float(reach[k]), 4) if k in reach else "-",
+                     "bound": round(float(reach[k]), 6) if k in reach else "-",
                      "bound_by": bound_how[k] if k in reach else "-"})
     return stim, rows
