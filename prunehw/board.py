@@ -28,14 +28,14 @@ class BoardError(PrunehwError):
     """No board answers, or it answers what it should not; the message says which and what to do."""
 
 
-def _program(flow, variant: str):
-    """(the variant's accelerator program on the board's part, its contract's path)."""
+def _program(flow, variant: str, device: str | None = None):
+    """(the variant's accelerator program on part ``device``, by default the board's; its contract's path)."""
     from prunehw.export.contract import load_contract
     from prunehw.hw.generate import array_for, program_for
 
     contract = flow.quantize(variant)
-    array = array_for(load_contract(contract), flow.cfg.array, flow.cfg.board.device)
-    return program_for(load_contract(contract), array), contract
+    loaded = load_contract(contract)
+    return program_for(loaded, array_for(loaded, flow.cfg.array, device or flow.cfg.board.device)), contract
 
 
 def _folder(flow, variant: str) -> Path:
@@ -55,11 +55,12 @@ def _stage(flow, stage: str) -> str:
     return stage if name == "ULX3S-85F" else f"{stage}:{name}"
 
 
-def board_core(flow, variant: str, *, divisor: int, timeout: int):
-    """(the variant's :class:`~prunehw.hw.gateware.board_core.BoardCore`, its program, its contract's path)."""
+def board_core(flow, variant: str, *, divisor: int, timeout: int, device: str | None = None):
+    """(the variant's :class:`~prunehw.hw.gateware.board_core.BoardCore` on part ``device``, by default the
+    board's; its program; its contract's path)."""
     from prunehw.hw.gateware.board_core import BoardCore, design_id
 
-    program, contract = _program(flow, variant)
+    program, contract = _program(flow, variant, device)
     core = BoardCore(program=program, design=design_id(contract.read_bytes()), divisor=divisor, timeout=timeout)
     return core, program, contract
 

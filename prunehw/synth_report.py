@@ -258,23 +258,18 @@ def _place_board_top(flow, v: str, name: str, folder: Path, progress):
     """``v``'s board top for the iCE40 part ``name`` (the iCEBreaker's: the board core, built on the part's array,
     on its pins) through yosys and nextpnr-ice40 in ``folder``: nextpnr-ice40 has no out-of-context placement,
     and the bare accelerator's ports outnumber the package's pins."""
-    from prunehw.export.contract import load_contract
-    from prunehw.hw.gateware.board_core import BOARD_TOP, BoardCore, design_id
-    from prunehw.hw.generate import array_for, program_for
+    from prunehw.board import board_core
+    from prunehw.core.errors import ConfigError
+    from prunehw.hw.gateware.board_core import BOARD_TOP
     from prunehw.hw.target.devices import device
     from prunehw.hw.target.icebreaker import write_board_sources
-    from prunehw.core.errors import ConfigError
     from prunehw.hw.target.synth import SynthFailed, run_synthesis
 
     try:        # (the serial link's divisor and timeout at the iCEBreaker's clock, checked as its [board] is)
         board = flow.cfg.board.replace(name="iCEBreaker")
     except ConfigError as exc:
         raise SynthFailed(f"the iCEBreaker board top: {exc}") from None
-    contract_path = flow.quantize(v)
-    contract = load_contract(contract_path)
-    program = program_for(contract, array_for(contract, flow.cfg.array, name))
-    core = BoardCore(program=program, design=design_id(contract_path.read_bytes()), divisor=board.divisor,
-                     timeout=board.timeout_cycles)
+    core, _, _ = board_core(flow, v, divisor=board.divisor, timeout=board.timeout_cycles, device=name)
     verilog, pins = write_board_sources(core, folder)
     res = run_synthesis(verilog, BOARD_TOP, folder, device(name).target_mhz or flow.cfg.synth.target_mhz,
                         seed=flow.cfg.synth.seed, progress=progress, lpf=pins.name, device=name)
