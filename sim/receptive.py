@@ -25,6 +25,8 @@ image that reaches the event) or proves infeasible (no image does).
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from prunehw.core.geometry import conv_stride, kernel_size
@@ -331,18 +333,18 @@ def integer_program(f: Field, w: np.ndarray, bias: float, first_hi: np.ndarray, 
         return (y * fw + x) * cin + c
 
     n_px = fh * fw * cin
-    cols = [n_px]                                              # the next free variable
+    free = itertools.count(n_px)                               # the variables after the pixels, in turn
     rows, cols_, vals, lo, hi = [], [], [], [], []
 
-    def new(k=1):
-        cols[0] += k
-        return cols[0] - k
+    def new():
+        return next(free)
 
     def row(coefs: dict, low, high):
-        r = len(lo)
-        for col, v in coefs.items():
-            rows.append(r), cols_.append(col), vals.append(v)
-        lo.append(low), hi.append(high)
+        rows.extend([len(lo)] * len(coefs))
+        cols_.extend(coefs)
+        vals.extend(coefs.values())
+        lo.append(low)
+        hi.append(high)
 
     kinds, objective = {}, {}                                  # variable -> (integer, upper bound)
     for y in range(fh):
@@ -382,7 +384,7 @@ def integer_program(f: Field, w: np.ndarray, bias: float, first_hi: np.ndarray, 
                         bound[copies[q][k]] = -mult * v
                     bound[choice[k]] = -(mult * int(b1[ch]) + half)
                 row(bound, -np.inf, 0)
-    n = cols[0]
+    n = next(free)                                             # (the number of variables)
     cost = np.zeros(n)
     for p, v in objective.items():
         cost[p] = -v

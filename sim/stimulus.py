@@ -507,7 +507,7 @@ def choose_stimulus(contract, x_test: np.ndarray, base: int, pool: int = 2000, s
         if found is None:
             joint = _field_bound(contract, f, event, bounds[0], verts) if in_field else None
             if joint is not None and joint[1] is not None:
-                found, how = joint[1], ("constructed (an exact integer program over its receptive field's images)")
+                found, how = joint[1], "constructed (an exact integer program over its receptive field's images)"
             elif joint is not None and joint[0] < reach.get(k, np.inf):
                 reach[k], bound_how[k] = joint[0], (
                     "bound over the receptive field's pixel vertices, minorants fitted"

@@ -308,6 +308,13 @@ def _second_layer_ascent(contract, j, sign, rng, starts=3):
     return top
 
 
+def _first_hi(contract) -> np.ndarray:
+    """The first layer's largest accumulator per channel over every 8-bit image (exact: its interval bound)."""
+    from prunehw.export.bounds import interval
+
+    return interval(contract.weighted()[0], np.zeros(1, np.int64), np.full(1, 255, np.int64), contract)[1]
+
+
 def _unsaturated_contract(filters: int = 3):
     """A hand-made conv -> max pool -> conv network whose first layer (of ``filters`` channels) cannot saturate (its
     output's range holds every accumulator), so that the receptive-field bound fits minorants (where it can
@@ -328,12 +335,10 @@ def test_receptive_field_search_is_exact_and_its_bound_holds(small_contract, net
     free to leave the vertices). On the trained small network (whose first layer can saturate) and on a hand-made
     one whose first layer cannot (the minorants are then fitted)."""
     from prunehw.sim.receptive import field
-    from prunehw.export.bounds import interval as _interval
     from prunehw.sim.stimulus import _field_best, _field_bound_at, _window_vertex_bounds
 
     contract = small_contract if network == "trained" else _unsaturated_contract()
-    first, second = contract.weighted()[:2]
-    first_hi = _interval(first, np.zeros(1, np.int64), np.full(1, 255, np.int64), contract)[1]
+    first_hi = _first_hi(contract)
     lo, hi = _window_vertex_bounds(contract, first_hi)
     f = field(contract)
     assert (f.block, f.cell, f.per_tap, f.grid) == ((4, 4), (2, 2), (2, 2), (4, 4))
@@ -354,23 +359,20 @@ def test_receptive_field_search_is_exact_and_its_bound_holds(small_contract, net
         assert _second_layer_ascent(contract, j, sign, rng) <= bound
 
 
-
 def test_integer_program_is_the_golden_model_over_the_receptive_field(small_contract):
     """The exact integer program over the second layer's receptive field: with an image's pixels fixed (random
     images, the largest binary image), its value is the golden model's accumulator on that image, so every image is
     one of its solutions; asked for the best that the binary images and the exact coordinate ascent reach, it
     finds an image whose golden value gets there; asked for one more than the field bound (sound), it proves no
     image does. Where the first layer can saturate (the trained small network), it does not apply."""
-    from prunehw.export.bounds import interval as _interval
     from prunehw.sim.receptive import field, integer_program
     from prunehw.sim.stimulus import _field_best, _field_bound_at
 
-    trained_hi = _interval(small_contract.weighted()[0], np.zeros(1, np.int64), np.full(1, 255, np.int64),
-                           small_contract)[1]
+    trained_hi = _first_hi(small_contract)
     assert integer_program(field(small_contract), field(small_contract).weights()[..., 0], 0.0, trained_hi) is None
     contract = _unsaturated_contract(filters=2)          # (two channels: a decision takes HiGHS seconds)
-    first, second = contract.weighted()[:2]
-    first_hi = _interval(first, np.zeros(1, np.int64), np.full(1, 255, np.int64), contract)[1]
+    second = contract.weighted()[1]
+    first_hi = _first_hi(contract)
     f = field(contract)
     verts = f.vertices(first_hi)
     rng = np.random.default_rng(11)
@@ -381,16 +383,10 @@ def test_integer_program_is_the_golden_model_over_the_receptive_field(small_cont
                                  binary_img[None, :8, :8]])
         for img in images:
             status, value, _ = integer_program(f, w, bias, first_hi, pixels=img)
-            assert status == "found" and value == _second_layer_value(contract, _whole(img)[None], j, sign)[0]
+            assert status == "found" and value == _second_layer_value(contract, img[None], j, sign)[0]
         known = max(binary_best, _second_layer_ascent(contract, j, sign, rng))
         status, value, img = integer_program(f, w, bias, first_hi, at_least=known)
-        assert status == "found" and _second_layer_value(contract, _whole(img)[None], j, sign)[0] == value >= known
+        assert status == "found" and _second_layer_value(contract, img[None], j, sign)[0] == value >= known
         bound = _field_bound_at(contract, f, verts, j, sign, rounds=6)
         assert integer_program(f, w, bias, first_hi, at_least=bound + 1)[0] == "none"
 
-
-def _whole(field_img):
-    """The unsaturated network's 12 x 12 input with ``field_img`` (8 x 8) at its top left."""
-    img = np.zeros((12, 12, 1), np.int64)
-    img[:8, :8] = field_img
-    return img
