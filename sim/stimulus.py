@@ -20,6 +20,8 @@ closest image came and how far the bound reaches, never counted as covered.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from prunehw.core.geometry import conv_geometry, conv_stride, kernel_size
@@ -315,16 +317,26 @@ def _field_witness(contract, f, event: str, bounds: dict, verts: dict) -> tuple[
     return None, nearest
 
 
-def _field_bound(contract, f, event: str, bounds: dict, verts: dict) -> tuple[float, np.ndarray | None, bool] | None:
+class FieldReach(NamedTuple):
+    """What :func:`_field_bound` found for an event of the second layer."""
+    #: how far its accumulator can reach towards the event, as a fraction of the event's threshold
+    reach: float
+    #: an image the integer program found that reaches the event, or None
+    image: np.ndarray | None
+    #: whether the integer program was needed (some channel the fitted field bound did not rule out)
+    program_used: bool
+
+
+def _field_bound(contract, f, event: str, bounds: dict, verts: dict) -> FieldReach | None:
     """How far the second layer's accumulator can reach towards ``event`` (of its threshold): the per-tap bound,
     tightened by :func:`_field_bound_at` for every channel and side where it reaches the event, and where that
     does not rule the channel out, decided by the exact integer program (:func:`_program_decides`); below 1 only
-    if every channel is ruled out, otherwise the furthest that is not. Returns (that; an image the program found
-    that reaches the event, or None; whether the program was needed); None where the field bound does not apply."""
+    if every channel is ruled out, otherwise the furthest that is not. None where the field bound does not
+    apply."""
     reach, used = 0.0, False
     for r, j, sign in _reach_pairs(f.second, event, bounds[f.second["name"]]):
         if r < 1:
-            return max(reach, r), None, used
+            return FieldReach(max(reach, r), None, used)
         thr = _event_side(f.second, event, sign)
         joint = _field_bound_at(contract, f, verts, j, sign, target=thr)
         if joint is None:
@@ -333,10 +345,10 @@ def _field_bound(contract, f, event: str, bounds: dict, verts: dict) -> tuple[fl
             used = True
             exact, image = _program_decides(contract, f, j, sign, thr, bounds[f.first["name"]][1])
             if image is not None and layer_events(contract, image[None])[f"{f.second['name']}:{event}"][0]:
-                return exact, image, used
+                return FieldReach(exact, image, used)
             joint = min(joint, exact * thr)
         reach = max(reach, min(r, joint / thr))
-    return reach, None, used
+    return FieldReach(reach, None, used)
 
 
 #: the fractions of an event's threshold at which the integer program is asked whether an image gets there: the
@@ -506,15 +518,15 @@ def choose_stimulus(contract, x_test: np.ndarray, base: int, pool: int = 2000, s
             near_miss = max(near_miss, float(field_near) - 1)
         if found is None:
             joint = _field_bound(contract, f, event, bounds[0], verts) if in_field else None
-            if joint is not None and joint[1] is not None:
-                found, how = joint[1], "constructed (an exact integer program over its receptive field's images)"
-            elif joint is not None and joint[0] < reach.get(k, np.inf):
-                reach[k], bound_how[k] = joint[0], (
+            if joint is not None and joint.image is not None:
+                found, how = joint.image, "constructed (an exact integer program over its receptive field's images)"
+            elif joint is not None and joint.reach < reach.get(k, np.inf):
+                reach[k], bound_how[k] = joint.reach, (
                     "bound over the receptive field's pixel vertices, minorants fitted"
                     + ("; an exact integer program over its images for channels that bound does not rule out"
-                       if joint[2] else "") + " (the per-tap bound for channels it did not need to try)")
-                if joint[0] < 1:
-                    source[k] = (f"unreachable ({bound_how[k]}: the accumulator reaches at most {joint[0]:.1%} of "
+                       if joint.program_used else "") + " (the per-tap bound for channels it did not need to try)")
+                if joint.reach < 1:
+                    source[k] = (f"unreachable ({bound_how[k]}: the accumulator reaches at most {joint.reach:.1%} of "
                                  f"the event's threshold)")
                     continue
         if found is None:
