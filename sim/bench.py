@@ -11,6 +11,9 @@ For each Verilog emitter (the flow's, and Amaranth's own ``verilog.convert`` as 
 every run's logits are compared with the golden model's (a benchmark that computes the wrong answer fast is
 not one). Rates are simulated clock cycles over the seconds the run itself took: cocotb's own figures from its
 ``results.xml`` (simulator start-up and build left out), the bare loop's from its clock around the loop.
+Compare rates within one invocation: a Verilator model's per-cycle code is tens of kilobytes of straight-line
+C++, and its speed depends on where the executable's pages land in memory (the same executable, copied byte
+for byte to other files, ran the same images in up to 1.4x the time on a 2-core machine).
 """
 
 from __future__ import annotations
