@@ -21,6 +21,13 @@ class ToolMissing(RuntimeError):
     """yosys or nextpnr-ecp5 is not installed; the message says which and how to get it."""
 
 
+def _shares(e: dict) -> dict:
+    """Each resource's share of the part, in percent to the tenth that the tables print, from the counts
+    (``utilization`` in summary.json is rounded already: rounding it again could print a tenth too many)."""
+    cap = e.get("capacity", {})
+    return {f"{k}_pct": round(100 * e[k] / cap[k], 1) for k in RESOURCES if cap.get(k) and k in e}
+
+
 def _summary_entry(res: dict, desc: dict, sim_cycles: int | None) -> dict:
     """The ``synth`` entry of a variant in summary.json: measured figures plus images/s at the measured Fmax."""
     cycles = sim_cycles or desc["cycles_analytic"]["total"]
@@ -331,7 +338,7 @@ def synth_rows(summary: dict) -> list[dict]:
         if not e or "lut" not in e:    # (refused before synthesis: its problem is listed under the table)
             continue
         row = {"variant": name, **{k: e[k] for k in RESOURCES}}
-        row.update({f"{k}_pct": round(100 * e["utilization"][k], 2) for k in RESOURCES if k in e.get("utilization", {})})
+        row.update(_shares(e))
         for k in ("fmax_mhz", "cycles_per_image", "images_per_s"):
             if k in e:
                 row[k] = e[k]
@@ -393,7 +400,7 @@ def device_rows(summary: dict) -> list[dict]:
                    "smallest": part == v.get("smallest_device")}
             if "lut" in e:
                 row.update({k: e[k] for k in RESOURCES})
-                row.update({f"{k}_pct": round(100 * u, 2) for k, u in e.get("utilization", {}).items()})
+                row.update(_shares(e))
             for k in ("target_mhz", "fmax_mhz", "meets_timing", "cycles_per_image", "images_per_s", "array", "spram"):
                 if k in e:
                     row[k] = e[k]
