@@ -466,8 +466,8 @@ def format_board_table(summary: dict) -> str:
         lines += [head, "-" * len(head)]
         for name, b in variants.items():
             bit, sim = b.get("bitstream", {}), next((b[k] for k in sorted(b) if k.startswith("sim_")), None)
-            cap = bit.get("capacity", {})
-            cells = "".join(f"{bit[k]:>7} {100 * bit[k] / cap[k]:>5.1f}%" if k in bit and cap.get(k) else f"{'-':>14}"
+            shares = _shares(bit)
+            cells = "".join(f"{bit[k]:>7} {shares[k + '_pct']:>5.1f}%" if k + "_pct" in shares else f"{'-':>14}"
                             for k in RESOURCES)
             ran = (f"{sim['simulator']}: {sim['match']}/{sim['images']} bit-exact, counters {sim['counters_equal']}/"
                    f"{sim['images']}, framing errors answered" if sim else "-")
